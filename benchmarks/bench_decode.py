@@ -1,0 +1,67 @@
+"""decord vs PyAV decode speed, measured side by side in one run.
+
+Writes a test clip (a slow pan over scikit-image's astronaut photograph, H.264 yuv420p) into a temporary folder,
+then times `opensora_nb.io.read_video` with each backend on it. The repeats are interleaved (decord, PyAV, PyAV,
+decord, ...) so that load from other processes on a shared machine slows both alike; the ratio of the medians is
+printed. Two workloads: decoding every frame, and Open-Sora's training read (16 frames, frame_interval 3, random start).
+
+    python benchmarks/bench_decode.py [--frames 96] [--height 240] [--width 426] [--repeats 7]
+"""
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def make_clip(frames, height, width):
+    "A pan across a real photograph: texture that H.264 has to work for (a flat synthetic clip would flatter both)."
+    import skimage.data
+    img = torch.from_numpy(skimage.data.astronaut()).permute(2, 0, 1).float()[None]
+    out = []
+    for t in range(frames):
+        shift = -0.3 + 0.6 * t / max(frames - 1, 1)
+        theta = torch.tensor([[0.6, 0, shift], [0, 0.6 * height / width, 0]], dtype=torch.float32)[None]
+        grid = F.affine_grid(theta, (1, 3, height, width), align_corners=False)
+        out.append(F.grid_sample(img, grid, align_corners=False)[0])
+    return torch.stack(out).round().clamp(0, 255).to(torch.uint8)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--frames", type=int, default=96)
+    p.add_argument("--height", type=int, default=240)
+    p.add_argument("--width", type=int, default=426)
+    p.add_argument("--repeats", type=int, default=7)
+    a = p.parse_args(argv)
+
+    from opensora_nb.io import BACKENDS, read_video, write_video
+    if not {"decord", "av"} <= set(BACKENDS):
+        raise SystemExit(f"need both decord and PyAV installed, found {BACKENDS}")
+    with tempfile.TemporaryDirectory() as d:
+        path = write_video(Path(d) / "bench.mp4", make_clip(a.frames, a.height, a.width), fps=24)
+        print(f"clip: {a.frames} frames {a.height}x{a.width} H.264, {path.stat().st_size / 1e3:.0f} kB; "
+              f"{a.repeats} interleaved repeats, median seconds")
+        workloads = {
+            "all frames": dict(),
+            "16 frames, interval 3": dict(num_frames=16, frame_interval=3),
+        }
+        for name, kw in workloads.items():
+            times = {"decord": [], "av": []}
+            for r in range(a.repeats + 1):
+                order = ("decord", "av") if r % 2 == 0 else ("av", "decord")
+                for b in order:
+                    t0 = time.perf_counter()
+                    v = read_video(path, backend=b, rng=r, **kw)
+                    dt = time.perf_counter() - t0
+                    if r > 0: times[b].append(dt)  # repeat 0 warms caches and imports
+            md, ma = statistics.median(times["decord"]), statistics.median(times["av"])
+            print(f"{name:>22}: decord {md:.4f} s   PyAV {ma:.4f} s   PyAV/decord = {ma / md:.2f}x   ({tuple(v.shape)})")
+
+
+if __name__ == "__main__":
+    main()
