@@ -16,9 +16,8 @@ def test_readme_is_generated_from_index():
 def test_ci_runs_the_readme_test_command():
     readme, ci = (ROOT / "README.md").read_text(), (ROOT / ".ci" / "run").read_text()
     cmd = next(l for l in readme.splitlines() if "nbdev_test" in l and l.startswith("pip install"))
-    install, nbtest, pytest_ = [c.strip() for c in cmd.split("&&")]
-    assert install.replace("pip install", "pip install -q") in ci
-    assert nbtest in ci and pytest_ in ci
+    for part in (c.strip() for c in cmd.split("&&")):
+        assert part.replace("pip install", "pip install -q") in ci, part
 
 
 def test_cli_help():
