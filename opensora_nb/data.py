@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['log', 'META_COLUMNS', 'IMG_FPS', 'read_meta', 'make_toy_dataset', 'parse_index', 'VideoTextDataset',
-           'collate_skip_none', 'VariableVideoBatchSampler', 'prepare_dataloader']
+           'collate_skip_none', 'assign_rows', 'VariableVideoBatchSampler', 'prepare_dataloader']
 
-# %% ../nbs/09b_data.ipynb #67380e86
+# %% ../nbs/09b_data.ipynb #fc5629cf
 import logging
 from collections import Counter, OrderedDict
 from pathlib import Path
@@ -21,7 +21,7 @@ from .io import IMG_EXTENSIONS, VideoReadError, read_image, read_video, transfor
 
 log = logging.getLogger(__name__)
 
-# %% ../nbs/09b_data.ipynb #80a852c1
+# %% ../nbs/09b_data.ipynb #2e3b3f04
 META_COLUMNS = ["path", "text", "num_frames", "height", "width", "aspect_ratio", "fps", "resolution"]
 
 def read_meta(data, root=None) -> pd.DataFrame:
@@ -41,7 +41,7 @@ def read_meta(data, root=None) -> pd.DataFrame:
         df["path"] = [str(p if Path(p).is_absolute() else base / p) for p in df["path"].astype(str)]
     return df.reset_index(drop=True)
 
-# %% ../nbs/09b_data.ipynb #6fafc82e
+# %% ../nbs/09b_data.ipynb #eed2f8da
 def make_toy_dataset(root, n_videos: int = 6, n_images: int = 2, bad: bool = True, size=(36, 64), seed: int = 0) -> Path:
     "Write a tiny meta CSV + clips (moving squares) + images under `root`; with `bad`, add a missing and a corrupt row."
     from opensora_nb.io import write_video
@@ -69,7 +69,7 @@ def make_toy_dataset(root, n_videos: int = 6, n_images: int = 2, bad: bool = Tru
     pd.DataFrame(rows, columns=META_COLUMNS).to_csv(root / "meta.csv", index=False)
     return root / "meta.csv"
 
-# %% ../nbs/09b_data.ipynb #87b6c4ea
+# %% ../nbs/09b_data.ipynb #1ad44581
 IMG_FPS = 120  # fps the reference gives images
 
 def parse_index(index, num_frames=None, image_size=None) -> tuple:
@@ -137,7 +137,7 @@ class VideoTextDataset(Dataset):
             log.warning("skipping sample %s: %s", index, e)
             return None
 
-# %% ../nbs/09b_data.ipynb #cff9207e
+# %% ../nbs/09b_data.ipynb #a6327631
 def collate_skip_none(batch: list) -> dict:
     "Stack a list of samples (dicts) into a batch; `None`s are dropped and counted in `skipped`."
     good = [b for b in batch if b is not None]
@@ -154,12 +154,33 @@ def collate_skip_none(batch: list) -> dict:
         if k in good[0]: out[k] = [b[k] for b in good]
     return out
 
-# %% ../nbs/09b_data.ipynb #0bcb1d85
+# %% ../nbs/09b_data.ipynb #23b23b59
+def _assign_chunk(args):
+    bucket, start, T, H, W, frame_interval, seed = args
+    out = []
+    for i, (t, h, w) in enumerate(zip(T, H, W), start):
+        if not (np.isfinite(t) and np.isfinite(h) and np.isfinite(w)) or min(t, h, w) < 1:
+            out.append(None)  # unusable metadata
+        else:
+            out.append(bucket.get_bucket_id(int(t), int(h), int(w), frame_interval, seed + i * bucket.num_bucket))
+    return out
+
+def assign_rows(bucket, T, H, W, frame_interval: int = 1, seed: int = 0, workers: int = 1, chunk: int = 20000) -> list:
+    "Bucket id (or None) of every row; row i draws with seed + i * num_bucket (the reference's scheme)."
+    T, H, W = (np.asarray(a, dtype=float) for a in (T, H, W))
+    if workers <= 1 or len(T) <= chunk:
+        return _assign_chunk((bucket, 0, T, H, W, frame_interval, seed))
+    from concurrent.futures import ProcessPoolExecutor
+    jobs = [(bucket, s, T[s:s + chunk], H[s:s + chunk], W[s:s + chunk], frame_interval, seed) for s in range(0, len(T), chunk)]
+    with ProcessPoolExecutor(workers) as ex:
+        return [b for part in ex.map(_assign_chunk, jobs) for b in part]
+
+# %% ../nbs/09b_data.ipynb #7e0d4979
 class VariableVideoBatchSampler(Sampler):
     "Batches of `'idx-T-H-W'` strings, one bucket per batch, each bucket's batch size; sharded, deterministic, resumable."
     def __init__(self, dataset, bucket_config: dict, num_replicas: int = 1, rank: int = 0, shuffle: bool = True,
                  seed: int = 0, drop_last: bool = False, frame_interval: int = None, aspect_ratios: dict = None,
-                 verbose: bool = False):
+                 verbose: bool = False, num_bucket_build_workers: int = 1):
         if num_replicas < 1: raise ValueError(f"num_replicas must be >= 1, got {num_replicas}")
         if not 0 <= rank < num_replicas: raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
         self.dataset, self.bucket = dataset, Bucket(bucket_config, aspect_ratios)
@@ -167,6 +188,7 @@ class VariableVideoBatchSampler(Sampler):
         self.frame_interval = frame_interval if frame_interval is not None else getattr(dataset, "frame_interval", 1)
         self.verbose, self.epoch, self.last_micro_batch_access_index = verbose, 0, 0
         self._plan_cache, self.num_unassigned = None, 0
+        self.num_bucket_build_workers = num_bucket_build_workers
 
     def set_epoch(self, epoch: int):
         self.epoch = int(epoch)
@@ -181,19 +203,12 @@ class VariableVideoBatchSampler(Sampler):
 
     def group_by_bucket(self) -> OrderedDict:
         "bucket id -> row indices (in row order) for this epoch."
-        groups, bad = OrderedDict(), 0
         T, H, W = self._thw()
-        base, nb = self.seed + self.epoch, self.bucket.num_bucket
-        for i, (t, h, w) in enumerate(zip(T, H, W)):
-            if not (np.isfinite(t) and np.isfinite(h) and np.isfinite(w)) or min(t, h, w) < 1:
-                bad += 1
-                continue
-            bid = self.bucket.get_bucket_id(int(t), int(h), int(w), self.frame_interval, base + i * nb)
-            if bid is None:
-                bad += 1
-                continue
-            groups.setdefault(bid, []).append(i)
-        self.num_unassigned = bad
+        ids = assign_rows(self.bucket, T, H, W, self.frame_interval, self.seed + self.epoch, self.num_bucket_build_workers)
+        groups = OrderedDict()
+        for i, bid in enumerate(ids):
+            if bid is not None: groups.setdefault(bid, []).append(i)
+        self.num_unassigned = sum(b is None for b in ids)
         return groups
 
     def epoch_plan(self) -> list:
@@ -253,7 +268,7 @@ class VariableVideoBatchSampler(Sampler):
         n = sum(len(r) for _, r in batches)
         print(f"{len(batches)} batches, {n} samples in {len({b for b, _ in batches})} buckets; {self.num_unassigned} rows without a bucket")
 
-# %% ../nbs/09b_data.ipynb #2fe80047
+# %% ../nbs/09b_data.ipynb #40072274
 def prepare_dataloader(dataset, bucket_config: dict, num_workers: int = 0, seed: int = 0, num_replicas: int = 1,
                        rank: int = 0, shuffle: bool = True, drop_last: bool = False, aspect_ratios: dict = None,
                        pin_memory: bool = False, prefetch_factor: int = None, **kw):

@@ -345,3 +345,12 @@ def test_dataloader_epoch_survives_bad_rows(toy, workers):
             seen += batch["index"].tolist()
     assert skipped == 2
     assert len(seen) == len(ds) - 2 and len(set(seen)) == len(seen)
+
+
+def test_parallel_assignment_equals_serial():
+    from opensora_nb.data import assign_rows
+    d = synthetic_meta(300, 2)
+    b = Bucket(CFG)
+    serial = assign_rows(b, d.num_frames, d.height, d.width, 1, 5)
+    assert assign_rows(b, d.num_frames, d.height, d.width, 1, 5, workers=2, chunk=100) == serial
+    assert serial == b.assign(d.num_frames, d.height, d.width, 1, 5)
