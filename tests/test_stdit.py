@@ -171,3 +171,16 @@ def test_stdit_v1_init_and_freeze():
     assert m.blocks[0].attn_temp.proj.weight.abs().sum() == 0
     with pytest.raises(ValueError, match="freeze"):
         STDiT(input_size=(2, 4, 4), hidden_size=32, depth=1, num_heads=4, freeze="all")
+
+
+def test_stdit_v1_from_pretrained_recomputes_tables(tmp_path):
+    cfg = dict(input_size=(2, 4, 4), hidden_size=32, depth=1, num_heads=4, caption_channels=16, model_max_length=6,
+               space_scale=0.5)
+    m = _randomised(STDiT(**cfg))
+    sd = {k: v for k, v in m.state_dict().items() if k != "pos_embed_temporal"}
+    sd["pos_embed"] = torch.zeros_like(sd["pos_embed"])  # stale tables in a checkpoint are replaced
+    torch.save(sd, tmp_path / "v1.pth")
+    m2 = STDiT.from_pretrained(tmp_path / "v1.pth", **cfg)
+    x, y = torch.randn(1, 4, 2, 4, 4), torch.randn(1, 1, 6, 16)
+    with torch.no_grad():
+        assert torch.equal(m(x, torch.tensor([3.0]), y), m2(x, torch.tensor([3.0]), y))
