@@ -6,7 +6,7 @@
 __all__ = ['log', 'META_COLUMNS', 'IMG_FPS', 'read_meta', 'make_toy_dataset', 'parse_index', 'VideoTextDataset',
            'collate_skip_none', 'assign_rows', 'VariableVideoBatchSampler', 'prepare_dataloader']
 
-# %% ../nbs/09b_data.ipynb #fc5629cf
+# %% ../nbs/09b_data.ipynb #d8237488
 import logging
 from collections import Counter, OrderedDict
 from pathlib import Path
@@ -21,7 +21,7 @@ from .io import IMG_EXTENSIONS, VideoReadError, read_image, read_video, transfor
 
 log = logging.getLogger(__name__)
 
-# %% ../nbs/09b_data.ipynb #2e3b3f04
+# %% ../nbs/09b_data.ipynb #2990819b
 META_COLUMNS = ["path", "text", "num_frames", "height", "width", "aspect_ratio", "fps", "resolution"]
 
 def read_meta(data, root=None) -> pd.DataFrame:
@@ -41,7 +41,7 @@ def read_meta(data, root=None) -> pd.DataFrame:
         df["path"] = [str(p if Path(p).is_absolute() else base / p) for p in df["path"].astype(str)]
     return df.reset_index(drop=True)
 
-# %% ../nbs/09b_data.ipynb #eed2f8da
+# %% ../nbs/09b_data.ipynb #8486305f
 def make_toy_dataset(root, n_videos: int = 6, n_images: int = 2, bad: bool = True, size=(36, 64), seed: int = 0) -> Path:
     "Write a tiny meta CSV + clips (moving squares) + images under `root`; with `bad`, add a missing and a corrupt row."
     from opensora_nb.io import write_video
@@ -69,7 +69,7 @@ def make_toy_dataset(root, n_videos: int = 6, n_images: int = 2, bad: bool = Tru
     pd.DataFrame(rows, columns=META_COLUMNS).to_csv(root / "meta.csv", index=False)
     return root / "meta.csv"
 
-# %% ../nbs/09b_data.ipynb #1ad44581
+# %% ../nbs/09b_data.ipynb #86d57e0d
 IMG_FPS = 120  # fps the reference gives images
 
 def parse_index(index, num_frames=None, image_size=None) -> tuple:
@@ -93,8 +93,6 @@ class VideoTextDataset(Dataset):
         self.frame_interval, self.num_frames, self.image_size = frame_interval, num_frames, image_size
         self.backend, self.seed, self.epoch = backend, seed, 0
         self.skipped = {}  # path -> reason, for rows that could not be read (in this process)
-        for c in ("num_frames", "height", "width"):
-            if c not in self.data.columns: raise ValueError(f"meta table has no {c!r} column (columns: {list(self.data.columns)})")
 
     def __len__(self): return len(self.data)
 
@@ -102,6 +100,8 @@ class VideoTextDataset(Dataset):
 
     def get_data_info(self, idx: int) -> tuple:
         "(T, H, W) of row `idx` as the meta table says."
+        missing = [c for c in ("num_frames", "height", "width") if c not in self.data.columns]
+        if missing: raise ValueError(f"meta table has no {missing} column(s), needed for bucketing (columns: {list(self.data.columns)})")
         r = self.data.iloc[idx]
         return int(r["num_frames"]), int(r["height"]), int(r["width"])
 
@@ -137,7 +137,7 @@ class VideoTextDataset(Dataset):
             log.warning("skipping sample %s: %s", index, e)
             return None
 
-# %% ../nbs/09b_data.ipynb #a6327631
+# %% ../nbs/09b_data.ipynb #19594b3b
 def collate_skip_none(batch: list) -> dict:
     "Stack a list of samples (dicts) into a batch; `None`s are dropped and counted in `skipped`."
     good = [b for b in batch if b is not None]
@@ -154,7 +154,7 @@ def collate_skip_none(batch: list) -> dict:
         if k in good[0]: out[k] = [b[k] for b in good]
     return out
 
-# %% ../nbs/09b_data.ipynb #23b23b59
+# %% ../nbs/09b_data.ipynb #d799bcb7
 def _assign_chunk(args):
     bucket, start, T, H, W, frame_interval, seed = args
     out = []
@@ -175,7 +175,7 @@ def assign_rows(bucket, T, H, W, frame_interval: int = 1, seed: int = 0, workers
     with ProcessPoolExecutor(workers) as ex:
         return [b for part in ex.map(_assign_chunk, jobs) for b in part]
 
-# %% ../nbs/09b_data.ipynb #7e0d4979
+# %% ../nbs/09b_data.ipynb #32625d43
 class VariableVideoBatchSampler(Sampler):
     "Batches of `'idx-T-H-W'` strings, one bucket per batch, each bucket's batch size; sharded, deterministic, resumable."
     def __init__(self, dataset, bucket_config: dict, num_replicas: int = 1, rank: int = 0, shuffle: bool = True,
@@ -268,7 +268,7 @@ class VariableVideoBatchSampler(Sampler):
         n = sum(len(r) for _, r in batches)
         print(f"{len(batches)} batches, {n} samples in {len({b for b, _ in batches})} buckets; {self.num_unassigned} rows without a bucket")
 
-# %% ../nbs/09b_data.ipynb #40072274
+# %% ../nbs/09b_data.ipynb #3b9d38e4
 def prepare_dataloader(dataset, bucket_config: dict, num_workers: int = 0, seed: int = 0, num_replicas: int = 1,
                        rank: int = 0, shuffle: bool = True, drop_last: bool = False, aspect_ratios: dict = None,
                        pin_memory: bool = False, prefetch_factor: int = None, **kw):

@@ -354,3 +354,14 @@ def test_parallel_assignment_equals_serial():
     serial = assign_rows(b, d.num_frames, d.height, d.width, 1, 5)
     assert assign_rows(b, d.num_frames, d.height, d.width, 1, 5, workers=2, chunk=100) == serial
     assert serial == b.assign(d.num_frames, d.height, d.width, 1, 5)
+
+
+def test_dataset_without_size_columns_works_in_fixed_mode(toy, tmp_path):
+    "v1.0-style CSVs (path, text) still load at a fixed size; bucketing them says what is missing."
+    df = pd.read_csv(toy)[["path", "text"]].head(2)
+    df["path"] = [str(toy.parent / p) for p in df.path]
+    df.to_csv(tmp_path / "v10.csv", index=False)
+    ds = VideoTextDataset(tmp_path / "v10.csv", num_frames=4, image_size=(16, 16))
+    assert ds[0]["video"].shape == (3, 4, 16, 16)
+    with pytest.raises(ValueError, match="needed for bucketing"):
+        list(VariableVideoBatchSampler(ds, TOY_CFG, aspect_ratios=TOY_AR))
