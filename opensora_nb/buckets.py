@@ -10,7 +10,7 @@ __all__ = ['ASPECT_RATIO_MAP', 'TABLE_RATIOS', 'OPENSORA_BASES', 'ASPECT_RATIOS'
            'Bucket', 'crop_plan', 'latent_frames', 'stdit3_tokens', 'step_cost', 'bucket_costs', 'bucket_table',
            'synthetic_meta', 'extend_aspect_ratios', 'explain_bucket']
 
-# %% ../nbs/09_buckets.ipynb #46d54830
+# %% ../nbs/09_buckets.ipynb #2a395759
 import math
 from collections import OrderedDict
 from fractions import Fraction
@@ -18,7 +18,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-# %% ../nbs/09_buckets.ipynb #d598ca63
+# %% ../nbs/09_buckets.ipynb #df8905bf
 # The official names of the aspect ratios (H:W) and their table keys, as the reference spells them.
 ASPECT_RATIO_MAP = {
     "3:8": "0.38", "9:21": "0.43", "12:25": "0.48", "1:2": "0.50", "9:17": "0.53", "27:50": "0.54",
@@ -31,7 +31,7 @@ ASPECT_RATIO_MAP = {
 TABLE_RATIOS = {k: Fraction(r.replace(":", "/")) for r, k in ASPECT_RATIO_MAP.items()}
 TABLE_RATIOS["0.54"], TABLE_RATIOS["2.08"] = Fraction(20, 37), Fraction(25, 12)
 
-# %% ../nbs/09_buckets.ipynb #fd14ac4a
+# %% ../nbs/09_buckets.ipynb #25ac5fff
 def _even(x: float) -> int:
     "Round to the even one of floor/ceil (the reference's rounding of table sides)."
     return math.ceil(x) if math.ceil(x) % 2 == 0 else math.floor(x)
@@ -51,7 +51,7 @@ def opensora_table(pixels: int, size_fn=even_size, ratios: dict = None) -> dict:
     ratios = TABLE_RATIOS if ratios is None else ratios
     return {k: size_fn(float(a), pixels) for k, a in ratios.items()}
 
-# %% ../nbs/09_buckets.ipynb #4f9e07be
+# %% ../nbs/09_buckets.ipynb #8979dc4c
 # (base frame H, W) of each Open-Sora resolution: its pixel budget is H*W
 OPENSORA_BASES = {"144p": (144, 256), "240p": (240, 426), "360p": (360, 640), "480p": (480, 854),
                   "720p": (720, 1280), "1080p": (1080, 1920), "2k": (1440, 2560), "4k": (2160, 3840)}
@@ -70,7 +70,7 @@ def _opensora_tables() -> dict:
         out[name] = (h * w, table)
     return out
 
-# %% ../nbs/09_buckets.ipynb #fd5d9d2f
+# %% ../nbs/09_buckets.ipynb #213edf04
 def ratio_key(h: int, w: int) -> str:
     "The PixArt-style key of a size: H/W rounded to 2 decimals, as Python prints the float ('0.4', '1.0')."
     return str(round(h / w, 2))
@@ -99,7 +99,7 @@ def _pixart_tables() -> dict:
     out["2880"] = (2880 * 2880, t2880)
     return out
 
-# %% ../nbs/09_buckets.ipynb #4b4d0feb
+# %% ../nbs/09_buckets.ipynb #b3e22b0c
 def build_aspect_ratios() -> dict:
     "Every resolution table of Open-Sora 1.2, ordered by pixel budget (ties keep the reference's order)."
     tables = {**_opensora_tables(), **_pixart_tables()}
@@ -114,7 +114,7 @@ def get_num_pixels(name: str) -> int:
         raise KeyError(f"unknown resolution {name!r}; known: {', '.join(ASPECT_RATIOS)}")
     return ASPECT_RATIOS[name][0]
 
-# %% ../nbs/09_buckets.ipynb #0948685d
+# %% ../nbs/09_buckets.ipynb #14bd18e0
 def get_closest_ratio(height: float, width: float, ratios: dict) -> str:
     "Key of `ratios` whose float value is closest to height/width."
     aspect_ratio = height / width
@@ -137,7 +137,7 @@ def get_num_frames(num_frames) -> int:
     "Frames for a length given as an int or a name ('4s' = 102 frames at 24 fps after the VAE's 17-frame chunks)."
     return NUM_FRAMES_MAP[num_frames] if num_frames in NUM_FRAMES_MAP else int(num_frames)
 
-# %% ../nbs/09_buckets.ipynb #77f2b576
+# %% ../nbs/09_buckets.ipynb #1c192068
 def make_aspect_ratios(pixels: int, multiple: int = 16, ratios: dict = None) -> dict:
     """{key: (H, W)} with H/W ~ each ratio and H*W ~ `pixels`, sides multiples of `multiple`: the nearby grid point
     with the smallest squared log-error in ratio and area. Small budgets cannot honour every ratio, so the key is the
@@ -153,7 +153,7 @@ def make_aspect_ratios(pixels: int, multiple: int = 16, ratios: dict = None) -> 
         out.setdefault(f"{h / w:.2f}", (h, w))
     return out
 
-# %% ../nbs/09_buckets.ipynb #907dafe0
+# %% ../nbs/09_buckets.ipynb #404912e4
 class BucketConfigError(ValueError):
     "A bucket config that cannot be used; the message names the entry and what is wrong."
 
@@ -199,7 +199,7 @@ def validate_bucket_config(bucket_config, aspect_ratios: dict = None) -> dict:
         out[res] = norm
     return out
 
-# %% ../nbs/09_buckets.ipynb #6f6c85dd
+# %% ../nbs/09_buckets.ipynb #3424a5f8
 V1_2_STAGE1 = {
     "144p": {1: (1.0, 475), 51: (1.0, 51), 102: ((1.0, 0.33), 27), 204: ((1.0, 0.1), 13), 408: ((1.0, 0.1), 6)},
     "256": {1: (0.4, 297), 51: (0.5, 20), 102: ((0.5, 0.33), 10), 204: ((0.5, 0.1), 5), 408: ((0.5, 0.1), 2)},
@@ -238,7 +238,7 @@ V1_2_STAGE3 = {
 }
 BUCKET_PRESETS = {"v1_2_stage1": V1_2_STAGE1, "v1_2_stage2": V1_2_STAGE2, "v1_2_stage3": V1_2_STAGE3}
 
-# %% ../nbs/09_buckets.ipynb #067c9383
+# %% ../nbs/09_buckets.ipynb #333f9d7c
 def _rng(seed, index):
     return np.random.default_rng(None if seed is None else seed + index)
 
@@ -309,7 +309,7 @@ class Bucket:
         return [self.get_bucket_id(int(t), int(h), int(w), frame_interval, seed + i * self.num_bucket)
                 for i, (t, h, w) in enumerate(zip(num_frames, heights, widths))]
 
-# %% ../nbs/09_buckets.ipynb #90feb61b
+# %% ../nbs/09_buckets.ipynb #c06a1f3a
 def crop_plan(H: int, W: int, th: int, tw: int) -> dict:
     "How a H x W frame is scaled to cover th x tw and centre-cropped: resize (sh, sw), crop (top, left, th, tw), kept fraction."
     rh, rw = th / H, tw / W
@@ -318,7 +318,7 @@ def crop_plan(H: int, W: int, th: int, tw: int) -> dict:
     top, left = (sh - th) // 2, (sw - tw) // 2
     return dict(resize=(sh, sw), crop=(top, left, th, tw), scale=max(rh, rw), kept=th * tw / (sh * sw))
 
-# %% ../nbs/09_buckets.ipynb #6203824d
+# %% ../nbs/09_buckets.ipynb #619735dd
 def latent_frames(T: int, micro_frame_size: int = 17) -> int:
     "Latent frames of the v1.2 VAE: each chunk of 17 frames is padded to 20 and compressed 4x (an image stays 1)."
     full, rest = divmod(T, micro_frame_size)
@@ -337,7 +337,7 @@ def step_cost(T: int, H: int, W: int, batch_size: int, hidden: int = 1152) -> fl
     s = n // max(t, 1)
     return batch_size * (24 * n * hidden**2 + 4 * n * (s + t) * hidden)
 
-# %% ../nbs/09_buckets.ipynb #4620241a
+# %% ../nbs/09_buckets.ipynb #5ba72e67
 def bucket_costs(bucket_config: dict, ar: str = "0.56", aspect_ratios: dict = None) -> list:
     "Rows (res, T, H, W, batch_size, tokens per sample, tokens per batch, step cost) of every usable (res, T)."
     bk = Bucket(bucket_config, aspect_ratios)
@@ -352,7 +352,7 @@ def bucket_costs(bucket_config: dict, ar: str = "0.56", aspect_ratios: dict = No
             rows.append((res, t, h, w, bs, n, n * bs, step_cost(t, h, w, bs)))
     return rows
 
-# %% ../nbs/09_buckets.ipynb #e730ca0e
+# %% ../nbs/09_buckets.ipynb #75a47c9e
 def bucket_table(meta, bucket_config: dict, frame_interval: int = 1, seed: int = 0, aspect_ratios: dict = None):
     "Assign every row of a meta DataFrame; one row per used (res, T, ar) bucket with its samples, batches and tokens."
     import pandas as pd
@@ -381,7 +381,7 @@ def synthetic_meta(n: int = 2000, seed: int = 0):
     T = np.where(image, 1, (rng.uniform(2, 20, n) * 24).astype(int))
     return pd.DataFrame(dict(path=[f"clip{i}.mp4" for i in range(n)], num_frames=T, height=s[:, 0], width=s[:, 1]))
 
-# %% ../nbs/09_buckets.ipynb #97a21e3e
+# %% ../nbs/09_buckets.ipynb #0ab4d75d
 def extend_aspect_ratios(extra: dict, multiple: int = 16, base: dict = None) -> dict:
     "ASPECT_RATIOS (or `base`) plus resolutions {name: pixels or (pixels, table)}; tables made by `make_aspect_ratios`."
     out = dict(ASPECT_RATIOS if base is None else base)
@@ -389,7 +389,7 @@ def extend_aspect_ratios(extra: dict, multiple: int = 16, base: dict = None) -> 
         out[name] = tuple(v) if isinstance(v, (tuple, list)) else (int(v), make_aspect_ratios(int(v), multiple))
     return dict(sorted(out.items(), key=lambda kv: kv[1][0]))
 
-# %% ../nbs/09_buckets.ipynb #9dddddfb
+# %% ../nbs/09_buckets.ipynb #6a3defbb
 SAMPLES_ASPECT_RATIOS = extend_aspect_ratios({"64px": 64 * 64, "112px": 112 * 112})
 SAMPLES_BUCKET_CONFIG = {
     "240p": {1: (0.5, 16), 8: (0.5, 8), 16: (0.5, 4), 32: (0.5, 2)},
@@ -398,7 +398,7 @@ SAMPLES_BUCKET_CONFIG = {
     "64px": {1: (1.0, 128), 8: (1.0, 64), 16: (1.0, 32), 32: (1.0, 16)},
 }
 
-# %% ../nbs/09_buckets.ipynb #9556214c
+# %% ../nbs/09_buckets.ipynb #aa9fc759
 def explain_bucket(T: int, H: int, W: int, bucket_config: dict, frame_interval: int = 1, seed: int = 0,
                    aspect_ratios: dict = None) -> dict:
     "Everything about one sample's bucket: id, (T, H, W), batch size, crop plan, tokens, candidate resolutions."
