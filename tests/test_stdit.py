@@ -184,3 +184,12 @@ def test_stdit_v1_from_pretrained_recomputes_tables(tmp_path):
     x, y = torch.randn(1, 4, 2, 4, 4), torch.randn(1, 1, 6, 16)
     with torch.no_grad():
         assert torch.equal(m(x, torch.tensor([3.0]), y), m2(x, torch.tensor([3.0]), y))
+
+
+def test_full_attention_from_pretrained_keeps_class(tmp_path):
+    fa = _randomised(FullAttentionDiT(TINY))
+    fa.save_pretrained(tmp_path / "fa")
+    fa2 = FullAttentionDiT.from_pretrained(tmp_path / "fa")
+    assert type(fa2) is FullAttentionDiT
+    with torch.no_grad():
+        assert torch.equal(fa(**_inputs()), fa2(**_inputs()))
