@@ -1,0 +1,153 @@
+"""opensora_nb.vae / vae_train: what the notebooks cannot hold (bad inputs, save/load round trips, resume)."""
+import json
+
+import pytest
+import torch
+from diffusers.models import AutoencoderKL
+
+from opensora_nb.vae import (TINY_VAE_2D_CONFIG, VAE_Temporal, VideoAutoencoderKL, VideoAutoencoderPipeline,
+                             OpenSoraVAE_V1_2, tiny_vae_v1_2)
+from opensora_nb.vae_train import VAEStage, load_checkpoint, train_stage, tiny_vae_stages, train_tiny_vae
+
+torch.set_num_threads(1)
+
+
+def _det(pipe):
+    pipe.eval()
+    pipe.sample_posterior = False
+    pipe.spatial_vae.sample_posterior = False
+    return pipe
+
+
+def test_tiny_autoencoderkl_save_and_from_pretrained(tmp_path):
+    torch.manual_seed(0)
+    vae = VideoAutoencoderKL.from_config(TINY_VAE_2D_CONFIG, sample_posterior=False).eval()
+    vae.save_pretrained(tmp_path / "vae")
+    assert (tmp_path / "vae" / "config.json").exists()
+    back = VideoAutoencoderKL.from_pretrained(str(tmp_path / "vae"), sample_posterior=False, micro_batch_size=2).eval()
+    x = torch.rand(1, 3, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(back.encode(x), vae.encode(x))
+        torch.testing.assert_close(back.decode(vae.encode(x)), vae.decode(vae.encode(x)))
+    assert back.scaling_factor == 0.18215 and back.patch_size == (1, 4, 4)
+
+
+def test_subfolder_like_pixart(tmp_path):
+    AutoencoderKL(**TINY_VAE_2D_CONFIG).save_pretrained(tmp_path / "repo" / "vae")
+    vae = VideoAutoencoderKL.from_pretrained(str(tmp_path / "repo"), subfolder="vae")
+    assert vae.out_channels == 4
+
+
+def test_bad_inputs():
+    pipe = tiny_vae_v1_2()
+    with pytest.raises(ValueError, match=r"\[B, C, T, H, W\]"):
+        pipe.encode(torch.zeros(3, 8, 8))
+    with pytest.raises(ValueError, match="expected"):
+        VideoAutoencoderKL.from_config(TINY_VAE_2D_CONFIG).encode(torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="activation_fn"):
+        VAE_Temporal(filters=8, num_groups=4, activation_fn="gelu")
+    with pytest.raises(ValueError, match="vae_2d"):
+        OpenSoraVAE_V1_2(vae_2d="nope")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        VideoAutoencoderPipeline.from_pretrained(".")  # a folder without the files
+
+
+@pytest.mark.parametrize("T", [1, 2, 5, 16, 17])
+def test_chunking_is_exact_up_to_one_chunk(T):
+    torch.manual_seed(0)
+    pipe = _det(tiny_vae_v1_2())
+    x = torch.rand(1, 3, T, 8, 8) * 2 - 1
+    with torch.no_grad():
+        z = pipe.encode(x)
+        pipe.micro_frame_size = None
+        torch.testing.assert_close(pipe.encode(x), z)
+        out_whole = pipe.decode(z, num_frames=T)
+        pipe.micro_frame_size = 17
+        torch.testing.assert_close(pipe.decode(z, num_frames=T), out_whole)
+
+
+def test_chunking_is_per_chunk_for_long_clips():
+    torch.manual_seed(0)
+    pipe = _det(tiny_vae_v1_2())
+    x = torch.rand(1, 3, 40, 8, 8) * 2 - 1
+    with torch.no_grad():
+        z = pipe.encode(x)
+        parts = [pipe.encode(x[:, :, a:b]) for a, b in ((0, 17), (17, 34), (34, 40))]
+        torch.testing.assert_close(z, torch.cat(parts, 2))
+        dec = pipe.decode(z, num_frames=40)
+        assert dec.shape[2] == 40
+        torch.testing.assert_close(dec[:, :, 34:], pipe.decode(parts[2], num_frames=6))
+
+
+@pytest.mark.parametrize("T,expected", [(1, 1), (4, 1), (5, 2), (16, 4), (17, 5), (18, 6), (20, 6), (34, 10),
+                                        (51, 15), (102, 30), (408, 120)])
+def test_latent_sizes(T, expected):
+    pipe = tiny_vae_v1_2()
+    assert pipe.get_latent_size((T, 32, 48)) == [expected, 8, 12]
+    with torch.device("meta"):
+        full = OpenSoraVAE_V1_2(vae_2d="random")
+    assert full.get_latent_size((T, 720, 1280)) == [expected, 90, 160]
+    assert full.get_latent_size((None, 256, 256)) == [None, 32, 32]
+
+
+def test_latent_size_matches_encode():
+    pipe = _det(tiny_vae_v1_2())
+    for T in (1, 3, 17, 18, 21):
+        with torch.no_grad():
+            z = pipe.encode(torch.zeros(1, 3, T, 8, 12))
+        assert list(z.shape[2:]) == pipe.get_latent_size((T, 8, 12)), T
+        assert pipe.decode(z, num_frames=T).shape[2] == T
+
+
+def test_pipeline_official_layout_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    pipe = _det(tiny_vae_v1_2(shift=[0.1, 0.2, 0.3, 0.4], scale=[1.0, 2.0, 3.0, 4.0]))
+    pipe.save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["model_type"] == "VideoAutoencoderPipeline" and cfg["micro_frame_size"] == 17
+    from safetensors.torch import load_file
+    keys = set(load_file(str(tmp_path / "model.safetensors")))
+    assert {"scale", "shift", "spatial_vae.module.decoder.conv_out.weight",
+            "temporal_vae.decoder.conv_out.conv.weight"} <= keys
+    back = _det(VideoAutoencoderPipeline.from_pretrained(str(tmp_path)))
+    x = torch.rand(1, 3, 5, 8, 8) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(back.encode(x), pipe.encode(x))
+    torch.testing.assert_close(back.shift.flatten(), torch.tensor([0.1, 0.2, 0.3, 0.4]))
+
+
+def _clips(n=6, T=12):
+    g = torch.Generator().manual_seed(0)
+    return [torch.rand(3, T, 16, 16, generator=g) * 2 - 1 for _ in range(n)]
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    clips = _clips()
+    stages = [replace_steps(s) for s in tiny_vae_stages(scale=0.01)]
+    torch.manual_seed(0)
+    a = tiny_vae_v1_2()
+    b = tiny_vae_v1_2(); b.load_state_dict(a.state_dict())
+    train_tiny_vae(clips, stages=stages, pipe=a, progress=False)
+    # b: stop in the middle of stage 1, then run everything again from the checkpoints
+    train_stage(b, clips, stages[0], stage_idx=0, ckpt=tmp_path / "stage0.pt", progress=False)
+    train_stage(b, clips, stages[1], stage_idx=1, ckpt=tmp_path / "stage1.pt", stop_after=1, progress=False)
+    assert load_checkpoint(tmp_path / "stage1.pt")["step"] == 1
+    assert not list(tmp_path.glob("*.tmp"))
+    train_tiny_vae(clips, stages=stages, pipe=b, out_dir=tmp_path, progress=False)
+    for (k, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), k
+    assert (tmp_path / "final" / "model.safetensors").exists()
+
+
+def replace_steps(stage, steps=2):
+    from dataclasses import replace
+    return replace(stage, steps=steps, batch_size=min(stage.batch_size, 2), num_frames=min(stage.num_frames, 5))
+
+
+def test_discriminator_and_perceptual_step():
+    from opensora_nb.vae_train import RandomFeaturePerceptual
+    pipe = tiny_vae_v1_2()
+    stage = VAEStage("gan", steps=1, use_real_rec_loss=True, use_z_rec_loss=False, num_frames=5, batch_size=1,
+                     lr=1e-4, mixed_strategy="mixed_video_random", discriminator=True)
+    hist = train_stage(pipe, _clips(2), stage, perceptual=RandomFeaturePerceptual(), progress=False)
+    assert {"gan", "disc", "nll", "kl"} <= set(hist[0])
