@@ -10,7 +10,8 @@ matplotlib.use("Agg")
 import pytest
 import torch
 
-from opensora_nb.masks import (IMG_FPS, MASK_TYPES, V1_2_STAGE1_MASK_RATIOS, MaskGenerator, MaskTuple,
+from opensora_nb.masks import (IMG_FPS, MASK_TYPES, V1_2_STAGE1_MASK_RATIOS, V1_2_STAGE2_MASK_RATIOS,
+                               V1_2_STAGE3_MASK_RATIOS, MaskGenerator, MaskTuple,
                                append_generated, apply_mask_strategy, build_conditioning, draw_mask_strategy,
                                find_nearest_point, frame_mask, mask_strategy_widget, multi_resolution_info,
                                parse_mask_strategy, x_mask_at)
@@ -32,6 +33,13 @@ def test_official_names_and_preset():
     mg = MaskGenerator()  # default = v1.2 stage 1
     assert math.isclose(mg.mask_ratios["identity"], 0.8) and list(mg.mask_ratios)[-1] == "identity"
     assert V1_2_STAGE1_MASK_RATIOS["image_head"] == 0.05 and V1_2_STAGE1_MASK_RATIOS["random"] == 0.05
+    for preset in (V1_2_STAGE2_MASK_RATIOS, V1_2_STAGE3_MASK_RATIOS):  # "25%" in the official configs
+        assert math.isclose(MaskGenerator(preset).mask_ratios["identity"], 0.75) and preset["image_head"] == 0.22
+
+
+def test_zero_ratio_never_drawn():
+    mg = MaskGenerator(V1_2_STAGE2_MASK_RATIOS, seed=3)
+    assert "image_random" not in {mg.pick() for _ in range(20_000)}
 
 
 def test_type_frequencies_preset():
