@@ -8,7 +8,7 @@ __all__ = ['CAPTION_PROMPTS', 'TINY_CHAT_TEMPLATE', 'STAGES', 'Captioner', 'tiny
            'OCRStage', 'AestheticStage', 'MatchStage', 'CaptionStage', 'write_shards', 'iter_shard',
            'ShardVideoTextDataset', 'curate', 'show_clip_row', 'browse_clips', 'curate_cli']
 
-# %% ../nbs/10b_curation_run.ipynb #2854084b
+# %% ../nbs/10b_curation_run.ipynb #8e190bd4
 import argparse
 import io as _io
 import json
@@ -32,7 +32,7 @@ from .curation import (FILTER_PRESETS, CLIPScorer, camera_motion, clean_caption,
 from .data import VideoTextDataset, IMG_FPS
 from .io import VideoReadError, read_image, read_video, transform_video
 
-# %% ../nbs/10b_curation_run.ipynb #d97b683c
+# %% ../nbs/10b_curation_run.ipynb #0088d49d
 CAPTION_PROMPTS = {
     "naive": "Describe the video",
     "three_frames": ("A video is given by providing three frames in chronological order. Describe this video and its "
@@ -80,7 +80,7 @@ class Captioner:
         model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=dtype).to(device)
         return cls(model, AutoProcessor.from_pretrained(model_id), **kw)
 
-# %% ../nbs/10b_curation_run.ipynb #4f934b05
+# %% ../nbs/10b_curation_run.ipynb #6204150f
 TINY_CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'].upper() }}: {% for c in m['content'] %}"
                       "{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }} {% endif %}{% endfor %}"
                       "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
@@ -109,7 +109,7 @@ def tiny_vlm(seed=0, width=32, image_size=32, patch_size=8):
                           vision_feature_select_strategy="default", chat_template=TINY_CHAT_TEMPLATE, image_token="<image>")
     return model, proc
 
-# %% ../nbs/10b_curation_run.ipynb #8fb7670c
+# %% ../nbs/10b_curation_run.ipynb #af8c0bcb
 def _error_text(stage, e):
     return f"{stage}: {type(e).__name__}: {e}".replace("\n", " ")[:500]
 
@@ -140,7 +140,7 @@ def apply_batch(fn, rows, stage="stage"):
         return [apply_row(lambda r: fn([r])[0], r, stage) for r in rows]
     return [[dict(r)] if _has_error(r) else [{**o, "error": ""} for o in _merge(r, outs[id(r)])] for r in rows]
 
-# %% ../nbs/10b_curation_run.ipynb #287599eb
+# %% ../nbs/10b_curation_run.ipynb #f8b9e43e
 def _jsonable(v):
     if isinstance(v, (np.integer,)): return int(v)
     if isinstance(v, (np.floating,)): return None if np.isnan(v) else float(v)
@@ -170,7 +170,7 @@ class ProgressLog:
         self.f.write(json.dumps(rec) + "\n"); self.f.flush(); os.fsync(self.f.fileno())
     def close(self): self.f.close()
 
-# %% ../nbs/10b_curation_run.ipynb #ccfe94e8
+# %% ../nbs/10b_curation_run.ipynb #dcc0643c
 def _stage_name(fn):
     return getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__
 
@@ -252,7 +252,7 @@ def _worker_init():
     torch.set_num_threads(1)
     import cv2; cv2.setNumThreads(1)
 
-# %% ../nbs/10b_curation_run.ipynb #b8e3e6fc
+# %% ../nbs/10b_curation_run.ipynb #11f8b42a
 class InfoStage:
     "num_frames, height, width, aspect_ratio, fps, resolution of the row's file."
     name = "info"
@@ -332,7 +332,7 @@ class CaptionStage:
         caps = dict(zip(map(id, todo), _MODELS[k]([r["path"] for r in todo]))) if todo else {}
         return [{"text": caps[id(r)]} if id(r) in caps else {} for r in rows]
 
-# %% ../nbs/10b_curation_run.ipynb #ca7768cc
+# %% ../nbs/10b_curation_run.ipynb #b571382b
 def write_shards(meta, out_dir, shard_size=100, text_col="text"):
     "Pack the clips of `meta` (error rows skipped) into WebDataset tars under `out_dir`; returns the index table."
     df = read_meta(meta) if isinstance(meta, (str, Path)) else meta
@@ -407,7 +407,7 @@ class ShardVideoTextDataset(VideoTextDataset):
         out["text"] = "" if pd.isna(row.get("text")) else str(row["text"])
         return out
 
-# %% ../nbs/10b_curation_run.ipynb #1ee9922c
+# %% ../nbs/10b_curation_run.ipynb #3b8909b4
 STAGES = ("info", "scenes", "split", "aes", "motion", "ocr", "filter", "caption", "match", "filter", "score2text", "shards")
 
 def _relative(df, root):
@@ -449,7 +449,7 @@ def curate(input, out_dir, stages=STAGES, num_workers=0, preset="curation_defaul
     write_meta(_relative(df, out_dir), out_dir / "meta_final.csv")
     return df
 
-# %% ../nbs/10b_curation_run.ipynb #a6c2e33b
+# %% ../nbs/10b_curation_run.ipynb #37e24b15
 def show_clip_row(row, ax=None, points=(0.1, 0.5, 0.9)):
     "Three frames of a curated clip with its scores and (wrapped) caption as the title."
     import textwrap
@@ -476,7 +476,7 @@ def browse_clips(meta):
     show(0)
     return s
 
-# %% ../nbs/10b_curation_run.ipynb #736ccd25
+# %% ../nbs/10b_curation_run.ipynb #c108dc73
 def curate_cli(argv=None):
     "`opensora-nb curate`: scene-split, score, caption, filter and shard a folder of videos (or a meta file)."
     p = argparse.ArgumentParser(prog="opensora-nb curate", description=curate_cli.__doc__,
