@@ -6,7 +6,7 @@
 __all__ = ['linear_betas', 'space_timesteps', 'IDDPM', 'normal_kl', 'approx_standard_normal_cdf',
            'discretized_gaussian_log_likelihood']
 
-# %% ../nbs/07b_iddpm.ipynb #96604b43
+# %% ../nbs/07b_iddpm.ipynb #6fc929e7
 import math
 from typing import Callable, Optional, Sequence
 
@@ -15,9 +15,9 @@ import torch
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from .rflow import _bcast, _double, _model_out, mean_flat, text_conditioning
+from .rflow import _bcast, _double, _randn, mean_flat, text_conditioning
 
-# %% ../nbs/07b_iddpm.ipynb #d6ae1308
+# %% ../nbs/07b_iddpm.ipynb #0530aed9
 def linear_betas(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
     "DDPM's linear schedule (float64), scaled so that any `num_timesteps` covers the same total noise as 1000 steps."
     scale = 1000 / num_timesteps
@@ -46,7 +46,7 @@ def space_timesteps(num_timesteps: int, section_counts) -> list:
         start += size
     return sorted(set(kept))
 
-# %% ../nbs/07b_iddpm.ipynb #9773df54
+# %% ../nbs/07b_iddpm.ipynb #edfab129
 def _extract(arr: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     "arr[t] (float64 table) as float32, shaped to broadcast over `x` [B, ...]."
     return _bcast(arr.to(x.device)[t.to(x.device).long()].float(), x)
@@ -93,7 +93,7 @@ class IDDPM:
     def __repr__(self):
         return f"IDDPM(steps={self.num_timesteps} of {self.diffusion_steps}, learn_sigma={self.learn_sigma}, cfg={self.cfg_scale})"
 
-# %% ../nbs/07b_iddpm.ipynb #edc93f88
+# %% ../nbs/07b_iddpm.ipynb #f6c059e4
 @patch
 def q_sample(self: IDDPM, x_start: torch.Tensor, t: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
     "x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, `t` [B] indices into this schedule."
@@ -133,7 +133,7 @@ def p_mean_variance(self: IDDPM, model_out: torch.Tensor, x_t: torch.Tensor, t: 
     mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x_t, t)
     return dict(mean=mean, variance=var, log_variance=log_var, pred_xstart=pred_xstart)
 
-# %% ../nbs/07b_iddpm.ipynb #be87f1e1
+# %% ../nbs/07b_iddpm.ipynb #c5dba647
 def normal_kl(mean1, logvar1, mean2, logvar2):
     "KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) elementwise, in nats."
     return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
@@ -152,7 +152,7 @@ def discretized_gaussian_log_likelihood(x, means, log_scales):
     log_delta = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
     return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
 
-# %% ../nbs/07b_iddpm.ipynb #50ea66d3
+# %% ../nbs/07b_iddpm.ipynb #be9287d0
 @patch
 def vb_terms_bpd(self: IDDPM, model_out: torch.Tensor, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
                  mask: Optional[torch.Tensor] = None, clip_denoised: bool = False) -> torch.Tensor:
@@ -171,8 +171,10 @@ def training_losses(self: IDDPM, model: Callable, x_start: torch.Tensor, model_k
     "Hybrid loss per sample: dict(loss = mse + vb, mse, vb, t); `t` [B] indexes this schedule (drawn uniformly if None)."
     model_kwargs = dict(model_kwargs or {})
     n, c = x_start.shape[:2]
-    if t is None: t = torch.randint(0, self.num_timesteps, (n,), generator=generator).to(x_start.device)
-    if noise is None: noise = torch.randn(x_start.shape, generator=generator, dtype=x_start.dtype).to(x_start.device)
+    if t is None:
+        dev = generator.device if generator is not None else x_start.device
+        t = torch.randint(0, self.num_timesteps, (n,), generator=generator, device=dev).to(x_start.device)
+    if noise is None: noise = _randn(x_start, generator)
     x_t = self.q_sample(x_start, t, noise)
     if mask is not None:
         x_t = torch.where(mask[:, None, :, None, None], x_t, self.q_sample(x_start, torch.zeros_like(t), noise))
@@ -188,7 +190,7 @@ def training_losses(self: IDDPM, model: Callable, x_start: torch.Tensor, model_k
         terms["loss"] = terms["mse"]
     return terms
 
-# %% ../nbs/07b_iddpm.ipynb #29c3123d
+# %% ../nbs/07b_iddpm.ipynb #ec52dda8
 @patch
 def sample(self: IDDPM, model: Callable, z: torch.Tensor, prompts=None, text_encoder=None, y=None, y_null=None,
            model_kwargs: Optional[dict] = None, cfg_scale: Optional[float] = None, clip_denoised: bool = False,
@@ -210,7 +212,7 @@ def sample(self: IDDPM, model: Callable, z: torch.Tensor, prompts=None, text_enc
             cond, uncond = out[:, :g].chunk(2)
             out = torch.cat([uncond + s * (cond - uncond), out[:n, g:]], 1)
         o = self.p_mean_variance(out, x, t, clip_denoised=clip_denoised)
-        xi = noises[k][:n].to(x) if noises is not None else torch.randn(x.shape, generator=generator).to(x)
+        xi = noises[k][:n].to(x) if noises is not None else _randn(x, generator)
         x = o["mean"] + (0.0 if i == 0 else 1.0) * torch.exp(0.5 * o["log_variance"]) * xi
         if callback is not None: callback(i, ts, x)
     return x

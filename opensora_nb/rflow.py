@@ -5,15 +5,14 @@
 # %% auto #0
 __all__ = ['timestep_transform', 'RFlow', 'mean_flat', 'text_conditioning']
 
-# %% ../nbs/07_rflow.ipynb #14157b49
-import math
+# %% ../nbs/07_rflow.ipynb #1acc3ee2
 from typing import Callable, Optional
 
 import torch
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-# %% ../nbs/07_rflow.ipynb #8bdea47f
+# %% ../nbs/07_rflow.ipynb #25ee6ef0
 def _as_batch(v, n: int, name: str) -> torch.Tensor:
     "`v` (number or tensor) as a float32 tensor of shape [n]."
     v = torch.as_tensor(v).float().flatten()
@@ -38,7 +37,7 @@ def timestep_transform(t, height, width, num_frames, base_resolution: int = 512 
     new_t = ratio * t / (1 + (ratio - 1) * t)
     return new_t * num_timesteps
 
-# %% ../nbs/07_rflow.ipynb #940b8976
+# %% ../nbs/07_rflow.ipynb #2766dd51
 def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     "Per-sample values `v` [B] shaped to broadcast over `x` [B, ...]."
     return v.reshape(v.shape[0], *([1] * (x.ndim - 1)))
@@ -69,18 +68,20 @@ class RFlow:
         "The training target: the constant velocity x0 - noise of the straight path (from noise towards data)."
         return x0 - noise
 
-# %% ../nbs/07_rflow.ipynb #da2b78c9
+# %% ../nbs/07_rflow.ipynb #00221a0c
 @patch
 def sample_t(self: RFlow, n: int, device=None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     "`n` training timesteps in [0, T) from the configured distribution (before the resolution transform)."
+    dev = generator.device if generator is not None else device  # a CPU generator cannot fill a CUDA tensor
     if self.use_discrete_timesteps:
-        return torch.randint(0, self.num_timesteps, (n,), device=device, generator=generator)
-    if self.sample_method == "uniform":
-        return torch.rand(n, device=device, generator=generator) * self.num_timesteps
-    u = torch.randn(n, device=device, generator=generator) * self.scale + self.loc
-    return torch.sigmoid(u) * self.num_timesteps
+        t = torch.randint(0, self.num_timesteps, (n,), device=dev, generator=generator)
+    elif self.sample_method == "uniform":
+        t = torch.rand(n, device=dev, generator=generator) * self.num_timesteps
+    else:
+        t = torch.sigmoid(torch.randn(n, device=dev, generator=generator) * self.scale + self.loc) * self.num_timesteps
+    return t if device is None else t.to(device)
 
-# %% ../nbs/07_rflow.ipynb #7ae4e207
+# %% ../nbs/07_rflow.ipynb #24b951b0
 def mean_flat(x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     "Per-sample mean of `x` [B, ...]; with a frame `mask` [B, T] (x is [B, C, T, H, W]) over the True frames only."
     if mask is None: return x.mean(dim=list(range(1, x.ndim)))
@@ -91,12 +92,17 @@ def mean_flat(x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Ten
     denom = (m.sum(1) * per_frame.shape[-1]).clamp(min=1)  # an all-clean sample gives 0, not NaN
     return (per_frame * m[..., None]).sum(dim=(1, 2)) / denom
 
+def _randn(x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    "Standard normal noise shaped like `x`, drawn on `generator`'s device (a CPU generator cannot fill a CUDA tensor)."
+    dev = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=dev).to(x.device)
+
 def _model_out(out, c: int) -> torch.Tensor:
     "The first `c` channels of a model output (the velocity/eps half when the model also predicts sigma)."
     out = out["x"] if isinstance(out, dict) else out
     return out[:, :c]
 
-# %% ../nbs/07_rflow.ipynb #3708a9f9
+# %% ../nbs/07_rflow.ipynb #91196eee
 @patch
 def transform_t(self: RFlow, t: torch.Tensor, model_kwargs: dict) -> torch.Tensor:
     "`timestep_transform` of `t` with the video size from `model_kwargs` (`height`, `width`, `num_frames`)."
@@ -116,7 +122,7 @@ def training_losses(self: RFlow, model: Callable, x_start: torch.Tensor, model_k
         t = self.sample_t(x_start.shape[0], device=x_start.device, generator=generator)
         if self.use_timestep_transform: t = self.transform_t(t, model_kwargs)
     if noise is None:
-        noise = torch.randn(x_start.shape, generator=generator, dtype=x_start.dtype).to(x_start.device)
+        noise = _randn(x_start, generator)
     if noise.shape != x_start.shape:
         raise ValueError(f"noise {tuple(noise.shape)} and x_start {tuple(x_start.shape)} differ in shape")
     x_t = self.add_noise(x_start, noise, t)
@@ -125,7 +131,7 @@ def training_losses(self: RFlow, model: Callable, x_start: torch.Tensor, model_k
     v_pred = _model_out(model(x_t, t, **model_kwargs), x_start.shape[1])
     return {"loss": mean_flat((v_pred - self.velocity(x_start, noise)).pow(2), mask=mask), "t": t}
 
-# %% ../nbs/07_rflow.ipynb #b3d83cd3
+# %% ../nbs/07_rflow.ipynb #2aa4846f
 def _double(kwargs: dict, n: int) -> dict:
     "Per-sample tensors of `kwargs` (first dim `n`) repeated for the [cond; uncond] batch."
     return {k: torch.cat([v, v], 0) if torch.is_tensor(v) and v.ndim > 0 and v.shape[0] == n else v
@@ -146,7 +152,7 @@ def text_conditioning(n: int, prompts=None, text_encoder=None, y=None, y_null=No
         raise ValueError(f"y {tuple(y.shape)} and y_null {tuple(y_null.shape)} must both have batch {n} and one shape")
     return y, y_null, kwargs
 
-# %% ../nbs/07_rflow.ipynb #af1821c2
+# %% ../nbs/07_rflow.ipynb #553ef986
 @patch
 def sampling_timesteps(self: RFlow, n: int, model_kwargs: Optional[dict] = None, device=None) -> list:
     "The `num_sampling_steps` timesteps (each a [n] tensor), from 1000 down, transformed when configured."
@@ -171,8 +177,7 @@ def sample(self: RFlow, model: Callable, z: torch.Tensor, prompts=None, text_enc
     for i, t in enumerate(tqdm(timesteps, desc="rflow", disable=not progress)):
         if mask is not None:
             x0 = z.clone()
-            fresh = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
-            x_noise = self.add_noise(x0, fresh, t)
+            x_noise = self.add_noise(x0, _randn(x0, generator), t)
             active = mask * self.num_timesteps >= t[:, None]   # frames that take part from this step on
             z = torch.where((active & ~noise_added)[:, None, :, None, None], x_noise, x0)
             noise_added = active
