@@ -8,7 +8,7 @@ __all__ = ['MASK_TYPES', 'V1_2_STAGE1_MASK_RATIOS', 'V1_2_STAGE2_MASK_RATIOS', '
            'x_mask_at', 'load_reference', 'reference_latents', 'build_conditioning', 'append_generated',
            'multi_resolution_info', 'draw_mask_strategy', 'mask_strategy_widget']
 
-# %% ../nbs/08_masking.ipynb #a37bdd60
+# %% ../nbs/08_masking.ipynb #17821f6a
 import math
 import random
 from collections import Counter
@@ -18,7 +18,7 @@ import torch
 
 from .io import read_video, transform_video
 
-# %% ../nbs/08_masking.ipynb #70a9889f
+# %% ../nbs/08_masking.ipynb #7666fed8
 MASK_TYPES = ("identity", "quarter_random", "quarter_head", "quarter_tail", "quarter_head_tail", "image_random",
               "image_head", "image_tail", "image_head_tail", "random", "intepolate")
 
@@ -59,7 +59,7 @@ def frame_mask(name, num_frames, rng=random):
         if not mask.any(): mask[-1] = True  # at least one frame to generate
     return mask
 
-# %% ../nbs/08_masking.ipynb #a5523567
+# %% ../nbs/08_masking.ipynb #82e08850
 class MaskGenerator:
     "Draws Open-Sora 1.1/1.2 training frame masks [B, T] (True = generate, False = clean condition) from per-type ratios."
     def __init__(self, mask_ratios=None, seed=None):
@@ -98,7 +98,7 @@ class MaskGenerator:
 
     def __repr__(self): return f"MaskGenerator({self.mask_ratios})"
 
-# %% ../nbs/08_masking.ipynb #1c669ab2
+# %% ../nbs/08_masking.ipynb #612114a9
 class MaskTuple(NamedTuple):
     "One conditioning instruction of a mask strategy (latent frames)."
     loop: int = 0
@@ -132,7 +132,7 @@ def parse_mask_strategy(mask_strategy):
         out.append(t)
     return out
 
-# %% ../nbs/08_masking.ipynb #eb2547ff
+# %% ../nbs/08_masking.ipynb #fd0a3466
 def find_nearest_point(value, point, max_value):
     "Snap `value` down to a multiple of `point`, or up when past the half-way mark and not into the last block."
     t = value // point
@@ -184,7 +184,7 @@ def x_mask_at(mask, t, num_timesteps=1000):
     if t.dim() == 0: t = t.expand(mask.shape[0])
     return mask * num_timesteps >= t[:, None]
 
-# %% ../nbs/08_masking.ipynb #31bd2927
+# %% ../nbs/08_masking.ipynb #4cac073f
 IMG_FPS = 120  # the fps the reference feeds the model for single images
 
 def load_reference(ref, image_size):
@@ -230,7 +230,7 @@ def build_conditioning(mask_strategies, reference_paths, vae, num_frames, image_
     z, mask = apply_mask_strategy(z, refs, mask_strategies, loop_i, align=align, strict=strict)
     return dict(z=z, mask=mask, refs=refs)
 
-# %% ../nbs/08_masking.ipynb #7b29efee
+# %% ../nbs/08_masking.ipynb #39bb810b
 def append_generated(vae, generated_video, refs, mask_strategies, loop_i, condition_frame_length, condition_frame_edit=0.0):
     "Looping: encode the last loop's videos [B, 3, T, H, W] as a new reference; its last frames start loop `loop_i`."
     new = vae.encode(generated_video)
@@ -247,7 +247,7 @@ def multi_resolution_info(batch_size, image_size, num_frames, fps, device="cpu",
     return dict(height=full(image_size[0]), width=full(image_size[1]), num_frames=full(num_frames),
                 ar=full(image_size[0] / image_size[1]), fps=full(fps if num_frames > 1 else IMG_FPS))
 
-# %% ../nbs/08_masking.ipynb #7efa3d20
+# %% ../nbs/08_masking.ipynb #0375e819
 def draw_mask_strategy(mask_strategy, num_frames, ref_lengths=(1,), loop_i=0, t=None, strict=True, ax=None):
     "Picture of which latent frames a strategy conditions (coloured by reference, labelled ref:frame) and which are generated."
     import matplotlib.pyplot as plt
@@ -275,25 +275,31 @@ def draw_mask_strategy(mask_strategy, num_frames, ref_lengths=(1,), loop_i=0, t=
                  + ("" if t is None else "; blue = denoised at t, dark = held clean"), fontsize=8)
     return ax
 
-# %% ../nbs/08_masking.ipynb #33cbf53c
+# %% ../nbs/08_masking.ipynb #4ff8002c
+def _figure_png(fig):
+    import io
+    import matplotlib.pyplot as plt
+    buf = io.BytesIO(); fig.savefig(buf, format="png", bbox_inches="tight", dpi=100); plt.close(fig)
+    return buf.getvalue()
+
 def mask_strategy_widget(mask_strategy="0;0,1,0,-1,1", num_frames=15, ref_lengths="1,1", t=500):
     "An ipywidgets builder: strategy text, frame/time sliders -> the draw_mask_strategy picture (or the error)."
+    import html
     import ipywidgets as W
-    import matplotlib.pyplot as plt
     text = W.Text(value=mask_strategy, description="strategy", layout=W.Layout(width="420px"))
     lens = W.Text(value=ref_lengths, description="ref lengths")
     frames = W.IntSlider(value=num_frames, min=1, max=40, description="latent T")
     loop = W.IntSlider(value=0, min=0, max=5, description="loop")
     tt = W.FloatSlider(value=t, min=0, max=1000, step=10, description="t")
     strict = W.Checkbox(value=True, description="strict")
-    out = W.Output()
+    picture, message = W.Image(format="png"), W.HTML()
     def update(*_):
-        with out:
-            out.clear_output(wait=True)
-            try:
-                rl = [int(v) for v in lens.value.split(",") if v.strip()]
-                draw_mask_strategy(text.value, frames.value, rl, loop.value, tt.value, strict.value); plt.show()
-            except (ValueError, TypeError) as e: print(f"error: {e}")
+        try:
+            rl = [int(v) for v in lens.value.split(",") if v.strip()]
+            picture.value = _figure_png(draw_mask_strategy(text.value, frames.value, rl, loop.value, tt.value, strict.value).figure)
+            message.value = ""
+        except (ValueError, TypeError) as e:  # keep the last good picture, show why this input is wrong
+            message.value = f"<span style='color:#b00'>error: {html.escape(str(e))}</span>"
     for w in (text, lens, frames, loop, tt, strict): w.observe(update, "value")
     update()
-    return W.VBox([W.HBox([text, lens]), W.HBox([frames, loop]), W.HBox([tt, strict]), out])
+    return W.VBox([W.HBox([text, lens]), W.HBox([frames, loop]), W.HBox([tt, strict]), message, picture])

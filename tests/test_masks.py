@@ -252,4 +252,10 @@ def test_picture_and_widget():
     with pytest.raises(ValueError, match="'0,0,0,5,9'"):
         draw_mask_strategy("0,0,0,5,9", 8, (20,))
     w = mask_strategy_widget("0,0,0,5,9", 8, "20")  # an error is shown in the widget, not raised
-    assert w is not None
+    (text, lens), message, picture = w.children[0].children, w.children[3], w.children[4]
+    assert "runs past the end" in message.value and picture.value == b""
+    text.value = "0,0,0,5,3"
+    assert message.value == "" and picture.value[:4] == b"\x89PNG"
+    good = picture.value
+    lens.value = "x"
+    assert "error" in message.value and picture.value == good  # the last good picture stays
