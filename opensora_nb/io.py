@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['log', 'IMG_EXTENSIONS', 'VID_EXTENSIONS', 'BACKENDS', 'BACKEND', 'VideoReadError', 'available_backends',
-           'temporal_indices', 'read_image', 'read_video', 'write_video', 'VideoInfo', 'video_info', 'resize_crop',
-           'normalize', 'denormalize', 'transform_video', 'show_frames', 'video_html', 'show_video']
+           'temporal_indices', 'read_image', 'read_video', 'rgb_to_yuv420p', 'write_video', 'VideoInfo', 'video_info',
+           'resize_crop', 'normalize', 'denormalize', 'transform_video', 'show_frames', 'video_html', 'show_video']
 
-# %% ../nbs/01_video_io.ipynb #930650b7
+# %% ../nbs/01_video_io.ipynb #914c9bea
 import base64
 import logging
 import os
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# %% ../nbs/01_video_io.ipynb #84d47c64
+# %% ../nbs/01_video_io.ipynb #b264f9a9
 log = logging.getLogger(__name__)
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -41,7 +41,7 @@ def _check_file(path):
     if p.stat().st_size == 0: raise VideoReadError(p, "file is empty (0 bytes)")
     return p
 
-# %% ../nbs/01_video_io.ipynb #de3e5f8f
+# %% ../nbs/01_video_io.ipynb #55069b19
 def available_backends():
     "Importable video decoders, preferred first."
     found = []
@@ -68,7 +68,7 @@ def _backend_order(path, backend):
     # decord cannot measure GIFs ("broken metadata"); do not even try
     return [b for b in BACKENDS if not (b == "decord" and Path(path).suffix.lower() == ".gif")]
 
-# %% ../nbs/01_video_io.ipynb #2bb59872
+# %% ../nbs/01_video_io.ipynb #af47dce9
 def _as_rng(rng):
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
@@ -83,7 +83,7 @@ def temporal_indices(total, num_frames, frame_interval=1, random_start=True, rng
     end = min(begin + size, total)
     return np.floor(np.linspace(begin, end - 1, num_frames)).astype(np.int64)
 
-# %% ../nbs/01_video_io.ipynb #1b7c77a1
+# %% ../nbs/01_video_io.ipynb #3f03e804
 class _quiet_stderr:
     "decord's C++ core prints its own copy of every open error to fd 2; we raise a better one, so mute it meanwhile."
     def __enter__(self):
@@ -140,7 +140,7 @@ def _av_read(path, indices=None, num_frames=None, frame_interval=1, random_start
 
 _READERS = {"decord": _decord_read, "av": _av_read}
 
-# %% ../nbs/01_video_io.ipynb #fc1c7553
+# %% ../nbs/01_video_io.ipynb #19f1edc7
 def read_image(path):
     "An image file as a one-frame pixel video: uint8 [1, 3, H, W]."
     from PIL import Image, UnidentifiedImageError
@@ -165,7 +165,8 @@ def _read(path, backend, **kw):
     for b in _backend_order(p, backend):
         try:
             frames, fps = _READERS[b](p, **kw)
-            log.debug("read %s with %s", p, b)
+            if errors: log.info("%s: read with %s after %s", p, b, "; ".join(errors))
+            else: log.debug("%s: read with %s", p, b)
             return frames, fps, b
         except ValueError as e:  # our own argument errors (e.g. too few frames) are not decoder failures
             if "num_frames" in str(e): raise VideoReadError(p, str(e)) from None
@@ -182,7 +183,7 @@ def read_video(path, backend="auto", num_frames=None, frame_interval=1, random_s
                          frame_interval=frame_interval, random_start=random_start, rng=rng)
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
 
-# %% ../nbs/01_video_io.ipynb #6f232900
+# %% ../nbs/01_video_io.ipynb #2cd0cbfb
 def _to_hwc_frames(video):
     "uint8 [T, C, H, W] tensor or array -> numpy [T, H, W, 3]"
     v = video.detach().cpu().numpy() if isinstance(video, torch.Tensor) else np.asarray(video)
@@ -192,7 +193,20 @@ def _to_hwc_frames(video):
     return np.repeat(v, 3, axis=-1) if v.shape[-1] == 1 else v
 
 
-def _write_mp4(path, frames, fps, crf, name=None):
+def rgb_to_yuv420p(frames):
+    "RGB frames uint8 [T, H, W, 3] (H, W even) -> planar yuv420p [T, 3H/2, W]: BT.601 limited range, 2x2 chroma mean."
+    f = frames.astype(np.int32)
+    r, g, b = f[..., 0], f[..., 1], f[..., 2]
+    y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
+    t, h, w = r.shape
+    rb, gb, bb = (c.reshape(t, h // 2, 2, w // 2, 2).sum((2, 4)) for c in (r, g, b))  # 2x2 sums: 4x the mean
+    u = ((-38 * rb - 74 * gb + 112 * bb + 512) >> 10) + 128
+    v = ((112 * rb - 94 * gb - 18 * bb + 512) >> 10) + 128
+    planes = [y.reshape(t, -1), u.reshape(t, -1), v.reshape(t, -1)]
+    return np.concatenate(planes, axis=1).clip(0, 255).astype(np.uint8).reshape(t, h * 3 // 2, w)
+
+
+def _write_mp4(path, frames, fps, crf, name=None, reproducible=True):
     import av
     from fractions import Fraction
     t, h, w, _ = frames.shape
@@ -200,12 +214,15 @@ def _write_mp4(path, frames, fps, crf, name=None):
         log.warning("%s: %dx%d is odd, padding to even for yuv420p", name or path, h, w)
         frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     with av.open(str(path), "w", format="mp4", options={"fflags": "+bitexact"}) as c:
-        s = c.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        rate = Fraction(fps).limit_denominator(1001)
+        s = c.add_stream("libx264", rate=rate)
         s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        s.options = {"crf": str(crf), "preset": "medium", "threads": "1"}
-        s.codec_context.flags |= av.codec.context.Flags.bitexact
-        for f in frames:
-            c.mux(s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")))
+        s.options = {"crf": str(crf), "preset": "medium"}
+        if reproducible:
+            s.options = {**s.options, "threads": "1", "x264-params": "asm=0"}
+            s.codec_context.flags |= av.codec.context.Flags.bitexact
+        for f in rgb_to_yuv420p(frames):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="yuv420p")))
         c.mux(s.encode())
 
 
@@ -215,7 +232,7 @@ def _write_gif(path, frames, fps):
     ims[0].save(path, format="GIF", save_all=True, append_images=ims[1:], duration=round(1000 / fps), loop=0)
 
 
-def write_video(path, video, fps=8, crf=23):
+def write_video(path, video, fps=8, crf=23, reproducible=True):
     "Write a pixel video uint8 [T, C, H, W] as .mp4 (H.264, yuv420p) or .gif, by suffix; an image suffix writes frame 0."
     p = Path(path)
     frames = _to_hwc_frames(video)
@@ -225,7 +242,7 @@ def write_video(path, video, fps=8, crf=23):
     fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}-", suffix=suffix, dir=p.parent)
     os.close(fd)
     try:
-        if suffix == ".mp4": _write_mp4(tmp, frames, fps, crf, name=p)
+        if suffix == ".mp4": _write_mp4(tmp, frames, fps, crf, name=p, reproducible=reproducible)
         elif suffix == ".gif": _write_gif(tmp, frames, fps)
         else:
             from PIL import Image
@@ -235,7 +252,7 @@ def write_video(path, video, fps=8, crf=23):
         if os.path.exists(tmp): os.remove(tmp)
     return p
 
-# %% ../nbs/01_video_io.ipynb #07fd4f4c
+# %% ../nbs/01_video_io.ipynb #353557a7
 @dataclass
 class VideoInfo:
     num_frames: int
@@ -288,7 +305,7 @@ def video_info(path, backend="auto"):
             errors.append(f"{b}: {_reason(e, p)}")
     raise VideoReadError(p, "not a video or corrupt (" + "; ".join(errors) + ")")
 
-# %% ../nbs/01_video_io.ipynb #7212b462
+# %% ../nbs/01_video_io.ipynb #0ff7cba3
 def resize_crop(video, size, mode="bilinear", antialias=False):
     "Open-Sora's `resize_crop_to_fill`: scale [..., H, W] to cover `size` = (H, W), keeping aspect ratio, then centre-crop."
     th, tw = int(size[0]), int(size[1])
@@ -305,7 +322,7 @@ def resize_crop(video, size, mode="bilinear", antialias=False):
     x = x[..., i:i + th, j:j + tw].reshape(*lead, video.shape[-3], th, tw)
     return x.round().clamp(0, 255).to(torch.uint8) if video.dtype == torch.uint8 else x
 
-# %% ../nbs/01_video_io.ipynb #0df9d21b
+# %% ../nbs/01_video_io.ipynb #156ab996
 def normalize(video):
     "Pixel video uint8 [(B,) T, C, H, W] (or float in 0..255) -> model video float [(B,) C, T, H, W] in [-1, 1]."
     x = video.float() / 255.0 * 2 - 1
@@ -317,12 +334,12 @@ def denormalize(x):
     x = (x.detach().float().clamp(-1, 1) + 1) / 2
     return (x * 255 + 0.5).clamp(0, 255).to(torch.uint8).transpose(-4, -3).contiguous()
 
-# %% ../nbs/01_video_io.ipynb #1fbf601f
+# %% ../nbs/01_video_io.ipynb #fd0f438a
 def transform_video(video, size):
     "Pixel video uint8 [T, C, H, W] -> model video float [C, T, H, W]: resize-crop to `size`, then normalise (no rounding between)."
     return normalize(resize_crop(video.float(), size))
 
-# %% ../nbs/01_video_io.ipynb #a17ec9f9
+# %% ../nbs/01_video_io.ipynb #d9ef1118
 def show_frames(video, n=8, title=None, size=1.6):
     "Plot `n` evenly spaced frames of a pixel video uint8 [T, C, H, W] in a row; returns the figure."
     import matplotlib.pyplot as plt
