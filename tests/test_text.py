@@ -114,6 +114,9 @@ def test_cache_roundtrip(t5, tmp_path):
     torch.testing.assert_close(cached["mask"], live["mask"])
     m = live["mask"][:, None, :, None]
     torch.testing.assert_close(cached["y"] * m, live["y"] * m)
+    assert ct.to("cpu", torch.float64).encode(PROMPTS[:1])["y"].dtype == torch.float64
+    ct.set_null(torch.zeros(120, 32))
+    assert ct.null(2).shape == (2, 1, 120, 32)
     with pytest.raises(KeyError, match="not in the text feature cache"):
         ct.encode(["never cached"])
     assert not list(tmp_path.glob("sub/*.tmp"))
