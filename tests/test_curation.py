@@ -230,3 +230,21 @@ def test_cli_help_and_errors(capsys):
     assert e.value.code == 0 and "--stages" in capsys.readouterr().out
     with pytest.raises(SystemExit): R.curate_cli(["/no/such/folder", "--out", "/tmp/x"])
     with pytest.raises(SystemExit): R.curate_cli([".", "--out", "/tmp/x", "--stages", "info,nonsense"])
+
+
+def test_cli_meta_tools(tmp_path):
+    meta = pd.DataFrame({"path": [f"/x/{i}.mp4" for i in range(6)], "text": ["a cat"] * 6,
+                         "aes": [3.0, 4.6, 5.1, 6.0, 4.4, 7.0], "flow": [1.0] * 6, "cmotion": ["pan left"] * 6,
+                         "num_frames": [10] * 6})
+    meta.to_csv(tmp_path / "m.csv", index=False)
+    assert R.curate_cli(["filter", str(tmp_path / "m.csv"), "--preset", "v1_2_stage2", "--out", str(tmp_path / "f.csv")]) == 0
+    assert list(pd.read_csv(tmp_path / "f.csv").aes) == [4.6, 5.1, 6.0, 7.0]
+    assert R.curate_cli(["split", str(tmp_path / "m.csv"), "--parts", "4", "--out", str(tmp_path / "parts")]) == 0
+    parts = sorted((tmp_path / "parts").glob("*.csv"))
+    assert len(parts) == 4
+    assert R.curate_cli(["merge", *map(str, parts), str(tmp_path / "m.csv"), "--out", str(tmp_path / "g.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "g.csv")) == 6                      # duplicates of a path merged
+    assert R.curate_cli(["score2text", str(tmp_path / "m.csv"), "--drop-prob", "0", "--out", str(tmp_path / "t.csv")]) == 0
+    assert pd.read_csv(tmp_path / "t.csv").text[0] == "a cat aesthetic score: 3.0. motion score: 1.0. camera motion: pan left."
+    r = subprocess.run(["opensora-nb", "curate", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--stages" in r.stdout
