@@ -8,7 +8,7 @@ __all__ = ['CAPTION_PROMPTS', 'TINY_CHAT_TEMPLATE', 'STAGES', 'META_TOOLS', 'Cap
            'OCRStage', 'AestheticStage', 'MatchStage', 'CaptionStage', 'write_shards', 'iter_shard',
            'ShardVideoTextDataset', 'curate', 'show_clip_row', 'browse_clips', 'curate_cli']
 
-# %% ../nbs/10b_curation_run.ipynb #4d0b1c12
+# %% ../nbs/10b_curation_run.ipynb #bd1fe413
 import argparse
 import io as _io
 import json
@@ -33,7 +33,7 @@ from .curation import (FILTER_PRESETS, CLIPScorer, camera_motion, clean_caption,
 from .data import VideoTextDataset, IMG_FPS
 from .io import VideoReadError, read_image, read_video, transform_video
 
-# %% ../nbs/10b_curation_run.ipynb #ce385bf4
+# %% ../nbs/10b_curation_run.ipynb #f70971fa
 CAPTION_PROMPTS = {
     "naive": "Describe the video",
     "three_frames": ("A video is given by providing three frames in chronological order. Describe this video and its "
@@ -81,36 +81,42 @@ class Captioner:
         model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=dtype).to(device)
         return cls(model, AutoProcessor.from_pretrained(model_id), **kw)
 
-# %% ../nbs/10b_curation_run.ipynb #34ce56d2
+# %% ../nbs/10b_curation_run.ipynb #bc94adba
 TINY_CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'].upper() }}: {% for c in m['content'] %}"
                       "{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }} {% endif %}{% endfor %}"
                       "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
 
-def tiny_vlm(seed=0, width=32, image_size=32, patch_size=8):
-    "A random tiny LLaVA (model, processor) built locally: meaningless captions, real code path. No download."
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
-    try: from transformers import CLIPImageProcessorPil as CLIPImageProcessor     # no torchvision needed
-    except ImportError: from transformers import CLIPImageProcessor
+def tiny_vlm(seed=0, arch="llava_next", width=32, image_size=32, patch_size=8):
+    "A random tiny LLaVA-NeXT (or `arch='llava'`) (model, processor) built locally: meaningless captions, real code path."
+    import transformers as T
     words = ["<image>", "USER:", "ASSISTANT:"] + "describe this video and its style".split() + \
             "a red green blue circle square moves left right up down on dark background camera".split()
     tok = word_tokenizer(words, bos=False)
-    image_id = tok.convert_tokens_to_ids("<image>")
     tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    vc = CLIPVisionConfig(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2, num_attention_heads=2,
-                          image_size=image_size, patch_size=patch_size)
-    tc = LlamaConfig(vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
-                     num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-                     pad_token_id=0, bos_token_id=2, eos_token_id=3)
-    cfg = LlavaConfig(vision_config=vc, text_config=tc, image_token_index=image_id, vision_feature_layer=-1,
-                      vision_feature_select_strategy="default")
+    vc = T.CLIPVisionConfig(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2, num_attention_heads=2,
+                            image_size=image_size, patch_size=patch_size)
+    tc = T.LlamaConfig(vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
+                       pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    common = dict(vision_config=vc, text_config=tc, image_token_index=tok.convert_tokens_to_ids("<image>"),
+                  vision_feature_layer=-1, vision_feature_select_strategy="default")
+    size = dict(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+    if arch == "llava_next":                       # LLaVA-1.6: each image also seen as tiles of a grid ("anyres")
+        pins = [[image_size * a, image_size * b] for a in (1, 2) for b in (1, 2)]
+        cfg, Model, Proc = T.LlavaNextConfig(image_grid_pinpoints=pins, **common), T.LlavaNextForConditionalGeneration, T.LlavaNextProcessor
+        IP = getattr(T, "LlavaNextImageProcessorPil", None) or T.LlavaNextImageProcessor    # the Pil one needs no torchvision
+        ip = IP(image_grid_pinpoints=pins, **size)
+    elif arch == "llava":
+        cfg, Model, Proc = T.LlavaConfig(**common), T.LlavaForConditionalGeneration, T.LlavaProcessor
+        ip = (getattr(T, "CLIPImageProcessorPil", None) or T.CLIPImageProcessor)(**size)
+    else:
+        raise ValueError(f"tiny_vlm: arch {arch!r} is not 'llava_next' or 'llava'")
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(cfg).eval()
-    ip = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
-    proc = LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=patch_size, num_additional_image_tokens=1,
-                          vision_feature_select_strategy="default", chat_template=TINY_CHAT_TEMPLATE, image_token="<image>")
-    return model, proc
+    proc = Proc(image_processor=ip, tokenizer=tok, patch_size=patch_size, num_additional_image_tokens=1,
+                vision_feature_select_strategy="default", chat_template=TINY_CHAT_TEMPLATE, image_token="<image>")
+    return Model(cfg).eval(), proc
 
-# %% ../nbs/10b_curation_run.ipynb #3f1cf6ed
+# %% ../nbs/10b_curation_run.ipynb #90e17ef1
 def _error_text(stage, e):
     return f"{stage}: {type(e).__name__}: {e}".replace("\n", " ")[:500]
 
@@ -141,7 +147,7 @@ def apply_batch(fn, rows, stage="stage"):
         return [apply_row(lambda r: fn([r])[0], r, stage) for r in rows]
     return [[dict(r)] if _has_error(r) else [{**o, "error": ""} for o in _merge(r, outs[id(r)])] for r in rows]
 
-# %% ../nbs/10b_curation_run.ipynb #7f3bb937
+# %% ../nbs/10b_curation_run.ipynb #410bb482
 def _jsonable(v):
     if isinstance(v, (np.integer,)): return int(v)
     if isinstance(v, (np.floating,)): return None if np.isnan(v) else float(v)
@@ -171,7 +177,7 @@ class ProgressLog:
         self.f.write(json.dumps(rec) + "\n"); self.f.flush(); os.fsync(self.f.fileno())
     def close(self): self.f.close()
 
-# %% ../nbs/10b_curation_run.ipynb #a2811c5e
+# %% ../nbs/10b_curation_run.ipynb #159e45fe
 def _stage_name(fn):
     return getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__
 
@@ -256,7 +262,7 @@ def _worker_init():
     torch.set_num_threads(1)
     import cv2; cv2.setNumThreads(1)
 
-# %% ../nbs/10b_curation_run.ipynb #af2ede7c
+# %% ../nbs/10b_curation_run.ipynb #71747840
 class InfoStage:
     "num_frames, height, width, aspect_ratio, fps, resolution of the row's file."
     name = "info"
@@ -336,7 +342,7 @@ class CaptionStage:
         caps = dict(zip(map(id, todo), _MODELS[k]([r["path"] for r in todo]))) if todo else {}
         return [{"text": caps[id(r)]} if id(r) in caps else {} for r in rows]
 
-# %% ../nbs/10b_curation_run.ipynb #b09fdea1
+# %% ../nbs/10b_curation_run.ipynb #73bccd9a
 def write_shards(meta, out_dir, shard_size=100, text_col="text"):
     "Pack the clips of `meta` (error rows skipped) into WebDataset tars under `out_dir`; returns the index table."
     df = read_meta(meta) if isinstance(meta, (str, Path)) else meta
@@ -411,7 +417,7 @@ class ShardVideoTextDataset(VideoTextDataset):
         out["text"] = "" if pd.isna(row.get("text")) else str(row["text"])
         return out
 
-# %% ../nbs/10b_curation_run.ipynb #de76ff34
+# %% ../nbs/10b_curation_run.ipynb #92786e9b
 STAGES = ("info", "scenes", "split", "aes", "motion", "ocr", "filter", "caption", "match", "filter", "score2text", "shards")
 
 def _relative(df, root):
@@ -454,7 +460,7 @@ def curate(input, out_dir, stages=STAGES, num_workers=0, preset="curation_defaul
     write_meta(_relative(df, out_dir), out_dir / "meta_final.csv")
     return df
 
-# %% ../nbs/10b_curation_run.ipynb #ca6291f2
+# %% ../nbs/10b_curation_run.ipynb #f3449fad
 def show_clip_row(row, ax=None, points=(0.1, 0.5, 0.9)):
     "Three frames of a curated clip with its scores and (wrapped) caption as the title."
     import textwrap
@@ -481,7 +487,7 @@ def browse_clips(meta):
     show(0)
     return s
 
-# %% ../nbs/10b_curation_run.ipynb #ebc89b91
+# %% ../nbs/10b_curation_run.ipynb #9ce4debe
 META_TOOLS = ("merge", "split", "filter", "score2text", "info")
 
 def _meta_tool(argv):

@@ -154,9 +154,10 @@ def test_tiny_clip_scores(tmp_path):
     C.AestheticMLP(768).load_state_dict(load_file(str(tmp_path / "aes.safetensors")), strict=True)
 
 
-def test_tiny_vlm_captioning(tmp_path):
-    """Random tiny LLaVA through transformers: captions are random words (or empty); the path is real."""
-    model, proc = R.tiny_vlm()
+@pytest.mark.parametrize("arch", ["llava_next", "llava"])
+def test_tiny_vlm_captioning(tmp_path, arch):
+    """Random tiny LLaVA-NeXT / LLaVA through transformers: captions are random words (or empty); the path is real."""
+    model, proc = R.tiny_vlm(arch=arch)
     model.save_pretrained(tmp_path / "vlm"); proc.save_pretrained(tmp_path / "vlm")
     cap = R.Captioner.from_pretrained(str(tmp_path / "vlm"), max_new_tokens=6, batch_size=2)
     paths = _clips(tmp_path / "v", ("static", "pan left", "tilt up"))
