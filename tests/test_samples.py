@@ -34,7 +34,7 @@ def test_heldout_split():
     assert shape_caption("circle", "red", "left") == "a red circle moving left on a dark background"
 
 
-@pytest.mark.parametrize("h,w,t", [(32, 32, 8), (64, 64, 16), (32, 64, 8), (64, 32, 12), (144, 256, 16)])
+@pytest.mark.parametrize("h,w,t", [(32, 32, 8), (64, 64, 16), (32, 64, 8), (64, 32, 12), (72, 128, 16)])
 def test_judge_is_right_on_every_clean_render(h, w, t):
     wrong = [(s, c, d, seed) for s, c, d in shape_combinations() for seed in (0, 7)
              if judge_clip(render_shape_clip(s, c, d, t, h, w, seed=seed)) != (c, d)]
@@ -164,11 +164,10 @@ def assert_same_build(new_root, sets):
 
 
 def test_build_is_deterministic(tmp_path):
+    "A build in this process equals the committed one, made by another process (camera + shape shots, mp4 + png)."
     sets = ("shape_images", "multishot")
-    build_samples(tmp_path / "a", sets, progress=False)
-    assert_same_build(tmp_path / "a", sets)
-    build_samples(tmp_path / "b", sets, progress=False)
-    assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
+    build_samples(tmp_path, sets, progress=False)
+    assert_same_build(tmp_path, sets)
 
 
 @pytest.mark.skipif(not os.environ.get("OPENSORA_SLOW"), reason="full rebuild (~1-3 min); set OPENSORA_SLOW=1")
