@@ -8,7 +8,7 @@ __all__ = ['CAPTION_PROMPTS', 'TINY_CHAT_TEMPLATE', 'STAGES', 'META_TOOLS', 'Cap
            'OCRStage', 'AestheticStage', 'MatchStage', 'CaptionStage', 'write_shards', 'iter_shard',
            'ShardVideoTextDataset', 'curate', 'show_clip_row', 'browse_clips', 'curate_cli']
 
-# %% ../nbs/10b_curation_run.ipynb #bd1fe413
+# %% ../nbs/10b_curation_run.ipynb #bdae2c9e
 import argparse
 import io as _io
 import json
@@ -33,7 +33,7 @@ from .curation import (FILTER_PRESETS, CLIPScorer, camera_motion, clean_caption,
 from .data import VideoTextDataset, IMG_FPS
 from .io import VideoReadError, read_image, read_video, transform_video
 
-# %% ../nbs/10b_curation_run.ipynb #f70971fa
+# %% ../nbs/10b_curation_run.ipynb #b9bd6413
 CAPTION_PROMPTS = {
     "naive": "Describe the video",
     "three_frames": ("A video is given by providing three frames in chronological order. Describe this video and its "
@@ -81,7 +81,7 @@ class Captioner:
         model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=dtype).to(device)
         return cls(model, AutoProcessor.from_pretrained(model_id), **kw)
 
-# %% ../nbs/10b_curation_run.ipynb #bc94adba
+# %% ../nbs/10b_curation_run.ipynb #7a2e70ab
 TINY_CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'].upper() }}: {% for c in m['content'] %}"
                       "{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }} {% endif %}{% endfor %}"
                       "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
@@ -116,7 +116,7 @@ def tiny_vlm(seed=0, arch="llava_next", width=32, image_size=32, patch_size=8):
                 vision_feature_select_strategy="default", chat_template=TINY_CHAT_TEMPLATE, image_token="<image>")
     return Model(cfg).eval(), proc
 
-# %% ../nbs/10b_curation_run.ipynb #90e17ef1
+# %% ../nbs/10b_curation_run.ipynb #7600dad8
 def _error_text(stage, e):
     return f"{stage}: {type(e).__name__}: {e}".replace("\n", " ")[:500]
 
@@ -147,7 +147,7 @@ def apply_batch(fn, rows, stage="stage"):
         return [apply_row(lambda r: fn([r])[0], r, stage) for r in rows]
     return [[dict(r)] if _has_error(r) else [{**o, "error": ""} for o in _merge(r, outs[id(r)])] for r in rows]
 
-# %% ../nbs/10b_curation_run.ipynb #410bb482
+# %% ../nbs/10b_curation_run.ipynb #f6249b81
 def _jsonable(v):
     if isinstance(v, (np.integer,)): return int(v)
     if isinstance(v, (np.floating,)): return None if np.isnan(v) else float(v)
@@ -177,7 +177,7 @@ class ProgressLog:
         self.f.write(json.dumps(rec) + "\n"); self.f.flush(); os.fsync(self.f.fileno())
     def close(self): self.f.close()
 
-# %% ../nbs/10b_curation_run.ipynb #159e45fe
+# %% ../nbs/10b_curation_run.ipynb #633fd574
 def _stage_name(fn):
     return getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__
 
@@ -262,7 +262,7 @@ def _worker_init():
     torch.set_num_threads(1)
     import cv2; cv2.setNumThreads(1)
 
-# %% ../nbs/10b_curation_run.ipynb #71747840
+# %% ../nbs/10b_curation_run.ipynb #5ae9887b
 class InfoStage:
     "num_frames, height, width, aspect_ratio, fps, resolution of the row's file."
     name = "info"
@@ -342,7 +342,7 @@ class CaptionStage:
         caps = dict(zip(map(id, todo), _MODELS[k]([r["path"] for r in todo]))) if todo else {}
         return [{"text": caps[id(r)]} if id(r) in caps else {} for r in rows]
 
-# %% ../nbs/10b_curation_run.ipynb #73bccd9a
+# %% ../nbs/10b_curation_run.ipynb #0e987d0e
 def write_shards(meta, out_dir, shard_size=100, text_col="text"):
     "Pack the clips of `meta` (error rows skipped) into WebDataset tars under `out_dir`; returns the index table."
     df = read_meta(meta) if isinstance(meta, (str, Path)) else meta
@@ -417,7 +417,7 @@ class ShardVideoTextDataset(VideoTextDataset):
         out["text"] = "" if pd.isna(row.get("text")) else str(row["text"])
         return out
 
-# %% ../nbs/10b_curation_run.ipynb #92786e9b
+# %% ../nbs/10b_curation_run.ipynb #a5fe1c93
 STAGES = ("info", "scenes", "split", "aes", "motion", "ocr", "filter", "caption", "match", "filter", "score2text", "shards")
 
 def _relative(df, root):
@@ -460,7 +460,7 @@ def curate(input, out_dir, stages=STAGES, num_workers=0, preset="curation_defaul
     write_meta(_relative(df, out_dir), out_dir / "meta_final.csv")
     return df
 
-# %% ../nbs/10b_curation_run.ipynb #f3449fad
+# %% ../nbs/10b_curation_run.ipynb #22076352
 def show_clip_row(row, ax=None, points=(0.1, 0.5, 0.9)):
     "Three frames of a curated clip with its scores and (wrapped) caption as the title."
     import textwrap
@@ -487,7 +487,7 @@ def browse_clips(meta):
     show(0)
     return s
 
-# %% ../nbs/10b_curation_run.ipynb #9ce4debe
+# %% ../nbs/10b_curation_run.ipynb #337f4e2c
 META_TOOLS = ("merge", "split", "filter", "score2text", "info")
 
 def _meta_tool(argv):
