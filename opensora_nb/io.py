@@ -7,7 +7,7 @@ __all__ = ['log', 'IMG_EXTENSIONS', 'VID_EXTENSIONS', 'BACKENDS', 'BACKEND', 'Vi
            'temporal_indices', 'read_image', 'read_video', 'rgb_to_yuv420p', 'write_video', 'VideoInfo', 'video_info',
            'resize_crop', 'normalize', 'denormalize', 'transform_video', 'show_frames', 'video_html', 'show_video']
 
-# %% ../nbs/01_video_io.ipynb #914c9bea
+# %% ../nbs/01_video_io.ipynb #af77507c
 import base64
 import logging
 import os
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# %% ../nbs/01_video_io.ipynb #b264f9a9
+# %% ../nbs/01_video_io.ipynb #0bb819be
 log = logging.getLogger(__name__)
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -41,7 +41,7 @@ def _check_file(path):
     if p.stat().st_size == 0: raise VideoReadError(p, "file is empty (0 bytes)")
     return p
 
-# %% ../nbs/01_video_io.ipynb #55069b19
+# %% ../nbs/01_video_io.ipynb #657e988d
 def available_backends():
     "Importable video decoders, preferred first."
     found = []
@@ -68,7 +68,7 @@ def _backend_order(path, backend):
     # decord cannot measure GIFs ("broken metadata"); do not even try
     return [b for b in BACKENDS if not (b == "decord" and Path(path).suffix.lower() == ".gif")]
 
-# %% ../nbs/01_video_io.ipynb #af47dce9
+# %% ../nbs/01_video_io.ipynb #436ebfd1
 def _as_rng(rng):
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
@@ -83,7 +83,7 @@ def temporal_indices(total, num_frames, frame_interval=1, random_start=True, rng
     end = min(begin + size, total)
     return np.floor(np.linspace(begin, end - 1, num_frames)).astype(np.int64)
 
-# %% ../nbs/01_video_io.ipynb #3f03e804
+# %% ../nbs/01_video_io.ipynb #3c2c55ff
 class _quiet_stderr:
     "decord's C++ core prints its own copy of every open error to fd 2; we raise a better one, so mute it meanwhile."
     def __enter__(self):
@@ -140,7 +140,7 @@ def _av_read(path, indices=None, num_frames=None, frame_interval=1, random_start
 
 _READERS = {"decord": _decord_read, "av": _av_read}
 
-# %% ../nbs/01_video_io.ipynb #19f1edc7
+# %% ../nbs/01_video_io.ipynb #bada514d
 def read_image(path):
     "An image file as a one-frame pixel video: uint8 [1, 3, H, W]."
     from PIL import Image, UnidentifiedImageError
@@ -183,7 +183,7 @@ def read_video(path, backend="auto", num_frames=None, frame_interval=1, random_s
                          frame_interval=frame_interval, random_start=random_start, rng=rng)
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
 
-# %% ../nbs/01_video_io.ipynb #2cd0cbfb
+# %% ../nbs/01_video_io.ipynb #f0c39c0c
 def _to_hwc_frames(video):
     "uint8 [T, C, H, W] tensor or array -> numpy [T, H, W, 3]"
     v = video.detach().cpu().numpy() if isinstance(video, torch.Tensor) else np.asarray(video)
@@ -252,7 +252,7 @@ def write_video(path, video, fps=8, crf=23, reproducible=True):
         if os.path.exists(tmp): os.remove(tmp)
     return p
 
-# %% ../nbs/01_video_io.ipynb #353557a7
+# %% ../nbs/01_video_io.ipynb #4a07f125
 @dataclass
 class VideoInfo:
     num_frames: int
@@ -305,7 +305,7 @@ def video_info(path, backend="auto"):
             errors.append(f"{b}: {_reason(e, p)}")
     raise VideoReadError(p, "not a video or corrupt (" + "; ".join(errors) + ")")
 
-# %% ../nbs/01_video_io.ipynb #0ff7cba3
+# %% ../nbs/01_video_io.ipynb #185bc029
 def resize_crop(video, size, mode="bilinear", antialias=False):
     "Open-Sora's `resize_crop_to_fill`: scale [..., H, W] to cover `size` = (H, W), keeping aspect ratio, then centre-crop."
     th, tw = int(size[0]), int(size[1])
@@ -322,7 +322,7 @@ def resize_crop(video, size, mode="bilinear", antialias=False):
     x = x[..., i:i + th, j:j + tw].reshape(*lead, video.shape[-3], th, tw)
     return x.round().clamp(0, 255).to(torch.uint8) if video.dtype == torch.uint8 else x
 
-# %% ../nbs/01_video_io.ipynb #156ab996
+# %% ../nbs/01_video_io.ipynb #4aeb877b
 def normalize(video):
     "Pixel video uint8 [(B,) T, C, H, W] (or float in 0..255) -> model video float [(B,) C, T, H, W] in [-1, 1]."
     x = video.float() / 255.0 * 2 - 1
@@ -334,12 +334,12 @@ def denormalize(x):
     x = (x.detach().float().clamp(-1, 1) + 1) / 2
     return (x * 255 + 0.5).clamp(0, 255).to(torch.uint8).transpose(-4, -3).contiguous()
 
-# %% ../nbs/01_video_io.ipynb #fd0f438a
+# %% ../nbs/01_video_io.ipynb #29ba7bda
 def transform_video(video, size):
     "Pixel video uint8 [T, C, H, W] -> model video float [C, T, H, W]: resize-crop to `size`, then normalise (no rounding between)."
     return normalize(resize_crop(video.float(), size))
 
-# %% ../nbs/01_video_io.ipynb #d9ef1118
+# %% ../nbs/01_video_io.ipynb #8dc89837
 def show_frames(video, n=8, title=None, size=1.6):
     "Plot `n` evenly spaced frames of a pixel video uint8 [T, C, H, W] in a row; returns the figure."
     import matplotlib.pyplot as plt
