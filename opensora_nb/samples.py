@@ -7,9 +7,9 @@ __all__ = ['SHAPES', 'COLORS', 'DIRECTIONS', 'MOTION', 'BACKGROUND', 'HELDOUT', 
            'CAMERA_TEXT', 'FRAME_SIZES', 'SHAPE_LENGTHS', 'SETS', 'META_COLUMNS', 'is_heldout', 'shape_caption',
            'shape_combinations', 'render_shape_clip', 'judge_clip', 'sample_shape_batch', 'load_photo',
            'render_camera_clip', 'render_multishot_clip', 'plan_shapes', 'plan_shape_images', 'plan_camera',
-           'plan_multishot', 'build_samples', 'tree_digest', 'samples_cli']
+           'plan_multishot', 'build_samples', 'tree_digest', 'samples_root', 'samples_cli']
 
-# %% ../nbs/02_samples.ipynb #f0060fbf
+# %% ../nbs/02_samples.ipynb #e4fe85ca
 import argparse
 import hashlib
 import json
@@ -22,7 +22,7 @@ import torch
 
 from .io import write_video
 
-# %% ../nbs/02_samples.ipynb #01c0e9d0
+# %% ../nbs/02_samples.ipynb #1a5484fd
 SHAPES = ("circle", "square", "triangle")
 COLORS = {  # name -> RGB
     "red": (230, 40, 40),
@@ -36,7 +36,7 @@ DIRECTIONS = ("left", "right", "up", "down", "static")
 MOTION = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "static": (0, 0)}  # (dx, dy), y points down
 BACKGROUND = (16, 16, 24)
 
-# %% ../nbs/02_samples.ipynb #9d83eee4
+# %% ../nbs/02_samples.ipynb #d478b271
 HELDOUT = (("red", "up"), ("green", "static"), ("blue", "left"), ("yellow", "down"), ("purple", "right"), ("white", "left"))
 
 
@@ -59,7 +59,7 @@ def shape_combinations(split="all"):
     if split == "all": return combos
     return [x for x in combos if is_heldout(x[1], x[2]) == (split == "heldout")]
 
-# %% ../nbs/02_samples.ipynb #ee43040c
+# %% ../nbs/02_samples.ipynb #44b43a1a
 def _sdf(shape, xx, yy, cx, cy, r):
     "Signed distance (pixels, <0 inside) of every pixel centre to the outline; cx, cy: [T, 1, 1]."
     dx, dy = xx - cx, yy - cy
@@ -115,7 +115,7 @@ def render_shape_clip(shape, color, direction, num_frames=16, height=64, width=6
     out[t, rows[:, :, None], cols[:, None, :]] = (bg + alpha[..., None] * (fg - bg)).round().to(torch.uint8)
     return out.permute(0, 3, 1, 2).contiguous()
 
-# %% ../nbs/02_samples.ipynb #62025a99
+# %% ../nbs/02_samples.ipynb #871e177d
 def _as_pixels(video):
     v = torch.as_tensor(video)
     if v.dtype != torch.uint8 or v.ndim != 4 or v.shape[1] != 3:
@@ -154,7 +154,7 @@ def judge_clip(video, fg_threshold=80.0):
     if abs(dx) >= abs(dy): return color, "right" if dx > 0 else "left"
     return color, "down" if dy > 0 else "up"
 
-# %% ../nbs/02_samples.ipynb #ab035810
+# %% ../nbs/02_samples.ipynb #d1b91273
 def sample_shape_batch(n, num_frames=8, height=32, width=32, split="train", seed=0, size=0.3):
     "Render `n` random clips of a split: (uint8 [n, T, 3, H, W], captions, [(shape, color, direction)])."
     rng = np.random.default_rng(seed)
@@ -165,7 +165,7 @@ def sample_shape_batch(n, num_frames=8, height=32, width=32, split="train", seed
                          for (s, c, d), k in zip(picks, seeds)])
     return clips, [shape_caption(*p) for p in picks], picks
 
-# %% ../nbs/02_samples.ipynb #485bc08d
+# %% ../nbs/02_samples.ipynb #fb17dfaf
 PHOTOS = {  # skimage.data name -> caption subject (licences: see the table in nbs/02_samples.ipynb)
     "astronaut": "a smiling astronaut in an orange spacesuit",
     "coffee": "a red cup of espresso on a saucer on a wooden table",
@@ -242,7 +242,7 @@ def render_camera_clip(photo, motion, num_frames=32, height=144, width=256, spee
         frames.append(rows[:, :, c0] + (rows[:, :, c1] - rows[:, :, c0]) * wx)  # [3, height, width]
     return torch.stack(frames).round().clamp(0, 255).to(torch.uint8)
 
-# %% ../nbs/02_samples.ipynb #b2a5fcaa
+# %% ../nbs/02_samples.ipynb #dbe431a5
 def _shot(kind, spec, num_frames, height, width, seed):
     if kind == "camera": return render_camera_clip(spec[0], spec[1], num_frames, height, width)
     s, c, d = spec
@@ -260,7 +260,7 @@ def render_multishot_clip(shots, height=144, width=256, seed=0):
     cuts = np.cumsum([p.shape[0] for p in parts])[:-1].tolist()
     return torch.cat(parts), cuts
 
-# %% ../nbs/02_samples.ipynb #a2b587b1
+# %% ../nbs/02_samples.ipynb #471c70aa
 FRAME_SIZES = ((144, 256), (256, 144), (192, 192), (240, 426), (96, 128), (128, 96), (64, 64))
 SHAPE_LENGTHS = (16, 24, 32, 64, 110)
 SETS = ("shapes", "shape_images", "camera", "multishot")
@@ -326,7 +326,7 @@ def plan_multishot(n=8):
         rows.append(dict(file=f"clips/{i:03d}_{len(shots)}shots.mp4", shots=shots, height=h, width=w, seed=i))
     return rows
 
-# %% ../nbs/02_samples.ipynb #43f56b65
+# %% ../nbs/02_samples.ipynb #229083e5
 def _build_shapes(root, fps=8):
     rows = []
     for r in plan_shapes():
@@ -372,7 +372,7 @@ def _build_multishot(root, fps=24):
 
 _BUILDERS = {"shapes": _build_shapes, "shape_images": _build_shape_images, "camera": _build_camera, "multishot": _build_multishot}
 
-# %% ../nbs/02_samples.ipynb #fea9ca7b
+# %% ../nbs/02_samples.ipynb #d77b3356
 def _readme(counts):
     lines = ["# data_samples", "",
              "Generated by `opensora-nb samples` (`opensora_nb.samples.build_samples`, nbs/02_samples.ipynb). Do not edit:",
@@ -415,7 +415,14 @@ def tree_digest(root):
     root = Path(root)
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
-# %% ../nbs/02_samples.ipynb #dc805702
+# %% ../nbs/02_samples.ipynb #d892e394
+def samples_root():
+    "The repository's data_samples/ folder (next to the package in a source checkout), else ./data_samples."
+    import opensora_nb
+    here = Path(opensora_nb.__file__).resolve().parents[1] / "data_samples"
+    return here if here.is_dir() else Path("data_samples").resolve()
+
+# %% ../nbs/02_samples.ipynb #41baeb81
 def samples_cli(argv=None):
     "`opensora-nb samples`: build the deterministic sample data sets."
     p = argparse.ArgumentParser(prog="opensora-nb samples", description="Build the sample data sets (moving shapes, "

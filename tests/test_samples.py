@@ -108,6 +108,12 @@ def test_zoom_grows_or_shrinks_content():
 
 
 # ---------------------------------------------------------------- the committed data_samples/
+def test_samples_root_is_the_committed_folder(tmp_path, monkeypatch):
+    from opensora_nb.samples import samples_root
+    monkeypatch.chdir(tmp_path)  # wherever the code runs from
+    assert samples_root() == DATA
+
+
 def test_committed_size_under_10mb():
     total = sum(p.stat().st_size for p in DATA.rglob("*") if p.is_file())
     assert 0 < total < 10 * 2**20, total
