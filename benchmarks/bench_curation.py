@@ -51,7 +51,7 @@ def main(argv=None):
     tmp = Path(tempfile.mkdtemp())
     stages = [("info", R.InfoStage(), {}), ("motion (flow + camera)", R.MotionStage(), {}), ("ocr", R.OCRStage(), {}),
               ("aes (tiny random CLIP)", R.AestheticStage("tiny"), {"batch_size": 8}),
-              ("caption (tiny random LLaVA, 16 tokens)", R.CaptionStage("tiny", max_new_tokens=16), {"batch_size": 4}),
+              ("caption (tiny random LLaVA-NeXT, 16 tok)", R.CaptionStage("tiny", max_new_tokens=16), {"batch_size": 4}),
               ("match (tiny random CLIP)", R.MatchStage("tiny"), {"batch_size": 8})]
     R.AestheticStage("tiny")([{"path": cm.path[0]}])                   # load the tiny models outside the timings
     R.CaptionStage("tiny", max_new_tokens=16)([{"path": cm.path[0], "text": ""}])
