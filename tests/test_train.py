@@ -10,7 +10,7 @@ from opensora_nb.train import (FeatureBatches, Trainer, get_config, last_checkpo
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"model.depth": 1, "model.hidden_size": 32, "model.num_heads": 2, "log_every": 1, "warmup_steps": 2,
-        "ckpt_every": 0, "max_seconds": None}
+        "ckpt_every": 0, "max_seconds": None, "stages": None}
 
 
 def toy_features(seed=0):
