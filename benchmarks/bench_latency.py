@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from opensora_nb.inference import OpenSoraPipeline, fit_linear_latency, measure_generation  # noqa: E402
+from opensora_nb.inference import OpenSoraPipeline, extrapolate_latency, fit_linear_latency, measure_generation  # noqa: E402
 
 
 def random_pipeline():
@@ -52,20 +52,12 @@ def main(argv=None):
     for r in rows: print(f"{r['frames']:>6} {r['height']:>4} {r['width']:>4} {r['seconds']:>8.3f} {r['peak_mb']:>8.1f}")
     print(f"fit: seconds = {fit['c']:.3e} * frames*pixels*params*steps + {fit['b']:.3f};  R^2 = {fit['r2']:.3f} "
           f"(through the origin: c = {fit['c_origin']:.3e}, R^2 = {fit['r2_through_origin']:.3f})")
-    # tokens: the tiny world has 8x8 pixels per token and no temporal compression
-    params = rows[0]["params"]
-    tok = lambda r: r["frames"] * (r["height"] // 8) * (r["width"] // 8)
-    c_tok = sum(r["seconds"] * tok(r) * params * r["steps"] for r in rows) / sum((tok(r) * params * r["steps"]) ** 2 for r in rows)
-    flops = sum(2 * 2 * params * tok(r) * r["steps"] for r in rows) / sum(r["seconds"] for r in rows)  # cfg doubles the batch
-    minute_tokens = (60 * 24 / 4) * (1080 / 16) * (1920 / 16)   # Open-Sora 1.2: 4x time, 8x8 VAE, 2x2 patch
-    cpu_s = c_tok * minute_tokens * a.params * 30
-    h100_s = 2 * 2 * a.params * minute_tokens * 30 / 400e12     # ~40% of the H100's 989 TFLOP/s bf16
-    print(f"effective compute here: {flops / 1e9:.1f} GFLOP/s")
+    ex = extrapolate_latency(rows, params=a.params)
+    print(f"effective compute here: {ex['effective_flops_here'] / 1e9:.1f} GFLOP/s; tokens fit R^2 = {ex['r2']:.3f}")
     print(f"extrapolation (linear model, attention's quadratic term ignored): a {a.params / 1e9:.1f}B-parameter model, 60 s of "
-          f"1080p at 24 fps = {minute_tokens / 1e6:.2f}M tokens, 30 steps with guidance -> {cpu_s / 3600 / 24 / 365:.1f} years on this CPU, "
-          f"~{h100_s / 3600:.1f} h on one H100 at 400 TFLOP/s")
-    out = dict(rows=rows, fit=fit, c_per_token_param_step=c_tok, effective_gflops=flops / 1e9, minute_1080p_tokens=minute_tokens,
-               extrapolation=dict(params=a.params, steps=30, cpu_seconds=cpu_s, h100_seconds_at_400tflops=h100_s))
+          f"1080p at 24 fps = {ex['tokens'] / 1e6:.2f}M tokens, 30 steps with guidance ({ex['flops']:.2e} FLOPs) -> "
+          f"{ex['seconds_here'] / 86400 / 365:.1f} years on this CPU, ~{ex['seconds_gpu'] / 3600:.1f} h on one H100 at 400 TFLOP/s")
+    out = dict(rows=rows, fit=fit, extrapolation=ex)
     if a.json: Path(a.json).write_text(json.dumps(out, indent=1))
     return out
 
