@@ -8,7 +8,7 @@ __all__ = ['CAPTION_PROMPTS', 'TINY_CHAT_TEMPLATE', 'STAGES', 'META_TOOLS', 'Cap
            'OCRStage', 'AestheticStage', 'MatchStage', 'CaptionStage', 'write_shards', 'iter_shard',
            'ShardVideoTextDataset', 'curate', 'show_clip_row', 'browse_clips', 'curate_cli']
 
-# %% ../nbs/10b_curation_run.ipynb #bdae2c9e
+# %% ../nbs/10b_curation_run.ipynb #ef60117e
 import argparse
 import io as _io
 import json
@@ -33,7 +33,7 @@ from .curation import (FILTER_PRESETS, CLIPScorer, camera_motion, clean_caption,
 from .data import VideoTextDataset, IMG_FPS
 from .io import VideoReadError, read_image, read_video, transform_video
 
-# %% ../nbs/10b_curation_run.ipynb #b9bd6413
+# %% ../nbs/10b_curation_run.ipynb #a1873688
 CAPTION_PROMPTS = {
     "naive": "Describe the video",
     "three_frames": ("A video is given by providing three frames in chronological order. Describe this video and its "
@@ -81,7 +81,7 @@ class Captioner:
         model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=dtype).to(device)
         return cls(model, AutoProcessor.from_pretrained(model_id), **kw)
 
-# %% ../nbs/10b_curation_run.ipynb #7a2e70ab
+# %% ../nbs/10b_curation_run.ipynb #fd34bb9d
 TINY_CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'].upper() }}: {% for c in m['content'] %}"
                       "{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }} {% endif %}{% endfor %}"
                       "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
@@ -116,7 +116,7 @@ def tiny_vlm(seed=0, arch="llava_next", width=32, image_size=32, patch_size=8):
                 vision_feature_select_strategy="default", chat_template=TINY_CHAT_TEMPLATE, image_token="<image>")
     return Model(cfg).eval(), proc
 
-# %% ../nbs/10b_curation_run.ipynb #7600dad8
+# %% ../nbs/10b_curation_run.ipynb #ddda925a
 def _error_text(stage, e):
     return f"{stage}: {type(e).__name__}: {e}".replace("\n", " ")[:500]
 
@@ -147,7 +147,7 @@ def apply_batch(fn, rows, stage="stage"):
         return [apply_row(lambda r: fn([r])[0], r, stage) for r in rows]
     return [[dict(r)] if _has_error(r) else [{**o, "error": ""} for o in _merge(r, outs[id(r)])] for r in rows]
 
-# %% ../nbs/10b_curation_run.ipynb #f6249b81
+# %% ../nbs/10b_curation_run.ipynb #e145a52f
 def _jsonable(v):
     if isinstance(v, (np.integer,)): return int(v)
     if isinstance(v, (np.floating,)): return None if np.isnan(v) else float(v)
@@ -177,14 +177,14 @@ class ProgressLog:
         self.f.write(json.dumps(rec) + "\n"); self.f.flush(); os.fsync(self.f.fileno())
     def close(self): self.f.close()
 
-# %% ../nbs/10b_curation_run.ipynb #633fd574
+# %% ../nbs/10b_curation_run.ipynb #bba26531
 def _stage_name(fn):
     return getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__
 
 def _apply_chunk(fn, rows, stage, key):
     return [(str(r[key]), apply_row(fn, r, stage)) for r in rows]
 
-def run_stage(meta, fn, out_path, key="path", num_workers=0, batch_size=0, desc=None, mp_context="spawn",
+def run_stage(meta, fn, out_path, key="path", num_workers=0, batch_size=0, desc=None, mp_context=None,
               backend="process", max_rows=None):
     "Apply `fn` to every row of `meta` (DataFrame or file) -> DataFrame saved at `out_path`; resumable, errors as rows."
     out_path, stage = Path(out_path), desc or _stage_name(fn)
@@ -217,7 +217,7 @@ def run_stage(meta, fn, out_path, key="path", num_workers=0, batch_size=0, desc=
                     log.write(str(r[key]), res); done[str(r[key])] = res
                 bar.update(len(chunk))
         elif num_workers and num_workers > 1:
-            ctx = mp.get_context(mp_context)
+            ctx = _mp_context(mp_context, fn)
             with ProcessPoolExecutor(num_workers, mp_context=ctx, initializer=_worker_init) as ex:
                 it, running = iter(todo), {}
                 while True:
@@ -258,11 +258,19 @@ def _ray_map(fn, rows, stage, key, num_cpus=None, chunk=4):
         ready, pending = ray.wait(pending, num_returns=1)
         yield from ray.get(ready[0])
 
+def _mp_context(name, fn):
+    "Process start method: a forkserver with this module (and the stage's) pre-imported, else spawn."
+    if name is None and "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(sorted({__name__, getattr(fn, "__module__", None)} - {"__main__", None}))
+        return ctx
+    return mp.get_context(name or "spawn")
+
 def _worker_init():
     torch.set_num_threads(1)
     import cv2; cv2.setNumThreads(1)
 
-# %% ../nbs/10b_curation_run.ipynb #5ae9887b
+# %% ../nbs/10b_curation_run.ipynb #00bc394a
 class InfoStage:
     "num_frames, height, width, aspect_ratio, fps, resolution of the row's file."
     name = "info"
@@ -342,7 +350,7 @@ class CaptionStage:
         caps = dict(zip(map(id, todo), _MODELS[k]([r["path"] for r in todo]))) if todo else {}
         return [{"text": caps[id(r)]} if id(r) in caps else {} for r in rows]
 
-# %% ../nbs/10b_curation_run.ipynb #0e987d0e
+# %% ../nbs/10b_curation_run.ipynb #a2ae5da6
 def write_shards(meta, out_dir, shard_size=100, text_col="text"):
     "Pack the clips of `meta` (error rows skipped) into WebDataset tars under `out_dir`; returns the index table."
     df = read_meta(meta) if isinstance(meta, (str, Path)) else meta
@@ -417,7 +425,7 @@ class ShardVideoTextDataset(VideoTextDataset):
         out["text"] = "" if pd.isna(row.get("text")) else str(row["text"])
         return out
 
-# %% ../nbs/10b_curation_run.ipynb #a5fe1c93
+# %% ../nbs/10b_curation_run.ipynb #cebc3da7
 STAGES = ("info", "scenes", "split", "aes", "motion", "ocr", "filter", "caption", "match", "filter", "score2text", "shards")
 
 def _relative(df, root):
@@ -460,7 +468,7 @@ def curate(input, out_dir, stages=STAGES, num_workers=0, preset="curation_defaul
     write_meta(_relative(df, out_dir), out_dir / "meta_final.csv")
     return df
 
-# %% ../nbs/10b_curation_run.ipynb #22076352
+# %% ../nbs/10b_curation_run.ipynb #5a59ed79
 def show_clip_row(row, ax=None, points=(0.1, 0.5, 0.9)):
     "Three frames of a curated clip with its scores and (wrapped) caption as the title."
     import textwrap
@@ -487,7 +495,7 @@ def browse_clips(meta):
     show(0)
     return s
 
-# %% ../nbs/10b_curation_run.ipynb #337f4e2c
+# %% ../nbs/10b_curation_run.ipynb #bf2e8c1a
 META_TOOLS = ("merge", "split", "filter", "score2text", "info")
 
 def _meta_tool(argv):

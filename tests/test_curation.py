@@ -60,7 +60,7 @@ from opensora_nb.curation_run import run_stage
 from slowstage import slow
 if __name__ == "__main__":
     meta = pd.DataFrame({"path": [f"k{i:03d}" for i in range(40)], "x": range(40)})
-    run_stage(meta, slow, sys.argv[2], num_workers=2, mp_context="fork")   # fork: quick to start, no torch in the stage
+    run_stage(meta, slow, sys.argv[2], num_workers=2)
 '''
 
 
