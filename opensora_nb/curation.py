@@ -14,7 +14,7 @@ __all__ = ['VIDEO_EXTS', 'IMAGE_EXTS', 'TRAIN_COLUMNS', 'CAPTION_PREFIXES', 'FIL
            'clip_preprocess', 'AestheticMLP', 'CLIPScorer', 'word_tokenizer', 'tiny_clip_scorer', 'aesthetic_score',
            'matching_score', 'curate_cli']
 
-# %% ../nbs/10_curation.ipynb #11b8361a
+# %% ../nbs/10_curation.ipynb #ab222d95
 import html
 import json
 import math
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from .io import VideoReadError, read_video, video_info
 
-# %% ../nbs/10_curation.ipynb #5887071c
+# %% ../nbs/10_curation.ipynb #74fbbe5b
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 TRAIN_COLUMNS = ["path", "text", "num_frames", "height", "width", "aspect_ratio", "fps", "resolution"]
@@ -52,7 +52,7 @@ def scan_folder(root, exts=VIDEO_EXTS + IMAGE_EXTS):
     paths = sorted(str(p.resolve()) for p in root.rglob("*") if p.suffix.lower() in exts)
     return pd.DataFrame({"path": paths})
 
-# %% ../nbs/10_curation.ipynb #d9e21dfa
+# %% ../nbs/10_curation.ipynb #fe47b2ed
 def read_meta(path, resolve=True):
     "Read a CSV/parquet meta file; relative `path` entries become absolute (relative to the file's folder)."
     path = Path(path)
@@ -74,14 +74,14 @@ def write_meta(df, path):
     os.replace(tmp, path)
     return path
 
-# %% ../nbs/10_curation.ipynb #356d3bdd
+# %% ../nbs/10_curation.ipynb #6cbd3903
 def get_info(path):
     "Training columns of one video or image file: num_frames, height, width, aspect_ratio, fps, resolution."
     info = video_info(path)                      # raises VideoReadError naming the file and the reason
     return dict(num_frames=int(info.num_frames), height=int(info.height), width=int(info.width),
                 aspect_ratio=info.height / info.width, fps=float(info.fps), resolution=info.height * info.width)
 
-# %% ../nbs/10_curation.ipynb #95989930
+# %% ../nbs/10_curation.ipynb #41b550bf
 def dedupe(df, on="path", keep="last"):
     "Drop rows whose `on` column repeats (keep the last by default)."
     return df.drop_duplicates(subset=on, keep=keep).reset_index(drop=True)
@@ -96,7 +96,7 @@ def split_meta(df, n):
     bounds = np.linspace(0, len(df), n + 1).round().astype(int)
     return [df.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds[:-1], bounds[1:])]
 
-# %% ../nbs/10_curation.ipynb #4cd84c14
+# %% ../nbs/10_curation.ipynb #1cb32d0e
 CAPTION_PREFIXES = tuple(f"The {k} {v}" for k in ("video", "image") for v in
                          ("shows", "captures", "features", "depicts", "presents", "portrays", "is")) + \
                    ("In the video,", "In the image,", "This video shows", "This image shows")
@@ -123,7 +123,7 @@ def clean_caption(caption):
     c = re.sub(r"\s+", " ", c).strip(" \"'-_")
     return c
 
-# %% ../nbs/10_curation.ipynb #48f8429a
+# %% ../nbs/10_curation.ipynb #34743479
 def append_scores(text, aes=None, flow=None, cmotion=None, style="inference"):
     "Append scores to a caption as v1.2 does (`style='inference'` or the bracketed `'datautil'` form)."
     def ok(v): return v is not None and not (isinstance(v, float) and math.isnan(v)) and v != ""
@@ -147,7 +147,7 @@ def scores_to_text(df, drop_prob=0.2, seed=0, style="inference", columns=("aes",
     df["text"] = [row_text(r) for r in df.to_dict("records")]
     return df
 
-# %% ../nbs/10_curation.ipynb #a6d75b81
+# %% ../nbs/10_curation.ipynb #8aa137d5
 FILTER_PRESETS = {
     "v1_2_walkthrough": {"num_frames": (1, None), "aes": (5.0, None)},        # docs/data_processing.md
     "v1_2_stage2": {"num_frames": (1, None), "aes": (4.5, None)},             # report_03: Panda-70M subset
@@ -185,7 +185,7 @@ def filter_meta(df, thresholds=None, preset=None, drop_errors=True):
         if hi is not None: keep &= v <= hi
     return df[keep].reset_index(drop=True)
 
-# %% ../nbs/10_curation.ipynb #965aa070
+# %% ../nbs/10_curation.ipynb #63cdd6bf
 def smooth_texture(h, w, seed=0):
     "A smooth random RGB texture (uint8 [H, W, 3]): noise blurred at three scales, rich in gradients for flow."
     rng = np.random.default_rng(seed)
@@ -227,7 +227,7 @@ def synthetic_multishot(shot_lengths=(20, 14, 26), size=(64, 64), seed=0):
              for i, n in enumerate(shot_lengths)]
     return torch.cat(shots), [int(c) for c in np.cumsum(shot_lengths)[:-1]]
 
-# %% ../nbs/10_curation.ipynb #a4bce884
+# %% ../nbs/10_curation.ipynb #e25296f9
 def make_detector(kind="adaptive", threshold=None, min_scene_len=15, **kw):
     "A PySceneDetect detector: 'adaptive' (v1.2, threshold=3.0) or 'content' (threshold=27)."
     from scenedetect import AdaptiveDetector, ContentDetector
@@ -261,7 +261,7 @@ def scene_cuts(scenes):
     "Cut frames (first frame of every shot but the first) from [(start, end)] scenes."
     return [int(a) for a, _ in scenes[1:]]
 
-# %% ../nbs/10_curation.ipynb #c5b4b462
+# %% ../nbs/10_curation.ipynb #2cbb4a77
 def match_cuts(pred, true, tol=1):
     "Greedy one-to-one matching of predicted and true cut frames within `tol`: tp, fp, fn, precision, recall."
     pred, true, used, tp = sorted(pred), sorted(true), set(), 0
@@ -272,7 +272,7 @@ def match_cuts(pred, true, tol=1):
     return dict(tp=tp, fp=fp, fn=fn, precision=tp / max(len(pred), 1) if pred or true else 1.0,
                 recall=tp / max(len(true), 1) if true else 1.0)
 
-# %% ../nbs/10_curation.ipynb #2459d939
+# %% ../nbs/10_curation.ipynb #3749451a
 def plot_cuts(video, scenes, true_cuts=None, ax=None, step=None):
     "Timeline picture: thumbnails along time, detected cuts as red lines, true cuts as green dashes."
     T = len(video)
@@ -286,7 +286,7 @@ def plot_cuts(video, scenes, true_cuts=None, ax=None, step=None):
     ax.set_yticks([]); ax.set_xlabel("frame")
     return ax
 
-# %% ../nbs/10_curation.ipynb #34bcb59a
+# %% ../nbs/10_curation.ipynb #db4711ab
 def samples_dir(name, root=None):
     "Folder of a sample set (`data_samples/<name>` next to the package or under `root`), or None if not built."
     import opensora_nb
@@ -304,7 +304,7 @@ def evaluate_cuts(meta, tol=1, **detect_kw):
         for k in tot: tot[k] += res[k]
     return dict(**tot, precision=tot["tp"] / max(tot["tp"] + tot["fp"], 1), recall=tot["tp"] / max(tot["tp"] + tot["fn"], 1))
 
-# %% ../nbs/10_curation.ipynb #43fc5add
+# %% ../nbs/10_curation.ipynb #fc126090
 def ffmpeg_exe():
     "Path of an ffmpeg binary: the one on PATH, else the one bundled with imageio-ffmpeg."
     exe = shutil.which("ffmpeg")
@@ -338,7 +338,7 @@ def split_scenes(path, scenes, out_dir, fps=None, min_frames=1, max_frames=None,
         rows.append(dict(path=str(out), source=str(path), start_frame=int(a), end_frame=int(b)))
     return rows
 
-# %% ../nbs/10_curation.ipynb #ce7b7c94
+# %% ../nbs/10_curation.ipynb #06670da6
 def sample_frames(video, indices=None, points=None):
     "uint8 [N, C, H, W] frames of a tensor or file (seeking, not decoding it all), at `indices` or fractions `points`."
     T = num_frames_of(video)
@@ -350,7 +350,7 @@ def num_frames_of(video):
     "Frame count of a uint8 [T, C, H, W] tensor or of a video file."
     return len(video) if isinstance(video, torch.Tensor) else video_info(video).num_frames
 
-# %% ../nbs/10_curation.ipynb #92187d3f
+# %% ../nbs/10_curation.ipynb #56e99722
 def farneback_flow(f0, f1):
     "Dense optical flow [H, W, 2] (pixels) from uint8 gray frame f0 to f1 (OpenCV Farneback, v1.2 tool parameters)."
     return cv2.calcOpticalFlowFarneback(f0, f1, None, 0.5, 3, 15, 3, 5, 1.2, 0)
@@ -389,7 +389,7 @@ def motion_score(video, num_pairs=3, gap=2, ref_size=(320, 576), flow_fn=farneba
     per10 = 10 / np.array([j - i for i, j in pairs], np.float32)[:, None]
     return float((np.abs(flows).mean(axis=(1, 2)) * [rw / w, rh / h] * per10).mean())
 
-# %% ../nbs/10_curation.ipynb #9d3131ab
+# %% ../nbs/10_curation.ipynb #9612db48
 def plot_flow(frame, flow, ax=None, step=None, title=None):
     "Draw a flow field [h, w, 2] as arrows over the frame (uint8 [C, H, W])."
     ax = ax or plt.subplots(figsize=(4, 4))[1]
@@ -404,7 +404,7 @@ def plot_flow(frame, flow, ax=None, step=None, title=None):
     ax.set_title(title or ""); ax.axis("off")
     return ax
 
-# %% ../nbs/10_curation.ipynb #51ddaeb0
+# %% ../nbs/10_curation.ipynb #9a8fc515
 def fit_camera(flow, weight=None, iters=4, step=2):
     "Robust least-squares fit of u = tx + s*x - r*y, v = ty + s*y + r*x to a flow [h, w, 2]: dict(tx, ty, s, r)."
     h, w = flow.shape[:2]
@@ -461,13 +461,13 @@ def camera_motion(video, tau=0.004, **kw):
     p = camera_params(video, **kw)
     return classify_camera(p["tx"], p["ty"], p["s"], tau=tau)
 
-# %% ../nbs/10_curation.ipynb #51fdff69
+# %% ../nbs/10_curation.ipynb #10de07ba
 def evaluate_camera(meta, **kw):
     "Accuracy of `camera_motion` against a meta table's `camera_motion` column; also returns the predictions."
     pred = [camera_motion(p, **kw) for p in meta["path"]]
     return float(np.mean([p == t for p, t in zip(pred, meta["camera_motion"])])), pred
 
-# %% ../nbs/10_curation.ipynb #af711870
+# %% ../nbs/10_curation.ipynb #d92f6426
 def classical_text_boxes(frame, min_h=5, max_h_frac=0.25, min_aspect=1.5, min_density=0.35):
     "Text-line boxes [(x, y, w, h)] in an RGB uint8 frame [H, W, 3] from edge density + shape rules (no weights)."
     gray = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
@@ -507,7 +507,7 @@ def ocr_score(video, detector=None, points=(0.1, 0.5, 0.9)):
         cover.append(mask.mean()); counts.append(len(boxes))
     return dict(ocr=float(np.mean(cover)), ocr_boxes=float(np.mean(counts)))
 
-# %% ../nbs/10_curation.ipynb #70dc5c93
+# %% ../nbs/10_curation.ipynb #30612f4d
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -531,7 +531,7 @@ class AestheticMLP(nn.Module):
                                     nn.Linear(128, 64), nn.Dropout(0.1), nn.Linear(64, 16), nn.Linear(16, 1))
     def forward(self, x): return self.layers(x)
 
-# %% ../nbs/10_curation.ipynb #60f665e5
+# %% ../nbs/10_curation.ipynb #81427082
 class CLIPScorer(nn.Module):
     "CLIP image/text embeddings + the aesthetic head: `.aesthetic(frames)`, `.matching(frames, text)`."
     def __init__(self, clip, tokenizer=None, mlp=None, image_size=None):
@@ -583,7 +583,7 @@ class CLIPScorer(nn.Module):
             mlp.load_state_dict(sd, strict=True)
         return cls(model, AutoTokenizer.from_pretrained(clip), mlp).to(device)
 
-# %% ../nbs/10_curation.ipynb #6b56f160
+# %% ../nbs/10_curation.ipynb #9a3a1db9
 TINY_WORDS = ("a an the of and in on with is to video camera red green blue yellow white black purple orange "
               "circle square triangle star ball moves moving left right up down static zoom pan tilt slowly fast").split()
 
@@ -617,7 +617,7 @@ def matching_score(video, text, scorer, points=(0.5,)):
     "v1.2's `match` column: CLIP logit between the middle frame and the caption."
     return scorer.matching(sample_frames(video, points=points), text)
 
-# %% ../nbs/10_curation.ipynb #cc64864f
+# %% ../nbs/10_curation.ipynb #b1d378da
 def curate_cli(argv=None):
     "Entry point of `opensora-nb curate` (see `opensora_nb.curation_run.curate_cli`)."
     from opensora_nb.curation_run import curate_cli as _cli
