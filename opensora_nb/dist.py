@@ -427,7 +427,7 @@ def _dist_trainer_class():
             enable_sequence_parallel(self.model)
             enable_sequence_parallel(self.ema)
             self._hooks = install_gradient_averaging(self.model)
-            self._reseed(0)
+            if self.env.dp_rank: self._reseed(0)  # dp group 0 draws exactly what the single-process Trainer draws
 
         def _reseed(self, step: int):
             "Noise, timesteps, masks and caption dropout differ per dp rank (and agree within an sp group)."
