@@ -293,7 +293,9 @@ class SplitStage:
     def __call__(self, row):
         scenes = json.loads(row["scenes"]) if row.get("scenes") else None
         if scenes is None: scenes = detect_scenes(row["path"])
-        clips = split_scenes(row["path"], scenes, self.out_dir, fps=row.get("fps") or None,
+        fps = row.get("fps")
+        fps = float(fps) if fps and fps == fps else None               # missing or NaN: read it from the file
+        clips = split_scenes(row["path"], scenes, self.out_dir, fps=fps,
                              min_frames=self.min_frames, max_frames=self.max_frames, reencode=self.reencode)
         return [{**c, **get_info(c["path"])} for c in clips]
 
