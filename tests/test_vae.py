@@ -7,7 +7,8 @@ from diffusers.models import AutoencoderKL
 
 from opensora_nb.vae import (TINY_VAE_2D_CONFIG, VAE_Temporal, VideoAutoencoderKL, VideoAutoencoderPipeline,
                              OpenSoraVAE_V1_2, tiny_vae_v1_2)
-from opensora_nb.vae_train import VAEStage, load_checkpoint, train_stage, tiny_vae_stages, train_tiny_vae
+from opensora_nb.vae_train import (VAEStage, calibrate_scaling_factor, load_checkpoint, train_stage, tiny_vae_stages,
+                                   train_tiny_vae)
 
 torch.set_num_threads(1)
 
@@ -130,6 +131,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     train_tiny_vae(clips, stages=stages, pipe=a, progress=False)
     # b: stop in the middle of stage 1, then run everything again from the checkpoints
     train_stage(b, clips, stages[0], stage_idx=0, ckpt=tmp_path / "stage0.pt", progress=False)
+    calibrate_scaling_factor(b, clips)  # as train_tiny_vae does after a 2D stage
     train_stage(b, clips, stages[1], stage_idx=1, ckpt=tmp_path / "stage1.pt", stop_after=1, progress=False)
     assert load_checkpoint(tmp_path / "stage1.pt")["step"] == 1
     assert not list(tmp_path.glob("*.tmp"))
@@ -151,3 +153,31 @@ def test_discriminator_and_perceptual_step():
                      lr=1e-4, mixed_strategy="mixed_video_random", discriminator=True)
     hist = train_stage(pipe, _clips(2), stage, perceptual=RandomFeaturePerceptual(), progress=False)
     assert {"gan", "disc", "nll", "kl"} <= set(hist[0])
+
+
+def test_decode_num_frames_checked():
+    pipe = _det(tiny_vae_v1_2())
+    z = torch.zeros(1, 4, 6, 2, 2)  # 17 + up to 4 frames
+    assert pipe.max_frames(6) == 21
+    with pytest.raises(ValueError, match="num_frames=22"):
+        pipe.decode(z, num_frames=22)
+    with pytest.raises(ValueError, match="too few"):
+        pipe.decode(z, num_frames=17)
+    assert pipe.decode(z, num_frames=18).shape[2] == 18
+
+
+def test_stage0_mixes_photo_crops():
+    from opensora_nb.vae_train import photo_crop_bank
+    photos = photo_crop_bank(6, size=(16, 16))
+    assert photos.shape == (6, 3, 16, 16) and photos.min() >= -1 and photos.max() <= 1
+    stage = tiny_vae_stages(scale=0.001)[0]
+    from dataclasses import replace
+    stage = replace(stage, batch_size=4)
+    hist = train_stage(tiny_vae_v1_2(), _clips(2), stage, images=photos, progress=False)
+    assert len(hist) == 1 and hist[0]["nll"] > 0
+
+
+def test_load_clip_bank_fallback(tmp_path):
+    from opensora_nb.vae_train import load_clip_bank
+    train, held = load_clip_bank(tmp_path / "missing", size=(16, 16), max_frames=8, by_set=True)
+    assert len(train) > 0 and set(held) == {"shapes"} and train[0].shape == (3, 8, 16, 16)
