@@ -182,12 +182,15 @@ def _eval_prompts(split, n_per_pair=1):
     return [(s, c, d) for (c, d) in pairs for s in SHAPES for _ in range(n_per_pair)]
 
 
-def run_demo(out_dir="outputs/demo", train_seconds=480, data_root="data_samples", renders_per_combo=16, depth=2,
+def run_demo(out_dir="outputs/demo", train_seconds=480, data_root=None, renders_per_combo=16, depth=2,
              hidden_size=128, steps=30, cfg_scale=4.0, seed=0, progress=True, log=print, max_dataset_rows=None):
     "Train the tiny world and generate every mode; writes videos, contact_sheet.png, report.json, report.md; returns the report."
     t_start = time.perf_counter()
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
+    if data_root is None:  # the checkout's data_samples/ wherever we run from (a notebook runs in nbs/)
+        from opensora_nb.samples import samples_root
+        data_root = samples_root()
     meta = Path(data_root) / "shapes" / "meta.csv"
     if not meta.exists():
         from opensora_nb.samples import build_samples
@@ -324,7 +327,7 @@ def demo_cli(argv=None) -> int:
                                 "text-to-video, image-to-video, extension, looping and long videos; writes report.json.")
     p.add_argument("--output", "-o", default="outputs/demo", help="output folder")
     p.add_argument("--train-seconds", type=float, default=480, help="training budget in seconds (default 480)")
-    p.add_argument("--data-root", default="data_samples", help="sample data folder (built if missing)")
+    p.add_argument("--data-root", default=None, help="sample data folder (built if missing; default: the checkout's data_samples/)")
     p.add_argument("--renders-per-combo", type=int, default=16, help="rendered clips per (shape, colour, direction) and bucket")
     p.add_argument("--depth", type=int, default=2); p.add_argument("--hidden-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=30, help="sampling steps"); p.add_argument("--cfg", type=float, default=4.0)
