@@ -46,7 +46,9 @@ class RFlow:
     "Rectified flow of Open-Sora 1.2: noising, per-frame masked training loss, guided Euler sampling."
     def __init__(self, num_timesteps: int = 1000, num_sampling_steps: int = 30, cfg_scale: float = 7.0,
                  use_timestep_transform: bool = True, use_discrete_timesteps: bool = False,
-                 sample_method: str = "uniform", loc: float = 0.0, scale: float = 1.0, transform_scale: float = 1.0):
+                 sample_method: str = "uniform", loc: float = 0.0, scale: float = 1.0, transform_scale: float = 1.0,
+                 shift: float = 1.0):
+        if shift <= 0: raise ValueError(f"shift must be > 0, got {shift}")
         if sample_method not in ("uniform", "logit-normal"):
             raise ValueError(f"sample_method {sample_method!r} is not 'uniform' or 'logit-normal'")
         if use_discrete_timesteps and sample_method != "uniform":
@@ -54,10 +56,11 @@ class RFlow:
         self.num_timesteps, self.num_sampling_steps, self.cfg_scale = num_timesteps, num_sampling_steps, cfg_scale
         self.use_timestep_transform, self.use_discrete_timesteps = use_timestep_transform, use_discrete_timesteps
         self.sample_method, self.loc, self.scale, self.transform_scale = sample_method, loc, scale, transform_scale
+        self.shift = shift  # a constant shift of every timestep (1 = none), see `shift_t`
 
     def __repr__(self):
         return (f"RFlow(steps={self.num_sampling_steps}, cfg={self.cfg_scale}, transform={self.use_timestep_transform}, "
-                f"t~{self.sample_method})")
+                f"t~{self.sample_method}" + (f", shift={self.shift}" if self.shift != 1 else "") + ")")
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         "x_t = (1 - t/T) x0 + (t/T) noise, `t` [B] in [0, T]."
@@ -113,6 +116,13 @@ def transform_t(self: RFlow, t: torch.Tensor, model_kwargs: dict) -> torch.Tenso
                               scale=self.transform_scale, num_timesteps=self.num_timesteps).to(t.device)
 
 @patch
+def shift_t(self: RFlow, t: torch.Tensor) -> torch.Tensor:
+    "The constant shift `s = self.shift` of timesteps in [0, T]: u = t/T -> s u / (1 + (s - 1) u); s > 1 means more noise."
+    if self.shift == 1: return t
+    u = t / self.num_timesteps
+    return self.shift * u / (1 + (self.shift - 1) * u) * self.num_timesteps
+
+@patch
 def training_losses(self: RFlow, model: Callable, x_start: torch.Tensor, model_kwargs: Optional[dict] = None,
                     noise: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
                     t: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> dict:
@@ -121,6 +131,7 @@ def training_losses(self: RFlow, model: Callable, x_start: torch.Tensor, model_k
     if t is None:
         t = self.sample_t(x_start.shape[0], device=x_start.device, generator=generator)
         if self.use_timestep_transform: t = self.transform_t(t, model_kwargs)
+        t = self.shift_t(t)
     if noise is None:
         noise = _randn(x_start, generator)
     if noise.shape != x_start.shape:
@@ -160,6 +171,7 @@ def sampling_timesteps(self: RFlow, n: int, model_kwargs: Optional[dict] = None,
     if self.use_discrete_timesteps: ts = [int(round(t)) for t in ts]
     ts = [torch.tensor([t] * n, device=device) for t in ts]
     if self.use_timestep_transform: ts = [self.transform_t(t, model_kwargs or {}) for t in ts]
+    if self.shift != 1: ts = [self.shift_t(t) for t in ts]
     return ts
 
 @patch

@@ -75,18 +75,22 @@ def _sdf(shape, xx, yy, cx, cy, r):
     raise ValueError(f"unknown shape {shape!r}: choose from {SHAPES}")
 
 
-def _track(direction, num_frames, height, width, r, travel, rng):
-    "Centre positions (x, y) in pixels for every frame: [T] each."
+def _track(direction, num_frames, height, width, r, travel, rng, spread=1.0):
+    """Centre positions (x, y) in pixels for every frame: [T] each. The start is drawn uniformly over the free room;
+    `spread` < 1 keeps it within that fraction of the room around the middle (0: every track through the centre)."""
     if direction not in MOTION: raise ValueError(f"unknown direction {direction!r}: choose from {DIRECTIONS}")
+    if not 0 <= spread <= 1: raise ValueError(f"spread must be in [0, 1], got {spread}")
     mx, my = MOTION[direction]
     lo_x, hi_x, lo_y, hi_y = r + 1, width - r - 1, r + 1, height - r - 1  # keep the whole shape inside
     t = torch.arange(num_frames, dtype=torch.float64) / max(num_frames - 1, 1)
 
+    def where(u): return u if spread == 1 else 0.5 + (u - 0.5) * spread  # spread 1 keeps the bytes of data_samples/
+
     def axis(lo, hi, m):
         room = hi - lo
-        if m == 0: return torch.full_like(t, lo + rng.random() * room)
+        if m == 0: return torch.full_like(t, lo + where(rng.random()) * room)
         dist = travel * room
-        start = lo + rng.random() * (room - dist)
+        start = lo + where(rng.random()) * (room - dist)
         pos = start + dist * t
         return pos if m > 0 else lo + hi - pos  # moving towards smaller coordinates: mirror the track
 
@@ -94,12 +98,13 @@ def _track(direction, num_frames, height, width, r, travel, rng):
 
 
 def render_shape_clip(shape, color, direction, num_frames=16, height=64, width=64, size=0.3, travel=0.7, seed=0,
-                      background=BACKGROUND):
-    "A clip of one coloured shape moving in `direction` (or 'static') on a dark background: uint8 [T, 3, H, W]."
+                      background=BACKGROUND, spread=1.0):
+    """A clip of one coloured shape moving in `direction` (or 'static') on a dark background: uint8 [T, 3, H, W].
+    The shape covers `travel` of the free room during the clip; `spread` narrows where it may start (see `_track`)."""
     if color not in COLORS: raise ValueError(f"unknown color {color!r}: choose from {tuple(COLORS)}")
     rng = np.random.default_rng(seed)
     r = size * min(height, width) / 2
-    cx, cy = _track(direction, num_frames, height, width, r, travel, rng)
+    cx, cy = _track(direction, num_frames, height, width, r, travel, rng, spread)
     # only a box around the object can differ from the background: compute alpha there, [T, by, bx]
     b = int(np.ceil(2 * r)) + 3
     bx, by = min(b, width), min(b, height)

@@ -51,6 +51,7 @@ class STDiT3Config:
     only_train_temporal: bool = False
     freeze_y_embedder: bool = False
     skip_y_embedder: bool = False
+    temporal_pos_embed: bool = False  # not in the reference: see "Which frame am I?" below; False loads official weights
 
     def __post_init__(self):
         self.input_size, self.patch_size = tuple(self.input_size), tuple(self.patch_size)
@@ -216,8 +217,10 @@ class STDiT3(nn.Module):
         return y, mask
 
     def embed_video(self, x, pos_emb, T, S):
-        "Latent `[B, C, T, H, W]` -> tokens `[B, T*S, D]` with positions."
+        "Latent `[B, C, T, H, W]` -> tokens `[B, T*S, D]` with positions (and a frame index if configured)."
         x = rearrange(self.x_embedder(x), "B (T S) C -> B T S C", T=T, S=S) + pos_emb
+        if self.config.temporal_pos_embed:
+            x = x + get_1d_sincos_pos_embed(self.hidden_size, T).to(device=x.device, dtype=x.dtype)[None, :, None]
         return rearrange(x, "B T S C -> B (T S) C")
 
     def blocks(self):
