@@ -111,7 +111,7 @@ class OpenSoraPipeline:
         else: vae_cfg = dict(self.config.get("vae", {"type": "OpenSoraVAE_V1_2"}))
         te = dict(self.config.get("text_encoder", {"type": "minilm"}))
         sch = {k: getattr(self.scheduler, k) for k in ("num_timesteps", "num_sampling_steps", "cfg_scale", "use_timestep_transform",
-                                                        "use_discrete_timesteps", "sample_method", "transform_scale")}
+                                                        "use_discrete_timesteps", "sample_method", "transform_scale", "shift")}
         index = dict(_class_name="OpenSoraPipeline", parameterization="x0" if isinstance(self.model, X0Parameterized) else "v",
                      vae=vae_cfg, text_encoder=te, scheduler=dict(type="rflow", **sch),
                      defaults=self.config.get("defaults", {}))

@@ -64,11 +64,12 @@ TINY_WORLD_MASK_RATIOS = {"image_head": 0.2, "quarter_head": 0.05, "image_tail":
 PRESETS["tiny_world"] = dict(
     model=dict(type="STDiT3", hidden_size=128, depth=2, num_heads=4, patch_size=(1, 1, 1), in_channels=16,
                caption_channels=384, model_max_length=32, pred_sigma=False, class_dropout_prob=0.1, input_sq_size=32,
-               qk_norm=True),
+               qk_norm=True, temporal_pos_embed=True),  # the frame index: see chapter 06 and the demo chapter
     parameterization="x0", loss_weighting="x0",
     vae=dict(type="patch_pca", patch=8, channels=16, from_pretrained=None),
     text_encoder=dict(type="minilm", model_max_length=32, from_pretrained=None),
-    scheduler=dict(type="rflow", use_timestep_transform=False, sample_method="logit-normal"),
+    # v1.2's resolution transform does not apply to 8-frame 32x32 clips; a constant shift trains where prompts matter
+    scheduler=dict(type="rflow", use_timestep_transform=False, sample_method="logit-normal", shift=3.0),
     data=dict(type="shapes", data_path="data_samples/shapes/meta.csv", renders_per_combo=24, features=None),
     bucket_config={"32px": {1: (1.0, 64), 8: (1.0, 16)}, "32x48": {8: (1.0, 12)}},
     mask_ratios=TINY_WORLD_MASK_RATIOS,
