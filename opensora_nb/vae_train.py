@@ -18,11 +18,13 @@ import torch.nn.functional as F
 from einops import rearrange
 from tqdm.auto import tqdm
 
-from .vae import (DiagonalGaussianDistribution, VideoAutoencoderPipeline, tiny_vae_v1_2)
+from .vae import (TINY_VAE_2D_CONFIG, TINY_VAE_TEMPORAL_CONFIG, DiagonalGaussianDistribution, VAE_Temporal,
+                              VideoAutoencoderKL, VideoAutoencoderPipeline, init_posterior_logvar, tiny_vae_v1_2)
 
 # %% auto #0
-__all__ = ['V1_2_VAE_STAGES', 'load_clip_bank', 'sample_batch', 'photo_crop_bank', 'pan_clip_bank', 'VAELoss', 'LPIPS',
-           'RandomFeaturePerceptual', 'PatchDiscriminator', 'hinge_d_loss', 'adaptive_gan_weight', 'VAEStage',
+__all__ = ['TINY_NARROW_VAE_2D_CONFIG', 'TINY_NARROW_VAE_TEMPORAL_CONFIG', 'V1_2_VAE_STAGES', 'load_clip_bank', 'sample_batch',
+           'photo_crop_bank', 'jitter_colors', 'pan_clip_bank', 'VAELoss', 'LPIPS', 'RandomFeaturePerceptual',
+           'PatchDiscriminator', 'hinge_d_loss', 'adaptive_gan_weight', 'tiny_vae_v1_2_narrow', 'VAEStage',
            'tiny_vae_stages', 'vae_loss_step', 'save_checkpoint', 'load_checkpoint', 'train_stage', 'psnr', 'ssim',
            'nearest_baseline', 'pooled_baseline', 'reconstruct', 'evaluate', 'latent_stats', 'calibrate_scaling_factor',
            'train_tiny_vae']
@@ -77,8 +79,9 @@ def sample_batch(clips, batch_size, num_frames, gen: torch.Generator):
     return torch.stack(out)
 
 # %% ../nbs/03b_vae_training.ipynb #98d6cd1f
-def photo_crop_bank(n=1024, size=(32, 32), exclude=("rocket",), seed=0):
-    "`n` random square crops (side 24..256 px) of scikit-image's bundled photos, resized: [n, 3, H, W] in [-1, 1]."
+def photo_crop_bank(n=1024, size=(32, 32), exclude=("rocket",), seed=0, color_jitter=0.0):
+    """`n` random square crops (side 24..256 px) of scikit-image's bundled photos, resized: [n, 3, H, W] in [-1, 1].
+    A `color_jitter` share of them get their colour channels shuffled and a random gain and offset per channel."""
     import skimage
     from skimage.io import imread
     d = Path(skimage.__file__).parent / "data"
@@ -97,7 +100,20 @@ def photo_crop_bank(n=1024, size=(32, 32), exclude=("rocket",), seed=0):
         j = int(torch.randint(ph.shape[2] - side + 1, (1,), generator=gen))
         crop = F.interpolate(ph[None, :, i:i + side, j:j + side], size=size, mode="bilinear", antialias=True)
         out.append(crop[0])
-    return (torch.stack(out) / 255 * 2 - 1).clamp(-1, 1)
+    out = (torch.stack(out) / 255 * 2 - 1).clamp(-1, 1)
+    return jitter_colors(out, color_jitter, seed=seed + 1) if color_jitter else out
+
+
+def jitter_colors(images, share=1.0, seed=0):
+    "A `share` of images [N, 3, H, W] in [-1, 1] with shuffled channels, gain 0.6..1.2 and offset -0.15..0.15 each."
+    gen, n = torch.Generator().manual_seed(seed), len(images)
+    perm = torch.stack([torch.randperm(3, generator=gen) for _ in range(n)])
+    gain = 0.6 + 0.6 * torch.rand(n, 3, 1, 1, generator=gen)
+    offset = 0.3 * (torch.rand(n, 3, 1, 1, generator=gen) - 0.5)
+    pick = torch.rand(n, generator=gen) < share
+    shuffled = torch.gather(images, 1, perm[:, :, None, None].expand_as(images))
+    jittered = ((shuffled + 1) / 2 * gain + offset).clamp(0, 1) * 2 - 1
+    return torch.where(pick[:, None, None, None], jittered, images)
 
 # %% ../nbs/03b_vae_training.ipynb #abd9629b
 def _bundled_photos(exclude=("rocket",)):
@@ -113,8 +129,9 @@ def _bundled_photos(exclude=("rocket",)):
     return out
 
 
-def pan_clip_bank(n=128, num_frames=16, size=(32, 32), exclude=("rocket",), seed=0):
-    "`n` synthetic camera clips (a window panning/zooming over a bundled photo): list of [3, T, H, W] in [-1, 1]."
+def pan_clip_bank(n=128, num_frames=16, size=(32, 32), exclude=("rocket",), seed=0, color_jitter=0.0):
+    """`n` synthetic camera clips (a window panning/zooming over a bundled photo): list of [3, T, H, W] in [-1, 1].
+    A `color_jitter` share of the clips get `jitter_colors` (the same channel shuffle, gain and offset in every frame)."""
     photos, gen, out = _bundled_photos(exclude), torch.Generator().manual_seed(seed), []
     r = lambda lo, hi: lo + (hi - lo) * float(torch.rand((), generator=gen))
     for _ in range(n):
@@ -132,6 +149,9 @@ def pan_clip_bank(n=128, num_frames=16, size=(32, 32), exclude=("rocket",), seed
             crop = ph[None, :, y0:y0 + int(side), x0:x0 + int(side)]
             frames.append(F.interpolate(crop, size=size, mode="bilinear", antialias=True)[0])
         out.append((torch.stack(frames, 1) / 255 * 2 - 1).clamp(-1, 1))
+    if color_jitter:
+        v = torch.stack(out)                                   # [n, 3, T, H, W]: jitter each clip as one image
+        out = list(jitter_colors(v.flatten(2, 3), color_jitter, seed=seed + 1).view_as(v))
     return out
 
 # %% ../nbs/03b_vae_training.ipynb #9c56bc3c
@@ -276,6 +296,23 @@ def adaptive_gan_weight(nll, g_loss, last_layer, generator_factor=0.5):
     g2 = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
     return (g1.norm() / (g2.norm() + 1e-4)).clamp(0.0, 1e4).detach() * generator_factor
 
+# %% ../nbs/03b_vae_training.ipynb #b4db9b4a
+#: The configs of `tiny_vae_v1_2_narrow`: `tiny_vae_v1_2`'s, with narrower layers (same latent, same compression)
+TINY_NARROW_VAE_2D_CONFIG = {**TINY_VAE_2D_CONFIG, "block_out_channels": (16, 32, 32)}
+TINY_NARROW_VAE_TEMPORAL_CONFIG = {**TINY_VAE_TEMPORAL_CONFIG, "filters": 16}
+
+
+def tiny_vae_v1_2_narrow(micro_frame_size=17, shift=0.0, scale=1.0, logvar_init=-8.0,
+                         **kwargs) -> VideoAutoencoderPipeline:
+    "`tiny_vae_v1_2` with narrower 2D and temporal nets: what `train_tiny_vae` trains by default (random weights)."
+    pipe = VideoAutoencoderPipeline(VideoAutoencoderKL.from_config(TINY_NARROW_VAE_2D_CONFIG),
+                                    VAE_Temporal(**TINY_NARROW_VAE_TEMPORAL_CONFIG), micro_frame_size=micro_frame_size,
+                                    shift=shift, scale=scale, **kwargs)
+    if logvar_init is not None:
+        init_posterior_logvar(pipe.spatial_vae.module.quant_conv, logvar_init)
+        init_posterior_logvar(pipe.temporal_vae.quant_conv.conv, logvar_init)
+    return pipe
+
 # %% ../nbs/03b_vae_training.ipynb #cfe4917d
 @dataclass
 class VAEStage:
@@ -315,14 +352,13 @@ def tiny_vae_stages(scale=1.0):
     n = lambda k: max(1, round(k * scale))
     common = dict(recon="l2", cosine_decay=True)
     return [
-        VAEStage("stage0", steps=n(300), train_2d_only=True, batch_size=16, lr=5e-4, num_frames=1,
+        VAEStage("stage0", steps=n(1800), train_2d_only=True, batch_size=16, lr=1e-3, num_frames=1,
                  use_z_rec_loss=False, use_real_rec_loss=True, mixed_strategy=None, photo_ratio=0.5, **common),
-        VAEStage("stage1", steps=n(800), freeze_vae_2d=True, use_image_identity_loss=True, num_frames=9,
+        VAEStage("stage1", steps=n(200), freeze_vae_2d=True, use_image_identity_loss=True, num_frames=9,
                  batch_size=8, lr=2e-3, **common),
-        VAEStage("stage2", steps=n(200), num_frames=9, batch_size=8, lr=1e-3, lr_2d_scale=0.0, **common),
-        VAEStage("stage3", steps=n(100), use_real_rec_loss=True, use_z_rec_loss=False,
-                 mixed_strategy="mixed_video_random", num_frames=9, batch_size=4, lr=2e-4, lr_2d_scale=0.3,
-                 **common),
+        VAEStage("stage2", steps=n(600), num_frames=9, batch_size=8, lr=1e-3, lr_2d_scale=0.0, **common),
+        VAEStage("stage3", steps=n(300), use_real_rec_loss=True, use_z_rec_loss=False, mixed_strategy=None,
+                 num_frames=9, batch_size=4, lr=6e-4, lr_2d_scale=0.3, recon="l1", cosine_decay=True),
     ]
 
 # %% ../nbs/03b_vae_training.ipynb #ab1a6e01
@@ -564,7 +600,7 @@ def train_tiny_vae(clips, stages=None, out_dir=None, seed=0, perceptual=None, pi
     "Run every stage (resumable through `out_dir`), set shift/scale from the data, save to `out_dir/final`."
     stages = tiny_vae_stages() if stages is None else stages
     torch.manual_seed(seed)
-    pipe = tiny_vae_v1_2() if pipe is None else pipe
+    pipe = tiny_vae_v1_2_narrow() if pipe is None else pipe
     histories = {}
     for i, stage in enumerate(stages):
         ckpt = Path(out_dir) / f"{stage.name}.pt" if out_dir is not None else None

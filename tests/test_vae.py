@@ -172,7 +172,7 @@ def test_stage0_mixes_photo_crops():
     assert photos.shape == (6, 3, 16, 16) and photos.min() >= -1 and photos.max() <= 1
     stage = tiny_vae_stages(scale=0.001)[0]
     from dataclasses import replace
-    stage = replace(stage, batch_size=4)
+    stage = replace(stage, batch_size=4, steps=1)
     hist = train_stage(tiny_vae_v1_2(), _clips(2), stage, images=photos, progress=False)
     assert len(hist) == 1 and hist[0]["nll"] > 0
 
@@ -181,3 +181,29 @@ def test_load_clip_bank_fallback(tmp_path):
     from opensora_nb.vae_train import load_clip_bank
     train, held = load_clip_bank(tmp_path / "missing", size=(16, 16), max_frames=8, by_set=True)
     assert len(train) > 0 and set(held) == {"shapes"} and train[0].shape == (3, 8, 16, 16)
+
+
+def test_narrow_preset_keeps_latent_and_names():
+    from opensora_nb.vae_train import tiny_vae_v1_2_narrow
+    narrow, wide = _det(tiny_vae_v1_2_narrow()), tiny_vae_v1_2()
+    assert set(narrow.state_dict()) == set(wide.state_dict())
+    assert narrow.get_latent_size((17, 32, 32)) == wide.get_latent_size((17, 32, 32)) == [5, 8, 8]
+    with torch.no_grad():
+        z = narrow.encode(torch.zeros(1, 3, 9, 16, 16))
+    assert z.shape == (1, 4, 3, 4, 4)
+    assert sum(p.numel() for p in narrow.parameters()) < sum(p.numel() for p in wide.parameters()) / 3
+
+
+def test_color_jitter_keeps_range_and_is_per_clip():
+    from opensora_nb.vae_train import jitter_colors, pan_clip_bank
+    x = torch.rand(16, 3, 8, 8) * 2 - 1
+    assert torch.equal(jitter_colors(x, share=0.0), x)
+    y = jitter_colors(x, share=1.0, seed=1)
+    assert y.min() >= -1 and y.max() <= 1 and not torch.equal(x, y)
+    torch.testing.assert_close(jitter_colors(x, share=1.0, seed=1), y)   # deterministic
+    # a pan clip is jittered as a whole: a static pixel stays static over time
+    flat = torch.zeros(1, 3, 4, 8, 8) + torch.tensor([0.5, -0.2, 0.1])[None, :, None, None, None]
+    j = jitter_colors(flat.flatten(2, 3), 1.0, seed=2).view_as(flat)
+    assert torch.allclose(j[:, :, :1], j)
+    pans = pan_clip_bank(3, num_frames=4, size=(8, 8), color_jitter=1.0)
+    assert len(pans) == 3 and pans[0].shape == (3, 4, 8, 8)
