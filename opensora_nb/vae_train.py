@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from tqdm.auto import tqdm
 
-from .vae import (TINY_VAE_2D_CONFIG, TINY_VAE_TEMPORAL_CONFIG, DiagonalGaussianDistribution, VAE_Temporal,
-                              VideoAutoencoderKL, VideoAutoencoderPipeline, init_posterior_logvar, tiny_vae_v1_2)
+from .vae import (
+    TINY_VAE_2D_CONFIG, TINY_VAE_TEMPORAL_CONFIG, DiagonalGaussianDistribution, VAE_Temporal, VideoAutoencoderKL,
+    VideoAutoencoderPipeline, init_posterior_logvar, tiny_vae_v1_2)
 
 # %% auto #0
 __all__ = ['TINY_NARROW_VAE_2D_CONFIG', 'TINY_NARROW_VAE_TEMPORAL_CONFIG', 'V1_2_VAE_STAGES', 'load_clip_bank', 'sample_batch',
