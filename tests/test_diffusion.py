@@ -232,3 +232,19 @@ def test_rflow_loss_logit_normal_and_discrete():
         assert out["loss"].shape == (64,) and ((out["t"] >= 0) & (out["t"] < 1000)).all()
     with pytest.raises(ValueError, match="sample_method"):
         RFlow(sample_method="beta")
+
+
+def test_rflow_shift_training_and_sampling():
+    "shift=1 is the reference; shift s maps u -> s u / (1 + (s-1) u) for training draws and sampling steps alike."
+    with pytest.raises(ValueError, match="shift"):
+        RFlow(shift=0)
+    plain, shifted = RFlow(use_timestep_transform=False), RFlow(use_timestep_transform=False, shift=3.0)
+    ts_plain = torch.stack(plain.sampling_timesteps(1))[:, 0] / 1000
+    ts_shift = torch.stack(shifted.sampling_timesteps(1))[:, 0] / 1000
+    assert torch.allclose(ts_shift, 3 * ts_plain / (1 + 2 * ts_plain))
+    x0 = torch.zeros(512, 1, 1, 1, 1)
+    zero = lambda x, t, **kw: torch.zeros_like(x)
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    t1 = plain.training_losses(zero, x0, {}, generator=g1)["t"] / 1000
+    t2 = shifted.training_losses(zero, x0, {}, generator=g2)["t"] / 1000
+    assert torch.allclose(t2, 3 * t1 / (1 + 2 * t1), atol=1e-5)

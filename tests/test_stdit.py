@@ -193,3 +193,21 @@ def test_full_attention_from_pretrained_keeps_class(tmp_path):
     assert type(fa2) is FullAttentionDiT
     with torch.no_grad():
         assert torch.equal(fa(**_inputs()), fa2(**_inputs()))
+
+
+def test_temporal_pos_embed_round_trip_and_same_weights(tmp_path):
+    "The frame-index option adds no parameters, loads a plain STDiT3's weights strictly, and survives save/load."
+    plain = _randomised(STDiT3(TINY))
+    tpe = STDiT3(TINY, temporal_pos_embed=True).eval()
+    tpe.load_state_dict(plain.state_dict(), strict=True)
+    with torch.no_grad():
+        a, b = plain(**_inputs()), tpe(**_inputs())
+    assert a.shape == b.shape and not torch.allclose(a, b)
+    tpe.save_pretrained(tmp_path / "tpe")
+    assert json.loads((tmp_path / "tpe" / "config.json").read_text())["temporal_pos_embed"] is True
+    back = STDiT3.from_pretrained(tmp_path / "tpe")
+    assert back.config.temporal_pos_embed
+    with torch.no_grad():
+        assert torch.equal(back(**_inputs()), b)
+    # an official config.json has no such key: the reference behaviour (no frame index)
+    assert STDiT3Config.from_dict({"hidden_size": 32, "num_heads": 4}).temporal_pos_embed is False
