@@ -493,11 +493,13 @@ def init_posterior_logvar(quant_conv: nn.Conv2d | nn.Conv3d, logvar=-8.0):
         quant_conv.bias[half:].fill_(logvar)
 
 
-def tiny_vae_v1_2(micro_frame_size=17, shift=0.0, scale=1.0, logvar_init=-8.0, **kwargs) -> VideoAutoencoderPipeline:
+def tiny_vae_v1_2(micro_frame_size=17, shift=0.0, scale=1.0, logvar_init=-8.0, config_2d=None, config_temporal=None,
+                  **kwargs) -> VideoAutoencoderPipeline:
     """The v1.2 pipeline at CPU size (random weights): 4x spatial, 4x temporal compression, 4 latent channels.
-    Both posteriors start narrow (`logvar_init`, see `init_posterior_logvar`); `None` keeps PyTorch's init."""
-    pipe = VideoAutoencoderPipeline(VideoAutoencoderKL.from_config(TINY_VAE_2D_CONFIG),
-                                    VAE_Temporal(**TINY_VAE_TEMPORAL_CONFIG), micro_frame_size=micro_frame_size,
+    Both posteriors start narrow (`logvar_init`, see `init_posterior_logvar`); `None` keeps PyTorch's init.
+    `config_2d` / `config_temporal` replace `TINY_VAE_2D_CONFIG` / `TINY_VAE_TEMPORAL_CONFIG` (e.g. narrower layers)."""
+    pipe = VideoAutoencoderPipeline(VideoAutoencoderKL.from_config(config_2d or TINY_VAE_2D_CONFIG),
+                                    VAE_Temporal(**(config_temporal or TINY_VAE_TEMPORAL_CONFIG)), micro_frame_size=micro_frame_size,
                                     shift=shift, scale=scale, **kwargs)
     if logvar_init is not None:
         init_posterior_logvar(pipe.spatial_vae.module.quant_conv, logvar_init)

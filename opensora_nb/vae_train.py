@@ -19,8 +19,7 @@ from einops import rearrange
 from tqdm.auto import tqdm
 
 from .vae import (
-    TINY_VAE_2D_CONFIG, TINY_VAE_TEMPORAL_CONFIG, DiagonalGaussianDistribution, VAE_Temporal, VideoAutoencoderKL,
-    VideoAutoencoderPipeline, init_posterior_logvar, tiny_vae_v1_2)
+    TINY_VAE_2D_CONFIG, TINY_VAE_TEMPORAL_CONFIG, DiagonalGaussianDistribution, VideoAutoencoderPipeline, tiny_vae_v1_2)
 
 # %% auto #0
 __all__ = ['TINY_NARROW_VAE_2D_CONFIG', 'TINY_NARROW_VAE_TEMPORAL_CONFIG', 'V1_2_VAE_STAGES', 'load_clip_bank', 'sample_batch',
@@ -303,16 +302,9 @@ TINY_NARROW_VAE_2D_CONFIG = {**TINY_VAE_2D_CONFIG, "block_out_channels": (16, 32
 TINY_NARROW_VAE_TEMPORAL_CONFIG = {**TINY_VAE_TEMPORAL_CONFIG, "filters": 16}
 
 
-def tiny_vae_v1_2_narrow(micro_frame_size=17, shift=0.0, scale=1.0, logvar_init=-8.0,
-                         **kwargs) -> VideoAutoencoderPipeline:
+def tiny_vae_v1_2_narrow(**kwargs) -> VideoAutoencoderPipeline:
     "`tiny_vae_v1_2` with narrower 2D and temporal nets: what `train_tiny_vae` trains by default (random weights)."
-    pipe = VideoAutoencoderPipeline(VideoAutoencoderKL.from_config(TINY_NARROW_VAE_2D_CONFIG),
-                                    VAE_Temporal(**TINY_NARROW_VAE_TEMPORAL_CONFIG), micro_frame_size=micro_frame_size,
-                                    shift=shift, scale=scale, **kwargs)
-    if logvar_init is not None:
-        init_posterior_logvar(pipe.spatial_vae.module.quant_conv, logvar_init)
-        init_posterior_logvar(pipe.temporal_vae.quant_conv.conv, logvar_init)
-    return pipe
+    return tiny_vae_v1_2(config_2d=TINY_NARROW_VAE_2D_CONFIG, config_temporal=TINY_NARROW_VAE_TEMPORAL_CONFIG, **kwargs)
 
 # %% ../nbs/03b_vae_training.ipynb #cfe4917d
 @dataclass
