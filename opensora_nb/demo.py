@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 from .io import denormalize, normalize, write_video, read_video, transform_video
 from .samples import (COLORS, DIRECTIONS, HELDOUT, SHAPES, judge_clip, render_shape_clip, shape_caption,
                                  shape_combinations)
-from .train import (FeatureBatches, PatchPCAAutoencoder, Trainer, get_config, run_stages, unwrap)
+from .train import (FeatureBatches, PatchPCAAutoencoder, Trainer, build_scheduler, get_config, run_stages,
+                               unwrap)
 from .inference import OpenSoraPipeline, save_outputs
 
 # %% auto #0
@@ -38,10 +39,6 @@ TINY_STAGES = [  # the three-stage recipe at tiny scale: fraction of the trainin
 # The tiny world's clips: every track covers the whole free room (travel 1) and starts within 15% of it around
 # the middle line; shapes are 30-34% of the frame. Narrow on purpose: see "Why motion was not learned" below.
 TINY_WORLD = dict(travel=1.0, spread=0.15, size_range=(0.3, 0.34))
-
-
-def _resize_rows(df):
-    return df[df["split"] == "train"] if "split" in df.columns else df
 
 
 def tiny_clip(shape, color, direction, num_frames=8, height=32, width=32, size=0.32, seed=0, world=None):
@@ -227,10 +224,11 @@ def run_demo(out_dir="outputs/demo", train_seconds=600, data_root=None, renders_
     train_s = time.perf_counter() - t0
     log(f"   {trainer.step_count} steps in {train_s:.0f}s ({trainer.step_count / train_s:.2f} steps/s)")
 
-    from opensora_nb.rflow import RFlow
-    shift = cfg["scheduler"].get("shift", 1.0)  # sample with the timestep shift the model was trained with
-    pipe = OpenSoraPipeline(trainer.ema, ae, enc, RFlow(num_sampling_steps=steps, cfg_scale=cfg_scale, use_timestep_transform=False, shift=shift),
-                            config=dict(text_encoder=dict(type="minilm", model_max_length=32), vae=dict(type="patch_pca"),
+    # sample with the training config's scheduler (its timestep shift and transform), at the demo's steps and guidance
+    sampler = build_scheduler(dict(scheduler=dict(cfg["scheduler"], num_sampling_steps=steps, cfg_scale=cfg_scale)))
+    shift = sampler.shift
+    pipe = OpenSoraPipeline(trainer.ema, ae, enc, sampler,
+                            config=dict(text_encoder=dict(cfg["text_encoder"]), vae=dict(type="patch_pca"),
                                         defaults=dict(resolution="32px", num_frames=8, num_sampling_steps=steps, cfg_scale=cfg_scale)))
     pipe.save_pretrained(out / "pipeline")
     log("3/3 generating: held-out text-to-video, image-to-video, extension, looping, long video")
