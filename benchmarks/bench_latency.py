@@ -19,7 +19,7 @@ from opensora_nb.inference import OpenSoraPipeline, extrapolate_latency, fit_lin
 def random_pipeline():
     "The demo's model shape with random weights (latency does not depend on training)."
     from opensora_nb.rflow import RFlow
-    from opensora_nb.train import PatchPCAAutoencoder, build_model, get_config
+    from opensora_nb.builders import PatchPCAAutoencoder, build_model, get_config
     from opensora_nb.text import TextEncoder
 
     class ZeroText(TextEncoder):

@@ -12,11 +12,13 @@ __all__ = ['ASPECT_RATIO_MAP', 'TABLE_RATIOS', 'OPENSORA_BASES', 'ASPECT_RATIOS'
 
 # %% ../nbs/09_buckets.ipynb #2a395759
 import math
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from fractions import Fraction
 from numbers import Integral, Real
 
 import numpy as np
+
+from .vae import V1_2_SPATIAL_DOWN, v1_2_latent_frames
 
 # %% ../nbs/09_buckets.ipynb #df8905bf
 # The official names of the aspect ratios (H:W) and their table keys, as the reference spells them.
@@ -319,13 +321,11 @@ def crop_plan(H: int, W: int, th: int, tw: int) -> dict:
     return dict(resize=(sh, sw), crop=(top, left, th, tw), scale=max(rh, rw), kept=th * tw / (sh * sw))
 
 # %% ../nbs/09_buckets.ipynb #619735dd
-def latent_frames(T: int, micro_frame_size: int = 17) -> int:
-    "Latent frames of the v1.2 VAE: each chunk of 17 frames is padded to 20 and compressed 4x (an image stays 1)."
-    full, rest = divmod(T, micro_frame_size)
-    per_chunk = math.ceil(micro_frame_size / 4)
-    return full * per_chunk + (math.ceil(rest / 4) if rest else 0)
+def latent_frames(T: int) -> int:
+    "Latent frames of the v1.2 VAE for T pixel frames (asked of chapter 03, which owns the VAE's arithmetic)."
+    return v1_2_latent_frames(T)
 
-def stdit3_tokens(T: int, H: int, W: int, patch: tuple = (1, 2, 2), vae_stride: int = 8) -> int:
+def stdit3_tokens(T: int, H: int, W: int, patch: tuple = (1, 2, 2), vae_stride: int = V1_2_SPATIAL_DOWN) -> int:
     "Tokens STDiT3 sees for a (T, H, W) pixel clip (v1.2 VAE + patching)."
     t = latent_frames(T)
     return math.ceil(t / patch[0]) * math.ceil(H / vae_stride / patch[1]) * math.ceil(W / vae_stride / patch[2])

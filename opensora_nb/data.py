@@ -8,7 +8,7 @@ __all__ = ['log', 'META_COLUMNS', 'IMG_FPS', 'read_meta', 'make_toy_dataset', 'p
 
 # %% ../nbs/09b_data.ipynb #d8237488
 import logging
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np

@@ -6,129 +6,30 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from .io import denormalize, normalize, write_video, read_video, transform_video
-from .samples import (COLORS, DIRECTIONS, HELDOUT, SHAPES, judge_clip, render_shape_clip, shape_caption,
-                                 shape_combinations)
-from .train import (FeatureBatches, PatchPCAAutoencoder, Trainer, build_scheduler, get_config, run_stages,
-                               unwrap)
+from .io import write_video
+from .samples import COLORS, DIRECTIONS, HELDOUT, SHAPES, judge_clip, shape_caption
+from .builders import (TINY_BUCKETS, TINY_WORLD, build_scheduler, build_tiny_features,
+                                  get_config, tiny_clip, unwrap)
+from .train import Trainer
 from .inference import OpenSoraPipeline, save_outputs
 
-# %% auto #0
-__all__ = ['TINY_BUCKETS', 'TINY_STAGES', 'TINY_WORLD', 'tiny_clip', 'render_features', 'read_dataset_clips', 'fit_clips',
-           'build_tiny_features', 'subset', 'psnr', 'judge_many', 'contact_sheet', 'tiny_config', 'prepare_tiny_world',
-           'run_demo', 'readable_report', 'pick_threads', 'demo_cli']
 
-# %% ../nbs/12b_demo.ipynb #934b448a
-TINY_BUCKETS = {  # name: (num_frames, height, width, batch_size)
-    "img_32x32": (1, 32, 32, 64), "img_32x48": (1, 32, 48, 48),
-    "t8_32x32": (8, 32, 32, 16), "t8_32x48": (8, 32, 48, 12), "t12_32x32": (12, 32, 32, 12),
-}
+# %% auto #0
+__all__ = ['TINY_STAGES', 'psnr', 'judge_many', 'contact_sheet', 'tiny_config', 'run_demo', 'readable_report', 'pick_threads',
+           'demo_cli']
+
+# %% ../nbs/12b_demo.ipynb #f5a8b340
 TINY_STAGES = [  # the three-stage recipe at tiny scale: fraction of the training time, buckets, learning rate
     dict(name="stage 1: images", fraction=0.15, buckets=["img_32x32", "img_32x48"], lr=1e-3),
     dict(name="stage 2: short low-res video", fraction=0.35, buckets=["t8_32x32", "img_32x32"], lr=1e-3),
     dict(name="stage 3: all buckets", fraction=0.50, buckets=list(TINY_BUCKETS), lr=5e-4),
 ]
-# The tiny world's clips: every track covers the whole free room (travel 1) and starts within 15% of it around
-# the middle line; shapes are 30-34% of the frame. Narrow on purpose: see "Why motion was not learned" below.
-TINY_WORLD = dict(travel=1.0, spread=0.15, size_range=(0.3, 0.34))
-
-
-def tiny_clip(shape, color, direction, num_frames=8, height=32, width=32, size=0.32, seed=0, world=None):
-    "One clip of the tiny world (uint8 [T, 3, H, W]): `render_shape_clip` with the world's track settings."
-    w = TINY_WORLD if world is None else world
-    return render_shape_clip(shape, color, direction, num_frames=num_frames, height=height, width=width, size=size,
-                             travel=w["travel"], spread=w["spread"], seed=seed)
-
-
-def render_features(combos, bucket, n_per_combo, seed, world=None):
-    "Render `n_per_combo` clips of each (shape, color, direction) at a bucket's (T, H, W): float [N, 3, T, H, W], captions."
-    T, H, W = bucket[:3]
-    w = TINY_WORLD if world is None else world
-    rng = np.random.default_rng(seed)
-    vids, caps = [], []
-    for (s, c, d) in combos:
-        for _ in range(n_per_combo):
-            size = float(rng.uniform(*w["size_range"]))
-            v = tiny_clip(s, c, d if T > 1 else "static", T, H, W, size, seed=int(rng.integers(2**31)), world=w)
-            vids.append(normalize(v)); caps.append(shape_caption(s, c, d if T > 1 else None))
-    return torch.stack(vids), caps
-
-
-def read_dataset_clips(meta_csv, num_frames=12, max_rows=None):
-    "The train-split clips of a data_samples meta CSV, `num_frames` frames spread over each whole clip: ([uint8 [T,3,H,W]], captions, skipped)."
-    from opensora_nb.data import VideoTextDataset
-    ds = VideoTextDataset(meta_csv, seed=0)  # its table: paths resolved, columns checked
-    rows = [i for i in range(len(ds)) if ds.data.iloc[i].get("split", "train") == "train"][:max_rows]
-    vids, caps, skipped = [], [], 0
-    for i in rows:
-        r = ds.data.iloc[i]
-        try:
-            v = read_video(r["path"], num_frames=num_frames, frame_interval=max(1, int(r["num_frames"]) // num_frames), random_start=False)
-        except Exception:
-            skipped += 1; continue  # a bad row is skipped and counted
-        vids.append(v); caps.append(str(r["text"]))
-    return vids, caps, skipped
-
-
-def fit_clips(videos, bucket):
-    "Pixel videos (uint8 [T,3,H,W], any size/length) -> float [N, 3, T, H, W] at a bucket: frames spread over the clip, resize-cropped."
-    T, H, W = bucket[:3]
-    out = []
-    for v in videos:
-        idx = torch.linspace(0, v.shape[0] - 1, T).round().long()
-        out.append(transform_video(v[idx], (H, W)))
-    return torch.stack(out)
-
-# %% ../nbs/12b_demo.ipynb #bfda74e3
-def build_tiny_features(out_dir, meta_csv="data_samples/shapes/meta.csv", renders_per_combo=16, seed=0, text_encoder=None,
-                        buckets=None, progress=True, max_dataset_rows=None):
-    "Fit the patch-PCA autoencoder, encode every bucket's clips and all captions; returns (FeatureBatches, autoencoder, text encoder, info)."
-    from opensora_nb.text import MiniLMEncoder
-    buckets = buckets or TINY_BUCKETS
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    train = shape_combinations("train")
-    pix, caps, info = {}, {}, dict(dataset_clips=0, rendered_clips=0, skipped_rows=0)
-    dvids, dcaps = [], []
-    if meta_csv and Path(meta_csv).exists():
-        dvids, dcaps, info["skipped_rows"] = read_dataset_clips(meta_csv, max(b[0] for b in buckets.values()), max_dataset_rows)
-    for k, (name, b) in enumerate(tqdm(buckets.items(), desc="rendering buckets", disable=not progress)):
-        v, c = render_features(train, b, renders_per_combo if b[0] > 1 else max(1, renders_per_combo // 4), seed + k)
-        info["rendered_clips"] += len(c)
-        if b[0] > 1 and dvids:
-            v, c = torch.cat([v, fit_clips(dvids, b)]), c + dcaps; info["dataset_clips"] += len(dcaps)
-        pix[name], caps[name] = v, c
-    # fit on clips spread over each bucket: its first clips are a few (shape, colour) pairs only, and a PCA that never
-    # saw orange cannot draw it (that cost 1 in 6 held-out colours before)
-    spread_out = lambda v: v[torch.linspace(0, len(v) - 1, min(len(v), 96)).round().long()]
-    frames = torch.cat([spread_out(pix[n]).transpose(1, 2).reshape(-1, 3, 1, *pix[n].shape[-2:]) for n in pix if pix[n].shape[-2:] == (32, 32)])
-    ae = PatchPCAAutoencoder(8, 16).fit(frames)  # fixed linear autoencoder, fitted once on training frames
-    prompts = sorted({p for c in caps.values() for p in c} | {shape_caption(s, c, d) for s, c, d in shape_combinations("all")})
-    enc = text_encoder or MiniLMEncoder.from_pretrained()
-    e = enc.encode(prompts)
-    y, mask = e["y"][:, 0], e["mask"]
-    index = {p: i for i, p in enumerate(prompts)}
-    feats = {}
-    for name, b in buckets.items():
-        T, H, W, bs = b
-        with torch.no_grad(): z = torch.cat([ae.encode(pix[name][i:i + 256]) for i in range(0, len(pix[name]), 256)])
-        feats[name] = dict(z=z, text_idx=torch.tensor([index[p] for p in caps[name]]), fps=8 if T > 1 else 120,
-                           height=H, width=W, num_frames=T)
-    fb = FeatureBatches(feats, y, mask, {n: b[3] for n, b in buckets.items()}, seed=seed, prompts=prompts)
-    info.update(prompts=len(prompts), clips={n: int(f["z"].shape[0]) for n, f in feats.items()})
-    return fb, ae, enc, info
-
-
-def subset(fb: FeatureBatches, names, seed=0):
-    "FeatureBatches over some buckets only (one stage of the recipe)."
-    return fb.subset(names, seed)
 
 # %% ../nbs/12b_demo.ipynb #284a6c82
 def psnr(a, b, cap=100.0):
@@ -176,17 +77,6 @@ def tiny_config(train_seconds=600, depth=2, hidden_size=128, seed=0):
                                      "max_steps": None, "max_seconds": train_seconds, "ckpt_every": 0, "log_every": 25})
 
 
-def prepare_tiny_world(cfg, out_dir, meta_csv=None, text_encoder=None, progress=True):
-    "For `opensora-nb train tiny_world`: build features + autoencoder under out_dir; returns the config pointing at them."
-    out_dir = Path(out_dir)
-    fb, ae, enc, info = build_tiny_features(out_dir / "features", meta_csv or cfg["data"].get("data_path"),
-                                            cfg["data"].get("renders_per_combo", 16), cfg["seed"], text_encoder, progress=progress)
-    path = fb.save(out_dir / "features" / "tiny_world.safetensors")
-    ae.save_pretrained(out_dir / "vae")
-    cfg = dict(cfg); cfg["data"] = dict(cfg["data"], features=str(path)); cfg["vae"] = dict(cfg["vae"], from_pretrained=str(out_dir / "vae"))
-    return cfg
-
-
 def _eval_prompts(split, n_per_pair=1):
     pairs = HELDOUT if split == "heldout" else [(c, d) for c in COLORS for d in DIRECTIONS if (c, d) not in HELDOUT][::4]
     return [(s, c, d) for (c, d) in pairs for s in SHAPES for _ in range(n_per_pair)]
@@ -220,7 +110,7 @@ def run_demo(out_dir="outputs/demo", train_seconds=600, data_root=None, renders_
     stages = [dict(s, max_seconds=s["fraction"] * train_seconds) for s in TINY_STAGES]
     for i, s in enumerate(stages):
         trainer.stage, trainer.cfg["lr"] = i, s["lr"]
-        trainer.fit(subset(fb, s["buckets"], seed + i), max_steps=None, max_seconds=s["max_seconds"], progress=progress, desc=s["name"])
+        trainer.fit(fb.subset(s["buckets"], seed + i), max_steps=None, max_seconds=s["max_seconds"], progress=progress, desc=s["name"])
     train_s = time.perf_counter() - t0
     log(f"   {trainer.step_count} steps in {train_s:.0f}s ({trainer.step_count / train_s:.2f} steps/s)")
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 import random
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,11 @@ from einops import rearrange
 
 from .layers import Attention, MultiHeadCrossAttention, T2IFinalLayer
 from .stdit import STDiT3, STDiT3Config
+from .vae import V1_2_SPATIAL_DOWN, v1_2_latent_frames
+from .data import prepare_dataloader
+from .builders import build_batches, build_scheduler, build_text_encoder, build_vae, get_config, parse_overrides, prepare_tiny_world
+from .train import Trainer, last_checkpoint
+from .inference import OpenSoraPipeline, save_outputs
 
 # %% auto #0
 __all__ = ['BLOCK_SAVED_VALUES', 'LaunchError', 'DistEnv', 'read_launch_env', 'mesh_ranks', 'init_distributed', 'get_env',
@@ -274,7 +278,6 @@ class SeqParallelAttention(Attention):
     def forward(self, x, attn_mask=None):
         B, n, D = x.shape  # n = this rank's tokens of each sequence
         g = self.sp_group
-        P = dist.get_world_size(g)
         qkv = self.qkv(x).view(B, n, 3, self.num_heads, self.head_dim)
         qkv = all_to_all(qkv, g, scatter_dim=3, gather_dim=1)          # [B, n*P, 3, heads/P, hd]
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                  # each [B, heads/P, N, hd]
@@ -414,46 +417,37 @@ class ShardedBatches:
     def load_state_dict(self, s): return self.batches.load_state_dict(s)
 
 
-def _dist_trainer_class():
-    from opensora_nb.train import Trainer
+class DistTrainer(Trainer):
+    "`Trainer` on every rank: same weights, averaged gradients, sharded batches, rank-0 checkpoints, optional sp."
+    def __init__(self, cfg: dict, model=None, run_dir=None, env: DistEnv | None = None):
+        self.env = env or get_env()
+        super().__init__(cfg, model=model, run_dir=run_dir)
+        broadcast_params(self.model)
+        self.ema.load_state_dict(self.model.state_dict())
+        enable_sequence_parallel(self.model)
+        enable_sequence_parallel(self.ema)
+        self._hooks = install_gradient_averaging(self.model)
+        if self.env.dp_rank: self._reseed(0)  # dp group 0 draws exactly what the single-process Trainer draws
 
-    class DistTrainer(Trainer):
-        "`Trainer` on every rank: same weights, averaged gradients, sharded batches, rank-0 checkpoints, optional sp."
-        def __init__(self, cfg: dict, model=None, run_dir=None, env: DistEnv | None = None):
-            self.env = env or get_env()
-            super().__init__(cfg, model=model, run_dir=run_dir)
-            broadcast_params(self.model)
-            self.ema.load_state_dict(self.model.state_dict())
-            enable_sequence_parallel(self.model)
-            enable_sequence_parallel(self.ema)
-            self._hooks = install_gradient_averaging(self.model)
-            if self.env.dp_rank: self._reseed(0)  # dp group 0 draws exactly what the single-process Trainer draws
+    def _reseed(self, step: int):
+        "Noise, timesteps, masks and caption dropout differ per dp rank (and agree within an sp group)."
+        s = int(self.cfg["seed"]) + 1000 * self.env.dp_rank + step
+        self.gen.manual_seed(s); torch.manual_seed(s)
+        if self.mask_gen is not None: self.mask_gen.rng.seed(s)
 
-        def _reseed(self, step: int):
-            "Noise, timesteps, masks and caption dropout differ per dp rank (and agree within an sp group)."
-            s = int(self.cfg["seed"]) + 1000 * self.env.dp_rank + step
-            self.gen.manual_seed(s); torch.manual_seed(s)
-            if self.mask_gen is not None: self.mask_gen.rng.seed(s)
+    def save(self, batches):
+        barrier()
+        path = super().save(batches) if self.env.is_main else None
+        barrier()
+        return path
 
-        def save(self, batches):
-            barrier()
-            path = super().save(batches) if self.env.is_main else None
-            barrier()
-            return path
+    def resume(self, batches, path=None) -> bool:
+        barrier()
+        ok = super().resume(batches, path)
+        if ok and self.env.dp_rank:  # the checkpoint holds rank 0's generators: move the others off them
+            self._reseed(self.step_count)
+        return ok
 
-        def resume(self, batches, path=None) -> bool:
-            barrier()
-            ok = super().resume(batches, path)
-            if ok and self.env.dp_rank:  # the checkpoint holds rank 0's generators: move the others off them
-                self._reseed(self.step_count)
-            return ok
-
-    return DistTrainer
-
-
-def DistTrainer(cfg: dict, model=None, run_dir=None, env: DistEnv | None = None):
-    "Build a distributed `Trainer` (see above); in one process it behaves as `Trainer`."
-    return _dist_trainer_class()(cfg, model=model, run_dir=run_dir, env=env)
 
 # %% ../nbs/13_parallel.ipynb #d97dc8fe
 def colossalai_available() -> bool:
@@ -541,7 +535,6 @@ def _progress(env, i, n):
 def dist_train_cli(argv=None) -> int:
     "`torchrun ... -m opensora_nb.dist train CONFIG [-o OUT] [--sp N] [--key value ...]`: data (+ sequence) parallel training."
     import argparse
-    from opensora_nb.train import build_batches, get_config, last_checkpoint, parse_overrides, unwrap, build_vae, build_text_encoder
     p = argparse.ArgumentParser(prog="python -m opensora_nb.dist train", description="Distributed training (run under torchrun).")
     p.add_argument("config", help="preset name or config .json")
     p.add_argument("--output", "-o", default="outputs/train_dist")
@@ -558,7 +551,6 @@ def dist_train_cli(argv=None) -> int:
             import shutil; shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
         if cfg["data"].get("type") == "shapes" and not cfg["data"].get("features"):
-            from opensora_nb.demo import prepare_tiny_world
             cfg = prepare_tiny_world(cfg, out, progress=False)
         (out / "config.json").write_text(json.dumps(cfg, indent=1, default=str))
     barrier()
@@ -570,7 +562,6 @@ def dist_train_cli(argv=None) -> int:
     batches = build_batches(cfg)
     if hasattr(batches, "sampler") and hasattr(batches, "dataset"):
         # videos read from disk: each dp rank reads only its own batches (the sharded bucket sampler, as Open-Sora)
-        from opensora_nb.data import prepare_dataloader
         batches.loader, batches.sampler = prepare_dataloader(batches.dataset, cfg["bucket_config"], seed=cfg["seed"],
                                                              num_workers=cfg["data"].get("num_workers", 0), **shard_kwargs(env))
     else:  # pre-extracted features: every rank draws the global batch and keeps its rows
@@ -589,8 +580,6 @@ def dist_train_cli(argv=None) -> int:
     secs = time.perf_counter() - t0
     print(f"rank {env.rank}: {tr.step_count} steps, {secs:.1f}s", flush=True)
     if env.is_main and not args.no_pipeline:
-        from opensora_nb.inference import OpenSoraPipeline
-        from opensora_nb.train import build_scheduler
         vae, te = build_vae(cfg), build_text_encoder(cfg)
         pipe = OpenSoraPipeline(tr.ema, vae, te, build_scheduler(cfg), config=dict(text_encoder=cfg["text_encoder"], vae=dict(type=cfg["vae"]["type"])))
         pipe.save_pretrained(out / "pipeline")
@@ -603,7 +592,6 @@ def dist_train_cli(argv=None) -> int:
 def dist_sample_cli(argv=None) -> int:
     "`torchrun ... -m opensora_nb.dist sample PIPELINE --prompt ... [--sp N]`: generation with sequence parallelism."
     import argparse
-    from opensora_nb.inference import OpenSoraPipeline, save_outputs
     p = argparse.ArgumentParser(prog="python -m opensora_nb.dist sample", description="Distributed generation (run under torchrun).")
     p.add_argument("pipeline", help="pipeline folder (model_index.json, transformer/, vae/)")
     p.add_argument("--prompt", action="append", default=[])
@@ -619,7 +607,7 @@ def dist_sample_cli(argv=None) -> int:
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     pipe = OpenSoraPipeline.from_pretrained(args.pipeline)
     enable_sequence_parallel(pipe.model)
-    mine = args.prompt[env.dp_rank::env.dp_size]
+    mine = args.prompt[env.dp_rank::env.dp_size]  # prompt i keeps seed + i, as in one process
     steps = args.steps or pipe.scheduler.num_sampling_steps
     cfg_scale = pipe.scheduler.cfg_scale if args.cfg is None else args.cfg
     calls = [0]
@@ -630,7 +618,7 @@ def dist_sample_cli(argv=None) -> int:
     nf = int(args.num_frames) if str(args.num_frames).isdigit() else args.num_frames
     t0 = time.perf_counter()
     res = pipe(mine, resolution=args.resolution, aspect_ratio=args.aspect_ratio, num_frames=nf, fps=args.fps,
-               seed=args.seed + env.dp_rank, num_sampling_steps=steps, cfg_scale=cfg_scale, progress=False) if mine else None
+               seed=list(range(args.seed + env.dp_rank, args.seed + len(args.prompt), env.dp_size)), num_sampling_steps=steps, cfg_scale=cfg_scale, progress=False) if mine else None
     secs = time.perf_counter() - t0
     print(f"rank {env.rank} (dp {env.dp_rank}, sp {env.sp_rank}/{env.sp_size}): {len(mine)} prompts in {secs:.1f}s", flush=True)
     if res is not None and env.sp_rank == 0:
@@ -656,10 +644,9 @@ def main(argv=None) -> int:
 BLOCK_SAVED_VALUES = 22  # values per token per hidden unit one STDiT3 block saves for backward (see above)
 
 
-def latent_tokens(config: STDiT3Config, num_frames: int, height: int, width: int, micro_frame_size: int = 17,
-                  time_down: int = 4, spatial_down: int = 8) -> tuple:
+def latent_tokens(config: STDiT3Config, num_frames: int, height: int, width: int) -> tuple:
     "(T, S) tokens of a v1.2-VAE latent of a clip: chunks of 17 frames -> ceil(17/4) = 5 latent frames; /8 in space."
-    T = sum(-(-min(micro_frame_size, num_frames - i) // time_down) for i in range(0, num_frames, micro_frame_size))
+    T, spatial_down = v1_2_latent_frames(num_frames), V1_2_SPATIAL_DOWN
     pt, ph, pw = config.patch_size
     H, W = -(-height // spatial_down), -(-width // spatial_down)
     return -(-T // pt), -(-H // ph) * -(-W // pw)

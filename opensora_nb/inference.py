@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -14,15 +15,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .io import denormalize, write_video
-from .train import (PatchPCAAutoencoder, X0Parameterized, build_scheduler, unwrap)
+from .buckets import ASPECT_RATIO_MAP, get_image_size, get_num_frames
+from .masks import apply_mask_strategy, multi_resolution_info, reference_latents
+from .rflow import RFlow
+from .stdit import STDiT3
+from .builders import PatchPCAAutoencoder, X0Parameterized, build_scheduler, build_text_encoder, build_vae, unwrap
 
 # %% auto #0
-__all__ = ['TINY_ASPECT_RATIOS', 'append_score_to_prompts', 'read_prompts', 'resolve_size', 'resolve_num_frames',
-           'latent_to_pixel_frames', 'OpenSoraPipeline', 'save_outputs', 'sample_cli', 'PeakRSS', 'measure_generation',
-           'fit_linear_latency', 'extrapolate', 'video_tokens', 'extrapolate_latency', 'latency_table']
+__all__ = ['TINY_ASPECT_RATIOS', 'ACTIVATION_BYTES_PER_TOKEN_UNIT', 'append_score_to_prompts', 'read_prompts', 'resolve_size',
+           'resolve_num_frames', 'available_memory', 'generation_memory', 'seeds_for', 'OpenSoraPipeline',
+           'save_outputs', 'sample_cli', 'PeakRSS', 'measure_generation', 'fit_linear_latency', 'extrapolate',
+           'video_tokens', 'extrapolate_latency', 'latency_table']
 
 # %% ../nbs/12_inference.ipynb #360a1a62
 def append_score_to_prompts(prompts, aes=None, flow=None, camera_motion=None):
@@ -56,7 +61,6 @@ def resolve_size(resolution=None, aspect_ratio="1:1", image_size=None):
         if h < 1 or w < 1: raise ValueError(f"image_size {image_size} must be positive")
         return h, w
     if resolution is None: raise ValueError("give a resolution name (e.g. '240p') or an explicit image_size (H, W)")
-    from opensora_nb.buckets import ASPECT_RATIO_MAP, get_image_size
     if resolution in TINY_ASPECT_RATIOS:
         table = TINY_ASPECT_RATIOS[resolution][1]
         key = ASPECT_RATIO_MAP.get(aspect_ratio, aspect_ratio)
@@ -70,18 +74,42 @@ def resolve_size(resolution=None, aspect_ratio="1:1", image_size=None):
 
 def resolve_num_frames(num_frames=None, seconds=None, fps=24):
     "Frames from `num_frames` (int or a name such as '4s') or from `seconds` at `fps`."
-    from opensora_nb.buckets import get_num_frames
     if seconds is not None: return max(1, int(round(float(seconds) * fps)))
     if num_frames is None: raise ValueError("give num_frames or seconds")
     n = get_num_frames(num_frames)
     if n < 1: raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     return n
 
+
+#: Bytes one generation holds per (token x hidden unit) of the batch it runs: measured peak RSS of the tiny pipeline
+#: at 500-8000 frames is 12.4 x 4 bytes x (2 cfg passes x tokens x hidden); rounded up for headroom.
+ACTIVATION_BYTES_PER_TOKEN_UNIT = 16 * 4
+
+
+def available_memory(device=None) -> int:
+    "Bytes free for a generation: CUDA's free memory on a CUDA device, else the OS's MemAvailable."
+    if device is not None and torch.device(device).type == "cuda": return torch.cuda.mem_get_info(torch.device(device))[0]
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(l.split()[1]) * 1024 for l in f if l.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def generation_memory(config, batch: int, pixel_size, latent_size) -> int:
+    "Estimated peak bytes to generate `batch` videos of pixel (T, H, W) with an STDiT3 `config`: activations + decoded pixels."
+    pt, ph, pw = config.patch_size
+    T, H, W = pixel_size
+    tokens = math.ceil(latent_size[0] / pt) * math.ceil(latent_size[1] / ph) * math.ceil(latent_size[2] / pw)
+    return 2 * batch * tokens * config.hidden_size * ACTIVATION_BYTES_PER_TOKEN_UNIT + batch * 3 * T * H * W * 9
+
 # %% ../nbs/12_inference.ipynb #5717c4ed
-def latent_to_pixel_frames(vae, n):
-    "Pixel frames that `n` latent frames stand for (the reference's dframe_to_frame for the v1.2 VAE: 5 -> 17)."
-    if isinstance(vae, PatchPCAAutoencoder) or not hasattr(vae, "micro_frame_size"): return n
-    return n // 5 * 17
+def seeds_for(seed, n: int) -> list:
+    "One seed per prompt: an int gives seed, seed + 1, ...; a list gives itself (one per prompt)."
+    if isinstance(seed, (list, tuple)):
+        if len(seed) != n: raise ValueError(f"{len(seed)} seeds for {n} prompts (give one seed, or one per prompt)")
+        return [int(x) for x in seed]
+    return [int(seed) + i for i in range(n)]
 
 
 def _as_reference(ref):
@@ -94,7 +122,6 @@ def _as_reference(ref):
 class OpenSoraPipeline:
     "Text encoder + STDiT3 + VAE + rectified flow; `__call__` generates in every mode; `from_pretrained`/`save_pretrained` a folder."
     def __init__(self, model, vae, text_encoder, scheduler=None, config=None):
-        from opensora_nb.rflow import RFlow
         self.model, self.vae, self.text_encoder = model.eval(), vae.eval() if hasattr(vae, "eval") else vae, text_encoder
         self.scheduler = scheduler or RFlow(use_timestep_transform=True)
         self.config = dict(config or {})
@@ -102,6 +129,9 @@ class OpenSoraPipeline:
 
     @property
     def num_params(self): return sum(p.numel() for p in unwrap(self.model).parameters())
+
+    @property
+    def device(self): return next(unwrap(self.model).parameters()).device
 
     # --- a folder: model_index.json, transformer/, vae/, text_encoder/ ---
     def save_pretrained(self, path):
@@ -121,8 +151,6 @@ class OpenSoraPipeline:
     @classmethod
     def from_pretrained(cls, path, text_encoder=None, vae=None):
         "Load a pipeline folder; `text_encoder`/`vae` objects may be passed to reuse loaded ones."
-        from opensora_nb.stdit import STDiT3
-        from opensora_nb.train import build_text_encoder, build_vae
         path = Path(path)
         if not (path / "model_index.json").exists():
             raise FileNotFoundError(f"{path} is not a pipeline folder (no model_index.json); expected model_index.json, transformer/, vae/")
@@ -140,7 +168,6 @@ class OpenSoraPipeline:
     # --- generation ---
     def _references(self, reference, n, image_size):
         "Per sample: list of reference latents [C, T, H, W] (refs separated by ';' in a string)."
-        from opensora_nb.masks import reference_latents
         if reference is None: return [[] for _ in range(n)]
         refs = reference if isinstance(reference, (list, tuple)) else [reference]
         if len(refs) == 1 and n > 1: refs = list(refs) * n
@@ -158,52 +185,76 @@ class OpenSoraPipeline:
                  batch_size=None):
         """Generate one video per prompt -> dict(videos=[uint8 [T, 3, H, W]], latents, settings).
         `reference`: one per prompt (path, pixel video [T,3,H,W] or image [3,H,W]; ';'-joined paths for several);
-        `mask_strategy`: one string per prompt (or one for all), Open-Sora's 'loop,ref,ref_start,target_start,length,edit'."""
-        from opensora_nb.masks import apply_mask_strategy, multi_resolution_info
+        `mask_strategy`: one string per prompt (or one for all), Open-Sora's 'loop,ref,ref_start,target_start,length,edit'.
+        `seed`: an int (prompt i uses seed + i) or one seed per prompt, so a prompt's video does not depend on the other
+        prompts or on `batch_size` (at most that many prompts go through the model together; default all).
+        `condition_frame_length`: latent frames each loop of a long video conditions on (default: one whole chunk of the
+        VAE, 5 for the v1.2 VAE as in the reference). A call leaves the pipeline as it was."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts: raise ValueError("no prompts given")
         n = len(prompts)
+        seeds = seeds_for(seed, n)
         H, W = resolve_size(resolution, aspect_ratio, image_size)
         T = resolve_num_frames(num_frames, seconds, fps)
         strategies = mask_strategy if isinstance(mask_strategy, (list, tuple)) else [mask_strategy or ""] * n
         if len(strategies) != n: raise ValueError(f"{len(strategies)} mask strategies for {n} prompts")
         if any(strategies) and reference is None: raise ValueError("a mask_strategy needs a reference (image or video)")
-        steps = num_sampling_steps or self.scheduler.num_sampling_steps
+        if batch_size is not None and batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if loops < 1: raise ValueError(f"loops must be >= 1, got {loops}")
+        scheduler = copy.copy(self.scheduler)  # this call's settings go on a copy: the pipeline stays as it was
+        scheduler.num_sampling_steps = steps = num_sampling_steps or self.scheduler.num_sampling_steps
         cfg = self.scheduler.cfg_scale if cfg_scale is None else cfg_scale
         full_prompts = append_score_to_prompts(prompts, aes, flow, camera_motion)
-        self.scheduler.num_sampling_steps = steps
-        lat_T, lat_H, lat_W = self.vae.get_latent_size((T, H, W))
-        cfl = condition_frame_length if condition_frame_length is not None else max(1, lat_T // 4)
+        lat = tuple(self.vae.get_latent_size((T, H, W)))
+        cfl = condition_frame_length if condition_frame_length is not None else getattr(self.vae, "condition_frames", max(1, lat[0] // 4))
+        drop = 0
+        if loops > 1:  # checked before any work: a join must drop exactly the frames the next loop re-generates
+            if not 0 < cfl < lat[0]:
+                raise ValueError(f"condition_frame_length={cfl} must be between 1 and {lat[0] - 1} (the latent frames of {T} frames)")
+            drop = self.vae.latent_to_pixel_frames(cfl)
+        bs = batch_size or n
+        need, free = generation_memory(unwrap(self.model).config, min(bs, n), (T * loops, H, W), lat), available_memory(self.device)
+        if need > free:  # refused before any work: such a request would only start allocating
+            raise ValueError(f"generating {min(bs, n)} video(s) of {T} frames at {H}x{W} ({loops} loop(s)) needs about "
+                             f"{need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB available: ask for fewer frames, a "
+                             f"smaller size or a smaller batch_size")
         refs = self._references(reference, n, (H, W))
-        g = torch.Generator().manual_seed(int(seed))
-        enc = self.text_encoder.encode(full_prompts)
-        y, y_mask = enc["y"], enc["mask"]
-        model_args = multi_resolution_info(n, (H, W), T, fps)
-        model_args["mask"] = y_mask
-        y_null = self.text_encoder.null(n)
-        clips, latents = [], []
-        for loop_i in range(loops):
-            if loop_i > 0:  # condition on the last frames of the previous loop
-                from opensora_nb.masks import append_generated
-                refs, strategies = _append_latent(refs, strategies, latents[-1], loop_i, cfl, condition_frame_edit)
-            z = torch.randn(n, self.vae.out_channels, lat_T, lat_H, lat_W, generator=g)
-            z, mask = apply_mask_strategy(z, refs, strategies, loop_i, strict=False)
-            out = self.scheduler.sample(self.model, z, y=y, y_null=y_null, model_kwargs=dict(model_args), mask=mask,
-                                        guidance_scale=cfg, progress=progress, generator=g)
-            latents.append(out)
-            video = self.vae.decode(out, num_frames=T)
-            clips.append(video[:, :, latent_to_pixel_frames(self.vae, cfl):] if loop_i > 0 else video)
-        video = torch.cat(clips, dim=2)
-        videos = [denormalize(v) for v in video.float()]
+        videos, latents = [], [[] for _ in range(loops)]
+        for a in range(0, n, bs):
+            v, ls = self._generate(full_prompts[a:a + bs], seeds[a:a + bs], refs[a:a + bs], strategies[a:a + bs], scheduler,
+                                   (T, H, W), lat, fps, cfg, loops, cfl, drop, condition_frame_edit, progress)
+            videos += v
+            for k, l in enumerate(ls): latents[k].append(l)
+        latents = [torch.cat(ls) for ls in latents]
         settings = dict(prompts=prompts, full_prompts=full_prompts, image_size=[H, W], resolution=resolution, aspect_ratio=aspect_ratio,
-                        num_frames=T, latent_size=[lat_T, lat_H, lat_W], fps=fps, seed=int(seed), num_sampling_steps=steps,
+                        num_frames=T, latent_size=list(lat), fps=fps, seed=seeds, num_sampling_steps=steps,
                         cfg_scale=cfg, aes=aes, flow=flow, camera_motion=camera_motion,
                         reference=[r if isinstance(r, str) else ("<tensor>" if r is not None else None) for r in
                                    (reference if isinstance(reference, (list, tuple)) else [reference] * n)],
-                        mask_strategy=strategies if loops == 1 else (mask_strategy if isinstance(mask_strategy, (list, tuple)) else [mask_strategy] * n),
-                        loops=loops, condition_frame_length=cfl, condition_frame_edit=condition_frame_edit,
-                        scheduler=repr(self.scheduler), num_params=self.num_params)
+                        mask_strategy=strategies, loops=loops, condition_frame_length=cfl, condition_frame_edit=condition_frame_edit,
+                        dropped_frames_per_join=drop, batch_size=bs, scheduler=repr(scheduler), num_params=self.num_params)
         return dict(videos=videos, latents=latents, settings=settings)
+
+    def _generate(self, prompts, seeds, refs, strategies, scheduler, size, lat, fps, cfg, loops, cfl, drop, edit, progress):
+        "One batch of prompts, each with its own generator: (videos, [latent per loop])."
+        T, H, W = size
+        n, gens = len(prompts), [torch.Generator().manual_seed(s) for s in seeds]
+        enc = self.text_encoder.encode(prompts)
+        model_args = multi_resolution_info(n, (H, W), T, fps)
+        model_args["mask"] = enc["mask"]
+        y_null = self.text_encoder.null(n)
+        clips, latents = [], []
+        for loop_i in range(loops):
+            if loop_i > 0:  # condition on the last `cfl` latent frames of the previous loop
+                refs, strategies = _append_latent(refs, strategies, latents[-1], loop_i, cfl, edit)
+            z = torch.cat([torch.randn(1, self.vae.out_channels, *lat, generator=g) for g in gens])
+            z, mask = apply_mask_strategy(z, refs, strategies, loop_i, strict=False)
+            out = scheduler.sample(self.model, z, y=enc["y"], y_null=y_null, model_kwargs=dict(model_args), mask=mask,
+                                   guidance_scale=cfg, progress=progress, generator=gens)
+            latents.append(out)
+            video = self.vae.decode(out, num_frames=T)
+            clips.append(video[:, :, drop:] if loop_i > 0 else video)  # its first frames are the previous loop's last ones
+        return [denormalize(v) for v in torch.cat(clips, dim=2).float()], latents
 
 
 def _append_latent(refs, strategies, last_latent, loop_i, cfl, edit=0.0):
@@ -225,7 +276,7 @@ def save_outputs(result, out_dir, prefix="sample", fmt="mp4", fps=None):
         p = out_dir / f"{prefix}_{i:04d}{suffix}"
         write_video(p, v, fps=fps)
         side = {k: (val[i] if isinstance(val, list) and len(val) == len(result["videos"]) and k in
-                    ("prompts", "full_prompts", "reference", "mask_strategy") else val) for k, val in s.items()}
+                    ("prompts", "full_prompts", "reference", "mask_strategy", "seed") else val) for k, val in s.items()}
         side.update(file=p.name, index=i)
         p.with_suffix(".json").write_text(json.dumps(side, indent=1, default=str))
         paths.append(p)

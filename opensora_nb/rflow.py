@@ -12,6 +12,8 @@ import torch
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
+from .vae import V1_2_MICRO_FRAME_SIZE, V1_2_MICRO_LATENT_FRAMES
+
 # %% ../nbs/07_rflow.ipynb #25ee6ef0
 def _as_batch(v, n: int, name: str) -> torch.Tensor:
     "`v` (number or tensor) as a float32 tensor of shape [n]."
@@ -30,8 +32,9 @@ def timestep_transform(t, height, width, num_frames, base_resolution: int = 512 
     num_frames = _as_batch(num_frames, n, "num_frames").to(t.device)
     t = t / num_timesteps
     ratio_space = (height.to(t.device) * width.to(t.device) / base_resolution).sqrt()
-    # latent frames of the v1.2 VAE (17 pixel frames -> 5 latent frames); an image is one frame
-    num_frames = torch.where(num_frames == 1, torch.ones_like(num_frames), num_frames // 17 * 5)
+    # latent frames of the v1.2 VAE in whole chunks (17 pixel frames -> 5), as the reference counts them here; an image is 1
+    num_frames = torch.where(num_frames == 1, torch.ones_like(num_frames),
+                             num_frames // V1_2_MICRO_FRAME_SIZE * V1_2_MICRO_LATENT_FRAMES)
     ratio_time = (num_frames / base_num_frames).sqrt()
     ratio = ratio_space * ratio_time * scale
     new_t = ratio * t / (1 + (ratio - 1) * t)
@@ -95,8 +98,12 @@ def mean_flat(x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Ten
     denom = (m.sum(1) * per_frame.shape[-1]).clamp(min=1)  # an all-clean sample gives 0, not NaN
     return (per_frame * m[..., None]).sum(dim=(1, 2)) / denom
 
-def _randn(x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    "Standard normal noise shaped like `x`, drawn on `generator`'s device (a CPU generator cannot fill a CUDA tensor)."
+def _randn(x: torch.Tensor, generator=None) -> torch.Tensor:
+    """Standard normal noise shaped like `x`, drawn on `generator`'s device (a CPU generator cannot fill a CUDA tensor).
+    A list of generators gives sample i its own (a sample's noise then does not depend on the rest of the batch)."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != x.shape[0]: raise ValueError(f"{len(generator)} generators for a batch of {x.shape[0]}")
+        return torch.cat([_randn(x[i:i + 1], g) for i, g in enumerate(generator)])
     dev = generator.device if generator is not None else x.device
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=dev).to(x.device)
 

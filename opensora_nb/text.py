@@ -10,7 +10,6 @@ __all__ = ['T5_HUB_ID', 'MAX_LEN_V1_0', 'MAX_LEN_V1_2', 'TINY_WORLD_WORDS', 'Tex
 # %% ../nbs/04_text.ipynb #20a6062c
 import json
 import os
-import time
 from pathlib import Path
 
 import torch

@@ -4,258 +4,27 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import copy
 import json
 import math
 import os
 import random
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .builders import (PRESETS, X0_T_MIN, FeatureBatches, build_batches, build_model, build_scheduler, get_config,
+                                  parse_overrides, prepare_tiny_world, unwrap)
+from .masks import MaskGenerator
+
 # %% auto #0
-__all__ = ['V1_2_STAGE3_MASK_RATIOS', 'PRESETS', 'TINY_WORLD_MASK_RATIOS', 'X0_T_MIN', 'get_config', 'parse_overrides',
-           'PatchPCAAutoencoder', 'X0Parameterized', 'build_model', 'unwrap', 'build_vae', 'build_text_encoder',
-           'build_scheduler', 'update_ema', 'FeatureBatches', 'VideoBatches', 'save_checkpoint', 'last_checkpoint',
-           'load_checkpoint', 'get_rng_state', 'set_rng_state', 'tokens_of', 'Trainer', 'build_batches', 'run_stages',
-           'plot_stage_losses', 'train_cli']
-
-# %% ../nbs/11_training.ipynb #2bf4ca4a
-def _v12_stage(bucket_preset, mask_ratios, **kw):
-    from opensora_nb.buckets import BUCKET_PRESETS
-    from opensora_nb.masks import V1_2_STAGE1_MASK_RATIOS
-    cfg = dict(
-        model=dict(type="STDiT3-XL/2", qk_norm=True, freeze_y_embedder=True, from_pretrained=None,
-                   caption_channels=4096, model_max_length=300),
-        parameterization="v",
-        vae=dict(type="OpenSoraVAE_V1_2", from_pretrained="hpcai-tech/OpenSora-VAE-v1.2", micro_frame_size=17, micro_batch_size=4),
-        text_encoder=dict(type="t5", from_pretrained="DeepFloyd/t5-v1_1-xxl", model_max_length=300),
-        scheduler=dict(type="rflow", use_timestep_transform=True, sample_method="logit-normal"),
-        data=dict(type="video", data_path=None, frame_interval=1, num_workers=8),
-        bucket_config=BUCKET_PRESETS[bucket_preset],
-        mask_ratios=dict(V1_2_STAGE1_MASK_RATIOS if mask_ratios is None else mask_ratios),
-        grad_checkpoint=True, dtype="bf16", seed=42, lr=1e-4, adam_eps=1e-15, weight_decay=0.0, warmup_steps=1000,
-        grad_clip=1.0, ema_decay=0.99, epochs=1000, max_steps=None, max_seconds=None, log_every=10, ckpt_every=500,
-        keep_checkpoints=2, stages=None)
-    cfg.update(kw)
-    return cfg
-
-V1_2_STAGE3_MASK_RATIOS = {"random": 0.01, "intepolate": 0.002, "quarter_random": 0.002, "quarter_head": 0.002,
-                           "quarter_tail": 0.002, "quarter_head_tail": 0.002, "image_random": 0.0, "image_head": 0.22,
-                           "image_tail": 0.005, "image_head_tail": 0.005}
-
-PRESETS = {
-    "v1_2_stage1": _v12_stage("v1_2_stage1", None, ckpt_every=500),
-    "v1_2_stage2": _v12_stage("v1_2_stage2", None, ckpt_every=500),
-    "v1_2_stage3": _v12_stage("v1_2_stage3", V1_2_STAGE3_MASK_RATIOS, ckpt_every=200),
-}
-
-# %% ../nbs/11_training.ipynb #0a57534b
-TINY_WORLD_MASK_RATIOS = {"image_head": 0.2, "quarter_head": 0.05, "image_tail": 0.05, "random": 0.05}
-
-PRESETS["tiny_world"] = dict(
-    model=dict(type="STDiT3", hidden_size=128, depth=2, num_heads=4, patch_size=(1, 1, 1), in_channels=16,
-               caption_channels=384, model_max_length=32, pred_sigma=False, class_dropout_prob=0.1, input_sq_size=32,
-               qk_norm=True, temporal_pos_embed=True),  # the frame index: see chapter 06 and the demo chapter
-    parameterization="x0", loss_weighting="x0",
-    vae=dict(type="patch_pca", patch=8, channels=16, from_pretrained=None),
-    text_encoder=dict(type="minilm", model_max_length=32, from_pretrained=None),
-    # v1.2's resolution transform does not apply to 8-frame 32x32 clips; a constant shift trains where prompts matter
-    scheduler=dict(type="rflow", use_timestep_transform=False, sample_method="logit-normal", shift=3.0),
-    data=dict(type="shapes", data_path="data_samples/shapes/meta.csv", renders_per_combo=24, features=None),
-    bucket_config={"32px": {1: (1.0, 64), 8: (1.0, 16)}, "32x48": {8: (1.0, 12)}},
-    mask_ratios=TINY_WORLD_MASK_RATIOS,
-    grad_checkpoint=False, dtype="fp32", seed=0, lr=5e-4, adam_eps=1e-15, weight_decay=0.0, warmup_steps=50,
-    grad_clip=1.0, ema_decay=0.99, epochs=1000, max_steps=600, max_seconds=None, log_every=20, ckpt_every=200,
-    keep_checkpoints=2,
-    stages=[  # the three-stage recipe at tiny scale (max_steps cumulative); the demo runs the same stages on a time budget
-        dict(name="stage 1: images", max_steps=100, buckets=["img_32x32", "img_32x48"], lr=1e-3),
-        dict(name="stage 2: short low-res video", max_steps=300, buckets=["t8_32x32", "img_32x32"], lr=1e-3),
-        dict(name="stage 3: all buckets", max_steps=600, buckets=None, lr=5e-4)])
-
-
-def get_config(name_or_path="tiny_world", overrides=None) -> dict:
-    "A deep copy of preset `name_or_path` (or a JSON file) with `overrides` {dotted.key: value} applied."
-    if isinstance(name_or_path, dict): cfg = copy.deepcopy(name_or_path)
-    elif name_or_path in PRESETS: cfg = copy.deepcopy(PRESETS[name_or_path])
-    elif str(name_or_path).endswith(".json") and Path(name_or_path).exists(): cfg = json.loads(Path(name_or_path).read_text())
-    else: raise ValueError(f"config {name_or_path!r}: not a preset ({', '.join(PRESETS)}) nor an existing .json file")
-    for key, value in (overrides or {}).items():
-        d, parts = cfg, key.split(".")
-        for p in parts[:-1]:
-            if not isinstance(d.get(p), dict): raise KeyError(f"override --{key}: {p!r} is not a section of the config")
-            d = d[p]
-        d[parts[-1]] = value
-    return cfg
-
-
-def _literal(s):
-    "Parse a command-line value as a Python/JSON literal when possible, else keep the string."
-    for parse in (ast.literal_eval, json.loads):
-        try: return parse(s)
-        except (ValueError, SyntaxError, json.JSONDecodeError): pass
-    return {"true": True, "false": False, "none": None, "null": None}.get(s.lower(), s)
-
-
-def parse_overrides(args) -> dict:
-    "['--lr', '3e-4', '--model.depth', '2'] -> {'lr': 0.0003, 'model.depth': 2}; `--key=value` works too."
-    out, i = {}, 0
-    while i < len(args):
-        a = args[i]
-        if not a.startswith("--"): raise ValueError(f"override {a!r}: expected --key value")
-        if "=" in a: k, v = a[2:].split("=", 1); i += 1
-        else:
-            if i + 1 >= len(args): raise ValueError(f"override {a!r} has no value")
-            k, v = a[2:], args[i + 1]; i += 2
-        out[k.replace("-", "_")] = _literal(v)
-    return out
-
-# %% ../nbs/11_training.ipynb #4aca8f23
-class PatchPCAAutoencoder(nn.Module):
-    "Fixed linear 'VAE': each p x p x 3 pixel patch <-> its top-k principal components (unit variance). [B,3,T,H,W] <-> [B,k,T,H/p,W/p]."
-    def __init__(self, patch=8, channels=16):
-        super().__init__()
-        self.patch, self.channels = patch, channels
-        P = 3 * patch * patch
-        self.register_buffer("mean", torch.zeros(P))
-        self.register_buffer("components", torch.eye(channels, P))
-        self.register_buffer("scale", torch.ones(()))
-
-    @property
-    def out_channels(self): return self.channels
-
-    def get_latent_size(self, input_size):
-        T, H, W = input_size
-        if H % self.patch or W % self.patch:
-            raise ValueError(f"patch-PCA autoencoder: size {H}x{W} is not a multiple of the patch {self.patch}")
-        return (T, H // self.patch, W // self.patch)
-
-    def _patches(self, x):  # [B,3,T,H,W] -> [B,T,h,w,P]
-        B, C, T, H, W = x.shape
-        if C != 3: raise ValueError(f"patch-PCA autoencoder: expected RGB [B, 3, T, H, W], got {tuple(x.shape)}")
-        self.get_latent_size((T, H, W))
-        p = self.patch
-        return x.reshape(B, C, T, H // p, p, W // p, p).permute(0, 2, 3, 5, 1, 4, 6).reshape(B, T, H // p, W // p, C * p * p)
-
-    @torch.no_grad()
-    def fit(self, videos):
-        "Fit mean, components and scale on pixel videos [B, 3, T, H, W] in [-1, 1]."
-        v = self._patches(videos.float()).reshape(-1, self.mean.numel())
-        self.mean.copy_(v.mean(0))
-        _, _, vt = torch.linalg.svd(v - self.mean, full_matrices=False)
-        self.components.copy_(vt[: self.channels])
-        self.scale.copy_(((v - self.mean) @ self.components.T).std())
-        return self
-
-    def encode(self, x):
-        v = self._patches(x.to(self.mean.dtype)) - self.mean
-        return ((v @ self.components.T) / self.scale).permute(0, 4, 1, 2, 3).contiguous()
-
-    def decode(self, z, num_frames=None):
-        B, k, T, h, w = z.shape
-        p = self.patch
-        v = (z.permute(0, 2, 3, 4, 1) * self.scale) @ self.components + self.mean  # [B,T,h,w,P]
-        x = v.reshape(B, T, h, w, 3, p, p).permute(0, 4, 1, 2, 5, 3, 6).reshape(B, 3, T, h * p, w * p)
-        return x[:, :, :num_frames] if num_frames else x
-
-    def save_pretrained(self, path):
-        from safetensors.torch import save_file
-        path = Path(path); path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path / "model.safetensors"))
-        (path / "config.json").write_text(json.dumps(dict(type="patch_pca", patch=self.patch, channels=self.channels)))
-        return path
-
-    @classmethod
-    def from_pretrained(cls, path):
-        from safetensors.torch import load_file
-        path = Path(path)
-        cfg = json.loads((path / "config.json").read_text())
-        m = cls(cfg["patch"], cfg["channels"])
-        m.load_state_dict(load_file(str(path / "model.safetensors")))
-        return m
-
-# %% ../nbs/11_training.ipynb #e06daaeb
-X0_T_MIN = 0.02
-
-class X0Parameterized(nn.Module):
-    "Wrap a denoiser that predicts x0 so it returns the rectified-flow velocity v = (x0_hat - x_t) / t."
-    def __init__(self, model, num_timesteps=1000, t_min=X0_T_MIN):
-        super().__init__()
-        self.model, self.num_timesteps, self.t_min = model, num_timesteps, t_min
-
-    def forward(self, x, timestep, **kwargs):
-        x0 = self.model(x, timestep, **kwargs)[:, : x.shape[1]]
-        t = (torch.as_tensor(timestep, dtype=x.dtype, device=x.device).reshape(-1) / self.num_timesteps).clamp(min=self.t_min)
-        t = t.expand(x.shape[0]) if t.numel() == 1 else t
-        v = (x0 - x) / t.view(-1, 1, 1, 1, 1)
-        x_mask = kwargs.get("x_mask")
-        if x_mask is not None:  # clean frames: velocity 0 (their x_t already is x0)
-            v = torch.where(x_mask.bool()[:, None, :, None, None], v, torch.zeros_like(v))
-        return v
-
-    def __getattr__(self, name):
-        try: return super().__getattr__(name)
-        except AttributeError: return getattr(self.__dict__["_modules"]["model"], name)
-
-# %% ../nbs/11_training.ipynb #3bb0cfb2
-def build_model(cfg: dict):
-    "STDiT3 (or its full-attention baseline) from `cfg['model']`, wrapped for `cfg['parameterization']`."
-    from opensora_nb.stdit import STDiT3, STDiT3Config, FullAttentionDiT, STDIT3_XL_2, STDIT3_3B_2
-    m = dict(cfg["model"])
-    kind, path = m.pop("type", "STDiT3"), m.pop("from_pretrained", None)
-    bases = {"STDiT3": STDiT3Config(), "STDiT3-XL/2": STDIT3_XL_2, "STDiT3-3B/2": STDIT3_3B_2, "FullAttentionDiT": STDiT3Config()}
-    if kind not in bases: raise ValueError(f"model type {kind!r}: choose from {list(bases)}")
-    for k in ("patch_size", "input_size"):
-        if k in m: m[k] = tuple(m[k])
-    config = STDiT3Config.from_dict(bases[kind].to_dict(), **m)
-    cls = FullAttentionDiT if kind == "FullAttentionDiT" else STDiT3
-    net = cls.from_pretrained(path, config=config) if path else cls(config)
-    if cfg.get("grad_checkpoint"): net.set_grad_checkpointing(True)
-    return X0Parameterized(net) if cfg.get("parameterization", "v") == "x0" else net
-
-
-def unwrap(model):
-    "The STDiT3 inside an `X0Parameterized` wrapper (or the model itself)."
-    return model.model if isinstance(model, X0Parameterized) else model
-
-
-def build_vae(cfg: dict, fit_videos=None):
-    "The autoencoder of `cfg['vae']`: 'patch_pca' (fitted on `fit_videos` unless loaded), 'OpenSoraVAE_V1_2', 'tiny_v1_2'."
-    v = dict(cfg["vae"]); kind = v.pop("type")
-    if kind == "patch_pca":
-        if v.get("from_pretrained"): return PatchPCAAutoencoder.from_pretrained(v["from_pretrained"])
-        ae = PatchPCAAutoencoder(v.get("patch", 8), v.get("channels", 16))
-        return ae.fit(fit_videos) if fit_videos is not None else ae
-    import opensora_nb.vae as V
-    if kind == "OpenSoraVAE_V1_2":
-        return V.OpenSoraVAE_V1_2(micro_batch_size=v.get("micro_batch_size", 4), micro_frame_size=v.get("micro_frame_size", 17),
-                                  from_pretrained=v.get("from_pretrained"))
-    if kind == "tiny_v1_2": return V.tiny_vae_v1_2()
-    raise ValueError(f"vae type {kind!r}: choose 'patch_pca', 'OpenSoraVAE_V1_2' or 'tiny_v1_2'")
-
-
-def build_text_encoder(cfg: dict):
-    "The caption encoder of `cfg['text_encoder']`: 'minilm', 't5', 'cached' (a feature file)."
-    import opensora_nb.text as TX
-    t = dict(cfg["text_encoder"]); kind = t.pop("type")
-    if kind == "minilm": return TX.MiniLMEncoder.from_pretrained(t.get("from_pretrained"), model_max_length=t.get("model_max_length", 32))
-    if kind == "t5": return TX.T5Encoder.from_pretrained(t.get("from_pretrained"), model_max_length=t.get("model_max_length", 300))
-    if kind == "cached": return TX.CachedTextEncoder(t["from_pretrained"])
-    raise ValueError(f"text_encoder type {kind!r}: choose 'minilm', 't5' or 'cached'")
-
-
-def build_scheduler(cfg: dict):
-    from opensora_nb.rflow import RFlow
-    s = {k: v for k, v in cfg["scheduler"].items() if k != "type"}
-    return RFlow(**s)
+__all__ = ['update_ema', 'save_checkpoint', 'last_checkpoint', 'load_checkpoint', 'get_rng_state', 'set_rng_state', 'tokens_of',
+           'Trainer', 'run_stages', 'plot_stage_losses', 'train_cli']
 
 # %% ../nbs/11_training.ipynb #c8772413
 @torch.no_grad()
@@ -267,105 +36,6 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float = 0.99):
         else: p.copy_(mp[name])
     mb = dict(model.named_buffers())
     for name, b in ema.named_buffers(): b.copy_(mb[name])
-
-# %% ../nbs/11_training.ipynb #a1da14f9
-class FeatureBatches:
-    "Pre-extracted features: {bucket: dict(z [N,C,T,H,W], text_idx [N], fps, height, width)} + captions y [P,L,C]/mask [P,L]."
-    def __init__(self, buckets: dict, y, mask, batch_sizes: dict, seed: int = 0, prompts=None):
-        if not buckets: raise ValueError("FeatureBatches: no buckets (no features were extracted)")
-        self.buckets, self.y, self.mask, self.batch_sizes, self.seed = buckets, y, mask, batch_sizes, int(seed)
-        self.prompts = prompts
-        self.epoch, self.index, self._plan = 0, 0, None
-
-    def plan(self):
-        "The batches of this epoch: [(bucket, row indices)], shuffled with seed + epoch."
-        if self._plan is not None and self._plan[0] == self.epoch: return self._plan[1]
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        batches = []
-        for name in sorted(self.buckets):
-            n, bs = self.buckets[name]["z"].shape[0], self.batch_sizes[name]
-            perm = torch.randperm(n, generator=g).tolist()
-            batches += [(name, perm[i:i + bs]) for i in range(0, n - bs + 1, bs)]
-        order = torch.randperm(len(batches), generator=g).tolist()
-        self._plan = (self.epoch, [batches[i] for i in order])
-        return self._plan[1]
-
-    def __len__(self): return len(self.plan())
-
-    def next_batch(self) -> dict:
-        plan = self.plan()
-        if self.index >= len(plan): self.epoch, self.index = self.epoch + 1, 0; plan = self.plan()
-        name, rows = plan[self.index]
-        self.index += 1
-        b, idx = self.buckets[name], torch.tensor(rows)
-        ti = b["text_idx"][idx]
-        n = len(rows)
-        full = lambda v: torch.full((n,), float(v))
-        return dict(z=b["z"][idx], y=self.y[ti][:, None], mask=self.mask[ti], fps=full(b["fps"]), height=full(b["height"]),
-                    width=full(b["width"]), num_frames=full(b["num_frames"]), bucket=name, skipped=0)
-
-    def subset(self, names, seed=None):
-        "The same features restricted to some buckets (one stage of a curriculum)."
-        missing = [n for n in names if n not in self.buckets]
-        if missing: raise KeyError(f"buckets {missing} not in the features (have {sorted(self.buckets)})")
-        return FeatureBatches({n: self.buckets[n] for n in names}, self.y, self.mask, {n: self.batch_sizes[n] for n in names},
-                              self.seed if seed is None else seed, self.prompts)
-
-    def state_dict(self): return dict(epoch=self.epoch, index=self.index, seed=self.seed)
-
-    def load_state_dict(self, s): self.epoch, self.index, self.seed = int(s["epoch"]), int(s["index"]), int(s["seed"])
-
-    def save(self, path):
-        "One safetensors file (atomic) with every bucket's tensors and the bucket table in its metadata."
-        from safetensors.torch import save_file
-        t, meta = {"y": self.y.contiguous(), "mask": self.mask.contiguous()}, {}
-        for name, b in self.buckets.items():
-            t[f"{name}.z"], t[f"{name}.text_idx"] = b["z"].contiguous(), b["text_idx"].contiguous()
-            meta[name] = {k: b[k] for k in ("fps", "height", "width", "num_frames")} | {"batch_size": self.batch_sizes[name]}
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(t, str(tmp), metadata=dict(buckets=json.dumps(meta), prompts=json.dumps(self.prompts or [])))
-        os.replace(tmp, path)
-        return path
-
-    @classmethod
-    def load(cls, path, seed=0):
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-        with safe_open(str(path), "pt") as f: md = f.metadata()
-        meta, t = json.loads(md["buckets"]), load_file(str(path))
-        buckets = {n: dict(z=t[f"{n}.z"], text_idx=t[f"{n}.text_idx"], **{k: m[k] for k in ("fps", "height", "width", "num_frames")})
-                   for n, m in meta.items()}
-        return cls(buckets, t["y"], t["mask"], {n: m["batch_size"] for n, m in meta.items()}, seed, json.loads(md["prompts"]))
-
-# %% ../nbs/11_training.ipynb #d31a6660
-class VideoBatches:
-    "Batches from a meta CSV through the bucket sampler; VAE + text encoder run each step. Skipped rows are counted."
-    def __init__(self, data_path, bucket_config, vae, text_encoder, frame_interval=1, seed=0, num_workers=0, aspect_ratios=None):
-        from opensora_nb.data import VideoTextDataset, prepare_dataloader
-        self.dataset = VideoTextDataset(data_path, frame_interval=frame_interval, seed=seed)
-        self.loader, self.sampler = prepare_dataloader(self.dataset, bucket_config, num_workers=num_workers, seed=seed,
-                                                       aspect_ratios=aspect_ratios)
-        self.vae, self.text_encoder, self.skipped, self._it, self.steps_in_epoch = vae, text_encoder, 0, None, 0
-
-    @torch.no_grad()
-    def next_batch(self) -> dict:
-        while True:
-            if self._it is None: self._it, self.steps_in_epoch = iter(self.loader), self.sampler.last_micro_batch_access_index
-            try: b = next(self._it)
-            except StopIteration:
-                self.sampler.set_epoch(self.sampler.epoch + 1); self._it = None; continue
-            self.steps_in_epoch += 1
-            self.skipped += b["skipped"]
-            if b["video"] is None: continue
-            enc = self.text_encoder.encode(b["text"])
-            return dict(z=self.vae.encode(b["video"]), y=enc["y"], mask=enc["mask"], fps=b["fps"], height=b["height"].float(),
-                        width=b["width"].float(), num_frames=b["num_frames"].float(), bucket=None, skipped=b["skipped"])
-
-    def state_dict(self): return dict(sampler=self.sampler.state_dict(self.steps_in_epoch), skipped=self.skipped)
-
-    def load_state_dict(self, s):
-        self.sampler.load_state_dict(s["sampler"]); self.skipped = s.get("skipped", 0); self._it = None
 
 # %% ../nbs/11_training.ipynb #7116ed33
 def save_checkpoint(run_dir, step, model, ema, optimizer, state: dict, rng: dict, keep: int = 2) -> Path:
@@ -435,7 +105,6 @@ def tokens_of(z, patch_size) -> int:
 class Trainer:
     "Model + EMA + AdamW + rectified flow + masks; `step(batch)` is one optimisation step, `fit` runs many with checkpoints."
     def __init__(self, cfg: dict, model=None, run_dir=None):
-        from opensora_nb.masks import MaskGenerator
         self.cfg = cfg
         torch.manual_seed(cfg["seed"]); random.seed(cfg["seed"]); np.random.seed(cfg["seed"] % 2**32)
         self.model = model if model is not None else build_model(cfg)
@@ -471,7 +140,7 @@ class Trainer:
         for g in self.opt.param_groups: g["lr"] = self.lr_at(self.step_count)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["grad_clip"]) if self.cfg.get("grad_clip") else None
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["grad_clip"]) if self.cfg.get("grad_clip") else None
         self.opt.step()
         update_ema(self.ema, self.model, self.cfg["ema_decay"])
         self.step_count += 1
@@ -529,17 +198,6 @@ class Trainer:
         return self.history
 
 # %% ../nbs/11_training.ipynb #d4555597
-def build_batches(cfg: dict, vae=None, text_encoder=None):
-    "The batch source of a config: `FeatureBatches` when `data.features` names a file, else `VideoBatches`."
-    d = cfg["data"]
-    if d.get("features"): return FeatureBatches.load(d["features"], seed=cfg["seed"])
-    if vae is None: vae = build_vae(cfg)
-    if text_encoder is None: text_encoder = build_text_encoder(cfg)
-    if not d.get("data_path"): raise ValueError("config data.data_path is empty: give a meta CSV (--data.data_path FILE) or data.features")
-    return VideoBatches(d["data_path"], cfg["bucket_config"], vae, text_encoder, d.get("frame_interval", 1), cfg["seed"],
-                        d.get("num_workers", 0))
-
-
 def run_stages(trainer: Trainer, make_batches, stages, progress=True, on_log=None, resume=True):
     "Run `stages` [dict(name, max_steps (cumulative) or max_seconds, overrides...)] in order; resumes mid-stage."
     batches = make_batches(trainer.cfg, 0)
@@ -581,11 +239,10 @@ def train_cli(argv=None) -> int:
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     args, rest = p.parse_known_args(argv)
     try: cfg = get_config(args.config, parse_overrides(rest))
-    except (ValueError, KeyError) as e: p.error(str(e))
+    except ValueError as e: p.error(str(e))
     if args.print_config:
         print(json.dumps(cfg, indent=1, default=str)); return 0
-    if cfg["data"].get("type") == "shapes" and not cfg["data"].get("features"):
-        from opensora_nb.demo import prepare_tiny_world  # the tiny world builds its features (and its autoencoder) itself
+    if cfg["data"].get("type") == "shapes" and not cfg["data"].get("features"):  # the tiny world builds its features itself
         cfg = prepare_tiny_world(cfg, Path(args.output))
     if args.no_resume and Path(args.output).exists(): shutil.rmtree(args.output)
     (Path(args.output)).mkdir(parents=True, exist_ok=True)

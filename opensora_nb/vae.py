@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,9 +17,10 @@ from einops import rearrange
 
 # %% auto #0
 __all__ = ['VAE_TEMPORAL_SD', 'SD_VAE_PATH', 'SDXL_VAE_PATH', 'SDXL_VAE_SUBFOLDER', 'SD_SCALING_FACTOR', 'SDXL_VAE_CONFIG',
-           'TINY_VAE_2D_CONFIG', 'V1_2_SHIFT', 'V1_2_SCALE', 'V1_2_PATH', 'TINY_VAE_TEMPORAL_CONFIG', 'CausalConv3d',
-           'ResBlock', 'DiagonalGaussianDistribution', 'Encoder', 'get_activation_fn', 'Decoder', 'VAE_Temporal',
-           'VAE_Temporal_SD', 'load_golden_vae_temporal', 'VideoAutoencoderKL', 'VideoAutoencoderPipeline',
+           'TINY_VAE_2D_CONFIG', 'V1_2_SHIFT', 'V1_2_SCALE', 'V1_2_PATH', 'V1_2_SPATIAL_DOWN', 'V1_2_TIME_DOWN',
+           'V1_2_MICRO_FRAME_SIZE', 'V1_2_MICRO_LATENT_FRAMES', 'TINY_VAE_TEMPORAL_CONFIG', 'CausalConv3d', 'ResBlock',
+           'DiagonalGaussianDistribution', 'Encoder', 'get_activation_fn', 'Decoder', 'VAE_Temporal', 'VAE_Temporal_SD',
+           'load_golden_vae_temporal', 'VideoAutoencoderKL', 'v1_2_latent_frames', 'VideoAutoencoderPipeline',
            'init_posterior_logvar', 'tiny_vae_v1_2', 'pipeline_config', 'save_pipeline', 'pipeline_from_config',
            'load_pipeline', 'OpenSoraVAE_V1_2']
 
@@ -371,6 +371,18 @@ TINY_VAE_2D_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, laye
 V1_2_SHIFT = (-0.10, 0.34, 0.27, 0.98)
 V1_2_SCALE = (3.85, 2.32, 2.33, 3.06)
 V1_2_PATH = "hpcai-tech/OpenSora-VAE-v1.2"
+#: The v1.2 VAE's compression, defined here once: 8x in space (the 2D VAE), 4x in time (the temporal VAE), and the
+#: temporal VAE sees 17 pixel frames at a time (each chunk padded causally to 20 -> 5 latent frames).
+V1_2_SPATIAL_DOWN, V1_2_TIME_DOWN, V1_2_MICRO_FRAME_SIZE = 8, 4, 17
+
+
+def v1_2_latent_frames(num_frames: int, micro_frame_size: int = V1_2_MICRO_FRAME_SIZE, time_down: int = V1_2_TIME_DOWN) -> int:
+    "Latent frames of the v1.2 VAE for `num_frames` pixel frames, chunk by chunk as `encode` does (an image stays 1)."
+    full, rest = divmod(num_frames, micro_frame_size)
+    return full * -(-micro_frame_size // time_down) + -(-rest // time_down)
+
+
+V1_2_MICRO_LATENT_FRAMES = v1_2_latent_frames(V1_2_MICRO_FRAME_SIZE)  # 5: the latent frames of one whole chunk
 
 
 def _channel_buffer(v):
@@ -381,7 +393,7 @@ def _channel_buffer(v):
 class VideoAutoencoderPipeline(nn.Module):
     "2D VAE then temporal VAE, with latent normalisation and `micro_frame_size` chunking (Open-Sora 1.2)."
 
-    def __init__(self, spatial_vae: VideoAutoencoderKL, temporal_vae: VAE_Temporal, micro_frame_size=17,
+    def __init__(self, spatial_vae: VideoAutoencoderKL, temporal_vae: VAE_Temporal, micro_frame_size=V1_2_MICRO_FRAME_SIZE,
                  shift=0.0, scale=1.0, freeze_vae_2d=False, cal_loss=False, sample_posterior=True):
         super().__init__()
         self.spatial_vae, self.temporal_vae = spatial_vae, temporal_vae
@@ -457,6 +469,20 @@ class VideoAutoencoderPipeline(nn.Module):
             return latent_frames * f
         full, rest = divmod(latent_frames, self.micro_z_frame_size)
         return full * self.micro_frame_size + rest * f
+
+    def latent_to_pixel_frames(self, n: int) -> int:
+        """Pixel frames that `n` latent frames of whole chunks stand for (the reference's `dframe_to_frame`: 5 -> 17).
+        Long videos drop this many pixel frames at each join, so `n` must be whole chunks: anything else would repeat frames."""
+        if not self.micro_frame_size: return n * self.temporal_vae.time_downsample_factor
+        if n % self.micro_z_frame_size:
+            raise ValueError(f"{n} latent frames are not whole chunks of this VAE ({self.micro_z_frame_size} latent frames = "
+                             f"{self.micro_frame_size} pixel frames): use a multiple of {self.micro_z_frame_size}")
+        return n // self.micro_z_frame_size * self.micro_frame_size
+
+    @property
+    def condition_frames(self) -> int:
+        "Default latent frames a long video's next loop conditions on: one whole chunk (the reference's condition_frame_length 5)."
+        return self.micro_z_frame_size or 1
 
     def get_latent_size(self, input_size):
         "Latent (T, H, W) of a pixel (T, H, W); T is summed over 17-frame chunks like `encode` does."

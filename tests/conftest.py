@@ -24,3 +24,13 @@ def golden_dir(config) -> Path:
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
+
+
+def pytest_terminal_summary(terminalreporter):
+    "List every registered golden divergence (tests/golden_compare.py) a golden test applied instead of failing."
+    rows = [(r.nodeid, v) for key in ("passed", "failed") for r in terminalreporter.stats.get(key, [])
+            if getattr(r, "when", None) == "call" for k, v in getattr(r, "user_properties", ()) if k == "golden_divergence"]
+    if rows:
+        terminalreporter.section("golden divergences applied")
+        for nodeid, msg in rows:
+            terminalreporter.line(f"{nodeid}: {msg}")

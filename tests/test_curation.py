@@ -1,11 +1,16 @@
 """Curation (chapters 10 / 10b): kill-and-resume, bad files as error rows, tiny random CLIP and VLM, shards, CLI, Ray.
 
 The tiny CLIP and LLaVA models here have random weights: their scores and captions are meaningless; the tests
-only check that the real code paths run and produce well-formed columns.
+only check that the real code paths run and produce well-formed columns. The real models are the defaults; without
+them a run stops before any work with one error (checked here with the Hugging Face hub offline and an empty cache).
 """
+import importlib.util
+import inspect
 import json
 import math
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -215,7 +220,8 @@ def test_cli_curate(tmp_path):
     r = subprocess.run([sys.executable, "-c", "import sys; from opensora_nb.cli import main; sys.exit(main(sys.argv[1:]))",
                         "curate", str(tmp_path / "raw"), "--out", str(tmp_path / "out"), "--min-scene-len", "8",
                         "--stages", "info,scenes,split,aes,motion,ocr,filter,caption,match,score2text,shards",
-                        "--filter", "aes=:", "--filter", "match=:", "--max-new-tokens", "4", "--shard-size", "2"],
+                        "--filter", "aes=:", "--filter", "match=:", "--max-new-tokens", "4", "--shard-size", "2",
+                        "--tiny-random-models"],
                        capture_output=True, text=True, timeout=400, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     final = pd.read_csv(tmp_path / "out/meta_final.csv")
@@ -224,6 +230,14 @@ def test_cli_curate(tmp_path):
     assert len(list((tmp_path / "out/shards").glob("*.tar"))) == 2
     bad = pd.read_csv(tmp_path / "out/meta_00_info.csv", keep_default_na=False)
     assert (bad.error != "").sum() == 2                                              # garbage + empty file
+    # the log names the file each stage wrote; the shards stage writes shards/shards.csv, not a meta_XX file
+    assert re.search(r"\] shards +3 rows +-> shards/shards.csv\n", r.stdout) and "meta_10_shards" not in r.stdout
+    assert not (tmp_path / "out/meta_10_shards.csv").exists() and (tmp_path / "out/shards/shards.csv").exists()
+    # the random tiny models were asked for by name, and the summary says so (printed and in summary.json)
+    summary = json.loads((tmp_path / "out/summary.json").read_text())
+    assert summary["tiny_random_models"] and summary["models"]["clip"] == summary["models"]["vlm"] == "tiny"
+    assert "meaningless" in summary["warning"] and "WARNING: random tiny models" in r.stdout
+    assert summary["final_rows"] == 3 and len(summary["dropped"]) == 2
 
 
 def test_cli_help_and_errors(capsys):
@@ -249,3 +263,126 @@ def test_cli_meta_tools(tmp_path):
     assert pd.read_csv(tmp_path / "t.csv").text[0] == "a cat aesthetic score: 3.0. motion score: 1.0. camera motion: pan left."
     r = subprocess.run(["opensora-nb", "curate", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--stages" in r.stdout
+
+
+# ---------------------------------------------------------------- issue 14: the modules outside the notebooks
+
+def test_plotting_and_reporting_functions_run_outside_notebooks(tmp_path):
+    """Every exported plotting / reporting function, called once from the plain modules (no notebook `plt`)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    v, cuts = C.synthetic_multishot((10, 12), seed=1)
+    scenes = C.detect_scenes(v, min_scene_len=6)
+    assert C.plot_cuts(v, scenes, cuts) is not None
+    cam = C.synthetic_camera_clip("pan left", 8)
+    assert C.plot_flow(cam[0], C.flow_pairs(cam, [(0, 4)], size=(64, 64))[0], title="pan left") is not None
+    write_video(tmp_path / "multi.mp4", v, fps=8)
+    write_video(tmp_path / "pan.mp4", cam, fps=8)
+    res = C.evaluate_cuts(pd.DataFrame({"path": [str(tmp_path / "multi.mp4")], "cuts": [json.dumps(cuts)]}), min_scene_len=6)
+    assert res["tp"] + res["fn"] == 1
+    acc, pred = C.evaluate_camera(pd.DataFrame({"path": [str(tmp_path / "pan.mp4")], "camera_motion": ["pan left"]}))
+    assert len(pred) == 1 and 0 <= acc <= 1
+    assert C.filter_report(pd.DataFrame({"path": ["a"], "aes": [5.0]}), preset="v1_2_stage2") == {"rows": 1, "aes": 0}
+    row = {"path": str(tmp_path / "pan.mp4"), "aes": 5.1, "flow": 2.0, "cmotion": "pan left", "text": "a pan"}
+    assert R.show_clip_row(row) is not None
+    pytest.importorskip("ipywidgets")
+    assert R.browse_clips(pd.DataFrame([row])).max == 0
+    plt.close("all")
+
+
+def test_ruff_finds_no_undefined_or_unused_names():
+    ruff = shutil.which("ruff") or shutil.which("ruff", path=str(Path(sys.executable).parent))
+    if ruff is None: pytest.skip("ruff is not installed")
+    r = subprocess.run([ruff, "check", "--select", "F", "--output-format", "concise",
+                        str(ROOT / "opensora_nb/curation.py"), str(ROOT / "opensora_nb/curation_run.py")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+
+
+def test_curation_does_not_import_the_runner():
+    """Chapter 10 comes before 10b: no exported function of curation reaches into curation_run."""
+    assert not hasattr(C, "curate_cli") and "curation_run" not in Path(C.__file__).read_text()
+    r = subprocess.run([sys.executable, "-c", "import sys, opensora_nb.curation; print('opensora_nb.curation_run' in sys.modules)"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.stdout.strip() == "False", r.stderr[-2000:]
+
+
+def test_one_source_of_truth(tmp_path):
+    from opensora_nb import data, io, samples
+    assert C.CAMERA_MOTIONS is samples.CAMERA_MOTIONS
+    assert not any(hasattr(C, n) for n in ("VIDEO_EXTS", "IMAGE_EXTS", "TRAIN_COLUMNS"))
+    assert R.IMG_FPS is io.IMG_FPS
+    for name in ("a.m4v", "b.PNG", "c.txt"): (tmp_path / name).write_bytes(b"")
+    assert [Path(p).name for p in C.scan_folder(tmp_path).path] == ["a.m4v", "b.PNG"]   # io's extension lists
+    write_video(tmp_path / "v.mp4", C.synthetic_camera_clip("static", 4), fps=8)
+    assert set(C.get_info(tmp_path / "v.mp4")) == set(io.META_COLUMNS) - {"path", "text"}
+    # read_meta: chapter 09's path resolution, plus parquet, text kept as text, and resolve=False
+    meta = pd.DataFrame({"path": ["v.mp4", "/abs/x.mp4"], "text": ["None", "a cat"]})
+    meta.to_csv(tmp_path / "m.csv", index=False)
+    got = C.read_meta(tmp_path / "m.csv")
+    assert list(got.path) == list(data.read_meta(tmp_path / "m.csv").path) == [str(tmp_path / "v.mp4"), "/abs/x.mp4"]
+    assert got.text[0] == "None"
+    assert list(C.read_meta(tmp_path / "m.csv", resolve=False).path) == ["v.mp4", "/abs/x.mp4"]
+    if importlib.util.find_spec("pyarrow") or importlib.util.find_spec("fastparquet"):     # parquet engines are optional
+        meta.to_parquet(tmp_path / "m.parquet")
+        assert list(C.read_meta(tmp_path / "m.parquet").path) == list(got.path)
+
+
+@pytest.fixture
+def offline_empty_hf_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    return tmp_path / "hf_cache"
+
+
+def test_real_models_by_default_and_one_error_before_any_work(tmp_path, offline_empty_hf_cache, capsys):
+    assert C.CLIP_MODEL == "openai/clip-vit-large-patch14" and R.VLM_MODEL == "llava-hf/llava-v1.6-mistral-7b-hf"
+    defaults = {k: v.default for k, v in inspect.signature(R.curate).parameters.items()}
+    assert defaults["clip"] == C.CLIP_MODEL and defaults["vlm"] == R.VLM_MODEL
+    assert R.AestheticStage().clip == R.MatchStage().clip == C.CLIP_MODEL and R.CaptionStage().vlm == R.VLM_MODEL
+    _clips(tmp_path / "raw", ("static",))
+    out = tmp_path / "out"
+    assert R.curate_cli([str(tmp_path / "raw"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("models not available") == 1 and "nothing was run" in err
+    for needed in (C.CLIP_MODEL, R.VLM_MODEL, "HF_HUB_OFFLINE", "--aesthetic", C.AESTHETIC_HEAD_URL, "--tiny-random-models"):
+        assert needed in err, needed
+    assert not out.exists() or not any(out.iterdir())                     # raised before any stage ran
+    with pytest.raises(SystemExit): R.curate_cli([str(tmp_path / "raw"), "--out", str(out), "--clip", "tiny"])
+    # a missing folder is named as such; a folder, or a hub id in the cache, passes
+    with pytest.raises(R.ModelsNotAvailable, match="folder /no/such/clip does not exist"):
+        R.check_models(["match"], clip="/no/such/clip")
+    (tmp_path / "clip_folder").mkdir()
+    R.check_models(["match"], clip=str(tmp_path / "clip_folder"))
+    snap = offline_empty_hf_cache / "models--openai--clip-vit-large-patch14" / "snapshots" / "abc"
+    snap.mkdir(parents=True); (snap / "config.json").write_text("{}")
+    (snap.parents[1] / "refs").mkdir(); (snap.parents[1] / "refs/main").write_text("abc")
+    R.check_models(["match"])
+    R.check_models(["aes", "match", "caption"], clip="tiny", vlm="tiny")   # nothing to check for the random tiny models
+
+
+def test_zero_rows_say_why_with_clean_reasons(tmp_path, capsys):
+    raw = tmp_path / "raw"
+    _bad_files(raw)
+    audio = raw / "audio_only.mp4"                                       # a real file with no video stream
+    subprocess.run([C.ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "sine=d=0.5", str(audio)],
+                   check=True, timeout=120)
+    df = R.curate(raw, tmp_path / "out", stages=("info", "filter"), preset="v1_2_walkthrough")
+    assert len(df) == 0
+    printed = capsys.readouterr().out
+    assert "0 rows left; why each file was dropped:" in printed
+    why = json.loads((tmp_path / "out/summary.json").read_text())["why_empty"]
+    assert sorted(Path(p).name for p in why) == ["audio_only.mp4", "empty.mp4", "garbage.mp4"]
+    for p, reason in why.items():
+        assert f"  {p}: {reason}" in printed
+        assert reason.startswith("info: VideoReadError: cannot read") and "\n" not in reason
+        assert "Check failed" not in reason and ".cc:" not in reason            # no decoder log text
+    assert "no video stream" in why[str(audio)]
+    assert C.one_line_reason("decord: [16:50:42] /src/video/video_reader.cc:151: Check failed: st_nb >= 0 "
+                             "(-1381258232 vs. 0) ERROR cannot find video stream with wanted index: -1\nStack trace: ...") \
+        == "decord: cannot find video stream with wanted index: -1"
+    (tmp_path / "no_media").mkdir()
+    assert len(R.curate(tmp_path / "no_media", tmp_path / "out2", stages=("info", "filter"))) == 0
+    assert "no video or image files found" in capsys.readouterr().out

@@ -102,7 +102,7 @@ for name, OPT in [("dp", lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9)),
                      moved=max(maxdiff(p, q) for p, q in zip(single.parameters(), tiny(seed=5, depth=1).parameters())))
 
 # --- DistTrainer: a few real steps, weights stay identical on both ranks, one checkpoint writer ---
-from opensora_nb.train import get_config, FeatureBatches
+from opensora_nb.builders import get_config, FeatureBatches
 cfg = get_config("tiny_world", {"model.hidden_size": 32, "model.depth": 1, "model.in_channels": 4,
                                 "model.caption_channels": 16, "model.model_max_length": 6, "max_steps": 3,
                                 "log_every": 1, "ckpt_every": 0, "warmup_steps": 1,

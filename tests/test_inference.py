@@ -9,7 +9,7 @@ from opensora_nb.inference import OpenSoraPipeline, resolve_num_frames, resolve_
 from opensora_nb.rflow import RFlow
 from opensora_nb.stdit import STDiT3
 from opensora_nb.text import TextEncoder
-from opensora_nb.train import PatchPCAAutoencoder, X0Parameterized
+from opensora_nb.builders import PatchPCAAutoencoder, X0Parameterized
 
 
 class HashText(TextEncoder):
@@ -38,7 +38,7 @@ def pipe_dir(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def hash_text(monkeypatch):
-    import opensora_nb.train as T
+    import opensora_nb.inference as T
     orig = T.build_text_encoder
     monkeypatch.setattr(T, "build_text_encoder", lambda cfg: HashText() if cfg["text_encoder"]["type"] == "minilm" else orig(cfg))
 
@@ -72,3 +72,79 @@ def test_errors(pipe_dir, tmp_path):
     with pytest.raises(ValueError): resolve_num_frames(None)
     pipe = OpenSoraPipeline.from_pretrained(pipe_dir)
     with pytest.raises(ValueError, match="needs a reference"): pipe("x", image_size=(32, 32), num_frames=8, mask_strategy="0", progress=False)
+
+
+# --- issue 14: a call leaves the pipeline as it was, each prompt has its own seed, long videos join without repeats ---
+
+def _tiny_pipe():
+    torch.manual_seed(0)
+    net = STDiT3(hidden_size=32, depth=1, num_heads=2, patch_size=(1, 1, 1), in_channels=16, caption_channels=16, model_max_length=8,
+                 pred_sigma=False, input_sq_size=32)
+    ae = PatchPCAAutoencoder(8, 16).fit(torch.rand(4, 3, 2, 32, 32) * 2 - 1)
+    return OpenSoraPipeline(X0Parameterized(net), ae, HashText(), RFlow(num_sampling_steps=2, cfg_scale=4.0, use_timestep_transform=False))
+
+
+def test_call_leaves_the_pipeline_as_it_was():
+    pipe = _tiny_pipe()
+    before = dict(vars(pipe.scheduler))
+    pipe(["x"], image_size=(32, 32), num_frames=2, num_sampling_steps=3, cfg_scale=1.5, progress=False)
+    assert dict(vars(pipe.scheduler)) == before
+
+
+def test_each_prompt_has_its_own_seed():
+    pipe, kw = _tiny_pipe(), dict(image_size=(32, 32), num_frames=4, num_sampling_steps=2, progress=False)
+    batch = pipe(["a red circle", "a blue square", "a green star"], seed=5, **kw)
+    alone = pipe(["a green star"], seed=7, **kw)
+    chunked = pipe(["a red circle", "a blue square", "a green star"], seed=5, batch_size=2, **kw)
+    listed = pipe(["a green star", "a red circle"], seed=[7, 5], **kw)
+    assert batch["settings"]["seed"] == [5, 6, 7]
+    torch.testing.assert_close(batch["latents"][0][2], alone["latents"][0][0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(batch["latents"][0], chunked["latents"][0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(listed["latents"][0][1], batch["latents"][0][0], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="2 seeds for 3 prompts"): pipe(["a", "b", "c"], seed=[1, 2], **kw)
+
+
+def test_cli_sidecar_names_each_seed(pipe_dir, tmp_path):
+    assert sample_cli([str(pipe_dir), "--prompt", "a", "--prompt", "b", "--image-size", "32x32", "--num-frames", "2", "--seed", "10",
+                       "-o", str(tmp_path), "--quiet"]) == 0
+    seeds = [json.loads((tmp_path / f"sample_000{i}.json").read_text())["seed"] for i in range(2)]
+    assert seeds == [10, 11]
+
+
+def test_long_video_with_the_v1_2_vae_drops_the_repeated_chunk():
+    "Loop 2 starts from loop 1's last 5 latent frames (kept clean): their 17 decoded frames are dropped at the join, no more."
+    from opensora_nb.vae import tiny_vae_v1_2
+    torch.manual_seed(0)
+    vae = tiny_vae_v1_2().eval()
+    net = STDiT3(hidden_size=32, depth=1, num_heads=2, patch_size=(1, 2, 2), in_channels=vae.out_channels, caption_channels=16,
+                 model_max_length=8, pred_sigma=False, input_sq_size=32)
+    pipe = OpenSoraPipeline(net, vae, HashText(), RFlow(num_sampling_steps=2, cfg_scale=1.0, use_timestep_transform=False))
+    T = 34  # two 17-frame chunks -> 10 latent frames
+    res = pipe(["a red circle"], image_size=(32, 32), num_frames=T, loops=2, progress=False)
+    s, v = res["settings"], res["videos"][0]
+    assert (s["condition_frame_length"], s["dropped_frames_per_join"]) == (5, 17)  # the reference's default, dframe_to_frame(5)
+    assert v.shape[0] == 2 * T - 17
+    l1, l2 = res["latents"]
+    assert torch.equal(l2[:, :, :5], l1[:, :, -5:])
+    with torch.no_grad():
+        d1, d2 = vae.decode(l1, num_frames=T), vae.decode(l2, num_frames=T)
+    torch.testing.assert_close(d2[:, :, :17], d1[:, :, 17:])  # the dropped frames are exactly loop 1's last ones
+    with pytest.raises(ValueError, match="not whole chunks"):  # checked before any work
+        pipe(["x"], image_size=(32, 32), num_frames=T, loops=2, condition_frame_length=3, progress=False)
+
+
+def test_cli_answers_input_errors_in_one_line(pipe_dir, tmp_path, capsys):
+    from opensora_nb.cli import main
+    empty = tmp_path / "empty.txt"; empty.write_text("\n")
+    cases = [(["sample", str(pipe_dir), "--prompt-file", str(empty)], "has no prompts"),
+             (["sample", str(pipe_dir), "--prompt", "x", "--image-size", "32x32", "--num-frames", "8", "--reference",
+               str(tmp_path / "missing.mp4"), "--mask-strategy", "0", "--quiet"], "missing.mp4"),
+             (["sample", str(pipe_dir), "--prompt", "x", "--image-size", "32x32", "--num-frames", "1000000", "--quiet"], "GiB")]
+    for argv, expected in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("opensora-nb sample: error: ") and expected in err and "Traceback" not in err, err
+        assert len(err.splitlines()) == 1, err
+    with pytest.raises(ValueError): main(["--debug"] + cases[0][0])  # --debug keeps the traceback
+    with pytest.raises(SystemExit) as e: main(["train", "tiny_world", "--max_step", "100"])
+    assert e.value.code == 2 and "did you mean --max_steps" in capsys.readouterr().err

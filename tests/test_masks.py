@@ -33,12 +33,29 @@ def test_official_names_and_preset():
     mg = MaskGenerator()  # default = v1.2 stage 1
     assert math.isclose(mg.mask_ratios["identity"], 0.8) and list(mg.mask_ratios)[-1] == "identity"
     assert V1_2_STAGE1_MASK_RATIOS["image_head"] == 0.05 and V1_2_STAGE1_MASK_RATIOS["random"] == 0.05
-    for preset in (V1_2_STAGE2_MASK_RATIOS, V1_2_STAGE3_MASK_RATIOS):  # "25%" in the official configs
-        assert math.isclose(MaskGenerator(preset).mask_ratios["identity"], 0.75) and preset["image_head"] == 0.22
+
+
+def test_stage_presets_match_reference_configs():
+    # configs/opensora-v1-2/train/stage2.py (tag v1.2.0) uses stage1.py's mask_ratios; stage3.py is the "25%" one
+    assert V1_2_STAGE2_MASK_RATIOS == V1_2_STAGE1_MASK_RATIOS
+    assert V1_2_STAGE2_MASK_RATIOS is not V1_2_STAGE1_MASK_RATIOS  # a copy: editing one preset leaves the other
+    assert math.isclose(MaskGenerator(V1_2_STAGE2_MASK_RATIOS).mask_ratios["identity"], 0.8)
+    assert V1_2_STAGE3_MASK_RATIOS == {
+        "random": 0.01, "intepolate": 0.002, "quarter_random": 0.002, "quarter_head": 0.002, "quarter_tail": 0.002,
+        "quarter_head_tail": 0.002, "image_random": 0.0, "image_head": 0.22, "image_tail": 0.005,
+        "image_head_tail": 0.005}
+    assert list(V1_2_STAGE3_MASK_RATIOS) == list(V1_2_STAGE1_MASK_RATIOS)  # same order: the cumulative draw follows it
+    assert math.isclose(MaskGenerator(V1_2_STAGE3_MASK_RATIOS).mask_ratios["identity"], 0.75)
+    assert V1_2_STAGE3_MASK_RATIOS != V1_2_STAGE2_MASK_RATIOS
+
+
+def test_img_fps_is_the_io_constant():
+    from opensora_nb import io
+    assert IMG_FPS is io.IMG_FPS and IMG_FPS == 120
 
 
 def test_zero_ratio_never_drawn():
-    mg = MaskGenerator(V1_2_STAGE2_MASK_RATIOS, seed=3)
+    mg = MaskGenerator(V1_2_STAGE3_MASK_RATIOS, seed=3)
     assert "image_random" not in {mg.pick() for _ in range(20_000)}
 
 

@@ -103,7 +103,7 @@ def test_kill9_then_resume(tmp_path):
         torch.set_num_threads(threads)
     from safetensors.torch import load_file
     resumed = load_file(str(final / "model.safetensors"))
-    from opensora_nb.train import unwrap
+    from opensora_nb.builders import unwrap
     for k, v in unwrap(straight.model).state_dict().items():
         assert torch.equal(v, resumed[k]), k
 
@@ -111,7 +111,7 @@ def test_kill9_then_resume(tmp_path):
 def test_bad_rows_are_skipped_and_counted(tmp_path):
     "VideoBatches over a meta CSV with broken files: the batches come, the bad rows are counted."
     from opensora_nb.data import make_toy_dataset
-    from opensora_nb.train import VideoBatches, PatchPCAAutoencoder
+    from opensora_nb.builders import VideoBatches, PatchPCAAutoencoder
     from opensora_nb.buckets import extend_aspect_ratios
     meta = make_toy_dataset(tmp_path / "toy", n_videos=4, n_images=0, bad=True, size=(32, 32))
 

@@ -3,6 +3,7 @@
 Tolerances from the golden README: float64 `sched.*` relative 1e-6, `sched.respaced_timesteps` exact, tensors 1e-4
 absolute, `step.pred_xstart` 1e-4 x max(1, |value|)."""
 import torch
+from golden_compare import close
 
 from opensora_nb.iddpm import IDDPM
 
@@ -10,12 +11,9 @@ ARRAYS = ["betas", "alphas_cumprod", "posterior_variance", "posterior_log_varian
           "posterior_mean_coef1", "posterior_mean_coef2"]
 
 
-def _close(name, got, want, atol=1e-4, rel=False):
-    got, want = got.double(), want.double()
-    assert got.shape == want.shape, f"{name}: shape {tuple(got.shape)} != golden {tuple(want.shape)}"
-    tol = atol * want.abs().clamp(min=1) if rel else atol
-    err = (got - want).abs()
-    assert (err <= tol).all(), f"{name}: max abs error {err.max().item():.3g} (tolerance {atol}{' x max(1,|v|)' if rel else ''})"
+def _close(case, name, got, want, atol=1e-4, rel=False):
+    "Float64 comparison; a non-finite golden value passes only where the project reproduces it (no divergence applies)."
+    close(case, name, got, want, atol, rel=rel, double=True)
 
 
 def _sched(case, respacing):
@@ -58,10 +56,10 @@ def check_training_loss(case):
         return t["loss.model_out"]
 
     out = d.training_losses(fake, t["loss.x0"], noise=t["loss.noise"], t=t["loss.t"].long())
-    _close("loss.x_t", seen["x_t"], t["loss.x_t"])
+    _close(case, "loss.x_t", seen["x_t"], t["loss.x_t"])
     for k in ["mse", "vb"]:
-        _close(f"loss.{k}", out[k], t[f"loss.{k}"])
-    _close("loss.total", out["loss"], t["loss.total"])
+        _close(case, f"loss.{k}", out[k], t[f"loss.{k}"])
+    _close(case, "loss.total", out["loss"], t["loss.total"])
 
 
 def check_reverse_step(case):
@@ -72,8 +70,8 @@ def check_reverse_step(case):
     o = d.p_mean_variance(t["step.model_out"], t["step.x_t"], t["step.t"].long(),
                           clip_denoised=case.meta["config"].get("clip_denoised", False))
     for k in ["mean", "variance", "log_variance"]:
-        _close(f"step.{k}", o[k], t[f"step.{k}"])
-    _close("step.pred_xstart", o["pred_xstart"], t["step.pred_xstart"], rel=True)
+        _close(case, f"step.{k}", o[k], t[f"step.{k}"])
+    _close(case, "step.pred_xstart", o["pred_xstart"], t["step.pred_xstart"], rel=True)
 
 
 def check_guided_sampling(case):
@@ -99,4 +97,4 @@ def check_guided_sampling(case):
                    progress=False, callback=lambda i, ts, x: seen.append(int(ts[0])))
     if "model_timesteps_seen" in case.meta.get("sample", {}):
         assert seen == case.meta["sample"]["model_timesteps_seen"], f"model saw timesteps {seen}"
-    _close("sample.out", out, t["sample.out"])
+    _close(case, "sample.out", out, t["sample.out"])

@@ -1,5 +1,6 @@
 """Golden checks for `stdit3_*` cases: the STDiT3 denoiser of Open-Sora 1.2 (strict load, forward, x_mask)."""
 import torch
+from golden_compare import close
 
 from opensora_nb.stdit import STDiT3, STDiT3Config, stdit3_from_state_dict
 
@@ -15,10 +16,8 @@ def _kwargs(case):
     return dict(mask=t.get("in.mask"), fps=t["in.fps"], height=t["in.height"], width=t["in.width"])
 
 
-def _close(name, got, want, tol=TOL):
-    assert got.shape == want.shape, f"{name}: shape {tuple(got.shape)} != golden {tuple(want.shape)}"
-    err = (got.float() - want.float()).abs().max().item()
-    assert err <= tol, f"{name}: max abs diff {err:.3g} > {tol}"
+# a sample with no caption token: the reference's softmax over nothing (NaN) vs the project's zero cross-attention
+DIVERGENCES = ("cross_attention_no_caption_token",)
 
 
 def check_stdit3_strict_load(case):
@@ -39,7 +38,7 @@ def check_stdit3_forward_plain(case):
     m = _model(case)
     with torch.no_grad():
         out = m(t["in.x"], t["in.timestep"], t["in.y"], **_kwargs(case))
-    _close(f"{case.stem} out.plain", out, t["out.plain"])
+    close(case, "out.plain", out, t["out.plain"], TOL, divergences=DIVERGENCES)
 
 
 def check_stdit3_forward_x_mask(case):
@@ -47,4 +46,4 @@ def check_stdit3_forward_x_mask(case):
     m = _model(case)
     with torch.no_grad():
         out = m(t["in.x"], t["in.timestep"], t["in.y"], x_mask=t["in.x_mask"], **_kwargs(case))
-    _close(f"{case.stem} out.x_mask", out, t["out.x_mask"])
+    close(case, "out.x_mask", out, t["out.x_mask"], TOL, divergences=DIVERGENCES)

@@ -1,6 +1,7 @@
 """Golden checks for `stdit3_*` cases: rectified-flow sampling (`sample.out`) and the masked training loss
 (`loss.out`) of Open-Sora 1.2 run on the golden STDiT3 (tolerance 1e-4)."""
 import torch
+from golden_compare import close
 
 from opensora_nb.rflow import RFlow
 from opensora_nb.stdit import stdit3_from_state_dict
@@ -12,10 +13,10 @@ def _model(case):
     return stdit3_from_state_dict(case.meta["config"], case.t, prefix="model.", strict_name=f"golden {case.stem}").eval()
 
 
-def _close(name, got, want, tol=TOL):
-    assert got.shape == want.shape, f"{name}: shape {tuple(got.shape)} != golden {tuple(want.shape)}"
-    err = (got.float() - want.float()).abs().max().item()
-    assert err <= tol, f"{name}: max abs diff {err:.3g} > {tol}"
+# the project's deliberate divergences these outputs can show (golden_compare.DIVERGENCES): a sample whose x_mask
+# leaves no frame in the loss (reference NaN, project 0), a sample without caption tokens (reference NaN, project finite)
+SAMPLE_DIVERGENCES = ("cross_attention_no_caption_token",)
+LOSS_DIVERGENCES = ("rflow_loss_no_denoised_frame", "cross_attention_no_caption_token")
 
 
 def check_rflow_sample(case):
@@ -28,7 +29,7 @@ def check_rflow_sample(case):
                   num_frames=torch.full((n,), float(spec["num_frames"])))
     with torch.no_grad():
         out = rf.sample(_model(case), z, y=t["in.y"], y_null=t["sample.y_null"], model_kwargs=kwargs, progress=False)
-    _close(f"{case.stem} sample.out", out, t["sample.out"])
+    close(case, "sample.out", out, t["sample.out"], TOL, divergences=SAMPLE_DIVERGENCES)
 
 
 def check_rflow_loss(case):
@@ -38,4 +39,4 @@ def check_rflow_loss(case):
     with torch.no_grad():
         out = RFlow().training_losses(_model(case), t["in.x"], kwargs, noise=t["loss.noise"], mask=t["in.x_mask"],
                                       t=t["loss.t"])
-    _close(f"{case.stem} loss.out", out["loss"], t["loss.out"])
+    close(case, "loss.out", out["loss"], t["loss.out"], TOL, divergences=LOSS_DIVERGENCES)

@@ -1,9 +1,12 @@
 """Golden checks for `stdit_v1_*` cases: Open-Sora 1.0's STDiT (strict load, forward, recomputable position tables)."""
 import torch
+from golden_compare import close
 
 from opensora_nb.stdit import STDiT, load_state_dict_strict
 
 TOL = 1e-4
+# a sample with no caption token: the reference's softmax over nothing (NaN) vs the project's zero cross-attention
+DIVERGENCES = ("cross_attention_no_caption_token",)
 
 
 def _state(case):
@@ -35,10 +38,7 @@ def check_stdit_v1_forward(case):
     m = _model(case)
     with torch.no_grad():
         out = m(t["in.x"], t["in.timestep"], t["in.y"], mask=t.get("in.mask"))
-    want = t["out.plain"]
-    assert out.shape == want.shape, f"{case.stem}: shape {tuple(out.shape)} != {tuple(want.shape)}"
-    err = (out - want).abs().max().item()
-    assert err <= TOL, f"{case.stem} out.plain: max abs diff {err:.3g} > {TOL}"
+    close(case, "out.plain", out, t["out.plain"], TOL, divergences=DIVERGENCES)
 
 
 def check_stdit_v1_forward_without_tables(case):
@@ -50,5 +50,4 @@ def check_stdit_v1_forward_without_tables(case):
     assert set(missing) == {"pos_embed", "pos_embed_temporal"} and not unexpected, (missing, unexpected)
     with torch.no_grad():
         out = m.eval()(t["in.x"], t["in.timestep"], t["in.y"], mask=t.get("in.mask"))
-    err = (out - t["out.plain"]).abs().max().item()
-    assert err <= TOL, f"{case.stem} out.plain with recomputed tables: max abs diff {err:.3g}"
+    close(case, "out.plain (recomputed tables)", out, t["out.plain"], TOL, divergences=DIVERGENCES)

@@ -5,15 +5,11 @@ decode(mean, num_frames=T), each within 1e-4 (max absolute difference) of the re
 sizes and number of cases are read from the file, never assumed.
 """
 import torch
+from golden_compare import close
 
 from opensora_nb.vae import load_golden_vae_temporal
 
 TOL = 1e-4
-
-
-def _max_diff(a, b):
-    assert a.shape == b.shape, f"shape {tuple(a.shape)} != reference {tuple(b.shape)}"
-    return (a.double() - b.double()).abs().max().item()
 
 
 def check_encode_decode(case):
@@ -26,5 +22,4 @@ def check_encode_decode(case):
             dec = model.decode(post.mean, num_frames=x.shape[2])
         for name, ours, key in [("mean", post.mean, c["encode_mean"]), ("logvar", post.logvar, c["encode_logvar"]),
                                 ("decoded", dec, c["decode(mean, num_frames=T)"])]:
-            d = _max_diff(ours, case.t[key])
-            assert d <= TOL, f"{case.stem} case {i} ({key}): {name} max |diff| {d:.3e} > {TOL}"
+            close(case, f"case {i} ({key}): {name}", ours, case.t[key], TOL, double=True)
