@@ -49,7 +49,7 @@ def _v12_stage(bucket_preset, mask_ratios, **kw):
         data=dict(type="video", data_path=None, frame_interval=1, num_workers=8),
         bucket_config=BUCKET_PRESETS[bucket_preset],
         mask_ratios=dict(mask_ratios),
-        grad_checkpoint=True, dtype="bf16", seed=42, lr=1e-4, adam_eps=1e-15, weight_decay=0.0, warmup_steps=1000,
+        grad_checkpoint=True, device="auto", dtype="bf16", seed=42, lr=1e-4, adam_eps=1e-15, weight_decay=0.0, warmup_steps=1000,
         grad_clip=1.0, ema_decay=0.99, epochs=1000, max_steps=None, max_seconds=None, log_every=10, ckpt_every=500,
         keep_checkpoints=2, stages=None)
     cfg.update(kw)
@@ -76,7 +76,7 @@ PRESETS["tiny_world"] = dict(
     data=dict(type="shapes", data_path="data_samples/shapes/meta.csv", renders_per_combo=24, features=None),
     bucket_config={"32px": {1: (1.0, 64), 8: (1.0, 16)}, "32x48": {8: (1.0, 12)}},
     mask_ratios=TINY_WORLD_MASK_RATIOS,
-    grad_checkpoint=False, dtype="fp32", seed=0, lr=5e-4, adam_eps=1e-15, weight_decay=0.0, warmup_steps=50,
+    grad_checkpoint=False, device="auto", dtype="fp32", seed=0, lr=5e-4, adam_eps=1e-15, weight_decay=0.0, warmup_steps=50,
     grad_clip=1.0, ema_decay=0.99, epochs=1000, max_steps=600, max_seconds=None, log_every=20, ckpt_every=200,
     keep_checkpoints=2,
     stages=[  # the three-stage recipe at tiny scale (max_steps cumulative); the demo runs the same stages on a time budget

@@ -27,7 +27,7 @@ def _target(command, environ=os.environ):
     "The (module, function) that runs `command`, distributed when launched by torchrun with WORLD_SIZE > 1."
     mod_name, fn_name, _ = SUBCOMMANDS[command]
     if command in DISTRIBUTED and int(environ.get("WORLD_SIZE", "1")) > 1:
-        return "opensora_nb.dist", DISTRIBUTED[command]
+        return "opensora_nb.launch", DISTRIBUTED[command]
     return mod_name, fn_name
 
 # %% ../nbs/16_cli.ipynb #061baca7

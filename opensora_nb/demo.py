@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -16,13 +15,13 @@ from .io import write_video
 from .samples import COLORS, DIRECTIONS, HELDOUT, SHAPES, judge_clip, shape_caption
 from .builders import (TINY_BUCKETS, TINY_WORLD, build_scheduler, build_tiny_features,
                                   get_config, tiny_clip, unwrap)
+from .vae_train import psnr
 from .train import Trainer
 from .inference import OpenSoraPipeline, save_outputs
 
 
 # %% auto #0
-__all__ = ['TINY_STAGES', 'psnr', 'judge_many', 'contact_sheet', 'tiny_config', 'run_demo', 'readable_report', 'pick_threads',
-           'demo_cli']
+__all__ = ['TINY_STAGES', 'judge_many', 'contact_sheet', 'tiny_config', 'run_demo', 'readable_report', 'pick_threads', 'demo_cli']
 
 # %% ../nbs/12b_demo.ipynb #f5a8b340
 TINY_STAGES = [  # the three-stage recipe at tiny scale: fraction of the training time, buckets, learning rate
@@ -32,12 +31,6 @@ TINY_STAGES = [  # the three-stage recipe at tiny scale: fraction of the trainin
 ]
 
 # %% ../nbs/12b_demo.ipynb #284a6c82
-def psnr(a, b, cap=100.0):
-    "PSNR (dB) between two uint8 images/videos of one shape; identical inputs give `cap` (JSON has no infinity)."
-    mse = (a.float() - b.float()).pow(2).mean().item()
-    return cap if mse == 0 else min(cap, 10 * math.log10(255.0 ** 2 / mse))
-
-
 def judge_many(videos, combos):
     "Accuracy of colour and direction of generated videos against their (shape, color, direction): dict + per-sample rows."
     rows = []
@@ -71,10 +64,11 @@ def contact_sheet(videos, labels, path, max_frames=12, scale=3):
     return path
 
 # %% ../nbs/12b_demo.ipynb #d0472851
-def tiny_config(train_seconds=600, depth=2, hidden_size=128, seed=0):
-    "The tiny-world training config (preset `tiny_world` with the demo's budget)."
-    return get_config("tiny_world", {"model.depth": depth, "model.hidden_size": hidden_size, "seed": seed,
-                                     "max_steps": None, "max_seconds": train_seconds, "ckpt_every": 0, "log_every": 25})
+def tiny_config(train_seconds=600, depth=2, hidden_size=128, seed=0, device="auto", dtype="fp32"):
+    "The tiny-world training config (preset `tiny_world` with the demo's budget, device and precision)."
+    return get_config("tiny_world", {"model.depth": depth, "model.hidden_size": hidden_size, "seed": seed, "device": device,
+                                     "dtype": dtype, "max_steps": None, "max_seconds": train_seconds, "ckpt_every": 0,
+                                     "log_every": 25})
 
 
 def _eval_prompts(split, n_per_pair=1):
@@ -83,7 +77,8 @@ def _eval_prompts(split, n_per_pair=1):
 
 
 def run_demo(out_dir="outputs/demo", train_seconds=600, data_root=None, renders_per_combo=16, depth=2,
-             hidden_size=128, steps=30, cfg_scale=4.0, seed=0, progress=True, log=print, max_dataset_rows=None):
+             hidden_size=128, steps=30, cfg_scale=4.0, seed=0, progress=True, log=print, max_dataset_rows=None, device="auto",
+             dtype="fp32"):
     "Train the tiny world and generate every mode; writes videos, contact_sheet.png, report.json, report.md; returns the report."
     t_start = time.perf_counter()
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
@@ -102,7 +97,7 @@ def run_demo(out_dir="outputs/demo", train_seconds=600, data_root=None, renders_
     prep_s = time.perf_counter() - t0
     log(f"   {info['clips']} clips per bucket ({info['dataset_clips']} read from {meta}, {info['rendered_clips']} rendered), "
         f"{info['prompts']} captions, {prep_s:.0f}s")
-    cfg = tiny_config(train_seconds, depth, hidden_size, seed)
+    cfg = tiny_config(train_seconds, depth, hidden_size, seed, device, dtype)
     trainer = Trainer(cfg, run_dir=None)
     n_params = sum(p.numel() for p in unwrap(trainer.model).parameters())
     log(f"2/3 training STDiT3 ({n_params / 1e6:.2f}M parameters, x0-parameterised) for {train_seconds}s in {len(TINY_STAGES)} stages")
@@ -119,7 +114,8 @@ def run_demo(out_dir="outputs/demo", train_seconds=600, data_root=None, renders_
     shift = sampler.shift
     pipe = OpenSoraPipeline(trainer.ema, ae, enc, sampler,
                             config=dict(text_encoder=dict(cfg["text_encoder"]), vae=dict(type="patch_pca"),
-                                        defaults=dict(resolution="32px", num_frames=8, num_sampling_steps=steps, cfg_scale=cfg_scale)))
+                                        defaults=dict(resolution="32px", num_frames=8, num_sampling_steps=steps, cfg_scale=cfg_scale)),
+                            device=trainer.device)
     pipe.save_pretrained(out / "pipeline")
     log("3/3 generating: held-out text-to-video, image-to-video, extension, looping, long video")
     t0 = time.perf_counter()
@@ -138,7 +134,7 @@ def run_demo(out_dir="outputs/demo", train_seconds=600, data_root=None, renders_
     i2v_combo = ("circle", *HELDOUT[0])
     ref_clip = tiny_clip(*i2v_combo, seed=12345)
     i2v = pipe(shape_caption(*i2v_combo), image_size=(32, 32), reference=[ref_clip[:1]], mask_strategy="0", seed=seed, **{k: v for k, v in gen.items() if k != "resolution"})
-    i2v_psnr = psnr(i2v["videos"][0][0], ref_clip[0])
+    i2v_psnr = psnr(i2v["videos"][0][:1][None], ref_clip[:1][None])
     i2v_judged = judge_clip(i2v["videos"][0])
     save_outputs(i2v, out / "i2v", prefix="i2v")
     # extension: a 4-frame video (the first half of a clip) continued: its last 4 frames start a new 8-frame clip
@@ -156,7 +152,7 @@ def run_demo(out_dir="outputs/demo", train_seconds=600, data_root=None, renders_
     looping = pipe(shape_caption("triangle", "purple", "left"), image_size=(32, 32), reference=[loop_ref],
                    mask_strategy="0,0,0,0,1;0,0,0,-1,1", seed=seed, **{k: v for k, v in gen.items() if k != "resolution"})
     lv = looping["videos"][0]
-    loop_psnr = psnr(lv[0], lv[-1])
+    loop_psnr = psnr(lv[:1][None], lv[-1:][None])
     save_outputs(looping, out / "looping", prefix="looping")
     # long video: two loops, each conditioned on the previous one's last 4 frames
     long = pipe(shape_caption("circle", "green", "right"), image_size=(32, 32), loops=2, condition_frame_length=4, seed=seed,
@@ -244,13 +240,15 @@ def demo_cli(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dataset-rows", type=int, default=None, help="read at most this many data_samples clips (default: all)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default 1: see pick_threads; 2 only on an idle machine)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    p.add_argument("--dtype", default="fp32", help="training autocast precision: fp32, bf16 or fp16")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
     threads = a.threads or pick_threads()
     torch.set_num_threads(threads)
     print(f"opensora-nb demo: writing to {Path(a.output).resolve()} (torch threads: {threads})")
     r = run_demo(a.output, a.train_seconds, a.data_root, a.renders_per_combo, a.depth, a.hidden_size, a.steps, a.cfg, a.seed,
-                 progress=not a.quiet, max_dataset_rows=a.dataset_rows)
+                 progress=not a.quiet, max_dataset_rows=a.dataset_rows, device=a.device, dtype=a.dtype)
     print(readable_report(r))
     print(f"report: {Path(a.output).resolve() / 'report.json'}")
     return 0

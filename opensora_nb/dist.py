@@ -6,12 +6,8 @@
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import random
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +21,7 @@ from einops import rearrange
 from .layers import Attention, MultiHeadCrossAttention, T2IFinalLayer
 from .stdit import STDiT3, STDiT3Config
 from .vae import V1_2_SPATIAL_DOWN, v1_2_latent_frames
-from .data import prepare_dataloader
-from .builders import build_batches, build_scheduler, build_text_encoder, build_vae, get_config, parse_overrides, prepare_tiny_world
-from .train import Trainer, last_checkpoint
-from .inference import OpenSoraPipeline, save_outputs
+from .train import Trainer
 
 # %% auto #0
 __all__ = ['BLOCK_SAVED_VALUES', 'LaunchError', 'DistEnv', 'read_launch_env', 'mesh_ranks', 'init_distributed', 'get_env',
@@ -37,8 +30,7 @@ __all__ = ['BLOCK_SAVED_VALUES', 'LaunchError', 'DistEnv', 'read_launch_env', 'm
            'split_forward_gather_backward', 'gather_forward_split_backward', 'SeqParallelAttention',
            'SeqParallelCrossAttention', 'SeqParallelFinalLayer', 'SeqParallelSTDiT3', 'enable_sequence_parallel',
            'average_gradients', 'install_gradient_averaging', 'ShardedBatches', 'DistTrainer', 'colossalai_available',
-           'launch_colossalai', 'make_booster', 'torchrun_command', 'launch', 'dist_train_cli', 'dist_sample_cli',
-           'main', 'latent_tokens', 'sp_memory_per_rank', 'sp_all_to_all_bytes']
+           'launch_colossalai', 'make_booster', 'latent_tokens', 'sp_memory_per_rank', 'sp_all_to_all_bytes']
 
 # %% ../nbs/13_parallel.ipynb #fc433555
 class LaunchError(RuntimeError):
@@ -486,160 +478,6 @@ def make_booster(plugin: str = "auto", precision: str = "bf16", grad_clip: float
         raise ValueError(f"plugin {plugin!r}: choose auto, ddp, zero2, gemini or hybrid")
     return Booster(plugin=p)
 
-# %% ../nbs/13_parallel.ipynb #203fb44c
-def torchrun_command(args, nproc: int = 2, nnodes: int = 1, node_rank: int = 0, master: str | None = None,
-                     rdzv_id: str = "opensora-nb", module: str | None = "opensora_nb.dist") -> list:
-    """`torchrun` arguments for `args` (a list): single node by default; with `nnodes > 1` the c10d rendezvous at
-    `master` (host:port) that every node joins. `module=None` runs `args[0]` as a program (`--no-python`)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
-    if nnodes > 1:
-        if not master: raise LaunchError("multi-node launch needs master='host:port' (the rendezvous endpoint)")
-        cmd += [f"--nnodes={nnodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={master}", f"--rdzv_id={rdzv_id}"]
-    else:
-        cmd += ["--standalone"]
-    cmd += ["-m", module] if module else ["--no-python"]
-    return cmd + [str(a) for a in args]
-
-
-def launch(cmd, total: int | None = None, desc: str = "ranks", echo=print, env: dict | None = None,
-           cwd=None, timeout_s: float | None = None) -> list[str]:
-    "Run `cmd`, echo its output lines, drive a tqdm bar from `PROGRESS i/n` lines; raise with the log tail on failure."
-    from tqdm.auto import tqdm
-    penv = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1", **(env or {})}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=penv, cwd=cwd, bufsize=1)
-    bar, lines, t0 = tqdm(total=total, desc=desc), [], time.time()
-    try:
-        for line in proc.stdout:
-            line = line.rstrip()
-            lines.append(line)
-            if line.startswith("PROGRESS "):
-                i, n = map(int, line.split()[1].split("/"))
-                bar.total = n; bar.n = i; bar.refresh()
-            elif line.strip() and "OMP_NUM_THREADS" not in line and not set(line.split("]", 1)[-1].strip()) <= set("*"):
-                echo(line)
-            if timeout_s and time.time() - t0 > timeout_s:
-                proc.kill(); raise TimeoutError(f"launch: {cmd[:6]}... ran past {timeout_s}s")
-        rc = proc.wait()
-    finally:
-        bar.close()
-        if proc.poll() is None: proc.kill()
-    if rc:
-        raise RuntimeError(f"launch failed (exit {rc}): {' '.join(map(str, cmd))}\n" + "\n".join(lines[-30:]))
-    return lines
-
-# %% ../nbs/13_parallel.ipynb #35fb8651
-def _progress(env, i, n):
-    if env.is_main: print(f"PROGRESS {i}/{n}", flush=True)
-
-
-def dist_train_cli(argv=None) -> int:
-    "`torchrun ... -m opensora_nb.dist train CONFIG [-o OUT] [--sp N] [--key value ...]`: data (+ sequence) parallel training."
-    import argparse
-    p = argparse.ArgumentParser(prog="python -m opensora_nb.dist train", description="Distributed training (run under torchrun).")
-    p.add_argument("config", help="preset name or config .json")
-    p.add_argument("--output", "-o", default="outputs/train_dist")
-    p.add_argument("--sp", type=int, default=1, help="sequence-parallel size (divides the number of processes)")
-    p.add_argument("--no-resume", action="store_true")
-    p.add_argument("--no-pipeline", action="store_true", help="do not write OUTPUT/pipeline at the end")
-    args, rest = p.parse_known_args(argv)
-    env = init_distributed(args.sp)
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    out = Path(args.output)
-    if env.is_main:
-        cfg = get_config(args.config, parse_overrides(rest))
-        if args.no_resume and out.exists():
-            import shutil; shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        if cfg["data"].get("type") == "shapes" and not cfg["data"].get("features"):
-            cfg = prepare_tiny_world(cfg, out, progress=False)
-        (out / "config.json").write_text(json.dumps(cfg, indent=1, default=str))
-    barrier()
-    cfg = json.loads((out / "config.json").read_text())
-    for k in ("patch_size", "input_size"):
-        if k in cfg["model"]: cfg["model"][k] = tuple(cfg["model"][k])
-    seed_everything(cfg["seed"], env)
-    tr = DistTrainer(cfg, run_dir=out, env=env)
-    batches = build_batches(cfg)
-    if hasattr(batches, "sampler") and hasattr(batches, "dataset"):
-        # videos read from disk: each dp rank reads only its own batches (the sharded bucket sampler, as Open-Sora)
-        batches.loader, batches.sampler = prepare_dataloader(batches.dataset, cfg["bucket_config"], seed=cfg["seed"],
-                                                             num_workers=cfg["data"].get("num_workers", 0), **shard_kwargs(env))
-    else:  # pre-extracted features: every rank draws the global batch and keeps its rows
-        batches = ShardedBatches(batches, env)
-    if tr.resume(batches) and env.is_main: print(f"resumed at step {tr.step_count}", flush=True)
-    total = cfg.get("max_steps")
-    def on_log(rec):
-        if env.is_main:
-            print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in rec.items()}), flush=True)
-            if total: _progress(env, rec["step"], total)
-    if env.is_main:
-        print(f"world {env.world_size} = dp {env.dp_size} x sp {env.sp_size}, backend {env.backend}; "
-              f"global batch split over {env.dp_size} dp ranks", flush=True)
-    t0 = time.perf_counter()
-    tr.fit(batches, max_steps=total, max_seconds=cfg.get("max_seconds"), progress=False, on_log=on_log)
-    secs = time.perf_counter() - t0
-    print(f"rank {env.rank}: {tr.step_count} steps, {secs:.1f}s", flush=True)
-    if env.is_main and not args.no_pipeline:
-        vae, te = build_vae(cfg), build_text_encoder(cfg)
-        pipe = OpenSoraPipeline(tr.ema, vae, te, build_scheduler(cfg), config=dict(text_encoder=cfg["text_encoder"], vae=dict(type=cfg["vae"]["type"])))
-        pipe.save_pretrained(out / "pipeline")
-        print(f"checkpoint: {last_checkpoint(out)}; pipeline: {out / 'pipeline'}", flush=True)
-    barrier()
-    destroy_distributed()
-    return 0
-
-
-def dist_sample_cli(argv=None) -> int:
-    "`torchrun ... -m opensora_nb.dist sample PIPELINE --prompt ... [--sp N]`: generation with sequence parallelism."
-    import argparse
-    p = argparse.ArgumentParser(prog="python -m opensora_nb.dist sample", description="Distributed generation (run under torchrun).")
-    p.add_argument("pipeline", help="pipeline folder (model_index.json, transformer/, vae/)")
-    p.add_argument("--prompt", action="append", default=[])
-    p.add_argument("--sp", type=int, default=1, help="sequence-parallel size")
-    p.add_argument("--resolution", default=None); p.add_argument("--aspect-ratio", default="1:1")
-    p.add_argument("--num-frames", default="16"); p.add_argument("--fps", type=int, default=8)
-    p.add_argument("--steps", type=int, default=None); p.add_argument("--cfg", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0); p.add_argument("--output", "-o", default="outputs/samples_dist")
-    p.add_argument("--format", choices=("mp4", "gif"), default="mp4")
-    args = p.parse_args(argv)
-    if not args.prompt: p.error("give at least one --prompt")
-    env = init_distributed(args.sp)
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    pipe = OpenSoraPipeline.from_pretrained(args.pipeline)
-    enable_sequence_parallel(pipe.model)
-    mine = args.prompt[env.dp_rank::env.dp_size]  # prompt i keeps seed + i, as in one process
-    steps = args.steps or pipe.scheduler.num_sampling_steps
-    cfg_scale = pipe.scheduler.cfg_scale if args.cfg is None else args.cfg
-    calls = [0]
-    def count(*_):
-        calls[0] += 1
-        _progress(env, calls[0], steps)
-    pipe.model.register_forward_hook(count)
-    nf = int(args.num_frames) if str(args.num_frames).isdigit() else args.num_frames
-    t0 = time.perf_counter()
-    res = pipe(mine, resolution=args.resolution, aspect_ratio=args.aspect_ratio, num_frames=nf, fps=args.fps,
-               seed=list(range(args.seed + env.dp_rank, args.seed + len(args.prompt), env.dp_size)), num_sampling_steps=steps, cfg_scale=cfg_scale, progress=False) if mine else None
-    secs = time.perf_counter() - t0
-    print(f"rank {env.rank} (dp {env.dp_rank}, sp {env.sp_rank}/{env.sp_size}): {len(mine)} prompts in {secs:.1f}s", flush=True)
-    if res is not None and env.sp_rank == 0:
-        paths = save_outputs(res, args.output, prefix=f"dp{env.dp_rank}", fmt=args.format, fps=args.fps)
-        from safetensors.torch import save_file  # the latents too, to compare runs before the decoder and the codec
-        save_file({f"loop{i}": z.contiguous() for i, z in enumerate(res["latents"])}, str(Path(args.output) / f"latents_dp{env.dp_rank}.safetensors"))
-        print("wrote " + " ".join(str(x) for x in paths), flush=True)
-    barrier()
-    destroy_distributed()
-    return 0
-
-
-def main(argv=None) -> int:
-    "`python -m opensora_nb.dist train|sample ...` (under torchrun)."
-    argv = sys.argv[1:] if argv is None else list(argv)
-    cmds = dict(train=dist_train_cli, sample=dist_sample_cli)
-    if not argv or argv[0] not in cmds:
-        print("usage: torchrun --nproc_per_node N -m opensora_nb.dist {train,sample} ... (see --help of each)")
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    return cmds[argv[0]](argv[1:])
-
 # %% ../nbs/13_parallel.ipynb #5a100d84
 BLOCK_SAVED_VALUES = 22  # values per token per hidden unit one STDiT3 block saves for backward (see above)
 
@@ -669,11 +507,3 @@ def sp_all_to_all_bytes(config: STDiT3Config, tokens: int, sp_size: int, batch: 
     "Bytes one rank sends in all-to-alls per training step (forward, backward, checkpoint recompute = 3 passes)."
     n = batch * tokens / sp_size
     return passes * config.depth * 6 * n * config.hidden_size * act_bytes * (sp_size - 1) / sp_size
-
-# %% ../nbs/13_parallel.ipynb #5ca9a713
-#| eval: false
-# `python -m opensora_nb.dist` (not a notebook, whose __name__ is also __main__): run the imported module's main,
-# so that there is one copy of the module state
-if __name__ == "__main__" and getattr(globals().get("__spec__"), "name", None) == "opensora_nb.dist":
-    from opensora_nb.dist import main as _main
-    sys.exit(_main())

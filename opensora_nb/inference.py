@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -16,18 +17,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import denormalize, write_video
+from .io import denormalize, resolve_device, resolve_dtype, write_video
 from .buckets import ASPECT_RATIO_MAP, get_image_size, get_num_frames
 from .masks import apply_mask_strategy, multi_resolution_info, reference_latents
 from .rflow import RFlow
 from .stdit import STDiT3
+from . import text as text_lib
+from . import vae as vae_lib
 from .builders import PatchPCAAutoencoder, X0Parameterized, build_scheduler, build_text_encoder, build_vae, unwrap
 
 # %% auto #0
-__all__ = ['TINY_ASPECT_RATIOS', 'ACTIVATION_BYTES_PER_TOKEN_UNIT', 'append_score_to_prompts', 'read_prompts', 'resolve_size',
-           'resolve_num_frames', 'available_memory', 'generation_memory', 'seeds_for', 'OpenSoraPipeline',
-           'save_outputs', 'sample_cli', 'PeakRSS', 'measure_generation', 'fit_linear_latency', 'extrapolate',
-           'video_tokens', 'extrapolate_latency', 'latency_table']
+__all__ = ['TINY_ASPECT_RATIOS', 'ACTIVATION_BYTES_PER_TOKEN_UNIT', 'OFFICIAL_V1_2', 'V1_2_DEFAULTS', 'append_score_to_prompts',
+           'read_prompts', 'resolve_size', 'resolve_num_frames', 'available_memory', 'generation_memory', 'seeds_for',
+           'OpenSoraPipeline', 'save_outputs', 'sample_cli', 'PeakRSS', 'measure_generation', 'fit_linear_latency',
+           'extrapolate', 'video_tokens', 'extrapolate_latency', 'latency_table']
 
 # %% ../nbs/12_inference.ipynb #360a1a62
 def append_score_to_prompts(prompts, aes=None, flow=None, camera_motion=None):
@@ -103,7 +106,20 @@ def generation_memory(config, batch: int, pixel_size, latent_size) -> int:
     tokens = math.ceil(latent_size[0] / pt) * math.ceil(latent_size[1] / ph) * math.ceil(latent_size[2] / pw)
     return 2 * batch * tokens * config.hidden_size * ACTIVATION_BYTES_PER_TOKEN_UNIT + batch * 3 * T * H * W * 9
 
+
+#: The three official Open-Sora 1.2 checkpoints (hub ids; local folders in the same layouts work too).
+OFFICIAL_V1_2 = dict(transformer="hpcai-tech/OpenSora-STDiT-v3", vae="hpcai-tech/OpenSora-VAE-v1.2", text_encoder="DeepFloyd/t5-v1_1-xxl")
+#: The reference's v1.2 sampling defaults (configs/opensora-v1-2/inference/sample.py): 240p 9:16, 51 frames at 24 fps,
+#: 30 steps, guidance 7.0, aesthetic score 6.5 appended to the prompt, loops joined on 5 latent frames.
+V1_2_DEFAULTS = dict(resolution="240p", aspect_ratio="9:16", num_frames=51, fps=24, num_sampling_steps=30, cfg_scale=7.0, aes=6.5,
+                     condition_frame_length=5)
+
 # %% ../nbs/12_inference.ipynb #5717c4ed
+def _host(t):
+    "A result on the CPU for writing and showing (a `meta` tensor, which holds no values, stays as it is)."
+    return t if t.device.type == "meta" else t.cpu()
+
+
 def seeds_for(seed, n: int) -> list:
     "One seed per prompt: an int gives seed, seed + 1, ...; a list gives itself (one per prompt)."
     if isinstance(seed, (list, tuple)):
@@ -121,17 +137,64 @@ def _as_reference(ref):
 
 class OpenSoraPipeline:
     "Text encoder + STDiT3 + VAE + rectified flow; `__call__` generates in every mode; `from_pretrained`/`save_pretrained` a folder."
-    def __init__(self, model, vae, text_encoder, scheduler=None, config=None):
+    def __init__(self, model, vae, text_encoder, scheduler=None, config=None, device=None, dtype=None, offload=False,
+                 vae_micro_batch_size=None, vae_tiling=False):
         self.model, self.vae, self.text_encoder = model.eval(), vae.eval() if hasattr(vae, "eval") else vae, text_encoder
         self.scheduler = scheduler or RFlow(use_timestep_transform=True)
         self.config = dict(config or {})
+        self.offload, self._device = False, None
         self.text_encoder.set_null(unwrap(model))
+        self.set_memory(vae_micro_batch_size=vae_micro_batch_size, vae_tiling=vae_tiling)
+        if device is not None or dtype is not None or offload: self.to(device or "auto", dtype, offload=offload)
+
+    def to(self, device="auto", dtype=None, offload=None):
+        """Place the pipeline once: STDiT3 and the VAE on `device` in `dtype` (as the reference's v1.2 inference, bf16 for
+        both), the text encoder on `device` in float32 (its states are cast where the model reads them).
+        `offload=True` parks every part on the CPU and brings each to `device` only while it works (T5 encodes, then
+        leaves; the VAE comes on only to encode references and decode), as diffusers' model CPU offload. Returns self."""
+        self._device = resolve_device(device)
+        if offload is not None: self.offload = bool(offload)
+        dtype = resolve_dtype(dtype) if dtype is not None else None
+        park = torch.device("cpu") if self.offload else self._device
+        self.model.to(park, dtype)
+        if hasattr(self.vae, "to"): self.vae.to(park, dtype)
+        if hasattr(self.text_encoder, "to"): self.text_encoder.to(park)
+        self.text_encoder.set_null(unwrap(self.model))
+        return self
+
+    def set_memory(self, vae_micro_batch_size=None, vae_tiling=None):
+        """Low-memory VAE settings: the 2D VAE encodes/decodes `vae_micro_batch_size` frames at a time (the reference's
+        micro_batch_size, 4 for v1.2), and `vae_tiling` decodes each frame in overlapping spatial tiles (diffusers)."""
+        spatial = getattr(self.vae, "spatial_vae", None)
+        if vae_micro_batch_size is not None:
+            if spatial is None: raise ValueError(f"vae_micro_batch_size: {type(self.vae).__name__} has no 2D VAE to micro-batch")
+            spatial.micro_batch_size = int(vae_micro_batch_size)
+        if vae_tiling is not None:
+            if spatial is None and vae_tiling: raise ValueError(f"vae_tiling: {type(self.vae).__name__} has no 2D VAE to tile")
+            if spatial is not None: spatial.module.enable_tiling() if vae_tiling else spatial.module.disable_tiling()
+        return self
+
+    @contextlib.contextmanager
+    def _working(self, part):
+        "With offload, `part` comes to the execution device for the block and goes back to the CPU after it."
+        if not self.offload or self.device.type == "cpu" or not hasattr(part, "to"):
+            yield part; return
+        part.to(self.device)
+        try: yield part
+        finally:
+            part.to("cpu")
+            if self.device.type == "cuda": torch.cuda.empty_cache()
+
+    @property
+    def dtype(self): return next(unwrap(self.model).parameters()).dtype
 
     @property
     def num_params(self): return sum(p.numel() for p in unwrap(self.model).parameters())
 
     @property
-    def device(self): return next(unwrap(self.model).parameters()).device
+    def device(self):
+        "Where the work runs (with offload the parts wait on the CPU)."
+        return self._device if self._device is not None else next(unwrap(self.model).parameters()).device
 
     # --- a folder: model_index.json, transformer/, vae/, text_encoder/ ---
     def save_pretrained(self, path):
@@ -149,8 +212,9 @@ class OpenSoraPipeline:
         return path
 
     @classmethod
-    def from_pretrained(cls, path, text_encoder=None, vae=None):
-        "Load a pipeline folder; `text_encoder`/`vae` objects may be passed to reuse loaded ones."
+    def from_pretrained(cls, path, text_encoder=None, vae=None, **options):
+        """Load a pipeline folder; `text_encoder`/`vae` objects may be passed to reuse loaded ones (e.g. a
+        `CachedTextEncoder` of pre-computed states instead of T5). `options`: device, dtype, offload, vae_micro_batch_size, vae_tiling."""
         path = Path(path)
         if not (path / "model_index.json").exists():
             raise FileNotFoundError(f"{path} is not a pipeline folder (no model_index.json); expected model_index.json, transformer/, vae/")
@@ -163,7 +227,31 @@ class OpenSoraPipeline:
         if text_encoder is None: text_encoder = build_text_encoder(dict(text_encoder=index["text_encoder"]))
         scheduler = build_scheduler(dict(scheduler=index["scheduler"]))
         return cls(model, vae, text_encoder, scheduler, config=dict(vae=index["vae"], text_encoder=index["text_encoder"],
-                                                                    defaults=index.get("defaults", {})))
+                                                                    defaults=index.get("defaults", {})), **options)
+
+    @classmethod
+    def from_official(cls, transformer=OFFICIAL_V1_2["transformer"], vae=OFFICIAL_V1_2["vae"], text_encoder=OFFICIAL_V1_2["text_encoder"],
+                      device="auto", dtype="bf16", **options):
+        """Open-Sora 1.2 from its three official checkpoints (local folders or hub ids) with the reference's sampling
+        defaults (`V1_2_DEFAULTS`). Offline, a missing part is one error naming it and how to get it."""
+        def load_t5(p): return text_lib.T5Encoder.from_pretrained(p, model_max_length=parts["transformer"].config.model_max_length)
+        parts = {"text_encoder": text_encoder} if isinstance(text_encoder, text_lib.TextEncoder) else {}  # e.g. cached states
+        for name, what, load in (("transformer", transformer, STDiT3.from_pretrained),
+                                 ("vae", vae, lambda p: vae_lib.OpenSoraVAE_V1_2(from_pretrained=p)), ("text_encoder", text_encoder, load_t5)):
+            if name in parts: continue
+            how = (f"Download it where a network is available (`huggingface-cli download {OFFICIAL_V1_2[name]} --local-dir DIR`) "
+                   f"and pass DIR (`--{name.replace('_', '-')} DIR`)")
+            s = str(what)
+            if not Path(s).expanduser().exists() and (s.count("/") != 1 or s.startswith((".", "/", "~"))):
+                raise FileNotFoundError(f"official Open-Sora 1.2 {name}: {s} does not exist. {how}")
+            try: parts[name] = load(what)
+            except OSError as e:  # FileNotFoundError included: not in the hub cache and no network
+                raise FileNotFoundError(f"official Open-Sora 1.2 {name} {s!r} could not be loaded: {e}. {how}") from e
+        d = V1_2_DEFAULTS
+        scheduler = RFlow(use_timestep_transform=True, num_sampling_steps=d["num_sampling_steps"], cfg_scale=d["cfg_scale"])
+        config = dict(vae=dict(type="OpenSoraVAE_V1_2", from_pretrained=str(vae)),
+                      text_encoder=dict(type="t5", from_pretrained=str(text_encoder), model_max_length=300), defaults=dict(d))
+        return cls(parts["transformer"], parts["vae"], parts["text_encoder"], scheduler, config=config, device=device, dtype=dtype, **options)
 
     # --- generation ---
     def _references(self, reference, n, image_size):
@@ -176,7 +264,8 @@ class OpenSoraPipeline:
         for r in refs:
             r = _as_reference(r)
             items.append("" if r is None else (r if isinstance(r, str) else [r]))
-        return reference_latents(items, self.vae, image_size)
+        with self._working(self.vae):
+            return reference_latents(items, self.vae, image_size)
 
     @torch.no_grad()
     def __call__(self, prompts, resolution=None, aspect_ratio="1:1", image_size=None, num_frames=16, seconds=None, fps=8,
@@ -238,23 +327,29 @@ class OpenSoraPipeline:
     def _generate(self, prompts, seeds, refs, strategies, scheduler, size, lat, fps, cfg, loops, cfl, drop, edit, progress):
         "One batch of prompts, each with its own generator: (videos, [latent per loop])."
         T, H, W = size
-        n, gens = len(prompts), [torch.Generator().manual_seed(s) for s in seeds]
-        enc = self.text_encoder.encode(prompts)
+        dev, dtype = self.device, self.dtype
+        n, gens = len(prompts), [torch.Generator().manual_seed(s) for s in seeds]  # CPU generators: the same noise on every device
+        with self._working(self.text_encoder):
+            enc = self.text_encoder.encode(prompts)
+            y, y_null = enc["y"].to(dev), self.text_encoder.null(n).to(dev)
+        # height/width/num_frames stay host values (the positional table reads them); fps is embedded on the device
         model_args = multi_resolution_info(n, (H, W), T, fps)
-        model_args["mask"] = enc["mask"]
-        y_null = self.text_encoder.null(n)
+        model_args.update(fps=model_args["fps"].to(dev), mask=enc["mask"].to(dev))
         clips, latents = [], []
         for loop_i in range(loops):
             if loop_i > 0:  # condition on the last `cfl` latent frames of the previous loop
                 refs, strategies = _append_latent(refs, strategies, latents[-1], loop_i, cfl, edit)
-            z = torch.cat([torch.randn(1, self.vae.out_channels, *lat, generator=g) for g in gens])
+            z = torch.cat([torch.randn(1, self.vae.out_channels, *lat, generator=g) for g in gens]).to(dev, dtype)
             z, mask = apply_mask_strategy(z, refs, strategies, loop_i, strict=False)
-            out = scheduler.sample(self.model, z, y=enc["y"], y_null=y_null, model_kwargs=dict(model_args), mask=mask,
-                                   guidance_scale=cfg, progress=progress, generator=gens)
+            mask = mask.to(dev) if mask is not None else None
+            with self._working(self.model):
+                out = scheduler.sample(self.model, z, y=y, y_null=y_null, model_kwargs=dict(model_args), mask=mask,
+                                       guidance_scale=cfg, progress=progress, generator=gens)
             latents.append(out)
-            video = self.vae.decode(out, num_frames=T)
+            with self._working(self.vae):
+                video = self.vae.decode(out.to(dtype), num_frames=T)
             clips.append(video[:, :, drop:] if loop_i > 0 else video)  # its first frames are the previous loop's last ones
-        return [denormalize(v) for v in torch.cat(clips, dim=2).float()], latents
+        return [_host(denormalize(v)) for v in torch.cat(clips, dim=2).float()], latents
 
 
 def _append_latent(refs, strategies, last_latent, loop_i, cfl, edit=0.0):
@@ -293,16 +388,26 @@ def sample_cli(argv=None) -> int:
     "`opensora-nb sample PIPELINE_DIR --prompt ... | --prompt-file F`: generate in any mode; writes videos + JSON sidecars."
     p = argparse.ArgumentParser(prog="opensora-nb sample", description="Generate videos/images with a pipeline folder "
                                 "(model_index.json, transformer/, vae/; e.g. the one `opensora-nb demo` writes).")
-    p.add_argument("pipeline", help="pipeline folder")
+    p.add_argument("pipeline", nargs="?", help="pipeline folder (or --official)")
+    p.add_argument("--official", action="store_true", help="Open-Sora 1.2's official checkpoints with the reference's defaults")
+    p.add_argument("--transformer", default=OFFICIAL_V1_2["transformer"], help="with --official: STDiT3 folder or hub id")
+    p.add_argument("--vae", default=OFFICIAL_V1_2["vae"], help="with --official: VAE folder or hub id")
+    p.add_argument("--text-encoder", default=OFFICIAL_V1_2["text_encoder"], help="with --official: T5 folder or hub id")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--offload", action="store_true", help="park the parts on the CPU; each goes to --device only while it works")
+    p.add_argument("--vae-micro-batch", type=int, default=None, help="2D-VAE frames per micro-batch (less memory, same result)")
+    p.add_argument("--vae-tiling", action="store_true", help="decode each frame in overlapping spatial tiles (less memory)")
+    p.add_argument("--text-states", default=None, help="a cache_text_features file: pre-computed caption states, no T5 loaded")
+    p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 for STDiT3 and the VAE (default: bf16 with --official, else fp32)")
     p.add_argument("--prompt", action="append", default=[], help="a prompt (repeat for several)")
     p.add_argument("--prompt-file", help="a text file, one prompt per line")
     p.add_argument("--resolution", default=None, help="resolution name, e.g. 240p, 144p, 32px")
-    p.add_argument("--aspect-ratio", default="1:1", help="e.g. 9:16, 3:2 or a table key such as 0.56")
+    p.add_argument("--aspect-ratio", default=None, help="e.g. 9:16, 3:2 or a table key such as 0.56 (default 1:1)")
     p.add_argument("--image-size", type=_size, default=None, help="explicit HxW (overrides --resolution)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--num-frames", default=None, help="frames (1 = image) or a name such as 4s")
     g.add_argument("--seconds", type=float, default=None, help="length in seconds at --fps")
-    p.add_argument("--fps", type=int, default=8)
+    p.add_argument("--fps", type=int, default=None, help="frames per second (default: the pipeline's, else 8)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="sampling steps")
     p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale")
@@ -319,16 +424,23 @@ def sample_cli(argv=None) -> int:
     a = p.parse_args(argv)
     prompts = list(a.prompt) + (read_prompts(a.prompt_file) if a.prompt_file else [])
     if not prompts: p.error("give --prompt TEXT or --prompt-file FILE")
-    try: pipe = OpenSoraPipeline.from_pretrained(a.pipeline)
+    if bool(a.pipeline) == a.official: p.error("give a pipeline folder or --official (not both)")
+    options = dict(device=a.device, offload=a.offload, vae_micro_batch_size=a.vae_micro_batch, vae_tiling=a.vae_tiling or None)
+    te = text_lib.CachedTextEncoder(a.text_states) if a.text_states else None
+    try:
+        if a.official:
+            pipe = OpenSoraPipeline.from_official(a.transformer, a.vae, te or a.text_encoder, dtype=a.dtype or "bf16", **options)
+        else:
+            pipe = OpenSoraPipeline.from_pretrained(a.pipeline, text_encoder=te, dtype=a.dtype, **options)
     except FileNotFoundError as e: p.error(str(e))
     d = pipe.config.get("defaults", {})
     num_frames = a.num_frames if a.num_frames is not None else (None if a.seconds is not None else d.get("num_frames", 16))
-    res = pipe(prompts, resolution=a.resolution or (None if a.image_size else d.get("resolution")), aspect_ratio=a.aspect_ratio,
-               image_size=a.image_size, num_frames=num_frames, seconds=a.seconds, fps=a.fps, seed=a.seed,
+    res = pipe(prompts, resolution=a.resolution or (None if a.image_size else d.get("resolution")), aspect_ratio=a.aspect_ratio or d.get("aspect_ratio", "1:1"),
+               image_size=a.image_size, num_frames=num_frames, seconds=a.seconds, fps=a.fps or d.get("fps", 8), seed=a.seed,
                num_sampling_steps=a.steps or d.get("num_sampling_steps"), cfg_scale=a.cfg if a.cfg is not None else d.get("cfg_scale"),
-               aes=a.aes, flow=a.flow, reference=a.reference if a.reference is None or len(a.reference) > 1 else a.reference[0],
+               aes=a.aes if a.aes is not None else d.get("aes"), flow=a.flow, reference=a.reference if a.reference is None or len(a.reference) > 1 else a.reference[0],
                mask_strategy=a.mask_strategy if a.mask_strategy is None or len(a.mask_strategy) > 1 else a.mask_strategy[0],
-               loops=a.loops, condition_frame_length=a.condition_frame_length, condition_frame_edit=a.condition_frame_edit,
+               loops=a.loops, condition_frame_length=a.condition_frame_length if a.condition_frame_length is not None else d.get("condition_frame_length"), condition_frame_edit=a.condition_frame_edit,
                progress=not a.quiet)
     for path in save_outputs(res, a.output, fmt=a.format): print(path)
     return 0

@@ -236,7 +236,7 @@ class MultiHeadCrossAttention(nn.Module):
             keep = mask != 0
             attn_mask = keep[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        if mask is not None and not bool(keep.any(1).all()):
+        if mask is not None:  # a caption with no token attends to nothing: 0, not NaN (no host sync to test for it)
             out = out.masked_fill(~keep.any(1)[:, None, None, None], 0.0)
         return self.proj(out.transpose(1, 2).reshape(B, N, D))
 
@@ -244,7 +244,7 @@ class MultiHeadCrossAttention(nn.Module):
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000) -> torch.Tensor:
     "`[N]` (fractional) timesteps -> `[N, dim]` = concat(cos(t f), sin(t f)), f_i = max_period^(-i/(dim/2))."
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half).to(t.device)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = t[:, None].float() * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     return torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1) if dim % 2 else emb

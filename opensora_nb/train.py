@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from .builders import (PRESETS, X0_T_MIN, FeatureBatches, build_batches, build_model, build_scheduler, get_config,
                                   parse_overrides, prepare_tiny_world, unwrap)
 from .masks import MaskGenerator
+from .io import resolve_device, resolve_dtype
 
 # %% auto #0
 __all__ = ['update_ema', 'save_checkpoint', 'last_checkpoint', 'load_checkpoint', 'get_rng_state', 'set_rng_state', 'tokens_of',
@@ -107,13 +108,16 @@ class Trainer:
     def __init__(self, cfg: dict, model=None, run_dir=None):
         self.cfg = cfg
         torch.manual_seed(cfg["seed"]); random.seed(cfg["seed"]); np.random.seed(cfg["seed"] % 2**32)
-        self.model = model if model is not None else build_model(cfg)
+        # chosen once (nanoGPT's habit): `device` 'auto' = CUDA when present; `dtype` is the autocast precision,
+        # the weights and the optimizer stay float32 as the reference's mixed precision keeps them
+        self.device, self.amp = resolve_device(cfg.get("device", "auto")), resolve_dtype(cfg.get("dtype", "fp32"))
+        self.model = (model if model is not None else build_model(cfg)).to(self.device)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=cfg["lr"], eps=cfg["adam_eps"], weight_decay=cfg["weight_decay"])
         self.scheduler = build_scheduler(cfg)
         self.mask_gen = MaskGenerator(cfg["mask_ratios"], seed=cfg["seed"]) if cfg.get("mask_ratios") else None
-        self.gen = torch.Generator().manual_seed(cfg["seed"])
+        self.gen = torch.Generator().manual_seed(cfg["seed"])  # on the CPU: the same draws on every device (moved where used)
         self.run_dir = Path(run_dir) if run_dir else None
         self.step_count, self.stage, self.history, self.skipped = 0, 0, [], 0
         self.patch = tuple(unwrap(self.model).patch_size)
@@ -125,13 +129,16 @@ class Trainer:
     def step(self, batch: dict) -> float:
         "One training step on `batch` (z, y, mask, fps, height, width, num_frames) -> loss."
         self.model.train()
-        z = batch["z"]
+        dev = self.device
+        z = batch["z"].to(dev, non_blocking=True)
         x_mask = self.mask_gen.get_masks(z) if (self.mask_gen is not None and z.shape[2] > 1) else None
-        kwargs = dict(y=batch["y"], mask=batch["mask"], fps=batch["fps"], height=batch["height"], width=batch["width"],
-                      num_frames=batch["num_frames"])
+        # height/width/num_frames stay host values: the model reads them for its positional table (as the reference does)
+        kwargs = dict(y=batch["y"].to(dev, non_blocking=True), mask=batch["mask"].to(dev, non_blocking=True),
+                      fps=batch["fps"].to(dev, non_blocking=True), height=batch["height"].cpu(), width=batch["width"].cpu(),
+                      num_frames=batch["num_frames"].cpu())
         if x_mask is not None: kwargs["x_mask"] = x_mask
-        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.get("dtype", "fp32"))
-        with torch.autocast(z.device.type, dtype=amp or torch.float32, enabled=amp is not None):  # the reference trains in bf16
+        amp = self.amp if self.amp != torch.float32 else None
+        with torch.autocast(dev.type if dev.type in ("cuda", "cpu") else "cpu", dtype=amp or torch.float32, enabled=amp is not None):
             out = self.scheduler.training_losses(self.model, z, kwargs, mask=x_mask, generator=self.gen)
             loss = out["loss"]
             if self.cfg.get("loss_weighting", "v") == "x0":  # |v - v*|^2 t^2 = |x0_hat - x0|^2: every noise level alike
@@ -144,7 +151,7 @@ class Trainer:
         self.opt.step()
         update_ema(self.ema, self.model, self.cfg["ema_decay"])
         self.step_count += 1
-        return loss.item()
+        return loss.detach()  # read on the host only when logged: no device sync each step
 
     def state(self, batches) -> dict:
         return dict(stage=self.stage, data=batches.state_dict(), skipped=self.skipped, history=self.history[-2000:],
@@ -178,11 +185,12 @@ class Trainer:
             batch = batches.next_batch()
             self.skipped += batch.get("skipped", 0)
             loss = self.step(batch)
-            recent.append(loss); n_samples += batch["z"].shape[0]; n_tokens += tokens_of(batch["z"], self.patch)
+            recent.append(loss.float()); n_samples += batch["z"].shape[0]; n_tokens += tokens_of(batch["z"], self.patch)
             bar.update(1)
             if self.step_count % log_every == 0:
                 el = time.perf_counter() - t0
-                rec = dict(step=self.step_count, stage=self.stage, loss=sum(recent) / len(recent), seconds=round(el, 2),
+                recent = [float(torch.stack(recent).mean())]
+                rec = dict(step=self.step_count, stage=self.stage, loss=recent[0], seconds=round(el, 2),
                            samples_per_s=n_samples / el, tokens_per_s=n_tokens / el)
                 self.history.append(rec); recent = []
                 bar.set_postfix(loss=f"{rec['loss']:.4f}", samples_s=f"{rec['samples_per_s']:.1f}", tokens_s=f"{rec['tokens_per_s']:.0f}",
@@ -192,7 +200,7 @@ class Trainer:
         bar.close()
         if recent:  # the steps since the last log line
             el = max(time.perf_counter() - t0, 1e-9)
-            self.history.append(dict(step=self.step_count, stage=self.stage, loss=sum(recent) / len(recent), seconds=round(el, 2),
+            self.history.append(dict(step=self.step_count, stage=self.stage, loss=float(torch.stack(recent).mean()), seconds=round(el, 2),
                                      samples_per_s=n_samples / el, tokens_per_s=n_tokens / el))
         if self.run_dir is not None and (not every or self.step_count % every): self.save(batches)
         return self.history

@@ -512,7 +512,9 @@ def train_stage(pipe: VideoAutoencoderPipeline, clips, stage: VAEStage, stage_id
 
 # %% ../nbs/03b_vae_training.ipynb #15e97f55
 def psnr(x, y):
-    "Mean PSNR (dB) of videos in [-1, 1], [B, C, T, H, W], measured on [0, 1]."
+    """Mean PSNR (dB) over the batch of videos [B, ...] in [-1, 1], measured on [0, 1] (uint8 inputs are read as 0..255).
+    Identical inputs give 100 dB (the mean-square error is floored at 1e-10), so the result is always a finite number."""
+    if x.dtype == torch.uint8: x, y = x.float() / 127.5 - 1, y.float() / 127.5 - 1
     mse = (((x.clamp(-1, 1) - y.clamp(-1, 1)) / 2) ** 2).flatten(1).mean(1)
     return (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean().item()
 

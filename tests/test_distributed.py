@@ -1,4 +1,4 @@
-"""Distributed pieces of opensora_nb.dist, launched for real: `torchrun --nproc_per_node 2` over gloo on the CPU.
+"""Distributed pieces of opensora_nb.dist (and opensora_nb.launch's entry point), launched for real: `torchrun --nproc_per_node 2` over gloo on the CPU.
 
 One launch runs every multi-process check (sequence-parallel STDiT3 vs one process, data parallel vs one process
 with the doubled batch, DistTrainer, rank-0 checkpoints) and each rank writes its findings to a JSON file; the
@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from opensora_nb.dist import LaunchError, mesh_ranks, read_launch_env, torchrun_command
+from opensora_nb.dist import LaunchError, mesh_ranks, read_launch_env
+from opensora_nb.launch import torchrun_command
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-5
@@ -229,6 +230,16 @@ def test_wrong_launch_errors():
         mesh_ranks(6, 4)
     with pytest.raises(LaunchError, match="rendezvous"):
         torchrun_command(["train"], nnodes=2)
+
+
+def test_launch_entry_point():
+    "`python -m opensora_nb.launch` runs main (the module's __main__ guard), and torchrun_command points at it."
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    p = subprocess.run([sys.executable, "-m", "opensora_nb.launch", "--help"], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0 and "{train,sample}" in p.stdout, p.stdout + p.stderr
+    p = subprocess.run([sys.executable, "-m", "opensora_nb.launch"], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert torchrun_command(["train", "x.json"])[-4:] == ["-m", "opensora_nb.launch", "train", "x.json"]
 
 
 def test_wrong_launch_under_torchrun(tmp_path):

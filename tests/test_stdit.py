@@ -4,8 +4,9 @@ import json
 import pytest
 import torch
 
-from opensora_nb.stdit import (STDIT3_3B_2, STDIT3_XL_2, FullAttentionDiT, STDiT, STDiT3, STDiT3Config, count_params,
+from opensora_nb.stdit import (STDIT3_3B_2, STDIT3_XL_2, FullAttentionDiT, STDiT3, STDiT3Config, count_params,
                                load_state_dict_strict, stdit3_from_state_dict)
+from opensora_nb.stdit_v1 import STDiT
 
 TINY = STDiT3Config(hidden_size=32, depth=2, num_heads=4, caption_channels=16, model_max_length=6)
 

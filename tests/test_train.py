@@ -3,6 +3,8 @@ import json, os, signal, subprocess, sys, time
 from pathlib import Path
 
 import pytest
+
+from opensora_nb.builders import ConfigError
 import torch
 
 from opensora_nb.train import (FeatureBatches, Trainer, get_config, last_checkpoint, load_checkpoint, parse_overrides,
@@ -26,7 +28,11 @@ def weights(model): return {k: v.clone() for k, v in model.state_dict().items()}
 def test_overrides_and_presets():
     cfg = get_config("v1_2_stage2", parse_overrides(["--lr", "2e-5", "--model.depth=3"]))
     assert cfg["lr"] == 2e-5 and cfg["model"]["depth"] == 3 and cfg["adam_eps"] == 1e-15 and cfg["grad_checkpoint"]
-    with pytest.raises(KeyError): get_config("tiny_world", {"nope.x": 1})
+    with pytest.raises(ConfigError, match="unknown config key --nope.x"): get_config("tiny_world", {"nope.x": 1})
+    with pytest.raises(ConfigError, match="did you mean --max_steps"): get_config("tiny_world", {"max_step": 100})
+    # the CLI: a typo is refused before any work, exit status 2, the nearest valid key named
+    with pytest.raises(SystemExit) as e: train_cli(["tiny_world", "--max_step", "100", "--print-config"])
+    assert e.value.code == 2
     with pytest.raises(ValueError): parse_overrides(["lr", "1"])
 
 
