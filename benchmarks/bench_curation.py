@@ -17,7 +17,9 @@ from pathlib import Path
 import torch
 
 from opensora_nb import curation as C
+from opensora_nb import curation_pipeline as P
 from opensora_nb import curation_run as R
+from opensora_nb import scores as S
 
 
 def timed(fn):
@@ -43,7 +45,7 @@ def main(argv=None):
     res["scene_cuts"] = {**cuts, "videos": len(msm), "videos_per_s": len(msm) / dt}
     print(f"scene cuts on {len(msm)} multi-shot videos: precision {cuts['precision']:.3f} recall {cuts['recall']:.3f} "
           f"(tp {cuts['tp']}, fp {cuts['fp']}, fn {cuts['fn']})")
-    (acc, pred), dt = timed(lambda: C.evaluate_camera(cm))
+    (acc, pred), dt = timed(lambda: S.evaluate_camera(cm))
     wrong = [(t, q) for t, q in zip(cm.camera_motion, pred) if t != q]
     res["camera"] = {"accuracy": acc, "clips": len(cm), "wrong": wrong}
     print(f"camera motion on {len(cm)} clips: accuracy {acc:.3f}" + (f"  wrong: {wrong}" if wrong else ""))
@@ -69,7 +71,7 @@ def main(argv=None):
     clips, dt = timed(lambda: R.run_stage(scenes, R.SplitStage(tmp / "clips"), tmp / "split.csv", num_workers=a.workers))
     res["throughput_clips_per_s"]["split (ffmpeg re-encode, clips out)"] = len(clips) / dt
     print(f"  {'split (ffmpeg re-encode, clips out)':<40} {len(clips) / dt:7.2f} clips/s  ({len(clips)} clips)")
-    _, dt = timed(lambda: R.write_shards(cm, tmp / "shards", shard_size=10))
+    _, dt = timed(lambda: P.write_shards(cm, tmp / "shards", shard_size=10))
     res["throughput_clips_per_s"]["shards (tar packing)"] = len(cm) / dt
     print(f"  {'shards (tar packing)':<40} {len(cm) / dt:7.2f} clips/s")
     if a.out:

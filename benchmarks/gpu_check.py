@@ -25,7 +25,8 @@ from opensora_nb.inference import OpenSoraPipeline, PeakRSS  # noqa: E402
 from opensora_nb.rflow import RFlow  # noqa: E402
 from opensora_nb.stdit import STDIT3_XL_2, STDiT3, STDiT3Config  # noqa: E402
 from opensora_nb.text import TextEncoder  # noqa: E402
-from opensora_nb.vae import OpenSoraVAE_V1_2, tiny_vae_v1_2, v1_2_latent_frames  # noqa: E402
+from opensora_nb.vae import tiny_vae_v1_2, v1_2_latent_frames  # noqa: E402
+from opensora_nb.vae_hub import OpenSoraVAE_V1_2  # noqa: E402
 
 SECTIONS = ("sdpa", "stdit", "pipeline", "vae", "train")
 #: Open-Sora 1.2's README, one H100, 30 steps, batch 1 with guidance (its memory includes the 4.7B T5-XXL in bf16).

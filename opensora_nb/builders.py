@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from .io import normalize, read_video, transform_video, IMG_FPS
 from .samples import render_shape_clip, shape_caption, shape_combinations
 from . import vae as vae_lib
+from . import vae_hub
 from . import text as text_lib
 from .stdit import STDiT3, STDiT3Config, FullAttentionDiT, STDIT3_XL_2, STDIT3_3B_2
 from .rflow import RFlow
@@ -266,7 +267,7 @@ def build_vae(cfg: dict, fit_videos=None):
         ae = PatchPCAAutoencoder(v.get("patch", 8), v.get("channels", 16))
         return ae.fit(fit_videos) if fit_videos is not None else ae
     if kind == "OpenSoraVAE_V1_2":
-        return vae_lib.OpenSoraVAE_V1_2(micro_batch_size=v.get("micro_batch_size", 4), micro_frame_size=v.get("micro_frame_size", 17),
+        return vae_hub.OpenSoraVAE_V1_2(micro_batch_size=v.get("micro_batch_size", 4), micro_frame_size=v.get("micro_frame_size", 17),
                                   from_pretrained=v.get("from_pretrained"))
     if kind == "tiny_v1_2": return vae_lib.tiny_vae_v1_2()
     raise ValueError(f"vae type {kind!r}: choose 'patch_pca', 'OpenSoraVAE_V1_2' or 'tiny_v1_2'")

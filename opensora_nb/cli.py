@@ -14,7 +14,7 @@ import sys
 # %% ../nbs/16_cli.ipynb #0eef9163
 SUBCOMMANDS = {
     "samples": ("opensora_nb.samples", "samples_cli", "build the deterministic sample data sets in data_samples/"),
-    "curate": ("opensora_nb.curation_run", "curate_cli", "split, score, caption and filter raw videos into a training set"),
+    "curate": ("opensora_nb.curation_pipeline", "curate_cli", "split, score, caption and filter raw videos into a training set"),
     "train": ("opensora_nb.train", "train_cli", "train a model from a preset or config file"),
     "sample": ("opensora_nb.inference", "sample_cli", "generate videos or images from prompts and references"),
     "demo": ("opensora_nb.demo", "demo_cli", "train the tiny world on a CPU and generate every mode (the main job)"),

@@ -23,7 +23,7 @@ from .masks import apply_mask_strategy, multi_resolution_info, reference_latents
 from .rflow import RFlow
 from .stdit import STDiT3
 from . import text as text_lib
-from . import vae as vae_lib
+from . import vae_hub
 from .builders import PatchPCAAutoencoder, X0Parameterized, build_scheduler, build_text_encoder, build_vae, unwrap
 
 # %% auto #0
@@ -237,7 +237,7 @@ class OpenSoraPipeline:
         def load_t5(p): return text_lib.T5Encoder.from_pretrained(p, model_max_length=parts["transformer"].config.model_max_length)
         parts = {"text_encoder": text_encoder} if isinstance(text_encoder, text_lib.TextEncoder) else {}  # e.g. cached states
         for name, what, load in (("transformer", transformer, STDiT3.from_pretrained),
-                                 ("vae", vae, lambda p: vae_lib.OpenSoraVAE_V1_2(from_pretrained=p)), ("text_encoder", text_encoder, load_t5)):
+                                 ("vae", vae, lambda p: vae_hub.OpenSoraVAE_V1_2(from_pretrained=p)), ("text_encoder", text_encoder, load_t5)):
             if name in parts: continue
             how = (f"Download it where a network is available (`huggingface-cli download {OFFICIAL_V1_2[name]} --local-dir DIR`) "
                    f"and pass DIR (`--{name.replace('_', '-')} DIR`)")

@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLORS', 'DIRECTIONS', 'MOTION', 'BACKGROUND', 'HELDOUT', 'PHOTOS', 'PHOTO_FOCUS', 'CAMERA_MOTIONS',
-           'CAMERA_TEXT', 'FRAME_SIZES', 'SHAPE_LENGTHS', 'SETS', 'META_COLUMNS', 'is_heldout', 'shape_caption',
-           'shape_combinations', 'render_shape_clip', 'judge_clip', 'sample_shape_batch', 'load_photo',
-           'render_camera_clip', 'render_multishot_clip', 'plan_shapes', 'plan_shape_images', 'plan_camera',
-           'plan_multishot', 'build_samples', 'tree_digest', 'samples_root', 'samples_cli']
+           'CAMERA_TEXT', 'FRAME_SIZES', 'SHAPE_LENGTHS', 'SETS', 'is_heldout', 'shape_caption', 'shape_combinations',
+           'render_shape_clip', 'judge_clip', 'sample_shape_batch', 'load_photo', 'render_camera_clip',
+           'render_multishot_clip', 'plan_shapes', 'plan_shape_images', 'plan_camera', 'plan_multishot',
+           'build_samples', 'tree_digest', 'samples_root', 'samples_cli']
 
 # %% ../nbs/02_samples.ipynb #e4fe85ca
 import argparse
@@ -269,7 +269,6 @@ def render_multishot_clip(shots, height=144, width=256, seed=0):
 FRAME_SIZES = ((144, 256), (256, 144), (192, 192), (240, 426), (96, 128), (128, 96), (64, 64))
 SHAPE_LENGTHS = (16, 24, 32, 64, 110)
 SETS = ("shapes", "shape_images", "camera", "multishot")
-META_COLUMNS = ["path", "text", "num_frames", "height", "width", "aspect_ratio", "fps", "resolution"]
 
 
 def _meta_row(path, text, num_frames, height, width, fps, **extra):

@@ -240,7 +240,8 @@ def plot_stage_losses(history, ax=None, title="loss per stage"):
 def train_cli(argv=None) -> int:
     "`opensora-nb train CONFIG [--key value ...]`: train from a preset or a JSON config; resumes from OUTPUT/last."
     p = argparse.ArgumentParser(prog="opensora-nb train", description="Train STDiT3 with rectified flow from a preset or a JSON config.",
-                                epilog=f"presets: {', '.join(PRESETS)}. Any config field can be overridden: --lr 3e-4 --model.depth 2")
+                                epilog=f"presets: {', '.join(PRESETS)}. Any config field can be overridden: --lr 3e-4 --model.depth 2; "
+                                       "placement and precision too: --device auto|cpu|cuda --dtype fp32|bf16|fp16")
     p.add_argument("config", help="preset name or config .json")
     p.add_argument("--output", "-o", default="outputs/train", help="run folder (checkpoints; resumes from its `last`)")
     p.add_argument("--no-resume", action="store_true", help="start over even if the run folder has a checkpoint")

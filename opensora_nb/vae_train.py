@@ -12,21 +12,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 from tqdm.auto import tqdm
 
-from .vae import (
-    TINY_VAE_2D_CONFIG, TINY_VAE_TEMPORAL_CONFIG, DiagonalGaussianDistribution, VideoAutoencoderPipeline, tiny_vae_v1_2)
+from .vae import TINY_VAE_2D_CONFIG, TINY_VAE_TEMPORAL_CONFIG, VideoAutoencoderPipeline, tiny_vae_v1_2
+from .vae_hub import save_pipeline
+from .vae_losses import PatchDiscriminator, VAELoss, adaptive_gan_weight, hinge_d_loss
 
 # %% auto #0
 __all__ = ['TINY_NARROW_VAE_2D_CONFIG', 'TINY_NARROW_VAE_TEMPORAL_CONFIG', 'V1_2_VAE_STAGES', 'load_clip_bank', 'sample_batch',
-           'photo_crop_bank', 'jitter_colors', 'pan_clip_bank', 'VAELoss', 'LPIPS', 'RandomFeaturePerceptual',
-           'PatchDiscriminator', 'hinge_d_loss', 'adaptive_gan_weight', 'tiny_vae_v1_2_narrow', 'VAEStage',
-           'tiny_vae_stages', 'vae_loss_step', 'save_checkpoint', 'load_checkpoint', 'train_stage', 'psnr', 'ssim',
-           'nearest_baseline', 'pooled_baseline', 'reconstruct', 'evaluate', 'latent_stats', 'calibrate_scaling_factor',
-           'train_tiny_vae']
+           'photo_crop_bank', 'jitter_colors', 'pan_clip_bank', 'tiny_vae_v1_2_narrow', 'VAEStage', 'tiny_vae_stages',
+           'vae_loss_step', 'save_checkpoint', 'load_checkpoint', 'train_stage', 'psnr', 'ssim', 'nearest_baseline',
+           'pooled_baseline', 'reconstruct', 'evaluate', 'latent_stats', 'calibrate_scaling_factor', 'train_tiny_vae']
 
 # %% ../nbs/03b_vae_training.ipynb #2a0a426f
 def _read_set(root, name, size, max_frames):
@@ -152,148 +150,6 @@ def pan_clip_bank(n=128, num_frames=16, size=(32, 32), exclude=("rocket",), seed
         v = torch.stack(out)                                   # [n, 3, T, H, W]: jitter each clip as one image
         out = list(jitter_colors(v.flatten(2, 3), color_jitter, seed=seed + 1).view_as(v))
     return out
-
-# %% ../nbs/03b_vae_training.ipynb #9c56bc3c
-class VAELoss(nn.Module):
-    "Reconstruction NLL (L1 or L2, + optional perceptual) per frame, and the weighted KL, as the reference sums them."
-
-    def __init__(self, perceptual: nn.Module | None = None, perceptual_loss_weight=0.1, kl_loss_weight=1e-6,
-                 logvar_init=0.0, recon="l1"):
-        super().__init__()
-        if recon not in ("l1", "l2"):
-            raise ValueError(f"recon: expected 'l1' or 'l2', got {recon!r}")
-        self.perceptual, self.perceptual_loss_weight = perceptual, perceptual_loss_weight
-        self.kl_loss_weight, self.recon = kl_loss_weight, recon
-        self.register_buffer("logvar", torch.tensor(float(logvar_init)))  # fixed, as in the reference's training
-
-    def nll(self, x, x_rec, perceptual=True):
-        "Sum over each frame's values of the reconstruction error, averaged over the B*T frames."
-        if x.shape != x_rec.shape:
-            raise ValueError(f"VAELoss: target {tuple(x.shape)} and reconstruction {tuple(x_rec.shape)} differ")
-        x = rearrange(x, "b c t h w -> (b t) c h w")
-        x_rec = rearrange(x_rec, "b c t h w -> (b t) c h w")
-        err = (x - x_rec).abs() if self.recon == "l1" else (x - x_rec).pow(2)
-        if perceptual and self.perceptual is not None and self.perceptual_loss_weight > 0:
-            err = err + self.perceptual_loss_weight * self.perceptual(x, x_rec)  # [N, 1, 1, 1] broadcasts
-        nll = err / torch.exp(self.logvar) + self.logvar
-        return nll.sum() / nll.shape[0]
-
-    def kl(self, posterior: DiagonalGaussianDistribution):
-        k = posterior.kl()
-        return self.kl_loss_weight * k.sum() / k.shape[0]
-
-# %% ../nbs/03b_vae_training.ipynb #d9b0a439
-def _unit_normalize(f, eps=1e-10):
-    return f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
-
-
-def _vgg16_features() -> nn.Sequential:
-    "torchvision's `vgg16().features` layer list (indices match its state dict), without torchvision."
-    layers, c_in = [], 3
-    for v in [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]:
-        if v == "M":
-            layers.append(nn.MaxPool2d(2, 2))
-        else:
-            layers += [nn.Conv2d(c_in, v, 3, padding=1), nn.ReLU(inplace=False)]
-            c_in = v
-    return nn.Sequential(*layers)
-
-
-class _NetLin(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.model = nn.Sequential(nn.Dropout(), nn.Conv2d(c, 1, 1, bias=False))
-
-
-class LPIPS(nn.Module):
-    "LPIPS-VGG16 distance of images in [-1, 1] -> [N, 1, 1, 1]. Random weights until `load` gets the real ones."
-    TAPS = (4, 9, 16, 23, 30)            # ends of the relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 slices
-    CHANNELS = (64, 128, 256, 512, 512)
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188])[None, :, None, None])
-        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450])[None, :, None, None])
-        self.features = _vgg16_features()
-        for k, c in enumerate(self.CHANNELS):
-            setattr(self, f"lin{k}", _NetLin(c))
-        self.requires_grad_(False).eval()
-
-    def load(self, vgg_path, lin_path):
-        "Load torchvision's VGG16 weights and the lpips package's `vgg.pth` heads (both need downloading)."
-        vgg = torch.load(vgg_path, map_location="cpu", weights_only=True)
-        self.features.load_state_dict({k[len("features."):]: v for k, v in vgg.items() if k.startswith("features.")})
-        lins = torch.load(lin_path, map_location="cpu", weights_only=True)
-        for k in range(len(self.CHANNELS)):
-            getattr(self, f"lin{k}").load_state_dict({n[len(f"lin{k}."):]: v for n, v in lins.items()
-                                                      if n.startswith(f"lin{k}.")})
-        return self
-
-    def _taps(self, x):
-        x, out, start = (x - self.shift) / self.scale, [], 0
-        for end in self.TAPS:
-            x = self.features[start:end](x); start = end
-            out.append(_unit_normalize(x))
-        return out
-
-    def forward(self, x, y):
-        d = 0
-        for k, (fx, fy) in enumerate(zip(self._taps(x), self._taps(y))):
-            d = d + getattr(self, f"lin{k}").model((fx - fy).pow(2)).mean(dim=(2, 3), keepdim=True)
-        return d
-
-
-class RandomFeaturePerceptual(nn.Module):
-    "Offline stand-in for LPIPS: unit-normalised features of a fixed random conv net, squared differences averaged."
-
-    def __init__(self, channels=(16, 32, 64), seed=0):
-        super().__init__()
-        gen, layers, c_in = torch.Generator().manual_seed(seed), [], 3
-        for c in channels:
-            conv = nn.Conv2d(c_in, c, 3, padding=1, stride=1 if c_in == 3 else 2)
-            with torch.no_grad():
-                conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * math.sqrt(2 / (9 * c_in)))
-                conv.bias.zero_()
-            layers.append(nn.Sequential(conv, nn.ReLU()))
-            c_in = c
-        self.layers = nn.ModuleList(layers)
-        self.requires_grad_(False).eval()
-
-    def forward(self, x, y):
-        d = 0
-        for layer in self.layers:
-            x, y = layer(x), layer(y)
-            d = d + (_unit_normalize(x) - _unit_normalize(y)).pow(2).sum(1, keepdim=True).mean(dim=(2, 3), keepdim=True)
-        return d
-
-# %% ../nbs/03b_vae_training.ipynb #bfa640e6
-class PatchDiscriminator(nn.Module):
-    "PatchGAN over frames [N, 3, H, W] -> patch logits [N, 1, h, w] (taming / pix2pix layout, BatchNorm)."
-
-    def __init__(self, in_channels=3, ndf=16, n_layers=2):
-        super().__init__()
-        layers, c = [nn.Conv2d(in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2)], ndf
-        for n in range(1, n_layers + 1):
-            c_out = ndf * min(2 ** n, 8)
-            stride = 2 if n < n_layers else 1
-            layers += [nn.Conv2d(c, c_out, 4, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]
-            c = c_out
-        layers.append(nn.Conv2d(c, 1, 4, 1, 1))
-        self.main = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.main(x)
-
-
-def hinge_d_loss(logits_real, logits_fake):
-    return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
-
-
-def adaptive_gan_weight(nll, g_loss, last_layer, generator_factor=0.5):
-    "Balance the generator loss against the reconstruction at `last_layer` (the reference's adaptive weight)."
-    g1 = torch.autograd.grad(nll, last_layer, retain_graph=True)[0]
-    g2 = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
-    return (g1.norm() / (g2.norm() + 1e-4)).clamp(0.0, 1e4).detach() * generator_factor
 
 # %% ../nbs/03b_vae_training.ipynb #b4db9b4a
 #: The configs of `tiny_vae_v1_2_narrow`: `tiny_vae_v1_2`'s, with narrower layers (same latent, same compression)
@@ -606,5 +462,5 @@ def train_tiny_vae(clips, stages=None, out_dir=None, seed=0, perceptual=None, pi
     pipe.shift = torch.tensor(shift)[None, :, None, None, None]
     pipe.scale = torch.tensor(scale)[None, :, None, None, None]
     if out_dir is not None:
-        pipe.save_pretrained(Path(out_dir) / "final")
+        save_pipeline(pipe, Path(out_dir) / "final")
     return pipe, histories

@@ -78,7 +78,8 @@ def write_official_tiny(root, seed: int = 0) -> dict:
 
     from opensora_nb.stdit import STDiT3, STDiT3Config
     from opensora_nb.text import build_tiny_t5
-    from opensora_nb.vae import init_posterior_logvar, pipeline_from_config
+    from opensora_nb.vae import init_posterior_logvar
+    from opensora_nb.vae_hub import pipeline_from_config
 
     root = Path(root).resolve()
     paths = {k: root / v for k, v in NAMES.items()}

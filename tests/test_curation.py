@@ -1,4 +1,4 @@
-"""Curation (chapters 10 / 10b): kill-and-resume, bad files as error rows, tiny random CLIP and VLM, shards, CLI, Ray.
+"""Curation (chapters 10 to 10b_pipeline): kill-and-resume, bad files as error rows, tiny random CLIP and VLM, shards, CLI, Ray.
 
 The tiny CLIP and LLaVA models here have random weights: their scores and captions are meaningless; the tests
 only check that the real code paths run and produce well-formed columns. The real models are the defaults; without
@@ -23,11 +23,15 @@ import pandas as pd
 import pytest
 import torch
 
+from opensora_nb import captions as Cap
 from opensora_nb import curation as C
+from opensora_nb import curation_pipeline as P
 from opensora_nb import curation_run as R
+from opensora_nb import scores as S
 from opensora_nb.io import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
+CURATION_MODULES = ("curation", "scores", "captions", "curation_run", "curation_pipeline")   # chapter order
 
 
 def _clips(folder, motions=("pan left", "zoom in", "static"), T=16):
@@ -148,23 +152,23 @@ def test_tiny_clip_scores(tmp_path):
     aes = R.AestheticStage("tiny")(rows)
     match = R.MatchStage("tiny")(rows)
     assert all(math.isfinite(a["aes"]) for a in aes) and all(math.isfinite(m["match"]) for m in match)
-    sc = C.tiny_clip_scorer()
-    assert sc.image_embeds(C.sample_frames(paths[0], points=(0.1, 0.9))).shape == (2, 16)
+    sc = S.tiny_clip_scorer()
+    assert sc.image_embeds(S.sample_frames(paths[0], points=(0.1, 0.9))).shape == (2, 16)
     # the LAION head keeps the reference layout: a saved state dict loads strictly, from .pth and .safetensors
     from safetensors.torch import load_file, save_file
-    mlp = C.AestheticMLP(768)
+    mlp = S.AestheticMLP(768)
     torch.save(mlp.state_dict(), tmp_path / "aes.pth")
     save_file(mlp.state_dict(), str(tmp_path / "aes.safetensors"))
-    C.AestheticMLP(768).load_state_dict(torch.load(tmp_path / "aes.pth", weights_only=True), strict=True)
-    C.AestheticMLP(768).load_state_dict(load_file(str(tmp_path / "aes.safetensors")), strict=True)
+    S.AestheticMLP(768).load_state_dict(torch.load(tmp_path / "aes.pth", weights_only=True), strict=True)
+    S.AestheticMLP(768).load_state_dict(load_file(str(tmp_path / "aes.safetensors")), strict=True)
 
 
 @pytest.mark.parametrize("arch", ["llava_next", "llava"])
 def test_tiny_vlm_captioning(tmp_path, arch):
     """Random tiny LLaVA-NeXT / LLaVA through transformers: captions are random words (or empty); the path is real."""
-    model, proc = R.tiny_vlm(arch=arch)
+    model, proc = Cap.tiny_vlm(arch=arch)
     model.save_pretrained(tmp_path / "vlm"); proc.save_pretrained(tmp_path / "vlm")
-    cap = R.Captioner.from_pretrained(str(tmp_path / "vlm"), max_new_tokens=6, batch_size=2)
+    cap = Cap.Captioner.from_pretrained(str(tmp_path / "vlm"), max_new_tokens=6, batch_size=2)
     paths = _clips(tmp_path / "v", ("static", "pan left", "tilt up"))
     caps = cap(paths)
     assert len(caps) == 3 and all(isinstance(c, str) for c in caps)
@@ -182,11 +186,11 @@ def test_shards_read_back_by_training_dataset(tmp_path):
     meta = pd.DataFrame({"path": paths + [str(tmp_path / "gone.mp4")], "text": ["a", "b", "c", "d"],
                          "error": ["", "", "", "info: gone"]})
     info = pd.DataFrame([C.get_info(p) for p in paths] + [{}])
-    idx = R.write_shards(pd.concat([meta, info], axis=1), tmp_path / "shards", shard_size=2)
+    idx = P.write_shards(pd.concat([meta, info], axis=1), tmp_path / "shards", shard_size=2)
     assert len(idx) == 3 and sorted(p.name for p in (tmp_path / "shards").glob("*.tar")) == ["shard-000000.tar", "shard-000001.tar"]
-    samples = list(R.iter_shard(tmp_path / "shards/shard-000000.tar"))
+    samples = list(P.iter_shard(tmp_path / "shards/shard-000000.tar"))
     assert [s["txt"] for s in samples] == ["a", "b"] and samples[0]["mp4"] == Path(paths[0]).read_bytes()
-    ds = R.ShardVideoTextDataset(tmp_path / "shards/shards.csv")
+    ds = P.ShardVideoTextDataset(tmp_path / "shards/shards.csv")
     batch = collate_skip_none([ds["0-8-32-32"], ds["2-8-32-32"]])
     assert batch["video"].shape == (2, 3, 8, 32, 32) and list(batch["text"]) == ["a", "c"]
 
@@ -204,9 +208,9 @@ def test_scene_cuts_and_camera_on_samples():
     assert res["precision"] >= 0.95 and res["recall"] >= 0.95
     if cam is not None:
         meta = C.read_meta(cam / "meta.csv").groupby("camera_motion").head(2)
-        acc, _ = C.evaluate_camera(meta)
+        acc, _ = S.evaluate_camera(meta)
     else:
-        acc = np.mean([C.camera_motion(C.synthetic_camera_clip(m, 16, seed=3)) == m for m in C.CAMERA_MOTIONS])
+        acc = np.mean([S.camera_motion(C.synthetic_camera_clip(m, 16, seed=3)) == m for m in C.CAMERA_MOTIONS])
     assert acc >= 0.9
 
 
@@ -241,10 +245,10 @@ def test_cli_curate(tmp_path):
 
 
 def test_cli_help_and_errors(capsys):
-    with pytest.raises(SystemExit) as e: R.curate_cli(["--help"])
+    with pytest.raises(SystemExit) as e: P.curate_cli(["--help"])
     assert e.value.code == 0 and "--stages" in capsys.readouterr().out
-    with pytest.raises(SystemExit): R.curate_cli(["/no/such/folder", "--out", "/tmp/x"])
-    with pytest.raises(SystemExit): R.curate_cli([".", "--out", "/tmp/x", "--stages", "info,nonsense"])
+    with pytest.raises(SystemExit): P.curate_cli(["/no/such/folder", "--out", "/tmp/x"])
+    with pytest.raises(SystemExit): P.curate_cli([".", "--out", "/tmp/x", "--stages", "info,nonsense"])
 
 
 def test_cli_meta_tools(tmp_path):
@@ -252,14 +256,14 @@ def test_cli_meta_tools(tmp_path):
                          "aes": [3.0, 4.6, 5.1, 6.0, 4.4, 7.0], "flow": [1.0] * 6, "cmotion": ["pan left"] * 6,
                          "num_frames": [10] * 6})
     meta.to_csv(tmp_path / "m.csv", index=False)
-    assert R.curate_cli(["filter", str(tmp_path / "m.csv"), "--preset", "v1_2_stage2", "--out", str(tmp_path / "f.csv")]) == 0
+    assert P.curate_cli(["filter", str(tmp_path / "m.csv"), "--preset", "v1_2_stage2", "--out", str(tmp_path / "f.csv")]) == 0
     assert list(pd.read_csv(tmp_path / "f.csv").aes) == [4.6, 5.1, 6.0, 7.0]
-    assert R.curate_cli(["split", str(tmp_path / "m.csv"), "--parts", "4", "--out", str(tmp_path / "parts")]) == 0
+    assert P.curate_cli(["split", str(tmp_path / "m.csv"), "--parts", "4", "--out", str(tmp_path / "parts")]) == 0
     parts = sorted((tmp_path / "parts").glob("*.csv"))
     assert len(parts) == 4
-    assert R.curate_cli(["merge", *map(str, parts), str(tmp_path / "m.csv"), "--out", str(tmp_path / "g.csv")]) == 0
+    assert P.curate_cli(["merge", *map(str, parts), str(tmp_path / "m.csv"), "--out", str(tmp_path / "g.csv")]) == 0
     assert len(pd.read_csv(tmp_path / "g.csv")) == 6                      # duplicates of a path merged
-    assert R.curate_cli(["score2text", str(tmp_path / "m.csv"), "--drop-prob", "0", "--out", str(tmp_path / "t.csv")]) == 0
+    assert P.curate_cli(["score2text", str(tmp_path / "m.csv"), "--drop-prob", "0", "--out", str(tmp_path / "t.csv")]) == 0
     assert pd.read_csv(tmp_path / "t.csv").text[0] == "a cat aesthetic score: 3.0. motion score: 1.0. camera motion: pan left."
     r = subprocess.run(["opensora-nb", "curate", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--stages" in r.stdout
@@ -276,18 +280,18 @@ def test_plotting_and_reporting_functions_run_outside_notebooks(tmp_path):
     scenes = C.detect_scenes(v, min_scene_len=6)
     assert C.plot_cuts(v, scenes, cuts) is not None
     cam = C.synthetic_camera_clip("pan left", 8)
-    assert C.plot_flow(cam[0], C.flow_pairs(cam, [(0, 4)], size=(64, 64))[0], title="pan left") is not None
+    assert S.plot_flow(cam[0], S.flow_pairs(cam, [(0, 4)], size=(64, 64))[0], title="pan left") is not None
     write_video(tmp_path / "multi.mp4", v, fps=8)
     write_video(tmp_path / "pan.mp4", cam, fps=8)
     res = C.evaluate_cuts(pd.DataFrame({"path": [str(tmp_path / "multi.mp4")], "cuts": [json.dumps(cuts)]}), min_scene_len=6)
     assert res["tp"] + res["fn"] == 1
-    acc, pred = C.evaluate_camera(pd.DataFrame({"path": [str(tmp_path / "pan.mp4")], "camera_motion": ["pan left"]}))
+    acc, pred = S.evaluate_camera(pd.DataFrame({"path": [str(tmp_path / "pan.mp4")], "camera_motion": ["pan left"]}))
     assert len(pred) == 1 and 0 <= acc <= 1
     assert C.filter_report(pd.DataFrame({"path": ["a"], "aes": [5.0]}), preset="v1_2_stage2") == {"rows": 1, "aes": 0}
     row = {"path": str(tmp_path / "pan.mp4"), "aes": 5.1, "flow": 2.0, "cmotion": "pan left", "text": "a pan"}
-    assert R.show_clip_row(row) is not None
+    assert P.show_clip_row(row) is not None
     pytest.importorskip("ipywidgets")
-    assert R.browse_clips(pd.DataFrame([row])).max == 0
+    assert P.browse_clips(pd.DataFrame([row])).max == 0
     plt.close("all")
 
 
@@ -295,24 +299,25 @@ def test_ruff_finds_no_undefined_or_unused_names():
     ruff = shutil.which("ruff") or shutil.which("ruff", path=str(Path(sys.executable).parent))
     if ruff is None: pytest.skip("ruff is not installed")
     r = subprocess.run([ruff, "check", "--select", "F", "--output-format", "concise",
-                        str(ROOT / "opensora_nb/curation.py"), str(ROOT / "opensora_nb/curation_run.py")],
+                        *(str(ROOT / f"opensora_nb/{m}.py") for m in CURATION_MODULES)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
 
 
 def test_curation_does_not_import_the_runner():
-    """Chapter 10 comes before 10b: no exported function of curation reaches into curation_run."""
+    """Chapter 10 comes first: no exported function of curation reaches into the later curation chapters."""
     assert not hasattr(C, "curate_cli") and "curation_run" not in Path(C.__file__).read_text()
-    r = subprocess.run([sys.executable, "-c", "import sys, opensora_nb.curation; print('opensora_nb.curation_run' in sys.modules)"],
+    later = [f"opensora_nb.{m}" for m in CURATION_MODULES[1:]]
+    r = subprocess.run([sys.executable, "-c", f"import sys, opensora_nb.curation; print([m for m in {later!r} if m in sys.modules])"],
                        capture_output=True, text=True, timeout=300)
-    assert r.stdout.strip() == "False", r.stderr[-2000:]
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr[-2000:]
 
 
 def test_one_source_of_truth(tmp_path):
     from opensora_nb import data, io, samples
     assert C.CAMERA_MOTIONS is samples.CAMERA_MOTIONS
     assert not any(hasattr(C, n) for n in ("VIDEO_EXTS", "IMAGE_EXTS", "TRAIN_COLUMNS"))
-    assert R.IMG_FPS is io.IMG_FPS
+    assert P.IMG_FPS is io.IMG_FPS
     for name in ("a.m4v", "b.PNG", "c.txt"): (tmp_path / name).write_bytes(b"")
     assert [Path(p).name for p in C.scan_folder(tmp_path).path] == ["a.m4v", "b.PNG"]   # io's extension lists
     write_video(tmp_path / "v.mp4", C.synthetic_camera_clip("static", 4), fps=8)
@@ -338,19 +343,19 @@ def offline_empty_hf_cache(tmp_path, monkeypatch):
 
 
 def test_real_models_by_default_and_one_error_before_any_work(tmp_path, offline_empty_hf_cache, capsys):
-    assert C.CLIP_MODEL == "openai/clip-vit-large-patch14" and R.VLM_MODEL == "llava-hf/llava-v1.6-mistral-7b-hf"
-    defaults = {k: v.default for k, v in inspect.signature(R.curate).parameters.items()}
-    assert defaults["clip"] == C.CLIP_MODEL and defaults["vlm"] == R.VLM_MODEL
-    assert R.AestheticStage().clip == R.MatchStage().clip == C.CLIP_MODEL and R.CaptionStage().vlm == R.VLM_MODEL
+    assert S.CLIP_MODEL == "openai/clip-vit-large-patch14" and Cap.VLM_MODEL == "llava-hf/llava-v1.6-mistral-7b-hf"
+    defaults = {k: v.default for k, v in inspect.signature(P.curate).parameters.items()}
+    assert defaults["clip"] == S.CLIP_MODEL and defaults["vlm"] == Cap.VLM_MODEL
+    assert R.AestheticStage().clip == R.MatchStage().clip == S.CLIP_MODEL and R.CaptionStage().vlm == Cap.VLM_MODEL
     _clips(tmp_path / "raw", ("static",))
     out = tmp_path / "out"
-    assert R.curate_cli([str(tmp_path / "raw"), "--out", str(out)]) == 2
+    assert P.curate_cli([str(tmp_path / "raw"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("models not available") == 1 and "nothing was run" in err
-    for needed in (C.CLIP_MODEL, R.VLM_MODEL, "HF_HUB_OFFLINE", "--aesthetic", C.AESTHETIC_HEAD_URL, "--tiny-random-models"):
+    for needed in (S.CLIP_MODEL, Cap.VLM_MODEL, "HF_HUB_OFFLINE", "--aesthetic", S.AESTHETIC_HEAD_URL, "--tiny-random-models"):
         assert needed in err, needed
     assert not out.exists() or not any(out.iterdir())                     # raised before any stage ran
-    with pytest.raises(SystemExit): R.curate_cli([str(tmp_path / "raw"), "--out", str(out), "--clip", "tiny"])
+    with pytest.raises(SystemExit): P.curate_cli([str(tmp_path / "raw"), "--out", str(out), "--clip", "tiny"])
     # a missing folder is named as such; a folder, or a hub id in the cache, passes
     with pytest.raises(R.ModelsNotAvailable, match="folder /no/such/clip does not exist"):
         R.check_models(["match"], clip="/no/such/clip")
@@ -369,7 +374,7 @@ def test_zero_rows_say_why_with_clean_reasons(tmp_path, capsys):
     audio = raw / "audio_only.mp4"                                       # a real file with no video stream
     subprocess.run([C.ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "sine=d=0.5", str(audio)],
                    check=True, timeout=120)
-    df = R.curate(raw, tmp_path / "out", stages=("info", "filter"), preset="v1_2_walkthrough")
+    df = P.curate(raw, tmp_path / "out", stages=("info", "filter"), preset="v1_2_walkthrough")
     assert len(df) == 0
     printed = capsys.readouterr().out
     assert "0 rows left; why each file was dropped:" in printed
@@ -384,5 +389,5 @@ def test_zero_rows_say_why_with_clean_reasons(tmp_path, capsys):
                              "(-1381258232 vs. 0) ERROR cannot find video stream with wanted index: -1\nStack trace: ...") \
         == "decord: cannot find video stream with wanted index: -1"
     (tmp_path / "no_media").mkdir()
-    assert len(R.curate(tmp_path / "no_media", tmp_path / "out2", stages=("info", "filter"))) == 0
+    assert len(P.curate(tmp_path / "no_media", tmp_path / "out2", stages=("info", "filter"))) == 0
     assert "no video or image files found" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Curation stages on Ray (chapter 10b): skipped when Ray is not installed or cannot start on this machine."""
+"""Curation stages on Ray (chapter 10b_curation_run): skipped when Ray is not installed or cannot start on this machine."""
 from pathlib import Path
 
 import pandas as pd

@@ -19,8 +19,8 @@ from official_layout import MODEL_MAX_LENGTH, PUBLISHED_STDIT3, PUBLISHED_VAE, T
 from opensora_nb import stdit as stdit_lib
 from opensora_nb.stdit import STDIT3_XL_2, STDiT3, STDiT3Config
 from opensora_nb.text import T5Encoder
-from opensora_nb.vae import (OpenSoraVAE_V1_2, VideoAutoencoderPipeline, load_pipeline, pipeline_from_config,
-                             tiny_vae_v1_2)
+from opensora_nb.vae import VideoAutoencoderPipeline, tiny_vae_v1_2
+from opensora_nb.vae_hub import OpenSoraVAE_V1_2, load_pipeline, pipeline_from_config
 
 torch.set_num_threads(1)
 

@@ -15,7 +15,8 @@ matplotlib.use("Agg")
 PKG = Path(__file__).resolve().parents[1] / "opensora_nb"
 PATTERN = re.compile(r"^(plot_|show_|draw_|format_|explain_|browse_)|(_table|_report|_sheet|_widget)$")
 COVERED_ELSEWHERE = {  # tests/test_curation.py::test_plotting_and_reporting_functions_run_outside_notebooks
-    "curation.filter_report", "curation.plot_cuts", "curation.plot_flow", "curation_run.show_clip_row", "curation_run.browse_clips"}
+    "curation.filter_report", "curation.plot_cuts", "scores.plot_flow", "curation_pipeline.show_clip_row",
+    "curation_pipeline.browse_clips"}
 
 
 def discovered():

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from opensora_nb.io import read_video, video_info
-from opensora_nb.samples import (CAMERA_MOTIONS, COLORS, DIRECTIONS, HELDOUT, META_COLUMNS, SETS, SHAPES, build_samples,
+from opensora_nb.io import META_COLUMNS
+from opensora_nb.samples import (CAMERA_MOTIONS, COLORS, DIRECTIONS, HELDOUT, SETS, SHAPES, build_samples,
                                  judge_clip, render_camera_clip, render_shape_clip, sample_shape_batch, samples_cli,
                                  shape_caption, shape_combinations, tree_digest)
 

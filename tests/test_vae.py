@@ -1,4 +1,4 @@
-"""opensora_nb.vae / vae_train: what the notebooks cannot hold (bad inputs, save/load round trips, resume)."""
+"""opensora_nb.vae / vae_hub / vae_train: what the notebooks cannot hold (bad inputs, save/load round trips, resume)."""
 import json
 
 import pytest
@@ -6,7 +6,8 @@ import torch
 from diffusers.models import AutoencoderKL
 
 from opensora_nb.vae import (TINY_VAE_2D_CONFIG, VAE_Temporal, VideoAutoencoderKL, VideoAutoencoderPipeline,
-                             OpenSoraVAE_V1_2, tiny_vae_v1_2)
+                             tiny_vae_v1_2)
+from opensora_nb.vae_hub import OpenSoraVAE_V1_2  # also gives VideoAutoencoderPipeline from_/save_pretrained
 from opensora_nb.vae_train import (VAEStage, calibrate_scaling_factor, load_checkpoint, train_stage, tiny_vae_stages,
                                    train_tiny_vae)
 
@@ -147,7 +148,7 @@ def replace_steps(stage, steps=2):
 
 
 def test_discriminator_and_perceptual_step():
-    from opensora_nb.vae_train import RandomFeaturePerceptual
+    from opensora_nb.vae_losses import RandomFeaturePerceptual
     pipe = tiny_vae_v1_2()
     stage = VAEStage("gan", steps=1, use_real_rec_loss=True, use_z_rec_loss=False, num_frames=5, batch_size=1,
                      lr=1e-4, mixed_strategy="mixed_video_random", discriminator=True)

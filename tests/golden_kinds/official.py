@@ -12,7 +12,7 @@ from dataclasses import fields
 import torch
 
 from opensora_nb.stdit import STDiT3, STDiT3Config
-from opensora_nb.vae import pipeline_from_config
+from opensora_nb.vae_hub import pipeline_from_config
 
 METADATA = {"architectures", "model_type", "torch_dtype", "transformers_version"}  # written by transformers
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
