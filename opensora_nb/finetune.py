@@ -9,15 +9,12 @@ import argparse
 import copy
 import inspect
 import json
-import os
 import re
 import shutil
 import time
 from pathlib import Path
 
 import torch
-import torch.nn as nn
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .io import IMG_EXTENSIONS, IMG_FPS, VID_EXTENSIONS, VideoReadError, read_video, transform_video, video_info
@@ -25,12 +22,12 @@ from .masks import V1_2_STAGE3_MASK_RATIOS
 from .data import read_meta
 from .builders import FeatureBatches, X0Parameterized, get_config, unwrap
 from .train import Trainer
+from .lora import ADAPTER_WEIGHTS, LORA_TARGETS, _write_atomic, add_lora, lora_layers, merge_lora, save_lora
 from .inference import OpenSoraPipeline, PeakRSS, resolve_num_frames, resolve_size
 
 # %% auto #0
-__all__ = ['MEDIA_EXTENSIONS', 'LORA_TARGETS', 'ADAPTER_WEIGHTS', 'ADAPTER_CONFIG', 'DEFAULT_LR', 'collect_clips', 'encode_clips',
-           'lora_targets', 'lora_layers', 'add_lora', 'prepare_full', 'parameter_counts', 'lora_state_dict',
-           'save_lora', 'merge_lora', 'unmerge_lora', 'load_lora', 'finetune_config', 'finetune', 'finetune_cli']
+__all__ = ['MEDIA_EXTENSIONS', 'DEFAULT_LR', 'collect_clips', 'encode_clips', 'prepare_full', 'parameter_counts',
+           'finetune_config', 'finetune', 'finetune_cli']
 
 # %% ../nbs/12c_finetune.ipynb #7a6c5221
 MEDIA_EXTENSIONS = VID_EXTENSIONS + IMG_EXTENSIONS
@@ -145,51 +142,6 @@ def encode_clips(pipe, rows, num_frames: int, image_size, fps: int = 8, batch_si
     return FeatureBatches(buckets, torch.cat(ys), torch.cat(masks), sizes, seed=seed, prompts=prompts)
 
 # %% ../nbs/12c_finetune.ipynb #03d22a5d
-#: LoRA's default targets, by STDiT3's official module names (after the block index): self-attention, cross-attention, MLP.
-LORA_TARGETS = ("attn.qkv", "attn.proj", "cross_attn.q_linear", "cross_attn.kv_linear", "mlp.fc1", "mlp.fc2")
-_BLOCK = re.compile(r"^(spatial_blocks|temporal_blocks)\.\d+\.")
-
-
-def _short(name: str) -> str: return _BLOCK.sub("", name)
-
-
-def lora_targets(net: nn.Module, targets=LORA_TARGETS, only_temporal: bool = False) -> list:
-    """The Linear modules of `net` that LoRA on `targets` adapts: a target is a name after the block index (`attn.qkv`:
-    that layer of every block) or a full module name. A target that matches nothing is an error listing the valid names."""
-    linear = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)]
-    if only_temporal: linear = [n for n in linear if n.startswith("temporal_blocks.")]
-    found, unknown = [], []
-    for t in [targets] if isinstance(targets, str) else targets:
-        hit = [n for n in linear if n == t or _short(n) == t]
-        found += [n for n in hit if n not in found]
-        if not hit: unknown.append(t)
-    if unknown:
-        where = " in its temporal blocks" if only_temporal else ""
-        raise ValueError(f"LoRA target(s) {unknown} match no Linear module of {type(net).__name__}{where}; valid names: "
-                         f"{', '.join(dict.fromkeys(_short(n) for n in linear))}")
-    return found
-
-
-def lora_layers(model) -> dict:
-    "{module name: peft LoRA layer} of a pipeline's (or a model's) STDiT3."
-    net = unwrap(model.model if isinstance(model, OpenSoraPipeline) else model)
-    return {n: m for n, m in net.named_modules() if hasattr(m, "lora_A") and hasattr(m, "merge")}
-
-
-def add_lora(pipe, rank: int = 8, alpha: float = 8, targets=LORA_TARGETS, only_temporal: bool = False, seed: int = 0) -> list:
-    """Put LoRA (peft's `inject_adapter_in_model`, rank `rank`, scale alpha / rank) into the pipeline's STDiT3 on `targets`;
-    every base weight is frozen, only A and B train. B starts at 0: the model is unchanged until it trains. Returns the module names."""
-    import peft  # imported where needed: the rest of the chapter runs without it
-    net = unwrap(pipe.model)
-    if lora_layers(net): raise ValueError("the pipeline already has a LoRA adapter: load the base pipeline again for another one")
-    names = lora_targets(net, targets, only_temporal)
-    with torch.random.fork_rng(devices=[]):  # A's random start from `seed`; the global RNG is left as it was
-        torch.manual_seed(seed)
-        peft.inject_adapter_in_model(peft.LoraConfig(r=rank, lora_alpha=alpha, target_modules=names, lora_dropout=0.0), net)
-    pipe.model.train(pipe.model.training)  # the new layers follow the model's mode
-    return names
-
-
 def prepare_full(pipe, only_temporal: bool = False) -> None:
     """Full fine-tuning: every weight trains (the caption embedder stays frozen where the model's config freezes it), or,
     with `only_temporal`, only the temporal blocks, as the reference's `only_train_temporal`."""
@@ -205,72 +157,6 @@ def parameter_counts(model) -> dict:
     ps = list(unwrap(model.model if isinstance(model, OpenSoraPipeline) else model).parameters())
     t, n = sum(p.numel() for p in ps if p.requires_grad), sum(p.numel() for p in ps)
     return dict(trainable=t, total=n, percent=100 * t / n)
-
-# %% ../nbs/12c_finetune.ipynb #149b8d03
-ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapter.safetensors", "adapter_config.json"
-_PEFT_KEY = re.compile(r"\.(lora_[AB])\.default\.")
-
-
-def lora_state_dict(pipe) -> dict:
-    "The LoRA weights only, named as peft saves them: `<STDiT3 module>.lora_A.weight` / `.lora_B.weight`."
-    return {_PEFT_KEY.sub(r".\1.", k): v.detach().cpu().contiguous() for k, v in unwrap(pipe.model).state_dict().items() if ".lora_" in k}
-
-
-def _write_atomic(path: Path, write):
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp); os.replace(tmp, path)
-
-
-def save_lora(pipe, path, **info) -> Path:
-    "Write `adapter.safetensors` (LoRA weights only) + `adapter_config.json` (rank, alpha, modules, and `info`) to folder `path`."
-    layers = lora_layers(pipe)
-    if not layers: raise ValueError("save_lora: the pipeline has no LoRA adapter (add_lora or load_lora first)")
-    m = next(iter(layers.values()))
-    cfg = dict(peft_type="LORA", r=m.r["default"], lora_alpha=m.lora_alpha["default"], target_modules=list(layers), **info)
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path / ADAPTER_WEIGHTS, lambda p: save_file(lora_state_dict(pipe), str(p), metadata={"format": "pt"}))
-    _write_atomic(path / ADAPTER_CONFIG, lambda p: p.write_text(json.dumps(cfg, indent=1, default=str)))
-    return path
-
-
-def merge_lora(pipe, unload: bool = False):
-    """Fold each LoRA update into its base weight, W <- W + (alpha/r) B A; with `unload`, also replace the LoRA layers by
-    their merged base layers (a plain STDiT3 again: `pipe.save_pretrained` then writes a full pipeline)."""
-    net, layers = unwrap(pipe.model), lora_layers(pipe)
-    if not layers: raise ValueError("merge_lora: the pipeline has no LoRA adapter")
-    for name, m in layers.items():
-        if not m.merged: m.merge()
-        if unload:
-            parent, _, child = name.rpartition(".")
-            setattr(net.get_submodule(parent) if parent else net, child, m.get_base_layer())
-    if unload and "peft_config" in vars(net): del net.peft_config
-    return pipe
-
-
-def unmerge_lora(pipe):
-    "Take merged LoRA updates back out of the base weights (W <- W - (alpha/r) B A, up to float rounding)."
-    for m in lora_layers(pipe).values():
-        if m.merged: m.unmerge()
-    return pipe
-
-
-def load_lora(pipe, path, merge: bool = False):
-    "Apply the adapter folder `path` (`save_lora`, `opensora-nb finetune --method lora`) to `pipe` in place; `merge` folds it in."
-    path = Path(path)
-    if not (path / ADAPTER_CONFIG).exists() or not (path / ADAPTER_WEIGHTS).exists():
-        raise FileNotFoundError(f"{path} is not a LoRA adapter folder: expected {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS} in it "
-                                "(written by `opensora-nb finetune --method lora`)")
-    cfg = json.loads((path / ADAPTER_CONFIG).read_text())
-    try: add_lora(pipe, cfg["r"], cfg["lora_alpha"], cfg["target_modules"])
-    except ValueError as e: raise ValueError(f"LoRA adapter {path} does not fit this pipeline (made for {cfg.get('base', '?')}): {e}") from None
-    state, net = load_file(str(path / ADAPTER_WEIGHTS)), unwrap(pipe.model)
-    own = {_PEFT_KEY.sub(r".\1.", k): p for k, p in net.named_parameters() if ".lora_" in k}
-    bad = sorted(set(own) ^ set(state)) + [k for k in own if k in state and own[k].shape != state[k].shape]
-    if bad: raise ValueError(f"LoRA adapter {path / ADAPTER_WEIGHTS}: {len(bad)} weight(s) missing, unexpected or mis-shaped, e.g. {bad[:3]}")
-    with torch.no_grad():
-        for k, p in own.items(): p.copy_(state[k])
-    pipe.model.eval()
-    return merge_lora(pipe) if merge else pipe
 
 # %% ../nbs/12c_finetune.ipynb #7c4ff17e
 DEFAULT_LR = {"lora": 1e-4, "full": 1e-5}
@@ -389,7 +275,8 @@ def finetune_cli(argv=None) -> int:
                                 epilog="SOURCE: a meta CSV (path,text columns), a folder of clips with a caption beside each "
                                        "(clip.mp4 + clip.txt), or an `opensora-nb curate` output folder (its meta_final.csv).")
     p.add_argument("source", help="meta CSV, folder of clips + .txt captions, or curate output folder")
-    p.add_argument("--base", required=True, help="base pipeline folder (model_index.json, transformer/, vae/), e.g. `opensora-nb demo`'s")
+    p.add_argument("--base", required=True, help="base pipeline folder (model_index.json, transformer/, vae/), e.g. `opensora-nb demo`'s, "
+                   "or 'official' for Open-Sora 1.2's checkpoints (OpenSoraPipeline.from_official; hub cache or network)")
     p.add_argument("--method", choices=("lora", "full"), default="lora")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank r")
     p.add_argument("--alpha", type=float, default=8, help="LoRA alpha (the update is scaled by alpha / r)")
@@ -415,7 +302,8 @@ def finetune_cli(argv=None) -> int:
     if a.no_resume:  # only our checkpoints are removed
         for c in run_dir.glob("step_*"): shutil.rmtree(c)
         (run_dir / "last").unlink(missing_ok=True)
-    pipe, _ = finetune(a.source, a.base, a.method, out=a.output, steps=a.steps, lr=a.lr, seed=a.seed, rank=a.rank, alpha=a.alpha,
+    base = OpenSoraPipeline.from_official(device=a.device, dtype="fp32") if a.base == "official" else a.base
+    pipe, _ = finetune(a.source, base, a.method, out=a.output, steps=a.steps, lr=a.lr, seed=a.seed, rank=a.rank, alpha=a.alpha,
                        targets=[t.strip() for t in a.targets.split(",") if t.strip()], only_temporal=a.only_temporal,
                        batch_size=a.batch_size, num_frames=a.num_frames, image_size=a.image_size, mask_ratios=masks, run_dir=run_dir,
                        ckpt_every=a.ckpt_every, device=a.device, dtype=a.dtype, grad_checkpoint=a.grad_checkpoint, use_ema=a.ema,

@@ -25,6 +25,7 @@ from .stdit import STDiT3
 from . import text as text_lib
 from . import vae_hub
 from .builders import PatchPCAAutoencoder, X0Parameterized, build_scheduler, build_text_encoder, build_vae, unwrap
+from .lora import load_lora
 
 # %% auto #0
 __all__ = ['TINY_ASPECT_RATIOS', 'ACTIVATION_BYTES_PER_TOKEN_UNIT', 'OFFICIAL_V1_2', 'V1_2_DEFAULTS', 'append_score_to_prompts',
@@ -398,6 +399,7 @@ def sample_cli(argv=None) -> int:
     p.add_argument("--vae-micro-batch", type=int, default=None, help="2D-VAE frames per micro-batch (less memory, same result)")
     p.add_argument("--vae-tiling", action="store_true", help="decode each frame in overlapping spatial tiles (less memory)")
     p.add_argument("--text-states", default=None, help="a cache_text_features file: pre-computed caption states, no T5 loaded")
+    p.add_argument("--lora", default=None, help="a LoRA adapter folder (opensora-nb finetune --method lora), merged into the weights")
     p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 for STDiT3 and the VAE (default: bf16 with --official, else fp32)")
     p.add_argument("--prompt", action="append", default=[], help="a prompt (repeat for several)")
     p.add_argument("--prompt-file", help="a text file, one prompt per line")
@@ -432,6 +434,7 @@ def sample_cli(argv=None) -> int:
             pipe = OpenSoraPipeline.from_official(a.transformer, a.vae, te or a.text_encoder, dtype=a.dtype or "bf16", **options)
         else:
             pipe = OpenSoraPipeline.from_pretrained(a.pipeline, text_encoder=te, dtype=a.dtype, **options)
+        if a.lora: load_lora(pipe, a.lora, merge=True)
     except FileNotFoundError as e: p.error(str(e))
     d = pipe.config.get("defaults", {})
     num_frames = a.num_frames if a.num_frames is not None else (None if a.seconds is not None else d.get("num_frames", 16))
@@ -442,6 +445,7 @@ def sample_cli(argv=None) -> int:
                mask_strategy=a.mask_strategy if a.mask_strategy is None or len(a.mask_strategy) > 1 else a.mask_strategy[0],
                loops=a.loops, condition_frame_length=a.condition_frame_length if a.condition_frame_length is not None else d.get("condition_frame_length"), condition_frame_edit=a.condition_frame_edit,
                progress=not a.quiet)
+    if a.lora: res["settings"]["lora"] = str(a.lora)  # the sidecars say which adapter drew it
     for path in save_outputs(res, a.output, fmt=a.format): print(path)
     return 0
 

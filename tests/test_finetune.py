@@ -1,5 +1,6 @@
-"""Fine-tuning (issue 18): bad inputs skipped with reasons, LoRA adapters saved/loaded/merged exactly, full and temporal-only
-fine-tuning, resume, and `opensora-nb finetune` end to end, all on a tiny random base pipeline folder."""
+"""Fine-tuning (issue 18): bad inputs skipped with reasons, LoRA adapters (chapter 11b) saved/loaded/merged exactly, full and
+temporal-only fine-tuning, resume, `opensora-nb finetune` and `opensora-nb sample --lora` end to end, all on a tiny random base
+pipeline folder."""
 import json
 import shutil
 
@@ -9,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from opensora_nb import finetune as F
+from opensora_nb import lora as L
 from opensora_nb.builders import PatchPCAAutoencoder, X0Parameterized, build_text_encoder, unwrap
 from opensora_nb.inference import OpenSoraPipeline
 from opensora_nb.io import write_video
@@ -105,12 +107,12 @@ def test_nothing_usable_is_one_error_before_any_model_loads(tmp_path):
 
 def test_unknown_lora_target_lists_valid_names(base_dir, clips, tmp_path):
     pipe = OpenSoraPipeline.from_pretrained(base_dir)
-    with pytest.raises(ValueError) as e: F.add_lora(pipe, targets=["attn.qkv", "attn.to_q"])
+    with pytest.raises(ValueError) as e: L.add_lora(pipe, targets=["attn.qkv", "attn.to_q"])
     msg = str(e.value)
     assert "['attn.to_q']" in msg and "cross_attn.kv_linear" in msg and "mlp.fc2" in msg and "final_layer.linear" in msg
     assert "spatial_blocks.0" not in msg and msg.count("attn.qkv") == 1  # deduplicated by the name after the block index
-    assert F.lora_layers(pipe) == {}  # nothing was injected
-    with pytest.raises(ValueError, match="in its temporal blocks"): F.add_lora(pipe, targets=["final_layer.linear"], only_temporal=True)
+    assert L.lora_layers(pipe) == {}  # nothing was injected
+    with pytest.raises(ValueError, match="in its temporal blocks"): L.add_lora(pipe, targets=["final_layer.linear"], only_temporal=True)
     with pytest.raises(ValueError, match="attn.to_q"):
         F.finetune_cli([str(clips), "--base", str(base_dir), "--targets", "attn.to_q", "-o", str(tmp_path / "o"), "--quiet"])
     assert not (tmp_path / "o").exists()
@@ -120,38 +122,38 @@ def test_lora_save_load_merge_round_trip(base_dir, clips, tmp_path):
     ft, rep = F.finetune(clips, base_dir, "lora", out=tmp_path / "lora", steps=3, lr=1e-2, progress=False, verbose=False)
     assert rep["steps"] == 3 and rep["clips"] == 4 and rep["images"] == 1 and 0 < rep["trainable_params"] < rep["total_params"] / 5
     assert rep["seconds_train"] > 0 and rep["peak_rss_mb"] >= 0
-    w = load_file(str(tmp_path / "lora" / F.ADAPTER_WEIGHTS))
+    w = load_file(str(tmp_path / "lora" / L.ADAPTER_WEIGHTS))
     assert all(".lora_A.weight" in k or ".lora_B.weight" in k for k in w) and sum(v.numel() for v in w.values()) == rep["trainable_params"]
-    assert (tmp_path / "lora" / F.ADAPTER_WEIGHTS).stat().st_size == rep["adapter_bytes"] < 512 * 1024
-    cfg = json.loads((tmp_path / "lora" / F.ADAPTER_CONFIG).read_text())
-    assert (cfg["r"], cfg["lora_alpha"], cfg["steps"], cfg["base"], cfg["targets"]) == (8, 8, 3, str(base_dir.resolve()), list(F.LORA_TARGETS))
+    assert (tmp_path / "lora" / L.ADAPTER_WEIGHTS).stat().st_size == rep["adapter_bytes"] < 512 * 1024
+    cfg = json.loads((tmp_path / "lora" / L.ADAPTER_CONFIG).read_text())
+    assert (cfg["r"], cfg["lora_alpha"], cfg["steps"], cfg["base"], cfg["targets"]) == (8, 8, 3, str(base_dir.resolve()), list(L.LORA_TARGETS))
     ref = ft(PROMPT, **KW)["latents"][0]
     base = OpenSoraPipeline.from_pretrained(base_dir)
     assert not torch.allclose(ref, base(PROMPT, **KW)["latents"][0], atol=1e-4)  # the adapter changed something
-    fresh = F.load_lora(OpenSoraPipeline.from_pretrained(base_dir), tmp_path / "lora")
+    fresh = L.load_lora(OpenSoraPipeline.from_pretrained(base_dir), tmp_path / "lora")
     assert torch.equal(fresh(PROMPT, **KW)["latents"][0], ref)  # exactly the in-memory fine-tuned pipeline
     base_w = load_file(str(base_dir / "transformer" / "model.safetensors"))
-    F.merge_lora(fresh)
+    L.merge_lora(fresh)
     torch.testing.assert_close(fresh(PROMPT, **KW)["latents"][0], ref, atol=1e-4, rtol=0)
-    F.unmerge_lora(fresh)
+    L.unmerge_lora(fresh)
     for k, v in unwrap(fresh.model).state_dict().items():
         if ".base_layer." in k: torch.testing.assert_close(v, base_w[k.replace(".base_layer", "")], atol=1e-6, rtol=0)
-    merged = F.load_lora(OpenSoraPipeline.from_pretrained(base_dir), tmp_path / "lora", merge=True)
+    merged = L.load_lora(OpenSoraPipeline.from_pretrained(base_dir), tmp_path / "lora", merge=True)
     torch.testing.assert_close(merged(PROMPT, **KW)["latents"][0], ref, atol=1e-4, rtol=0)
-    with pytest.raises(ValueError, match="already has a LoRA adapter"): F.load_lora(merged, tmp_path / "lora")
-    with pytest.raises(FileNotFoundError, match="not a LoRA adapter folder"): F.load_lora(base, tmp_path)
+    with pytest.raises(ValueError, match="already has a LoRA adapter"): L.load_lora(merged, tmp_path / "lora")
+    with pytest.raises(FileNotFoundError, match="not a LoRA adapter folder"): L.load_lora(base, tmp_path)
 
 
 def test_adapter_for_another_base_is_refused(base_dir, clips, tmp_path):
     F.finetune(clips, base_dir, "lora", out=tmp_path / "lora", steps=1, progress=False, verbose=False)
-    cfg = json.loads((tmp_path / "lora" / F.ADAPTER_CONFIG).read_text())
+    cfg = json.loads((tmp_path / "lora" / L.ADAPTER_CONFIG).read_text())
     cfg["target_modules"].append("spatial_blocks.7.attn.qkv")
-    (tmp_path / "lora" / F.ADAPTER_CONFIG).write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="does not fit this pipeline"): F.load_lora(OpenSoraPipeline.from_pretrained(base_dir), tmp_path / "lora")
+    (tmp_path / "lora" / L.ADAPTER_CONFIG).write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="does not fit this pipeline"): L.load_lora(OpenSoraPipeline.from_pretrained(base_dir), tmp_path / "lora")
 
 
 def test_ema_shares_the_frozen_weights(base_dir):
-    pipe = OpenSoraPipeline.from_pretrained(base_dir); F.add_lora(pipe, rank=2)
+    pipe = OpenSoraPipeline.from_pretrained(base_dir); L.add_lora(pipe, rank=2)
     ema = F._shared_ema(pipe.model)
     for (n, p), (_, q) in zip(pipe.model.named_parameters(), ema.named_parameters()):
         assert (p is q) == (not p.requires_grad), n
@@ -174,7 +176,7 @@ def test_resume_from_run_dir_continues(base_dir, clips, tmp_path):
     p4, r4 = F.finetune(clips, base_dir, "lora", run_dir=tmp_path / "run", steps=4, **kw)
     straight, _ = F.finetune(clips, base_dir, "lora", steps=4, **kw)
     assert (r2["resumed_from"], r4["resumed_from"], r4["steps"]) == (None, 2, 4)
-    a, b = F.lora_state_dict(p4), F.lora_state_dict(straight)
+    a, b = L.lora_state_dict(p4), L.lora_state_dict(straight)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="does not fit this fine-tuning"):
         F.finetune(clips, base_dir, "lora", run_dir=tmp_path / "run", steps=5, rank=4, **kw)
@@ -189,7 +191,7 @@ def test_cli_end_to_end(base_dir, clips, tmp_path, capsys):
                  "--targets", "attn.qkv,mlp.fc1", "--mask-ratios", '{"image_head": 0.5}', "-o", str(out),
                  "--save-merged", str(merged), "--quiet"]) == 0
     assert "finetune (lora): 2 steps" in capsys.readouterr().out
-    cfg = json.loads((out / F.ADAPTER_CONFIG).read_text())
+    cfg = json.loads((out / L.ADAPTER_CONFIG).read_text())
     assert cfg["r"] == 4 and all(m.startswith("temporal_blocks.") for m in cfg["target_modules"]) and len(cfg["target_modules"]) == 2
     assert (tmp_path / "adapter_run" / "last").exists()  # the run folder beside the output: the same command resumes
     report = json.loads((out / "finetune.json").read_text())
@@ -198,6 +200,31 @@ def test_cli_end_to_end(base_dir, clips, tmp_path, capsys):
     assert (tmp_path / "s" / "sample_0000.mp4").exists()
     assert main(["finetune", str(tmp_path / "nowhere"), "--base", str(base_dir), "-o", str(tmp_path / "o2")]) == 2
     assert "opensora-nb finetune: error: fine-tuning data" in capsys.readouterr().err
+
+
+def test_sample_cli_with_lora_draws_the_fine_tuned_model(base_dir, clips, tmp_path, monkeypatch, capsys):
+    "`opensora-nb sample BASE --lora ADAPTER` samples what the fine-tuned pipeline in memory samples (merged: up to float rounding)."
+    from opensora_nb import inference
+    from opensora_nb.cli import main
+    ft, _ = F.finetune(clips, base_dir, "lora", out=tmp_path / "lora", steps=3, lr=1e-2, progress=False, verbose=False)
+    seen, save = [], inference.save_outputs
+    monkeypatch.setattr(inference, "save_outputs", lambda res, *a, **k: seen.append(res) or save(res, *a, **k))
+    args = ["--prompt", PROMPT, "--num-frames", "8", "--steps", "2", "--seed", "5", "--quiet"]
+    assert main(["sample", str(base_dir), "--lora", str(tmp_path / "lora"), "-o", str(tmp_path / "s"), *args]) == 0
+    assert main(["sample", str(base_dir), "-o", str(tmp_path / "plain"), *args]) == 0
+    (got, plain) = seen
+    want = ft(PROMPT, resolution="32px", aspect_ratio="1:1", num_frames=8, fps=8, seed=5, num_sampling_steps=2, progress=False)
+    assert {k: v for k, v in got["settings"].items() if k != "lora"} == want["settings"]  # the same call
+    torch.testing.assert_close(got["latents"][0], want["latents"][0], atol=1e-4, rtol=0)
+    assert not torch.allclose(plain["latents"][0], want["latents"][0], atol=1e-3)  # without --lora: the base model
+    fresh = L.load_lora(OpenSoraPipeline.from_pretrained(base_dir), tmp_path / "lora", merge=True)
+    same = fresh(PROMPT, resolution="32px", aspect_ratio="1:1", num_frames=8, fps=8, seed=5, num_sampling_steps=2, progress=False)
+    assert torch.equal(got["latents"][0], same["latents"][0]) and all(torch.equal(a, b) for a, b in zip(got["videos"], same["videos"]))
+    side = json.loads((tmp_path / "s" / "sample_0000.json").read_text())
+    assert side["lora"] == str(tmp_path / "lora") and "lora" not in json.loads((tmp_path / "plain" / "sample_0000.json").read_text())
+    capsys.readouterr()
+    with pytest.raises(SystemExit): main(["sample", str(base_dir), "--lora", str(tmp_path), "-o", str(tmp_path / "x"), *args])
+    assert "not a LoRA adapter folder" in capsys.readouterr().err
 
 
 class _MetaText:
@@ -216,7 +243,7 @@ def test_lora_training_step_on_meta():
     net = STDiT3(hidden_size=32, depth=1, num_heads=2, patch_size=(1, 1, 1), in_channels=16, caption_channels=32, model_max_length=16,
                  pred_sigma=False, input_sq_size=32)
     pipe = OpenSoraPipeline(X0Parameterized(net), PatchPCAAutoencoder(8, 16), _MetaText(), RFlow(use_timestep_transform=False)).to("meta")
-    F.add_lora(pipe)
+    L.add_lora(pipe)
     assert {p.device.type for p in pipe.model.parameters()} == {"meta"}
     tr = Trainer(F.finetune_config(pipe, steps=1, device="meta"), model=pipe.model)
     tr.ema = F._shared_ema(tr.model)
