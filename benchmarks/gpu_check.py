@@ -2,7 +2,8 @@
 
   1. stdit     STDiT3-XL/2 forward latency + peak memory at 240p/360p/720p x 51 frames (batch 2 = cond + uncond)
   2. pipeline  OpenSoraPipeline (XL/2 + v1.2 VAE + random text states): 360p 2 s and 720p 4 s, 30 steps, cfg 7,
-               beside the published Open-Sora 1.2 H100 figures
+               beside the published Open-Sora 1.2 H100 figures; then at 360p the faster-sampling options (PAB attention
+               reuse, step skipping, both, and 12 steps): seconds, ratio to the default, relative L2 of the latents
   3. vae       v1.2 VAE encode + decode at 720p x 51 frames
   4. train     one XL/2 training step at 240p x 51 frames through ColossalAI's Booster (LowLevelZero, ZeRO-2, bf16)
   5. sdpa      which scaled_dot_product_attention backends run here, and which one PyTorch picks
@@ -35,9 +36,12 @@ TINY_CONFIG = STDiT3Config(hidden_size=64, depth=2, num_heads=4, caption_channel
 # (pixel H, W, frames) per name; full: the published sizes, tiny: toy sizes through the same code
 SIZES = dict(full=dict(stdit={"240p": (240, 426, 51), "360p": (360, 640, 51), "720p": (720, 1280, 51)},
                        pipeline={"360p_2s": (360, 640, 51), "720p_4s": (720, 1280, 102)},
-                       vae=(720, 1280, 51), train=(240, 426, 51), steps=30, repeats=3, train_batch=2),
+                       vae=(720, 1280, 51), train=(240, 426, 51), steps=30, fewer_steps=12, repeats=3, train_batch=2),
              tiny=dict(stdit={"32x32": (32, 32, 5), "48x64": (48, 64, 5)}, pipeline={"32x32_17f": (32, 32, 17)},
-                       vae=(32, 32, 17), train=(32, 32, 17), steps=2, repeats=3, train_batch=2))
+                       vae=(32, 32, 17), train=(32, 32, 17), steps=4, fewer_steps=2, repeats=3, train_batch=2))
+#: The faster-sampling options (chapter 11c) run beside the default at the first pipeline size: name -> pipeline arguments.
+FAST_OPTIONS = {"pab": dict(attention_reuse=True), "step_cache_0.1": dict(step_cache=0.1),
+                "pab+step_cache_0.1": dict(attention_reuse=True, step_cache=0.1), "fewer_steps": {}}
 
 
 # --- measuring ---
@@ -177,8 +181,8 @@ def check_pipeline(device, dtype, mode, cfg):
     else:
         pipe = OpenSoraPipeline(_ModelOnDevice(model), _VAEOnDevice(vae), text, scheduler)
     prompt = "a red panda eating bamboo in a misty forest, aesthetic score: 6.5."
-    call = lambda H, W, T, steps: pipe([prompt], image_size=(H, W), num_frames=T, fps=24, num_sampling_steps=steps,
-                                       cfg_scale=7.0, progress=False)
+    call = lambda H, W, T, steps, **opts: pipe([prompt], image_size=(H, W), num_frames=T, fps=24, num_sampling_steps=steps,
+                                               cfg_scale=7.0, progress=False, **opts)
     H0, W0, T0 = next(iter(cfg["pipeline"].values()))
     call(H0, W0, T0, 1)  # warm-up: one step and a decode
     res = dict(device_api="pipe.to" if device_api else "adapters (OpenSoraPipeline has no .to yet)",
@@ -193,6 +197,23 @@ def check_pipeline(device, dtype, mode, cfg):
         if ref and mode == "full":
             row.update(published_h100=ref, seconds_ratio=m.seconds / ref["seconds"], memory_ratio=m.peak * 2**30 / 1e9 / ref["memory_gb"])
         res["runs"][name] = row
+        if name == next(iter(cfg["pipeline"])): base = out["latents"][0].float()
+        del out; free_memory()
+    # the faster-sampling options at the first size, beside its default run
+    name, (H, W, T) = next(iter(cfg["pipeline"].items()))
+    res["options"] = {}
+    for opt, kw in FAST_OPTIONS.items():
+        steps = cfg["fewer_steps"] if opt == "fewer_steps" else cfg["steps"]
+        try:
+            with Meter(device) as m: out = call(H, W, T, steps, **kw)
+            lat = out["latents"][0].float()
+            res["options"][opt] = dict(size=name, steps=steps, seconds=m.seconds, ratio=res["runs"][name]["seconds"] / m.seconds,
+                                       rel_l2_latents=float((lat - base).norm() / base.norm()), cache_stats=out["settings"].get("cache_stats"),
+                                       **{peak_key(device): m.peak})
+            del out
+        except Exception as e:  # e.g. out of memory with the stored attention outputs: recorded, the others still run
+            res["options"][opt] = dict(error=f"{type(e).__name__}: {e}"[:500])
+        free_memory()
     return res
 
 
@@ -304,6 +325,10 @@ def summary_lines(report):
                 ratio = (f"  ({d['seconds_ratio']:.2f}x time, {d['memory_ratio']:.2f}x memory of the published H100)"
                          if "seconds_ratio" in d else "")
                 lines.append(f"  {name:9s} {s:10s} {d['seconds']:9.2f} s  peak {_peak(d)}{ratio}")
+            for o, d in r.get("options", {}).items():
+                lines.append(f"  {name:9s} {o:18s} ERROR {d['error']}" if "error" in d else
+                             f"  {name:9s} {o:18s} {d['steps']:>2} steps {d['seconds']:8.2f} s  {d['ratio']:.2f}x faster  "
+                             f"rel L2 {d['rel_l2_latents']:.3f}  peak {_peak(d)}")
         elif name == "vae":
             lines.append(f"  {name:9s} encode {r['encode_seconds']:.2f} s + decode {r['decode_seconds']:.2f} s  peak {_peak(r)}")
         elif name == "train":

@@ -24,6 +24,7 @@ from .rflow import RFlow
 from .stdit import STDiT3
 from . import text as text_lib
 from . import vae_hub
+from .cache import SamplingCache, attention_reuse_settings, step_cache_settings
 from .builders import PatchPCAAutoencoder, X0Parameterized, build_scheduler, build_text_encoder, build_vae, unwrap
 from .lora import load_lora
 
@@ -272,14 +273,17 @@ class OpenSoraPipeline:
     def __call__(self, prompts, resolution=None, aspect_ratio="1:1", image_size=None, num_frames=16, seconds=None, fps=8,
                  seed=0, num_sampling_steps=None, cfg_scale=None, aes=None, flow=None, camera_motion=None, reference=None,
                  mask_strategy=None, loops=1, condition_frame_length=None, condition_frame_edit=0.0, progress=True,
-                 batch_size=None):
+                 batch_size=None, attention_reuse=None, step_cache=None):
         """Generate one video per prompt -> dict(videos=[uint8 [T, 3, H, W]], latents, settings).
         `reference`: one per prompt (path, pixel video [T,3,H,W] or image [3,H,W]; ';'-joined paths for several);
         `mask_strategy`: one string per prompt (or one for all), Open-Sora's 'loop,ref,ref_start,target_start,length,edit'.
         `seed`: an int (prompt i uses seed + i) or one seed per prompt, so a prompt's video does not depend on the other
         prompts or on `batch_size` (at most that many prompts go through the model together; default all).
         `condition_frame_length`: latent frames each loop of a long video conditions on (default: one whole chunk of the
-        VAE, 5 for the v1.2 VAE as in the reference). A call leaves the pipeline as it was."""
+        VAE, 5 for the v1.2 VAE as in the reference). A call leaves the pipeline as it was.
+        Faster sampling (chapter 11c, both off by default): `attention_reuse` True or dict(spatial=2, temporal=3, cross=4,
+        start=0.8, end=0.1) recomputes each kind of attention only every k-th step between noise levels start and end
+        (PAB); `step_cache` (a threshold, e.g. 0.1) skips the block stack while its cheap change signal stays below it."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts: raise ValueError("no prompts given")
         n = len(prompts)
@@ -291,6 +295,7 @@ class OpenSoraPipeline:
         if any(strategies) and reference is None: raise ValueError("a mask_strategy needs a reference (image or video)")
         if batch_size is not None and batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if loops < 1: raise ValueError(f"loops must be >= 1, got {loops}")
+        caching = (attention_reuse_settings(attention_reuse), step_cache_settings(step_cache))  # checked before any work
         scheduler = copy.copy(self.scheduler)  # this call's settings go on a copy: the pipeline stays as it was
         scheduler.num_sampling_steps = steps = num_sampling_steps or self.scheduler.num_sampling_steps
         cfg = self.scheduler.cfg_scale if cfg_scale is None else cfg_scale
@@ -309,11 +314,11 @@ class OpenSoraPipeline:
                              f"{need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB available: ask for fewer frames, a "
                              f"smaller size or a smaller batch_size")
         refs = self._references(reference, n, (H, W))
-        videos, latents = [], [[] for _ in range(loops)]
+        videos, latents, cache_stats = [], [[] for _ in range(loops)], []
         for a in range(0, n, bs):
-            v, ls = self._generate(full_prompts[a:a + bs], seeds[a:a + bs], refs[a:a + bs], strategies[a:a + bs], scheduler,
-                                   (T, H, W), lat, fps, cfg, loops, cfl, drop, condition_frame_edit, progress)
-            videos += v
+            v, ls, st = self._generate(full_prompts[a:a + bs], seeds[a:a + bs], refs[a:a + bs], strategies[a:a + bs], scheduler,
+                                   (T, H, W), lat, fps, cfg, loops, cfl, drop, condition_frame_edit, progress, caching)
+            videos += v; cache_stats += st
             for k, l in enumerate(ls): latents[k].append(l)
         latents = [torch.cat(ls) for ls in latents]
         settings = dict(prompts=prompts, full_prompts=full_prompts, image_size=[H, W], resolution=resolution, aspect_ratio=aspect_ratio,
@@ -323,10 +328,14 @@ class OpenSoraPipeline:
                                    (reference if isinstance(reference, (list, tuple)) else [reference] * n)],
                         mask_strategy=strategies, loops=loops, condition_frame_length=cfl, condition_frame_edit=condition_frame_edit,
                         dropped_frames_per_join=drop, batch_size=bs, scheduler=repr(scheduler), num_params=self.num_params)
+        if any(caching):  # what the caches did, summed over batches and loops
+            settings.update(attention_reuse=caching[0], step_cache=caching[1],
+                            cache_stats={k: sum(s[k] for s in cache_stats) for k in cache_stats[0]})
         return dict(videos=videos, latents=latents, settings=settings)
 
-    def _generate(self, prompts, seeds, refs, strategies, scheduler, size, lat, fps, cfg, loops, cfl, drop, edit, progress):
-        "One batch of prompts, each with its own generator: (videos, [latent per loop])."
+    def _generate(self, prompts, seeds, refs, strategies, scheduler, size, lat, fps, cfg, loops, cfl, drop, edit, progress,
+                  caching=(None, None)):
+        "One batch of prompts, each with its own generator: (videos, [latent per loop], [stats of each sampling cache])."
         T, H, W = size
         dev, dtype = self.device, self.dtype
         n, gens = len(prompts), [torch.Generator().manual_seed(s) for s in seeds]  # CPU generators: the same noise on every device
@@ -336,21 +345,23 @@ class OpenSoraPipeline:
         # height/width/num_frames stay host values (the positional table reads them); fps is embedded on the device
         model_args = multi_resolution_info(n, (H, W), T, fps)
         model_args.update(fps=model_args["fps"].to(dev), mask=enc["mask"].to(dev))
-        clips, latents = [], []
+        clips, latents, stats = [], [], []
         for loop_i in range(loops):
             if loop_i > 0:  # condition on the last `cfl` latent frames of the previous loop
                 refs, strategies = _append_latent(refs, strategies, latents[-1], loop_i, cfl, edit)
             z = torch.cat([torch.randn(1, self.vae.out_channels, *lat, generator=g) for g in gens]).to(dev, dtype)
             z, mask = apply_mask_strategy(z, refs, strategies, loop_i, strict=False)
             mask = mask.to(dev) if mask is not None else None
+            cache = SamplingCache(*caching) if any(caching) else None  # a fresh cache per sampling call
             with self._working(self.model):
                 out = scheduler.sample(self.model, z, y=y, y_null=y_null, model_kwargs=dict(model_args), mask=mask,
-                                       guidance_scale=cfg, progress=progress, generator=gens)
+                                       guidance_scale=cfg, progress=progress, generator=gens, cache=cache)
+            if cache is not None: stats.append(cache.stats)
             latents.append(out)
             with self._working(self.vae):
                 video = self.vae.decode(out.to(dtype), num_frames=T)
             clips.append(video[:, :, drop:] if loop_i > 0 else video)  # its first frames are the previous loop's last ones
-        return [_host(denormalize(v)) for v in torch.cat(clips, dim=2).float()], latents
+        return [_host(denormalize(v)) for v in torch.cat(clips, dim=2).float()], latents, stats
 
 
 def _append_latent(refs, strategies, last_latent, loop_i, cfl, edit=0.0):
@@ -383,6 +394,24 @@ def _size(s):
     m = re.fullmatch(r"(\d+)[x,](\d+)", s)
     if not m: raise argparse.ArgumentTypeError(f"image size {s!r}: expected HxW, e.g. 32x48")
     return int(m.group(1)), int(m.group(2))
+
+
+def _numbers(kind, n, what):
+    "An argparse type: `n` comma-separated numbers of `kind`."
+    def parse(s):
+        try: v = [kind(x) for x in s.split(",")]
+        except ValueError: v = []
+        if len(v) != n: raise argparse.ArgumentTypeError(f"{s!r}: expected {what}")
+        return v
+    return parse
+
+
+def _attention_reuse(a):
+    "The `attention_reuse` of --pab / --pab-k / --pab-range (None when none is given)."
+    if not (a.pab or a.pab_k or a.pab_range): return None
+    r = dict(zip(("spatial", "temporal", "cross"), a.pab_k)) if a.pab_k else {}
+    if a.pab_range: r.update(start=a.pab_range[0], end=a.pab_range[1])
+    return r
 
 
 def sample_cli(argv=None) -> int:
@@ -420,6 +449,14 @@ def sample_cli(argv=None) -> int:
     p.add_argument("--loops", type=int, default=1, help="long video: number of loops")
     p.add_argument("--condition-frame-length", type=int, default=None, help="latent frames each loop conditions on")
     p.add_argument("--condition-frame-edit", type=float, default=0.0)
+    p.add_argument("--pab", action="store_true", help="reuse attention outputs in the middle steps (PAB: spatial every 2nd step, "
+                   "temporal every 3rd, cross every 4th, between noise levels 0.8 and 0.1)")
+    p.add_argument("--pab-k", type=_numbers(int, 3, "S,T,C, e.g. 2,3,4"), default=None, metavar="S,T,C",
+                   help="PAB: recompute spatial, temporal and cross attention every S, T, C steps (implies --pab)")
+    p.add_argument("--pab-range", type=_numbers(float, 2, "START,END, e.g. 0.8,0.1"), default=None, metavar="START,END",
+                   help="PAB: the noise levels t/1000 between which outputs are reused (default 0.8,0.1; implies --pab)")
+    p.add_argument("--teacache", type=float, default=None, metavar="THRESH",
+                   help="skip the denoiser's blocks while the accumulated relative change of their input stays below THRESH (e.g. 0.1)")
     p.add_argument("--format", choices=("mp4", "gif"), default="mp4")
     p.add_argument("--output", "-o", default="outputs/samples")
     p.add_argument("--quiet", action="store_true")
@@ -444,7 +481,7 @@ def sample_cli(argv=None) -> int:
                aes=a.aes if a.aes is not None else d.get("aes"), flow=a.flow, reference=a.reference if a.reference is None or len(a.reference) > 1 else a.reference[0],
                mask_strategy=a.mask_strategy if a.mask_strategy is None or len(a.mask_strategy) > 1 else a.mask_strategy[0],
                loops=a.loops, condition_frame_length=a.condition_frame_length if a.condition_frame_length is not None else d.get("condition_frame_length"), condition_frame_edit=a.condition_frame_edit,
-               progress=not a.quiet)
+               progress=not a.quiet, attention_reuse=_attention_reuse(a), step_cache=a.teacache)
     if a.lora: res["settings"]["lora"] = str(a.lora)  # the sidecars say which adapter drew it
     for path in save_outputs(res, a.output, fmt=a.format): print(path)
     return 0

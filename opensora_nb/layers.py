@@ -55,6 +55,26 @@ class DropPath(nn.Module):
         return x * x.new_empty(shape).bernoulli_(keep) / keep
 
 
+class _RMSNormFn(torch.autograd.Function):
+    "float32 RMSNorm with a hand-written backward: about half the passes over the tensor of autograd's chain of ops."
+
+    @staticmethod
+    def forward(ctx, x, weight, eps: float):
+        r = torch.rsqrt(torch.linalg.vector_norm(x, dim=-1, keepdim=True).pow_(2).div_(x.shape[-1]).add_(eps))
+        n = x * r
+        ctx.save_for_backward(n, r, weight)
+        return n * weight
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        n, r, weight = ctx.saved_tensors
+        gw = (g * n).sum(tuple(range(g.ndim - 1))) if ctx.needs_input_grad[1] else None
+        gn = g * weight
+        c = torch.linalg.vecdot(gn, n, dim=-1).unsqueeze(-1).div_(n.shape[-1])  # mean(gn * n) per row
+        return torch.addcmul(gn, n, c, value=-1).mul_(r), gw, None  # r * (gn - n * mean(gn * n))
+
+
 class RMSNorm(nn.Module):
     "RMS normalisation over the last dim (Llama/T5 style), computed in float32: `w * x / sqrt(mean(x^2) + eps)`."
 
@@ -64,6 +84,8 @@ class RMSNorm(nn.Module):
         self.variance_epsilon = eps
 
     def forward(self, x):
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return _RMSNormFn.apply(x, self.weight, self.variance_epsilon)
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
@@ -87,7 +109,9 @@ class PatchEmbed3D(nn.Module):
         # pad (W, H, T) at the end up to a multiple of the patch
         x = F.pad(x, (0, -W % pw, 0, -H % ph, 0, -T % pt))
         x = self.proj(x)  # [B, D, T', H', W']
-        return x.flatten(2).transpose(1, 2) if self.flatten else x
+        # contiguous tokens: a channel-strided [B, N, D] would be inherited by every residual add downstream,
+        # and each LayerNorm and Linear would copy it again (forward and backward)
+        return x.flatten(2).transpose(1, 2).contiguous() if self.flatten else x
 
 
 def get_dynamic_size(x_shape, patch_size):
@@ -168,11 +192,22 @@ class RotaryEmbedding(nn.Module):
         "Rotate `x [..., N, head_dim]` (sequence on dim -2) by its positions 0..N-1."
         if seq_dim != -2:
             raise ValueError(f"RotaryEmbedding: only seq_dim=-2 is supported, got {seq_dim}")
+        if x.shape[-1] == 2 * self.freqs.shape[0] and x.dtype in (torch.float32, torch.float64):
+            return self.rotate_complex(x)
         ang = self.angles(x.shape[-2], x.device, x.dtype).to(x)
         rot = ang.shape[-1]
         x_rot, x_pass = x[..., :rot], x[..., rot:]
         x_rot = x_rot * ang.cos() + rotate_half(x_rot) * ang.sin()
         return torch.cat([x_rot, x_pass], dim=-1)
+
+    def rotate_complex(self, x):
+        "The same rotation as one complex product: the pair `(x0, x1)` is `x0 + i x1`, times `exp(i t f)`."
+        t = torch.arange(x.shape[-2], device=x.device, dtype=x.dtype).type(self.freqs.dtype)
+        ang = torch.outer(t, self.freqs).to(x.dtype)  # [N, dim/2], one angle per pair
+        if x.stride(-1) != 1 or x.storage_offset() % 2 or any(s % 2 for s in x.stride()[:-1]):
+            x = x.clone(memory_format=torch.contiguous_format)  # view_as_complex needs whole (re, im) pairs
+        xc = torch.view_as_complex(x.unflatten(-1, (-1, 2)))
+        return torch.view_as_real(xc * torch.polar(torch.ones_like(ang), ang)).flatten(-2)
 
     forward = rotate_queries_or_keys
 
@@ -195,7 +230,8 @@ class Attention(nn.Module):
     def qkv_heads(self, x):
         "`[B, N, D]` -> q, k, v each `[B, heads, N, head_dim]`, normalised and rotated."
         B, N, _ = x.shape
-        q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        # unbind the 3 of [B, N, 3, heads, hd] in place: the backward stacks the gradients straight into qkv's layout
+        q, k, v = (t.transpose(1, 2) for t in self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).unbind(2))
         if self.rope is not None and self.rope_before_norm:
             q, k = self.rope(q), self.rope(k)
         q, k = self.q_norm(q), self.k_norm(k)
@@ -212,6 +248,10 @@ class Attention(nn.Module):
 # %% ../nbs/05_layers.ipynb #899894b2
 class MultiHeadCrossAttention(nn.Module):
     "Queries from `x [B, N, D]`, keys/values from `cond [B, L, D]`; `mask [B, L]` (nonzero = real token)."
+    #: With a mask: True attends over each sample's real tokens only (packed), False over the padded caption with a
+    #: boolean mask; None (default) packs on the CPU, where reading the lengths costs nothing, and masks elsewhere
+    #: (no host sync in every block).
+    packed_keys = None
 
     def __init__(self, d_model: int, num_heads: int):
         super().__init__()
@@ -227,18 +267,39 @@ class MultiHeadCrossAttention(nn.Module):
         if cond.ndim != 3 or cond.shape[0] != B:
             raise ValueError(f"cross-attention: cond must be [B={B}, L, D], got {tuple(cond.shape)}")
         L = cond.shape[1]
+        if mask is not None and mask.shape != (B, L):
+            raise ValueError(f"cross-attention: mask must be [B={B}, L={L}], got {tuple(mask.shape)}")
         q = self.q_linear(x).view(B, N, self.num_heads, self.head_dim).transpose(1, 2)
-        k, v = self.kv_linear(cond).view(B, L, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        attn_mask = None
-        if mask is not None:
-            if mask.shape != (B, L):
-                raise ValueError(f"cross-attention: mask must be [B={B}, L={L}], got {tuple(mask.shape)}")
-            keep = mask != 0
-            attn_mask = keep[:, None, None, :]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        if mask is not None:  # a caption with no token attends to nothing: 0, not NaN (no host sync to test for it)
+        packed = self.packed_keys if self.packed_keys is not None else x.device.type == "cpu"
+        if mask is not None and packed:
+            return self.proj(self.attend_packed(q, cond, mask != 0))
+        return self.proj(self.attend_padded(q, cond, None if mask is None else mask != 0))
+
+    def attend_padded(self, q, cond, keep=None):
+        "Queries `q [B, heads, N, hd]` over all `L` caption tokens, padding hidden by `keep [B, L]` -> `[B, N, D]`."
+        B, _, N, _ = q.shape
+        kv = self.kv_linear(cond).view(B, cond.shape[1], 2, self.num_heads, self.head_dim)
+        k, v = (t.transpose(1, 2) for t in kv.unbind(2))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if keep is None else keep[:, None, None, :])
+        if keep is not None:  # a caption with no token attends to nothing: 0, not NaN (no host sync to test for it)
             out = out.masked_fill(~keep.any(1)[:, None, None, None], 0.0)
-        return self.proj(out.transpose(1, 2).reshape(B, N, D))
+        return out.transpose(1, 2).reshape(B, N, self.d_model)
+
+    def attend_packed(self, q, cond, keep):
+        "Each sample's queries over only its real caption tokens (`keep [B, L]`), packed as the reference does -> `[B, N, D]`."
+        N = q.shape[2]
+        lens = keep.sum(1).tolist()  # host values: free on the CPU
+        if not any(lens):  # nothing to pack; the padded path keeps every parameter in the graph (as DDP expects)
+            return self.attend_padded(q, cond, keep)
+        kv = self.kv_linear(cond[keep])  # [sum(lens), 2D]: the real tokens of every caption, one after another
+        outs = []
+        for qb, kvb in zip(q.split(1), kv.split(lens)):
+            if kvb.shape[0] == 0:  # a caption with no token attends to nothing: 0, as the padded path
+                outs.append(qb.new_zeros(1, N, self.d_model))
+                continue
+            k, v = (t.transpose(1, 2) for t in kvb.view(1, -1, 2, self.num_heads, self.head_dim).unbind(2))
+            outs.append(F.scaled_dot_product_attention(qb, k, v).transpose(1, 2).reshape(1, N, self.d_model))
+        return torch.cat(outs)
 
 # %% ../nbs/05_layers.ipynb #9cf6d81a
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000) -> torch.Tensor:
@@ -285,7 +346,7 @@ class SizeEmbedder(TimestepEmbedder):
 # %% ../nbs/05_layers.ipynb #1d5a818e
 def t2i_modulate(x, shift, scale):
     "adaLN modulation: `x * (1 + scale) + shift` (shift/scale broadcast over tokens)."
-    return x * (1 + scale) + shift
+    return torch.addcmul(shift, x, 1 + scale)  # one pass over x
 
 
 def modulation(scale_shift_table, t_mlp):

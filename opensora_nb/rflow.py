@@ -6,6 +6,7 @@
 __all__ = ['timestep_transform', 'RFlow', 'mean_flat', 'text_conditioning']
 
 # %% ../nbs/07_rflow.ipynb #1acc3ee2
+from contextlib import nullcontext
 from typing import Callable, Optional
 
 import torch
@@ -185,30 +186,35 @@ def sampling_timesteps(self: RFlow, n: int, model_kwargs: Optional[dict] = None,
 def sample(self: RFlow, model: Callable, z: torch.Tensor, prompts=None, text_encoder=None, y=None, y_null=None,
            model_kwargs: Optional[dict] = None, mask: Optional[torch.Tensor] = None,
            guidance_scale: Optional[float] = None, progress: bool = True, callback: Optional[Callable] = None,
-           generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    "Euler sampling from noise `z` [B, C, T, H, W] with classifier-free guidance and optional frame `mask` [B, T]."
+           generator: Optional[torch.Generator] = None, cache=None) -> torch.Tensor:
+    """Euler sampling from noise `z` [B, C, T, H, W] with classifier-free guidance and optional frame `mask` [B, T].
+    `cache`: a sampling cache (chapter 11c) attached to the model for this call and told each step's place in the schedule."""
     n, s = z.shape[0], self.cfg_scale if guidance_scale is None else guidance_scale
     y, y_null, kwargs = text_conditioning(n, prompts, text_encoder, y, y_null, model_kwargs)
     timesteps = self.sampling_timesteps(n, kwargs, device=z.device)
     if mask is not None:
         if mask.shape != (n, z.shape[2]): raise ValueError(f"mask {tuple(mask.shape)} is not [B, T] = {(n, z.shape[2])}")
         noise_added = mask == 1
-    for i, t in enumerate(tqdm(timesteps, desc="rflow", disable=not progress)):
-        if mask is not None:
-            x0 = z.clone()
-            x_noise = self.add_noise(x0, _randn(x0, generator), t)
-            active = mask * self.num_timesteps >= t[:, None]   # frames that take part from this step on
-            z = torch.where((active & ~noise_added)[:, None, :, None, None], x_noise, x0)
-            noise_added = active
-            kwargs["x_mask"] = active
-        if y is None:
-            v = _model_out(model(z, t, **kwargs), z.shape[1])
-        else:
-            out = model(torch.cat([z, z]), torch.cat([t, t]), y=torch.cat([y, y_null]), **_double(kwargs, n))
-            v_cond, v_uncond = _model_out(out, z.shape[1]).chunk(2)
-            v = v_uncond + s * (v_cond - v_uncond)
-        dt = (timesteps[i] - timesteps[i + 1]) if i < len(timesteps) - 1 else timesteps[i]
-        z = z + v * _bcast(dt / self.num_timesteps, z)
-        if mask is not None: z = torch.where(active[:, None, :, None, None], z, x0)
-        if callback is not None: callback(i, t, z)
+    if cache is not None:  # t_i / 1000 of every step, read to the host once
+        levels = (torch.stack([t.reshape(-1)[0] for t in timesteps]).float() / self.num_timesteps).tolist()
+    with cache.attach(model) if cache is not None else nullcontext():
+        for i, t in enumerate(tqdm(timesteps, desc="rflow", disable=not progress)):
+            if mask is not None:
+                x0 = z.clone()
+                x_noise = self.add_noise(x0, _randn(x0, generator), t)
+                active = mask * self.num_timesteps >= t[:, None]   # frames that take part from this step on
+                z = torch.where((active & ~noise_added)[:, None, :, None, None], x_noise, x0)
+                noise_added = active
+                kwargs["x_mask"] = active
+            if cache is not None: cache.begin_step(i, len(timesteps), levels[i])
+            if y is None:
+                v = _model_out(model(z, t, **kwargs), z.shape[1])
+            else:
+                out = model(torch.cat([z, z]), torch.cat([t, t]), y=torch.cat([y, y_null]), **_double(kwargs, n))
+                v_cond, v_uncond = _model_out(out, z.shape[1]).chunk(2)
+                v = v_uncond + s * (v_cond - v_uncond)
+            dt = (timesteps[i] - timesteps[i + 1]) if i < len(timesteps) - 1 else timesteps[i]
+            z = z + v * _bcast(dt / self.num_timesteps, z)
+            if mask is not None: z = torch.where(active[:, None, :, None, None], z, x0)
+            if callback is not None: callback(i, t, z)
     return z

@@ -154,6 +154,8 @@ def flash_attention(x):
 
 class STDiT3Block(nn.Module):
     "PixArt block over `[B, T*S, D]`: modulated self-attention (spatial/temporal/full), cross-attention, modulated MLP."
+    #: A sampling cache attached for one sampling call (chapter 11c, `SamplingCache`); None: every attention is computed.
+    cache = None
 
     def __init__(self, hidden_size, num_heads, mlp_ratio=4.0, drop_path=0.0, rope=None, qk_norm=False,
                  temporal=False, mode=None, enable_flash_attn=False):
@@ -181,6 +183,10 @@ class STDiT3Block(nn.Module):
             x = rearrange(x, pattern[0], T=T, S=S)
             return rearrange(self.attn(x), pattern[1], T=T, S=S)
 
+    def reuse(self, kind: str, compute):
+        "`compute()` the attention of `kind` (spatial/temporal/full/cross), or what an attached cache hands back instead."
+        return compute() if self.cache is None else self.cache.attention(self, kind, compute)
+
     def forward(self, x, y, t, mask=None, x_mask=None, t0=None, T=None, S=None):
         "x `[B, T*S, D]`, y `[B, L, D]` with `mask [B, L]`, t/t0 `[B, 6D]` (t_block outputs), x_mask `[B, T]`."
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation(self.scale_shift_table, t)
@@ -192,11 +198,11 @@ class STDiT3Block(nn.Module):
         x_m = t2i_modulate(xn, shift_msa, scale_msa)
         if x_mask is not None:
             x_m = pick(x_m, t2i_modulate(xn, shift_msa0, scale_msa0))
-        x_m = self.attend(x_m, T, S)
+        x_m = self.reuse(self.mode, lambda: self.attend(x_m, T, S))
         x_m_s = gate_msa * x_m if x_mask is None else pick(gate_msa * x_m, gate_msa0 * x_m)
         x = x + self.drop_path(x_m_s)
 
-        x = x + self.cross_attn(x, y, mask)
+        x = x + self.reuse("cross", lambda: self.cross_attn(x, y, mask))
 
         xn = self.norm2(x)
         x_m = t2i_modulate(xn, shift_mlp, scale_mlp)
@@ -218,6 +224,8 @@ def _as_batch(v, B, device, dtype, name):
 class STDiT3(nn.Module):
     "Open-Sora 1.2's denoiser: spatial and temporal PixArt blocks, RoPE in time, resolution-aware 2D positions."
     block_modes = ("spatial", "temporal")
+    #: A sampling cache attached for one sampling call (chapter 11c): it may skip the blocks of a step; None runs them.
+    cache = None
 
     def __init__(self, config: STDiT3Config | None = None, **overrides):
         super().__init__()
@@ -314,6 +322,12 @@ class STDiT3(nn.Module):
             return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
         return block(*args)
 
+    def run_blocks(self, x, *args, blocks=None):
+        "Run `blocks` (default: all, in order) on tokens `x`; `args` are the blocks' (y, t, mask, x_mask, t0, T, S)."
+        for block in self.blocks() if blocks is None else blocks:
+            x = self.run_block(block, x, *args)
+        return x
+
     def forward(self, x, timestep, y, mask=None, x_mask=None, fps=None, height=None, width=None, **kwargs):
         """x `[B, C, T, H, W]`, timestep `[B]` in [0, 1000), y `[B, 1, L, C_txt]`, mask `[B, L]`, x_mask `[B, T]`
         (False = clean frame, timestep 0), fps/height/width `[B]` or scalars -> `[B, C_out, T, H, W]` float32."""
@@ -339,8 +353,8 @@ class STDiT3(nn.Module):
 
         y, mask = self.encode_text(y, mask)
         x = self.embed_video(x, pos_emb, T, S)
-        for block in self.blocks():
-            x = self.run_block(block, x, y, t_mlp, mask, x_mask, t0_mlp, T, S)
+        args = (y, t_mlp, mask, x_mask, t0_mlp, T, S)
+        x = self.run_blocks(x, *args) if self.cache is None else self.cache.run_blocks(self, x, *args)
         x = self.final_layer(x, t, x_mask, t0, T, S)
         x = unpatchify(x, self.out_channels, self.patch_size, (T, H, W), crop=(Tx, Hx, Wx))
         return x.float()
