@@ -6,13 +6,14 @@ Values the model reads on the host (the video's pixel height/width for the posit
 import pytest
 import torch
 
-from opensora_nb.builders import FeatureBatches, PatchPCAAutoencoder, X0Parameterized, build_model, get_config
+from opensora_nb.builders import FeatureBatches, PatchPCAAutoencoder, X0Parameterized, get_config
 from opensora_nb.inference import OpenSoraPipeline
 from opensora_nb.io import resolve_device, resolve_dtype
 from opensora_nb.rflow import RFlow
 from opensora_nb.stdit import STDiT3
 from opensora_nb.train import Trainer
 from opensora_nb.vae import tiny_vae_v1_2
+from toy_text import MetaText
 
 META = torch.device("meta")
 
@@ -25,20 +26,6 @@ def _features(n=4, C=16, T=4, S=4, L=32, D=384):
     z = torch.randn(n, C, T, S, S)
     return FeatureBatches({"t4": dict(z=z, text_idx=torch.arange(n) % 2, fps=8, height=32, width=32, num_frames=T)},
                           torch.randn(2, L, D), torch.ones(2, L, dtype=torch.long), {"t4": 2}, seed=0)
-
-
-class MetaText:
-    "A text encoder whose states live on the pipeline's device (meta here): shapes only."
-    output_dim, model_max_length, name, y_embedder = 16, 8, "meta", None
-    def __init__(self): self.device, self.dtype = torch.device("cpu"), torch.float32
-    def to(self, device=None, dtype=None):
-        self.device = torch.device(device) if device is not None else self.device; return self
-    def set_null(self, model): self.y_null = model.y_embedder.y_embedding
-    def encode(self, prompts):
-        n = len(prompts)
-        return dict(y=torch.zeros(n, 1, self.model_max_length, self.output_dim, device=self.device),
-                    mask=torch.ones(n, self.model_max_length, dtype=torch.long, device=self.device))
-    def null(self, n): return self.y_null[None].repeat(n, 1, 1)[:, None]
 
 
 def test_resolve():

@@ -18,6 +18,7 @@ from opensora_nb.rflow import RFlow
 from opensora_nb.samples import render_shape_clip, shape_caption
 from opensora_nb.stdit import STDiT3
 from opensora_nb.text import build_tiny_t5
+from toy_text import MetaText
 
 KW = dict(image_size=(32, 32), num_frames=8, num_sampling_steps=2, seed=3, progress=False)
 PROMPT = "a purple triangle moving left on a dark background"
@@ -227,22 +228,13 @@ def test_sample_cli_with_lora_draws_the_fine_tuned_model(base_dir, clips, tmp_pa
     assert "not a LoRA adapter folder" in capsys.readouterr().err
 
 
-class _MetaText:
-    "Caption states made on the pipeline's device (meta here): shapes only."
-    output_dim, model_max_length, name, y_embedder = 32, 16, "meta", None
-    def __init__(self): self.device, self.dtype = torch.device("cpu"), torch.float32
-    def to(self, device=None, dtype=None):
-        self.device = torch.device(device) if device is not None else self.device; return self
-    def set_null(self, model): self.y_null = model.y_embedder.y_embedding
-
-
 def test_lora_training_step_on_meta():
     "Placement: peft's LoRA layers are made where the model is, and a fine-tuning step runs there (a CPU tensor would fail)."
     from opensora_nb.builders import FeatureBatches
     from opensora_nb.train import Trainer
     net = STDiT3(hidden_size=32, depth=1, num_heads=2, patch_size=(1, 1, 1), in_channels=16, caption_channels=32, model_max_length=16,
                  pred_sigma=False, input_sq_size=32)
-    pipe = OpenSoraPipeline(X0Parameterized(net), PatchPCAAutoencoder(8, 16), _MetaText(), RFlow(use_timestep_transform=False)).to("meta")
+    pipe = OpenSoraPipeline(X0Parameterized(net), PatchPCAAutoencoder(8, 16), MetaText(32, 16), RFlow(use_timestep_transform=False)).to("meta")
     L.add_lora(pipe)
     assert {p.device.type for p in pipe.model.parameters()} == {"meta"}
     tr = Trainer(F.finetune_config(pipe, steps=1, device="meta"), model=pipe.model)

@@ -1,6 +1,5 @@
 """Inference: the `opensora-nb sample` CLI on a tiny random pipeline folder, every mode, sidecars, bad inputs."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -8,20 +7,8 @@ import torch
 from opensora_nb.inference import OpenSoraPipeline, resolve_num_frames, resolve_size, sample_cli
 from opensora_nb.rflow import RFlow
 from opensora_nb.stdit import STDiT3
-from opensora_nb.text import TextEncoder
 from opensora_nb.builders import PatchPCAAutoencoder, X0Parameterized
-
-
-class HashText(TextEncoder):
-    def __init__(self, dim=16, L=8):
-        self.output_dim, self.model_max_length, self.device, self.dtype, self.name, self.y_embedder = dim, L, torch.device("cpu"), torch.float32, "hash", None
-    def encode(self, prompts):
-        y = torch.zeros(len(prompts), 1, self.model_max_length, self.output_dim)
-        m = torch.zeros(len(prompts), self.model_max_length, dtype=torch.long)
-        for i, p in enumerate(prompts):
-            for j, w in enumerate(p.split()[: self.model_max_length]):
-                y[i, 0, j] = torch.randn(self.output_dim, generator=torch.Generator().manual_seed(sum(map(ord, w)))); m[i, j] = 1
-        return dict(y=y, mask=m)
+from toy_text import HashText
 
 
 @pytest.fixture(scope="module")

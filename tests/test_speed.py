@@ -14,27 +14,13 @@ from opensora_nb.cache import ChangeRecorder, SamplingCache
 from opensora_nb.inference import OpenSoraPipeline, sample_cli
 from opensora_nb.rflow import RFlow
 from opensora_nb.stdit import STDiT3
-from opensora_nb.text import TextEncoder
+from toy_text import HashText
 
 ROOT = Path(__file__).resolve().parents[1]
 #: With PAB's defaults and/or step skipping (threshold 0.3 here: this random model's inputs change by 0.15-0.5 a step,
 #: the trained tiny world's by 0.03-0.1, where 0.1 is the setting), the latents of 30 guided steps stay within this
 #: relative L2 of the uncached run (measured here: 0.01-0.03; the trained tiny world: benchmarks/results/speed_gen.json).
 BOUND = 0.15
-
-
-class HashText(TextEncoder):
-    "Words hashed to fixed random vectors (the inference chapter's toy encoder)."
-    def __init__(self, dim=16, L=8):
-        self.output_dim, self.model_max_length, self.device, self.dtype, self.name, self.y_embedder = dim, L, torch.device("cpu"), torch.float32, "hash", None
-
-    def encode(self, prompts):
-        y = torch.zeros(len(prompts), 1, self.model_max_length, self.output_dim)
-        m = torch.zeros(len(prompts), self.model_max_length, dtype=torch.long)
-        for i, p in enumerate(prompts):
-            for j, w in enumerate(p.split()[: self.model_max_length]):
-                y[i, 0, j] = torch.randn(self.output_dim, generator=torch.Generator().manual_seed(sum(map(ord, w)))); m[i, j] = 1
-        return dict(y=y, mask=m)
 
 
 @pytest.fixture(scope="module")
