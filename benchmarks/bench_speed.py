@@ -4,7 +4,9 @@
          (colour / direction accuracy, single-object rate, seconds, speed ratio against the default 30 steps without
          caching) and at a mid config (STDiT3 depth 4 / width 384, random weights, 16 frames of 16x16 latent tokens,
          guidance on: speed ratio and relative L2 of the latents against the uncached 30-step run)
-  train  (to be added: training speed)
+  train  one STDiT3 training step (forward, backward, AdamW) at a mid config, the committed layers (git HEAD) against the
+         working tree's, interleaved, with the profiles' top ops: benchmarks/bench_train_step.py's `run_train_bench`
+         (its own command line records benchmarks/results/train_step.json against a chosen commit)
 
     python benchmarks/bench_speed.py --part gen                 # -> benchmarks/results/speed_gen.json (~25 min on 2 CPU cores)
     python benchmarks/bench_speed.py --part gen --quick --out /tmp/x.json   # the same code at toy sizes, seconds
@@ -252,8 +254,10 @@ def _toy_pipeline():
 
 
 def bench_train(args) -> dict:
-    "The training part (not written yet)."
-    return dict(part="train", skipped="not written yet")
+    "The training part: benchmarks/bench_train_step.py's `run_train_bench` (toy sizes with --quick)."
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_train_step import run_train_bench
+    return dict(part="train", **run_train_bench(quick=args.quick, threads=args.threads))
 
 
 PARTS = dict(gen=bench_gen, train=bench_train)

@@ -9,15 +9,19 @@ steps alternate between them (median of `--steps` each, this process's CPU secon
 torch.profiler's top ops by self CPU time are printed for one step of each. `--compile` also times `torch.compile` of
 the working tree's model (compile seconds, steady-state step ratio against eager).
 
-    python benchmarks/bench_train_step.py                 # -> benchmarks/results/train_step.json (~5 min on 1 thread)
-    python benchmarks/bench_train_step.py --compile       # + torch.compile (~3 min more)
+    python benchmarks/bench_train_step.py                 # -> benchmarks/results/train_step.json (~6 min on 1 thread)
+    python benchmarks/bench_train_step.py --baseline 3308648 --compile --steps 9   # the recorded results: against the
+                                                          # commit before the leaner layers of chapter 05 (issue 19)
+    python benchmarks/bench_train_step.py --compile       # + torch.compile, cold (~4 min more)
     python benchmarks/bench_train_step.py --quick --out /tmp/t.json   # toy sizes, seconds
 """
 import argparse
+import atexit
 import importlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -47,6 +51,7 @@ def baseline_package(ref: str = "HEAD"):
     except (OSError, subprocess.CalledProcessError):
         return None
     d = Path(tempfile.mkdtemp(prefix="bench_train_step_"))
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
     with tarfile.open(fileobj=BytesIO(tar)) as t:
         t.extractall(d, filter="data") if sys.version_info >= (3, 12) else t.extractall(d)
     (d / "opensora_nb").rename(d / "_opensora_nb_baseline")
@@ -187,7 +192,12 @@ def run_train_bench(steps: int = 7, baseline: str = "HEAD", compile: bool = Fals
 
 
 def compile_numbers(model, opt, batch, steps: int, log=print) -> dict:
-    "torch.compile(model): seconds of the first (compiling) step, steady-state steps against eager, interleaved."
+    """torch.compile(model): seconds of the first (compiling) step, steady-state steps against eager, interleaved.
+    Inductor's on-disk caches go to a fresh folder: a cold compile, as a training run's first one is (a second run
+    of the same model reuses the cache and compiles in a fraction of the time)."""
+    cache = os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench_train_step_inductor_")
+    atexit.register(shutil.rmtree, cache, ignore_errors=True)
+    torch._dynamo.reset()
     compiled = torch.compile(model)
     try:
         c, w = timed(lambda: train_step(compiled, opt, batch))
@@ -197,7 +207,7 @@ def compile_numbers(model, opt, batch, steps: int, log=print) -> dict:
     times = interleaved({"eager": lambda: train_step(model, opt, batch), "compiled": lambda: train_step(compiled, opt, batch)},
                         steps, log)
     eager, comp = (statistics.median(times[k]["cpu"]) for k in ("eager", "compiled"))
-    res = dict(first_step_cpu_s=c, first_step_wall_s=w, compile_wall_s_estimate=w - statistics.median(times["compiled"]["wall"]),
+    res = dict(inductor_cache_dir=cache, first_step_cpu_s=c, first_step_wall_s=w, compile_wall_s_estimate=w - statistics.median(times["compiled"]["wall"]),
                eager_cpu_median=eager, compiled_cpu_median=comp, ratio=eager / comp,
                break_even_steps=(w - statistics.median(times["compiled"]["wall"])) / max(eager - comp, 1e-9) if eager > comp else None,
                times=times)

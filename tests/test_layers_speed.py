@@ -142,3 +142,16 @@ def test_modulate_and_patch_tokens():
     assert tok.is_contiguous()  # a channel-strided residual stream would make every LayerNorm and Linear copy it
     torch.testing.assert_close(F.layer_norm(tok, (16,)), F.layer_norm(tok.clone(), (16,)))
 
+
+
+def test_bench_train_step_quick():
+    "The training-step benchmark at toy sizes: both versions step, their outputs agree, the report has its parts."
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_train_step import run_train_bench
+    r = run_train_bench(quick=True, top=3, log=lambda *a: None)
+    assert r["steps_per_variant"] == 2 and "working tree" in r["times"] and len(r["profile"]["working tree"]) == 3
+    if "baseline_unavailable" not in r:  # git and the ref are there: the committed layers against the working tree's
+        assert r["equality"]["output_max_abs_diff"] < 1e-4 and r["equality"]["grad_max_rel_diff"] < 1e-4
+        assert r["ratio"] > 0
