@@ -269,7 +269,11 @@ def build_vae(cfg: dict, fit_videos=None):
     if kind == "OpenSoraVAE_V1_2":
         return vae_hub.OpenSoraVAE_V1_2(micro_batch_size=v.get("micro_batch_size", 4), micro_frame_size=v.get("micro_frame_size", 17),
                                   from_pretrained=v.get("from_pretrained"))
-    if kind == "tiny_v1_2": return vae_lib.tiny_vae_v1_2()
+    if kind == "tiny_v1_2":  # random weights, or a trained tiny VAE folder (e.g. the demo's), deterministic encoding
+        if not v.get("from_pretrained"): return vae_lib.tiny_vae_v1_2()
+        p = vae_hub.load_pipeline(v["from_pretrained"]).eval()
+        p.sample_posterior = p.spatial_vae.sample_posterior = False
+        return p
     raise ValueError(f"vae type {kind!r}: choose 'patch_pca', 'OpenSoraVAE_V1_2' or 'tiny_v1_2'")
 
 
@@ -304,7 +308,7 @@ class FeatureBatches:
         for name in sorted(self.buckets):
             n, bs = self.buckets[name]["z"].shape[0], self.batch_sizes[name]
             perm = torch.randperm(n, generator=g).tolist()
-            batches += [(name, perm[i:i + bs]) for i in range(0, n - bs + 1, bs)]
+            if n: batches += [(name, perm[i:i + bs]) for i in range(0, max(n - bs, 0) + 1, bs)]  # fewer rows than a batch: one smaller batch
         order = torch.randperm(len(batches), generator=g).tolist()
         self._plan = (self.epoch, [batches[i] for i in order])
         return self._plan[1]

@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "train": ("opensora_nb.train", "train_cli", "train a model from a preset or config file"),
     "finetune": ("opensora_nb.finetune", "finetune_cli", "fine-tune a pipeline on your own captioned videos (LoRA or full)"),
     "sample": ("opensora_nb.inference", "sample_cli", "generate videos or images from prompts and references"),
+    "vae": ("opensora_nb.vae_train", "vae_cli", "train the tiny world's video VAE (chapter 03b) or check one"),
     "demo": ("opensora_nb.demo", "demo_cli", "train the tiny world on a CPU and generate every mode (the main job)"),
 }
 

@@ -5,6 +5,7 @@
 # %% ../nbs/03b_vae_training.ipynb #b43ef334
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -21,10 +22,12 @@ from .vae_hub import save_pipeline
 from .vae_losses import PatchDiscriminator, VAELoss, adaptive_gan_weight, hinge_d_loss
 
 # %% auto #0
-__all__ = ['TINY_NARROW_VAE_2D_CONFIG', 'TINY_NARROW_VAE_TEMPORAL_CONFIG', 'V1_2_VAE_STAGES', 'load_clip_bank', 'sample_batch',
-           'photo_crop_bank', 'jitter_colors', 'pan_clip_bank', 'tiny_vae_v1_2_narrow', 'VAEStage', 'tiny_vae_stages',
-           'vae_loss_step', 'save_checkpoint', 'load_checkpoint', 'train_stage', 'psnr', 'ssim', 'nearest_baseline',
-           'pooled_baseline', 'reconstruct', 'evaluate', 'latent_stats', 'calibrate_scaling_factor', 'train_tiny_vae']
+__all__ = ['TINY_NARROW_VAE_2D_CONFIG', 'TINY_NARROW_VAE_TEMPORAL_CONFIG', 'V1_2_VAE_STAGES', 'WORLD_VAE_DIR', 'WORLD_VAE_SHA256',
+           'load_clip_bank', 'sample_batch', 'photo_crop_bank', 'jitter_colors', 'pan_clip_bank',
+           'tiny_vae_v1_2_narrow', 'VAEStage', 'tiny_vae_stages', 'vae_loss_step', 'save_checkpoint', 'load_checkpoint',
+           'train_stage', 'psnr', 'ssim', 'nearest_baseline', 'pooled_baseline', 'reconstruct', 'evaluate',
+           'latent_stats', 'calibrate_scaling_factor', 'train_tiny_vae', 'world_clip_bank', 'train_world_vae',
+           'file_sha256', 'check_world_vae', 'vae_cli']
 
 # %% ../nbs/03b_vae_training.ipynb #2a0a426f
 def _read_set(root, name, size, max_frames):
@@ -464,3 +467,76 @@ def train_tiny_vae(clips, stages=None, out_dir=None, seed=0, perceptual=None, pi
     if out_dir is not None:
         save_pipeline(pipe, Path(out_dir) / "final")
     return pipe, histories
+
+# %% ../nbs/03b_vae_training.ipynb #3f5ac8b0
+import importlib.util
+
+#: where the shipped tiny-world VAE lives: inside the installed package
+WORLD_VAE_DIR = Path(importlib.util.find_spec("opensora_nb").origin).parent / "assets" / "world_vae"
+#: sha256 of the shipped model.safetensors (`opensora-nb vae --world` printed it; `check_world_vae` verifies it)
+WORLD_VAE_SHA256 = "1c7d045ce8eb7fb9557c6724020a3ccd0903987dbaad40503340ea467378d066"
+
+
+def world_clip_bank(n=800, split="train", seed=0, height=32, width=32):
+    "`n` wider-world clips [3, 9, H, W] in [-1, 1] of a split (random combination, speed, size, position)."
+    from opensora_nb.io import normalize
+    from opensora_nb.samples import WORLD_SIZES, WORLD_SPEEDS, shape_combinations, world_clip
+    rng, combos = np.random.default_rng(seed), shape_combinations(split)
+    out = []
+    for _ in range(n):
+        s, c, d = combos[int(rng.integers(len(combos)))]
+        out.append(normalize(world_clip(s, c, d, float(rng.choice(WORLD_SPEEDS)), str(rng.choice(list(WORLD_SIZES))),
+                                        height=height, width=width, seed=int(rng.integers(2**31)))))
+    return out
+
+
+def train_world_vae(out_dir=None, scale=1.0, n_clips=800, seed=0, progress=True):
+    "The recipe (`tiny_vae_stages(scale)`) on the tiny world; saved to `out_dir` (official layout). Returns (pipeline, histories)."
+    torch.manual_seed(seed)
+    clips = world_clip_bank(n_clips, "train", seed)
+    images = torch.stack([c[:, i % c.shape[1]] for i, c in enumerate(clips)])
+    work = None if out_dir is None else Path(out_dir).parent / (Path(out_dir).name + ".work")
+    pipe, hist = train_tiny_vae(clips, stages=tiny_vae_stages(scale), out_dir=work, seed=seed, images=images, progress=progress)
+    if out_dir is not None: save_pipeline(pipe, out_dir)
+    return pipe, hist
+
+
+def file_sha256(path):
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def check_world_vae(path=None, n=36, min_psnr=24.0):
+    "Load the world VAE, check its checksum (when known) and its PSNR on held-out clips: returns dict(sha256, psnr)."
+    from opensora_nb.vae_hub import load_pipeline
+    path = Path(path or WORLD_VAE_DIR)
+    if not (path / "model.safetensors").exists():
+        raise FileNotFoundError(f"{path}: no model.safetensors; rebuild it with `opensora-nb vae --world --out {path}`")
+    sha = file_sha256(path / "model.safetensors")
+    if path == WORLD_VAE_DIR and WORLD_VAE_SHA256 and sha != WORLD_VAE_SHA256:
+        raise ValueError(f"{path}/model.safetensors: checksum {sha[:12]}... is not the shipped {WORLD_VAE_SHA256[:12]}...")
+    pipe = load_pipeline(path)
+    x = torch.stack(world_clip_bank(n, "heldout", seed=1))
+    p = psnr(x, reconstruct(pipe, x))
+    if p < min_psnr: raise ValueError(f"{path}: held-out reconstruction PSNR {p:.2f} dB is below {min_psnr} dB")
+    return dict(sha256=sha, psnr=round(p, 2))
+
+
+def vae_cli(argv=None) -> int:
+    "`opensora-nb vae --world --out DIR`: train the tiny world's VAE with this chapter's recipe (or `--check DIR`)."
+    import argparse
+    p = argparse.ArgumentParser(prog="opensora-nb vae", description="Train the tiny world's video VAE (chapter 03b) or check one.")
+    p.add_argument("--world", action="store_true", help="train on the wider moving-shapes world of the demo")
+    p.add_argument("--out", default="outputs/world_vae", help="output folder (official layout); resumable through OUT.work/")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps (e.g. 0.05 for a smoke run)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--check", default=None, metavar="DIR", help="only check a VAE folder: checksum and held-out PSNR")
+    p.add_argument("--quiet", action="store_true")
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)  # deterministic bytes on a given machine
+    if a.check:
+        print(json.dumps(check_world_vae(a.check))); return 0
+    if not a.world: p.error("give --world (the only recipe this command trains) or --check DIR")
+    train_world_vae(a.out, a.scale, seed=a.seed, progress=not a.quiet)
+    print(json.dumps(dict(out=str(a.out), sha256=file_sha256(Path(a.out) / "model.safetensors"))))
+    return 0

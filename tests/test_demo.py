@@ -1,24 +1,48 @@
-"""`opensora-nb demo` smoke run: a few seconds of training, every output written, report.json complete."""
+"""`opensora-nb demo` smoke runs: the whole pipeline (raw videos, curation, the shipped VAE, three stages, every mode)
+at toy size; every output written; two runs with the same seed write the same report.json."""
 import json
-from pathlib import Path
 
 from opensora_nb.demo import demo_cli
 
-KEYS = ("color_accuracy", "direction_accuracy", "i2v_first_frame_psnr", "loop_first_last_psnr", "train_seconds",
-        "total_seconds", "num_params")
+ARGS = ["--steps", "12", "--videos", "3", "--depth", "1", "--hidden-size", "32", "--sampling-steps", "3", "--eval-every", "6",
+        "--threads", "1", "--quiet"]
 
 
-def test_demo_smoke(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert demo_cli(["--output", str(out), "--train-seconds", "4", "--renders-per-combo", "1", "--depth", "1",
-                     "--hidden-size", "32", "--steps", "3", "--dataset-rows", "8", "--threads", "1", "--quiet"]) == 0
+def test_demo_smoke_is_reproducible(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert demo_cli(["--output", str(a), *ARGS]) == 0
     printed = capsys.readouterr().out
-    assert str(out.resolve()) in printed
-    r = json.loads((out / "report.json").read_text())
-    for k in KEYS: assert isinstance(r[k], (int, float)), k
-    assert 0 <= r["color_accuracy"] <= 1 and 0 <= r["direction_accuracy"] <= 1
-    assert r["i2v_first_frame_psnr"] > 20  # the given first frame is kept (up to the autoencoder's error)
-    for f in ("contact_sheet.png", "report.md", "loss.png", "pipeline/model_index.json", "i2v/i2v_0000.mp4",
-              "extension/extension_0000.mp4", "looping/looping_0000.mp4", "long/long_0000.mp4", "t2v_heldout/t2v_0000.mp4",
-              "t2v_heldout/t2v_0000.json"):
-        assert (out / f).exists(), f
+    assert str(a.resolve()) in printed and "held-out" in printed
+    r = json.loads((a / "report.json").read_text())
+    for k in ("color_accuracy", "direction_accuracy", "single_object_rate", "i2v_first_frame_psnr", "loop_first_last_psnr", "steps"):
+        assert isinstance(r[k], (int, float)), k
+    assert r["steps"] == 12 and 0 <= r["color_accuracy"] <= 1
+    c = r["curation"]
+    assert c["raw_videos"] == 3 and 0 < c["kept"] <= c["clips_after_scene_cuts"]
+    assert r["vae_reconstruction_psnr_heldout"]["32x32"] > 28       # the shipped VAE, on clips it never saw
+    assert r["i2v_first_frame_psnr"] > 20                            # the given first frame is kept
+    assert set(r["speed_control"]) >= {"asked_scores", "mean_displacement_px_per_frame", "ratio"}
+    for f in ("contact_sheet.png", "curation.png", "vae.png", "speed.png", "modes.png", "loss.png", "samples.gif", "report.md",
+              "timing.json", "pipeline/model_index.json", "pipeline/vae/model.safetensors", "i2v/i2v_0000.mp4",
+              "heldout_32x32/heldout_32x32_0000.mp4", "curation/meta_final.csv"):
+        assert (a / f).exists(), f
+    assert "train_seconds" in json.loads((a / "timing.json").read_text()) and "train_seconds" not in r
+    assert demo_cli(["--output", str(b), *ARGS]) == 0
+    assert (b / "report.json").read_text() == (a / "report.json").read_text()   # the same command and seed: the same report
+
+
+def test_demo_pipeline_loads_and_samples(tmp_path):
+    """The folder the demo writes is a pipeline: it loads (the tiny VAE from inside the folder) and samples."""
+    from opensora_nb.inference import OpenSoraPipeline
+    assert demo_cli(["--output", str(tmp_path), *ARGS]) == 0
+    pipe = OpenSoraPipeline.from_pretrained(tmp_path / "pipeline")
+    out = pipe("a small red circle moving up on a dark background", image_size=(32, 32), num_frames=9, num_sampling_steps=2,
+               progress=False)
+    assert tuple(out["videos"][0].shape) == (9, 3, 32, 32)
+
+
+def test_demo_rejects_too_few_steps(capsys):
+    import pytest
+    with pytest.raises(SystemExit):
+        demo_cli(["--steps", "3"])
+    assert "--steps 3" in capsys.readouterr().err

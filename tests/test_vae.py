@@ -208,3 +208,26 @@ def test_color_jitter_keeps_range_and_is_per_clip():
     assert torch.allclose(j[:, :, :1], j)
     pans = pan_clip_bank(3, num_frames=4, size=(8, 8), color_jitter=1.0)
     assert len(pans) == 3 and pans[0].shape == (3, 4, 8, 8)
+
+
+def test_shipped_world_vae_checksum_and_reconstruction(tmp_path):
+    """The tiny world's VAE that the demo ships: its checksum is the recorded one and it reconstructs held-out clips
+    (colour-direction pairs it never saw) at over 30 dB with the judge's verdict unchanged."""
+    import shutil
+    import pytest
+    from opensora_nb.io import denormalize
+    from opensora_nb.samples import judge_clip
+    from opensora_nb.vae_hub import load_pipeline
+    from opensora_nb.vae_train import WORLD_VAE_DIR, WORLD_VAE_SHA256, check_world_vae, reconstruct, world_clip_bank, vae_cli
+    r = check_world_vae()
+    assert r["sha256"] == WORLD_VAE_SHA256 and r["psnr"] > 30
+    x = torch.stack(world_clip_bank(12, "heldout", seed=2, width=48))
+    rec = reconstruct(load_pipeline(WORLD_VAE_DIR), x)
+    assert [judge_clip(denormalize(v)) for v in rec] == [judge_clip(denormalize(v)) for v in x]
+    bad = tmp_path / "bad"; shutil.copytree(WORLD_VAE_DIR, bad)
+    (bad / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(Exception):
+        check_world_vae(bad)
+    with pytest.raises(FileNotFoundError, match="opensora-nb vae --world"):
+        check_world_vae(tmp_path / "missing")
+    assert vae_cli(["--check", str(WORLD_VAE_DIR)]) == 0
