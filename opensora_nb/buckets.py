@@ -399,15 +399,66 @@ SAMPLES_BUCKET_CONFIG = {
 }
 
 # %% ../nbs/09_buckets.ipynb #aa9fc759
+def _bucket_trace(bk, T, H, W, frame_interval=1, seed=None):
+    "`Bucket.get_bucket_id`, step by step: (bucket id or None, [(resolution, what happened there)]), the same draws."
+    steps = []
+    for res, pixels in bk.hw_criteria.items():
+        if H * W < pixels * bk.approx:
+            steps.append((res, f"too small: {H}x{W} = {H * W} pixels < 80% of {res}'s {pixels}")); continue
+        probs, index = bk.bucket_probs[res], bk.bucket_id[res]
+        if T == 1:
+            if 1 not in probs: steps.append((res, "an image, and no 1-frame bucket here")); continue
+            keep = probs[1][0]
+            if _rng(seed, index[1]).random() < keep:
+                steps.append((res, f"image bucket taken (keep_prob {keep:g})")); return (res, 1, get_closest_ratio(H, W, bk.ar_criteria[res])), steps
+            steps.append((res, f"image bucket not drawn this time (keep_prob {keep:g})")); continue
+        chosen, skipped = None, []
+        for t, (keep, fkeep) in probs.items():
+            rng = _rng(seed, index[t])
+            if fkeep is not None and rng.random() > fkeep: skipped.append(f"{t} (frame_keep_prob {fkeep:g})"); continue
+            if T > t * frame_interval and t != 1:
+                chosen = t
+                break
+        if chosen is None:
+            lens = [t for t in probs if t != 1]
+            why = (f"no length bucket: the clip's {T} frames are not more than t x interval {frame_interval} for any length t here "
+                   f"(lengths {', '.join(map(str, sorted(lens)))})" if lens else "no video lengths here, only images")
+            if skipped: why += f"; skipped by frame_keep_prob: {', '.join(skipped)}"
+            steps.append((res, why)); continue
+        if keep >= 1 or rng.random() < keep:
+            steps.append((res, f"{chosen} frames taken (keep_prob {keep:g})"))
+            return (res, chosen, get_closest_ratio(H, W, bk.ar_criteria[res])), steps
+        steps.append((res, f"{chosen} frames fits, not drawn this time (keep_prob {keep:g}): falls through to the next resolution"))
+    return None, steps
+
 def explain_bucket(T: int, H: int, W: int, bucket_config: dict, frame_interval: int = 1, seed: int = 0,
                    aspect_ratios: dict = None) -> dict:
-    "Everything about one sample's bucket: id, (T, H, W), batch size, crop plan, tokens, candidate resolutions."
+    """Everything about one sample's bucket: id, (T, H, W), batch size, crop plan, tokens, candidate resolutions,
+    `trace` (what happened at each resolution, largest first) and, when it gets none, `reason` in words."""
     bk = Bucket(bucket_config, aspect_ratios)
-    bid = bk.get_bucket_id(T, H, W, frame_interval, seed)
+    bid, trace = _bucket_trace(bk, T, H, W, frame_interval, seed)
     cands = [r for r, px in bk.hw_criteria.items() if H * W >= px * bk.approx]
-    out = dict(bucket=bid, candidates=cands)
-    if bid is not None:
-        t, h, w = bk.get_thw(bid)
-        out.update(thw=(t, h, w), batch_size=bk.get_batch_size(bid), crop=crop_plan(H, W, h, w),
-                   tokens=stdit3_tokens(t, h, w), frames_used=(t - 1) * frame_interval + 1 if t > 1 else 1)
+    out = dict(bucket=bid, candidates=cands, trace=trace, reason=None)
+    if bid is None:
+        smallest = min(bk.hw_criteria, key=bk.hw_criteria.get)
+        if not cands:
+            out["reason"] = (f"too small: {H}x{W} = {H * W} pixels is under 80% of the smallest resolution's budget "
+                             f"({smallest}: {bk.hw_criteria[smallest]} pixels)")
+        else:
+            shortest = min((t for r in cands for t in bk.bucket_probs[r] if t != 1), default=None)
+            if T == 1 and not any(1 in bk.bucket_probs[r] for r in cands):
+                out["reason"] = f"an image, and no candidate resolution ({', '.join(cands)}) has a 1-frame bucket"
+            elif T > 1 and shortest is None:
+                out["reason"] = f"a video, and the candidate resolutions ({', '.join(cands)}) have only image buckets"
+            elif T > 1 and T <= shortest * frame_interval:
+                out["reason"] = (f"too short: the shortest length bucket of the candidate resolutions is {shortest} frames, "
+                                 f"so a clip needs more than {shortest} x interval {frame_interval} = {shortest * frame_interval} "
+                                 f"frames; it has {T}")
+            else:
+                out["reason"] = ("not drawn: every bucket that fits missed its keep-probability draw for this seed "
+                                 "(another epoch's seed may place it)")
+        return out
+    t, h, w = bk.get_thw(bid)
+    out.update(thw=(t, h, w), batch_size=bk.get_batch_size(bid), crop=crop_plan(H, W, h, w),
+               tokens=stdit3_tokens(t, h, w), frames_used=(t - 1) * frame_interval + 1 if t > 1 else 1)
     return out

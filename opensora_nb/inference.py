@@ -203,6 +203,8 @@ class OpenSoraPipeline:
         path = Path(path); path.mkdir(parents=True, exist_ok=True)
         unwrap(self.model).save_pretrained(path / "transformer")
         if isinstance(self.vae, PatchPCAAutoencoder): self.vae.save_pretrained(path / "vae"); vae_cfg = dict(type="patch_pca")
+        elif self.config.get("vae", {}).get("type") == "tiny_v1_2":  # a small trained VAE travels inside the folder
+            vae_hub.save_pipeline(self.vae, path / "vae"); vae_cfg = dict(type="tiny_v1_2", from_pretrained="vae")
         else: vae_cfg = dict(self.config.get("vae", {"type": "OpenSoraVAE_V1_2"}))
         te = dict(self.config.get("text_encoder", {"type": "minilm"}))
         sch = {k: getattr(self.scheduler, k) for k in ("num_timesteps", "num_sampling_steps", "cfg_scale", "use_timestep_transform",
@@ -225,6 +227,7 @@ class OpenSoraPipeline:
         model = X0Parameterized(net) if index.get("parameterization") == "x0" else net
         if vae is None:
             vc = dict(index["vae"])
+            if vc.get("from_pretrained") == "vae": vc["from_pretrained"] = str(path / "vae")  # saved inside the folder
             vae = PatchPCAAutoencoder.from_pretrained(path / "vae") if vc["type"] == "patch_pca" else build_vae(dict(vae=vc))
         if text_encoder is None: text_encoder = build_text_encoder(dict(text_encoder=index["text_encoder"]))
         scheduler = build_scheduler(dict(scheduler=index["scheduler"]))

@@ -6,7 +6,7 @@
 __all__ = ['log', 'IMG_EXTENSIONS', 'VID_EXTENSIONS', 'META_COLUMNS', 'IMG_FPS', 'DTYPES', 'BACKENDS', 'BACKEND',
            'VideoReadError', 'resolve_device', 'resolve_dtype', 'available_backends', 'temporal_indices', 'read_image',
            'read_video', 'rgb_to_yuv420p', 'write_video', 'VideoInfo', 'video_info', 'resize_crop', 'normalize',
-           'denormalize', 'transform_video', 'show_frames', 'video_html', 'show_video']
+           'denormalize', 'transform_video', 'show_frames', 'video_html', 'video_gif', 'GifVideo', 'show_video']
 
 # %% ../nbs/01_video_io.ipynb #af77507c
 import base64
@@ -393,7 +393,55 @@ def video_html(video, fps=8, width=None, loop=True, autoplay=True):
     return f'<video {style} controls {flags}><source src="data:video/mp4;base64,{b64}" type="video/mp4"></video>'
 
 
-def show_video(video, fps=8, width=None, loop=True, autoplay=True):
-    "Display a pixel video (tensor uint8 [T, C, H, W] or a file path) inline in a notebook as HTML5 video."
-    from IPython.display import HTML
-    return HTML(video_html(video, fps=fps, width=width, loop=loop, autoplay=autoplay))
+def _gif_frames(video, width, max_frames):
+    "uint8 [T, H, W, 3] frames for a GIF: at most `max_frames` (evenly picked), scaled to about `width` pixels wide."
+    v = video if isinstance(video, torch.Tensor) else torch.from_numpy(np.asarray(video))
+    t, _, h, w = v.shape
+    if t > max_frames: v = v[np.unique(np.linspace(0, t - 1, max_frames).round().astype(int))]
+    if w < width:  # nearest-neighbour, by a whole factor: a 32x32 world stays crisp
+        k = max(1, round(width / w))
+        v = v.repeat_interleave(k, -2).repeat_interleave(k, -1)
+    elif w > width:  # a big clip: smaller, smoothly
+        v = F.interpolate(v.float(), size=(max(2, round(h * width / w)), width), mode="area").round().clamp(0, 255).byte()
+    return _to_hwc_frames(v)
+
+
+def video_gif(video, fps=8, width=256, max_frames=48, max_kb=200, loop=True):
+    "An animated GIF (bytes) of a pixel video uint8 [T, C, H, W] or a video file: about `width` px wide, under `max_kb`."
+    from io import BytesIO
+    from PIL import Image
+    if isinstance(video, (str, Path)):
+        fps = video_info(video).fps or fps
+        video = read_video(video)
+    while True:
+        frames = _gif_frames(video, width, max_frames)
+        buf = BytesIO()
+        ims = [Image.fromarray(f) for f in frames]
+        extra = dict(loop=0) if loop else {}
+        ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=round(1000 / fps), **extra)
+        data = buf.getvalue()
+        if len(data) <= max_kb * 1024 or (len(frames) <= 8 and width <= 64): return data
+        if width > 160: width = max(160, width * 3 // 4)  # first smaller (down to 160 px wide) ...
+        elif len(frames) > 8: max_frames = max(8, len(frames) // 2); fps = fps / 2  # ... then fewer frames, same duration
+        else: width = max(64, width // 2)
+
+
+class GifVideo:
+    "An animated GIF that shows itself in a notebook as an `image/gif` output: it plays untrusted and on static pages."
+    def __init__(self, data, label=""): self.data, self.label = data, label
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return {"image/gif": base64.b64encode(self.data).decode(),
+                "text/plain": f"<animated GIF{': ' + self.label if self.label else ''}, {len(self.data) / 1024:.0f} KB>"}
+    def save(self, path): Path(path).write_bytes(self.data); return Path(path)
+
+
+def show_video(video, fps=8, width=None, loop=True, autoplay=True, player=False, max_frames=48, max_kb=200):
+    """Show a pixel video (tensor uint8 [T, C, H, W] or a file path) inline in a notebook.
+
+    By default an animated GIF (`GifVideo`): it renders in an untrusted notebook and on a static page, unlike an HTML
+    `<video>` (whose embedded data JupyterLab strips from untrusted output). `player=True` gives the HTML5 player."""
+    if player:
+        from IPython.display import HTML
+        return HTML(video_html(video, fps=fps, width=width, loop=loop, autoplay=autoplay))
+    label = Path(video).name if isinstance(video, (str, Path)) else f"{video.shape[0]} frames of {video.shape[-2]}x{video.shape[-1]}"
+    return GifVideo(video_gif(video, fps=fps, width=width or 256, max_frames=max_frames, max_kb=max_kb, loop=loop), label)

@@ -6,7 +6,7 @@
 __all__ = ['MASK_TYPES', 'V1_2_STAGE1_MASK_RATIOS', 'V1_2_STAGE2_MASK_RATIOS', 'V1_2_STAGE3_MASK_RATIOS', 'frame_mask',
            'MaskGenerator', 'MaskTuple', 'parse_mask_strategy', 'find_nearest_point', 'apply_mask_strategy',
            'x_mask_at', 'load_reference', 'reference_latents', 'build_conditioning', 'append_generated',
-           'multi_resolution_info', 'draw_mask_strategy', 'mask_strategy_widget']
+           'multi_resolution_info', 'draw_mask_strategy', 'parse_ref_lengths', 'mask_strategy_widget']
 
 # %% ../nbs/08_masking.ipynb #17821f6a
 import math
@@ -277,24 +277,50 @@ def _figure_png(fig):
     buf = io.BytesIO(); fig.savefig(buf, format="png", bbox_inches="tight", dpi=100); plt.close(fig)
     return buf.getvalue()
 
+def parse_ref_lengths(text) -> list:
+    "The builder's 'ref lengths' field, '1,15' -> [1, 15]: each reference's length in latent frames ('' = no reference)."
+    parts = [v.strip() for v in str(text).split(",")]
+    if parts == [""]: return []
+    for v in parts:
+        if not v.isdigit() or int(v) < 1:
+            what = "an empty entry" if v == "" else repr(v)
+            raise ValueError(f"ref lengths {text!r}: {what} is not a whole number >= 1 "
+                             "(give one latent length per reference, comma-separated, e.g. '1,15')")
+    return [int(v) for v in parts]
+
 def mask_strategy_widget(mask_strategy="0;0,1,0,-1,1", num_frames=15, ref_lengths="1,1", t=500):
-    "An ipywidgets builder: strategy text, frame/time sliders -> the draw_mask_strategy picture (or the error)."
+    """An ipywidgets builder: strategy text, frame/time sliders -> the `draw_mask_strategy` picture, or for a bad input
+    no picture and an error that names the field. `.fields` holds the inputs, `.error` and `.picture_png` the state.
+    Where no front end runs (nbdev_test, tools/execute_book.py) the first picture is an ordinary image output."""
     import html
     import ipywidgets as W
-    text = W.Text(value=mask_strategy, description="strategy", layout=W.Layout(width="420px"))
-    lens = W.Text(value=ref_lengths, description="ref lengths")
-    frames = W.IntSlider(value=num_frames, min=1, max=40, description="latent T")
-    loop = W.IntSlider(value=0, min=0, max=5, description="loop")
-    tt = W.FloatSlider(value=t, min=0, max=1000, step=10, description="t")
-    strict = W.Checkbox(value=True, description="strict")
-    picture, message = W.Image(format="png"), W.HTML()
+    from IPython import get_ipython
+    from IPython.display import Image, display
+    fields = {"strategy": W.Text(value=mask_strategy, description="strategy", layout=W.Layout(width="420px")),
+              "ref lengths": W.Text(value=ref_lengths, description="ref lengths"),
+              "latent T": W.IntSlider(value=num_frames, min=1, max=40, description="latent T"),
+              "loop": W.IntSlider(value=0, min=0, max=5, description="loop"),
+              "t": W.FloatSlider(value=t, min=0, max=1000, step=10, description="t"),
+              "strict": W.Checkbox(value=True, description="strict")}
+    f = fields
+    message, out = W.HTML(), W.Output()
+    box = W.VBox([W.HBox([f["strategy"], f["ref lengths"]]), W.HBox([f["latent T"], f["loop"]]), W.HBox([f["t"], f["strict"]]),
+                  message, out])
+    box.fields, box.message, box.error, box.picture_png = fields, message, None, None
+    drawn = []
     def update(*_):
         try:
-            rl = [int(v) for v in lens.value.split(",") if v.strip()]
-            picture.value = _figure_png(draw_mask_strategy(text.value, frames.value, rl, loop.value, tt.value, strict.value).figure)
-            message.value = ""
-        except (ValueError, TypeError) as e:  # keep the last good picture, show why this input is wrong
-            message.value = f"<span style='color:#b00'>error: {html.escape(str(e))}</span>"
-    for w in (text, lens, frames, loop, tt, strict): w.observe(update, "value")
+            rl = parse_ref_lengths(f["ref lengths"].value)
+            ax = draw_mask_strategy(f["strategy"].value, f["latent T"].value, rl, f["loop"].value, f["t"].value, f["strict"].value)
+            box.picture_png, box.error = _figure_png(ax.figure), None
+        except (ValueError, TypeError) as e:  # no picture: the last good one would sit under a title that is no longer true
+            box.picture_png, box.error = None, str(e)
+        message.value = "" if box.error is None else \
+            f"<b style='color:#b00'>cannot draw this input</b> &mdash; {html.escape(box.error)}"
+        if drawn and getattr(get_ipython(), "kernel", None) is not None: out.clear_output(wait=True)  # no front end: nothing to clear
+        drawn.append(True)
+        if box.picture_png is not None:
+            with out: display(Image(data=box.picture_png, format="png"))
+    for w in fields.values(): w.observe(update, "value")
     update()
-    return W.VBox([W.HBox([text, lens]), W.HBox([frames, loop]), W.HBox([tt, strict]), message, picture])
+    return box

@@ -365,3 +365,35 @@ def test_dataset_without_size_columns_works_in_fixed_mode(toy, tmp_path):
     assert ds[0]["video"].shape == (3, 4, 16, 16)
     with pytest.raises(ValueError, match="needed for bucketing"):
         list(VariableVideoBatchSampler(ds, TOY_CFG, aspect_ratios=TOY_AR))
+
+
+# ---------------------------------------------------------------- why a clip gets no bucket
+@pytest.mark.parametrize("thw,config,says", [
+    ((300, 100, 100), "v1_2_stage1", "too small: 100x100 = 10000 pixels is under 80% of the smallest resolution's budget (144p"),
+    ((40, 1080, 1920), "v1_2_stage1", "too short: the shortest length bucket of the candidate resolutions is 51 frames"),
+    ((51, 240, 426), "v1_2_stage1", "needs more than 51 x interval 1 = 51 frames; it has 51"),
+    ((60, 240, 426), {"144p": {1: (1.0, 4)}}, "a video, and the candidate resolutions (144p) have only image buckets"),
+    ((1, 240, 426), {"240p": {51: (1.0, 4)}}, "an image, and no candidate resolution (240p) has a 1-frame bucket"),
+    ((60, 240, 426), {"240p": {51: (0.0, None)}, "144p": {51: (0.0, None)}}, "not drawn: every bucket that fits missed"),
+])
+def test_explain_bucket_says_why_there_is_no_bucket(thw, config, says):
+    from opensora_nb.buckets import explain_bucket
+    cfg = BUCKET_PRESETS[config] if isinstance(config, str) else config
+    e = explain_bucket(*thw, cfg)
+    assert e["bucket"] is None and says in e["reason"], e["reason"]
+    assert e["trace"], "each resolution's outcome is listed"
+
+
+def test_explain_bucket_trace_is_the_assignment():
+    "The step-by-step trace makes exactly Bucket.get_bucket_id's draws, so its answer is the bucket."
+    from opensora_nb.buckets import _bucket_trace
+    rng = np.random.default_rng(0)
+    for preset in BUCKET_PRESETS.values():
+        bk = Bucket(preset)
+        for _ in range(1500):
+            T = int(rng.choice([1, 20, 52, 60, 103, 205, 409, 500]))
+            H, W = [(1080, 1920), (240, 426), (144, 256), (100, 100), (720, 1280), (2000, 2000)][rng.integers(6)]
+            fi, seed = int(rng.integers(1, 3)), int(rng.integers(0, 100))
+            bid, trace = _bucket_trace(bk, T, H, W, fi, seed)
+            assert bid == bk.get_bucket_id(T, H, W, fi, seed)
+            assert ("taken" in trace[-1][1]) == (bid is not None)

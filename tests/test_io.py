@@ -172,3 +172,21 @@ def test_normalize_round_trip_and_range():
     assert torch.allclose(x, (v.float() / 255 - 0.5).div(0.5).permute(1, 0, 2, 3))  # Normalize(mean=.5, std=.5)
     assert torch.equal(denormalize(x), v)
     assert torch.equal(denormalize(normalize(v[None])), v[None])
+
+
+# ---------------------------------------------------------------- showing videos
+def test_show_video_is_a_gif_that_needs_no_trust(tmp_path, mp4):
+    "An image/gif output (no HTML: JupyterLab strips <video> data from untrusted HTML), crisp, small, from tensor or file."
+    import base64
+    for src in (clip(), mp4):
+        bundle = io.show_video(src)._repr_mimebundle_()
+        assert sorted(bundle) == ["image/gif", "text/plain"]
+        data = base64.b64decode(bundle["image/gif"])
+        assert data[:6] == b"GIF89a" and len(data) <= 200 * 1024
+    g = io.show_video(clip(t=10, h=32, w=48), fps=10)
+    back = read_video(g.save(tmp_path / "g.gif"))
+    assert back.shape == (10, 3, 32 * 5, 48 * 5)  # 48 px -> x5 (about 256), nearest neighbour: blocks stay flat
+    assert (back[:, :, :5, :5].float() - back[:, :, :1, :1].float()).abs().max() <= 8
+    noise = torch.randint(0, 256, (300, 3, 96, 96), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    assert len(io.show_video(noise, max_kb=80).data) <= 80 * 1024  # fewer frames, then smaller, until it fits
+    assert "<video" in io.show_video(clip(), player=True).data  # the HTML5 player on request

@@ -13,7 +13,7 @@ import torch
 from opensora_nb.masks import (IMG_FPS, MASK_TYPES, V1_2_STAGE1_MASK_RATIOS, V1_2_STAGE2_MASK_RATIOS,
                                V1_2_STAGE3_MASK_RATIOS, MaskGenerator, MaskTuple,
                                append_generated, apply_mask_strategy, build_conditioning, draw_mask_strategy,
-                               find_nearest_point, frame_mask, mask_strategy_widget, multi_resolution_info,
+                               find_nearest_point, frame_mask, mask_strategy_widget, multi_resolution_info, parse_ref_lengths,
                                parse_mask_strategy, x_mask_at)
 
 
@@ -269,10 +269,30 @@ def test_picture_and_widget():
     with pytest.raises(ValueError, match="'0,0,0,5,9'"):
         draw_mask_strategy("0,0,0,5,9", 8, (20,))
     w = mask_strategy_widget("0,0,0,5,9", 8, "20")  # an error is shown in the widget, not raised
-    (text, lens), message, picture = w.children[0].children, w.children[3], w.children[4]
-    assert "runs past the end" in message.value and picture.value == b""
-    text.value = "0,0,0,5,3"
-    assert message.value == "" and picture.value[:4] == b"\x89PNG"
-    good = picture.value
-    lens.value = "x"
-    assert "error" in message.value and picture.value == good  # the last good picture stays
+    assert "runs past the end" in w.message.value and w.picture_png is None
+    w.fields["strategy"].value = "0,0,0,5,3"
+    assert w.message.value == "" and w.error is None and w.picture_png[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("field,value,says", [
+    ("ref lengths", "x", "ref lengths 'x': 'x' is not a whole number"),
+    ("ref lengths", "1,,2", "ref lengths '1,,2': an empty entry"),
+    ("ref lengths", "0", "ref lengths '0': '0' is not a whole number >= 1"),
+    ("ref lengths", "1.5", "'1.5' is not a whole number"),
+    ("strategy", "0,x", "mask strategy '0,x': tuple '0,x' has a non-number"),
+    ("strategy", "0,3", "names reference 3"),
+    ("latent T", 2, "runs past the end"),
+])
+def test_widget_errors_name_the_field_and_clear_the_picture(field, value, says):
+    w = mask_strategy_widget("0,0,0,0,3", 8, "5")
+    assert w.error is None and w.picture_png is not None
+    w.fields[field].value = value
+    assert w.picture_png is None, "a bad input must not leave the last good picture (and its old title) on show"
+    assert says in w.error and "invalid literal" not in w.error
+    assert "cannot draw this input" in w.message.value
+
+
+def test_parse_ref_lengths():
+    assert parse_ref_lengths("1, 15") == [1, 15] and parse_ref_lengths("") == [] and parse_ref_lengths(" 3 ") == [3]
+    with pytest.raises(ValueError, match="ref lengths '-1'"):
+        parse_ref_lengths("-1")
