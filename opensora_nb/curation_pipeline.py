@@ -148,7 +148,7 @@ def curate(input, out_dir, stages=STAGES, num_workers=0, preset="curation_defaul
     rows, dropped = {"input": len(df)}, {}
     for i, name in enumerate(stages):
         out = out_dir / f"meta_{i:02d}_{name}.csv"
-        kw = dict(num_workers=num_workers, backend=backend)
+        kw = dict(num_workers=num_workers, backend=backend, progress=verbose)
         if name == "info": df = run_stage(df, InfoStage(), out, **kw)
         elif name == "scenes": df = run_stage(df, SceneStage(detector, threshold, min_scene_len), out, **kw)
         elif name == "split": df = run_stage(df, SplitStage(out_dir / "clips", min_frames, max_frames), out, **kw)

@@ -93,7 +93,7 @@ def _apply_chunk(fn, rows, stage, key):
     return [(str(r[key]), apply_row(fn, r, stage)) for r in rows]
 
 def run_stage(meta, fn, out_path, key="path", num_workers=0, batch_size=0, desc=None, mp_context=None,
-              backend="process", max_rows=None):
+              backend="process", max_rows=None, progress=True):
     "Apply `fn` to every row of `meta` (DataFrame or file) -> DataFrame saved at `out_path`; resumable, errors as rows."
     out_path, stage = Path(out_path), desc or _stage_name(fn)
     log_path = out_path.with_name(out_path.name + ".progress.jsonl")
@@ -110,7 +110,7 @@ def run_stage(meta, fn, out_path, key="path", num_workers=0, batch_size=0, desc=
     out_path.parent.mkdir(parents=True, exist_ok=True)
     done = load_progress(log_path)
     todo = [r for r in rows if str(r[key]) not in done]
-    bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc=stage, leave=False)
+    bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc=stage, leave=False, disable=not progress)
     if max_rows is not None: todo = todo[:max_rows]                     # for tests / dry runs: stop early
     log = ProgressLog(log_path)
     try:

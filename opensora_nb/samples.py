@@ -174,7 +174,7 @@ def judge_clip(video, fg_threshold=80.0, palette=None, motions=None):
     if abs(dx) >= abs(dy): return color, "right" if dx > 0 else "left"
     return color, "down" if dy > 0 else "up"
 
-# %% ../nbs/02_samples.ipynb #2501b687
+# %% ../nbs/02_samples.ipynb #d8849dc4
 def count_components(mask, min_pixels: float = 0) -> int:
     "Connected components (4-neighbourhood) of at least `min_pixels` pixels in a boolean [H, W] array (scipy, else a flood fill)."
     try:
@@ -222,7 +222,7 @@ def sample_shape_batch(n, num_frames=8, height=32, width=32, split="train", seed
                          for (s, c, d), k in zip(picks, seeds)])
     return clips, [shape_caption(*p) for p in picks], picks
 
-# %% ../nbs/02_samples.ipynb #c1a4d39c
+# %% ../nbs/02_samples.ipynb #6e1210d7
 WORLD_SIZES = {"small": 0.22, "large": 0.32}   # shape diameter / shorter side of the frame
 WORLD_SPEEDS = (0.7, 1.4, 2.1)                  # pixels per frame at a 32-pixel-high frame (scaled with the frame)
 WORLD_FRAMES = 9                                # frames of a training clip (4k+1: see chapter 03)
@@ -252,7 +252,7 @@ def world_clip(shape, color, direction, speed=1.4, size="small", num_frames=WORL
         travel = dist / room
     return render_shape_clip(shape, color, direction, num_frames, height, width, size=frac, travel=travel, seed=seed, spread=1.0)
 
-# %% ../nbs/02_samples.ipynb #5e561843
+# %% ../nbs/02_samples.ipynb #389d1888
 def centroid_track(video, fg_threshold=80.0):
     "The object's centroid (x, y) in every frame of a pixel video uint8 [T, 3, H, W]: float [T, 2] (NaN where nothing is seen)."
     v = _as_pixels(video)
@@ -274,7 +274,7 @@ def displacement(video, fg_threshold=80.0):
     a, b = int(idx[0]), int(idx[-1])
     return float((tr[b] - tr[a]).norm() / (b - a))
 
-# %% ../nbs/02_samples.ipynb #cdbaa81e
+# %% ../nbs/02_samples.ipynb #386e3ba9
 WORLD_JUNK = {"empty": 0.05, "short": 0.05}   # share of shots of each junk kind
 WORLD_RAW_SIZES = ((64, 64), (64, 96))
 

@@ -468,7 +468,7 @@ def train_tiny_vae(clips, stages=None, out_dir=None, seed=0, perceptual=None, pi
         save_pipeline(pipe, Path(out_dir) / "final")
     return pipe, histories
 
-# %% ../nbs/03b_vae_training.ipynb #3d170781
+# %% ../nbs/03b_vae_training.ipynb #c91ea34e
 import importlib.util
 
 #: where the shipped tiny-world VAE lives: inside the installed package

@@ -38,11 +38,14 @@ def _bench_rows():
 
 
 def _report():
-    j = dict(color=1, direction=1, asked=1)
-    return dict(num_params=1.3e6, train_seconds=10, train_steps=20, steps_per_second=2.0, total_seconds=30, heldout_prompts=6,
-                color_accuracy=1.0, direction_accuracy=0.5, seen_color_accuracy=1.0, seen_direction_accuracy=1.0,
-                heldout_32x48_color_accuracy=1.0, heldout_32x48_direction_accuracy=1.0, i2v_first_frame_psnr=30.0,
-                loop_first_last_psnr=25.0, i2v_judged=j, extension_judged=j, autoencoder="patch-PCA", text_encoder="MiniLM")
+    q = dict(color_accuracy=1.0, direction_accuracy=0.5, single_object_rate=1.0, n=6)
+    results = {f"{k}_{sz}": q for k in ("heldout_32x32", "heldout_32x48") for sz in ("small", "large")} | {"seen_32x32": q}
+    curation = dict(raw_videos=2, clips_after_scene_cuts=20, kept=18, dropped_per_rule={"fg": 2}, kept_by_truth={"shot": 18},
+                    kept_spanning_two_shots=0)
+    return dict(num_params=1.3e6, steps=20, seed=0, results=results, curation=curation,
+                speed_control=dict(asked_scores=[5.0, 20.0], ratio=2.0), vae_reconstruction_psnr_heldout={"32x32": 32.0, "32x48": 32.0},
+                i2v_first_frame_psnr=30.0, i2v_judged=dict(judged=("red", "up")), extension_judged=dict(judged=("red", "up")),
+                loop_first_last_psnr=25.0, autoencoder="the VAE", captions="world", text_encoder="MiniLM")
 
 
 def calls(tmp_path):
@@ -53,7 +56,8 @@ def calls(tmp_path):
         "buckets.bucket_table": lambda: buckets.bucket_table(meta, buckets.BUCKET_PRESETS["v1_2_stage1"]),
         "buckets.explain_bucket": lambda: buckets.explain_bucket(51, 240, 426, buckets.BUCKET_PRESETS["v1_2_stage1"]),
         "demo.contact_sheet": lambda: demo.contact_sheet([_video(), _video()], ["a", "b"], tmp_path / "sheet.png"),
-        "demo.readable_report": lambda: demo.readable_report(_report()),
+        "demo.readable_report": lambda: demo.readable_report(_report(), dict(total_seconds=60, train_seconds=40, steps_per_second=0.5)),
+        "demo.animated_grid": lambda: demo.animated_grid([_video(), _video()], tmp_path / "grid.gif"),
         "inference.latency_table": lambda: inference.latency_table([dict(frames=4, seconds=0.1)]),
         "io.show_frames": lambda: io.show_frames(_video(), n=2, title="t"),
         "io.show_video": lambda: io.show_video(_video()),

@@ -18,8 +18,8 @@ def render(nb_path=ROOT / "nbs" / "index.ipynb") -> str:
     parts = []
     for cell in nb["cells"]:
         src = "".join(cell["source"])
-        if cell["cell_type"] == "markdown":
-            parts.append(src.strip())
+        if cell["cell_type"] == "markdown":  # a picture next to the notebook (nbs/images/...) is nbs/images/... from the root
+            parts.append(src.strip().replace("](images/", "](nbs/images/"))
             continue
         lines = src.splitlines()
         directives = [l for l in lines if l.startswith("#|")]
