@@ -237,6 +237,8 @@ def stage(src):
                                   + "\n".join(listing) + "\n\n" + ABOUT + "\n\n" + toctree("Modules", [m for m, _ in mods]) + "\n")
     for m, nb in mods:
         write(api / f"{m}.md", api_page(m, loaded[m], nb))
+    if (NBS / "images").is_dir():  # pictures the markdown cells link (e.g. the demo's GIF on the home page)
+        shutil.copytree(NBS / "images", src / "images", dirs_exist_ok=True)
     static = src / "_static"
     static.mkdir(exist_ok=True)
     stage_mathjax(static)
