@@ -227,7 +227,8 @@ class OpenSoraPipeline:
         model = X0Parameterized(net) if index.get("parameterization") == "x0" else net
         if vae is None:
             vc = dict(index["vae"])
-            if vc.get("from_pretrained") == "vae": vc["from_pretrained"] = str(path / "vae")  # saved inside the folder
+            if vc.get("from_pretrained") and (path / vc["from_pretrained"]).exists():  # a path inside the folder (e.g. vae/)
+                vc["from_pretrained"] = str(path / vc["from_pretrained"])
             vae = PatchPCAAutoencoder.from_pretrained(path / "vae") if vc["type"] == "patch_pca" else build_vae(dict(vae=vc))
         if text_encoder is None: text_encoder = build_text_encoder(dict(text_encoder=index["text_encoder"]))
         scheduler = build_scheduler(dict(scheduler=index["scheduler"]))

@@ -6,11 +6,11 @@
 __all__ = ['SHAPES', 'COLORS', 'NEW_COLORS', 'DIRECTIONS', 'MOTION', 'NEW_MOTIONS', 'BACKGROUND', 'HELDOUT', 'WORLD_SIZES',
            'WORLD_SPEEDS', 'WORLD_FRAMES', 'WORLD_SHOT_FRAMES', 'WORLD_JUNK', 'WORLD_RAW_SIZES', 'PHOTOS',
            'PHOTO_FOCUS', 'CAMERA_MOTIONS', 'CAMERA_TEXT', 'FRAME_SIZES', 'SHAPE_LENGTHS', 'SETS', 'is_heldout',
-           'shape_caption', 'shape_combinations', 'render_shape_clip', 'judge_clip', 'count_components',
-           'single_object', 'sample_shape_batch', 'world_caption', 'world_clip', 'centroid_track', 'displacement',
-           'plan_world_videos', 'render_world_video', 'build_world_videos', 'load_photo', 'render_camera_clip',
-           'render_multishot_clip', 'plan_shapes', 'plan_shape_images', 'plan_camera', 'plan_multishot',
-           'build_samples', 'tree_digest', 'samples_root', 'samples_cli']
+           'shape_caption', 'shape_combinations', 'render_shape_clip', 'background_distance', 'judge_clip',
+           'count_components', 'single_object', 'sample_shape_batch', 'world_caption', 'world_clip', 'centroid_track',
+           'displacement', 'plan_world_videos', 'render_world_video', 'build_world_videos', 'load_photo',
+           'render_camera_clip', 'render_multishot_clip', 'plan_shapes', 'plan_shape_images', 'plan_camera',
+           'plan_multishot', 'build_samples', 'tree_digest', 'samples_root', 'samples_cli']
 
 # %% ../nbs/02_samples.ipynb #e4fe85ca
 import argparse
@@ -138,14 +138,20 @@ def _as_pixels(video):
     return v.float()
 
 
+def background_distance(video):
+    "Per pixel, the summed |R|+|G|+|B| distance to the clip's background (its median colour): float [T, H, W] of a pixel video."
+    v = _as_pixels(video)
+    bg = v.permute(1, 0, 2, 3).reshape(3, -1).median(dim=1).values
+    return (v - bg[None, :, None, None]).abs().sum(1)
+
+
 def judge_clip(video, fg_threshold=80.0, palette=None, motions=None):
     """Name the dominant colour (nearest in `palette`, default `COLORS`) and the motion of the object in a pixel video
     uint8 [T, 3, H, W]: (color, direction). `motions` ({name: (dx, dy)}, e.g. `NEW_MOTIONS`) adds directions to tell
     apart: the motion is then the one whose direction is nearest to the measured one."""
     v = _as_pixels(video)
     t, _, h, w = v.shape
-    bg = v.permute(1, 0, 2, 3).reshape(3, -1).median(dim=1).values
-    dist = (v - bg[None, :, None, None]).abs().sum(1)  # [T, H, W]
+    dist = background_distance(video)  # [T, H, W]
     fg = dist > fg_threshold
     if not fg.any(): return None, None
     strong = dist >= 0.5 * torch.quantile(dist[fg], 0.9)
@@ -203,9 +209,7 @@ def single_object(video, fg_threshold: float = 80.0, min_fraction: float = 0.01)
     objects (the patch-PCA decoder leaves 1-7 pixel specks at patch seams: at 32x32 a component needs 10 pixels, the
     tiny world's objects have 50-300; `min_fraction=0` counts every component). A clip is single-object when more
     than half of its frames are."""
-    v = torch.as_tensor(video).float()
-    bg = v.permute(1, 0, 2, 3).reshape(3, -1).median(dim=1).values
-    fg = ((v - bg[None, :, None, None]).abs().sum(1) > fg_threshold).numpy()
+    fg = (background_distance(video) > fg_threshold).numpy()
     min_pixels = min_fraction * fg.shape[1] * fg.shape[2]
     frac = sum(count_components(f, min_pixels) == 1 for f in fg) / len(fg)
     return frac > 0.5, frac
@@ -255,12 +259,10 @@ def world_clip(shape, color, direction, speed=1.4, size="small", num_frames=WORL
 # %% ../nbs/02_samples.ipynb #389d1888
 def centroid_track(video, fg_threshold=80.0):
     "The object's centroid (x, y) in every frame of a pixel video uint8 [T, 3, H, W]: float [T, 2] (NaN where nothing is seen)."
-    v = _as_pixels(video)
-    bg = v.permute(1, 0, 2, 3).reshape(3, -1).median(dim=1).values
-    dist = (v - bg[None, :, None, None]).abs().sum(1)
+    dist = background_distance(video)
     w = dist * (dist > fg_threshold)
     m = w.sum((1, 2))
-    ys, xs = torch.arange(v.shape[2], dtype=torch.float32), torch.arange(v.shape[3], dtype=torch.float32)
+    ys, xs = torch.arange(dist.shape[1], dtype=torch.float32), torch.arange(dist.shape[2], dtype=torch.float32)
     cx, cy = (w.sum(1) * xs).sum(1) / m, (w.sum(2) * ys).sum(1) / m
     return torch.stack([cx, cy], 1)  # 0 / 0 = NaN in empty frames
 
