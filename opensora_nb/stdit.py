@@ -20,7 +20,7 @@ import torch.utils.checkpoint
 from einops import rearrange
 from fastcore.basics import patch
 
-from .layers import (Attention, CaptionEmbedder, DropPath, Mlp, MultiHeadCrossAttention, PatchEmbed3D,
+from .layers import (Attention, CaptionEmbedder, DropPath, Mlp, norm_modulate, MultiHeadCrossAttention, PatchEmbed3D,
                                 PositionEmbedding2D, RotaryEmbedding, SizeEmbedder, T2IFinalLayer, TimestepEmbedder,
                                 approx_gelu, get_1d_sincos_pos_embed, get_dynamic_size, modulation, t2i_modulate, t_block,
                                 t_mask_select, unpatchify)
@@ -194,21 +194,28 @@ class STDiT3Block(nn.Module):
             shift_msa0, scale_msa0, gate_msa0, shift_mlp0, scale_mlp0, gate_mlp0 = modulation(self.scale_shift_table, t0)
             pick = lambda a, b: t_mask_select(x_mask, a, b, T, S)
 
-        xn = self.norm1(x)
-        x_m = t2i_modulate(xn, shift_msa, scale_msa)
-        if x_mask is not None:
-            x_m = pick(x_m, t2i_modulate(xn, shift_msa0, scale_msa0))
+        if x_mask is None:
+            x_m = norm_modulate(x, shift_msa, scale_msa, self.norm1.eps)
+        else:
+            xn = self.norm1(x)
+            x_m = pick(t2i_modulate(xn, shift_msa, scale_msa), t2i_modulate(xn, shift_msa0, scale_msa0))
         x_m = self.reuse(self.mode, lambda: self.attend(x_m, T, S))
-        x_m_s = gate_msa * x_m if x_mask is None else pick(gate_msa * x_m, gate_msa0 * x_m)
-        x = x + self.drop_path(x_m_s)
+        if x_mask is None and isinstance(self.drop_path, nn.Identity):
+            x = torch.addcmul(x, gate_msa, x_m)
+        else:
+            x_m_s = gate_msa * x_m if x_mask is None else pick(gate_msa * x_m, gate_msa0 * x_m)
+            x = x + self.drop_path(x_m_s)
 
         x = x + self.reuse("cross", lambda: self.cross_attn(x, y, mask))
 
-        xn = self.norm2(x)
-        x_m = t2i_modulate(xn, shift_mlp, scale_mlp)
-        if x_mask is not None:
-            x_m = pick(x_m, t2i_modulate(xn, shift_mlp0, scale_mlp0))
+        if x_mask is None:
+            x_m = norm_modulate(x, shift_mlp, scale_mlp, self.norm2.eps)
+        else:
+            xn = self.norm2(x)
+            x_m = pick(t2i_modulate(xn, shift_mlp, scale_mlp), t2i_modulate(xn, shift_mlp0, scale_mlp0))
         x_m = self.mlp(x_m)
+        if x_mask is None and isinstance(self.drop_path, nn.Identity):
+            return torch.addcmul(x, gate_mlp, x_m)
         x_m_s = gate_mlp * x_m if x_mask is None else pick(gate_mlp * x_m, gate_mlp0 * x_m)
         return x + self.drop_path(x_m_s)
 

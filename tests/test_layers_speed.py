@@ -1,5 +1,6 @@
 """The leaner layers of chapter 05 compute what the plain ones did: packed cross-attention against the padded boolean
-mask, the hand-written RMSNorm backward, the complex-product RoPE, the unbound qkv, contiguous patch tokens."""
+mask, the hand-written RMSNorm backward, the complex-product RoPE, the unbound qkv, contiguous patch tokens, the oneDNN
+linear layer against nn.Linear, and the fused LayerNorm-modulation against LayerNorm then modulation."""
 import math
 
 import pytest
@@ -155,3 +156,59 @@ def test_bench_train_step_quick():
     if "baseline_unavailable" not in r:  # git and the ref are there: the committed layers against the working tree's
         assert r["equality"]["output_max_abs_diff"] < 1e-4 and r["equality"]["grad_max_rel_diff"] < 1e-4
         assert r["ratio"] > 0
+
+
+# --- OneDNNLinear and norm_modulate (the second round of the leaner step) ---
+from opensora_nb.layers import OneDNNLinear, norm_modulate, onednn_eligible  # noqa: E402
+
+
+@pytest.mark.parametrize("shape", [(2, 33, 24), (3, 1, 5, 24), (7, 24)])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("frozen", [False, True])
+def test_onednn_linear_matches_nn_linear(shape, bias, frozen):
+    torch.manual_seed(0)
+    fast, plain = OneDNNLinear(24, 40, bias=bias), torch.nn.Linear(24, 40, bias=bias)
+    plain.load_state_dict(fast.state_dict())
+    assert sorted(fast.state_dict()) == sorted(plain.state_dict())
+    for m in (fast, plain):
+        m.requires_grad_(not frozen)
+    x = torch.randn(*shape)
+    g = torch.randn(*shape[:-1], 40)
+    outs = []
+    for m in (fast, plain):
+        xi = x.clone().requires_grad_()
+        y = m(xi)
+        wrt = [xi] + ([] if frozen else list(m.parameters()))
+        outs.append((y, torch.autograd.grad(y, wrt, g)))
+    (yf, gf), (yp, gp) = outs
+    assert yf.shape == yp.shape
+    torch.testing.assert_close(yf, yp, rtol=1e-5, atol=1e-5)
+    for a, b in zip(gf, gp):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_onednn_linear_falls_back_where_it_should():
+    m = OneDNNLinear(8, 4)
+    x = torch.randn(3, 8)
+    assert onednn_eligible(x, m.weight) == (torch.backends.mkldnn.is_available())
+    assert not onednn_eligible(torch.empty(3, 8, device="meta"), m.weight)
+    assert not onednn_eligible(x.double(), m.weight.double())
+    assert not onednn_eligible(torch.empty(0, 8), m.weight)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not onednn_eligible(x, m.weight)
+        assert m(x).dtype == torch.bfloat16            # nn.Linear's autocast behaviour, unchanged
+    assert OneDNNLinear(8, 4, device="meta")(torch.empty(3, 8, device="meta")).device.type == "meta"
+    m.use_onednn = False                                    # the switch: nn.Linear's own path, bit for bit
+    assert torch.equal(m(x), F.linear(x, m.weight, m.bias))
+
+
+def test_norm_modulate_is_layernorm_then_modulate():
+    torch.manual_seed(1)
+    x = torch.randn(3, 11, 16, requires_grad=True)
+    shift, scale = torch.randn(3, 1, 16, requires_grad=True), torch.randn(3, 1, 16, requires_grad=True)
+    a = norm_modulate(x, shift, scale)
+    b = t2i_modulate(F.layer_norm(x, (16,), eps=1e-6), shift, scale)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    g = torch.randn_like(a)
+    for ga, gb in zip(torch.autograd.grad(a, (x, shift, scale), g), torch.autograd.grad(b, (x, shift, scale), g)):
+        torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-5)
