@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import platform
 from functools import lru_cache
 
 import torch
@@ -14,15 +15,17 @@ import torch.nn.functional as F
 from einops import rearrange
 
 # %% auto #0
-__all__ = ['onednn_eligible', 'OneDNNLinear', 'approx_gelu', 'Mlp', 'DropPath', 'RMSNorm', 'PatchEmbed3D', 'get_dynamic_size',
-           'sincos_1d', 'get_1d_sincos_pos_embed', 'get_2d_sincos_pos_embed', 'PositionEmbedding2D', 'rotate_half',
-           'RotaryEmbedding', 'Attention', 'MultiHeadCrossAttention', 'timestep_embedding', 'TimestepEmbedder',
-           'SizeEmbedder', 't2i_modulate', 'norm_modulate', 'modulation', 't_block', 't_mask_select', 'CaptionEmbedder',
-           'T2IFinalLayer', 'unpatchify']
+__all__ = ['ONEDNN_MIN_ROWS', 'NORM_MODULATE_MIN_PER_SAMPLE', 'onednn_eligible', 'OneDNNLinear', 'approx_gelu', 'Mlp', 'DropPath',
+           'RMSNorm', 'PatchEmbed3D', 'get_dynamic_size', 'sincos_1d', 'get_1d_sincos_pos_embed',
+           'get_2d_sincos_pos_embed', 'PositionEmbedding2D', 'rotate_half', 'RotaryEmbedding', 'Attention',
+           'MultiHeadCrossAttention', 'timestep_embedding', 'TimestepEmbedder', 'SizeEmbedder', 't2i_modulate',
+           'norm_modulate', 'modulation', 't_block', 't_mask_select', 'CaptionEmbedder', 'T2IFinalLayer', 'unpatchify']
 
 # %% ../nbs/05_layers.ipynb #7e8d86a9
 def _onednn_linear_op():
-    "PyTorch's oneDNN linear kernel (the one inductor uses on the CPU), or None in a build without it."
+    "PyTorch's oneDNN linear kernel (the one inductor uses on the CPU) on x86-64, where it was measured; else None."
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
     try:
         return torch.ops.mkldnn._linear_pointwise.default if torch.backends.mkldnn.is_available() else None
     except (AttributeError, RuntimeError):
@@ -57,10 +60,16 @@ class _OneDNNLinearFn(torch.autograd.Function):
         return gx, gw, gb
 
 
+#: Rows (tokens) from which oneDNN is the faster kernel: measured on this book's CPU, 0.8-1.0x at 256-1024 rows, 1.07x at
+#: 4096, 1.1x at 16384 (forward and backward of one layer, `benchmarks/bench_train_step.py` has the whole step)
+ONEDNN_MIN_ROWS = 4096
+
+
 def onednn_eligible(x, weight) -> bool:
-    "True where `OneDNNLinear` takes the oneDNN path: float32 on the CPU, no autocast, not being traced or compiled."
+    "True where `OneDNNLinear` takes the oneDNN path: float32 on the CPU, enough rows, no autocast, not traced or compiled."
     return (_ONEDNN_LINEAR is not None and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
-            and weight.device.type == "cpu" and x.numel() > 0 and not torch.is_autocast_enabled("cpu")
+            and weight.device.type == "cpu" and x.numel() >= ONEDNN_MIN_ROWS * x.shape[-1] > 0
+            and not torch.is_autocast_enabled("cpu")
             and not torch.compiler.is_compiling() and not torch.jit.is_scripting())
 
 
@@ -355,9 +364,11 @@ class MultiHeadCrossAttention(nn.Module):
                 outs.append(qb.new_zeros(1, N, self.num_heads, self.head_dim))
                 continue
             k, v = (t.transpose(1, 2) for t in kvb.view(1, -1, 2, self.num_heads, self.head_dim).unbind(2))
-            # a few keys: the plain softmax(q k^T / sqrt(d)) v is faster on the CPU than the flash kernel's tiles
-            a = torch.matmul(qb, k.transpose(-1, -2) * self.head_dim**-0.5).softmax(-1)
-            outs.append(torch.matmul(a, v).transpose(1, 2))
+            if N >= 256 and kvb.shape[0] <= 128:  # many queries, a few keys: the plain product beats the flash kernel's
+                a = torch.matmul(qb, k.transpose(-1, -2) * self.head_dim**-0.5).softmax(-1)  # tiles (1.1-1.25x), not below
+                outs.append(torch.matmul(a, v).transpose(1, 2))
+            else:
+                outs.append(F.scaled_dot_product_attention(qb, k, v).transpose(1, 2))
         return torch.cat(outs).view(q.shape[0], N, self.d_model)
 
 # %% ../nbs/05_layers.ipynb #9cf6d81a
@@ -408,8 +419,16 @@ def t2i_modulate(x, shift, scale):
     return torch.addcmul(shift, x, 1 + scale)  # one pass over x
 
 
+#: Elements per sample from which `norm_modulate` calls one affine LayerNorm per sample: measured 1.04-1.24x from
+#: `[256, 384]` up, but 0.1-0.6x for many small samples (the tiny world's `[32, 48, 128]`), where each call costs more than it saves
+NORM_MODULATE_MIN_PER_SAMPLE = 1 << 16
+
+
 def norm_modulate(x, shift, scale, eps: float = 1e-6):
-    "`t2i_modulate(LayerNorm(x), shift, scale)` for `x [B, N, D]`, `shift/scale [B, 1, D]`: one affine LayerNorm per sample."
+    """`t2i_modulate(LayerNorm(x), shift, scale)` for `x [B, N, D]`, `shift/scale [B, 1, D]`: for large samples one affine
+    LayerNorm per sample (one kernel forward and backward), else the LayerNorm and then the modulation."""
+    if x[0].numel() < NORM_MODULATE_MIN_PER_SAMPLE:
+        return t2i_modulate(F.layer_norm(x, x.shape[-1:], eps=eps), shift, scale)
     w = 1 + scale
     return torch.cat([F.layer_norm(x[b], x.shape[-1:], w[b, 0], shift[b, 0], eps)[None] for b in range(x.shape[0])])
 

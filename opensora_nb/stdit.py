@@ -200,11 +200,8 @@ class STDiT3Block(nn.Module):
             xn = self.norm1(x)
             x_m = pick(t2i_modulate(xn, shift_msa, scale_msa), t2i_modulate(xn, shift_msa0, scale_msa0))
         x_m = self.reuse(self.mode, lambda: self.attend(x_m, T, S))
-        if x_mask is None and isinstance(self.drop_path, nn.Identity):
-            x = torch.addcmul(x, gate_msa, x_m)
-        else:
-            x_m_s = gate_msa * x_m if x_mask is None else pick(gate_msa * x_m, gate_msa0 * x_m)
-            x = x + self.drop_path(x_m_s)
+        x_m_s = gate_msa * x_m if x_mask is None else pick(gate_msa * x_m, gate_msa0 * x_m)
+        x = x + self.drop_path(x_m_s)
 
         x = x + self.reuse("cross", lambda: self.cross_attn(x, y, mask))
 
@@ -214,8 +211,6 @@ class STDiT3Block(nn.Module):
             xn = self.norm2(x)
             x_m = pick(t2i_modulate(xn, shift_mlp, scale_mlp), t2i_modulate(xn, shift_mlp0, scale_mlp0))
         x_m = self.mlp(x_m)
-        if x_mask is None and isinstance(self.drop_path, nn.Identity):
-            return torch.addcmul(x, gate_mlp, x_m)
         x_m_s = gate_mlp * x_m if x_mask is None else pick(gate_mlp * x_m, gate_mlp0 * x_m)
         return x + self.drop_path(x_m_s)
 

@@ -214,3 +214,20 @@ def test_divergence_reported_by_pytest(tmp_path, request):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "golden divergences applied" in r.stdout and "rflow_loss_no_denoised_frame" in r.stdout, r.stdout[-3000:]
     assert 'name="golden_divergence"' in xml.read_text()
+
+
+@pytest.mark.parametrize("check_name", ["check_stdit3_forward_plain", "check_stdit3_forward_x_mask"])
+def test_stdit3_golden_on_the_onednn_path(check_name, request, monkeypatch):
+    """The golden STDiT3 is small (a few hundred token rows), below `ONEDNN_MIN_ROWS`, so the golden tests above run
+    nn.Linear; here every linear layer takes OneDNNLinear's oneDNN path and must meet the same golden values."""
+    from opensora_nb import layers
+    if layers._ONEDNN_LINEAR is None: pytest.skip("no oneDNN linear kernel in this build")
+    src = golden_dir(request.config)
+    stem = next((s for s in cases(src) if kind_of(s) == "stdit3"), None) if Path(src).is_dir() else None
+    if stem is None: pytest.skip(f"no stdit3_* case in {src}")
+    monkeypatch.setattr(layers, "ONEDNN_MIN_ROWS", 1)
+    calls = []
+    real = layers._OneDNNLinearFn.apply
+    monkeypatch.setattr(layers._OneDNNLinearFn, "apply", lambda *a: calls.append(1) or real(*a))
+    _check("stdit3", check_name)(Case(src, stem))
+    assert calls, "no linear layer took the oneDNN path"
