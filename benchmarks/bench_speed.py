@@ -10,6 +10,8 @@
 
     python benchmarks/bench_speed.py --part gen                 # -> benchmarks/results/speed_gen.json (~25 min on 2 CPU cores)
     python benchmarks/bench_speed.py --part gen --quick --out /tmp/x.json   # the same code at toy sizes, seconds
+    python benchmarks/bench_speed.py --part gen --world demo --pipeline outputs/demo/pipeline --skip-mid \
+        --out benchmarks/results/speed_gen_demo.json     # today's demo model (held-out judges not saturated), ~10 min
 
 The tiny world is the pipeline `opensora-nb demo` writes (default /tmp/demo_run/demo/pipeline): held-out prompts
 (samples.HELDOUT x SHAPES, 18), prompt i with seed s + i, for several seed sets s, at the demo's settings (32px, 8
@@ -56,13 +58,27 @@ def rel_l2(a, b) -> float: return float((a.float() - b.float()).norm() / b.float
 
 
 # --- the tiny world ---
-def tiny_world_table(pipe, steps=STEPS, options=OPTIONS, seed_sets=(0, 100, 200), gen=None, log=print):
-    """Every (steps, option) on the held-out prompts: one call of all 18 prompts per seed set (prompt i: seed + i), the
-    configurations interleaved per seed set (a round). Quality over all clips; time median over rounds; ratio = median
-    over rounds of default seconds / seconds; relative L2 of the latents against the default of the same round."""
-    combos = [(s, c, d) for (c, d) in HELDOUT for s in SHAPES]
-    prompts = [shape_caption(*k) for k in combos]
-    gen = gen or dict(resolution="32px", num_frames=8, fps=8, cfg_scale=4.0, progress=False)
+def world_prompts(world: str):
+    """(combos, captions, generation settings) of a prompt set: 'classic' = samples.HELDOUT x SHAPES (18) with the first
+    demo's captions and settings (8 frames, guidance 4); 'demo' = the current demo's 36 held-out prompts (both shape
+    sizes, `world_caption`) at its settings (32x32, 9 frames, 8 fps, guidance 3)."""
+    if world == "classic":
+        combos = [(s, c, d) for (c, d) in HELDOUT for s in SHAPES]
+        return combos, [shape_caption(*k) for k in combos], dict(resolution="32px", num_frames=8, fps=8, cfg_scale=4.0, progress=False)
+    from opensora_nb.demo import eval_prompts
+    from opensora_nb.samples import WORLD_FRAMES, world_caption
+    combos = eval_prompts("heldout")
+    return combos, [world_caption(*k) for k in combos], dict(image_size=(32, 32), num_frames=WORLD_FRAMES, fps=8, cfg_scale=3.0,
+                                                                progress=False)
+
+
+def tiny_world_table(pipe, steps=STEPS, options=OPTIONS, seed_sets=(0, 100, 200), gen=None, log=print, world="classic"):
+    """Every (steps, option) on the held-out prompts of `world` (see `world_prompts`): one call of all prompts per seed set
+    (prompt i: seed + i), the configurations interleaved per seed set (a round). Quality over all clips; time median over
+    rounds; ratio = median over rounds of default seconds / seconds; relative L2 of the latents against the default of the
+    same round."""
+    combos, prompts, world_gen = world_prompts(world)
+    gen = gen or world_gen
     configs = [(st, name) for st in steps for name in options]
     if DEFAULT not in configs: configs.append(DEFAULT)
     pipe(prompts[:2], num_sampling_steps=2, seed=0, **gen)  # warm-up
@@ -94,12 +110,12 @@ def tiny_world_table(pipe, steps=STEPS, options=OPTIONS, seed_sets=(0, 100, 200)
     return rows, len(prompts) * len(seed_sets)
 
 
-def attention_changes(pipe, steps=30, seed=0, gen=None):
+def attention_changes(pipe, steps=30, seed=0, gen=None, world="classic"):
     "The relative L1 change from step to step of each kind of attention output and of the step-skipping signals (30 steps)."
-    combos = [(s, c, d) for (c, d) in HELDOUT for s in SHAPES]
-    gen = gen or dict(resolution="32px", num_frames=8, fps=8, cfg_scale=4.0, progress=False)
+    _, prompts, world_gen = world_prompts(world)
+    gen = gen or world_gen
     with ChangeRecorder().attach(pipe.model) as rec:
-        pipe([shape_caption(*k) for k in combos], num_sampling_steps=steps, seed=seed, **gen)
+        pipe(prompts, num_sampling_steps=steps, seed=seed, **gen)
     sched = copy.copy(pipe.scheduler); sched.num_sampling_steps = steps
     levels = [float(t.reshape(-1)[0]) / sched.num_timesteps for t in sched.sampling_timesteps(1)]
     return dict(levels=levels, attention=rec.changes, signals=rec.signals)
@@ -183,13 +199,13 @@ def bench_gen(args) -> dict:
         pipe = OpenSoraPipeline.from_pretrained(args.pipeline)
         print(f"tiny world: {args.pipeline}, steps {STEPS} x options {list(OPTIONS)}, seed sets {args.seed_sets}", flush=True)
         t0 = time.perf_counter()
-        rows, n = tiny_world_table(pipe, seed_sets=tuple(args.seed_sets))
+        rows, n = tiny_world_table(pipe, seed_sets=tuple(args.seed_sets), world=args.world)
         best = recommend(rows)
-        report.update(tiny_world=dict(pipeline=str(args.pipeline), clips=n, seed_sets=args.seed_sets, rows=rows,
+        report.update(tiny_world=dict(pipeline=str(args.pipeline), world=args.world, clips=n, seed_sets=args.seed_sets, rows=rows,
                                       fastest_at_equal_judged_quality=dict(steps=best["steps"], option=best["option"],
                                                                            speed_ratio=best["speed_ratio"]),
                                       seconds=time.perf_counter() - t0),
-                      attention_changes=attention_changes(pipe))
+                      attention_changes=attention_changes(pipe, world=args.world))
         print(format_rows(rows)); print("fastest at equal judged quality:", report["tiny_world"]["fastest_at_equal_judged_quality"], flush=True)
         if not args.skip_mid:
             print("mid config: STDiT3 depth 4, width 384, 16 x 16x16 latent tokens, guidance 7", flush=True)
@@ -235,6 +251,8 @@ def main(argv=None):
     p.add_argument("--part", choices=("gen", "train", "all"), default="all")
     p.add_argument("--pipeline", default=DEMO_PIPELINE, help="the tiny-world pipeline folder (opensora-nb demo writes it)")
     p.add_argument("--seed-sets", type=int, nargs="+", default=[0, 100, 200], help="seed sets (rounds) of the tiny-world table")
+    p.add_argument("--world", choices=("classic", "demo"), default="classic",
+                   help="held-out prompts: 'classic' (the first demo's 18, 8 frames) or 'demo' (today's demo: 36, 9 frames, guidance 3)")
     p.add_argument("--mid-repeats", type=int, default=2)
     p.add_argument("--skip-mid", action="store_true")
     p.add_argument("--threads", type=int, default=1)
