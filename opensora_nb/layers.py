@@ -40,22 +40,22 @@ class _OneDNNLinearFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        x2 = x.reshape(-1, x.shape[-1]).contiguous()
+        x2 = x.reshape(-1, x.shape[-1]).contiguous()  # the 2D rows both products read, made once
+        ctx.save_for_backward(x2, weight)
+        ctx.x_shape = x.shape
         return _ONEDNN_LINEAR(x2, weight, bias, "none", [], "").view(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
-        x, weight = ctx.saved_tensors
+        x2, weight = ctx.saved_tensors
         g2 = g.reshape(-1, g.shape[-1]).contiguous()
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:  # g @ w, as a linear layer whose weight is w.T (a small copy)
-            gx = _ONEDNN_LINEAR(g2, weight.t().contiguous(), None, "none", [], "").view(x.shape)
+            gx = _ONEDNN_LINEAR(g2, weight.t().contiguous(), None, "none", [], "").view(ctx.x_shape)
         if ctx.needs_input_grad[1]:
-            gw = g2.t().mm(x.reshape(-1, x.shape[-1]))
-        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gw = g2.t().mm(x2)
+        if ctx.needs_input_grad[2]:  # False when there is no bias
             gb = g2.sum(0)
         return gx, gw, gb
 
@@ -75,8 +75,8 @@ def onednn_eligible(x, weight) -> bool:
 
 class OneDNNLinear(nn.Linear):
     """`nn.Linear` (same parameters, same state dict) whose float32 CPU products run on oneDNN instead of MKL's sgemm:
-    on this book's CPU 1.1-1.2x faster for the token-by-channel products of the model. Anywhere else (a GPU, bf16,
-    autocast, torch.compile) it is `nn.Linear`."""
+    on this book's CPU 1.1-1.2x faster for the token-by-channel products of the model. Anywhere else (fewer than
+    `ONEDNN_MIN_ROWS` rows, a GPU, bf16, autocast, torch.compile) it is `nn.Linear`."""
     #: False: always `nn.Linear`'s path (the MKL numbers of the reference; a switch for comparisons)
     use_onednn = True
 

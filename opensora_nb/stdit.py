@@ -20,10 +20,10 @@ import torch.utils.checkpoint
 from einops import rearrange
 from fastcore.basics import patch
 
-from .layers import (Attention, CaptionEmbedder, DropPath, Mlp, norm_modulate, MultiHeadCrossAttention, PatchEmbed3D,
+from .layers import (Attention, CaptionEmbedder, DropPath, Mlp, MultiHeadCrossAttention, PatchEmbed3D,
                                 PositionEmbedding2D, RotaryEmbedding, SizeEmbedder, T2IFinalLayer, TimestepEmbedder,
-                                approx_gelu, get_1d_sincos_pos_embed, get_dynamic_size, modulation, t2i_modulate, t_block,
-                                t_mask_select, unpatchify)
+                                approx_gelu, get_1d_sincos_pos_embed, get_dynamic_size, modulation, norm_modulate,
+                                t2i_modulate, t_block, t_mask_select, unpatchify)
 
 # %% auto #0
 __all__ = ['TRANSFORMERS_METADATA', 'STDIT3_XL_2', 'STDIT3_3B_2', 'STDiT3Config', 'flash_attention', 'STDiT3Block', 'STDiT3',
