@@ -20,10 +20,11 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .io import normalize, read_video, transform_video, IMG_FPS
-from .samples import render_shape_clip, shape_caption, shape_combinations
+from .io import normalize, IMG_FPS
+from .samples import WORLD_SIZES, WORLD_SPEEDS, shape_combinations, world_caption, world_clip
 from . import vae as vae_lib
 from . import vae_hub
+from .vae_train import WORLD_VAE_DIR
 from . import text as text_lib
 from .stdit import STDiT3, STDiT3Config, FullAttentionDiT, STDIT3_XL_2, STDIT3_3B_2
 from .rflow import RFlow
@@ -32,10 +33,10 @@ from .buckets import BUCKET_PRESETS
 from .data import VideoTextDataset, prepare_dataloader
 
 # %% auto #0
-__all__ = ['PRESETS', 'TINY_WORLD_MASK_RATIOS', 'X0_T_MIN', 'TINY_BUCKETS', 'TINY_WORLD', 'ConfigError', 'config_keys',
-           'get_config', 'parse_overrides', 'PatchPCAAutoencoder', 'X0Parameterized', 'build_model', 'unwrap',
-           'build_vae', 'build_text_encoder', 'build_scheduler', 'FeatureBatches', 'VideoBatches', 'build_batches',
-           'tiny_clip', 'render_features', 'read_dataset_clips', 'fit_clips', 'build_tiny_features',
+__all__ = ['PRESETS', 'WORLD_BUCKETS', 'WORLD_STAGES', 'WORLD_STEPS', 'TINY_WORLD_MASK_RATIOS', 'X0_T_MIN', 'stage_steps',
+           'resolve_stages', 'ConfigError', 'config_keys', 'get_config', 'parse_overrides', 'PatchPCAAutoencoder',
+           'X0Parameterized', 'build_model', 'unwrap', 'build_vae', 'build_text_encoder', 'build_scheduler',
+           'FeatureBatches', 'VideoBatches', 'build_batches', 'encode_features', 'world_clips', 'world_features',
            'prepare_tiny_world']
 
 # %% ../nbs/10c_builders.ipynb #2bf4ca4a
@@ -63,27 +64,53 @@ PRESETS = {
 }
 
 # %% ../nbs/10c_builders.ipynb #0a57534b
-TINY_WORLD_MASK_RATIOS = {"image_head": 0.2, "quarter_head": 0.05, "image_tail": 0.05, "random": 0.05}
+#: the tiny world's buckets, named once: `train tiny_world`, the demo and the benchmarks ask for them.
+#: name -> (num_frames, height, width, batch_size)
+WORLD_BUCKETS = {"img_32x32": (1, 32, 32, 64), "img_32x48": (1, 32, 48, 48), "t9_32x32": (9, 32, 32, 32), "t9_32x48": (9, 32, 48, 24)}
+#: the three-stage recipe at tiny scale: the share of the steps each stage takes, its buckets and learning rate
+WORLD_STAGES = [
+    dict(name="stage 1: images", fraction=0.15, buckets=["img_32x32", "img_32x48"], lr=1e-3),
+    dict(name="stage 2: short low-res video", fraction=0.35, buckets=["t9_32x32", "img_32x32"], lr=1e-3),
+    dict(name="stage 3: all buckets", fraction=0.50, buckets=list(WORLD_BUCKETS), lr=5e-4),
+]
+WORLD_STEPS = 2400
+TINY_WORLD_MASK_RATIOS = {"image_head": 0.5, "quarter_head": 0.05, "image_tail": 0.05, "random": 0.05}
 
 PRESETS["tiny_world"] = dict(
-    model=dict(type="STDiT3", hidden_size=128, depth=2, num_heads=4, patch_size=(1, 1, 1), in_channels=16,
+    model=dict(type="STDiT3", hidden_size=128, depth=2, num_heads=4, patch_size=(1, 2, 2), in_channels=4,
                caption_channels=384, model_max_length=32, pred_sigma=False, class_dropout_prob=0.1, input_sq_size=32,
                qk_norm=True, temporal_pos_embed=True),  # the frame index: see chapter 06 and the demo chapter
     parameterization="x0", loss_weighting="x0",
-    vae=dict(type="patch_pca", patch=8, channels=16, from_pretrained=None),
+    vae=dict(type="tiny_v1_2", from_pretrained="world"),  # the shipped world VAE (chapter 03b)
     text_encoder=dict(type="minilm", model_max_length=32, from_pretrained=None),
-    # v1.2's resolution transform does not apply to 8-frame 32x32 clips; a constant shift trains where prompts matter
+    # v1.2's resolution transform does not apply to 9-frame 32x32 clips; a constant shift trains where prompts matter
     scheduler=dict(type="rflow", use_timestep_transform=False, sample_method="logit-normal", shift=3.0),
-    data=dict(type="shapes", data_path="data_samples/shapes/meta.csv", renders_per_combo=24, features=None),
-    bucket_config={"32px": {1: (1.0, 64), 8: (1.0, 16)}, "32x48": {8: (1.0, 12)}},
+    data=dict(type="world", renders_per_combo=3, buckets=WORLD_BUCKETS, features=None),
+    bucket_config=None,  # features are bucketed once (data.buckets), not by the video sampler
     mask_ratios=TINY_WORLD_MASK_RATIOS,
     grad_checkpoint=False, device="auto", dtype="fp32", seed=0, lr=5e-4, adam_eps=1e-15, weight_decay=0.0, warmup_steps=50,
-    grad_clip=1.0, ema_decay=0.99, epochs=1000, max_steps=600, max_seconds=None, log_every=20, ckpt_every=200,
-    keep_checkpoints=2,
-    stages=[  # the three-stage recipe at tiny scale (max_steps cumulative); the demo runs the same stages on a time budget
-        dict(name="stage 1: images", max_steps=100, buckets=["img_32x32", "img_32x48"], lr=1e-3),
-        dict(name="stage 2: short low-res video", max_steps=300, buckets=["t8_32x32", "img_32x32"], lr=1e-3),
-        dict(name="stage 3: all buckets", max_steps=600, buckets=None, lr=5e-4)])
+    grad_clip=1.0, ema_decay=0.99, epochs=1000, max_steps=WORLD_STEPS, max_seconds=None, log_every=25, ckpt_every=200,
+    keep_checkpoints=2, stages=WORLD_STAGES)
+
+
+def stage_steps(steps, stages=WORLD_STAGES):
+    "Cumulative step at which each stage ends, from the stages' `fraction`s (the last one ends at `steps`)."
+    ends, acc = [], 0.0
+    for s in stages: acc += s["fraction"]; ends.append(round(acc * steps))
+    ends[-1] = steps
+    return ends
+
+
+def resolve_stages(cfg: dict) -> list:
+    """The config's stages, each with its cumulative `max_steps`: stages given as `fraction`s of `max_steps` (the tiny
+    world), or by their own step counts capped by `max_steps`; no stages = one stage of the whole run."""
+    stages, total = cfg.get("stages"), cfg.get("max_steps")
+    if not stages: return [dict(name="train", max_steps=total, max_seconds=cfg.get("max_seconds"))]
+    if any("fraction" in s for s in stages):
+        if not total: raise ConfigError("stages given as fractions need max_steps (--max_steps N)")
+        return [dict(s, max_steps=e) for s, e in zip(stages, stage_steps(total, stages))]
+    if total: return [dict(s, max_steps=min(s["max_steps"], total) if s.get("max_steps") else total) for s in stages]
+    return [dict(s) for s in stages]
 
 
 class ConfigError(ValueError):
@@ -269,9 +296,9 @@ def build_vae(cfg: dict, fit_videos=None):
     if kind == "OpenSoraVAE_V1_2":
         return vae_hub.OpenSoraVAE_V1_2(micro_batch_size=v.get("micro_batch_size", 4), micro_frame_size=v.get("micro_frame_size", 17),
                                   from_pretrained=v.get("from_pretrained"))
-    if kind == "tiny_v1_2":  # random weights, or a trained tiny VAE folder (e.g. the demo's), deterministic encoding
+    if kind == "tiny_v1_2":  # random weights, a trained tiny VAE folder, or "world" (the shipped one); deterministic encoding
         if not v.get("from_pretrained"): return vae_lib.tiny_vae_v1_2()
-        p = vae_hub.load_pipeline(v["from_pretrained"]).eval()
+        p = vae_hub.load_pipeline(WORLD_VAE_DIR if v["from_pretrained"] == "world" else v["from_pretrained"]).eval()
         p.sample_posterior = p.spatial_vae.sample_posterior = False
         return p
     raise ValueError(f"vae type {kind!r}: choose 'patch_pca', 'OpenSoraVAE_V1_2' or 'tiny_v1_2'")
@@ -398,105 +425,80 @@ def build_batches(cfg: dict, vae=None, text_encoder=None):
                         d.get("num_workers", 0))
 
 # %% ../nbs/10c_builders.ipynb #934b448a
-TINY_BUCKETS = {  # name: (num_frames, height, width, batch_size)
-    "img_32x32": (1, 32, 32, 64), "img_32x48": (1, 32, 48, 48),
-    "t8_32x32": (8, 32, 32, 16), "t8_32x48": (8, 32, 48, 12), "t12_32x32": (12, 32, 32, 12),
-}
-# The tiny world's clips: every track covers the whole free room (travel 1) and starts within 15% of it around
-# the middle line; shapes are 30-34% of the frame. Narrow on purpose: see "Why motion was not learned" below.
-TINY_WORLD = dict(travel=1.0, spread=0.15, size_range=(0.3, 0.34))
+def _placement(module):
+    "The device and dtype of a module's first parameter or buffer (the CPU and float32 for a module with neither)."
+    t = next(iter(module.parameters()), None)
+    if t is None: t = next(iter(module.buffers()), None)
+    return (t.device, t.dtype) if t is not None else (torch.device("cpu"), torch.float32)
 
 
-def tiny_clip(shape, color, direction, num_frames=8, height=32, width=32, size=0.32, seed=0, world=None):
-    "One clip of the tiny world (uint8 [T, 3, H, W]): `render_shape_clip` with the world's track settings."
-    w = TINY_WORLD if world is None else world
-    return render_shape_clip(shape, color, direction, num_frames=num_frames, height=height, width=width, size=size,
-                             travel=w["travel"], spread=w["spread"], seed=seed)
-
-
-def render_features(combos, bucket, n_per_combo, seed, world=None):
-    "Render `n_per_combo` clips of each (shape, color, direction) at a bucket's (T, H, W): float [N, 3, T, H, W], captions."
-    T, H, W = bucket[:3]
-    w = TINY_WORLD if world is None else world
-    rng = np.random.default_rng(seed)
-    vids, caps = [], []
-    for (s, c, d) in combos:
-        for _ in range(n_per_combo):
-            size = float(rng.uniform(*w["size_range"]))
-            v = tiny_clip(s, c, d if T > 1 else "static", T, H, W, size, seed=int(rng.integers(2**31)), world=w)
-            vids.append(normalize(v)); caps.append(shape_caption(s, c, d if T > 1 else None))
-    return torch.stack(vids), caps
-
-
-def read_dataset_clips(meta_csv, num_frames=12, max_rows=None):
-    "The train-split clips of a data_samples meta CSV, `num_frames` frames spread over each whole clip: ([uint8 [T,3,H,W]], captions, skipped)."
-    ds = VideoTextDataset(meta_csv, seed=0)  # its table: paths resolved, columns checked
-    rows = [i for i in range(len(ds)) if ds.data.iloc[i].get("split", "train") == "train"][:max_rows]
-    vids, caps, skipped = [], [], 0
-    for i in rows:
-        r = ds.data.iloc[i]
-        try:
-            v = read_video(r["path"], num_frames=num_frames, frame_interval=max(1, int(r["num_frames"]) // num_frames), random_start=False)
-        except Exception:
-            skipped += 1; continue  # a bad row is skipped and counted
-        vids.append(v); caps.append(str(r["text"]))
-    return vids, caps, skipped
-
-
-def fit_clips(videos, bucket):
-    "Pixel videos (uint8 [T,3,H,W], any size/length) -> float [N, 3, T, H, W] at a bucket: frames spread over the clip, resize-cropped."
-    T, H, W = bucket[:3]
-    out = []
-    for v in videos:
-        idx = torch.linspace(0, v.shape[0] - 1, T).round().long()
-        out.append(transform_video(v[idx], (H, W)))
-    return torch.stack(out)
-
-# %% ../nbs/10c_builders.ipynb #bfda74e3
-def build_tiny_features(out_dir, meta_csv="data_samples/shapes/meta.csv", renders_per_combo=16, seed=0, text_encoder=None,
-                        buckets=None, progress=True, max_dataset_rows=None):
-    "Fit the patch-PCA autoencoder, encode every bucket's clips and all captions; returns (FeatureBatches, autoencoder, text encoder, info)."
-    buckets = buckets or TINY_BUCKETS
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    train = shape_combinations("train")
-    pix, caps, info = {}, {}, dict(dataset_clips=0, rendered_clips=0, skipped_rows=0)
-    dvids, dcaps = [], []
-    if meta_csv and Path(meta_csv).exists():
-        dvids, dcaps, info["skipped_rows"] = read_dataset_clips(meta_csv, max(b[0] for b in buckets.values()), max_dataset_rows)
-    for k, (name, b) in enumerate(tqdm(buckets.items(), desc="rendering buckets", disable=not progress)):
-        v, c = render_features(train, b, renders_per_combo if b[0] > 1 else max(1, renders_per_combo // 4), seed + k)
-        info["rendered_clips"] += len(c)
-        if b[0] > 1 and dvids:
-            v, c = torch.cat([v, fit_clips(dvids, b)]), c + dcaps; info["dataset_clips"] += len(dcaps)
-        pix[name], caps[name] = v, c
-    # fit on clips spread over each bucket: its first clips are a few (shape, colour) pairs only, and a PCA that never
-    # saw orange cannot draw it (that cost 1 in 6 held-out colours before)
-    spread_out = lambda v: v[torch.linspace(0, len(v) - 1, min(len(v), 96)).round().long()]
-    frames = torch.cat([spread_out(pix[n]).transpose(1, 2).reshape(-1, 3, 1, *pix[n].shape[-2:]) for n in pix if pix[n].shape[-2:] == (32, 32)])
-    ae = PatchPCAAutoencoder(8, 16).fit(frames)  # fixed linear autoencoder, fitted once on training frames
-    prompts = sorted({p for c in caps.values() for p in c} | {shape_caption(s, c, d) for s, c, d in shape_combinations("all")})
-    enc = text_encoder or text_lib.MiniLMEncoder.from_pretrained()
-    e = enc.encode(prompts)
-    y, mask = e["y"][:, 0], e["mask"]
+@torch.no_grad()
+def encode_features(groups: dict, vae, text_encoder, batch_sizes: dict, seed: int = 0, extra_prompts=(), encode_batch: int = 64,
+                    text_batch=None, progress: bool = True) -> FeatureBatches:
+    """The one path from clips to training features: {bucket: (clips, captions, fps)} -> `FeatureBatches`.
+    `clips`: an iterable of float pixel clips [3, T, H, W] in [-1, 1], all one size; they go through `vae.encode`
+    `encode_batch` at a time on the VAE's device and dtype. `batch_sizes`: {bucket: training batch size}.
+    Captions (and `extra_prompts`) are encoded once each, `text_batch` at a time (None: all at once)."""
+    dev, dtype = _placement(vae)
+    prompts = sorted({c for _, caps, _ in groups.values() for c in caps} | set(extra_prompts))
     index = {p: i for i, p in enumerate(prompts)}
+    bar = tqdm(total=sum(len(caps) for _, caps, _ in groups.values()), desc="encoding clips", disable=not progress)
     feats = {}
-    for name, b in buckets.items():
-        T, H, W, bs = b
-        with torch.no_grad(): z = torch.cat([ae.encode(pix[name][i:i + 256]) for i in range(0, len(pix[name]), 256)])
-        feats[name] = dict(z=z, text_idx=torch.tensor([index[p] for p in caps[name]]), fps=8 if T > 1 else IMG_FPS,
-                           height=H, width=W, num_frames=T)
-    fb = FeatureBatches(feats, y, mask, {n: b[3] for n, b in buckets.items()}, seed=seed, prompts=prompts)
-    info.update(prompts=len(prompts), clips={n: int(f["z"].shape[0]) for n, f in feats.items()})
-    return fb, ae, enc, info
+    for name, (clips, caps, fps) in groups.items():
+        zs, buf, size = [], [], None
+        def flush():
+            x = torch.stack(buf); buf.clear(); bar.update(x.shape[0])
+            zs.append(vae.encode(x.to(dev, dtype)).float().cpu())
+            return tuple(x.shape[2:])
+        for x in clips:
+            buf.append(x)
+            if len(buf) == encode_batch: size = flush()
+        if buf: size = flush()
+        if not zs: continue
+        z = torch.cat(zs)
+        if len(z) != len(caps): raise ValueError(f"bucket {name}: {len(z)} clips but {len(caps)} captions")
+        T, H, W = size
+        feats[name] = dict(z=z, text_idx=torch.tensor([index[c] for c in caps]), fps=fps, height=H, width=W, num_frames=T)
+    bar.close()
+    step = text_batch or max(len(prompts), 1)
+    enc = [text_encoder.encode(prompts[i:i + step]) for i in range(0, len(prompts), step)]
+    y, mask = torch.cat([e["y"][:, 0].float().cpu() for e in enc]), torch.cat([e["mask"].cpu() for e in enc])
+    return FeatureBatches(feats, y, mask, {n: min(batch_sizes[n], len(f["z"])) for n, f in feats.items()}, seed=seed, prompts=prompts)
+
+
+def world_clips(bucket, renders_per_combo=3, split="train", seed=0):
+    """Clips of the tiny world at a bucket's (T, H, W): `renders_per_combo` of every (shape, colour, direction) of `split`,
+    each with a size, speed and start drawn from `seed`; T = 1 draws still images. -> (float [N, 3, T, H, W], captions)."""
+    T, H, W = bucket[:3]
+    rng = np.random.default_rng(seed)
+    clips, caps = [], []
+    for (s, c, d) in shape_combinations(split):
+        for _ in range(renders_per_combo):
+            size, speed, sd = str(rng.choice(list(WORLD_SIZES))), float(rng.choice(WORLD_SPEEDS)), int(rng.integers(2**31))
+            d_ = d if T > 1 else "static"
+            clips.append(normalize(world_clip(s, c, d_, speed, size, T, H, W, seed=sd)))
+            caps.append(world_caption(s, c, d if T > 1 else None, size))
+    return torch.stack(clips), caps
 
 
 # %% ../nbs/10c_builders.ipynb #fbacaf6f
-def prepare_tiny_world(cfg, out_dir, meta_csv=None, text_encoder=None, progress=True):
-    "For `opensora-nb train tiny_world`: build features + autoencoder under out_dir; returns the config pointing at them."
-    out_dir = Path(out_dir)
-    fb, ae, enc, info = build_tiny_features(out_dir / "features", meta_csv or cfg["data"].get("data_path"),
-                                            cfg["data"].get("renders_per_combo", 16), cfg["seed"], text_encoder, progress=progress)
-    path = fb.save(out_dir / "features" / "tiny_world.safetensors")
-    ae.save_pretrained(out_dir / "vae")
-    cfg = dict(cfg); cfg["data"] = dict(cfg["data"], features=str(path)); cfg["vae"] = dict(cfg["vae"], from_pretrained=str(out_dir / "vae"))
-    return cfg
+def world_features(vae, text_encoder, renders_per_combo=3, seed=0, buckets=None, progress=True) -> FeatureBatches:
+    "The tiny world's training features for `opensora-nb train tiny_world`: `world_clips` of every bucket through `encode_features`."
+    buckets = buckets or WORLD_BUCKETS
+    groups = {}
+    for k, (name, b) in enumerate(buckets.items()):
+        clips, caps = world_clips(b, renders_per_combo, seed=seed + k)
+        groups[name] = (clips, caps, 8 if b[0] > 1 else IMG_FPS)
+    return encode_features(groups, vae, text_encoder, {n: b[3] for n, b in buckets.items()}, seed=seed, progress=progress)
+
+
+def prepare_tiny_world(cfg, out_dir, text_encoder=None, progress=True):
+    """For `opensora-nb train tiny_world` (data.type 'world' without features): the world's features, written to
+    out_dir/features/world.safetensors; returns the config pointing at them. Any other config comes back unchanged."""
+    d = cfg["data"]
+    if d.get("type") != "world" or d.get("features"): return cfg
+    fb = world_features(build_vae(cfg), text_encoder or build_text_encoder(cfg), d.get("renders_per_combo", 3), cfg["seed"],
+                        {k: tuple(v) for k, v in (d.get("buckets") or WORLD_BUCKETS).items()}, progress)
+    path = fb.save(Path(out_dir) / "features" / "world.safetensors")
+    return dict(cfg, data=dict(d, features=str(path)))
+

@@ -18,20 +18,20 @@ from tqdm.auto import tqdm
 from .io import IMG_FPS, denormalize, read_video, transform_video
 from .samples import (HELDOUT, SHAPES, WORLD_FRAMES, WORLD_SIZES, build_world_videos, displacement, judge_clip,
                                  shape_combinations, single_object, world_caption, world_clip, background_distance)
-from .vae_train import WORLD_VAE_DIR, psnr, reconstruct
+from .vae_train import psnr, reconstruct
 from .curation import drop_reasons, filter_report, scores_to_text, write_meta
 from .curation_run import run_stage
 from .curation_pipeline import curate
-from .builders import FeatureBatches, build_scheduler, build_vae, get_config, unwrap
+from .builders import (WORLD_BUCKETS, WORLD_STAGES, WORLD_STEPS, build_scheduler, build_vae, encode_features, get_config,
+                                  stage_steps, unwrap)
 from . import text as text_lib
 from .train import Trainer
 from .inference import OpenSoraPipeline, save_outputs
 
 # %% auto #0
-__all__ = ['WORLD_FILTERS', 'WORLD_SCENES', 'DEMO_BUCKETS', 'DEMO_STAGES', 'DEMO_STEPS', 'ForegroundStage', 'caption_from_truth',
-           'curate_world', 'load_world_vae', 'encode_clips', 'build_features', 'demo_config', 'stage_steps',
-           'judge_many', 'eval_prompts', 'run_demo', 'contact_sheet', 'animated_grid', 'readable_report',
-           'pick_threads', 'demo_cli']
+__all__ = ['WORLD_FILTERS', 'WORLD_SCENES', 'ForegroundStage', 'caption_from_truth', 'curate_world', 'load_world_vae',
+           'clip_features', 'demo_config', 'judge_many', 'eval_prompts', 'run_demo', 'contact_sheet', 'animated_grid',
+           'readable_report', 'pick_threads', 'demo_cli']
 
 # %% ../nbs/12b_demo.ipynb #4c1963bf
 #: the demo's filters (chapter 10's `filter_meta` bounds): long enough for a 9-frame clip, something in the frame
@@ -79,71 +79,39 @@ def curate_world(raw_dir, out_dir, seed=0, drop_prob=0.2, verbose=True):
     return kept, df, counts
 
 # %% ../nbs/12b_demo.ipynb #58091451
-DEMO_BUCKETS = {  # name: (num_frames, height, width, batch_size)
-    "img_32x32": (1, 32, 32, 64), "img_32x48": (1, 32, 48, 48), "t9_32x32": (9, 32, 32, 32), "t9_32x48": (9, 32, 48, 24)}
-
-
-def _bucket_of(row):
-    return "32x48" if row["width"] > row["height"] else "32x32"
-
-
 def load_world_vae(path=None):
     "The shipped tiny-world VAE (chapter 03b), deterministic (posterior means): chapter 10c's `build_vae` of a 'tiny_v1_2' folder."
-    return build_vae(dict(vae=dict(type="tiny_v1_2", from_pretrained=str(path or WORLD_VAE_DIR))))
+    return build_vae(dict(vae=dict(type="tiny_v1_2", from_pretrained=str(path) if path else "world")))
 
 
-@torch.no_grad()
-def encode_clips(kept, vae, batch=64, progress=True):
-    "Kept clips -> {bucket: (latents, captions)}: each clip's first 9 frames, and one frame of it as a still image."
+def _frame_size(row):
+    return (32, 48) if row["width"] > row["height"] else (32, 32)
+
+
+def clip_features(kept, vae, text_encoder, seed=0, progress=True):
+    """Kept clips -> the demo's training features, through chapter 10c's one path (`encode_features`): each clip's first
+    9 frames in its frame size's video bucket, and one frame of it (clip i gives frame i mod 9) as a still image."""
     pix = {"32x32": [], "32x48": []}
     for r in tqdm(kept.to_dict("records"), desc="reading clips", disable=not progress):
-        v = read_video(r["path"], indices=list(range(WORLD_FRAMES)))
-        H, W = (32, 48) if _bucket_of(r) == "32x48" else (32, 32)
-        pix[_bucket_of(r)].append((transform_video(v, (H, W)), r))
-    out = {}
+        H, W = _frame_size(r)
+        pix[f"{H}x{W}"].append((transform_video(read_video(r["path"], indices=list(range(WORLD_FRAMES))), (H, W)), r))
+    groups = {}
     for size, items in pix.items():
         if not items: continue
         x = torch.stack([v for v, _ in items])
-        stills = x[torch.arange(len(x)), :, torch.arange(len(x)) % WORLD_FRAMES][:, :, None]  # clip i gives frame i mod 9
-        z, zi = (torch.cat([vae.encode(v[i:i + batch]) for i in range(0, len(v), batch)]) for v in (x, stills))
-        out[f"t9_{size}"] = (z, [r["text"] for _, r in items])
-        out[f"img_{size}"] = (zi, [world_caption(r["shape"], r["color"], None, r["size"]) for _, r in items])
-    return out
+        stills = x[torch.arange(len(x)), :, torch.arange(len(x)) % WORLD_FRAMES][:, :, None]
+        groups[f"t9_{size}"] = (x, [r["text"] for _, r in items], 8)
+        groups[f"img_{size}"] = (stills, [world_caption(r["shape"], r["color"], None, r["size"]) for _, r in items], IMG_FPS)
+    return encode_features(groups, vae, text_encoder, {n: WORLD_BUCKETS[n][3] for n in groups}, seed=seed, progress=progress)
 
-
-def build_features(encoded, text_encoder, extra_prompts=(), seed=0):
-    "FeatureBatches over the demo's buckets from `encode_clips` output; captions encoded once."
-    prompts = sorted({c for _, caps in encoded.values() for c in caps} | set(extra_prompts))
-    e = text_encoder.encode(prompts)
-    index = {p: i for i, p in enumerate(prompts)}
-    feats = {name: dict(z=z, text_idx=torch.tensor([index[c] for c in caps]), fps=8 if name.startswith("t") else IMG_FPS,
-                        height=DEMO_BUCKETS[name][1], width=DEMO_BUCKETS[name][2], num_frames=DEMO_BUCKETS[name][0])
-             for name, (z, caps) in encoded.items()}
-    return FeatureBatches(feats, e["y"][:, 0], e["mask"], {n: DEMO_BUCKETS[n][3] for n in feats}, seed=seed, prompts=prompts)
 
 # %% ../nbs/12b_demo.ipynb #08c8ed86
-DEMO_STAGES = [  # fraction of the steps, buckets, learning rate
-    dict(name="stage 1: images", fraction=0.15, buckets=["img_32x32", "img_32x48"], lr=1e-3),
-    dict(name="stage 2: short low-res video", fraction=0.35, buckets=["t9_32x32", "img_32x32"], lr=1e-3),
-    dict(name="stage 3: all buckets", fraction=0.50, buckets=list(DEMO_BUCKETS), lr=5e-4),
-]
-DEMO_STEPS = 2400
+def demo_config(steps=WORLD_STEPS, depth=2, hidden_size=128, seed=0, device="auto", dtype="fp32"):
+    """The demo's STDiT3 config: chapter 10c's `tiny_world` preset (the world VAE's latents, its buckets and three stages,
+    `WORLD_STAGES`), bounded by steps, without checkpoints."""
+    return get_config("tiny_world", {"model.depth": depth, "model.hidden_size": hidden_size, "seed": seed, "device": device,
+                                     "dtype": dtype, "max_steps": steps, "max_seconds": None, "ckpt_every": 0, "log_every": 25})
 
-
-def demo_config(steps=DEMO_STEPS, depth=2, hidden_size=128, seed=0, device="auto", dtype="fp32"):
-    "The demo's STDiT3 config: preset `tiny_world` on the world VAE's latents (4 channels, 2x2 patches), bounded by steps."
-    return get_config("tiny_world", {"model.depth": depth, "model.hidden_size": hidden_size, "model.in_channels": 4,
-                                     "model.patch_size": (1, 2, 2), "vae.type": "tiny_v1_2", "seed": seed, "device": device,
-                                     "dtype": dtype, "max_steps": steps, "max_seconds": None, "ckpt_every": 0, "log_every": 25,
-                                     "mask_ratios.image_head": 0.5})  # half the clips learn to continue a given first frame
-
-
-def stage_steps(steps, stages=DEMO_STAGES):
-    "Cumulative step at which each stage ends (the last one ends at `steps`)."
-    ends, acc = [], 0.0
-    for s in stages: acc += s["fraction"]; ends.append(round(acc * steps))
-    ends[-1] = steps
-    return ends
 
 # %% ../nbs/12b_demo.ipynb #14827ad1
 def judge_many(videos, combos):
@@ -172,7 +140,7 @@ def _strip(h):  # a loss record without wall-clock fields: the report must not d
     return {k: v for k, v in h.items() if k in ("step", "stage", "loss")}
 
 # %% ../nbs/12b_demo.ipynb #036d7c13
-def run_demo(out_dir="outputs/demo", steps=DEMO_STEPS, n_videos=48, depth=2, hidden_size=128, sampling_steps=30, cfg_scale=3.0,
+def run_demo(out_dir="outputs/demo", steps=WORLD_STEPS, n_videos=48, depth=2, hidden_size=128, sampling_steps=30, cfg_scale=3.0,
              seed=0, progress=True, log=print, device="auto", dtype="fp32", vae_path=None, eval_every=1):
     """The talk's pipeline at tiny scale: raw multi-shot videos -> curation -> the learned VAE -> STDiT3 in three stages ->
     rectified-flow sampling in every mode. Writes report.json (the same for the same command and seed), timing.json,
@@ -190,20 +158,19 @@ def run_demo(out_dir="outputs/demo", steps=DEMO_STEPS, n_videos=48, depth=2, hid
     log("3/5 features: the tiny world's learned VAE (chapter 03b) encodes the clips, MiniLM the captions")
     t0 = time.perf_counter()
     vae = load_world_vae(vae_path)
-    encoded = encode_clips(kept, vae, progress=progress)
     enc = text_lib.MiniLMEncoder.from_pretrained(None, model_max_length=32)
     flows = kept.loc[kept["direction"] != "static", "flow"]
     low, high = round(float(flows.quantile(0.1)), 1), round(float(flows.quantile(0.9)), 1)
     held, seen = eval_prompts("heldout", eval_every), eval_prompts("train", eval_every)
-    fb = build_features(encoded, enc, seed=seed)
+    fb = clip_features(kept, vae, enc, seed=seed, progress=progress)
     timing["feature_seconds"] = time.perf_counter() - t0
 
     cfg = demo_config(steps, depth, hidden_size, seed, device, dtype)
     trainer = Trainer(cfg, run_dir=None)
     n_params = sum(p.numel() for p in unwrap(trainer.model).parameters())
-    log(f"4/5 training STDiT3 ({n_params / 1e6:.2f}M parameters) for {steps} steps in {len(DEMO_STAGES)} stages")
+    log(f"4/5 training STDiT3 ({n_params / 1e6:.2f}M parameters) for {steps} steps in {len(WORLD_STAGES)} stages")
     t0 = time.perf_counter()
-    for i, (s, end) in enumerate(zip(DEMO_STAGES, stage_steps(steps))):
+    for i, (s, end) in enumerate(zip(WORLD_STAGES, stage_steps(steps))):
         trainer.stage, trainer.cfg["lr"] = i, s["lr"]
         trainer.fit(fb.subset(s["buckets"], seed + i), max_steps=end, progress=progress, desc=s["name"])
     timing["train_seconds"] = time.perf_counter() - t0
@@ -269,8 +236,8 @@ def run_demo(out_dir="outputs/demo", steps=DEMO_STEPS, n_videos=48, depth=2, hid
         extension_judged=dict(asked=cap(ext_combo), judged=judge_clip(ext["videos"][0])),
         loop_first_last_psnr=round(psnr(lv[:1][None], lv[-1:][None]), 2),
         final_loss=losses[-1] if losses else None,
-        stages=[dict(name=s["name"], buckets=s["buckets"], lr=s["lr"], until_step=e) for s, e in zip(DEMO_STAGES, stage_steps(steps))],
-        buckets={k: list(v) for k, v in DEMO_BUCKETS.items()}, filters={k: list(v) for k, v in WORLD_FILTERS.items()},
+        stages=[dict(name=s["name"], buckets=s["buckets"], lr=s["lr"], until_step=e) for s, e in zip(WORLD_STAGES, stage_steps(steps))],
+        buckets={k: list(v) for k, v in WORLD_BUCKETS.items()}, filters={k: list(v) for k, v in WORLD_FILTERS.items()},
         sampling=dict(steps=sampling_steps, cfg_scale=cfg_scale, shift=sampler.shift),
         autoencoder="the tiny world's learned causal video VAE (chapter 03b: 4x space, 4x time, 4 channels)",
         text_encoder="all-MiniLM-L6-v2", captions="from the world's description of each shot (stands in for the VLM captioner)",
@@ -412,7 +379,7 @@ def demo_cli(argv=None) -> int:
     p = argparse.ArgumentParser(prog="opensora-nb demo", description="Raw multi-shot videos of the tiny world -> curation -> the "
                                 "learned VAE -> STDiT3 in three stages -> rectified-flow sampling in every mode; writes report.json.")
     p.add_argument("--output", "-o", default="outputs/demo", help="output folder")
-    p.add_argument("--steps", type=int, default=DEMO_STEPS, help=f"training steps (default {DEMO_STEPS}; the verdict depends on them, "
+    p.add_argument("--steps", type=int, default=WORLD_STEPS, help=f"training steps (default {WORLD_STEPS}; the verdict depends on them, "
                    "the wall time does not change it)")
     p.add_argument("--videos", type=int, default=48, help="raw multi-shot videos to render and curate (12 shots each)")
     p.add_argument("--depth", type=int, default=2); p.add_argument("--hidden-size", type=int, default=128)

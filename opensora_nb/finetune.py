@@ -20,13 +20,13 @@ from tqdm.auto import tqdm
 from .io import IMG_EXTENSIONS, IMG_FPS, VID_EXTENSIONS, VideoReadError, read_video, transform_video, video_info
 from .masks import V1_2_STAGE3_MASK_RATIOS
 from .data import read_meta
-from .builders import FeatureBatches, X0Parameterized, get_config, unwrap
+from .builders import FeatureBatches, X0Parameterized, encode_features, get_config, unwrap
 from .train import Trainer
 from .lora import ADAPTER_WEIGHTS, LORA_TARGETS, _write_atomic, add_lora, lora_layers, merge_lora, save_lora
 from .inference import OpenSoraPipeline, PeakRSS, resolve_num_frames, resolve_size
 
 # %% auto #0
-__all__ = ['MEDIA_EXTENSIONS', 'DEFAULT_LR', 'collect_clips', 'encode_clips', 'prepare_full', 'parameter_counts',
+__all__ = ['MEDIA_EXTENSIONS', 'DEFAULT_LR', 'collect_clips', 'clip_features', 'prepare_full', 'parameter_counts',
            'finetune_config', 'finetune', 'finetune_cli']
 
 # %% ../nbs/12c_finetune.ipynb #7a6c5221
@@ -115,31 +115,19 @@ def collect_clips(source, num_frames: int = 1, fps=None, verbose: bool = True):
     return rows, skipped
 
 # %% ../nbs/12c_finetune.ipynb #54e367ca
-@torch.no_grad()
-def encode_clips(pipe, rows, num_frames: int, image_size, fps: int = 8, batch_size: int = 4, seed: int = 0,
-                 progress: bool = True) -> FeatureBatches:
-    "Encode `collect_clips` rows with the pipeline's VAE (resize-cropped to `image_size`) and text encoder -> `FeatureBatches`."
+def clip_features(pipe, rows, num_frames: int, image_size, fps: int = 8, batch_size: int = 4, seed: int = 0,
+                  progress: bool = True) -> FeatureBatches:
+    """`collect_clips` rows -> `FeatureBatches` through chapter 10c's one path (`encode_features`), with the pipeline's VAE
+    and text encoder: clips read lazily and resize-cropped to `image_size`, `batch_size` at a time; images in their own bucket."""
     H, W = image_size
-    dev, dtype = pipe.device, pipe.dtype
-    prompts = sorted({r["text"] for r in rows})
-    index = {p: i for i, p in enumerate(prompts)}
-    groups = {}
-    for r in rows: groups.setdefault(1 if r["kind"] == "image" or num_frames == 1 else num_frames, []).append(r)
-    buckets, bar = {}, tqdm(total=len(rows), desc="encoding clips", disable=not progress)
-    for T, rs in sorted(groups.items()):
-        zs = []
-        for i in range(0, len(rs), batch_size):
-            x = torch.stack([transform_video(_window(r, T), (H, W)) for r in rs[i:i + batch_size]])  # [B, 3, T, H, W]
-            zs.append(pipe.vae.encode(x.to(dev, dtype)).float().cpu()); bar.update(x.shape[0])
-        buckets[f"t{T}_{H}x{W}" if T > 1 else f"img_{H}x{W}"] = dict(
-            z=torch.cat(zs), text_idx=torch.tensor([index[r["text"]] for r in rs]), fps=fps if T > 1 else IMG_FPS,
-            height=H, width=W, num_frames=T)
-    bar.close()
-    ys, masks = [], []
-    for i in range(0, len(prompts), 64):
-        e = pipe.text_encoder.encode(prompts[i:i + 64]); ys.append(e["y"][:, 0].float().cpu()); masks.append(e["mask"].cpu())
-    sizes = {n: min(batch_size, b["z"].shape[0]) for n, b in buckets.items()}
-    return FeatureBatches(buckets, torch.cat(ys), torch.cat(masks), sizes, seed=seed, prompts=prompts)
+    def read(rs, T): return (transform_video(_window(r, T), (H, W)) for r in rs)  # binds T now, reads when encoded
+    by_len = {}
+    for r in rows: by_len.setdefault(1 if r["kind"] == "image" or num_frames == 1 else num_frames, []).append(r)
+    groups = {(f"t{T}_{H}x{W}" if T > 1 else f"img_{H}x{W}"): (read(rs, T), [r["text"] for r in rs], fps if T > 1 else IMG_FPS)
+              for T, rs in sorted(by_len.items())}
+    return encode_features(groups, pipe.vae, pipe.text_encoder, {n: batch_size for n in groups}, seed=seed,
+                           encode_batch=batch_size, text_batch=64, progress=progress)
+
 
 # %% ../nbs/12c_finetune.ipynb #03d22a5d
 def prepare_full(pipe, only_temporal: bool = False) -> None:
@@ -222,7 +210,7 @@ def finetune(source, base, method: str = "lora", out=None, steps: int = 100, lr=
     if dev.type == "cuda": torch.cuda.reset_peak_memory_stats(dev)
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        feats = encode_clips(pipe, rows, T, (H, W), fps, batch_size, seed, progress)
+        feats = clip_features(pipe, rows, T, (H, W), fps, batch_size, seed, progress)
         t1 = time.perf_counter()
         every = ckpt_every if ckpt_every is not None else (max(1, steps // 4) if run_dir else 0)
         cfg = finetune_config(pipe, method, steps, lr, seed, mask_ratios, dev, dtype, every, log_every=max(1, min(10, steps // 10)))

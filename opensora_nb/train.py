@@ -19,7 +19,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .builders import (PRESETS, X0_T_MIN, FeatureBatches, build_batches, build_model, build_scheduler, get_config,
-                                  parse_overrides, prepare_tiny_world, unwrap)
+                                  parse_overrides, prepare_tiny_world, resolve_stages, unwrap)
 from .masks import MaskGenerator
 from .io import resolve_device, resolve_dtype
 
@@ -251,15 +251,12 @@ def train_cli(argv=None) -> int:
     except ValueError as e: p.error(str(e))
     if args.print_config:
         print(json.dumps(cfg, indent=1, default=str)); return 0
-    if cfg["data"].get("type") == "shapes" and not cfg["data"].get("features"):  # the tiny world builds its features itself
-        cfg = prepare_tiny_world(cfg, Path(args.output))
     if args.no_resume and Path(args.output).exists(): shutil.rmtree(args.output)
+    cfg = prepare_tiny_world(cfg, Path(args.output))  # the tiny world renders and encodes its features (other configs: unchanged)
     (Path(args.output)).mkdir(parents=True, exist_ok=True)
     (Path(args.output) / "config.json").write_text(json.dumps(cfg, indent=1, default=str))
     tr = Trainer(cfg, run_dir=args.output)
-    stages = cfg.get("stages") or [dict(name="train", max_steps=cfg.get("max_steps"), max_seconds=cfg.get("max_seconds"))]
-    if cfg.get("max_steps"):  # --max_steps caps every stage (stage step counts are cumulative)
-        stages = [dict(s, max_steps=min(s["max_steps"], cfg["max_steps"]) if s.get("max_steps") else cfg["max_steps"]) for s in stages]
+    stages = resolve_stages(cfg)  # cumulative step counts: shares of --max_steps, or the stages' own capped by it
     def make_batches(c, i):
         b = build_batches(c)
         names = stages[i].get("buckets")

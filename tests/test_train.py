@@ -17,9 +17,9 @@ TINY = {"model.depth": 1, "model.hidden_size": 32, "model.num_heads": 2, "log_ev
 
 def toy_features(seed=0):
     g = torch.Generator().manual_seed(seed)
-    buckets = {"t8": dict(z=torch.randn(12, 16, 8, 4, 4, generator=g), text_idx=torch.arange(12) % 3, fps=8, height=32, width=32, num_frames=8),
-               "img": dict(z=torch.randn(8, 16, 1, 4, 6, generator=g), text_idx=torch.arange(8) % 3, fps=120, height=32, width=48, num_frames=1)}
-    return FeatureBatches(buckets, torch.randn(3, 32, 384, generator=g), torch.ones(3, 32, dtype=torch.long), {"t8": 4, "img": 4})
+    buckets = {"t9": dict(z=torch.randn(12, 4, 3, 8, 8, generator=g), text_idx=torch.arange(12) % 3, fps=8, height=32, width=32, num_frames=9),
+               "img": dict(z=torch.randn(8, 4, 1, 8, 12, generator=g), text_idx=torch.arange(8) % 3, fps=120, height=32, width=48, num_frames=1)}
+    return FeatureBatches(buckets, torch.randn(3, 32, 384, generator=g), torch.ones(3, 32, dtype=torch.long), {"t9": 4, "img": 4})
 
 
 def weights(model): return {k: v.clone() for k, v in model.state_dict().items()}
