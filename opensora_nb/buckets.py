@@ -5,13 +5,15 @@
 # %% auto #0
 __all__ = ['ASPECT_RATIO_MAP', 'TABLE_RATIOS', 'OPENSORA_BASES', 'ASPECT_RATIOS', 'NUM_FRAMES_MAP', 'V1_2_STAGE1', 'V1_2_STAGE2',
            'V1_2_STAGE3', 'BUCKET_PRESETS', 'SAMPLES_ASPECT_RATIOS', 'SAMPLES_BUCKET_CONFIG', 'even_size', 'floor_size',
-           'opensora_table', 'ratio_key', 'pixart_1024', 'build_aspect_ratios', 'get_num_pixels', 'get_closest_ratio',
-           'get_image_size', 'get_num_frames', 'make_aspect_ratios', 'BucketConfigError', 'validate_bucket_config',
-           'Bucket', 'crop_plan', 'latent_frames', 'stdit3_tokens', 'step_cost', 'bucket_costs', 'bucket_table',
-           'synthetic_meta', 'extend_aspect_ratios', 'explain_bucket']
+           'opensora_table', 'ratio_key', 'pixart_1024', 'build_aspect_ratios', 'UnknownSizeError', 'get_num_pixels',
+           'get_closest_ratio', 'get_image_size', 'parse_size', 'get_num_frames', 'make_aspect_ratios',
+           'BucketConfigError', 'validate_bucket_config', 'Bucket', 'crop_plan', 'latent_frames', 'stdit3_tokens',
+           'step_cost', 'bucket_costs', 'bucket_table', 'synthetic_meta', 'extend_aspect_ratios', 'explain_bucket']
 
 # %% ../nbs/09_buckets.ipynb #2a395759
+import argparse
 import math
+import re
 from collections import Counter, OrderedDict
 from fractions import Fraction
 from numbers import Integral, Real
@@ -110,10 +112,15 @@ def build_aspect_ratios() -> dict:
 
 ASPECT_RATIOS = build_aspect_ratios()
 
+class UnknownSizeError(KeyError, ValueError):
+    """A resolution or aspect-ratio name that no table holds: a `ValueError` (bad input: the command line prints its one
+    line) that is also the `KeyError` a lookup raises. The message names the input and the names allowed."""
+    __str__ = ValueError.__str__  # the message as written (KeyError's own str would quote it)
+
 def get_num_pixels(name: str) -> int:
     "Pixel budget of a resolution name."
     if name not in ASPECT_RATIOS:
-        raise KeyError(f"unknown resolution {name!r}; known: {', '.join(ASPECT_RATIOS)}")
+        raise UnknownSizeError(f"unknown resolution {name!r}; known: {', '.join(ASPECT_RATIOS)}")
     return ASPECT_RATIOS[name][0]
 
 # %% ../nbs/09_buckets.ipynb #14bd18e0
@@ -124,20 +131,30 @@ def get_closest_ratio(height: float, width: float, ratios: dict) -> str:
 
 def get_image_size(resolution: str, ar_ratio: str) -> tuple:
     "(H, W) of `resolution` for an aspect ratio given as a key ('0.56') or a name ('9:16')."
-    table = ASPECT_RATIOS[resolution][1] if resolution in ASPECT_RATIOS else None
-    if table is None:
-        raise KeyError(f"unknown resolution {resolution!r}; known: {', '.join(ASPECT_RATIOS)}")
+    get_num_pixels(resolution)  # a known name, or one line listing the known ones
+    table = ASPECT_RATIOS[resolution][1]
     key = ASPECT_RATIO_MAP.get(ar_ratio, ar_ratio)
     if key not in table:
-        raise KeyError(f"aspect ratio {ar_ratio!r} not in the {resolution} table; keys: {', '.join(table)}")
+        names = [n for n, k in ASPECT_RATIO_MAP.items() if k in table]
+        raise UnknownSizeError(f"aspect ratio {ar_ratio!r} is not in the {resolution} table; use a name ({', '.join(names)}) "
+                               f"or a key ({', '.join(table)})")
     return tuple(table[key])
+
+def parse_size(s: str) -> tuple:
+    "(H, W) from 'HxW' or 'H,W' (e.g. '32x48'): the `--image-size` of the command lines (an argparse type)."
+    m = re.fullmatch(r"(\d+)[x,](\d+)", s)
+    if not m: raise argparse.ArgumentTypeError(f"image size {s!r}: expected HxW, e.g. 32x48")
+    return int(m.group(1)), int(m.group(2))
 
 NUM_FRAMES_MAP = {"1x": 51, "2x": 102, "4x": 204, "8x": 408, "16x": 816,
                   "2s": 51, "4s": 102, "8s": 204, "16s": 408, "32s": 816}
 
 def get_num_frames(num_frames) -> int:
     "Frames for a length given as an int or a name ('4s' = 102 frames at 24 fps after the VAE's 17-frame chunks)."
-    return NUM_FRAMES_MAP[num_frames] if num_frames in NUM_FRAMES_MAP else int(num_frames)
+    if num_frames in NUM_FRAMES_MAP: return NUM_FRAMES_MAP[num_frames]
+    try: return int(num_frames)
+    except (TypeError, ValueError):
+        raise ValueError(f"num_frames {num_frames!r}: expected a number of frames or a name ({', '.join(NUM_FRAMES_MAP)})") from None
 
 # %% ../nbs/09_buckets.ipynb #1c192068
 def make_aspect_ratios(pixels: int, multiple: int = 16, ratios: dict = None) -> dict:
@@ -244,6 +261,13 @@ BUCKET_PRESETS = {"v1_2_stage1": V1_2_STAGE1, "v1_2_stage2": V1_2_STAGE2, "v1_2_
 def _rng(seed, index):
     return np.random.default_rng(None if seed is None else seed + index)
 
+def _no_length(T, frame_interval, lengths, skipped) -> str:
+    "Why no length of a resolution takes a T-frame clip (a line of `get_bucket_id`'s trace)."
+    why = (f"no length bucket: the clip's {T} frames are not more than t x interval {frame_interval} for any length t here "
+           f"(lengths {', '.join(map(str, sorted(lengths)))})" if lengths else "no video lengths here, only images")
+    if skipped: why += "; skipped by frame_keep_prob: " + ", ".join(f"{t} (frame_keep_prob {f:g})" for t, f in skipped)
+    return why
+
 class Bucket:
     "Bucket assignment for a `bucket_config` (resolution -> {num_frames: (keep_prob, batch_size)})."
     approx = 0.8  # a resolution is a candidate when H*W >= approx * its pixel budget
@@ -271,25 +295,38 @@ class Bucket:
     def __repr__(self):
         return f"Bucket({len(self.hw_criteria)} resolutions, {sum(map(len, self.bucket_id.values()))} lengths, {self.num_bucket} buckets)"
 
-    def get_bucket_id(self, T: int, H: int, W: int, frame_interval: int = 1, seed: int = None):
-        "(resolution, num_frames, aspect-ratio key) for a sample, or None when no bucket takes it."
+    def get_bucket_id(self, T: int, H: int, W: int, frame_interval: int = 1, seed: int = None, trace: list = None):
+        """(resolution, num_frames, aspect-ratio key) for a sample, or None when no bucket takes it. A list passed as
+        `trace` receives (resolution, what happened there) for each resolution tried, largest first (the explorer's)."""
+        note = trace.append if trace is not None else None
         for res, pixels in self.hw_criteria.items():
-            if H * W < pixels * self.approx: continue
+            if H * W < pixels * self.approx:
+                if note: note((res, f"too small: {H}x{W} = {H * W} pixels < 80% of {res}'s {pixels}"))
+                continue
             probs, index = self.bucket_probs[res], self.bucket_id[res]
             if T == 1:
                 if 1 in probs and _rng(seed, index[1]).random() < probs[1][0]:
+                    if note: note((res, f"image bucket taken (keep_prob {probs[1][0]:g})"))
                     return res, 1, get_closest_ratio(H, W, self.ar_criteria[res])
+                if note: note((res, f"image bucket not drawn this time (keep_prob {probs[1][0]:g})" if 1 in probs
+                               else "an image, and no 1-frame bucket here"))
                 continue
-            chosen = None
+            chosen, skipped = None, []
             for t, (keep, fkeep) in probs.items():
                 rng = _rng(seed, index[t])
-                if fkeep is not None and rng.random() > fkeep: continue
+                if fkeep is not None and rng.random() > fkeep:
+                    skipped.append((t, fkeep))
+                    continue
                 if T > t * frame_interval and t != 1:
                     chosen = t
                     break
-            if chosen is None: continue
+            if chosen is None:
+                if note: note((res, _no_length(T, frame_interval, [t for t in probs if t != 1], skipped)))
+                continue
             if keep >= 1 or rng.random() < keep:
+                if note: note((res, f"{chosen} frames taken (keep_prob {keep:g})"))
                 return res, chosen, get_closest_ratio(H, W, self.ar_criteria[res])
+            if note: note((res, f"{chosen} frames fits, not drawn this time (keep_prob {keep:g}): falls through to the next resolution"))
         return None
 
     def get_thw(self, bucket_id) -> tuple:
@@ -399,44 +436,13 @@ SAMPLES_BUCKET_CONFIG = {
 }
 
 # %% ../nbs/09_buckets.ipynb #aa9fc759
-def _bucket_trace(bk, T, H, W, frame_interval=1, seed=None):
-    "`Bucket.get_bucket_id`, step by step: (bucket id or None, [(resolution, what happened there)]), the same draws."
-    steps = []
-    for res, pixels in bk.hw_criteria.items():
-        if H * W < pixels * bk.approx:
-            steps.append((res, f"too small: {H}x{W} = {H * W} pixels < 80% of {res}'s {pixels}")); continue
-        probs, index = bk.bucket_probs[res], bk.bucket_id[res]
-        if T == 1:
-            if 1 not in probs: steps.append((res, "an image, and no 1-frame bucket here")); continue
-            keep = probs[1][0]
-            if _rng(seed, index[1]).random() < keep:
-                steps.append((res, f"image bucket taken (keep_prob {keep:g})")); return (res, 1, get_closest_ratio(H, W, bk.ar_criteria[res])), steps
-            steps.append((res, f"image bucket not drawn this time (keep_prob {keep:g})")); continue
-        chosen, skipped = None, []
-        for t, (keep, fkeep) in probs.items():
-            rng = _rng(seed, index[t])
-            if fkeep is not None and rng.random() > fkeep: skipped.append(f"{t} (frame_keep_prob {fkeep:g})"); continue
-            if T > t * frame_interval and t != 1:
-                chosen = t
-                break
-        if chosen is None:
-            lens = [t for t in probs if t != 1]
-            why = (f"no length bucket: the clip's {T} frames are not more than t x interval {frame_interval} for any length t here "
-                   f"(lengths {', '.join(map(str, sorted(lens)))})" if lens else "no video lengths here, only images")
-            if skipped: why += f"; skipped by frame_keep_prob: {', '.join(skipped)}"
-            steps.append((res, why)); continue
-        if keep >= 1 or rng.random() < keep:
-            steps.append((res, f"{chosen} frames taken (keep_prob {keep:g})"))
-            return (res, chosen, get_closest_ratio(H, W, bk.ar_criteria[res])), steps
-        steps.append((res, f"{chosen} frames fits, not drawn this time (keep_prob {keep:g}): falls through to the next resolution"))
-    return None, steps
-
 def explain_bucket(T: int, H: int, W: int, bucket_config: dict, frame_interval: int = 1, seed: int = 0,
                    aspect_ratios: dict = None) -> dict:
     """Everything about one sample's bucket: id, (T, H, W), batch size, crop plan, tokens, candidate resolutions,
     `trace` (what happened at each resolution, largest first) and, when it gets none, `reason` in words."""
     bk = Bucket(bucket_config, aspect_ratios)
-    bid, trace = _bucket_trace(bk, T, H, W, frame_interval, seed)
+    trace = []
+    bid = bk.get_bucket_id(T, H, W, frame_interval, seed, trace=trace)
     cands = [r for r, px in bk.hw_criteria.items() if H * W >= px * bk.approx]
     out = dict(bucket=bid, candidates=cands, trace=trace, reason=None)
     if bid is None:

@@ -9,7 +9,7 @@ import copy
 import json
 import math
 import os
-import re
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,12 +18,13 @@ import numpy as np
 import torch
 
 from .io import denormalize, resolve_device, resolve_dtype, write_video
-from .buckets import ASPECT_RATIO_MAP, get_image_size, get_num_frames
+from .buckets import ASPECT_RATIO_MAP, ASPECT_RATIOS, UnknownSizeError, get_image_size, get_num_frames, parse_size
 from .masks import apply_mask_strategy, multi_resolution_info, reference_latents
 from .rflow import RFlow
 from .stdit import STDiT3
 from . import text as text_lib
 from . import vae_hub
+from .vae import VAE_TILE_SIZE
 from .cache import SamplingCache, attention_reuse_settings, step_cache_settings
 from .builders import PatchPCAAutoencoder, X0Parameterized, build_scheduler, build_text_encoder, build_vae, unwrap
 from .lora import load_lora
@@ -59,6 +60,16 @@ TINY_ASPECT_RATIOS = {"32px": (32 * 32, {"0.67": (32, 48), "1.00": (32, 32), "1.
                       "48px": (48 * 48, {"0.67": (40, 64), "1.00": (48, 48), "1.50": (64, 40)})}
 
 
+def _ratio(aspect_ratio) -> float:
+    "H/W of an aspect ratio given as 'H:W' or a table key such as '0.56'."
+    a, _, b = str(aspect_ratio).partition(":")
+    try: r = float(a) / float(b) if b else float(a)
+    except (ValueError, ZeroDivisionError): r = float("nan")
+    if not 0 < r < float("inf"):
+        raise UnknownSizeError(f"aspect ratio {aspect_ratio!r}: expected H:W such as 9:16, or a table key such as 0.56")
+    return r
+
+
 def resolve_size(resolution=None, aspect_ratio="1:1", image_size=None):
     "(H, W) from an explicit `image_size`, or a resolution name + aspect ratio (Open-Sora tables + the tiny world's)."
     if image_size is not None:
@@ -70,10 +81,11 @@ def resolve_size(resolution=None, aspect_ratio="1:1", image_size=None):
         table = TINY_ASPECT_RATIOS[resolution][1]
         key = ASPECT_RATIO_MAP.get(aspect_ratio, aspect_ratio)
         if key not in table:  # nearest ratio (H / W) of the small table
-            a, _, b = str(key).partition(":")
-            r = float(a) / float(b) if b else float(a)
+            r = _ratio(key)
             key = min(table, key=lambda k: abs(math.log(float(k) / r)))
         return table[key]
+    if resolution not in ASPECT_RATIOS:
+        raise UnknownSizeError(f"unknown resolution {resolution!r}; known: {', '.join([*ASPECT_RATIOS, *TINY_ASPECT_RATIOS])}")
     return tuple(get_image_size(resolution, aspect_ratio))
 
 
@@ -140,13 +152,14 @@ def _as_reference(ref):
 class OpenSoraPipeline:
     "Text encoder + STDiT3 + VAE + rectified flow; `__call__` generates in every mode; `from_pretrained`/`save_pretrained` a folder."
     def __init__(self, model, vae, text_encoder, scheduler=None, config=None, device=None, dtype=None, offload=False,
-                 vae_micro_batch_size=None, vae_tiling=False):
+                 vae_micro_batch_size=None, vae_tiling=False, vae_tile_size=None):
         self.model, self.vae, self.text_encoder = model.eval(), vae.eval() if hasattr(vae, "eval") else vae, text_encoder
         self.scheduler = scheduler or RFlow(use_timestep_transform=True)
         self.config = dict(config or {})
         self.offload, self._device = False, None
         self.text_encoder.set_null(unwrap(model))
-        self.set_memory(vae_micro_batch_size=vae_micro_batch_size, vae_tiling=vae_tiling)
+        self.set_memory(vae_micro_batch_size=vae_micro_batch_size, vae_tiling=vae_tiling or vae_tile_size is not None,
+                        vae_tile_size=vae_tile_size)
         if device is not None or dtype is not None or offload: self.to(device or "auto", dtype, offload=offload)
 
     def to(self, device="auto", dtype=None, offload=None):
@@ -164,16 +177,18 @@ class OpenSoraPipeline:
         self.text_encoder.set_null(unwrap(self.model))
         return self
 
-    def set_memory(self, vae_micro_batch_size=None, vae_tiling=None):
+    def set_memory(self, vae_micro_batch_size=None, vae_tiling=None, vae_tile_size=None):
         """Low-memory VAE settings: the 2D VAE encodes/decodes `vae_micro_batch_size` frames at a time (the reference's
-        micro_batch_size, 4 for v1.2), and `vae_tiling` decodes each frame in overlapping spatial tiles (diffusers)."""
+        micro_batch_size, 4 for v1.2), and `vae_tiling` decodes each frame in overlapping spatial tiles of `vae_tile_size`
+        pixels a side (default `VAE_TILE_SIZE`, 192, so 240p-480p frames are cut up; a tile size alone turns tiling on)."""
         spatial = getattr(self.vae, "spatial_vae", None)
         if vae_micro_batch_size is not None:
             if spatial is None: raise ValueError(f"vae_micro_batch_size: {type(self.vae).__name__} has no 2D VAE to micro-batch")
             spatial.micro_batch_size = int(vae_micro_batch_size)
+        if vae_tiling is None and vae_tile_size is not None: vae_tiling = True
         if vae_tiling is not None:
             if spatial is None and vae_tiling: raise ValueError(f"vae_tiling: {type(self.vae).__name__} has no 2D VAE to tile")
-            if spatial is not None: spatial.module.enable_tiling() if vae_tiling else spatial.module.disable_tiling()
+            if spatial is not None: spatial.set_tiling(bool(vae_tiling), vae_tile_size or VAE_TILE_SIZE)
         return self
 
     @contextlib.contextmanager
@@ -218,7 +233,8 @@ class OpenSoraPipeline:
     @classmethod
     def from_pretrained(cls, path, text_encoder=None, vae=None, **options):
         """Load a pipeline folder; `text_encoder`/`vae` objects may be passed to reuse loaded ones (e.g. a
-        `CachedTextEncoder` of pre-computed states instead of T5). `options`: device, dtype, offload, vae_micro_batch_size, vae_tiling."""
+        `CachedTextEncoder` of pre-computed states instead of T5). `options`: device, dtype, offload, vae_micro_batch_size,
+        vae_tiling, vae_tile_size."""
         path = Path(path)
         if not (path / "model_index.json").exists():
             raise FileNotFoundError(f"{path} is not a pipeline folder (no model_index.json); expected model_index.json, transformer/, vae/")
@@ -274,7 +290,7 @@ class OpenSoraPipeline:
             return reference_latents(items, self.vae, image_size)
 
     @torch.no_grad()
-    def __call__(self, prompts, resolution=None, aspect_ratio="1:1", image_size=None, num_frames=16, seconds=None, fps=8,
+    def __call__(self, prompts, resolution=None, aspect_ratio=None, image_size=None, num_frames=None, seconds=None, fps=None,
                  seed=0, num_sampling_steps=None, cfg_scale=None, aes=None, flow=None, camera_motion=None, reference=None,
                  mask_strategy=None, loops=1, condition_frame_length=None, condition_frame_edit=0.0, progress=True,
                  batch_size=None, attention_reuse=None, step_cache=None):
@@ -287,11 +303,24 @@ class OpenSoraPipeline:
         VAE, 5 for the v1.2 VAE as in the reference). A call leaves the pipeline as it was.
         Faster sampling (chapter 11c, both off by default): `attention_reuse` True or dict(spatial=2, temporal=3, cross=4,
         start=0.8, end=0.1) recomputes each kind of attention only every k-th step between noise levels start and end
-        (PAB); `step_cache` (a threshold, e.g. 0.1) skips the block stack while its cheap change signal stays below it."""
+        (PAB); `step_cache` (a threshold, e.g. 0.1) skips the block stack while its cheap change signal stays below it.
+        Size, length and fps left out come from the pipeline's stored defaults (`config["defaults"]`, kept in model_index.json:
+        what it was trained or published for), else 1:1, 16 frames and 8 fps; steps and guidance from its scheduler."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts: raise ValueError("no prompts given")
         n = len(prompts)
         seeds = seeds_for(seed, n)
+        d = self.config.get("defaults", {})
+        if image_size is None and resolution is None:  # the pipeline's own size
+            if d.get("image_size") is not None and (aspect_ratio is None or not d.get("resolution")):
+                if aspect_ratio is not None:
+                    raise ValueError(f"aspect_ratio {aspect_ratio!r} needs a resolution name (e.g. '240p' or '32px'): this pipeline's "
+                                     f"default size is an explicit image_size {d['image_size']}")
+                image_size = d["image_size"]
+            else: resolution = d.get("resolution")
+        aspect_ratio = aspect_ratio or d.get("aspect_ratio", "1:1")
+        if num_frames is None and seconds is None: num_frames = d.get("num_frames", 16)
+        fps = fps or d.get("fps", 8)
         H, W = resolve_size(resolution, aspect_ratio, image_size)
         T = resolve_num_frames(num_frames, seconds, fps)
         strategies = mask_strategy if isinstance(mask_strategy, (list, tuple)) else [mask_strategy or ""] * n
@@ -394,12 +423,6 @@ def save_outputs(result, out_dir, prefix="sample", fmt="mp4", fps=None):
     return paths
 
 # %% ../nbs/12_inference.ipynb #84ca151d
-def _size(s):
-    m = re.fullmatch(r"(\d+)[x,](\d+)", s)
-    if not m: raise argparse.ArgumentTypeError(f"image size {s!r}: expected HxW, e.g. 32x48")
-    return int(m.group(1)), int(m.group(2))
-
-
 def _numbers(kind, n, what):
     "An argparse type: `n` comma-separated numbers of `kind`."
     def parse(s):
@@ -431,21 +454,25 @@ def sample_cli(argv=None) -> int:
     p.add_argument("--offload", action="store_true", help="park the parts on the CPU; each goes to --device only while it works")
     p.add_argument("--vae-micro-batch", type=int, default=None, help="2D-VAE frames per micro-batch (less memory, same result)")
     p.add_argument("--vae-tiling", action="store_true", help="decode each frame in overlapping spatial tiles (less memory)")
+    p.add_argument("--vae-tile-size", type=int, default=None, metavar="PIXELS",
+                   help=f"pixels a side of one VAE tile (default {VAE_TILE_SIZE}: 240p-480p frames are tiled; implies --vae-tiling)")
     p.add_argument("--text-states", default=None, help="a cache_text_features file: pre-computed caption states, no T5 loaded")
     p.add_argument("--lora", default=None, help="a LoRA adapter folder (opensora-nb finetune --method lora), merged into the weights")
-    p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 for STDiT3 and the VAE (default: bf16 with --official, else fp32)")
+    p.add_argument("--dtype", default=None, help="compute precision: fp32, bf16 or fp16 (sampling casts the weights; default: bf16 "
+                   "with --official, else fp32)")
     p.add_argument("--prompt", action="append", default=[], help="a prompt (repeat for several)")
     p.add_argument("--prompt-file", help="a text file, one prompt per line")
-    p.add_argument("--resolution", default=None, help="resolution name, e.g. 240p, 144p, 32px")
-    p.add_argument("--aspect-ratio", default=None, help="e.g. 9:16, 3:2 or a table key such as 0.56 (default 1:1)")
-    p.add_argument("--image-size", type=_size, default=None, help="explicit HxW (overrides --resolution)")
+    p.add_argument("--resolution", default=None, help="resolution name, e.g. 240p, 144p, 32px (default: the pipeline's size)")
+    p.add_argument("--aspect-ratio", default=None, help="e.g. 9:16, 3:2 or a table key such as 0.56 (default: the pipeline's, else 1:1)")
+    p.add_argument("--image-size", type=parse_size, default=None, help="explicit HxW (overrides --resolution)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--num-frames", default=None, help="frames (1 = image) or a name such as 4s")
+    g.add_argument("--num-frames", default=None, help="frames (1 = image) or a name such as 4s (default: the pipeline's, else 16)")
     g.add_argument("--seconds", type=float, default=None, help="length in seconds at --fps")
     p.add_argument("--fps", type=int, default=None, help="frames per second (default: the pipeline's, else 8)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=None, help="sampling steps")
-    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale")
+    p.add_argument("--sampling-steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
+    p.add_argument("--steps", type=int, default=None, help=argparse.SUPPRESS)  # the old spelling: --steps means training steps elsewhere
+    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the pipeline's)")
     p.add_argument("--aes", type=float, default=None, help="aesthetic score appended to the prompt (v1.2: 6.5)")
     p.add_argument("--flow", type=float, default=None, help="motion score appended to the prompt")
     p.add_argument("--reference", action="append", default=None, help="reference image/video per prompt (';' joins several)")
@@ -465,10 +492,14 @@ def sample_cli(argv=None) -> int:
     p.add_argument("--output", "-o", default="outputs/samples")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
+    if a.steps is not None:
+        print("opensora-nb sample: --steps is deprecated here (it means training steps elsewhere); use --sampling-steps", file=sys.stderr)
+        if a.sampling_steps is None: a.sampling_steps = a.steps
     prompts = list(a.prompt) + (read_prompts(a.prompt_file) if a.prompt_file else [])
     if not prompts: p.error("give --prompt TEXT or --prompt-file FILE")
     if bool(a.pipeline) == a.official: p.error("give a pipeline folder or --official (not both)")
-    options = dict(device=a.device, offload=a.offload, vae_micro_batch_size=a.vae_micro_batch, vae_tiling=a.vae_tiling or None)
+    options = dict(device=a.device, offload=a.offload, vae_micro_batch_size=a.vae_micro_batch,
+                   vae_tiling=a.vae_tiling or a.vae_tile_size is not None or None, vae_tile_size=a.vae_tile_size)
     te = text_lib.CachedTextEncoder(a.text_states) if a.text_states else None
     try:
         if a.official:
@@ -477,11 +508,9 @@ def sample_cli(argv=None) -> int:
             pipe = OpenSoraPipeline.from_pretrained(a.pipeline, text_encoder=te, dtype=a.dtype, **options)
         if a.lora: load_lora(pipe, a.lora, merge=True)
     except FileNotFoundError as e: p.error(str(e))
-    d = pipe.config.get("defaults", {})
-    num_frames = a.num_frames if a.num_frames is not None else (None if a.seconds is not None else d.get("num_frames", 16))
-    res = pipe(prompts, resolution=a.resolution or (None if a.image_size else d.get("resolution")), aspect_ratio=a.aspect_ratio or d.get("aspect_ratio", "1:1"),
-               image_size=a.image_size, num_frames=num_frames, seconds=a.seconds, fps=a.fps or d.get("fps", 8), seed=a.seed,
-               num_sampling_steps=a.steps or d.get("num_sampling_steps"), cfg_scale=a.cfg if a.cfg is not None else d.get("cfg_scale"),
+    d = pipe.config.get("defaults", {})  # size, length, fps, steps and guidance left out: the pipeline's own (its __call__)
+    res = pipe(prompts, resolution=a.resolution, aspect_ratio=a.aspect_ratio, image_size=a.image_size, num_frames=a.num_frames,
+               seconds=a.seconds, fps=a.fps, seed=a.seed, num_sampling_steps=a.sampling_steps, cfg_scale=a.cfg,
                aes=a.aes if a.aes is not None else d.get("aes"), flow=a.flow, reference=a.reference if a.reference is None or len(a.reference) > 1 else a.reference[0],
                mask_strategy=a.mask_strategy if a.mask_strategy is None or len(a.mask_strategy) > 1 else a.mask_strategy[0],
                loops=a.loops, condition_frame_length=a.condition_frame_length if a.condition_frame_length is not None else d.get("condition_frame_length"), condition_frame_edit=a.condition_frame_edit,

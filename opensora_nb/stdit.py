@@ -27,8 +27,8 @@ from .layers import (Attention, CaptionEmbedder, DropPath, Mlp, MultiHeadCrossAt
 
 # %% auto #0
 __all__ = ['TRANSFORMERS_METADATA', 'STDIT3_XL_2', 'STDIT3_3B_2', 'STDiT3Config', 'flash_attention', 'STDiT3Block', 'STDiT3',
-           'load_state_dict_strict', 'stdit3_from_state_dict', 'count_params', 'FullAttentionDiT', 'attention_pairs',
-           'bench_stdit_vs_full', 'format_bench', 'plot_bench']
+           'WeightsMismatchError', 'load_state_dict_strict', 'stdit3_from_state_dict', 'count_params',
+           'FullAttentionDiT', 'attention_pairs', 'bench_stdit_vs_full', 'format_bench', 'plot_bench']
 
 # %% ../nbs/06_stdit.ipynb #f11f62fa
 #: Keys transformers writes into every `config.json` (the published STDiT3 config has all four): not fields, ignored.
@@ -372,6 +372,12 @@ def _unwrap_state_dict(sd: dict) -> dict:
     return sd
 
 
+class WeightsMismatchError(KeyError, ValueError):
+    """A state dict whose keys or shapes do not match the model: bad input (a `ValueError`, one line on the command line)
+    that is also the `KeyError` callers of the strict load catch. The message lists the keys."""
+    __str__ = ValueError.__str__  # the message as written (KeyError's own str would quote it)
+
+
 def load_state_dict_strict(model: nn.Module, state_dict: dict, name: str = "state dict", assign: bool = False):
     "Strictly load `state_dict`, raising one clear error listing missing, unexpected and mis-shaped keys."
     own = model.state_dict()
@@ -385,7 +391,7 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict, name: str = "stat
         if missing: msg.append(f"missing keys: {show(missing)}")
         if unexpected: msg.append(f"unexpected keys: {show(unexpected)}")
         if shapes: msg.append(f"shape mismatches: {show(shapes)}")
-        raise KeyError("; ".join(msg))
+        raise WeightsMismatchError("; ".join(msg))
     model.load_state_dict(state_dict, strict=True, assign=assign)
     return model
 

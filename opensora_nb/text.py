@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['T5_HUB_ID', 'MAX_LEN_V1_0', 'MAX_LEN_V1_2', 'TINY_WORLD_WORDS', 'TextEncoder', 'T5Encoder', 'train_byte_bpe',
            'build_tiny_t5', 'minilm_path', 'MiniLMEncoder', 'pooled', 'cache_text_features', 'load_text_features',
-           'CachedTextEncoder']
+           'UncachedPromptError', 'CachedTextEncoder']
 
 # %% ../nbs/04_text.ipynb #20a6062c
 import json
@@ -211,6 +211,12 @@ def load_text_features(path):
                 model_max_length=int(meta["model_max_length"]), output_dim=int(meta["output_dim"]), encoder=meta.get("encoder", ""))
 
 # %% ../nbs/04_text.ipynb #a582cc59
+class UncachedPromptError(KeyError, ValueError):
+    """A prompt that a `CachedTextEncoder` does not hold: bad input (a `ValueError`, one line on the command line) that is
+    also the `KeyError` of a failed lookup."""
+    __str__ = ValueError.__str__  # the message as written (KeyError's own str would quote it)
+
+
 class CachedTextEncoder(TextEncoder):
     "The text-encoder interface served from a `cache_text_features` file: no encoder model in memory."
     def __init__(self, path, device="cpu", dtype=torch.float32):
@@ -227,8 +233,11 @@ class CachedTextEncoder(TextEncoder):
         if isinstance(prompts, str): prompts = [prompts]
         missing = [p for p in prompts if p not in self.index]
         if missing:
-            raise KeyError(f"{len(missing)} prompt(s) not in the text feature cache {self.path}, e.g. {missing[0]!r}; "
-                           "re-run cache_text_features with them")
+            held = ", ".join(repr(p) for p in self.prompts[:3]) + (", ..." if len(self.prompts) > 3 else "")
+            raise UncachedPromptError(
+                f"{len(missing)} prompt(s) not in the text feature cache {self.path}, e.g. {missing[0]!r}; it holds "
+                f"{len(self.prompts)} prompt(s) ({held}), looked up as written (score suffixes such as ' aesthetic score: 6.5.' "
+                "included): re-run cache_text_features with them")
         idx = torch.tensor([self.index[p] for p in prompts])
         y, mask = self._y[idx], self._mask[idx]
         pad = self.model_max_length - y.shape[1]

@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from einops import rearrange
 
 # %% auto #0
-__all__ = ['VAE_TEMPORAL_SD', 'SD_VAE_PATH', 'SD_SCALING_FACTOR', 'SDXL_VAE_CONFIG', 'TINY_VAE_2D_CONFIG', 'V1_2_SHIFT',
-           'V1_2_SCALE', 'V1_2_SPATIAL_DOWN', 'V1_2_TIME_DOWN', 'V1_2_MICRO_FRAME_SIZE', 'V1_2_MICRO_LATENT_FRAMES',
-           'TINY_VAE_TEMPORAL_CONFIG', 'CausalConv3d', 'ResBlock', 'DiagonalGaussianDistribution', 'Encoder',
-           'get_activation_fn', 'Decoder', 'VAE_Temporal', 'VAE_Temporal_SD', 'load_golden_vae_temporal',
-           'VideoAutoencoderKL', 'v1_2_latent_frames', 'VideoAutoencoderPipeline', 'init_posterior_logvar',
-           'tiny_vae_v1_2']
+__all__ = ['VAE_TEMPORAL_SD', 'SD_VAE_PATH', 'SD_SCALING_FACTOR', 'SDXL_VAE_CONFIG', 'VAE_TILE_SIZE', 'TINY_VAE_2D_CONFIG',
+           'V1_2_SHIFT', 'V1_2_SCALE', 'V1_2_SPATIAL_DOWN', 'V1_2_TIME_DOWN', 'V1_2_MICRO_FRAME_SIZE',
+           'V1_2_MICRO_LATENT_FRAMES', 'TINY_VAE_TEMPORAL_CONFIG', 'CausalConv3d', 'ResBlock',
+           'DiagonalGaussianDistribution', 'Encoder', 'get_activation_fn', 'Decoder', 'VAE_Temporal', 'VAE_Temporal_SD',
+           'load_golden_vae_temporal', 'VideoAutoencoderKL', 'v1_2_latent_frames', 'VideoAutoencoderPipeline',
+           'init_posterior_logvar', 'tiny_vae_v1_2']
 
 # %% ../nbs/03_vae.ipynb #1f1739ee
 def _triple(k) -> tuple:
@@ -298,6 +298,8 @@ SDXL_VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, layers_
                        block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
                        up_block_types=("UpDecoderBlock2D",) * 4, act_fn="silu", sample_size=1024,
                        scaling_factor=0.13025)
+#: Pixels a side of one tile of the tiled 2D VAE: every 240p-480p frame is larger, so tiling really cuts it up.
+VAE_TILE_SIZE = 192
 
 
 class VideoAutoencoderKL(nn.Module):
@@ -347,6 +349,28 @@ class VideoAutoencoderKL(nn.Module):
 
     def decode(self, z, **kwargs):
         return self._frames(lambda f: self.module.decode(f / self.scaling_factor).sample, z)
+
+    def set_tiling(self, enabled: bool = True, tile_size: int = VAE_TILE_SIZE):
+        """Encode and decode each frame in `tile_size`-pixel tiles overlapping by a quarter, blended across the seams
+        (diffusers' tiled VAE), so memory holds one tile's activations instead of a whole frame's. Diffusers tiles only
+        frames larger than the config's `sample_size` (1024 for the SDXL VAE: never at 240p-480p), so the tile is set
+        here. `tile_size` is a multiple of 4x the compression (whole latent pixels in the quarter overlap)."""
+        m = self.module
+        if not enabled:
+            m.disable_tiling()
+            return self
+        step = 4 * self.patch_size[-1]
+        if int(tile_size) != tile_size or tile_size < step or tile_size % step:
+            raise ValueError(f"VAE tile size {tile_size}: expected a multiple of {step} pixels (4 x the 2D VAE's "
+                             f"{self.patch_size[-1]}x compression), e.g. {VAE_TILE_SIZE}")
+        m.enable_tiling()
+        m.tile_sample_min_size, m.tile_latent_min_size, m.tile_overlap_factor = int(tile_size), int(tile_size) // self.patch_size[-1], 0.25
+        return self
+
+    @property
+    def tile_size(self):
+        "Pixels a side of a tile when tiling is on, else None."
+        return self.module.tile_sample_min_size if self.module.use_tiling else None
 
     def get_latent_size(self, input_size):
         return [s // p if s is not None else None for s, p in zip(input_size, self.patch_size)]

@@ -19,7 +19,7 @@ from .vae import (
 # %% auto #0
 __all__ = ['SDXL_VAE_PATH', 'SDXL_VAE_SUBFOLDER', 'V1_2_PATH', 'PIPELINE_CONFIG_KEYS', 'CONFIG_METADATA', 'VAE_2D_KEYS',
            'VAE_TEMPORAL_KEYS', 'KNOWN_VAE_2D_CONFIGS', 'check_pipeline_config', 'vae_2d_config', 'pipeline_config',
-           'save_pipeline', 'pipeline_from_config', 'load_pipeline', 'OpenSoraVAE_V1_2']
+           'save_pipeline', 'pipeline_from_config', 'VAEWeightsError', 'load_pipeline', 'OpenSoraVAE_V1_2']
 
 # %% ../nbs/03a_vae_hub.ipynb #8d1eb0d4
 SDXL_VAE_PATH, SDXL_VAE_SUBFOLDER = "PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers", "vae"   # Open-Sora 1.2
@@ -189,6 +189,11 @@ def pipeline_from_config(cfg: dict, micro_batch_size=None, folder=None, config_2
     return VideoAutoencoderPipeline(spatial, temporal, **{**args, **kwargs})
 
 
+class VAEWeightsError(ValueError, RuntimeError):
+    """Weights that do not fit the pipeline built from the folder's config: bad input (a `ValueError`, one line on the
+    command line) that is still the `RuntimeError` torch's strict load raises."""
+
+
 def load_pipeline(path=V1_2_PATH, micro_batch_size=None, strict=True, config_2d=None, local_files_only=False,
                   **kwargs) -> VideoAutoencoderPipeline:
     """Load a pipeline folder or hub repo in the official layout (config.json + model.safetensors holding all weights).
@@ -213,9 +218,10 @@ def load_pipeline(path=V1_2_PATH, micro_batch_size=None, strict=True, config_2d=
             sd[buf] = getattr(pipe, buf)
     try:
         pipe.load_state_dict(sd, strict=strict)
-    except RuntimeError as e:
-        raise RuntimeError(f"{weights} does not fit the pipeline built from {cfg_file} (is vae_2d / vae_temporal the "
-                           f"architecture these weights were trained with?): {e}") from None
+    except RuntimeError as e:  # torch's report spans many lines: one line, the first keys of each kind
+        why = " ".join(str(e).split())
+        raise VAEWeightsError(f"{weights} does not fit the pipeline built from {cfg_file} (is vae_2d / vae_temporal the "
+                              f"architecture these weights were trained with?): {why[:600]}{' ...' if len(why) > 600 else ''}") from None
     return pipe
 
 

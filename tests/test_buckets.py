@@ -385,8 +385,9 @@ def test_explain_bucket_says_why_there_is_no_bucket(thw, config, says):
 
 
 def test_explain_bucket_trace_is_the_assignment():
-    "The step-by-step trace makes exactly Bucket.get_bucket_id's draws, so its answer is the bucket."
-    from opensora_nb.buckets import _bucket_trace
+    "The explorer's trace is `get_bucket_id`'s own (issue 24: one implementation), and it never changes the answer."
+    import opensora_nb.buckets as B
+    assert not hasattr(B, "_bucket_trace")
     rng = np.random.default_rng(0)
     for preset in BUCKET_PRESETS.values():
         bk = Bucket(preset)
@@ -394,6 +395,38 @@ def test_explain_bucket_trace_is_the_assignment():
             T = int(rng.choice([1, 20, 52, 60, 103, 205, 409, 500]))
             H, W = [(1080, 1920), (240, 426), (144, 256), (100, 100), (720, 1280), (2000, 2000)][rng.integers(6)]
             fi, seed = int(rng.integers(1, 3)), int(rng.integers(0, 100))
-            bid, trace = _bucket_trace(bk, T, H, W, fi, seed)
+            trace = []
+            bid = bk.get_bucket_id(T, H, W, fi, seed, trace=trace)
             assert bid == bk.get_bucket_id(T, H, W, fi, seed)
             assert ("taken" in trace[-1][1]) == (bid is not None)
+            assert [r for r, _ in trace] == list(bk.hw_criteria)[:len(trace)]  # largest budget first, none skipped
+
+
+# ---------------------------------------------------------------- names and sizes (issue 24)
+def test_parse_size_is_public_and_inference_uses_it():
+    import argparse
+    from opensora_nb import inference
+    from opensora_nb.buckets import parse_size
+    assert parse_size("32x48") == (32, 48) and parse_size("240,426") == (240, 426)
+    for bad in ("32", "32x", "x48", "32*48", "-1x4", "32x48x2"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected HxW"): parse_size(bad)
+    assert not hasattr(inference, "_size")
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda B: B.get_image_size("999p", "1:1"), "unknown resolution '999p'; known: 144p, 256, 240p"),
+    (lambda B: B.get_num_pixels("999p"), "unknown resolution '999p'"),
+    (lambda B: B.get_image_size("240p", "7:3"), "aspect ratio '7:3' is not in the 240p table; use a name (3:8"),
+])
+def test_unknown_names_are_value_errors_that_are_also_key_errors(call, says):
+    "Bad input: a ValueError (the CLI prints one line), still a KeyError for callers that catch one; the text as written."
+    import opensora_nb.buckets as B
+    with pytest.raises(ValueError) as e: call(B)
+    assert isinstance(e.value, KeyError) and str(e.value).startswith(says) and not str(e.value).startswith("'")
+
+
+def test_num_frames_names_what_is_allowed():
+    from opensora_nb.buckets import get_num_frames
+    assert get_num_frames("4s") == 102 and get_num_frames("9") == 9
+    with pytest.raises(ValueError, match=r"num_frames 'four': expected a number of frames or a name \(1x, 2x"):
+        get_num_frames("four")

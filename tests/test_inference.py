@@ -33,7 +33,7 @@ def hash_text(monkeypatch):
 def test_cli_t2v_with_sidecar(pipe_dir, tmp_path):
     pf = tmp_path / "prompts.txt"; pf.write_text("a red circle moving left\n\na blue square standing still\n")
     assert sample_cli([str(pipe_dir), "--prompt-file", str(pf), "--resolution", "32px", "--aspect-ratio", "2:3",
-                       "--num-frames", "8", "--steps", "2", "--aes", "6.5", "--format", "gif", "-o", str(tmp_path / "o"), "--quiet"]) == 0
+                       "--num-frames", "8", "--sampling-steps", "2", "--aes", "6.5", "--format", "gif", "-o", str(tmp_path / "o"), "--quiet"]) == 0
     files = sorted((tmp_path / "o").iterdir())
     assert [f.suffix for f in files] == [".gif", ".json", ".gif", ".json"]
     side = json.loads(files[1].read_text())
@@ -135,3 +135,139 @@ def test_cli_answers_input_errors_in_one_line(pipe_dir, tmp_path, capsys):
     with pytest.raises(ValueError): main(["--debug"] + cases[0][0])  # --debug keeps the traceback
     with pytest.raises(SystemExit) as e: main(["train", "tiny_world", "--max_step", "100"])
     assert e.value.code == 2 and "did you mean --max_steps" in capsys.readouterr().err
+
+
+# --- issue 24: bad input on the command line is one line and exit status 2, never a KeyError's traceback ---
+
+def _drop_key(weights, key_part):
+    from safetensors.torch import load_file, save_file
+    sd = load_file(str(weights))
+    save_file({k: v for k, v in sd.items() if key_part not in k}, str(weights))
+
+
+@pytest.fixture(scope="module")
+def tiny_vae_pipe_dir(tmp_path_factory):
+    "A pipeline folder whose VAE (chapter 03's tiny v1.2 VAE) travels inside it, as the demo's does."
+    from opensora_nb.vae import tiny_vae_v1_2
+    torch.manual_seed(0)
+    vae = tiny_vae_v1_2().eval()
+    net = STDiT3(hidden_size=32, depth=1, num_heads=2, patch_size=(1, 2, 2), in_channels=vae.out_channels, caption_channels=16,
+                 model_max_length=8, pred_sigma=False, input_sq_size=32)
+    return OpenSoraPipeline(net, vae, HashText(), config=dict(vae=dict(type="tiny_v1_2"))).save_pretrained(tmp_path_factory.mktemp("vp") / "p")
+
+
+def test_cli_bad_input_is_one_line(pipe_dir, tiny_vae_pipe_dir, tmp_path, capsys):
+    import shutil
+    from opensora_nb.cli import main
+    from opensora_nb.text import cache_text_features
+    states = cache_text_features(HashText(), ["a red circle"], tmp_path / "states.safetensors")
+    bad_net = shutil.copytree(pipe_dir, tmp_path / "bad_net")
+    _drop_key(bad_net / "transformer" / "model.safetensors", "t_block")
+    bad_vae = shutil.copytree(tiny_vae_pipe_dir, tmp_path / "bad_vae")
+    _drop_key(bad_vae / "vae" / "model.safetensors", "temporal_vae.encoder.conv_in")
+    run = ["--prompt", "a red circle", "-o", str(tmp_path / "o"), "--quiet"]
+    cases = [([str(pipe_dir), "--resolution", "999p"], "unknown resolution '999p'; known: 144p, 256, 240p"),
+             ([str(pipe_dir), "--resolution", "240p", "--aspect-ratio", "7:3"], "aspect ratio '7:3' is not in the 240p table; use a name (3:8"),
+             ([str(pipe_dir), "--resolution", "32px", "--aspect-ratio", "wide"], "aspect ratio 'wide': expected H:W such as 9:16"),
+             ([str(pipe_dir), "--image-size", "32x32", "--num-frames", "four"], "num_frames 'four': expected a number of frames or a name"),
+             ([str(pipe_dir), "--image-size", "32x32", "--vae-tile-size", "100"], "vae_tiling: PatchPCAAutoencoder has no 2D VAE to tile"),
+             ([str(tiny_vae_pipe_dir), "--image-size", "32x32", "--vae-tile-size", "100"], "VAE tile size 100: expected a multiple of 16"),
+             ([str(pipe_dir), "--image-size", "32x32", "--text-states", str(states), "--prompt", "a blue square"],
+              "1 prompt(s) not in the text feature cache"),
+             ([str(bad_net), "--image-size", "32x32"], "does not match the model; missing keys: t_block"),
+             ([str(bad_vae), "--image-size", "32x32"], "model.safetensors does not fit the pipeline built from")]
+    for args, says in cases:
+        argv = ["sample", *args, *run]
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("opensora-nb sample: error: ") and says in err and "Traceback" not in err, err
+        assert len(err.splitlines()) == 1, err
+
+
+# --- issue 24: `sample` uses what the saved pipeline stores; one meaning per flag ---
+
+@pytest.fixture(scope="module")
+def demo_like_dir(tmp_path_factory):
+    "A folder with the demo's kind of stored defaults: an explicit image_size (no resolution name), its frames, steps and guidance."
+    torch.manual_seed(0)
+    net = STDiT3(hidden_size=32, depth=1, num_heads=2, patch_size=(1, 1, 1), in_channels=16, caption_channels=16, model_max_length=8,
+                 pred_sigma=False, input_sq_size=32)
+    ae = PatchPCAAutoencoder(8, 16).fit(torch.rand(4, 3, 2, 32, 32) * 2 - 1)
+    pipe = OpenSoraPipeline(net, ae, HashText(), RFlow(num_sampling_steps=3, cfg_scale=4.0, use_timestep_transform=False),
+                            config=dict(defaults=dict(image_size=[32, 48], num_frames=5, num_sampling_steps=3, cfg_scale=4.0)))
+    return pipe.save_pretrained(tmp_path_factory.mktemp("demo_like") / "pipeline")
+
+
+def _sidecar(folder):
+    return json.loads((folder / "sample_0000.json").read_text())
+
+
+def test_sample_uses_the_pipeline_defaults(demo_like_dir, tmp_path, capsys):
+    from opensora_nb.cli import main
+    assert main(["sample", str(demo_like_dir), "--prompt", "a red circle", "--sampling-steps", "2", "-o", str(tmp_path / "a"), "--quiet"]) == 0
+    s = _sidecar(tmp_path / "a")
+    assert (s["image_size"], s["num_frames"], s["fps"], s["num_sampling_steps"], s["cfg_scale"]) == ([32, 48], 5, 8, 2, 4.0)
+    assert main(["sample", str(demo_like_dir), "--prompt", "a red circle", "-o", str(tmp_path / "b"), "--quiet"]) == 0
+    assert _sidecar(tmp_path / "b")["num_sampling_steps"] == 3  # the stored steps
+    # a flag overrides its default only
+    assert main(["sample", str(demo_like_dir), "--prompt", "x", "--image-size", "32x32", "--num-frames", "2", "--cfg", "1.5",
+                 "--sampling-steps", "1", "-o", str(tmp_path / "c"), "--quiet"]) == 0
+    s = _sidecar(tmp_path / "c")
+    assert (s["image_size"], s["num_frames"], s["cfg_scale"], s["num_sampling_steps"]) == ([32, 32], 2, 1.5, 1)
+    # an aspect ratio alone cannot apply to an explicit default size: one line, not a silent ignore
+    capsys.readouterr()
+    assert main(["sample", str(demo_like_dir), "--prompt", "x", "--aspect-ratio", "9:16", "-o", str(tmp_path / "d"), "--quiet"]) == 2
+    assert "needs a resolution name" in capsys.readouterr().err
+
+
+def test_sample_with_lora_as_the_readme_writes_it(demo_like_dir, tmp_path):
+    "`opensora-nb sample PIPELINE --lora ADAPTER --prompt ...`, nothing else."
+    from opensora_nb.cli import main
+    from opensora_nb.lora import add_lora, save_lora
+    pipe = OpenSoraPipeline.from_pretrained(demo_like_dir)
+    add_lora(pipe, rank=2, alpha=2)
+    adapter = save_lora(pipe, tmp_path / "adapter")
+    assert main(["sample", str(demo_like_dir), "--lora", str(adapter), "--prompt", "a red circle", "-o", str(tmp_path / "o")]) == 0
+    s = _sidecar(tmp_path / "o")
+    assert s["lora"] == str(adapter) and s["image_size"] == [32, 48] and s["num_frames"] == 5
+
+
+def test_sample_flags_one_meaning(demo_like_dir, tmp_path, capsys):
+    "--sampling-steps; --steps stays as a hidden alias that says once it is deprecated; --dtype is the compute precision."
+    from opensora_nb.cli import main
+    capsys.readouterr()
+    assert main(["sample", str(demo_like_dir), "--prompt", "x", "--steps", "1", "-o", str(tmp_path / "o"), "--quiet"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--steps is deprecated" in err[0] and "--sampling-steps" in err[0]
+    assert _sidecar(tmp_path / "o")["num_sampling_steps"] == 1
+    with pytest.raises(SystemExit): sample_cli(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--sampling-steps" in out and "--steps " not in out and "--vae-tile-size PIXELS" in out
+    assert ("compute precision: fp32, bf16 or fp16 (sampling casts the weights; default: bf16 with --official, else fp32)" in out)
+
+
+def test_vae_tile_size_reaches_the_decoder(tmp_path, monkeypatch):
+    "`OpenSoraPipeline(..., vae_tile_size=)` and `--vae-tile-size` tile the decode of a small frame (the tiny VAE: 4x)."
+    from opensora_nb.vae import tiny_vae_v1_2
+    torch.manual_seed(0)
+    vae = tiny_vae_v1_2().eval()
+    net = STDiT3(hidden_size=32, depth=1, num_heads=2, patch_size=(1, 2, 2), in_channels=vae.out_channels, caption_channels=16,
+                 model_max_length=8, pred_sigma=False, input_sq_size=32)
+    pipe = OpenSoraPipeline(net, vae, HashText(), RFlow(num_sampling_steps=1, use_timestep_transform=False),
+                            config=dict(vae=dict(type="tiny_v1_2")), vae_tile_size=32)
+    seen = []
+    vae.spatial_vae.module.decoder.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[-2:])))
+    pipe(["a red circle"], image_size=(48, 64), num_frames=1, progress=False)
+    assert vae.spatial_vae.tile_size == 32 and len(seen) == 6 and all(h <= 8 and w <= 8 for h, w in seen)  # 2 x 3 tiles
+    assert pipe.set_memory(vae_tiling=False).vae.spatial_vae.tile_size is None
+    folder = pipe.save_pretrained(tmp_path / "p")
+    p2 = OpenSoraPipeline.from_pretrained(folder, text_encoder=HashText(), vae_tile_size=64)
+    assert p2.vae.spatial_vae.tile_size == 64 and p2.vae.spatial_vae.module.use_tiling
+    from opensora_nb.cli import main
+    from opensora_nb.vae import VideoAutoencoderKL
+    calls, orig = [], VideoAutoencoderKL.set_tiling
+    monkeypatch.setattr(VideoAutoencoderKL, "set_tiling", lambda self, *a: calls.append(a) or orig(self, *a))
+    args = ["sample", str(folder), "--prompt", "x", "--image-size", "48x64", "--num-frames", "1", "-o", str(tmp_path / "o"), "--quiet"]
+    assert main(args + ["--vae-tile-size", "32"]) == 0 and calls == [(True, 32)]  # a tile size alone turns tiling on
+    calls.clear()
+    assert main(args + ["--vae-tiling"]) == 0 and calls == [(True, 192)]

@@ -70,6 +70,14 @@ def test_strict_loading_errors_are_clear():
         load_state_dict_strict(STDiT3(TINY), {f"k{i}": torch.zeros(1) for i in range(20)})
 
 
+def test_a_mismatch_is_bad_input_in_one_line():
+    "Issue 24: a ValueError (the CLI's one line, exit 2) that is still the KeyError callers catch; the text as written."
+    with pytest.raises(ValueError) as e:
+        stdit3_from_state_dict(TINY, {k: v for k, v in STDiT3(TINY).state_dict().items() if k != "rope.freqs"})
+    assert isinstance(e.value, KeyError) and len(str(e.value).splitlines()) == 1
+    assert str(e.value).startswith("STDiT3: state dict does not match the model; missing keys: rope.freqs")
+
+
 def test_from_pretrained_missing_things(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="no config.json"):
         STDiT3.from_pretrained(tmp_path)

@@ -119,6 +119,11 @@ def test_cache_roundtrip(t5, tmp_path):
     assert ct.null(2).shape == (2, 1, 120, 32)
     with pytest.raises(KeyError, match="not in the text feature cache"):
         ct.encode(["never cached"])
+    with pytest.raises(ValueError) as e:  # issue 24: bad input, one line naming the prompt and what the cache holds
+        ct.encode([PROMPTS[0], "never cached"])
+    msg = str(e.value)
+    assert isinstance(e.value, KeyError) and len(msg.splitlines()) == 1 and not msg.startswith("'")
+    assert "'never cached'" in msg and f"it holds {len(PROMPTS)} prompt(s) ({PROMPTS[0]!r}" in msg
     assert not list(tmp_path.glob("sub/*.tmp"))
     with pytest.raises(FileNotFoundError):
         load_text_features(tmp_path / "nope.safetensors")
