@@ -10,6 +10,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -282,26 +283,26 @@ class SeqParallelAttention(Attention):
 
 
 class SeqParallelCrossAttention(MultiHeadCrossAttention):
-    "Cross-attention with queries exchanged for heads as in the reference (or computed locally: `exchange=False`)."
+    """Cross-attention with queries exchanged for heads as in the reference (or computed locally: `exchange=False`).
+    A rank's share of the heads is itself a cross-attention of heads/P heads: chapter 05's `attend_padded` runs it."""
     sp_group, exchange = None, True
 
     def forward(self, x, cond, mask=None):
         if not self.exchange: return super().forward(x, cond, mask)
         B, n, D = x.shape
-        g, L = self.sp_group, cond.shape[1]
+        g, P = self.sp_group, dist.get_world_size(self.sp_group)
         q = all_to_all(self.q_linear(x).view(B, n, self.num_heads, self.head_dim), g, scatter_dim=2, gather_dim=1)
-        kv = self.kv_linear(cond).view(B, L, 2, self.num_heads, self.head_dim)
-        kv = split_forward_gather_backward(kv, g, dim=3, grad_scale=1 / dist.get_world_size(g))
-        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)                      # [B, heads/P, L, hd]
-        attn_mask = keep = None
-        if mask is not None:
-            keep = mask != 0
-            attn_mask = keep[:, None, None, :]
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=attn_mask)
-        if keep is not None and not bool(keep.any(1).all()):  # a caption with no tokens attends to nothing
-            out = out.masked_fill(~keep.any(1)[:, None, None, None], 0.0)
-        out = all_to_all(out.transpose(1, 2), g, scatter_dim=1, gather_dim=2)
+        mine = SimpleNamespace(num_heads=self.num_heads // P, head_dim=self.head_dim, d_model=D // P,
+                               kv_linear=lambda c: self.my_kv(c, g, P))   # the rank's heads, [B, L, 2*D/P]
+        out = MultiHeadCrossAttention.attend_padded(mine, q.transpose(1, 2), cond, None if mask is None else mask != 0)
+        out = all_to_all(out.view(B, n * P, self.num_heads // P, self.head_dim), g, scatter_dim=1, gather_dim=2)
         return self.proj(out.reshape(B, n, D))
+
+    def my_kv(self, cond, g, P):
+        "Keys and values of this rank's heads, laid out as `kv_linear`'s output for heads/P heads: [B, L, 2*D/P]."
+        B, L = cond.shape[:2]
+        kv = self.kv_linear(cond).view(B, L, 2, self.num_heads, self.head_dim)
+        return split_forward_gather_backward(kv, g, dim=3, grad_scale=1 / P).reshape(B, L, -1)
 
 
 class SeqParallelFinalLayer(T2IFinalLayer):

@@ -317,7 +317,10 @@ def mask_strategy_widget(mask_strategy="0;0,1,0,-1,1", num_frames=15, ref_length
             box.picture_png, box.error = None, str(e)
         message.value = "" if box.error is None else \
             f"<b style='color:#b00'>cannot draw this input</b> &mdash; {html.escape(box.error)}"
-        if drawn and getattr(get_ipython(), "kernel", None) is not None: out.clear_output(wait=True)  # no front end: nothing to clear
+        if drawn and getattr(get_ipython(), "kernel", None) is not None:  # no front end: nothing to clear
+            # wait=True keeps the old picture until the next output replaces it (no flicker); an error has no next
+            # output, so there the front end must clear at once, or the old picture stays under the error
+            out.clear_output(wait=box.picture_png is not None)
         drawn.append(True)
         if box.picture_png is not None:
             with out: display(Image(data=box.picture_png, format="png"))

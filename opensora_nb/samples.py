@@ -10,7 +10,7 @@ __all__ = ['SHAPES', 'COLORS', 'NEW_COLORS', 'DIRECTIONS', 'MOTION', 'NEW_MOTION
            'count_components', 'single_object', 'sample_shape_batch', 'world_caption', 'world_clip', 'centroid_track',
            'displacement', 'plan_world_videos', 'render_world_video', 'build_world_videos', 'load_photo',
            'render_camera_clip', 'render_multishot_clip', 'plan_shapes', 'plan_shape_images', 'plan_camera',
-           'plan_multishot', 'build_samples', 'tree_digest', 'samples_root', 'samples_cli']
+           'plan_multishot', 'build_samples', 'tree_digest', 'samples_dir', 'samples_cli']
 
 # %% ../nbs/02_samples.ipynb #e4fe85ca
 import argparse
@@ -583,11 +583,15 @@ def tree_digest(root):
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 # %% ../nbs/02_samples.ipynb #d892e394
-def samples_root():
-    "The repository's data_samples/ folder (next to the package in a source checkout), else ./data_samples."
+def samples_dir(name=None, root=None):
+    """The data_samples/ folder: `root`, else the repository's (next to the package in a source checkout), else one in
+    the working folder or its parent. With `name`, that set's folder, or None when the set is not built (no meta.csv)."""
     import opensora_nb
-    here = Path(opensora_nb.__file__).resolve().parents[1] / "data_samples"
-    return here if here.is_dir() else Path("data_samples").resolve()
+    cands = [Path(opensora_nb.__file__).resolve().parents[1] / "data_samples", Path.cwd() / "data_samples",
+             Path.cwd().parent / "data_samples"]
+    base = Path(root) if root is not None else next((c for c in cands if c.is_dir()), cands[1])
+    if name is None: return base
+    return base / name if (base / name / "meta.csv").exists() else None
 
 # %% ../nbs/02_samples.ipynb #41baeb81
 def samples_cli(argv=None):

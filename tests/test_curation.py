@@ -334,6 +334,25 @@ def test_one_source_of_truth(tmp_path):
         assert list(C.read_meta(tmp_path / "m.parquet").path) == list(got.path)
 
 
+def test_one_meta_reader_keeps_na_words_as_captions(tmp_path):
+    """Issue 24 item 9: chapter 09's `read_meta` (fine-tuning's reader) used pandas' defaults and turned the captions
+    "NA", "null", "None" into missing values (fine-tuning then dropped those rows as 'no caption'), while curation's
+    reader kept them. Now there is one reader; both paths see the captions, and only an empty cell is missing."""
+    from opensora_nb import data, finetune
+    assert C.read_meta is data.read_meta
+    for n in "abcd": (tmp_path / f"{n}.png").write_bytes(b"")
+    (tmp_path / "m.csv").write_text("path,text,aes\na.png,NA,5.5\nb.png,null,nan\nc.png,None,NA\nd.png,,4\n")
+    for df in (data.read_meta(tmp_path / "m.csv"), C.read_meta(tmp_path / "m.csv"), data.read_meta([tmp_path / "m.csv"])):
+        assert list(df.text[:3]) == ["NA", "null", "None"] and pd.isna(df.text[3]), df.text.tolist()
+        assert df.aes.dtype == float and df.aes.isna().tolist() == [False, True, True, False]   # numbers: NA words missing
+    got = finetune._candidates(tmp_path / "m.csv")                                            # fine-tuning's reading
+    assert [(p.name, t, why is None) for p, t, why in got[:3]] == [("a.png", "NA", True), ("b.png", "null", True),
+                                                                   ("c.png", "None", True)]
+    assert got[3][1] is None and "no caption" in got[3][2]
+    with pytest.raises(ValueError, match="no 'path' column"):
+        data.read_meta(pd.DataFrame({"text": ["x"]}))
+
+
 @pytest.fixture
 def offline_empty_hf_cache(tmp_path, monkeypatch):
     from huggingface_hub import constants

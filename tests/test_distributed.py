@@ -5,6 +5,7 @@ with the doubled batch, DistTrainer, rank-0 checkpoints) and each rank writes it
 tests below read them. A second launch trains with the ColossalAI Booster + TorchDDPPlugin (skipped without
 colossalai). The whole file stays well under two minutes on a loaded 2-core machine.
 """
+import inspect
 import json
 import os
 import subprocess
@@ -74,6 +75,24 @@ sp_check("sp")
 sp_check("sp_no_exchange", exchange=False)
 sp_check("sp_ckpt_patch1", model_kw=dict(patch_size=(1, 1, 1)), shape=dict(T=2, H=4, W=6), ckpt=True)
 sp_check("sp_padded", shape=dict(H=6, W=6))  # 3x3 patches: 9 tokens, padded to 12
+
+# --- the sequence-parallel cross-attention against chapter 05's, with a padded and an empty caption ---
+from opensora_nb.dist import SeqParallelCrossAttention, average_gradients
+from opensora_nb.layers import MultiHeadCrossAttention
+for packed in (True, False):                  # chapter 05's packed (CPU default) and padded paths
+    torch.manual_seed(3)
+    ca = MultiHeadCrossAttention(32, 4); ca.packed_keys = packed
+    spca = copy.deepcopy(ca); spca.__class__, spca.sp_group = SeqParallelCrossAttention, get_sp_group()
+    g = torch.Generator().manual_seed(4)
+    x, cond, w = torch.randn(2, 12, 32, generator=g), torch.randn(2, 6, 32, generator=g), torch.randn(2, 12, 32, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0, 0, 0], [0] * 6])          # sample 1's caption has no token: it attends to nothing
+    o_ref = ca(x, cond, mask); (o_ref * w).mean().backward()
+    r = dist.get_rank(get_sp_group()); mine = slice(6 * r, 6 * r + 6)
+    o_sp = spca(x[:, mine], cond, mask); (o_sp * w[:, mine]).mean().backward()
+    average_gradients(spca, get_sp_group())
+    gr = dict(ca.named_parameters())
+    res[f"cross_attn_packed{packed}"] = dict(out=maxdiff(o_sp, o_ref[:, mine]), empty=maxdiff(o_sp[1], spca.proj.bias.expand_as(o_sp[1])),  # attention 0: the bias
+        grad=max(maxdiff(p.grad, gr[n].grad) for n, p in spca.named_parameters()))
 
 # --- data parallel (both ranks are dp ranks of a world with sp=1 in this part) ---
 env = init_distributed(sp_size=1)  # same process group, new mesh: dp=2, sp=1
@@ -188,6 +207,17 @@ def test_sequence_parallel_equals_single_process(results, case):
         assert c["shape"] == c["ref_shape"]
         assert c["out"] < TOL, f"{case}: forward differs by {c['out']}"
         assert c["grad"] < TOL, f"{case}: parameter gradients differ by {c['grad']} (gradients up to {c['grad_scale']})"
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_sequence_parallel_cross_attention_equals_chapter_05(results, packed):
+    "Issue 24: the exchanged cross-attention runs chapter 05's masked attention (no copy, no host sync) and equals it."
+    from opensora_nb.dist import SeqParallelCrossAttention
+    for r in results:
+        c = r[f"cross_attn_packed{packed}"]
+        assert c["out"] < TOL and c["grad"] < TOL and c["empty"] == 0.0, c
+    src = inspect.getsource(SeqParallelCrossAttention)
+    assert ".attend_padded(" in src and "scaled_dot_product_attention" not in src and "bool(" not in src
 
 
 def test_sequence_parallel_padding_keeps_shape(results):

@@ -109,10 +109,15 @@ def test_zoom_grows_or_shrinks_content():
 
 
 # ---------------------------------------------------------------- the committed data_samples/
-def test_samples_root_is_the_committed_folder(tmp_path, monkeypatch):
-    from opensora_nb.samples import samples_root
+def test_samples_dir_is_the_committed_folder(tmp_path, monkeypatch):
+    "One finder of the sample sets (issue 24): chapter 02's `samples_dir`, which curation uses (no copy of its own)."
+    from opensora_nb import curation, samples
+    from opensora_nb.samples import samples_dir
     monkeypatch.chdir(tmp_path)  # wherever the code runs from
-    assert samples_root() == DATA
+    assert samples_dir() == DATA and samples_dir("shapes") == DATA / "shapes" and samples_dir("nope") is None
+    (tmp_path / "mine" / "shapes").mkdir(parents=True); (tmp_path / "mine" / "shapes" / "meta.csv").write_text("path\n")
+    assert samples_dir("shapes", root=tmp_path / "mine") == tmp_path / "mine" / "shapes"
+    assert curation.samples_dir is samples.samples_dir and not hasattr(samples, "samples_root")
 
 
 def test_committed_size_under_10mb():
