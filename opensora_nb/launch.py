@@ -89,8 +89,7 @@ def dist_train_cli(argv=None) -> int:
         if args.no_resume and out.exists():
             import shutil; shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
-        if cfg["data"].get("type") == "shapes" and not cfg["data"].get("features"):
-            cfg = prepare_tiny_world(cfg, out, progress=False)
+        cfg = prepare_tiny_world(cfg, out, progress=False)  # the tiny world's features (other configs: unchanged)
         (out / "config.json").write_text(json.dumps(cfg, indent=1, default=str))
     barrier()
     cfg = json.loads((out / "config.json").read_text())

@@ -107,3 +107,30 @@ def write_official_tiny(root, seed: int = 0) -> dict:
         init_posterior_logvar(pipe.temporal_vae.quant_conv.conv)
         _save(pipe, paths["vae"] / "model.safetensors")
     return {**paths, "root": root}
+
+
+#: The hub ids Open-Sora 1.2's checkpoints are published under. The 2D VAE gets an id of its own: the published one
+#: (PixArt's SDXL VAE) has a known full-size config that the loader uses without reading the folder.
+OFFICIAL_HUB_IDS = dict(stdit="hpcai-tech/OpenSora-STDiT-v3", vae="hpcai-tech/OpenSora-VAE-v1.2",
+                        vae_2d="opensora-nb-tests/tiny-sdxl-vae", t5="DeepFloyd/t5-v1_1-xxl")
+
+
+def write_official_hub_cache(cache, seed: int = 0) -> Path:
+    """The tiny folders stored as a Hugging Face hub cache holds the official ids (`models--ORG--NAME/snapshots/REV`,
+    `refs/main`), the VAE config naming its 2D VAE by a hub id too: with `HF_HUB_CACHE=cache` and
+    `HF_HUB_OFFLINE=1`, `--official` loads every part by its published name, as a user's cache after a download."""
+    import hashlib
+    import shutil
+    cache = Path(cache)
+    paths = write_official_tiny(cache / "_folders", seed)
+    vcfg = json.loads((paths["vae"] / "config.json").read_text())
+    vcfg["vae_2d"]["from_pretrained"] = OFFICIAL_HUB_IDS["vae_2d"]
+    _write_json(paths["vae"] / "config.json", vcfg)
+    for key, repo in OFFICIAL_HUB_IDS.items():
+        rev = hashlib.sha1(repo.encode()).hexdigest()
+        d = cache / ("models--" + repo.replace("/", "--"))
+        shutil.copytree(paths[key], d / "snapshots" / rev)
+        (d / "refs").mkdir(parents=True, exist_ok=True)
+        (d / "refs" / "main").write_text(rev)
+    shutil.rmtree(cache / "_folders")
+    return cache
