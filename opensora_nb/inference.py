@@ -239,6 +239,10 @@ class OpenSoraPipeline:
         if not (path / "model_index.json").exists():
             raise FileNotFoundError(f"{path} is not a pipeline folder (no model_index.json); expected model_index.json, transformer/, vae/")
         index = json.loads((path / "model_index.json").read_text())
+        missing = [k for k in ("vae", "text_encoder", "scheduler") if k not in index]
+        if missing:
+            raise ValueError(f"{path / 'model_index.json'} has no {', '.join(missing)} entry: a pipeline folder's index names its vae, "
+                             "text_encoder and scheduler (save_pretrained writes them)")
         net = STDiT3.from_pretrained(path / "transformer")
         model = X0Parameterized(net) if index.get("parameterization") == "x0" else net
         if vae is None:

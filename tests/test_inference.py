@@ -163,6 +163,9 @@ def test_cli_bad_input_is_one_line(pipe_dir, tiny_vae_pipe_dir, tmp_path, capsys
     states = cache_text_features(HashText(), ["a red circle"], tmp_path / "states.safetensors")
     bad_net = shutil.copytree(pipe_dir, tmp_path / "bad_net")
     _drop_key(bad_net / "transformer" / "model.safetensors", "t_block")
+    bad_index = shutil.copytree(pipe_dir, tmp_path / "bad_index")
+    index = json.loads((bad_index / "model_index.json").read_text()); del index["scheduler"]
+    (bad_index / "model_index.json").write_text(json.dumps(index))
     bad_vae = shutil.copytree(tiny_vae_pipe_dir, tmp_path / "bad_vae")
     _drop_key(bad_vae / "vae" / "model.safetensors", "temporal_vae.encoder.conv_in")
     run = ["--prompt", "a red circle", "-o", str(tmp_path / "o"), "--quiet"]
@@ -175,7 +178,8 @@ def test_cli_bad_input_is_one_line(pipe_dir, tiny_vae_pipe_dir, tmp_path, capsys
              ([str(pipe_dir), "--image-size", "32x32", "--text-states", str(states), "--prompt", "a blue square"],
               "1 prompt(s) not in the text feature cache"),
              ([str(bad_net), "--image-size", "32x32"], "does not match the model; missing keys: t_block"),
-             ([str(bad_vae), "--image-size", "32x32"], "model.safetensors does not fit the pipeline built from")]
+             ([str(bad_vae), "--image-size", "32x32"], "model.safetensors does not fit the pipeline built from"),
+             ([str(bad_index), "--image-size", "32x32"], "model_index.json has no scheduler entry")]
     for args, says in cases:
         argv = ["sample", *args, *run]
         assert main(argv) == 2, argv
