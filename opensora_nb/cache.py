@@ -13,7 +13,7 @@ from .layers import modulation, t2i_modulate
 
 # %% auto #0
 __all__ = ['PAB_DEFAULTS', 'ATTENTION_KINDS', 'STEP_SIGNALS', 'attention_reuse_settings', 'step_cache_settings', 'relative_l1',
-           'SamplingCache', 'ChangeRecorder']
+           'step_signal', 'SamplingCache', 'ChangeRecorder']
 
 # %% ../nbs/11c_cache.ipynb #bf48d857
 #: PAB's pyramid (Zhao et al. 2024, *Real-Time Video Generation with Pyramid Attention Broadcast*): inside the middle
@@ -71,6 +71,19 @@ def _denoiser(model):
     if "run_blocks" not in dir(type(model)):
         raise TypeError(f"a sampling cache needs an STDiT3-like model (with run_blocks and blocks), got {type(model).__name__}")
     return model
+
+
+def step_signal(net, x, args, signal: str = STEP_SIGNALS[0]):
+    """What step skipping watches, with what computing it already ran: (signal, h, rest), where the blocks `rest` on
+    `h` finish the stack. 'modulated_input': the first block's timestep-modulated input (h = x, rest = every block);
+    'first_block': the first block's residual (h = its output, rest = the other blocks). `args` are `run_blocks`'."""
+    blocks = list(net.blocks())
+    if signal == "first_block":
+        h = net.run_blocks(x, *args, blocks=blocks[:1])
+        return h - x, h, blocks[1:]
+    b0 = blocks[0]
+    shift, scale = modulation(b0.scale_shift_table, args[1])[:2]
+    return t2i_modulate(b0.norm1(x), shift, scale), x, blocks
 
 
 class SamplingCache:
@@ -133,14 +146,7 @@ class SamplingCache:
             self.stats["computed_steps"] += call == 0
             return net.run_blocks(x, *args)
         st = self.state.setdefault(call, dict(acc=0.0))
-        blocks, h = list(net.blocks()), x
-        if self.skip["signal"] == "first_block":
-            h = net.run_blocks(x, *args, blocks=blocks[:1]); blocks = blocks[1:]
-            signal = h - x
-        else:
-            b0 = blocks[0]
-            shift, scale = modulation(b0.scale_shift_table, args[1])[:2]
-            signal = t2i_modulate(b0.norm1(x), shift, scale)
+        signal, h, blocks = step_signal(net, x, args, self.skip["signal"])
         prev, res = st.get("signal"), st.get("residual")
         compute = (self.step == 0 or self.step == self.num_steps - 1 or prev is None or res is None
                    or prev.shape != signal.shape or res.shape != h.shape)
@@ -188,13 +194,10 @@ class ChangeRecorder(SamplingCache):
 
     def run_blocks(self, net, x, *args):
         self.step, self._now = self.step + 1, {}
-        blocks = list(net.blocks())
-        b0 = blocks[0]
-        shift, scale = modulation(b0.scale_shift_table, args[1])[:2]
-        self._record("modulated_input", t2i_modulate(b0.norm1(x), shift, scale))
-        h = net.run_blocks(x, *args, blocks=blocks[:1])
-        self._record("first_block", h - x)
-        out = net.run_blocks(h, *args, blocks=blocks[1:])
+        self._record("modulated_input", step_signal(net, x, args, "modulated_input")[0])
+        first, h, rest = step_signal(net, x, args, "first_block")
+        self._record("first_block", first)
+        out = net.run_blocks(h, *args, blocks=rest)
         self._record("residual", out - x)
         for kind, v in self._now.items(): self.changes.setdefault(kind, []).append(sum(v) / len(v))
         return out

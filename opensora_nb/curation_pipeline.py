@@ -212,7 +212,8 @@ def _meta_tool(argv):
     "`opensora-nb curate merge|split|filter|score2text|info ...`: the meta-table tools of chapter 10 on CSV files."
     p = argparse.ArgumentParser(prog=f"opensora-nb curate {argv[0]}", description=_meta_tool.__doc__)
     p.add_argument("inputs", nargs="+", help="meta CSV/parquet file(s)")
-    p.add_argument("--out", required=True, help="output file (split: output folder)")
+    p.add_argument("--output", "-o", "--out", dest="output", required=True, metavar="PATH",
+                   help="output file (split: output folder); --out is the old spelling")
     p.add_argument("--parts", type=int, default=2, help="split: number of parts")
     p.add_argument("--preset", default=None, choices=sorted(FILTER_PRESETS), help="filter: preset")
     p.add_argument("--filter", action="append", default=[], metavar="COL=MIN:MAX", help="filter: a bound (repeatable)")
@@ -224,16 +225,16 @@ def _meta_tool(argv):
         if not Path(f).exists(): p.error(f"input {f} does not exist")
     df = merge_meta(*a.inputs)
     if tool == "split":
-        for i, part in enumerate(split_meta(df, a.parts)): write_meta(part, Path(a.out) / f"part_{i:03d}.csv")
-        print(f"{len(df)} rows -> {a.parts} parts in {a.out}"); return 0
+        for i, part in enumerate(split_meta(df, a.parts)): write_meta(part, Path(a.output) / f"part_{i:03d}.csv")
+        print(f"{len(df)} rows -> {a.parts} parts in {a.output}"); return 0
     if tool == "filter":
         bounds = _parse_filters(p, a.filter)
         print("removed per rule:", filter_report(df, bounds, a.preset))
         df = filter_meta(df, bounds, a.preset)
     elif tool == "score2text": df = scores_to_text(df, a.drop_prob, a.seed, a.style)
-    elif tool == "info": df = run_stage(df, InfoStage(), a.out)
-    write_meta(df, a.out)
-    print(f"{len(df)} rows -> {a.out}")
+    elif tool == "info": df = run_stage(df, InfoStage(), a.output)
+    write_meta(df, a.output)
+    print(f"{len(df)} rows -> {a.output}")
     return 0
 
 def _parse_filters(p, items):
@@ -253,7 +254,8 @@ def curate_cli(argv=None):
     p = argparse.ArgumentParser(prog="opensora-nb curate", description=curate_cli.__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("input", help="folder of videos, or a meta CSV/parquet with a `path` column")
-    p.add_argument("--out", required=True, help="output folder (meta_XX_<stage>.csv, clips/, shards/, meta_final.csv)")
+    p.add_argument("--output", "-o", "--out", dest="output", required=True, metavar="DIR",
+                   help="output folder (meta_XX_<stage>.csv, clips/, shards/, meta_final.csv); --out is the old spelling")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated stages from {sorted(set(STAGES))}")
     p.add_argument("--workers", type=int, default=0, help="worker processes for row stages (0 = in this process)")
     p.add_argument("--ray", action="store_true", help="run row stages as Ray tasks")
@@ -275,7 +277,7 @@ def curate_cli(argv=None):
     p.add_argument("--shard-size", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=8, help="clips per batch for model stages")
     p.add_argument("--seed", type=int, default=0)
-    p.epilog = f"meta tools: opensora-nb curate {{{','.join(META_TOOLS)}}} FILES --out OUT (see --help of each)"
+    p.epilog = f"meta tools: opensora-nb curate {{{','.join(META_TOOLS)}}} FILES --output OUT (see --help of each)"
     a = p.parse_args(argv)
     filters = _parse_filters(p, a.filter)
     stages = [s.strip() for s in a.stages.split(",") if s.strip()]
@@ -285,7 +287,7 @@ def curate_cli(argv=None):
     if a.tiny_random_models: a.clip = a.vlm = "tiny"
     elif "tiny" in (a.clip, a.vlm): p.error("'tiny' is not a checkpoint; for the random tiny models pass --tiny-random-models")
     try:
-        df = curate(a.input, a.out, stages, num_workers=a.workers, preset=a.preset, filters=filters, clip=a.clip,
+        df = curate(a.input, a.output, stages, num_workers=a.workers, preset=a.preset, filters=filters, clip=a.clip,
                     aesthetic_path=a.aesthetic, vlm=a.vlm, max_new_tokens=a.max_new_tokens, detector=a.detector,
                     threshold=a.threshold, min_scene_len=a.min_scene_len, min_frames=a.min_frames,
                     max_frames=a.max_frames, db_onnx=a.db_onnx, shard_size=a.shard_size, seed=a.seed,
@@ -293,5 +295,5 @@ def curate_cli(argv=None):
     except ModelsNotAvailable as e:
         print(f"opensora-nb curate: {e}", file=sys.stderr)
         return 2
-    print(f"{len(df)} rows -> {Path(a.out) / 'meta_final.csv'}")
+    print(f"{len(df)} rows -> {Path(a.output) / 'meta_final.csv'}")
     return 0

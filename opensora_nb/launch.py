@@ -5,6 +5,7 @@
 # %% ../nbs/13b_launch.ipynb #5d81c0e7
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -23,7 +24,7 @@ from .train import last_checkpoint
 from .inference import OpenSoraPipeline, save_outputs
 
 # %% auto #0
-__all__ = ['torchrun_command', 'launch', 'dist_train_cli', 'dist_sample_cli', 'main']
+__all__ = ['torchrun_command', 'launch', 'dist_train_cli', 'OldSpelling', 'dist_sample_parser', 'dist_sample_cli', 'main']
 
 # %% ../nbs/13b_launch.ipynb #203fb44c
 def torchrun_command(args, nproc: int = 2, nnodes: int = 1, node_rank: int = 0, master: str | None = None,
@@ -73,7 +74,6 @@ def _progress(env, i, n):
 
 def dist_train_cli(argv=None) -> int:
     "`torchrun ... -m opensora_nb.launch train CONFIG [-o OUT] [--sp N] [--key value ...]`: data (+ sequence) parallel training."
-    import argparse
     p = argparse.ArgumentParser(prog="python -m opensora_nb.launch train", description="Distributed training (run under torchrun).")
     p.add_argument("config", help="preset name or config .json")
     p.add_argument("--output", "-o", default="outputs/train_dist")
@@ -127,20 +127,35 @@ def dist_train_cli(argv=None) -> int:
     return 0
 
 
-def dist_sample_cli(argv=None) -> int:
-    "`torchrun ... -m opensora_nb.launch sample PIPELINE --prompt ... [--sp N]`: generation with sequence parallelism."
-    import argparse
+class OldSpelling(argparse.Action):
+    "A renamed flag's old spelling (give it `help=argparse.SUPPRESS`): stores into the new flag's `dest`, says so in one line."
+    def __call__(self, parser, namespace, values, option_string=None):
+        if os.environ.get("RANK", "0") == "0":  # once, not once per rank
+            print(f"{parser.prog}: {option_string} is deprecated, use --{self.dest.replace('_', '-')}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def dist_sample_parser() -> argparse.ArgumentParser:
+    "The flags of `python -m opensora_nb.launch sample`: `--sampling-steps` (`--steps` is training steps elsewhere), `--output/-o`."
     p = argparse.ArgumentParser(prog="python -m opensora_nb.launch sample", description="Distributed generation (run under torchrun).")
     p.add_argument("pipeline", help="pipeline folder (model_index.json, transformer/, vae/)")
     p.add_argument("--prompt", action="append", default=[])
     p.add_argument("--sp", type=int, default=1, help="sequence-parallel size")
     p.add_argument("--resolution", default=None); p.add_argument("--aspect-ratio", default="1:1")
     p.add_argument("--num-frames", default="16"); p.add_argument("--fps", type=int, default=8)
-    p.add_argument("--steps", type=int, default=None); p.add_argument("--cfg", type=float, default=None)
+    p.add_argument("--sampling-steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
+    p.add_argument("--steps", dest="sampling_steps", type=int, action=OldSpelling, help=argparse.SUPPRESS)
+    p.add_argument("--cfg", type=float, default=None)
     p.add_argument("--seed", type=int, default=0); p.add_argument("--output", "-o", default="outputs/samples_dist")
     p.add_argument("--format", choices=("mp4", "gif"), default="mp4")
     p.add_argument("--device", default="auto", help="auto: this rank's GPU when CUDA is present, else the CPU")
-    p.add_argument("--dtype", default=None, help="fp32, bf16 or fp16 for STDiT3 and the VAE (default: as saved)")
+    p.add_argument("--dtype", default=None, help="compute precision: fp32, bf16 or fp16 (sampling casts the weights; default: as saved)")
+    return p
+
+
+def dist_sample_cli(argv=None) -> int:
+    "`torchrun ... -m opensora_nb.launch sample PIPELINE --prompt ... [--sp N]`: generation with sequence parallelism."
+    p = dist_sample_parser()
     args = p.parse_args(argv)
     if not args.prompt: p.error("give at least one --prompt")
     env = init_distributed(args.sp)
@@ -148,7 +163,7 @@ def dist_sample_cli(argv=None) -> int:
     pipe = OpenSoraPipeline.from_pretrained(args.pipeline).to(args.device, args.dtype)  # "auto": this rank's GPU (set at init)
     enable_sequence_parallel(pipe.model)
     mine = args.prompt[env.dp_rank::env.dp_size]  # prompt i keeps seed + i, as in one process
-    steps = args.steps or pipe.scheduler.num_sampling_steps
+    steps = args.sampling_steps or pipe.scheduler.num_sampling_steps
     cfg_scale = pipe.scheduler.cfg_scale if args.cfg is None else args.cfg
     calls = [0]
     def count(*_):

@@ -598,21 +598,22 @@ def samples_cli(argv=None):
     "`opensora-nb samples`: build the deterministic sample data sets."
     p = argparse.ArgumentParser(prog="opensora-nb samples", description="Build the sample data sets (moving shapes, "
                                 "camera motion over photographs, multi-shot clips) with Open-Sora meta CSVs.")
-    p.add_argument("--out", default="data_samples", help="output folder (default: data_samples)")
+    p.add_argument("--output", "-o", "--out", dest="output", default="data_samples", metavar="DIR",
+                   help="output folder (default: data_samples; --out is the old spelling)")
     p.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS), help="which sets to build (default: all)")
-    p.add_argument("--check", action="store_true", help="do not write: rebuild in a temporary folder and compare with --out")
+    p.add_argument("--check", action="store_true", help="do not write: rebuild in a temporary folder and compare with --output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     if a.check:
         import tempfile
         with tempfile.TemporaryDirectory() as d:
             build_samples(d, a.sets, progress=not a.quiet)
-            new, old = tree_digest(d), tree_digest(a.out)
+            new, old = tree_digest(d), tree_digest(a.output)
             old = {k: v for k, v in old.items() if k.split("/")[0] in a.sets or (k == "README.md" and k in new)}
             bad = sorted(k for k in set(new) | set(old) if new.get(k) != old.get(k))
         for k in bad: print(f"differs: {k}")
-        print(f"{len(new) - len(bad)} of {len(new)} files identical in {a.out}")
+        print(f"{len(new) - len(bad)} of {len(new)} files identical in {a.output}")
         return 1 if bad else 0
-    metas = build_samples(a.out, a.sets, progress=not a.quiet)
-    for k, df in metas.items(): print(f"{a.out}/{k}/meta.csv: {len(df)} rows")
+    metas = build_samples(a.output, a.sets, progress=not a.quiet)
+    for k, df in metas.items(): print(f"{a.output}/{k}/meta.csv: {len(df)} rows")
     return 0

@@ -511,7 +511,7 @@ def check_world_vae(path=None, n=36, min_psnr=24.0):
     from opensora_nb.vae_hub import load_pipeline
     path = Path(path or WORLD_VAE_DIR)
     if not (path / "model.safetensors").exists():
-        raise FileNotFoundError(f"{path}: no model.safetensors; rebuild it with `opensora-nb vae --world --out {path}`")
+        raise FileNotFoundError(f"{path}: no model.safetensors; rebuild it with `opensora-nb vae --world --output {path}`")
     sha = file_sha256(path / "model.safetensors")
     if path == WORLD_VAE_DIR and WORLD_VAE_SHA256 and sha != WORLD_VAE_SHA256:
         raise ValueError(f"{path}/model.safetensors: checksum {sha[:12]}... is not the shipped {WORLD_VAE_SHA256[:12]}...")
@@ -523,11 +523,12 @@ def check_world_vae(path=None, n=36, min_psnr=24.0):
 
 
 def vae_cli(argv=None) -> int:
-    "`opensora-nb vae --world --out DIR`: train the tiny world's VAE with this chapter's recipe (or `--check DIR`)."
+    "`opensora-nb vae --world --output DIR`: train the tiny world's VAE with this chapter's recipe (or `--check DIR`)."
     import argparse
     p = argparse.ArgumentParser(prog="opensora-nb vae", description="Train the tiny world's video VAE (chapter 03b) or check one.")
     p.add_argument("--world", action="store_true", help="train on the wider moving-shapes world of the demo")
-    p.add_argument("--out", default="outputs/world_vae", help="output folder (official layout); resumable through OUT.work/")
+    p.add_argument("--output", "-o", "--out", dest="output", default="outputs/world_vae", metavar="DIR",
+                   help="output folder (official layout); resumable through DIR.work/ (--out is the old spelling)")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps (e.g. 0.05 for a smoke run)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--check", default=None, metavar="DIR", help="only check a VAE folder: checksum and held-out PSNR")
@@ -537,6 +538,6 @@ def vae_cli(argv=None) -> int:
     if a.check:
         print(json.dumps(check_world_vae(a.check))); return 0
     if not a.world: p.error("give --world (the only recipe this command trains) or --check DIR")
-    train_world_vae(a.out, a.scale, seed=a.seed, progress=not a.quiet)
-    print(json.dumps(dict(out=str(a.out), sha256=file_sha256(Path(a.out) / "model.safetensors"))))
+    train_world_vae(a.output, a.scale, seed=a.seed, progress=not a.quiet)
+    print(json.dumps(dict(out=str(a.output), sha256=file_sha256(Path(a.output) / "model.safetensors"))))
     return 0

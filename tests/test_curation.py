@@ -222,7 +222,7 @@ def test_cli_curate(tmp_path):
     write_video(tmp_path / "raw/multi.mp4", v, fps=8)
     _bad_files(tmp_path / "raw")
     r = subprocess.run([sys.executable, "-c", "import sys; from opensora_nb.cli import main; sys.exit(main(sys.argv[1:]))",
-                        "curate", str(tmp_path / "raw"), "--out", str(tmp_path / "out"), "--min-scene-len", "8",
+                        "curate", str(tmp_path / "raw"), "--output", str(tmp_path / "out"), "--min-scene-len", "8",
                         "--stages", "info,scenes,split,aes,motion,ocr,filter,caption,match,score2text,shards",
                         "--filter", "aes=:", "--filter", "match=:", "--max-new-tokens", "4", "--shard-size", "2",
                         "--tiny-random-models"],
@@ -247,8 +247,8 @@ def test_cli_curate(tmp_path):
 def test_cli_help_and_errors(capsys):
     with pytest.raises(SystemExit) as e: P.curate_cli(["--help"])
     assert e.value.code == 0 and "--stages" in capsys.readouterr().out
-    with pytest.raises(SystemExit): P.curate_cli(["/no/such/folder", "--out", "/tmp/x"])
-    with pytest.raises(SystemExit): P.curate_cli([".", "--out", "/tmp/x", "--stages", "info,nonsense"])
+    with pytest.raises(SystemExit): P.curate_cli(["/no/such/folder", "--output", "/tmp/x"])
+    with pytest.raises(SystemExit): P.curate_cli([".", "--output", "/tmp/x", "--stages", "info,nonsense"])
 
 
 def test_cli_meta_tools(tmp_path):
@@ -256,14 +256,14 @@ def test_cli_meta_tools(tmp_path):
                          "aes": [3.0, 4.6, 5.1, 6.0, 4.4, 7.0], "flow": [1.0] * 6, "cmotion": ["pan left"] * 6,
                          "num_frames": [10] * 6})
     meta.to_csv(tmp_path / "m.csv", index=False)
-    assert P.curate_cli(["filter", str(tmp_path / "m.csv"), "--preset", "v1_2_stage2", "--out", str(tmp_path / "f.csv")]) == 0
+    assert P.curate_cli(["filter", str(tmp_path / "m.csv"), "--preset", "v1_2_stage2", "--output", str(tmp_path / "f.csv")]) == 0
     assert list(pd.read_csv(tmp_path / "f.csv").aes) == [4.6, 5.1, 6.0, 7.0]
-    assert P.curate_cli(["split", str(tmp_path / "m.csv"), "--parts", "4", "--out", str(tmp_path / "parts")]) == 0
+    assert P.curate_cli(["split", str(tmp_path / "m.csv"), "--parts", "4", "-o", str(tmp_path / "parts")]) == 0
     parts = sorted((tmp_path / "parts").glob("*.csv"))
     assert len(parts) == 4
-    assert P.curate_cli(["merge", *map(str, parts), str(tmp_path / "m.csv"), "--out", str(tmp_path / "g.csv")]) == 0
+    assert P.curate_cli(["merge", *map(str, parts), str(tmp_path / "m.csv"), "--output", str(tmp_path / "g.csv")]) == 0
     assert len(pd.read_csv(tmp_path / "g.csv")) == 6                      # duplicates of a path merged
-    assert P.curate_cli(["score2text", str(tmp_path / "m.csv"), "--drop-prob", "0", "--out", str(tmp_path / "t.csv")]) == 0
+    assert P.curate_cli(["score2text", str(tmp_path / "m.csv"), "--drop-prob", "0", "-o", str(tmp_path / "t.csv")]) == 0
     assert pd.read_csv(tmp_path / "t.csv").text[0] == "a cat aesthetic score: 3.0. motion score: 1.0. camera motion: pan left."
     r = subprocess.run(["opensora-nb", "curate", "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "--stages" in r.stdout
@@ -368,13 +368,13 @@ def test_real_models_by_default_and_one_error_before_any_work(tmp_path, offline_
     assert R.AestheticStage().clip == R.MatchStage().clip == S.CLIP_MODEL and R.CaptionStage().vlm == Cap.VLM_MODEL
     _clips(tmp_path / "raw", ("static",))
     out = tmp_path / "out"
-    assert P.curate_cli([str(tmp_path / "raw"), "--out", str(out)]) == 2
+    assert P.curate_cli([str(tmp_path / "raw"), "--output", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("models not available") == 1 and "nothing was run" in err
     for needed in (S.CLIP_MODEL, Cap.VLM_MODEL, "HF_HUB_OFFLINE", "--aesthetic", S.AESTHETIC_HEAD_URL, "--tiny-random-models"):
         assert needed in err, needed
     assert not out.exists() or not any(out.iterdir())                     # raised before any stage ran
-    with pytest.raises(SystemExit): P.curate_cli([str(tmp_path / "raw"), "--out", str(out), "--clip", "tiny"])
+    with pytest.raises(SystemExit): P.curate_cli([str(tmp_path / "raw"), "--output", str(out), "--clip", "tiny"])
     # a missing folder is named as such; a folder, or a hub id in the cache, passes
     with pytest.raises(R.ModelsNotAvailable, match="folder /no/such/clip does not exist"):
         R.check_models(["match"], clip="/no/such/clip")

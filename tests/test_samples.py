@@ -191,19 +191,19 @@ def test_full_build_matches_committed(tmp_path):
 def test_cli_samples(tmp_path, capsys):
     from opensora_nb.cli import main
     out = tmp_path / "tmp"
-    assert main(["samples", "--out", str(out), "--sets", "shape_images", "--quiet"]) == 0
+    assert main(["samples", "--output", str(out), "--sets", "shape_images", "--quiet"]) == 0
     assert len(pd.read_csv(out / "shape_images" / "meta.csv")) == 18
-    assert samples_cli(["--out", str(out), "--sets", "shape_images", "--check", "--quiet"]) == 0
+    assert samples_cli(["-o", str(out), "--sets", "shape_images", "--check", "--quiet"]) == 0
     (out / "shape_images" / "meta.csv").write_text("tampered\n")
-    assert samples_cli(["--out", str(out), "--sets", "shape_images", "--check", "--quiet"]) == 1
+    assert samples_cli(["--output", str(out), "--sets", "shape_images", "--check", "--quiet"]) == 1
     with pytest.raises(SystemExit) as e:
         samples_cli(["--help"])
-    assert e.value.code == 0 and "--out" in capsys.readouterr().out
+    assert e.value.code == 0 and "--output DIR, -o DIR" in capsys.readouterr().out
 
 
 @pytest.mark.skipif(shutil.which("opensora-nb") is None, reason="console script not installed")
 def test_console_script(tmp_path):
-    r = subprocess.run(["opensora-nb", "samples", "--out", str(tmp_path / "s"), "--sets", "shape_images", "--quiet"],
+    r = subprocess.run(["opensora-nb", "samples", "-o", str(tmp_path / "s"), "--sets", "shape_images", "--quiet"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "s" / "shape_images" / "meta.csv").exists()

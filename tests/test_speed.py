@@ -61,6 +61,29 @@ def test_options_off_are_bit_identical(pipe):
     assert set(rec.changes) == {"spatial", "temporal", "cross"} and len(rec.changes["cross"]) == 5
 
 
+def test_one_step_signal(pipe, monkeypatch):
+    """Issue 24: the step-skipping signal is computed in one place, `cache.step_signal`, by the cache (each signal)
+    and by the recorder, and what the recorder logs is what the cache compares."""
+    from opensora_nb import cache as K
+    calls, orig = [], K.step_signal
+    def spy(net, x, args, signal="modulated_input"):
+        out = orig(net, x, args, signal); calls.append((signal, out[0])); return out
+    monkeypatch.setattr(K, "step_signal", spy)
+    scheduler, z = RFlow(num_sampling_steps=4, cfg_scale=4.0, use_timestep_transform=False), torch.randn(2, 16, 8, 4, 4)
+    y = HashText().encode(PROMPTS)["y"]
+    run = lambda cache=None: scheduler.sample(pipe.model, z, y=y, y_null=torch.zeros_like(y), progress=False, cache=cache)
+    with torch.no_grad():
+        for sig in K.STEP_SIGNALS:
+            calls.clear(); run(SamplingCache(step_cache=dict(threshold=10.0, signal=sig)))
+            assert [c[0] for c in calls] == [sig] * 4, calls        # one signal a model call (guidance: one call a step)
+        calls.clear()
+        with ChangeRecorder().attach(pipe.model) as rec: run()
+    assert [c[0] for c in calls] == ["modulated_input", "first_block"] * 4
+    for i, sig in enumerate(("modulated_input", "first_block")):
+        seen = [c[1] for c in calls[i::2]]
+        assert rec.signals[sig] == [K.relative_l1(b, a) for a, b in zip(seen, seen[1:])]
+
+
 def test_options_on_stay_within_the_bound(pipe):
     base = pipe(PROMPTS, **GEN)["latents"][0]
     for opts in (dict(attention_reuse=True), dict(step_cache=0.3), dict(attention_reuse=True, step_cache=0.3),
