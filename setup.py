@@ -1,6 +1,6 @@
 """Installs `opensora_nb` from the fields of settings.ini (the nbdev 2 layout).
 
-torch is asked for as a range only (`torch>=2.1`): with the local CPU wheel already installed
+torch is asked for as a range only (`torch>=2.4`): with the local CPU wheel already installed
 (`pip install torch==2.13.0`, or `-c constraints.txt`) pip installs nothing more, so a CPU machine never
 pulls a second, CUDA torch. colossalai is not listed: its published pins would downgrade torch,
 transformers and diffusers; the `dist` extra brings what its imports need and the README installs

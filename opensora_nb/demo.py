@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .io import IMG_FPS, denormalize, read_video, transform_video
+from .io import IMG_FPS, denormalize, read_video, resolve_device, resolve_dtype, transform_video
 from .samples import (HELDOUT, SHAPES, WORLD_FRAMES, WORLD_SIZES, build_world_videos, displacement, judge_clip,
                                  shape_combinations, single_object, world_caption, world_clip, background_distance)
 from .vae_train import psnr, reconstruct
@@ -25,13 +25,14 @@ from .curation_pipeline import curate
 from .builders import (WORLD_BUCKETS, WORLD_STAGES, WORLD_STEPS, build_scheduler, build_vae, encode_features, get_config,
                                   stage_steps, unwrap)
 from . import text as text_lib
-from .train import Trainer
+from .train import DeprecatedAlias, Trainer
 from .inference import OpenSoraPipeline, save_outputs
 
 # %% auto #0
-__all__ = ['WORLD_FILTERS', 'WORLD_SCENES', 'ForegroundStage', 'caption_from_truth', 'curate_world', 'load_world_vae',
-           'clip_features', 'demo_config', 'judge_many', 'eval_prompts', 'run_demo', 'contact_sheet', 'animated_grid',
-           'readable_report', 'pick_threads', 'demo_cli']
+__all__ = ['WORLD_FILTERS', 'WORLD_SCENES', 'I2V_COMBO', 'EXT_COMBO', 'LOOP_COMBO', 'ForegroundStage', 'caption_from_truth',
+           'curate_world', 'load_world_vae', 'clip_features', 'demo_config', 'judge_many', 'eval_prompts',
+           'mode_references', 'generate_demo', 'reconstruct_heldout', 'run_demo', 'write_results', 'contact_sheet',
+           'animated_grid', 'readable_report', 'pick_threads', 'demo_cli']
 
 # %% ../nbs/12b_demo.ipynb #4c1963bf
 #: the demo's filters (chapter 10's `filter_meta` bounds): long enough for a 9-frame clip, something in the frame
@@ -140,11 +141,54 @@ def _strip(h):  # a loss record without wall-clock fields: the report must not d
     return {k: v for k, v in h.items() if k in ("step", "stage", "loss")}
 
 # %% ../nbs/12b_demo.ipynb #036d7c13
+#: the conditioning modes' prompts (shape, colour, direction, size): image-to-video on a held-out pair, extension, looping
+I2V_COMBO, EXT_COMBO, LOOP_COMBO = ("circle", *HELDOUT[0], "large"), ("square", "yellow", "right", "small"), ("triangle", "purple", "left", "large")
+
+
+def _cap(k): return world_caption(k[0], k[1], k[2], k[3])
+
+
+def mode_references():
+    "The given frames of the conditioning modes (uint8 [T, 3, 32, 32]): i2v's first frame, extension's first 5, looping's one."
+    return dict(i2v=world_clip(*I2V_COMBO[:3], 1.4, I2V_COMBO[3], WORLD_FRAMES, seed=12345)[:1],
+                extension=world_clip(*EXT_COMBO[:3], 1.4, EXT_COMBO[3], WORLD_FRAMES, seed=777)[:5],
+                looping=world_clip(LOOP_COMBO[0], LOOP_COMBO[1], "static", 0.0, LOOP_COMBO[3], 1, seed=99))
+
+
+def generate_demo(pipe, held, seen, moving, scores, seed=0, **gen):
+    """Every generation of the demo with `pipe` (on its device): held-out prompts at two frame sizes, seen prompts, moving
+    prompts at a low and a high motion score, and the three conditioning modes -> {name: the pipeline's result}."""
+    runs, refs = {}, mode_references()
+    for name, combos, size, sd in (("heldout_32x32", held, (32, 32), seed), ("heldout_32x48", held, (32, 48), seed + 1),
+                                   ("seen_32x32", seen, (32, 32), seed + 2)):
+        runs[name] = pipe([_cap(k) for k in combos], image_size=size, seed=sd, **gen)
+    runs["speed"] = {s: pipe([_cap(k) for k in moving], image_size=(32, 32), seed=seed + 3, flow=s, **gen) for s in scores}
+    runs["i2v"] = pipe(_cap(I2V_COMBO), image_size=(32, 32), reference=[refs["i2v"]], mask_strategy="0", seed=seed, **gen)
+    runs["extension"] = pipe(_cap(EXT_COMBO), image_size=(32, 32), reference=[refs["extension"]], mask_strategy="0,0,0,0,2", seed=seed, **gen)
+    runs["looping"] = pipe(_cap(LOOP_COMBO), image_size=(32, 32), reference=[refs["looping"]], mask_strategy="0,0,0,0,1;0,0,0,-1,1",
+                           seed=seed, **gen)
+    return runs
+
+
+@torch.no_grad()
+def reconstruct_heldout(pipe, held):
+    """Held-out clips (never seen by the VAE or the model) and their reconstructions by the pipeline's VAE, made where the VAE
+    is (`pipe.device`): {'32x32', '32x48': (x, rec) for the PSNR, 'picture': 4 faster clips for vae.png}."""
+    dev, out = pipe.device, {}
+    for H, W in ((32, 32), (32, 48)):
+        x = torch.stack([transform_video(world_clip(*k[:3], 1.4, k[3], WORLD_FRAMES, H, W, seed=i), (H, W)) for i, k in enumerate(held)]).to(dev)
+        out[f"{H}x{W}"] = (x, reconstruct(pipe.vae, x))
+    x = torch.stack([transform_video(world_clip(*k[:3], 2.1, k[3], WORLD_FRAMES, 32, 32, seed=i), (32, 32)) for i, k in enumerate(held[:4])]).to(dev)
+    out["picture"] = (x, reconstruct(pipe.vae, x))
+    return out
+
+
 def run_demo(out_dir="outputs/demo", steps=WORLD_STEPS, n_videos=48, depth=2, hidden_size=128, sampling_steps=30, cfg_scale=3.0,
              seed=0, progress=True, log=print, device="auto", dtype="fp32", vae_path=None, eval_every=1):
     """The talk's pipeline at tiny scale: raw multi-shot videos -> curation -> the learned VAE -> STDiT3 in three stages ->
     rectified-flow sampling in every mode. Writes report.json (the same for the same command and seed), timing.json,
     videos, pictures; returns the report."""
+    dev = resolve_device(device); resolve_dtype(dtype)  # a device this machine lacks: one error before any work
     t_start, timing = time.perf_counter(), {}
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -157,15 +201,17 @@ def run_demo(out_dir="outputs/demo", steps=WORLD_STEPS, n_videos=48, depth=2, hi
     log(f"   {counts['clips_after_scene_cuts']} clips cut, {counts['kept']} kept; dropped per rule {counts['dropped_per_rule']}")
     log("3/5 features: the tiny world's learned VAE (chapter 03b) encodes the clips, MiniLM the captions")
     t0 = time.perf_counter()
-    vae = load_world_vae(vae_path)
-    enc = text_lib.MiniLMEncoder.from_pretrained(None, model_max_length=32)
+    # the one placement of the VAE and the text encoder: on `dev`, where they encode the features (returned on the host),
+    # decode the samples and reconstruct the held-out clips; the pipeline below finds them there
+    vae = load_world_vae(vae_path).to(dev)
+    enc = text_lib.MiniLMEncoder.from_pretrained(None, model_max_length=32, device=dev)
     flows = kept.loc[kept["direction"] != "static", "flow"]
     low, high = round(float(flows.quantile(0.1)), 1), round(float(flows.quantile(0.9)), 1)
     held, seen = eval_prompts("heldout", eval_every), eval_prompts("train", eval_every)
     fb = clip_features(kept, vae, enc, seed=seed, progress=progress)
     timing["feature_seconds"] = time.perf_counter() - t0
 
-    cfg = demo_config(steps, depth, hidden_size, seed, device, dtype)
+    cfg = demo_config(steps, depth, hidden_size, seed, str(dev), dtype)
     trainer = Trainer(cfg, run_dir=None)
     n_params = sum(p.numel() for p in unwrap(trainer.model).parameters())
     log(f"4/5 training STDiT3 ({n_params / 1e6:.2f}M parameters) for {steps} steps in {len(WORLD_STAGES)} stages")
@@ -178,76 +224,67 @@ def run_demo(out_dir="outputs/demo", steps=WORLD_STEPS, n_videos=48, depth=2, hi
     log("5/5 generating: held-out prompts at two sizes and two frame sizes, two motion scores, i2v, extension, looping")
     t0 = time.perf_counter()
     sampler = build_scheduler(dict(scheduler=dict(cfg["scheduler"], num_sampling_steps=sampling_steps, cfg_scale=cfg_scale)))
-    pipe = OpenSoraPipeline(trainer.ema, vae, enc, sampler, device=trainer.device,
+    pipe = OpenSoraPipeline(trainer.ema, vae, enc, sampler, device=dev,  # every part is on `dev` already: nothing moves
                             config=dict(text_encoder=dict(cfg["text_encoder"]), vae=dict(type="tiny_v1_2"),
                                         defaults=dict(image_size=[32, 32], num_frames=WORLD_FRAMES, num_sampling_steps=sampling_steps,
                                                       cfg_scale=cfg_scale)))
-    gen = dict(num_frames=WORLD_FRAMES, fps=8, num_sampling_steps=sampling_steps, cfg_scale=cfg_scale, progress=False)
-    cap = lambda k: world_caption(k[0], k[1], k[2], k[3])
-    results, rows = {}, {}
-    for name, combos, size, sd in (("heldout_32x32", held, (32, 32), seed), ("heldout_32x48", held, (32, 48), seed + 1),
-                                   ("seen_32x32", seen, (32, 32), seed + 2)):
-        res = pipe([cap(k) for k in combos], image_size=size, seed=sd, **gen)
-        results[name], rows[name] = judge_many(res["videos"], combos)
-        for sz in WORLD_SIZES:
-            pick = [i for i, k in enumerate(combos) if k[3] == sz]
-            results[f"{name}_{sz}"] = judge_many([res["videos"][i] for i in pick], [combos[i] for i in pick])[0]
-        save_outputs(res, out / name, prefix=name)
-        if name == "heldout_32x32": t2v = res
     moving = [k for k in held + seen if k[2] != "static"][::2]
-    speed = {}
-    for score in (low, high):
-        res = pipe([cap(k) for k in moving], image_size=(32, 32), seed=seed + 3, flow=score, **gen)
-        speed[score] = res
-    disp = {s: float(np.mean([displacement(v) for v in r["videos"]])) for s, r in speed.items()}
-    speed_control = dict(asked_scores=[low, high], mean_displacement_px_per_frame={str(s): round(d, 3) for s, d in disp.items()},
-                         ratio=round(disp[high] / max(disp[low], 1e-6), 3), prompts=len(moving),
-                         direction_accuracy={str(s): judge_many(r["videos"], moving)[0]["direction_accuracy"] for s, r in speed.items()})
-    # the VAE on held-out clips (never seen by the VAE or the model): reconstruction PSNR at both frame sizes
-    rec_psnr = {}
-    for H, W in ((32, 32), (32, 48)):
-        x = torch.stack([transform_video(world_clip(*k[:3], 1.4, k[3], WORLD_FRAMES, H, W, seed=i), (H, W)) for i, k in enumerate(held)])
-        rec_psnr[f"{H}x{W}"] = round(psnr(x, reconstruct(vae, x)), 2)
-    # conditioning modes on held-out pairs
-    i2v_combo = ("circle", *HELDOUT[0], "large")
-    ref = world_clip(*i2v_combo[:3], 1.4, i2v_combo[3], WORLD_FRAMES, seed=12345)
-    i2v = pipe(cap(i2v_combo), image_size=(32, 32), reference=[ref[:1]], mask_strategy="0", seed=seed, **gen)
-    i2v_psnr = psnr(i2v["videos"][0][:1][None], ref[:1][None])
-    ext_combo = ("square", "yellow", "right", "small")
-    ext_ref = world_clip(*ext_combo[:3], 1.4, ext_combo[3], WORLD_FRAMES, seed=777)[:5]
-    ext = pipe(cap(ext_combo), image_size=(32, 32), reference=[ext_ref], mask_strategy="0,0,0,0,2", seed=seed, **gen)
-    loop_combo = ("triangle", "purple", "static", "large")
-    loop_ref = world_clip(*loop_combo[:3], 0.0, loop_combo[3], 1, seed=99)
-    looping = pipe(cap(("triangle", "purple", "left", "large")), image_size=(32, 32), reference=[loop_ref],
-                   mask_strategy="0,0,0,0,1;0,0,0,-1,1", seed=seed, **gen)
-    lv = looping["videos"][0]
-    for n, r in (("i2v", i2v), ("extension", ext), ("looping", looping)): save_outputs(r, out / n, prefix=n)
+    runs = generate_demo(pipe, held, seen, moving, (low, high), seed, num_frames=WORLD_FRAMES, fps=8,
+                         num_sampling_steps=sampling_steps, cfg_scale=cfg_scale, progress=False)
+    recs = reconstruct_heldout(pipe, held)
     timing["generate_seconds"] = time.perf_counter() - t0
 
-    pipe.save_pretrained(out / "pipeline")
-    _pictures(out, clips, held, t2v, results, rows, speed, moving, (low, high), vae, i2v, ext, looping, trainer.history)
-    losses = [h["loss"] for h in trainer.history]
-    report = dict(
-        steps=trainer.step_count, num_params=n_params, seed=seed, curation=counts,
-        color_accuracy=results["heldout_32x32"]["color_accuracy"], direction_accuracy=results["heldout_32x32"]["direction_accuracy"],
-        single_object_rate=results["heldout_32x32"]["single_object_rate"], heldout_prompts=len(held),
-        results=results, speed_control=speed_control, vae_reconstruction_psnr_heldout=rec_psnr,
-        i2v_first_frame_psnr=round(i2v_psnr, 2), i2v_judged=dict(asked=cap(i2v_combo), judged=judge_clip(i2v["videos"][0])),
-        extension_judged=dict(asked=cap(ext_combo), judged=judge_clip(ext["videos"][0])),
-        loop_first_last_psnr=round(psnr(lv[:1][None], lv[-1:][None]), 2),
-        final_loss=losses[-1] if losses else None,
-        stages=[dict(name=s["name"], buckets=s["buckets"], lr=s["lr"], until_step=e) for s, e in zip(WORLD_STAGES, stage_steps(steps))],
-        buckets={k: list(v) for k, v in WORLD_BUCKETS.items()}, filters={k: list(v) for k, v in WORLD_FILTERS.items()},
-        sampling=dict(steps=sampling_steps, cfg_scale=cfg_scale, shift=sampler.shift),
-        autoencoder="the tiny world's learned causal video VAE (chapter 03b: 4x space, 4x time, 4 channels)",
-        text_encoder="all-MiniLM-L6-v2", captions="from the world's description of each shot (stands in for the VLM captioner)",
-        judged=rows, loss_history=[_strip(h) for h in trainer.history])
+    report = write_results(out, pipe, trainer, runs, recs, clips, counts, dict(heldout=held, seen=seen, moving=moving), (low, high),
+                           steps, seed, n_params)
     timing["total_seconds"] = time.perf_counter() - t_start
     timing = {k: round(v, 1) for k, v in timing.items()} | dict(steps_per_second=round(steps / max(timing["train_seconds"], 1e-9), 2),
                                                               torch_threads=torch.get_num_threads())
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     (out / "timing.json").write_text(json.dumps(timing, indent=1))
-    return report, timing, dict(t2v=t2v, speed=speed, i2v=i2v, ext=ext, looping=looping, kept=kept, clips=clips, trainer=trainer)
+    return report, timing, dict(t2v=runs["heldout_32x32"], speed=runs["speed"], i2v=runs["i2v"], ext=runs["extension"],
+                                looping=runs["looping"], kept=kept, clips=clips, trainer=trainer)
+
+
+def write_results(out, pipe, trainer, runs, recs, clips, counts, prompts, scores, steps, seed, n_params):
+    """The host's part of `run_demo`: judge the generated videos (`prompts`: the heldout, seen and moving combos), measure the
+    PSNRs, write the videos, the pipeline folder and the pictures; returns the report (a dict)."""
+    held, moving, results, rows = prompts["heldout"], prompts["moving"], {}, {}
+    for name in ("heldout_32x32", "heldout_32x48", "seen_32x32"):
+        res, combos = runs[name], prompts["heldout" if name.startswith("heldout") else "seen"]
+        results[name], rows[name] = judge_many(res["videos"], combos)
+        for sz in WORLD_SIZES:
+            pick = [i for i, k in enumerate(combos) if k[3] == sz]
+            results[f"{name}_{sz}"] = judge_many([res["videos"][i] for i in pick], [combos[i] for i in pick])[0]
+        save_outputs(res, out / name, prefix=name)
+    speed, (low, high) = runs["speed"], scores
+    disp = {s: float(np.mean([displacement(v) for v in r["videos"]])) for s, r in speed.items()}
+    speed_control = dict(asked_scores=[low, high], mean_displacement_px_per_frame={str(s): round(d, 3) for s, d in disp.items()},
+                         ratio=round(disp[high] / max(disp[low], 1e-6), 3), prompts=len(moving),
+                         direction_accuracy={str(s): judge_many(r["videos"], moving)[0]["direction_accuracy"] for s, r in speed.items()})
+    rec_psnr = {k: round(psnr(x, rec), 2) for k, (x, rec) in recs.items() if k != "picture"}
+    refs, i2v, ext, looping = mode_references(), runs["i2v"], runs["extension"], runs["looping"]
+    i2v_psnr = psnr(i2v["videos"][0][:1][None], refs["i2v"][None])
+    lv = looping["videos"][0]
+    for n, r in (("i2v", i2v), ("extension", ext), ("looping", looping)): save_outputs(r, out / n, prefix=n)
+    pipe.save_pretrained(out / "pipeline")
+    x, rec = (t.cpu() for t in recs["picture"])
+    _pictures(out, clips, held, runs["heldout_32x32"], results, rows, speed, moving, scores, (x, rec), i2v, ext, looping, trainer.history)
+    losses = [h["loss"] for h in trainer.history]
+    return dict(
+        steps=trainer.step_count, num_params=n_params, seed=seed, curation=counts,
+        color_accuracy=results["heldout_32x32"]["color_accuracy"], direction_accuracy=results["heldout_32x32"]["direction_accuracy"],
+        single_object_rate=results["heldout_32x32"]["single_object_rate"], heldout_prompts=len(held),
+        results=results, speed_control=speed_control, vae_reconstruction_psnr_heldout=rec_psnr,
+        i2v_first_frame_psnr=round(i2v_psnr, 2), i2v_judged=dict(asked=_cap(I2V_COMBO), judged=judge_clip(i2v["videos"][0])),
+        extension_judged=dict(asked=_cap(EXT_COMBO), judged=judge_clip(ext["videos"][0])),
+        loop_first_last_psnr=round(psnr(lv[:1][None], lv[-1:][None]), 2),
+        final_loss=losses[-1] if losses else None,
+        stages=[dict(name=s["name"], buckets=s["buckets"], lr=s["lr"], until_step=e) for s, e in zip(WORLD_STAGES, stage_steps(steps))],
+        buckets={k: list(v) for k, v in WORLD_BUCKETS.items()}, filters={k: list(v) for k, v in WORLD_FILTERS.items()},
+        sampling=dict(steps=pipe.scheduler.num_sampling_steps, cfg_scale=pipe.scheduler.cfg_scale, shift=pipe.scheduler.shift),
+        autoencoder="the tiny world's learned causal video VAE (chapter 03b: 4x space, 4x time, 4 channels)",
+        text_encoder="all-MiniLM-L6-v2", captions="from the world's description of each shot (stands in for the VLM captioner)",
+        judged=rows, loss_history=[_strip(h) for h in trainer.history])
 
 # %% ../nbs/12b_demo.ipynb #460f1efc
 def contact_sheet(videos, labels, path, max_frames=9, scale=4, font_size=15, label_w=330):
@@ -299,14 +336,13 @@ def _verdict(r):
     return f"-> {j[0]}/{j[1]}" + ("" if r.get("single_object", True) else " (not one object)")
 
 
-def _pictures(out, clips, held, t2v, results, rows, speed, moving, scores, vae, i2v, ext, looping, history):
-    "The run's pictures: curation.png, vae.png, contact_sheet.png, speed.png, loss.png and samples.gif."
+def _pictures(out, clips, held, t2v, results, rows, speed, moving, scores, vae_pair, i2v, ext, looping, history):
+    "The run's pictures: curation.png, vae.png (`vae_pair`: 4 held-out clips and their reconstructions), contact_sheet.png, speed.png, loss.png, samples.gif."
     first = clips[clips["source"] == sorted(clips["source"])[0]].sort_values("start_frame")
     vids = [read_video(p) for p in first["path"]]
     labs = [("kept: " + t if not why else f"dropped ({why}): " + (t or "no object")) for t, why in zip(first["text"], first["dropped"])]
     contact_sheet(vids, labs, out / "curation.png", scale=2)
-    x = torch.stack([transform_video(world_clip(*k[:3], 2.1, k[3], WORLD_FRAMES, 32, 32, seed=i), (32, 32)) for i, k in enumerate(held[:4])])
-    rec = reconstruct(vae, x)
+    x, rec = vae_pair
     contact_sheet([denormalize(v) for pair in zip(x, rec) for v in pair],
                   [t for k in held[:4] for t in (f"held-out clip: {world_caption(*k)}", "its VAE reconstruction")], out / "vae.png")
     r = rows["heldout_32x32"]
@@ -379,24 +415,26 @@ def demo_cli(argv=None) -> int:
     p = argparse.ArgumentParser(prog="opensora-nb demo", description="Raw multi-shot videos of the tiny world -> curation -> the "
                                 "learned VAE -> STDiT3 in three stages -> rectified-flow sampling in every mode; writes report.json.")
     p.add_argument("--output", "-o", default="outputs/demo", help="output folder")
-    p.add_argument("--steps", type=int, default=WORLD_STEPS, help=f"training steps (default {WORLD_STEPS}; the verdict depends on them, "
-                   "the wall time does not change it)")
+    p.add_argument("--max-steps", type=int, default=WORLD_STEPS, help=f"training steps (default {WORLD_STEPS}; the verdict depends on "
+                   "them, the wall time does not change it)")
+    p.add_argument("--steps", dest="max_steps", type=int, action=DeprecatedAlias, new="--max-steps")
     p.add_argument("--videos", type=int, default=48, help="raw multi-shot videos to render and curate (12 shots each)")
     p.add_argument("--depth", type=int, default=2); p.add_argument("--hidden-size", type=int, default=128)
     p.add_argument("--sampling-steps", type=int, default=30); p.add_argument("--cfg", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vae", default=None, help="a VAE folder (default: the shipped tiny-world VAE)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default 1: see pick_threads)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
-    p.add_argument("--dtype", default="fp32", help="training autocast precision: fp32, bf16 or fp16")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ... (checked before any work)")
+    p.add_argument("--dtype", default="fp32", help="compute precision: fp32, bf16 or fp16 (training: autocast over float32 weights)")
     p.add_argument("--eval-every", type=int, default=1, help="judge every k-th evaluation prompt (smoke runs; the report says how many)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
-    if a.steps < 10: p.error(f"--steps {a.steps}: give at least 10 (the three stages need steps to share)")
+    if a.max_steps < 10: p.error(f"--max-steps {a.max_steps}: give at least 10 (the three stages need steps to share)")
+    resolve_device(a.device); resolve_dtype(a.dtype)  # one line and exit 2 before anything is rendered or written
     threads = a.threads or pick_threads()
     torch.set_num_threads(threads)
     print(f"opensora-nb demo: writing to {Path(a.output).resolve()} (torch threads: {threads})")
-    r, timing, _ = run_demo(a.output, a.steps, a.videos, a.depth, a.hidden_size, a.sampling_steps, a.cfg, a.seed, progress=not a.quiet,
+    r, timing, _ = run_demo(a.output, a.max_steps, a.videos, a.depth, a.hidden_size, a.sampling_steps, a.cfg, a.seed, progress=not a.quiet,
                             device=a.device, dtype=a.dtype, vae_path=a.vae, eval_every=a.eval_every)
     md = readable_report(r, timing)
     (Path(a.output) / "report.md").write_text(md)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import inspect
 import json
 import re
 import shutil
@@ -17,17 +16,18 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .io import IMG_EXTENSIONS, IMG_FPS, VID_EXTENSIONS, VideoReadError, read_video, transform_video, video_info
+from .io import (IMG_EXTENSIONS, IMG_FPS, VID_EXTENSIONS, VideoReadError, read_video, resolve_device, resolve_dtype,
+                            transform_video, video_info)
 from .masks import V1_2_STAGE3_MASK_RATIOS
 from .data import read_meta
 from .builders import FeatureBatches, X0Parameterized, encode_features, get_config, unwrap
-from .train import Trainer
+from .train import DeprecatedAlias, Trainer
 from .lora import ADAPTER_WEIGHTS, LORA_TARGETS, _write_atomic, add_lora, lora_layers, merge_lora, save_lora
-from .inference import OpenSoraPipeline, PeakRSS, resolve_num_frames, resolve_size
+from .inference import V1_2_DEFAULTS, OpenSoraPipeline, PeakRSS, resolve_num_frames, resolve_size
 
 # %% auto #0
-__all__ = ['MEDIA_EXTENSIONS', 'DEFAULT_LR', 'collect_clips', 'clip_features', 'prepare_full', 'parameter_counts',
-           'finetune_config', 'finetune', 'finetune_cli']
+__all__ = ['MEDIA_EXTENSIONS', 'DEFAULT_LR', 'SCHEDULE_FIELDS', 'collect_clips', 'clip_features', 'prepare_full',
+           'parameter_counts', 'training_scheduler', 'finetune_config', 'finetune', 'finetune_cli']
 
 # %% ../nbs/12c_finetune.ipynb #7a6c5221
 MEDIA_EXTENSIONS = VID_EXTENSIONS + IMG_EXTENSIONS
@@ -150,24 +150,34 @@ def parameter_counts(model) -> dict:
 DEFAULT_LR = {"lora": 1e-4, "full": 1e-5}
 
 
+#: What fine-tuning keeps of a pipeline's (sampling) scheduler: its noise schedule. How training draws its timesteps
+#: (sample_method, loc, scale) is the training recipe's.
+SCHEDULE_FIELDS = ("num_timesteps", "use_timestep_transform", "transform_scale", "shift")
+
+
+def training_scheduler(pipe, recipe: str = "v1_2_stage3") -> dict:
+    "The scheduler config to train `pipe` with: preset `recipe`'s (v1.2: logit-normal timesteps) on the pipeline's noise schedule."
+    return dict(get_config(recipe)["scheduler"], **{k: getattr(pipe.scheduler, k) for k in SCHEDULE_FIELDS if hasattr(pipe.scheduler, k)})
+
+
 def finetune_config(pipe, method: str = "lora", steps: int = 100, lr=None, seed: int = 0, mask_ratios=None, device="auto",
                     dtype="fp32", ckpt_every: int = 0, warmup_steps: int = 0, ema_decay: float = 0.99, log_every: int = 10) -> dict:
-    "A `Trainer` config for fine-tuning `pipe`: its scheduler and parameterization, these optimisation settings; mask_ratios {} = none."
-    sch = pipe.scheduler
+    "A `Trainer` config for fine-tuning `pipe`: v1.2's training scheduler on its noise schedule, its parameterization, these settings; mask_ratios {} = none."
     x0 = isinstance(pipe.model, X0Parameterized)
     model = {k: v for k, v in unwrap(pipe.model).config.to_dict().items() if k not in ("architectures", "model_type")}
     return get_config("tiny_world", dict(
         model=dict(type="STDiT3", **model), parameterization="x0" if x0 else "v", loss_weighting="x0" if x0 else "v",
         vae=dict(pipe.config.get("vae", {})), text_encoder=dict(pipe.config.get("text_encoder", {})), data=dict(type="features"),
-        scheduler=dict(type="rflow", **{k: getattr(sch, k) for k in inspect.signature(type(sch)).parameters if hasattr(sch, k)}),
+        scheduler=training_scheduler(pipe),
         mask_ratios=dict(V1_2_STAGE3_MASK_RATIOS if mask_ratios is None else mask_ratios), bucket_config=None, stages=None,
         lr=lr or DEFAULT_LR[method], warmup_steps=warmup_steps, max_steps=steps, seed=seed, device=str(device), dtype=dtype,
         ckpt_every=ckpt_every, keep_checkpoints=1, ema_decay=ema_decay, log_every=log_every, grad_checkpoint=False))
 
 
 def _defaults(base) -> dict:
-    "The sampling defaults of a pipeline or a pipeline folder (model_index.json), without loading any model."
+    "The sampling defaults of a pipeline, a pipeline folder (model_index.json) or 'official' (Open-Sora 1.2's), without loading any model."
     if isinstance(base, OpenSoraPipeline): return base.config.get("defaults", {})
+    if str(base) == "official": return dict(V1_2_DEFAULTS)
     index = Path(base) / "model_index.json"
     if not index.exists(): raise FileNotFoundError(f"base pipeline {base} is not a pipeline folder (no model_index.json)")
     return json.loads(index.read_text()).get("defaults", {})
@@ -186,22 +196,37 @@ def _shared_ema(model):
     "The EMA copy, with the frozen weights shared with `model` (only trainable ones are averaged, so only they need a copy)."
     return copy.deepcopy(model, {id(p): p for p in model.parameters() if not p.requires_grad}).eval().requires_grad_(False)
 
+
+def _park_encoders(pipe) -> bool:
+    "Once the features exist, T5 and the VAE leave the accelerator (training reads only the features): to the CPU."
+    if pipe.device.type == "cpu": return False
+    for part in (pipe.text_encoder, pipe.vae):
+        if hasattr(part, "to"): part.to("cpu")
+    if pipe.device.type == "cuda": torch.cuda.empty_cache()
+    return True
+
 # %% ../nbs/12c_finetune.ipynb #16e29736
 def finetune(source, base, method: str = "lora", out=None, steps: int = 100, lr=None, seed: int = 0, rank: int = 8, alpha: float = 8,
              targets=LORA_TARGETS, only_temporal: bool = False, batch_size: int = 4, num_frames=None, image_size=None, mask_ratios=None,
              run_dir=None, ckpt_every=None, device="auto", dtype="fp32", grad_checkpoint: bool = False, use_ema: bool = False,
-             text_encoder=None, progress: bool = True, verbose: bool = True):
-    """Fine-tune `base` (a pipeline folder, or an `OpenSoraPipeline`, changed in place) on the captioned clips of `source` with
-    `method` 'lora' or 'full' for `steps` steps (in total, counting a resumed run's); `out`: the adapter folder (lora) or a
-    pipeline folder (full). With `run_dir`, checkpoints every `ckpt_every` steps and resumes. Returns (pipeline, report)."""
+             text_encoder=None, progress: bool = True, verbose: bool = True, restore_encoders: bool = True):
+    """Fine-tune `base` (a pipeline folder, an `OpenSoraPipeline`, changed in place, or 'official': Open-Sora 1.2's checkpoints)
+    on the captioned clips of `source` with `method` 'lora' or 'full' for `steps` steps (in total, counting a resumed run's);
+    `out`: the adapter folder (lora) or a pipeline folder (full). With `run_dir`, checkpoints every `ckpt_every` steps and
+    resumes. T5 and the VAE wait on the CPU while the model trains; `restore_encoders` brings them back to `device` after.
+    Returns (pipeline, report)."""
     if method not in DEFAULT_LR: raise ValueError(f"method {method!r}: choose 'lora' or 'full'")
     if steps < 1: raise ValueError(f"steps must be >= 1, got {steps}")
-    if out is not None and not isinstance(base, OpenSoraPipeline) and Path(out).resolve() == Path(base).resolve():
+    dev = resolve_device(device); resolve_dtype(dtype)  # a device this machine lacks: one error before any work
+    official = not isinstance(base, OpenSoraPipeline) and str(base) == "official"
+    if out is not None and not isinstance(base, OpenSoraPipeline) and not official and Path(out).resolve() == Path(base).resolve():
         raise ValueError(f"the output folder {out} is the base pipeline folder: write the fine-tuned result elsewhere")
     T, (H, W), fps = _bucket(_defaults(base), num_frames, image_size)
     rows, skipped = collect_clips(source, T, fps, verbose=verbose)  # nothing usable: the error comes before any model loads
-    pipe = base if isinstance(base, OpenSoraPipeline) else OpenSoraPipeline.from_pretrained(base, text_encoder=text_encoder)
-    pipe.to(device)
+    if isinstance(base, OpenSoraPipeline): pipe = base
+    elif official: pipe = OpenSoraPipeline.from_official(**({"text_encoder": text_encoder} if text_encoder else {}), device=dev, dtype="fp32")
+    else: pipe = OpenSoraPipeline.from_pretrained(base, text_encoder=text_encoder)
+    pipe.to(dev)
     pipe.vae.get_latent_size((T, H, W))  # a size the VAE cannot take fails here
     if method == "lora": add_lora(pipe, rank, alpha, targets, only_temporal, seed)
     else: prepare_full(pipe, only_temporal)
@@ -211,11 +236,11 @@ def finetune(source, base, method: str = "lora", out=None, steps: int = 100, lr=
     with PeakRSS() as mem:
         t0 = time.perf_counter()
         feats = clip_features(pipe, rows, T, (H, W), fps, batch_size, seed, progress)
+        parked = _park_encoders(pipe)
         t1 = time.perf_counter()
         every = ckpt_every if ckpt_every is not None else (max(1, steps // 4) if run_dir else 0)
         cfg = finetune_config(pipe, method, steps, lr, seed, mask_ratios, dev, dtype, every, log_every=max(1, min(10, steps // 10)))
-        tr = Trainer(cfg, model=pipe.model, run_dir=run_dir)
-        tr.ema = _shared_ema(tr.model)
+        tr = Trainer(cfg, model=pipe.model, run_dir=run_dir, make_ema=_shared_ema)  # the EMA of the final model, made once
         try: resumed = tr.step_count if run_dir is not None and tr.resume(feats) else None
         except KeyError as e:  # the strict load names what does not match
             raise ValueError(f"run folder {run_dir}: its checkpoint does not fit this fine-tuning (another method, rank, targets or "
@@ -224,6 +249,7 @@ def finetune(source, base, method: str = "lora", out=None, steps: int = 100, lr=
         t2 = time.perf_counter()
     if use_ema: pipe.model.load_state_dict(tr.ema.state_dict())
     pipe.model.eval()
+    if parked and restore_encoders: pipe.to(dev)
     n_img = sum(r["kind"] == "image" for r in rows)
     report = dict(method=method, steps=tr.step_count, resumed_from=resumed, trainable_params=counts["trainable"],
                   total_params=counts["total"], trainable_percent=round(counts["percent"], 4), clips=len(rows) - n_img, images=n_img, skipped=skipped,
@@ -234,7 +260,8 @@ def finetune(source, base, method: str = "lora", out=None, steps: int = 100, lr=
     if method == "lora": report.update(rank=rank, alpha=alpha, targets=list(targets), only_temporal=only_temporal)
     if out is not None:
         out = Path(out)
-        info = dict(base=str(Path(base).resolve()) if not isinstance(base, OpenSoraPipeline) else None, method=method, steps=tr.step_count,
+        info = dict(base="official" if official else str(Path(base).resolve()) if not isinstance(base, OpenSoraPipeline) else None,
+                    method=method, steps=tr.step_count,
                     lr=cfg["lr"], seed=seed, only_temporal=only_temporal, bucket=report["bucket"], trainable_params=counts["trainable"],
                     parameterization=cfg["parameterization"]) | (dict(targets=list(targets)) if method == "lora" else {})
         if method == "lora": save_lora(pipe, out, **info); report["adapter_bytes"] = (out / ADAPTER_WEIGHTS).stat().st_size
@@ -270,7 +297,9 @@ def finetune_cli(argv=None) -> int:
     p.add_argument("--alpha", type=float, default=8, help="LoRA alpha (the update is scaled by alpha / r)")
     p.add_argument("--targets", default=",".join(LORA_TARGETS), help="LoRA target modules, comma-separated STDiT3 names")
     p.add_argument("--only-temporal", action="store_true", help="train the temporal blocks only (the reference's only_train_temporal)")
-    p.add_argument("--steps", type=int, default=100); p.add_argument("--lr", type=float, default=None, help="default 1e-4 (lora), 1e-5 (full)")
+    p.add_argument("--max-steps", type=int, default=100, help="training steps (default 100; in total, counting a resumed run's)")
+    p.add_argument("--steps", dest="max_steps", type=int, action=DeprecatedAlias, new="--max-steps")
+    p.add_argument("--lr", type=float, default=None, help="default 1e-4 (lora), 1e-5 (full)")
     p.add_argument("--seed", type=int, default=0); p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: the pipeline's)")
     p.add_argument("--image-size", type=_size_arg, default=None, help="HxW (default: the pipeline's resolution)")
@@ -278,7 +307,8 @@ def finetune_cli(argv=None) -> int:
     p.add_argument("--output", "-o", default="outputs/finetune", help="adapter folder (lora) or pipeline folder (full)")
     p.add_argument("--run-dir", default=None, help="checkpoint folder (default OUTPUT_run); a second run resumes from it")
     p.add_argument("--ckpt-every", type=int, default=None); p.add_argument("--no-resume", action="store_true")
-    p.add_argument("--device", default="auto"); p.add_argument("--dtype", default="fp32", help="autocast precision: fp32, bf16, fp16")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ... (checked before any work)")
+    p.add_argument("--dtype", default="fp32", help="compute precision: fp32, bf16 or fp16 (training: autocast over float32 weights)")
     p.add_argument("--grad-checkpoint", action="store_true"); p.add_argument("--ema", action="store_true", help="keep the EMA weights")
     p.add_argument("--save-merged", default=None, help="lora: also write the base with the adapter merged in (a full pipeline folder)")
     p.add_argument("--quiet", action="store_true")
@@ -286,15 +316,15 @@ def finetune_cli(argv=None) -> int:
     try: masks = {} if a.mask_ratios in ("none", "{}") else json.loads(a.mask_ratios) if a.mask_ratios else None
     except json.JSONDecodeError as e: p.error(f"--mask-ratios: not JSON ({e})")
     if a.save_merged and a.method != "lora": p.error("--save-merged is for --method lora (a full fine-tune already is a pipeline folder)")
+    resolve_device(a.device); resolve_dtype(a.dtype)  # one line and exit 2 before any work (the clips are checked next, then loaded)
     run_dir = Path(a.run_dir or f"{a.output.rstrip('/')}_run")
     if a.no_resume:  # only our checkpoints are removed
         for c in run_dir.glob("step_*"): shutil.rmtree(c)
         (run_dir / "last").unlink(missing_ok=True)
-    base = OpenSoraPipeline.from_official(device=a.device, dtype="fp32") if a.base == "official" else a.base
-    pipe, _ = finetune(a.source, base, a.method, out=a.output, steps=a.steps, lr=a.lr, seed=a.seed, rank=a.rank, alpha=a.alpha,
+    pipe, _ = finetune(a.source, a.base, a.method, out=a.output, steps=a.max_steps, lr=a.lr, seed=a.seed, rank=a.rank, alpha=a.alpha,
                        targets=[t.strip() for t in a.targets.split(",") if t.strip()], only_temporal=a.only_temporal,
                        batch_size=a.batch_size, num_frames=a.num_frames, image_size=a.image_size, mask_ratios=masks, run_dir=run_dir,
                        ckpt_every=a.ckpt_every, device=a.device, dtype=a.dtype, grad_checkpoint=a.grad_checkpoint, use_ema=a.ema,
-                       progress=not a.quiet)
+                       progress=not a.quiet, restore_encoders=False)  # the command only saves: T5 stays off the GPU
     if a.save_merged: print("merged pipeline ->", merge_lora(pipe, unload=True).save_pretrained(a.save_merged))
     return 0

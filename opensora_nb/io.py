@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['log', 'IMG_EXTENSIONS', 'VID_EXTENSIONS', 'META_COLUMNS', 'IMG_FPS', 'DTYPES', 'BACKENDS', 'BACKEND',
-           'VideoReadError', 'resolve_device', 'resolve_dtype', 'available_backends', 'temporal_indices', 'read_image',
-           'read_video', 'rgb_to_yuv420p', 'write_video', 'VideoInfo', 'video_info', 'resize_crop', 'normalize',
-           'denormalize', 'transform_video', 'show_frames', 'video_html', 'video_gif', 'GifVideo', 'show_video']
+           'VideoReadError', 'available_devices', 'resolve_device', 'resolve_dtype', 'available_backends',
+           'temporal_indices', 'read_image', 'read_video', 'rgb_to_yuv420p', 'write_video', 'VideoInfo', 'video_info',
+           'resize_crop', 'normalize', 'denormalize', 'transform_video', 'show_frames', 'video_html', 'video_gif',
+           'GifVideo', 'show_video']
 
 # %% ../nbs/01_video_io.ipynb #af77507c
 import base64
@@ -51,10 +52,25 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat1
           "fp16": torch.float16, "float16": torch.float16}
 
 
+def available_devices() -> list:
+    "The devices this machine offers: 'cpu', each CUDA device, 'mps' on Apple silicon (and `meta`, shapes only, always)."
+    mps = getattr(torch.backends, "mps", None)
+    return (["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)] +
+            (["mps"] if mps is not None and mps.is_available() else []))
+
+
 def resolve_device(device="auto") -> torch.device:
-    "The device to use, chosen once: 'auto' (or None) is CUDA when present, else the CPU; else `torch.device(device)`."
+    """The device to use, chosen once: 'auto' (or None) is CUDA when present, else the CPU; else `torch.device(device)`,
+    checked here, before any work: a device this machine does not have is a ValueError naming it and what there is."""
     if device is None or device == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    have = available_devices()
+    try: dev = torch.device(device)
+    except (RuntimeError, TypeError): raise ValueError(f"device {str(device)!r} is not a device name (available: auto, {', '.join(have)})") from None
+    if dev.type in ("cpu", "meta"): return dev
+    if dev.type == "cuda" and (f"cuda:{dev.index or 0}" in have): return dev
+    if dev.type != "cuda" and dev.type in have: return dev
+    raise ValueError(f"device {str(device)!r} is not available on this machine (available: {', '.join(have)}; 'auto' picks CUDA "
+                     "when present)")
 
 
 def resolve_dtype(dtype="fp32") -> torch.dtype:

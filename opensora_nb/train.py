@@ -10,6 +10,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from .io import resolve_device, resolve_dtype
 
 # %% auto #0
 __all__ = ['update_ema', 'save_checkpoint', 'last_checkpoint', 'load_checkpoint', 'get_rng_state', 'set_rng_state', 'tokens_of',
-           'Trainer', 'run_stages', 'plot_stage_losses', 'train_cli']
+           'ema_copy', 'logged', 'Trainer', 'run_stages', 'plot_stage_losses', 'DeprecatedAlias', 'train_cli']
 
 # %% ../nbs/11_training.ipynb #c8772413
 @torch.no_grad()
@@ -39,8 +40,9 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float = 0.99):
     for name, b in ema.named_buffers(): b.copy_(mb[name])
 
 # %% ../nbs/11_training.ipynb #7116ed33
-def save_checkpoint(run_dir, step, model, ema, optimizer, state: dict, rng: dict, keep: int = 2) -> Path:
-    "Atomically write `run_dir/step_{step:07d}` (tmp folder + rename) and point `run_dir/last` at it; keep the last `keep`."
+def save_checkpoint(run_dir, step, model, ema, optimizer, state: dict, rng: dict, keep: int = 2, scaler=None) -> Path:
+    """Atomically write `run_dir/step_{step:07d}` (tmp folder + rename) and point `run_dir/last` at it; keep the last `keep`.
+    `scaler`: fp16's gradient scaler, saved when it is on (its loss scale is part of the state a resume needs)."""
     from safetensors.torch import save_file
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / f"step_{step:07d}"
@@ -51,6 +53,7 @@ def save_checkpoint(run_dir, step, model, ema, optimizer, state: dict, rng: dict
     save_file({k: v.contiguous() for k, v in unwrap(ema).state_dict().items()}, str(tmp / "ema.safetensors"))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(rng, tmp / "rng.pt")
+    if scaler is not None and scaler.is_enabled(): torch.save(scaler.state_dict(), tmp / "scaler.pt")
     (tmp / "state.json").write_text(json.dumps(dict(state, step=step), indent=1, default=str))
     for f in tmp.iterdir():  # flush file contents before the rename makes them visible
         with open(f, "rb+") as fh: os.fsync(fh.fileno())
@@ -72,8 +75,8 @@ def last_checkpoint(run_dir):
     return p if (p / "state.json").exists() else None
 
 
-def load_checkpoint(path, model, ema=None, optimizer=None):
-    "Load weights (strict) and optimizer; returns (state dict, rng dict)."
+def load_checkpoint(path, model, ema=None, optimizer=None, scaler=None):
+    "Load weights (strict), optimizer and fp16's loss scale (when both the checkpoint and `scaler` have one); returns (state dict, rng dict)."
     from safetensors.torch import load_file
     from opensora_nb.stdit import load_state_dict_strict
     path = Path(path)
@@ -81,6 +84,8 @@ def load_checkpoint(path, model, ema=None, optimizer=None):
     if ema is not None:
         load_state_dict_strict(unwrap(ema), load_file(str(path / "ema.safetensors")), name=str(path / "ema.safetensors"))
     if optimizer is not None: optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    if scaler is not None and scaler.is_enabled() and (path / "scaler.pt").exists():
+        scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
     rng = torch.load(path / "rng.pt", weights_only=False)
     return json.loads((path / "state.json").read_text()), rng
 
@@ -103,18 +108,32 @@ def tokens_of(z, patch_size) -> int:
     return B * math.ceil(T / pt) * math.ceil(H / ph) * math.ceil(W / pw)
 
 
+def ema_copy(model: nn.Module) -> nn.Module:
+    "The EMA of `model`: a frozen copy of it, in eval mode."
+    return copy.deepcopy(model).eval().requires_grad_(False)
+
+
+def logged(x) -> float:
+    "A loss as a host number for the log (on `meta`, the device of shapes without values, NaN: the loop runs there dry)."
+    return float("nan") if x.device.type == "meta" else float(x)
+
+
 class Trainer:
-    "Model + EMA + AdamW + rectified flow + masks; `step(batch)` is one optimisation step, `fit` runs many with checkpoints."
-    def __init__(self, cfg: dict, model=None, run_dir=None):
+    """Model + EMA + AdamW + rectified flow + masks; `step(batch)` is one optimisation step, `fit` runs many with checkpoints.
+    `make_ema(model)` makes the EMA of the final model (default `ema_copy`; fine-tuning shares the frozen weights)."""
+    def __init__(self, cfg: dict, model=None, run_dir=None, make_ema=ema_copy):
         self.cfg = cfg
         torch.manual_seed(cfg["seed"]); random.seed(cfg["seed"]); np.random.seed(cfg["seed"] % 2**32)
         # chosen once (nanoGPT's habit): `device` 'auto' = CUDA when present; `dtype` is the autocast precision,
         # the weights and the optimizer stay float32 as the reference's mixed precision keeps them
         self.device, self.amp = resolve_device(cfg.get("device", "auto")), resolve_dtype(cfg.get("dtype", "fp32"))
         self.model = (model if model is not None else build_model(cfg)).to(self.device)
-        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.ema = make_ema(self.model)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=cfg["lr"], eps=cfg["adam_eps"], weight_decay=cfg["weight_decay"])
+        # fp16 flushes small gradients to zero: the loss is scaled up before backward and the gradients down before the step,
+        # and a step whose gradients overflowed is skipped (torch.amp's GradScaler, as nanoGPT); off for fp32 and bf16
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.scheduler = build_scheduler(cfg)
         self.mask_gen = MaskGenerator(cfg["mask_ratios"], seed=cfg["seed"]) if cfg.get("mask_ratios") else None
         self.gen = torch.Generator().manual_seed(cfg["seed"])  # on the CPU: the same draws on every device (moved where used)
@@ -146,9 +165,12 @@ class Trainer:
             loss = loss.mean()
         for g in self.opt.param_groups: g["lr"] = self.lr_at(self.step_count)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["grad_clip"]) if self.cfg.get("grad_clip") else None
-        self.opt.step()
+        self.scaler.scale(loss).backward()  # without fp16 the scaler passes everything through unchanged
+        if self.cfg.get("grad_clip"):
+            self.scaler.unscale_(self.opt)  # clip the true gradients
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["grad_clip"])
+        self.scaler.step(self.opt)
+        self.scaler.update()
         update_ema(self.ema, self.model, self.cfg["ema_decay"])
         self.step_count += 1
         return loss.detach()  # read on the host only when logged: no device sync each step
@@ -160,13 +182,13 @@ class Trainer:
     def save(self, batches):
         if self.run_dir is None: return None
         return save_checkpoint(self.run_dir, self.step_count, self.model, self.ema, self.opt, self.state(batches),
-                               get_rng_state(self.gen, self.mask_gen), keep=self.cfg.get("keep_checkpoints", 2))
+                               get_rng_state(self.gen, self.mask_gen), keep=self.cfg.get("keep_checkpoints", 2), scaler=self.scaler)
 
     def resume(self, batches, path=None) -> bool:
         "Continue from `path` or the run folder's last checkpoint; False when there is none."
         path = path or (last_checkpoint(self.run_dir) if self.run_dir else None)
         if path is None: return False
-        state, rng = load_checkpoint(path, self.model, self.ema, self.opt)
+        state, rng = load_checkpoint(path, self.model, self.ema, self.opt, self.scaler)
         self.step_count, self.stage, self.skipped = state["step"], state["stage"], state.get("skipped", 0)
         self.history = state.get("history", [])
         batches.load_state_dict(state["data"])
@@ -189,7 +211,7 @@ class Trainer:
             bar.update(1)
             if self.step_count % log_every == 0:
                 el = time.perf_counter() - t0
-                recent = [float(torch.stack(recent).mean())]
+                recent = [logged(torch.stack(recent).mean())]
                 rec = dict(step=self.step_count, stage=self.stage, loss=recent[0], seconds=round(el, 2),
                            samples_per_s=n_samples / el, tokens_per_s=n_tokens / el)
                 self.history.append(rec); recent = []
@@ -200,7 +222,7 @@ class Trainer:
         bar.close()
         if recent:  # the steps since the last log line
             el = max(time.perf_counter() - t0, 1e-9)
-            self.history.append(dict(step=self.step_count, stage=self.stage, loss=float(torch.stack(recent).mean()), seconds=round(el, 2),
+            self.history.append(dict(step=self.step_count, stage=self.stage, loss=logged(torch.stack(recent).mean()), seconds=round(el, 2),
                                      samples_per_s=n_samples / el, tokens_per_s=n_tokens / el))
         if self.run_dir is not None and (not every or self.step_count % every): self.save(batches)
         return self.history
@@ -237,11 +259,23 @@ def plot_stage_losses(history, ax=None, title="loss per stage"):
     return ax
 
 
+class DeprecatedAlias(argparse.Action):
+    "An old spelling of a flag: hidden from --help, it still works and says on stderr, in one line, which flag replaces it."
+    def __init__(self, option_strings, dest, new=None, **kw):
+        super().__init__(option_strings, dest, **{**kw, "help": argparse.SUPPRESS, "default": argparse.SUPPRESS})
+        self.new = new
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: {option_string} is deprecated, use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def train_cli(argv=None) -> int:
     "`opensora-nb train CONFIG [--key value ...]`: train from a preset or a JSON config; resumes from OUTPUT/last."
     p = argparse.ArgumentParser(prog="opensora-nb train", description="Train STDiT3 with rectified flow from a preset or a JSON config.",
                                 epilog=f"presets: {', '.join(PRESETS)}. Any config field can be overridden: --lr 3e-4 --model.depth 2; "
-                                       "placement and precision too: --device auto|cpu|cuda --dtype fp32|bf16|fp16")
+                                       "placement and precision too: --device auto|cpu|cuda (checked before any work); --dtype: "
+                                       "compute precision: fp32, bf16 or fp16 (training: autocast over float32 weights; fp16 with "
+                                       "a gradient scaler); --max-steps N caps the training steps")
     p.add_argument("config", help="preset name or config .json")
     p.add_argument("--output", "-o", default="outputs/train", help="run folder (checkpoints; resumes from its `last`)")
     p.add_argument("--no-resume", action="store_true", help="start over even if the run folder has a checkpoint")
@@ -251,6 +285,7 @@ def train_cli(argv=None) -> int:
     except ValueError as e: p.error(str(e))
     if args.print_config:
         print(json.dumps(cfg, indent=1, default=str)); return 0
+    resolve_device(cfg.get("device", "auto")); resolve_dtype(cfg.get("dtype", "fp32"))  # a device this machine lacks: before any work
     if args.no_resume and Path(args.output).exists(): shutil.rmtree(args.output)
     cfg = prepare_tiny_world(cfg, Path(args.output))  # the tiny world renders and encodes its features (other configs: unchanged)
     (Path(args.output)).mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ import json
 
 from opensora_nb.demo import demo_cli
 
-ARGS = ["--steps", "12", "--videos", "3", "--depth", "1", "--hidden-size", "32", "--sampling-steps", "3", "--eval-every", "6",
+ARGS = ["--max-steps", "12", "--videos", "3", "--depth", "1", "--hidden-size", "32", "--sampling-steps", "3", "--eval-every", "6",
         "--threads", "1", "--quiet"]
 
 
@@ -44,5 +44,24 @@ def test_demo_pipeline_loads_and_samples(tmp_path):
 def test_demo_rejects_too_few_steps(capsys):
     import pytest
     with pytest.raises(SystemExit):
-        demo_cli(["--steps", "3"])
-    assert "--steps 3" in capsys.readouterr().err
+        demo_cli(["--max-steps", "3"])
+    assert "--max-steps 3" in capsys.readouterr().err
+
+
+def test_max_steps_and_its_old_spelling(monkeypatch, capsys):
+    "Training steps are --max-steps (as in finetune and train); the old --steps still works, hidden, with one deprecation line."
+    import re
+    import pytest
+    from opensora_nb import demo
+    class Ran(Exception): pass
+    def run(out, steps, *a, **k): raise Ran(steps)
+    monkeypatch.setattr(demo, "run_demo", run)
+    for flag in ("--max-steps", "--steps"):
+        with pytest.raises(Ran) as e: demo_cli([flag, "40", "--quiet"])
+        assert e.value.args == (40,)
+        err = capsys.readouterr().err
+        assert err == ("opensora-nb demo: --steps is deprecated, use --max-steps\n" if flag == "--steps" else ""), err
+    with pytest.raises(SystemExit): demo_cli(["--help"])
+    h = " ".join(capsys.readouterr().out.split())
+    assert "--max-steps" in h and not re.search(r"(?<![\w-])--steps", h)
+    assert "compute precision: fp32, bf16 or fp16 (training: autocast over float32 weights)" in h

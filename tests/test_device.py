@@ -22,7 +22,7 @@ def _cfg(**kw):
     return get_config("tiny_world", {"model.depth": 1, "model.hidden_size": 32, "model.num_heads": 2, "warmup_steps": 0, **kw})
 
 
-def _features(n=4, C=16, T=4, S=4, L=32, D=384):
+def _features(n=4, C=4, T=4, S=4, L=32, D=384):  # the tiny_world preset: 4 latent channels, 2x2 patches
     z = torch.randn(n, C, T, S, S)
     return FeatureBatches({"t4": dict(z=z, text_idx=torch.arange(n) % 2, fps=8, height=32, width=32, num_frames=T)},
                           torch.randn(2, L, D), torch.ones(2, L, dtype=torch.long), {"t4": 2}, seed=0)
@@ -152,3 +152,92 @@ def test_no_tensor_is_made_without_a_device(module):
     bad = [f"{module}.py:{i}: {l.strip()}" for i, l in enumerate(src, 1)
            if FACTORY.search(l) and "device" not in l and not any(s in l for s in allowed)]
     assert not bad, "\n".join(bad)
+
+
+# --- the demo, fine-tuning and the sampling caches on `meta` (issue 24) ---
+
+def test_demo_on_meta(tmp_path, monkeypatch):
+    """`opensora-nb demo --device cuda` with meta standing in for CUDA. The VAE and the text encoder are placed once, when
+    loaded; training, the pipeline (which then moves nothing), every generation mode and the VAE's held-out reconstructions
+    run on meta. Three stand-ins, where meta has no values to give: MiniLM (transformers reads its mask on the host, see
+    test_text_encode_on_meta), the features (rendering and curation run for real on the CPU; the clips are then encoded by
+    `clip_features` on the CPU, since the one features path returns host tensors, which meta cannot give) and
+    `write_results`, the host's part, which judges pixel values."""
+    from opensora_nb import demo
+    monkeypatch.setattr(demo.text_lib.MiniLMEncoder, "from_pretrained",
+                        classmethod(lambda cls, *a, device="cpu", **k: MetaText(384, 32).to(device)))
+    got, features = {}, demo.clip_features
+    def on_cpu(kept, vae, enc, **kw):
+        got["features_from"] = ({p.device for p in vae.parameters()}, enc.device)
+        return features(kept, demo.load_world_vae(), MetaText(384, 32), **kw)
+    def write_results(out, pipe, trainer, runs, recs, *rest):
+        got.update(pipe=pipe, trainer=trainer, runs=runs, recs=recs)
+        return {}
+    monkeypatch.setattr(demo, "clip_features", on_cpu)
+    monkeypatch.setattr(demo, "write_results", write_results, raising=False)  # (raising=False: the code before it had none)
+    demo.run_demo(tmp_path, steps=10, n_videos=3, depth=1, hidden_size=32, sampling_steps=2, progress=False, log=lambda *a: None,
+                  device="meta", eval_every=6)
+    assert got["features_from"] == ({META}, META)  # placed once, at load
+    pipe, runs = got["pipe"], got["runs"]
+    assert pipe.device == META and pipe.text_encoder.device == META
+    assert {p.device for m in (pipe.model, pipe.vae, got["trainer"].model) for p in m.parameters()} == {META}
+    results = [runs[k] for k in ("heldout_32x32", "heldout_32x48", "seen_32x32", "i2v", "extension", "looping")] + list(runs["speed"].values())
+    assert all(r["latents"][0].device == META and r["videos"][0].device == META for r in results)
+    assert {t.device for pair in got["recs"].values() for t in pair} == {META}  # the figures' reconstructions: where the VAE is
+    assert got["trainer"].step_count == 10 and all(h["loss"] != h["loss"] for h in got["trainer"].history)  # a dry run: NaN losses
+
+
+def test_sampling_caches_on_meta(monkeypatch):
+    """PAB attention reuse and step skipping (chapter 11c) keep what they store and add on the model's device. Their one host
+    read by design, the step-skip decision's relative change (`relative_l1`, a float), is stood in for: on meta it has no
+    value. The steps are driven as rflow.sample drives them (begin_step with host noise levels, then the model call)."""
+    from opensora_nb import cache as C
+    from opensora_nb.masks import multi_resolution_info
+    reads = []
+    monkeypatch.setattr(C, "relative_l1", lambda a, b: reads.append((a.device, b.device)) or 0.01)
+    net = STDiT3(hidden_size=32, depth=2, num_heads=2, patch_size=(1, 2, 2), in_channels=4, caption_channels=16, model_max_length=8,
+                 pred_sigma=False, input_sq_size=32).to(META).eval()
+    z, y = torch.empty(2, 4, 3, 8, 8, device=META), torch.empty(2, 1, 8, 16, device=META)
+    kw = multi_resolution_info(2, (32, 32), 9, 8)
+    kw.update(fps=kw["fps"].to(META), mask=torch.ones(2, 8, dtype=torch.long, device=META))
+    pab, skip = C.SamplingCache(attention_reuse=dict(spatial=2, temporal=2, cross=2, start=1.0, end=0.0)), C.SamplingCache(step_cache=0.1)
+    for c in (pab, skip):
+        with torch.no_grad(), c.attach(net):
+            for i in range(6):
+                c.begin_step(i, 6, 1 - i / 6)
+                out = net(z, torch.full((2,), 1000.0 * (1 - i / 6), device=META), y=y, **kw)
+                assert out.device == META
+    assert pab.stats["attention_reused"] > 0 and skip.stats["skipped_steps"] > 0, (pab.stats, skip.stats)
+    assert reads and set(reads) == {(META, META)}
+
+
+# --- a device this machine does not have: one line, exit status 2, before any work (issue 24) ---
+import time
+
+#: a CUDA device this machine lacks (`cuda` on a CPU machine; one past the last GPU on a GPU machine)
+MISSING = "cuda" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}"
+
+
+@pytest.fixture(scope="module")
+def pipe_dir(tmp_path_factory):
+    return _pipe(PatchPCAAutoencoder(8, 16), 16, (1, 1, 1)).save_pretrained(tmp_path_factory.mktemp("dev") / "pipe")
+
+
+@pytest.mark.parametrize("command", ["demo", "train", "finetune", "sample"])
+def test_missing_device_is_one_line_before_any_work(command, pipe_dir, tmp_path, capsys, monkeypatch):
+    from opensora_nb.cli import main
+    from opensora_nb import text
+    monkeypatch.setattr(text.MiniLMEncoder, "from_pretrained", classmethod(lambda cls, *a, **k: MetaText()))  # (sample loads it)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    argv = dict(demo=["demo", "--max-steps", "12", "--videos", "2", "--quiet"], train=["train", "tiny_world"],
+                finetune=["finetune", str(tmp_path / "my_clips"), "--base", str(pipe_dir)],
+                sample=["sample", str(pipe_dir), "--prompt", "a red circle", "--image-size", "32x32", "--num-frames", "4"])[command]
+    t0 = time.perf_counter()
+    assert main(argv + ["--device", MISSING, "-o", str(out)]) == 2
+    seconds = time.perf_counter() - t0
+    o, e = capsys.readouterr()
+    assert e.splitlines() == [f"opensora-nb {command}: error: device '{MISSING}' is not available on this machine "
+                              f"(available: cpu{''.join(f', cuda:{i}' for i in range(torch.cuda.device_count()))}; 'auto' picks CUDA when present)"]
+    assert o == "" and list(tmp_path.iterdir()) == []  # nothing written (no output folder, no run folder, no raw videos)
+    assert seconds < (20 if command == "sample" else 5), seconds  # sample loads the pipeline first (chapter 12), the others check first

@@ -2,6 +2,7 @@
 temporal-only fine-tuning, resume, `opensora-nb finetune` and `opensora-nb sample --lora` end to end, all on a tiny random base
 pipeline folder."""
 import json
+import re
 import shutil
 
 import pandas as pd
@@ -188,7 +189,7 @@ def test_cli_end_to_end(base_dir, clips, tmp_path, capsys):
     from opensora_nb.inference import sample_cli
     assert SUBCOMMANDS["finetune"][:2] == ("opensora_nb.finetune", "finetune_cli")
     out, merged = tmp_path / "adapter", tmp_path / "merged"
-    assert main(["finetune", str(clips), "--base", str(base_dir), "--steps", "2", "--rank", "4", "--alpha", "4", "--only-temporal",
+    assert main(["finetune", str(clips), "--base", str(base_dir), "--max-steps", "2", "--rank", "4", "--alpha", "4", "--only-temporal",
                  "--targets", "attn.qkv,mlp.fc1", "--mask-ratios", '{"image_head": 0.5}', "-o", str(out),
                  "--save-merged", str(merged), "--quiet"]) == 0
     assert "finetune (lora): 2 steps" in capsys.readouterr().out
@@ -242,3 +243,102 @@ def test_lora_training_step_on_meta():
     fb = FeatureBatches({"t4": dict(z=torch.randn(2, 16, 4, 4, 4), text_idx=torch.arange(2), fps=8, height=32, width=32, num_frames=4)},
                         torch.randn(2, 16, 32), torch.ones(2, 16, dtype=torch.long), {"t4": 2})
     assert tr.step(fb.next_batch()).device.type == "meta"
+
+
+# --- issue 24: the training scheduler, the EMA made once, T5 and the VAE off the accelerator, clips checked before loading ---
+
+def test_training_scheduler_is_v1_2s_logit_normal_on_the_pipelines_schedule(base_dir):
+    "The base's sampling scheduler draws uniformly (RFlow's default); fine-tuning draws as v1.2 trains: logit-normal."
+    from opensora_nb.builders import get_config
+    from opensora_nb.train import Trainer
+    pipe = OpenSoraPipeline.from_pretrained(base_dir)
+    pipe.scheduler = RFlow(num_sampling_steps=2, use_timestep_transform=False, shift=3.0)
+    assert pipe.scheduler.sample_method == "uniform"
+    cfg = F.finetune_config(pipe, steps=1)
+    recipe = get_config("v1_2_stage3")["scheduler"]
+    assert recipe["sample_method"] == "logit-normal"
+    assert {k: cfg["scheduler"][k] for k in ("type", "sample_method")} == {k: recipe[k] for k in ("type", "sample_method")}
+    assert (cfg["scheduler"]["use_timestep_transform"], cfg["scheduler"]["shift"]) == (False, 3.0)  # the base's noise schedule
+    t = Trainer(cfg, model=pipe.model).scheduler.sample_t(20000, generator=torch.Generator().manual_seed(0)) / 1000
+    middle = float(((t > 0.25) & (t < 0.75)).float().mean())
+    assert middle > 0.68, middle  # logit-normal(0, 1): 0.73 of the draws in the middle half (uniform: 0.50)
+
+
+class _StubVAE:
+    "A VAE of shapes only, on any device: the features are made by a stand-in (the data stage) in these tests."
+    out_channels = 16
+    def __init__(self): self.device = torch.device("cpu")
+    def eval(self): return self
+    def to(self, device=None, dtype=None):
+        if device is not None: self.device = torch.device(device)
+        return self
+    def get_latent_size(self, size): return [size[0], size[1] // 8, size[2] // 8]
+
+
+def test_finetune_on_meta_ema_once_and_encoders_parked(clips, monkeypatch):
+    """A fine-tuning run with meta standing in for CUDA: LoRA injected, the EMA made once of the final model (one model copy,
+    sharing the frozen weights), T5 and the VAE on the CPU while the model trains, back on the device after, the training steps
+    on meta. The features come from a stand-in for `clip_features` (the data stage: host-side tensors, as the real one returns)."""
+    import copy
+    from opensora_nb.builders import FeatureBatches
+    from opensora_nb.train import Trainer
+    net = STDiT3(hidden_size=32, depth=1, num_heads=2, patch_size=(1, 1, 1), in_channels=16, caption_channels=32, model_max_length=16,
+                 pred_sigma=False, input_sq_size=32)
+    pipe = OpenSoraPipeline(X0Parameterized(net), _StubVAE(), MetaText(32, 16), RFlow(use_timestep_transform=False),
+                            config=dict(defaults=dict(image_size=[32, 32], num_frames=4, fps=8)))
+    seen = {}
+    def encode(p, rows, T, size, fps, batch_size, seed, progress):
+        seen["encoding"] = (p.text_encoder.device.type, p.vae.device.type)
+        n = len(rows)
+        return FeatureBatches({"t4": dict(z=torch.randn(n, 16, T, 4, 4), text_idx=torch.zeros(n, dtype=torch.long), fps=fps, height=32,
+                                          width=32, num_frames=T)}, torch.randn(1, 16, 32), torch.ones(1, 16, dtype=torch.long), {"t4": 2})
+    monkeypatch.setattr(F, "clip_features", encode)
+    fit = Trainer.fit
+    def spy_fit(self, *a, **k):
+        seen["training"] = (pipe.text_encoder.device.type, pipe.vae.device.type)
+        seen["trainer"] = self
+        return fit(self, *a, **k)
+    monkeypatch.setattr(Trainer, "fit", spy_fit)
+    copies, depth, deepcopy = [], [0], copy.deepcopy
+    def counting(x, memo=None, _nil=[]):
+        if depth[0] == 0 and isinstance(x, torch.nn.Module): copies.append(type(x).__name__)
+        depth[0] += 1
+        try: return deepcopy(x, memo)
+        finally: depth[0] -= 1
+    monkeypatch.setattr(copy, "deepcopy", counting)
+    _, rep = F.finetune(clips, pipe, "lora", steps=2, device="meta", progress=False, verbose=False)
+    assert rep["steps"] == 2 and rep["device"] == "meta"
+    assert seen["encoding"] == ("meta", "meta") and seen["training"] == ("cpu", "cpu")  # parked once the features exist
+    assert (pipe.text_encoder.device.type, pipe.vae.device.type) == ("meta", "meta")      # and back when training is done
+    assert copies == ["X0Parameterized"], copies  # one copy of the model: the EMA, made after LoRA went in
+    tr = seen["trainer"]
+    assert {p.device.type for p in tr.model.parameters()} == {"meta"}
+    for (n, p), (_, q) in zip(tr.model.named_parameters(), tr.ema.named_parameters()):
+        assert (p is q) == (not p.requires_grad), n  # the frozen base weights are shared, only A and B are averaged
+
+
+def test_official_base_loads_only_after_the_clips_are_checked(clips, tmp_path, monkeypatch, capsys):
+    "`--base official`: a folder without a usable clip is one line, exit 2, with no checkpoint loaded; usable clips: then it loads."
+    from opensora_nb.cli import main
+    def loading(*a, **k): raise AssertionError("the official checkpoints were loaded")
+    monkeypatch.setattr(OpenSoraPipeline, "from_official", classmethod(loading))
+    d = _bad_folder(tmp_path / "bad")
+    assert main(["finetune", str(d), "--base", "official", "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"opensora-nb finetune: error: no usable clip in {d}") and not (tmp_path / "out").exists()
+    with pytest.raises(AssertionError, match="were loaded"):  # 51 frames at 24 fps (v1.2's defaults): give 8 to use these clips
+        F.finetune(clips, "official", num_frames=8, progress=False, verbose=False)
+
+
+@pytest.mark.parametrize("flag", ["--max-steps", "--steps"])
+def test_max_steps_and_its_old_spelling(flag, base_dir, clips, tmp_path, capsys):
+    out = tmp_path / "adapter"
+    assert F.finetune_cli([str(clips), "--base", str(base_dir), flag, "2", "-o", str(out), "--quiet"]) == 0
+    assert json.loads((out / "finetune.json").read_text())["steps"] == 2
+    err = capsys.readouterr().err
+    assert [l for l in err.splitlines() if "deprecated" in l] == (["opensora-nb finetune: --steps is deprecated, use --max-steps"]
+                                                                  if flag == "--steps" else []), err
+    with pytest.raises(SystemExit): F.finetune_cli(["--help"])
+    h = " ".join(capsys.readouterr().out.split())
+    assert "--max-steps" in h and not re.search(r"(?<![\w-])--steps", h)  # the old spelling is hidden
+    assert "compute precision: fp32, bf16 or fp16 (training: autocast over float32 weights)" in h

@@ -31,5 +31,5 @@ def test_install_spec_never_pulls_colossalai_or_pins_torch():
     reqs = " ".join(v for k, v in cfg["DEFAULT"].items() if k.endswith("requirements"))
     assert "colossalai" not in reqs, "colossalai's own pins downgrade torch: install it with --no-deps"
     torch_reqs = re.findall(r"(?<![\w-])torch[^\s]*", reqs)
-    assert torch_reqs == ["torch>=2.1"], torch_reqs
+    assert torch_reqs == ["torch>=2.4"], torch_reqs  # the floor the code needs: tests/test_requirements.py
     assert (ROOT / "constraints.txt").read_text().strip() == "torch==2.13.0"

@@ -131,3 +131,37 @@ def test_bad_rows_are_skipped_and_counted(tmp_path):
     for _ in range(6):
         b = vb.next_batch(); seen += b["z"].shape[0]
     assert vb.skipped >= 1 and seen > 0
+
+
+# --- fp16 (issue 24): autocast fp16 with a gradient scaler; its loss scale is saved and resumed ---
+
+def test_fp16_trains_with_a_gradient_scaler(tmp_path):
+    cfg = get_config("tiny_world", {**TINY, "device": "cpu", "dtype": "fp16"})
+    tr = Trainer(cfg)
+    assert tr.scaler.is_enabled() and not Trainer(get_config("tiny_world", {**TINY, "device": "cpu"})).scaler.is_enabled()
+    # a scale so large that the fp16 gradients overflow: the step is skipped (weights unchanged) and the scale halved
+    tr.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40)
+    fb, before = toy_features(), weights(tr.model)
+    loss = tr.step(fb.next_batch())
+    assert torch.isfinite(loss) and tr.scaler.get_scale() == 2.0 ** 39
+    assert all(torch.equal(v, tr.model.state_dict()[k]) for k, v in before.items())
+    # at a workable scale the steps train, and resume brings the scale back with everything else
+    tr = Trainer(cfg, run_dir=tmp_path)
+    tr.fit(toy_features(), max_steps=3, progress=False)
+    assert (last_checkpoint(tmp_path) / "scaler.pt").exists() and all(h["loss"] == h["loss"] for h in tr.history)
+    again = Trainer(cfg, run_dir=tmp_path)
+    assert again.scaler.state_dict() != tr.scaler.state_dict()  # a fresh scaler (scale 65536, no growth yet) ...
+    assert again.resume(toy_features()) and again.scaler.state_dict() == tr.scaler.state_dict()  # ... resumed to the saved one
+
+
+def test_fp32_and_bf16_pass_through_the_scaler(tmp_path):
+    "Without fp16 the scaler is off: no scaler.pt, and the step is the plain one (exact resume is tested above in fp32)."
+    tr = Trainer(get_config("tiny_world", {**TINY, "device": "cpu", "dtype": "bf16"}), run_dir=tmp_path)
+    tr.fit(toy_features(), max_steps=2, progress=False)
+    assert not tr.scaler.is_enabled() and not (last_checkpoint(tmp_path) / "scaler.pt").exists()
+
+
+def test_train_cli_help_names_the_precision_flags(capsys):
+    with pytest.raises(SystemExit): train_cli(["--help"])
+    h = " ".join(capsys.readouterr().out.split())
+    assert "compute precision: fp32, bf16 or fp16 (training: autocast over float32 weights" in h and "--max-steps" in h
