@@ -27,7 +27,7 @@ import torch
 
 from .data import read_meta
 from .io import IMG_EXTENSIONS, VID_EXTENSIONS, VideoReadError, video_info
-from .samples import CAMERA_MOTIONS, samples_dir  # noqa: F401 (chapter 02's; 10a_scores imports it from here)
+from .samples import CAMERA_MOTIONS
 
 # %% ../nbs/10_curation.ipynb #74fbbe5b
 def is_video(path):

@@ -23,7 +23,7 @@ from .captions import VLM_MODEL
 from .curation import (FILTER_PRESETS, drop_reasons, filter_meta, filter_report, merge_meta, read_meta,
                                   scan_folder, scores_to_text, split_meta, write_meta)
 from .curation_run import (AestheticStage, CaptionStage, InfoStage, MatchStage, ModelsNotAvailable,
-                                      MotionStage, OCRStage, SceneStage, SplitStage, _jsonable, check_models, run_stage)
+                                      MotionStage, OCRStage, SceneStage, SplitStage, jsonable, check_models, run_stage)
 from .data import VideoTextDataset
 from .io import IMG_EXTENSIONS, IMG_FPS, read_image, read_video, transform_video
 from .scores import AESTHETIC_HEAD_URL, CLIP_MODEL, sample_frames
@@ -41,7 +41,7 @@ def write_shards(meta, out_dir, shard_size=100, text_col="text"):
         with tarfile.open(tmp, "w") as tf:
             for i, r in enumerate(df.iloc[start:start + shard_size].to_dict("records"), start):
                 key, ext = f"{i:09d}", Path(r["path"]).suffix.lower()
-                row = {k: _jsonable(v) for k, v in r.items()}
+                row = {k: jsonable(v) for k, v in r.items()}
                 members = {ext: Path(r["path"]).read_bytes(), ".txt": str(r.get(text_col) or "").encode(),
                            ".json": json.dumps(row).encode()}
                 for e, data in members.items():

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import re
 import shutil
 import time
 from pathlib import Path
@@ -17,12 +16,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .io import (IMG_EXTENSIONS, IMG_FPS, VID_EXTENSIONS, VideoReadError, read_video, resolve_device, resolve_dtype,
-                            transform_video, video_info)
+                            transform_video, video_info, write_atomic)
 from .masks import V1_2_STAGE3_MASK_RATIOS
 from .data import read_meta
 from .builders import FeatureBatches, X0Parameterized, encode_features, get_config, unwrap
 from .train import DeprecatedAlias, Trainer
-from .lora import ADAPTER_WEIGHTS, LORA_TARGETS, _write_atomic, add_lora, lora_layers, merge_lora, save_lora
+from .lora import ADAPTER_WEIGHTS, LORA_TARGETS, add_lora, lora_layers, merge_lora, save_lora
+from .buckets import parse_size
 from .inference import V1_2_DEFAULTS, OpenSoraPipeline, PeakRSS, resolve_num_frames, resolve_size
 
 # %% auto #0
@@ -266,7 +266,7 @@ def finetune(source, base, method: str = "lora", out=None, steps: int = 100, lr=
                     parameterization=cfg["parameterization"]) | (dict(targets=list(targets)) if method == "lora" else {})
         if method == "lora": save_lora(pipe, out, **info); report["adapter_bytes"] = (out / ADAPTER_WEIGHTS).stat().st_size
         else: pipe.save_pretrained(out); report["pipeline_bytes"] = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-        _write_atomic(out / "finetune.json", lambda p: p.write_text(json.dumps(report, indent=1, default=str)))
+        write_atomic(out / "finetune.json", lambda p: p.write_text(json.dumps(report, indent=1, default=str)))
         report["out"] = str(out)
     if verbose:
         size = (f"adapter {report['adapter_bytes'] / 2**20:.2f} MB" if "adapter_bytes" in report else
@@ -277,12 +277,6 @@ def finetune(source, base, method: str = "lora", out=None, steps: int = 100, lr=
     return pipe, report
 
 # %% ../nbs/12c_finetune.ipynb #2b02eb77
-def _size_arg(s):
-    m = re.fullmatch(r"(\d+)[x,](\d+)", s)
-    if not m: raise argparse.ArgumentTypeError(f"image size {s!r}: expected HxW, e.g. 32x48")
-    return int(m.group(1)), int(m.group(2))
-
-
 def finetune_cli(argv=None) -> int:
     "`opensora-nb finetune SOURCE --base PIPELINE_DIR [--method lora|full] ...`: fine-tune on your own captioned clips."
     p = argparse.ArgumentParser(prog="opensora-nb finetune", description="Fine-tune a pipeline's STDiT3 on your own captioned "
@@ -302,7 +296,7 @@ def finetune_cli(argv=None) -> int:
     p.add_argument("--lr", type=float, default=None, help="default 1e-4 (lora), 1e-5 (full)")
     p.add_argument("--seed", type=int, default=0); p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: the pipeline's)")
-    p.add_argument("--image-size", type=_size_arg, default=None, help="HxW (default: the pipeline's resolution)")
+    p.add_argument("--image-size", type=parse_size, default=None, help="HxW (default: the pipeline's resolution)")
     p.add_argument("--mask-ratios", default=None, help="JSON dict of mask ratios, or 'none' (default: v1.2 stage 3's)")
     p.add_argument("--output", "-o", default="outputs/finetune", help="adapter folder (lora) or pipeline folder (full)")
     p.add_argument("--run-dir", default=None, help="checkpoint folder (default OUTPUT_run); a second run resumes from it")

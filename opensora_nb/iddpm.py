@@ -15,7 +15,7 @@ import torch
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from .rflow import _bcast, _double, _randn, mean_flat, text_conditioning
+from .rflow import per_sample, guidance_batch, noise_like, mean_flat, text_conditioning
 
 # %% ../nbs/07b_iddpm.ipynb #0530aed9
 def linear_betas(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
@@ -49,7 +49,7 @@ def space_timesteps(num_timesteps: int, section_counts) -> list:
 # %% ../nbs/07b_iddpm.ipynb #edfab129
 def _extract(arr: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     "arr[t] (float64 table) as float32, shaped to broadcast over `x` [B, ...]."
-    return _bcast(arr.to(x.device)[t.to(x.device).long()].float(), x)
+    return per_sample(arr.to(x.device)[t.to(x.device).long()].float(), x)
 
 class IDDPM:
     "Improved DDPM of Open-Sora 1.0/1.1: linear betas, learned-range variance, hybrid loss, respaced guided sampling."
@@ -174,7 +174,7 @@ def training_losses(self: IDDPM, model: Callable, x_start: torch.Tensor, model_k
     if t is None:
         dev = generator.device if generator is not None else x_start.device
         t = torch.randint(0, self.num_timesteps, (n,), generator=generator, device=dev).to(x_start.device)
-    if noise is None: noise = _randn(x_start, generator)
+    if noise is None: noise = noise_like(x_start, generator)
     x_t = self.q_sample(x_start, t, noise)
     if mask is not None:
         x_t = torch.where(mask[:, None, :, None, None], x_t, self.q_sample(x_start, torch.zeros_like(t), noise))
@@ -207,12 +207,12 @@ def sample(self: IDDPM, model: Callable, z: torch.Tensor, prompts=None, text_enc
             out = model(x, ts, **kwargs)
             out = out["x"] if isinstance(out, dict) else out
         else:
-            out = model(torch.cat([x, x]), torch.cat([ts, ts]), y=torch.cat([y, y_null]), **_double(kwargs, n))
+            out = model(torch.cat([x, x]), torch.cat([ts, ts]), y=torch.cat([y, y_null]), **guidance_batch(kwargs, n))
             out = out["x"] if isinstance(out, dict) else out
             cond, uncond = out[:, :g].chunk(2)
             out = torch.cat([uncond + s * (cond - uncond), out[:n, g:]], 1)
         o = self.p_mean_variance(out, x, t, clip_denoised=clip_denoised)
-        xi = noises[k][:n].to(x) if noises is not None else _randn(x, generator)
+        xi = noises[k][:n].to(x) if noises is not None else noise_like(x, generator)
         x = o["mean"] + (0.0 if i == 0 else 1.0) * torch.exp(0.5 * o["log_variance"]) * xi
         if callback is not None: callback(i, ts, x)
     return x

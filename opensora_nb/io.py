@@ -7,7 +7,7 @@ __all__ = ['log', 'IMG_EXTENSIONS', 'VID_EXTENSIONS', 'META_COLUMNS', 'IMG_FPS',
            'VideoReadError', 'available_devices', 'resolve_device', 'resolve_dtype', 'available_backends',
            'temporal_indices', 'read_image', 'read_video', 'rgb_to_yuv420p', 'write_video', 'VideoInfo', 'video_info',
            'resize_crop', 'normalize', 'denormalize', 'transform_video', 'show_frames', 'video_html', 'video_gif',
-           'GifVideo', 'show_video']
+           'GifVideo', 'show_video', 'write_atomic']
 
 # %% ../nbs/01_video_io.ipynb #af77507c
 import base64
@@ -461,3 +461,12 @@ def show_video(video, fps=8, width=None, loop=True, autoplay=True, player=False,
         return HTML(video_html(video, fps=fps, width=width, loop=loop, autoplay=autoplay))
     label = Path(video).name if isinstance(video, (str, Path)) else f"{video.shape[0]} frames of {video.shape[-2]}x{video.shape[-1]}"
     return GifVideo(video_gif(video, fps=fps, width=width or 256, max_frames=max_frames, max_kb=max_kb, loop=loop), label)
+
+# %% ../nbs/01_video_io.ipynb #69d87071
+def write_atomic(path, write):
+    "Write file `path` through `write(tmp_path)` to a temporary name beside it, then rename it into place (atomic)."
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try: write(tmp); os.replace(tmp, path)
+    finally: tmp.unlink(missing_ok=True)
+    return path

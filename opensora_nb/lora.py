@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
+from .io import write_atomic
 from .builders import unwrap
 
 # %% auto #0
@@ -80,11 +80,6 @@ def lora_state_dict(pipe) -> dict:
     return {_PEFT_KEY.sub(r".\1.", k): v.detach().cpu().contiguous() for k, v in unwrap(_holder(pipe)).state_dict().items() if ".lora_" in k}
 
 
-def _write_atomic(path: Path, write):
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp); os.replace(tmp, path)
-
-
 def save_lora(pipe, path, **info) -> Path:
     "Write `adapter.safetensors` (LoRA weights only) + `adapter_config.json` (rank, alpha, modules, and `info`) to folder `path`."
     layers = lora_layers(pipe)
@@ -92,8 +87,8 @@ def save_lora(pipe, path, **info) -> Path:
     m = next(iter(layers.values()))
     cfg = dict(peft_type="LORA", r=m.r["default"], lora_alpha=m.lora_alpha["default"], target_modules=list(layers), **info)
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path / ADAPTER_WEIGHTS, lambda p: save_file(lora_state_dict(pipe), str(p), metadata={"format": "pt"}))
-    _write_atomic(path / ADAPTER_CONFIG, lambda p: p.write_text(json.dumps(cfg, indent=1, default=str)))
+    write_atomic(path / ADAPTER_WEIGHTS, lambda p: save_file(lora_state_dict(pipe), str(p), metadata={"format": "pt"}))
+    write_atomic(path / ADAPTER_CONFIG, lambda p: p.write_text(json.dumps(cfg, indent=1, default=str)))
     return path
 
 

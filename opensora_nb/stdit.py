@@ -26,9 +26,10 @@ from .layers import (Attention, CaptionEmbedder, DropPath, Mlp, MultiHeadCrossAt
                                 t2i_modulate, t_block, t_mask_select, unpatchify)
 
 # %% auto #0
-__all__ = ['TRANSFORMERS_METADATA', 'STDIT3_XL_2', 'STDIT3_3B_2', 'STDiT3Config', 'flash_attention', 'STDiT3Block', 'STDiT3',
-           'WeightsMismatchError', 'load_state_dict_strict', 'stdit3_from_state_dict', 'count_params',
-           'FullAttentionDiT', 'attention_pairs', 'bench_stdit_vs_full', 'format_bench', 'plot_bench']
+__all__ = ['TRANSFORMERS_METADATA', 'STDIT3_XL_2', 'STDIT3_3B_2', 'STDiT3Config', 'flash_attention', 'STDiT3Block',
+           'batch_values', 'STDiT3', 'unwrap_state_dict', 'WeightsMismatchError', 'load_state_dict_strict',
+           'read_weights', 'stdit3_from_state_dict', 'count_params', 'FullAttentionDiT', 'attention_pairs',
+           'bench_stdit_vs_full', 'format_bench', 'plot_bench']
 
 # %% ../nbs/06_stdit.ipynb #f11f62fa
 #: Keys transformers writes into every `config.json` (the published STDiT3 config has all four): not fields, ignored.
@@ -215,7 +216,7 @@ class STDiT3Block(nn.Module):
         return x + self.drop_path(x_m_s)
 
 # %% ../nbs/06_stdit.ipynb #0f68883d
-def _as_batch(v, B, device, dtype, name):
+def batch_values(v, B, device, dtype, name):
     "A scalar, `[B]`, or `[B/k]` value (tiled k times, as the reference's SizeEmbedder does) -> tensor `[B]`."
     v = torch.as_tensor(v, device=device, dtype=dtype).reshape(-1)
     if v.numel() == 0 or B % v.shape[0]:
@@ -337,8 +338,8 @@ class STDiT3(nn.Module):
             raise ValueError(f"STDiT3: x must be [B, C, T, H, W], got shape {tuple(x.shape)}")
         dtype, B = self.x_embedder.proj.weight.dtype, x.shape[0]
         x, y = x.to(dtype), y.to(dtype)
-        timestep = _as_batch(timestep, B, x.device, dtype, "timestep")
-        fps = _as_batch(24.0 if fps is None else fps, B, x.device, dtype, "fps")
+        timestep = batch_values(timestep, B, x.device, dtype, "timestep")
+        fps = batch_values(24.0 if fps is None else fps, B, x.device, dtype, "fps")
         _, _, Tx, Hx, Wx = x.shape
         T, H, W = get_dynamic_size(x.shape, self.patch_size)
         S = H * W
@@ -362,7 +363,7 @@ class STDiT3(nn.Module):
         return x.float()
 
 # %% ../nbs/06_stdit.ipynb #105fb5e7
-def _unwrap_state_dict(sd: dict) -> dict:
+def unwrap_state_dict(sd: dict) -> dict:
     "Accept `{'state_dict': ...}`/`{'model': ...}`/`{'ema': ...}` wrappers and a DDP `module.` prefix."
     for k in ("state_dict", "model", "ema"):
         if k in sd and isinstance(sd[k], dict):
@@ -396,7 +397,8 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict, name: str = "stat
     return model
 
 
-def _read_weights(path: Path) -> dict:
+def read_weights(path: Path) -> dict:
+    "The tensors of a checkpoint file: safetensors, or a torch file read with `weights_only=True`."
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         return load_file(str(path))
@@ -423,7 +425,7 @@ def stdit3_from_state_dict(config, state_dict: dict, prefix: str = "", dtype=Non
     "Config (dict or `STDiT3Config`) + state dict (keys optionally under `prefix`) -> STDiT3 in eval mode."
     cfg = config if isinstance(config, STDiT3Config) else STDiT3Config.from_dict(dict(config))
     sd = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)} if prefix else dict(state_dict)
-    sd = _unwrap_state_dict(sd)
+    sd = unwrap_state_dict(sd)
     if dtype is not None:
         sd = {k: v.to(dtype) for k, v in sd.items()}
     with torch.device("meta"):
@@ -450,7 +452,7 @@ def from_pretrained(cls: STDiT3, path_or_id, config: STDiT3Config | None = None,
         config, weights = config or STDIT3_XL_2, [p]
     sd = {}
     for w in weights:
-        sd.update(_unwrap_state_dict(_read_weights(w)))
+        sd.update(unwrap_state_dict(read_weights(w)))
     config = _replace_checked(config, overrides)
     return stdit3_from_state_dict(config, sd, dtype=dtype, strict_name=f"weights of {path_or_id}", model_cls=cls)
 

@@ -16,7 +16,7 @@ from einops import rearrange
 from .layers import (Attention, CaptionEmbedder, DropPath, Mlp, MultiHeadCrossAttention, PatchEmbed3D,
                                 T2IFinalLayer, TimestepEmbedder, approx_gelu, get_1d_sincos_pos_embed,
                                 get_2d_sincos_pos_embed, modulation, t2i_modulate, t_block, unpatchify)
-from .stdit import _as_batch, _read_weights, _unwrap_state_dict, load_state_dict_strict
+from .stdit import batch_values, read_weights, unwrap_state_dict, load_state_dict_strict
 
 # %% auto #0
 __all__ = ['STDIT_XL_2', 'STDiTBlock', 'STDiT', 'pixart_to_stdit']
@@ -115,7 +115,7 @@ class STDiT(nn.Module):
         """Load an official v1.0 checkpoint (`.pth`/`.pt`/`.safetensors` state dict) into `STDiT(**config)`; the
         position tables are recomputed from `config` (the reference drops them from checkpoints)."""
         model = cls(**config)
-        sd = {k: v for k, v in _unwrap_state_dict(_read_weights(Path(path))).items()
+        sd = {k: v for k, v in unwrap_state_dict(read_weights(Path(path))).items()
               if k not in ("pos_embed", "pos_embed_temporal")}
         sd.update(pos_embed=model.pos_embed, pos_embed_temporal=model.pos_embed_temporal)
         return load_state_dict_strict(model, sd, f"weights of {path}").eval()
@@ -160,7 +160,7 @@ class STDiT(nn.Module):
                              f"got {tuple(x.shape)}")
         dtype, B = self.x_embedder.proj.weight.dtype, x.shape[0]
         x, y = x.to(dtype), y.to(dtype)
-        timestep = _as_batch(timestep, B, x.device, dtype, "timestep")
+        timestep = batch_values(timestep, B, x.device, dtype, "timestep")
         T, S = self.num_temporal, self.num_spatial
         x = rearrange(self.x_embedder(x), "B (T S) C -> B T S C", T=T, S=S) + self.pos_embed.to(dtype)
         x = rearrange(x, "B T S C -> B (T S) C")
@@ -189,7 +189,7 @@ def pixart_to_stdit(state_dict: dict, model: STDiT, ignore=("csize_embedder.", "
     """Load a PixArt-alpha state dict into `model` (an STDiT): spatial/text/time weights copied, `attn_temp` new with a
     zero output projection, position tables recomputed. PixArt's resolution micro-conditions (`ignore`) are dropped;
     any other mismatch is an error. Returns `model`."""
-    sd = {k: v for k, v in _unwrap_state_dict(dict(state_dict)).items() if not k.startswith(tuple(ignore))}
+    sd = {k: v for k, v in unwrap_state_dict(dict(state_dict)).items() if not k.startswith(tuple(ignore))}
     sd.pop("pos_embed", None)
     w = sd.get("x_embedder.proj.weight")
     if w is not None and w.ndim == 4:

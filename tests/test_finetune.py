@@ -198,7 +198,7 @@ def test_cli_end_to_end(base_dir, clips, tmp_path, capsys):
     assert (tmp_path / "adapter_run" / "last").exists()  # the run folder beside the output: the same command resumes
     report = json.loads((out / "finetune.json").read_text())
     assert report["steps"] == 2 and report["only_temporal"] is True
-    assert sample_cli([str(merged), "--prompt", PROMPT, "--num-frames", "8", "--steps", "2", "-o", str(tmp_path / "s"), "--quiet"]) == 0
+    assert sample_cli([str(merged), "--prompt", PROMPT, "--num-frames", "8", "--sampling-steps", "2", "-o", str(tmp_path / "s"), "--quiet"]) == 0
     assert (tmp_path / "s" / "sample_0000.mp4").exists()
     assert main(["finetune", str(tmp_path / "nowhere"), "--base", str(base_dir), "-o", str(tmp_path / "o2")]) == 2
     assert "opensora-nb finetune: error: fine-tuning data" in capsys.readouterr().err
@@ -211,7 +211,7 @@ def test_sample_cli_with_lora_draws_the_fine_tuned_model(base_dir, clips, tmp_pa
     ft, _ = F.finetune(clips, base_dir, "lora", out=tmp_path / "lora", steps=3, lr=1e-2, progress=False, verbose=False)
     seen, save = [], inference.save_outputs
     monkeypatch.setattr(inference, "save_outputs", lambda res, *a, **k: seen.append(res) or save(res, *a, **k))
-    args = ["--prompt", PROMPT, "--num-frames", "8", "--steps", "2", "--seed", "5", "--quiet"]
+    args = ["--prompt", PROMPT, "--num-frames", "8", "--sampling-steps", "2", "--seed", "5", "--quiet"]
     assert main(["sample", str(base_dir), "--lora", str(tmp_path / "lora"), "-o", str(tmp_path / "s"), *args]) == 0
     assert main(["sample", str(base_dir), "-o", str(tmp_path / "plain"), *args]) == 0
     (got, plain) = seen

@@ -334,7 +334,7 @@ def test_pipeline_from_official_missing_part_is_one_error(official, tmp_path):
 def test_cli_sample_official(official, tmp_path, capsys):
     from opensora_nb.cli import main
     args = ["sample", "--official", "--transformer", str(official["stdit"]), "--vae", str(official["vae"]), "--text-encoder",
-            str(official["t5"]), "--prompt", "a red circle", "--image-size", "32x32", "--num-frames", "17", "--steps", "2",
+            str(official["t5"]), "--prompt", "a red circle", "--image-size", "32x32", "--num-frames", "17", "--sampling-steps", "2",
             "--dtype", "fp32", "--device", "cpu", "--vae-micro-batch", "2", "-o", str(tmp_path / "o"), "--quiet"]
     assert main(args) == 0
     side = json.loads((tmp_path / "o" / "sample_0000.json").read_text())

@@ -145,7 +145,7 @@ def test_cli_flags_reach_the_pipeline(pipe, tmp_path, monkeypatch):
     orig = OpenSoraPipeline.from_pretrained.__func__  # the saved folder names MiniLM: load it with the toy encoder instead
     monkeypatch.setattr(OpenSoraPipeline, "from_pretrained",
                         classmethod(lambda cls, path, text_encoder=None, **kw: orig(cls, path, text_encoder=HashText(), **kw)))
-    assert sample_cli([str(tmp_path / "pipe"), "--prompt", "a red circle", "--image-size", "32x32", "--num-frames", "8", "--steps", "12",
+    assert sample_cli([str(tmp_path / "pipe"), "--prompt", "a red circle", "--image-size", "32x32", "--num-frames", "8", "--sampling-steps", "12",
                        "--pab-k", "2,3,6", "--pab-range", "0.9,0.05", "--teacache", "0.2", "-o", str(out), "--quiet"]) == 0
     side = json.loads(next(out.glob("*.json")).read_text())
     assert side["attention_reuse"] == dict(spatial=2, temporal=3, cross=6, start=0.9, end=0.05)
