@@ -24,7 +24,6 @@ from .io import normalize, IMG_FPS
 from .samples import WORLD_SIZES, WORLD_SPEEDS, shape_combinations, world_caption, world_clip
 from . import vae as vae_lib
 from . import vae_hub
-from .vae_train import WORLD_VAE_DIR
 from . import text as text_lib
 from .stdit import STDiT3, STDiT3Config, FullAttentionDiT, STDIT3_XL_2, STDIT3_3B_2
 from .rflow import RFlow
@@ -298,7 +297,7 @@ def build_vae(cfg: dict, fit_videos=None):
                                   from_pretrained=v.get("from_pretrained"))
     if kind == "tiny_v1_2":  # random weights, a trained tiny VAE folder, or "world" (the shipped one); deterministic encoding
         if not v.get("from_pretrained"): return vae_lib.tiny_vae_v1_2()
-        p = vae_hub.load_pipeline(WORLD_VAE_DIR if v["from_pretrained"] == "world" else v["from_pretrained"]).eval()
+        p = vae_hub.load_pipeline(vae_hub.WORLD_VAE_DIR if v["from_pretrained"] == "world" else v["from_pretrained"]).eval()
         p.sample_posterior = p.spatial_vae.sample_posterior = False
         return p
     raise ValueError(f"vae type {kind!r}: choose 'patch_pca', 'OpenSoraVAE_V1_2' or 'tiny_v1_2'")

@@ -5,6 +5,7 @@
 # %% ../nbs/03a_vae_hub.ipynb #578744da
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import os
@@ -17,11 +18,14 @@ from .vae import (
     VideoAutoencoderKL, VideoAutoencoderPipeline)
 
 # %% auto #0
-__all__ = ['SDXL_VAE_PATH', 'SDXL_VAE_SUBFOLDER', 'V1_2_PATH', 'PIPELINE_CONFIG_KEYS', 'CONFIG_METADATA', 'VAE_2D_KEYS',
-           'VAE_TEMPORAL_KEYS', 'KNOWN_VAE_2D_CONFIGS', 'check_pipeline_config', 'vae_2d_config', 'pipeline_config',
-           'save_pipeline', 'pipeline_from_config', 'VAEWeightsError', 'load_pipeline', 'OpenSoraVAE_V1_2']
+__all__ = ['WORLD_VAE_DIR', 'SDXL_VAE_PATH', 'SDXL_VAE_SUBFOLDER', 'V1_2_PATH', 'PIPELINE_CONFIG_KEYS', 'CONFIG_METADATA',
+           'VAE_2D_KEYS', 'VAE_TEMPORAL_KEYS', 'KNOWN_VAE_2D_CONFIGS', 'check_pipeline_config', 'vae_2d_config',
+           'pipeline_config', 'save_pipeline', 'pipeline_from_config', 'VAEWeightsError', 'load_pipeline',
+           'OpenSoraVAE_V1_2']
 
 # %% ../nbs/03a_vae_hub.ipynb #8d1eb0d4
+#: the tiny world's learned video VAE (chapter 03b trains it), shipped inside the installed package in this official layout
+WORLD_VAE_DIR = Path(importlib.util.find_spec("opensora_nb").origin).parent / "assets" / "world_vae"
 SDXL_VAE_PATH, SDXL_VAE_SUBFOLDER = "PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers", "vae"   # Open-Sora 1.2
 V1_2_PATH = "hpcai-tech/OpenSora-VAE-v1.2"
 

@@ -22,7 +22,7 @@ from .vae_hub import save_pipeline
 from .vae_losses import PatchDiscriminator, VAELoss, adaptive_gan_weight, hinge_d_loss
 
 # %% auto #0
-__all__ = ['TINY_NARROW_VAE_2D_CONFIG', 'TINY_NARROW_VAE_TEMPORAL_CONFIG', 'V1_2_VAE_STAGES', 'WORLD_VAE_DIR', 'WORLD_VAE_SHA256',
+__all__ = ['TINY_NARROW_VAE_2D_CONFIG', 'TINY_NARROW_VAE_TEMPORAL_CONFIG', 'V1_2_VAE_STAGES', 'WORLD_VAE_SHA256',
            'load_clip_bank', 'sample_batch', 'photo_crop_bank', 'jitter_colors', 'pan_clip_bank',
            'tiny_vae_v1_2_narrow', 'VAEStage', 'tiny_vae_stages', 'vae_loss_step', 'save_checkpoint', 'load_checkpoint',
            'train_stage', 'psnr', 'ssim', 'nearest_baseline', 'pooled_baseline', 'reconstruct', 'evaluate',
@@ -469,10 +469,8 @@ def train_tiny_vae(clips, stages=None, out_dir=None, seed=0, perceptual=None, pi
     return pipe, histories
 
 # %% ../nbs/03b_vae_training.ipynb #c91ea34e
-import importlib.util
+from .vae_hub import WORLD_VAE_DIR  # where the shipped tiny-world VAE lives (chapter 03a)
 
-#: where the shipped tiny-world VAE lives: inside the installed package
-WORLD_VAE_DIR = Path(importlib.util.find_spec("opensora_nb").origin).parent / "assets" / "world_vae"
 #: sha256 of the shipped model.safetensors (`opensora-nb vae --world` printed it; `check_world_vae` verifies it)
 WORLD_VAE_SHA256 = "1c7d045ce8eb7fb9557c6724020a3ccd0903987dbaad40503340ea467378d066"
 
