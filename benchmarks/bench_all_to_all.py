@@ -6,10 +6,12 @@ qkv [S/2, 3, 16, 72] -> [S, 3, 8, 72], the attention output back, the cross-atte
 Timed with `opensora_nb.dist.all_to_all` (median of the repeats), next to the attention the exchange enables
 (SDPA over S tokens with 8 heads). Run with torchrun; rank 0 writes the JSON:
 
-    torchrun --standalone --nproc_per_node 2 benchmarks/bench_all_to_all.py [--quick] [--out benchmarks/results/all_to_all.json]
+    torchrun --standalone --nproc_per_node 2 benchmarks/bench_all_to_all.py [--out benchmarks/results/all_to_all.json]
+    torchrun --standalone --nproc_per_node 2 benchmarks/bench_all_to_all.py --quick   # seconds: 2 short lengths, 2 repeats
 """
 import argparse
 import json
+import tempfile
 import platform
 import statistics
 import time
@@ -32,16 +34,18 @@ def timed(fn, repeats):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer lengths and repeats")
-    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "all_to_all.json"))
+    p.add_argument("--quick", action="store_true", help="seconds: 2 short lengths, 2 repeats (the test suite runs it)")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/all_to_all.json; --quick: the temp folder)")
     args = p.parse_args(argv)
     env = init_distributed(sp_size=2)
     if env.world_size != 2: raise SystemExit("run with torchrun --nproc_per_node 2")
     torch.set_num_threads(1)
     D, heads, P = 1152, 16, env.world_size
     hd, g = D // heads, None  # None: the whole world (2 ranks) is the sp group
-    lengths = [256, 1024, 4096] if args.quick else [256, 1024, 4096, 16384]
-    repeats = 3 if args.quick else 5
+    lengths = [128, 512] if args.quick else [256, 1024, 4096, 16384]
+    repeats = 2 if args.quick else 5
+    out = Path(args.out or (Path(tempfile.gettempdir()) / "all_to_all_quick.json" if args.quick else
+                            Path(__file__).parent / "results" / "all_to_all.json"))
     rows = []
     for S in lengths:
         n = S // P
@@ -61,10 +65,11 @@ def main(argv=None):
         if env.is_main: print(rows[-1], flush=True)
     if env.is_main:
         setup = dict(processes=P, backend=env.backend, width=D, heads=heads, dtype="float32", threads_per_rank=1,
-                     repeats=repeats, torch=torch.__version__, machine=platform.machine(), cpus=__import__("os").cpu_count())
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(dict(setup=setup, rows=rows), indent=1))
-        print("wrote", args.out)
+                     repeats=repeats, torch=torch.__version__, machine=platform.machine(), cpus=__import__("os").cpu_count(),
+                     quick=args.quick)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(dict(setup=setup, rows=rows), indent=1))
+        print("wrote", out)
     dist.barrier()
 
 

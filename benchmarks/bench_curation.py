@@ -6,6 +6,7 @@ camera-motion classifier against the labels of `data_samples/camera`. Throughput
 VLM stages use the *tiny random* models (meaningless scores): their numbers time the plumbing, not a real model.
 
     python benchmarks/bench_curation.py [--samples data_samples] [--workers 0] [--out benchmarks/results/curation.json]
+    python benchmarks/bench_curation.py --quick     # seconds: 2 multi-shot videos and 3 camera clips (the test suite runs it)
 """
 import argparse
 import json
@@ -31,6 +32,7 @@ def main(argv=None):
     p.add_argument("--samples", default=None, help="folder holding multishot/ and camera/ (default: data_samples)")
     p.add_argument("--workers", type=int, default=0, help="process-pool workers for row stages")
     p.add_argument("--out", default=None, help="also write the numbers as JSON here")
+    p.add_argument("--quick", action="store_true", help="seconds: the first 2 multi-shot videos and 3 camera clips, same stages")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1 by default: on a shared, loaded machine more threads spin and run slower)")
     a = p.parse_args(argv)
@@ -38,9 +40,10 @@ def main(argv=None):
     ms, cam = C.samples_dir("multishot", a.samples), C.samples_dir("camera", a.samples)
     if ms is None or cam is None:
         raise SystemExit("sample sets not found: build them with `opensora-nb samples --sets camera multishot`")
-    res = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads", "workers": a.workers}
+    res = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads", "workers": a.workers, "quick": a.quick}
 
     msm, cm = C.read_meta(ms / "meta.csv"), C.read_meta(cam / "meta.csv")
+    if a.quick: msm, cm = msm.head(2).reset_index(drop=True), cm.head(3).reset_index(drop=True)
     cuts, dt = timed(lambda: C.evaluate_cuts(msm))
     res["scene_cuts"] = {**cuts, "videos": len(msm), "videos_per_s": len(msm) / dt}
     print(f"scene cuts on {len(msm)} multi-shot videos: precision {cuts['precision']:.3f} recall {cuts['recall']:.3f} "

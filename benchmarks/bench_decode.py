@@ -5,7 +5,8 @@ then times `opensora_nb.io.read_video` with each backend on it. The repeats are 
 decord, ...) so that load from other processes on a shared machine slows both alike; the ratio of the medians is
 printed. Two workloads: decoding every frame, and Open-Sora's training read (16 frames, frame_interval 3, random start).
 
-    python benchmarks/bench_decode.py [--frames 96] [--height 240] [--width 426] [--repeats 7]
+    python benchmarks/bench_decode.py [--frames 96] [--height 240] [--width 426] [--repeats 7] [--out results.json]
+    python benchmarks/bench_decode.py --quick      # seconds: 20 frames of 64x96, 1 repeat (the test suite runs it)
 
 Measured on the 2-core CPU machine this was written on, shared with other jobs (load average ~8), decord 0.6.0,
 PyAV 18.1 (thread_type AUTO):
@@ -17,12 +18,12 @@ A sampled read gains little from decord's seeking on short clips: with one keyfr
 GOP is 250 frames) every seek decodes from frame 0 anyway.
 """
 import argparse
+import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -42,11 +43,15 @@ def make_clip(frames, height, width):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--frames", type=int, default=96)
-    p.add_argument("--height", type=int, default=240)
-    p.add_argument("--width", type=int, default=426)
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--frames", type=int, default=None, help="default 96 (--quick: 20)")
+    p.add_argument("--height", type=int, default=None, help="default 240 (--quick: 64)")
+    p.add_argument("--width", type=int, default=None, help="default 426 (--quick: 96)")
+    p.add_argument("--repeats", type=int, default=None, help="default 7 (--quick: 1)")
+    p.add_argument("--quick", action="store_true", help="seconds: 20 frames of 64x96, 1 repeat")
+    p.add_argument("--out", default=None, help="also write the medians as JSON here")
     a = p.parse_args(argv)
+    for k, full, quick in (("frames", 96, 20), ("height", 240, 64), ("width", 426, 96), ("repeats", 7, 1)):
+        if getattr(a, k) is None: setattr(a, k, quick if a.quick else full)
 
     from opensora_nb.io import BACKENDS, read_video, write_video
     if not {"decord", "av"} <= set(BACKENDS):
@@ -57,8 +62,10 @@ def main(argv=None):
               f"{a.repeats} interleaved repeats, median seconds")
         workloads = {
             "all frames": dict(),
-            "16 frames, interval 3": dict(num_frames=16, frame_interval=3),
+            f"{min(16, a.frames)} frames, interval {max(1, min(3, a.frames // 16))}":
+                dict(num_frames=min(16, a.frames), frame_interval=max(1, min(3, a.frames // 16))),
         }
+        rows = []
         for name, kw in workloads.items():
             times = {"decord": [], "av": []}
             for r in range(a.repeats + 1):
@@ -70,6 +77,12 @@ def main(argv=None):
                     if r > 0: times[b].append(dt)  # repeat 0 warms caches and imports
             md, ma = statistics.median(times["decord"]), statistics.median(times["av"])
             print(f"{name:>22}: decord {md:.4f} s   PyAV {ma:.4f} s   PyAV/decord = {ma / md:.2f}x   ({tuple(v.shape)})")
+            rows.append(dict(workload=name, decord_s=md, av_s=ma, ratio=ma / md, shape=list(v.shape)))
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(dict(frames=a.frames, height=a.height, width=a.width, repeats=a.repeats, quick=a.quick,
+                                               rows=rows), indent=1))
+    return rows
 
 
 if __name__ == "__main__":

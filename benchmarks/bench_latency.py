@@ -1,13 +1,14 @@
 """Generation latency and peak memory of the tiny model vs frames and resolution, the linear model's fit, and the
 talk's extrapolation to a minute of 1080p.
 
-    python benchmarks/bench_latency.py [--pipeline outputs/demo/pipeline] [--quick] [--json out.json]
+    python benchmarks/bench_latency.py [--pipeline outputs/demo/pipeline] [--json out.json]
+    python benchmarks/bench_latency.py --quick       # the same code in seconds (a depth-1 model, 4 small sizes, 2 steps)
 
 time ~ c * frames * pixels * params * steps: every sampling step runs the denoiser (twice, for guidance) over all
 latent tokens, and a token costs ~2 x params FLOPs. The fit's R^2 says how well that holds here; the extrapolation
-converts pixels to tokens (the tiny world: 8x8 pixels per token; Open-Sora 1.2: 8x8 VAE x 2x2 patch x 4 frames).
+converts pixels to tokens (the tiny world: its VAE's 4x4 pixels x 2x2 patch x 4 frames; Open-Sora 1.2: 8x8 VAE x 2x2 patch x 4 frames).
 """
-import argparse, json, sys, time
+import argparse, json, sys
 from pathlib import Path
 
 import torch
@@ -16,35 +17,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from opensora_nb.inference import OpenSoraPipeline, extrapolate_latency, fit_linear_latency, measure_generation  # noqa: E402
 
 
-def random_pipeline():
-    "The demo's model shape with random weights (latency does not depend on training)."
+def random_pipeline(depth=None, hidden_size=None):
+    """The demo's model shape (chapter 10c's `tiny_world` preset: STDiT3 on the shipped world VAE's 4-channel latents) with
+    random weights (latency does not depend on training) and zero caption states; `depth`/`hidden_size` shrink it."""
     from opensora_nb.rflow import RFlow
-    from opensora_nb.builders import PatchPCAAutoencoder, build_model, get_config
+    from opensora_nb.builders import build_model, build_vae, get_config
     from opensora_nb.text import TextEncoder
 
     class ZeroText(TextEncoder):
         def __init__(self): self.output_dim, self.model_max_length, self.device, self.dtype, self.name, self.y_embedder = 384, 32, torch.device("cpu"), torch.float32, "zero", None
         def encode(self, prompts):
             return dict(y=torch.zeros(len(prompts), 1, 32, 384), mask=torch.ones(len(prompts), 32, dtype=torch.long))
-    model = build_model(get_config("tiny_world"))
-    ae = PatchPCAAutoencoder(8, 16).fit(torch.rand(8, 3, 1, 32, 32) * 2 - 1)
-    return OpenSoraPipeline(model, ae, ZeroText(), RFlow(num_sampling_steps=10, cfg_scale=4.0, use_timestep_transform=False))
+    cfg = get_config("tiny_world", {k: v for k, v in (("model.depth", depth), ("model.hidden_size", hidden_size)) if v})
+    return OpenSoraPipeline(build_model(cfg), build_vae(cfg), ZeroText(), RFlow(num_sampling_steps=10, cfg_scale=4.0, use_timestep_transform=False))
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pipeline", default=None, help="a pipeline folder (default: random weights of the demo's shape)")
-    p.add_argument("--quick", action="store_true", help="4 sizes, 2 steps")
+    p.add_argument("--quick", action="store_true", help="seconds: a depth-1 model, 4 small sizes, 2 steps")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="write rows + fit here")
     p.add_argument("--params", type=float, default=1.1e9, help="model size for the extrapolation (STDiT3-XL/2: 1.1e9)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    pipe = OpenSoraPipeline.from_pretrained(a.pipeline) if a.pipeline else random_pipeline()
-    if a.quick: sizes, steps = [(4, 32, 32), (8, 32, 32), (4, 32, 64), (8, 64, 64)], 2
-    else:
-        sizes = [(T, H, W) for T in (4, 8, 16) for (H, W) in ((32, 32), (32, 48), (48, 48), (64, 64))]
+    pipe = OpenSoraPipeline.from_pretrained(a.pipeline) if a.pipeline else random_pipeline(depth=1 if a.quick else None)
+    if a.quick: sizes, steps = [(5, 32, 32), (9, 32, 32), (5, 32, 64), (9, 64, 64)], 2
+    else:  # 4k + 1 frames: what the world VAE's causal time axis takes whole
+        sizes = [(T, H, W) for T in (5, 9, 17) for (H, W) in ((32, 32), (32, 48), (48, 48), (64, 64))]
         steps = a.steps
     rows = measure_generation(pipe, sizes, steps=steps)
     fit = fit_linear_latency(rows)

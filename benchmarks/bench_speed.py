@@ -19,7 +19,7 @@ frames, 8 fps, guidance 4). Timing: every configuration runs once per round and 
 process's CPU seconds on one thread (other jobs on a shared machine barely move them; wall seconds are kept too);
 reported are the median seconds and the median of the per-round ratios to the default.
 """
-import argparse, copy, json, os, platform, statistics, sys, time
+import argparse, copy, json, os, platform, statistics, sys, tempfile, time
 from pathlib import Path
 
 import torch
@@ -257,14 +257,15 @@ def main(argv=None):
     p.add_argument("--skip-mid", action="store_true")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="toy sizes, seconds (the test suite runs this)")
-    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/speed_<part>.json)")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/speed_<part>.json; --quick: the temp folder)")
     a = p.parse_args(argv)
     parts = list(PARTS) if a.part == "all" else [a.part]
     reports = {}
     for part in parts:
         r = PARTS[part](a)
+        results = Path(tempfile.gettempdir()) if a.quick else ROOT / "benchmarks" / "results"  # a quick run never overwrites a recorded one
         out = Path(a.out) if a.out and len(parts) == 1 else (Path(a.out).with_name(f"{Path(a.out).stem}_{part}.json") if a.out else
-                                                             ROOT / "benchmarks" / "results" / f"speed_{part}.json")
+                                                             results / f"speed_{part}{'_quick' if a.quick else ''}.json")
         if not r.get("skipped"):
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(r, indent=1, default=str))

@@ -13,6 +13,7 @@ the working tree's model (compile seconds, steady-state step ratio against eager
     python benchmarks/bench_train_step.py --baseline 3308648 --compile --steps 9   # the recorded results: against the
                                                           # commit before the leaner layers of chapter 05 (issue 19)
     python benchmarks/bench_train_step.py --compile       # + torch.compile, cold (~4 min more)
+    python benchmarks/bench_train_step.py --quick         # seconds: toy sizes, 2 steps (the test suite runs it)
     python benchmarks/bench_train_step.py --quick --out /tmp/t.json   # toy sizes, seconds
 """
 import argparse
@@ -222,11 +223,11 @@ def main(argv=None):
     p.add_argument("--compile", action="store_true", help="also measure torch.compile of the working tree's model")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--top", type=int, default=15)
-    p.add_argument("--quick", action="store_true", help="toy sizes, seconds")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_step.json"))
+    p.add_argument("--quick", action="store_true", help="toy sizes, seconds (the test suite runs it)")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/train_step.json; --quick: the temp folder)")
     a = p.parse_args(argv)
     report = run_train_bench(a.steps, a.baseline, a.compile, a.quick, a.threads, a.top)
-    out = Path(a.out)
+    out = Path(a.out or (Path(tempfile.gettempdir()) / "train_step_quick.json" if a.quick else ROOT / "benchmarks" / "results" / "train_step.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=str))
     print(f"wrote {out}")

@@ -9,14 +9,14 @@
   5. sdpa      which scaled_dot_product_attention backends run here, and which one PyTorch picks
 
     python benchmarks/gpu_check.py                 # one H100/H200, bf16, <= 8 minutes -> benchmarks/results/gpu_check.json
-    python benchmarks/gpu_check.py --tiny          # the same code on the CPU at toy sizes, seconds -> gpu_check_tiny.json
+    python benchmarks/gpu_check.py --tiny          # (or --quick) the same code on the CPU at toy sizes, seconds -> the temp folder
     python benchmarks/gpu_check.py --sections stdit,sdpa --out /tmp/x.json
 
 Each section runs in its own try/except: a failure is recorded as {"error": ...} and the other sections still run.
 Peak memory is torch.cuda.max_memory_allocated (GiB, reset before each measurement) on CUDA, the peak resident-memory
 growth (MiB, sampled from /proc/self/statm) on the CPU.
 """
-import argparse, gc, json, math, os, platform, socket, statistics, sys, time, traceback
+import argparse, gc, json, math, os, platform, socket, statistics, sys, tempfile, time, traceback
 from pathlib import Path
 
 import torch
@@ -343,8 +343,9 @@ def _peak(d):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--tiny", action="store_true", help="toy sizes on the CPU in float32 (exercises the same code in seconds)")
-    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/gpu_check[_tiny].json)")
+    p.add_argument("--tiny", "--quick", dest="tiny", action="store_true",
+                   help="toy sizes on the CPU in float32 (exercises the same code in seconds; the test suite runs it)")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/gpu_check.json; --tiny: the temp folder)")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     a = p.parse_args(argv)
     names = [s.strip() for s in a.sections.split(",") if s.strip()]
@@ -374,7 +375,8 @@ def main(argv=None):
     report["total_seconds"] = time.perf_counter() - t0
     report["ran_on"] = (f"{gpu} ({device}), {report['dtype']}, official sizes with random weights" if mode == "full" else
                         "CPU, float32, toy sizes: checks that the code runs; the numbers are not comparable to the GPU's")
-    out = Path(a.out) if a.out else Path(__file__).resolve().parent / "results" / f"gpu_check{'_tiny' if a.tiny else ''}.json"
+    out = Path(a.out) if a.out else (Path(tempfile.gettempdir()) / "gpu_check_tiny.json" if a.tiny else
+                                     Path(__file__).resolve().parent / "results" / "gpu_check.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=str))
     print("\n".join(summary_lines(report)))

@@ -1,9 +1,6 @@
 """Faster sampling (issue 19): PAB attention reuse and step skipping are off by default and change nothing then, stay
-within a stated bound when on, reach the pipeline and the CLI; the speed benchmark's judge and its quick run."""
-import importlib.util
+within a stated bound when on, reach the pipeline and the CLI (the speed benchmark: tests/test_benchmarks.py)."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -153,35 +150,4 @@ def test_cli_flags_reach_the_pipeline(pipe, tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         sample_cli([str(tmp_path / "pipe"), "--prompt", "x", "--pab-k", "2,3"])
 
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_speed", ROOT / "benchmarks" / "bench_speed.py")
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.mark.parametrize("scipy", [True, False])
-def test_single_object_judge(scipy, monkeypatch):
-    b = _bench()
-    if not scipy: monkeypatch.setitem(sys.modules, "scipy.ndimage", None)  # the flood fill instead
-    v = torch.zeros(8, 3, 32, 32, dtype=torch.uint8)
-    v[:, 0, 10:16, 10:16] = 230
-    assert b.single_object(v) == (True, 1.0)
-    two = v.clone(); two[:5, 1, 24:28, 24:28] = 200  # a second object (16 pixels) in 5 of 8 frames
-    assert b.single_object(two) == (False, 3 / 8)
-    specks = v.clone(); specks[:, 2, 0, 0] = 250; specks[:, 2, 30:32, 30] = 250  # 1- and 2-pixel specks: not objects
-    assert b.single_object(specks) == (True, 1.0) and b.single_object(specks, min_fraction=0) == (False, 0.0)
-    assert b._components(two[0, 1].numpy() > 0) == 1 and b._components(specks[0, 2].numpy() > 0) == 2
-
-
-def test_bench_speed_quick_runs(tmp_path):
-    out = tmp_path / "g.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_speed.py"), "--part", "gen", "--quick", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(out.read_text())
-    rows = r["tiny_world"]["rows"]
-    assert {(x["steps"], x["option"]) for x in rows} >= {(3, "none"), (5, "pab+step_cache"), (30, "none")}
-    assert all(0 <= x["color_accuracy"] <= 1 and x["seconds_median"] > 0 and x["speed_ratio"] > 0 for x in rows)
-    assert next(x for x in rows if (x["steps"], x["option"]) == (30, "none"))["rel_l2_latents"] == 0
-    assert {x["option"] for x in r["mid"]["rows"]} == {"none", "pab", "step_cache", "pab+step_cache"}
+# (the speed benchmark's quick run and its judge: tests/test_benchmarks.py)
