@@ -21,6 +21,8 @@ from opensora_nb import curation as C
 from opensora_nb import curation_pipeline as P
 from opensora_nb import curation_run as R
 from opensora_nb import scores as S
+from opensora_nb.data import read_meta
+from opensora_nb.samples import samples_dir
 
 
 def timed(fn):
@@ -37,12 +39,12 @@ def main(argv=None):
                    help="torch threads (1 by default: on a shared, loaded machine more threads spin and run slower)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    ms, cam = C.samples_dir("multishot", a.samples), C.samples_dir("camera", a.samples)
+    ms, cam = samples_dir("multishot", a.samples), samples_dir("camera", a.samples)
     if ms is None or cam is None:
         raise SystemExit("sample sets not found: build them with `opensora-nb samples --sets camera multishot`")
     res = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads", "workers": a.workers, "quick": a.quick}
 
-    msm, cm = C.read_meta(ms / "meta.csv"), C.read_meta(cam / "meta.csv")
+    msm, cm = read_meta(ms / "meta.csv"), read_meta(cam / "meta.csv")
     if a.quick: msm, cm = msm.head(2).reset_index(drop=True), cm.head(3).reset_index(drop=True)
     cuts, dt = timed(lambda: C.evaluate_cuts(msm))
     res["scene_cuts"] = {**cuts, "videos": len(msm), "videos_per_s": len(msm) / dt}
