@@ -502,6 +502,7 @@ def sample_cli(argv=None) -> int:
     prompts = list(a.prompt) + (read_prompts(a.prompt_file) if a.prompt_file else [])
     if not prompts: p.error("give --prompt TEXT or --prompt-file FILE")
     if bool(a.pipeline) == a.official: p.error("give a pipeline folder or --official (not both)")
+    resolve_device(a.device)  # a device this machine lacks is one line before any checkpoint is read
     options = dict(device=a.device, offload=a.offload, vae_micro_batch_size=a.vae_micro_batch,
                    vae_tiling=a.vae_tiling or a.vae_tile_size is not None or None, vae_tile_size=a.vae_tile_size)
     te = text_lib.CachedTextEncoder(a.text_states) if a.text_states else None

@@ -223,7 +223,7 @@ def pipe_dir(tmp_path_factory):
     return _pipe(PatchPCAAutoencoder(8, 16), 16, (1, 1, 1)).save_pretrained(tmp_path_factory.mktemp("dev") / "pipe")
 
 
-@pytest.mark.parametrize("command", ["demo", "train", "finetune", "sample"])
+@pytest.mark.parametrize("command", ["demo", "train", "finetune", "sample", "sample --official"])
 def test_missing_device_is_one_line_before_any_work(command, pipe_dir, tmp_path, capsys, monkeypatch):
     from opensora_nb.cli import main
     from opensora_nb import text
@@ -232,12 +232,13 @@ def test_missing_device_is_one_line_before_any_work(command, pipe_dir, tmp_path,
     out = tmp_path / "out"
     argv = dict(demo=["demo", "--max-steps", "12", "--videos", "2", "--quiet"], train=["train", "tiny_world"],
                 finetune=["finetune", str(tmp_path / "my_clips"), "--base", str(pipe_dir)],
-                sample=["sample", str(pipe_dir), "--prompt", "a red circle", "--image-size", "32x32", "--num-frames", "4"])[command]
+                sample=["sample", str(pipe_dir), "--prompt", "a red circle", "--image-size", "32x32", "--num-frames", "4"],
+                **{"sample --official": ["sample", "--official", "--prompt", "a red circle"]})[command]
     t0 = time.perf_counter()
     assert main(argv + ["--device", MISSING, "-o", str(out)]) == 2
     seconds = time.perf_counter() - t0
     o, e = capsys.readouterr()
-    assert e.splitlines() == [f"opensora-nb {command}: error: device '{MISSING}' is not available on this machine "
+    assert e.splitlines() == [f"opensora-nb {command.split()[0]}: error: device '{MISSING}' is not available on this machine "
                               f"(available: cpu{''.join(f', cuda:{i}' for i in range(torch.cuda.device_count()))}; 'auto' picks CUDA when present)"]
     assert o == "" and list(tmp_path.iterdir()) == []  # nothing written (no output folder, no run folder, no raw videos)
-    assert seconds < (20 if command == "sample" else 5), seconds  # sample loads the pipeline first (chapter 12), the others check first
+    assert seconds < 5, seconds  # every command checks the device first: no checkpoint (official ones included) is read
