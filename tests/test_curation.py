@@ -29,6 +29,7 @@ from opensora_nb import curation_pipeline as P
 from opensora_nb import curation_run as R
 from opensora_nb import scores as S
 from opensora_nb.io import write_video
+from opensora_nb.samples import samples_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CURATION_MODULES = ("curation", "scores", "captions", "curation_run", "curation_pipeline")   # chapter order
@@ -198,7 +199,7 @@ def test_shards_read_back_by_training_dataset(tmp_path):
 # ---------------------------------------------------------------- measured quality
 
 def test_scene_cuts_and_camera_on_samples():
-    ms, cam = C.samples_dir("multishot"), C.samples_dir("camera")
+    ms, cam = samples_dir("multishot"), samples_dir("camera")
     if ms is not None:
         res = C.evaluate_cuts(C.read_meta(ms / "meta.csv"))
     else:                                                  # samples not built: synthetic multi-shot clips

@@ -240,7 +240,7 @@ def test_sample_flags_one_meaning(demo_like_dir, tmp_path, capsys):
     "--sampling-steps; --steps stays as a hidden alias that says once it is deprecated; --dtype is the compute precision."
     from opensora_nb.cli import main
     capsys.readouterr()
-    assert main(["sample", str(demo_like_dir), "--prompt", "x", "--sampling-steps", "1", "-o", str(tmp_path / "o"), "--quiet"]) == 0
+    assert main(["sample", str(demo_like_dir), "--prompt", "x", "--steps", "1", "-o", str(tmp_path / "o"), "--quiet"]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--steps is deprecated" in err[0] and "--sampling-steps" in err[0]
     assert _sidecar(tmp_path / "o")["num_sampling_steps"] == 1
