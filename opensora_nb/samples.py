@@ -8,7 +8,7 @@ __all__ = ['SHAPES', 'COLORS', 'NEW_COLORS', 'DIRECTIONS', 'MOTION', 'NEW_MOTION
            'PHOTO_FOCUS', 'CAMERA_MOTIONS', 'CAMERA_TEXT', 'FRAME_SIZES', 'SHAPE_LENGTHS', 'SETS', 'is_heldout',
            'shape_caption', 'shape_combinations', 'render_shape_clip', 'background_distance', 'judge_clip',
            'count_components', 'single_object', 'sample_shape_batch', 'world_caption', 'world_clip', 'centroid_track',
-           'displacement', 'plan_world_videos', 'render_world_video', 'build_world_videos', 'load_photo',
+           'displacement', 'judge_shape', 'plan_world_videos', 'render_world_video', 'build_world_videos', 'load_photo',
            'render_camera_clip', 'render_multishot_clip', 'plan_shapes', 'plan_shape_images', 'plan_camera',
            'plan_multishot', 'build_samples', 'tree_digest', 'samples_dir', 'samples_cli']
 
@@ -275,6 +275,24 @@ def displacement(video, fg_threshold=80.0):
     idx = seen.nonzero()[:, 0]
     a, b = int(idx[0]), int(idx[-1])
     return float((tr[b] - tr[a]).norm() / (b - a))
+
+# %% ../nbs/02_samples.ipynb #5b7c3f42
+def judge_shape(video, fg_threshold=80.0):
+    """Name the shape ('circle', 'square', 'triangle') and the size ('small', 'large') of the object in a pixel video
+    uint8 [T, 3, H, W] from its outline: fill = area / (width x height) and side = sqrt(width x height) / min(H, W), each
+    the median over the frames where the object is seen; (None, None) when nothing is."""
+    dist = background_distance(video)
+    fg = dist > fg_threshold
+    if not fg.any(): return None, None
+    near = torch.nn.functional.max_pool2d(fg[:, None].float(), 3, 1, 1)[:, 0] > 0  # the object and its antialiased rim
+    alpha = (dist / torch.quantile(dist[fg], 0.9)).clamp(0, 1) * near              # coverage of each pixel
+    seen = alpha.sum((1, 2)) >= 1
+    if not seen.any(): return None, None
+    a = alpha[seen]
+    w, h = a.amax(1).sum(1), a.amax(2).sum(1)                                     # covered columns, covered rows
+    fill, side = (a.sum((1, 2)) / (w * h)).median(), (w * h).sqrt().median() / min(video.shape[-2:])
+    shape = "square" if fill > 0.9 else "circle" if fill > 0.71 else "triangle"
+    return shape, ("large" if side > 0.26 else "small")
 
 # %% ../nbs/02_samples.ipynb #386e3ba9
 WORLD_JUNK = {"empty": 0.05, "short": 0.05}   # share of shots of each junk kind
