@@ -17,6 +17,9 @@ def test_demo_smoke_is_reproducible(tmp_path, capsys):
     for k in ("color_accuracy", "direction_accuracy", "single_object_rate", "i2v_first_frame_psnr", "loop_first_last_psnr", "steps"):
         assert isinstance(r[k], (int, float)), k
     assert r["steps"] == 12 and 0 <= r["color_accuracy"] <= 1
+    for k in ("shape_accuracy", "size_accuracy", "all_correct_rate"):  # the outline judge's figures, per group
+        assert 0 <= r["results"]["heldout_32x32"][k] <= 1 and 0 <= r["results"]["heldout_32x48_small"][k] <= 1, k
+    assert {"judged_shape", "judged_size"} <= set(r["judged"]["heldout_32x32"][0])
     c = r["curation"]
     assert c["raw_videos"] == 3 and 0 < c["kept"] <= c["clips_after_scene_cuts"]
     assert r["vae_reconstruction_psnr_heldout"]["32x32"] > 28       # the shipped VAE, on clips it never saw
