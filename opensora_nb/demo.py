@@ -391,7 +391,7 @@ def readable_report(r, timing=None):
                          f"{q['direction_accuracy']:.2f} / {q['single_object_rate']:.2f} | >= 0.9 / 0.8 / 0.9 "
                          f"({ok(min(q['color_accuracy'] - 0.9, q['direction_accuracy'] - 0.8, q['single_object_rate'] - 0.9), 0)}) |")
     for k in ("heldout_32x32", "heldout_32x48"):
-        q = R[k]
+        q = R.get(k, {})
         if "shape_accuracy" in q:  # reports written before the outline judge have no shape or size
             lines.append(f"| held-out, {k[-5:]} ({q['n']}): shape / size / all correct (colour, shape, size, direction, one object) | "
                          f"{q['shape_accuracy']:.2f} / {q['size_accuracy']:.2f} / {q['all_correct_rate']:.2f} | |")
