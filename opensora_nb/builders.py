@@ -27,7 +27,7 @@ from . import vae_hub
 from . import text as text_lib
 from .stdit import STDiT3, STDiT3Config, FullAttentionDiT, STDIT3_XL_2, STDIT3_3B_2
 from .rflow import RFlow
-from .masks import MASK_TYPES, V1_2_STAGE1_MASK_RATIOS, V1_2_STAGE2_MASK_RATIOS, V1_2_STAGE3_MASK_RATIOS
+from .masks import MASK_TYPES, module_placement, V1_2_STAGE1_MASK_RATIOS, V1_2_STAGE2_MASK_RATIOS, V1_2_STAGE3_MASK_RATIOS
 from .buckets import BUCKET_PRESETS
 from .data import VideoTextDataset, prepare_dataloader
 
@@ -424,13 +424,6 @@ def build_batches(cfg: dict, vae=None, text_encoder=None):
                         d.get("num_workers", 0))
 
 # %% ../nbs/10c_builders.ipynb #934b448a
-def _placement(module):
-    "The device and dtype of a module's first parameter or buffer (the CPU and float32 for a module with neither)."
-    t = next(iter(module.parameters()), None)
-    if t is None: t = next(iter(module.buffers()), None)
-    return (t.device, t.dtype) if t is not None else (torch.device("cpu"), torch.float32)
-
-
 @torch.no_grad()
 def encode_features(groups: dict, vae, text_encoder, batch_sizes: dict, seed: int = 0, extra_prompts=(), encode_batch: int = 64,
                     text_batch=None, progress: bool = True) -> FeatureBatches:
@@ -438,7 +431,7 @@ def encode_features(groups: dict, vae, text_encoder, batch_sizes: dict, seed: in
     `clips`: an iterable of float pixel clips [3, T, H, W] in [-1, 1], all one size; they go through `vae.encode`
     `encode_batch` at a time on the VAE's device and dtype. `batch_sizes`: {bucket: training batch size}.
     Captions (and `extra_prompts`) are encoded once each, `text_batch` at a time (None: all at once)."""
-    dev, dtype = _placement(vae)
+    dev, dtype = module_placement(vae)
     prompts = sorted({c for _, caps, _ in groups.values() for c in caps} | set(extra_prompts))
     index = {p: i for i, p in enumerate(prompts)}
     bar = tqdm(total=sum(len(caps) for _, caps, _ in groups.values()), desc="encoding clips", disable=not progress)

@@ -5,8 +5,9 @@
 # %% auto #0
 __all__ = ['MASK_TYPES', 'V1_2_STAGE1_MASK_RATIOS', 'V1_2_STAGE2_MASK_RATIOS', 'V1_2_STAGE3_MASK_RATIOS', 'frame_mask',
            'MaskGenerator', 'MaskTuple', 'parse_mask_strategy', 'find_nearest_point', 'apply_mask_strategy',
-           'x_mask_at', 'load_reference', 'reference_latents', 'build_conditioning', 'append_generated',
-           'multi_resolution_info', 'draw_mask_strategy', 'parse_ref_lengths', 'mask_strategy_widget']
+           'x_mask_at', 'load_reference', 'module_placement', 'reference_latents', 'build_conditioning',
+           'append_generated', 'multi_resolution_info', 'draw_mask_strategy', 'parse_ref_lengths',
+           'mask_strategy_widget']
 
 # %% ../nbs/08_masking.ipynb #17821f6a
 import math
@@ -190,14 +191,16 @@ def load_reference(ref, image_size):
                          f"or a pixel video [T, 3, H, W], got {getattr(video, 'shape', type(video))}")
     return transform_video(video, image_size)
 
-def _vae_device_dtype(vae):
-    p = next(iter(vae.parameters()), None) if hasattr(vae, "parameters") else None
-    return (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
+def module_placement(module):
+    "The device and dtype of a module's first parameter or buffer (the CPU and float32 for a module with neither, or no module)."
+    t = next(iter(module.parameters()), None) if hasattr(module, "parameters") else None
+    if t is None and hasattr(module, "buffers"): t = next(iter(module.buffers()), None)
+    return (t.device, t.dtype) if t is not None else (torch.device("cpu"), torch.float32)
 
 @torch.no_grad()
 def reference_latents(reference_paths, vae, image_size):
     "Per sample: '' / None -> [], else its ';'-separated references encoded -> [latent [C, T', H', W'], ...]."
-    device, dtype = _vae_device_dtype(vae)
+    device, dtype = module_placement(vae)
     out = []
     for b, paths in enumerate(reference_paths):
         items = [] if paths is None or (isinstance(paths, str) and paths.strip() == "") else \
@@ -219,7 +222,7 @@ def build_conditioning(mask_strategies, reference_paths, vae, num_frames, image_
     if len(reference_paths) != B: raise ValueError(f"{len(reference_paths)} reference entries for {B} mask strategies")
     T, H, W = vae.get_latent_size((num_frames, *image_size))
     if z is None:
-        device, dtype = _vae_device_dtype(vae)
+        device, dtype = module_placement(vae)
         z = torch.randn(B, vae.out_channels, T, H, W, generator=generator).to(device, dtype)
     refs = reference_latents(reference_paths, vae, image_size)
     z, mask = apply_mask_strategy(z, refs, mask_strategies, loop_i, align=align, strict=strict)
