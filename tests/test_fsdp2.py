@@ -2,7 +2,8 @@
 2 gloo processes (issue 25, items 1, 3 and 6): K boosted steps equal K single-process AdamW steps at the same global
 batch; the clipped global gradient norm equals one process's; each rank holds about 1/2 of the bytes of parameters +
 gradients + optimizer states that a `TorchDDPPlugin` rank holds (measured in the same launch); a sharded save then a load
-into a fresh model and optimizer gives the identical next step; bf16 mixed precision keeps fp32 shards.
+into a fresh model and optimizer gives the identical next step; bf16 mixed precision keeps fp32 shards; `no_sync`
+accumulates.
 """
 import json
 import os
@@ -101,6 +102,14 @@ m, opt, *_ = bb.boost(m, opt)
 loss = loss_of(m, batches[0], mine); bb.backward(loss, opt); opt.step()
 res["bf16"] = dict(loss=float(loss.detach()), param_dtypes=sorted({str(p.dtype) for p in m.unwrap().parameters()}),
                    grad_dtypes=sorted({str(p.grad.dtype) for p in m.unwrap().parameters() if p.grad is not None}))
+# no_sync: two micro-batches of one row each, reduced once; on average over ranks: twice the whole batch's mean gradient
+ref = tiny(); loss_of(ref, batches[0], slice(0, B)).backward()
+m = tiny(); opt = OPT(m); bb = Booster(plugin=FSDP2Plugin())
+m, opt, *_ = bb.boost(m, opt)
+with bb.no_sync(m, opt): bb.backward(loss_of(m, batches[0], slice(2 * rank, 2 * rank + 1)), opt)
+bb.backward(loss_of(m, batches[0], slice(2 * rank + 1, 2 * rank + 2)), opt)
+rg = {n: p.grad for n, p in ref.named_parameters() if p.grad is not None}
+res["no_sync_grad_diff"] = max(float((p.grad.full_tensor() - 2 * rg[n]).abs().max()) for n, p in m.unwrap().named_parameters() if n in rg)
 res["seconds_after_launch"] = time.time() - t0
 Path(out, f"rank{rank}.json").write_text(json.dumps(res))
 ''')
@@ -162,6 +171,11 @@ def test_fsdp2_bf16_keeps_fp32_shards(results):
         b = r["bf16"]
         assert b["param_dtypes"] == ["torch.float32"] and b["grad_dtypes"] == ["torch.float32"], b
         assert b["loss"] == b["loss"] and b["loss"] > 0  # finite
+
+
+def test_fsdp2_no_sync_accumulates(results):
+    "Gradients accumulated under `booster.no_sync` and reduced by the next backward equal one process's."
+    for r in results: assert r["no_sync_grad_diff"] < TOL, r["no_sync_grad_diff"]
 
 
 def test_plugin_memory_model_matches_the_measurement(results):
