@@ -231,8 +231,9 @@ class Trainer:
         return self.history
 
 # %% ../nbs/11_training.ipynb #c3550865
-#: the run's logging settings: config keys like the others (`--eval-every 100` on the command line); 0 turns one off,
-#: None means "at every checkpoint" (`ckpt_every`; videos by default only in the tiny world, where sampling is cheap)
+#: the run's logging settings: config keys like the others (`--eval-every 100` on the command line); 0 turns one off.
+#: None: at every checkpoint (`ckpt_every`) in the tiny world, where sampling is cheap and holding rows out costs little;
+#: off elsewhere, where a run's data stay exactly as given unless it asks (`--eval-every N` holds out `eval_rows` a bucket)
 LOG_DEFAULTS = dict(eval_every=None, video_every=None, eval_rows=8, eval_timesteps=4, video_prompts=None)
 
 
@@ -246,7 +247,7 @@ def log_periods(cfg: dict) -> dict:
     every = cfg.get("ckpt_every") or 0
     ev, vid = cfg.get("eval_every"), cfg.get("video_every")
     world = (cfg.get("data") or {}).get("type") == "world"
-    return dict(log=cfg.get("log_every") or 10, eval=every if ev is None else int(ev),
+    return dict(log=cfg.get("log_every") or 10, eval=(every if world else 0) if ev is None else int(ev),
                 video=(every if world else 0) if vid is None else int(vid))
 
 
@@ -495,7 +496,7 @@ def train_cli(argv=None, hooks=None) -> int:
                                        "placement and precision too: --device auto|cpu|cuda (checked before any work); --dtype: "
                                        "compute precision: fp32, bf16 or fp16 (training: autocast over float32 weights; fp16 with "
                                        "a gradient scaler); --max-steps N caps the training steps; the log: --log-every, "
-                                       "--eval-every, --video-every N steps (0: off; eval and videos default to each checkpoint)")
+                                       "--eval-every, --video-every N steps (0: off; the tiny world's default: at each checkpoint)")
     p.add_argument("config", help="preset name or config .json")
     p.add_argument("--output", "-o", default="outputs/train", help="run folder (checkpoints; resumes from its `last`)")
     p.add_argument("--no-resume", action="store_true", help="start over even if the run folder has a checkpoint")
