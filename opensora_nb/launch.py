@@ -20,7 +20,7 @@ from .dist import (
     seed_everything, shard_kwargs)
 from .data import prepare_dataloader
 from .builders import build_batches, build_scheduler, build_text_encoder, build_vae, get_config, parse_overrides, prepare_tiny_world
-from .train import last_checkpoint
+from .train import RunLogger, add_run_flags, holdout, last_checkpoint, log_periods, with_log_keys
 from .inference import OpenSoraPipeline, save_outputs
 
 # %% auto #0
@@ -72,7 +72,7 @@ def _progress(env, i, n):
     if env.is_main: print(f"PROGRESS {i}/{n}", flush=True)
 
 
-def dist_train_cli(argv=None) -> int:
+def dist_train_cli(argv=None, hooks=None) -> int:
     "`torchrun ... -m opensora_nb.launch train CONFIG [-o OUT] [--sp N] [--key value ...]`: data (+ sequence) parallel training."
     p = argparse.ArgumentParser(prog="python -m opensora_nb.launch train", description="Distributed training (run under torchrun).")
     p.add_argument("config", help="preset name or config .json")
@@ -80,12 +80,13 @@ def dist_train_cli(argv=None) -> int:
     p.add_argument("--sp", type=int, default=1, help="sequence-parallel size (divides the number of processes)")
     p.add_argument("--no-resume", action="store_true")
     p.add_argument("--no-pipeline", action="store_true", help="do not write OUTPUT/pipeline at the end")
+    add_run_flags(p, load=False)  # --tensorboard, --wandb (the log: chapter 11)
     args, rest = p.parse_known_args(argv)
     env = init_distributed(args.sp)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     out = Path(args.output)
     if env.is_main:
-        cfg = get_config(args.config, parse_overrides(rest))
+        cfg = get_config(with_log_keys(get_config(args.config)), parse_overrides(rest))
         if args.no_resume and out.exists():
             import shutil; shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -97,7 +98,7 @@ def dist_train_cli(argv=None) -> int:
         if k in cfg["model"]: cfg["model"][k] = tuple(cfg["model"][k])
     seed_everything(cfg["seed"], env)
     tr = DistTrainer(cfg, run_dir=out, env=env)
-    batches = build_batches(cfg)
+    batches, held = holdout(build_batches(cfg), cfg["eval_rows"], cfg["seed"]) if log_periods(cfg)["eval"] else (build_batches(cfg), {})
     if hasattr(batches, "sampler") and hasattr(batches, "dataset"):
         # videos read from disk: each dp rank reads only its own batches (the sharded bucket sampler, as Open-Sora)
         batches.loader, batches.sampler = prepare_dataloader(batches.dataset, cfg["bucket_config"], seed=cfg["seed"],
@@ -113,9 +114,12 @@ def dist_train_cli(argv=None) -> int:
     if env.is_main:
         print(f"world {env.world_size} = dp {env.dp_size} x sp {env.sp_size}, backend {env.backend}; "
               f"global batch split over {env.dp_size} dp ranks", flush=True)
+    tr.on_step = log = RunLogger(out / "tensorboard", cfg, rank=env.rank, tensorboard=args.tensorboard, wandb=args.wandb, held=held,
+                                 video_fn=(hooks(cfg) if hooks else {}).get("video"), dp_size=env.dp_size)
     t0 = time.perf_counter()
     tr.fit(batches, max_steps=total, max_seconds=cfg.get("max_seconds"), progress=False, on_log=on_log)
     secs = time.perf_counter() - t0
+    log.close()
     print(f"rank {env.rank}: {tr.step_count} steps, {secs:.1f}s", flush=True)
     if env.is_main and not args.no_pipeline:
         vae, te = build_vae(cfg), build_text_encoder(cfg)
