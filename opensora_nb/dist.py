@@ -9,6 +9,7 @@ import datetime
 import json
 import os
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -410,7 +411,11 @@ def colossalai_available() -> bool:
 def launch_colossalai(backend: str | None = None, seed: int = 0):
     """Start ColossalAI from torchrun's environment; on a CPU-only machine selects its CPU accelerator and gloo.
     When the process group already runs (`init_distributed`), ColossalAI joins it: only its accelerator is set."""
-    import colossalai
+    import warnings
+    with warnings.catch_warnings():  # its import warns about optional kernels (apex, TensorNVMe) a CPU run does not use
+        warnings.simplefilter("ignore")
+        import colossalai
+        from colossalai.booster import Booster  # noqa: F401  (the plugins' imports warn too)
     from colossalai.accelerator import get_accelerator, set_accelerator
     cuda = torch.cuda.is_available()
     if not cuda:
@@ -437,6 +442,8 @@ def check_plugin(plugin: str | None = "ddp", cuda: bool | None = None) -> str:
     if plugin in CUDA_ONLY_PLUGINS and not cuda:
         here = "ddp" + (", fsdp2" if "FSDP2Plugin" in globals() else "")
         raise LaunchError(f"plugin {plugin!r} needs CUDA and this machine has no GPU; here: --plugin {here}")
+    if plugin == "fsdp2" and "FSDP2Plugin" not in globals():
+        raise LaunchError("plugin 'fsdp2': FSDP2Plugin is not part of this opensora_nb.dist yet; here: --plugin ddp")
     return plugin
 
 
@@ -507,7 +514,9 @@ class BoostedTrainer(Trainer):
         if self.plugin_clips: self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)
         self.booster = booster or make_booster(self.plugin, precision="fp16" if self.amp == torch.float16 else "bf16",
                                                grad_clip=float(cfg.get("grad_clip") or 0.0))
-        self.engine_model, self.opt, *_ = self.booster.boost(self.model, self.opt)
+        with warnings.catch_warnings():  # torch deprecates DDP's `broadcast_buffers`, which TorchDDPPlugin still passes
+            warnings.filterwarnings("ignore", message=".*broadcast_buffers", category=FutureWarning)
+            self.engine_model, self.opt, *_ = self.booster.boost(self.model, self.opt)
         self.ema.load_state_dict(self.model.state_dict())  # DDP started every rank from rank 0's weights
         if self.env.dp_rank: self._reseed(0)  # dp group 0 draws exactly what the single-process Trainer draws
 
