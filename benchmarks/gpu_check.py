@@ -7,10 +7,14 @@
   3. vae       v1.2 VAE encode + decode at 720p x 51 frames
   4. train     one XL/2 training step at 240p x 51 frames through ColossalAI's Booster (LowLevelZero, ZeRO-2, bf16)
   5. sdpa      which scaled_dot_product_attention backends run here, and which one PyTorch picks
+  6. plugins   one XL/2 step at 240p x 51 frames per Booster plugin (ddp, zero2, gemini, fsdp2), with the peak memory and
+               the per-rank bytes of model states; --tiny: ddp and fsdp2 (FSDP2Plugin, chapter 13) on the CPU in 2 gloo
+               processes started with torchrun, the per-rank bytes of parameters + gradients + optimizer states compared
 
     python benchmarks/gpu_check.py                 # one H100/H200, bf16, <= 8 minutes -> benchmarks/results/gpu_check.json
     python benchmarks/gpu_check.py --tiny          # (or --quick) the same code on the CPU at toy sizes, seconds -> the temp folder
     python benchmarks/gpu_check.py --sections stdit,sdpa --out /tmp/x.json
+    torchrun --nproc_per_node 8 benchmarks/gpu_check.py --plugins-worker OUT.json   # the plugins section on 8 GPUs
 
 Each section runs in its own try/except: a failure is recorded as {"error": ...} and the other sections still run.
 Peak memory is torch.cuda.max_memory_allocated (GiB, reset before each measurement) on CUDA, the peak resident-memory
@@ -20,6 +24,7 @@ import argparse, gc, json, math, os, platform, socket, statistics, sys, tempfile
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from opensora_nb.inference import OpenSoraPipeline, PeakRSS  # noqa: E402
@@ -29,7 +34,7 @@ from opensora_nb.text import TextEncoder  # noqa: E402
 from opensora_nb.vae import tiny_vae_v1_2, v1_2_latent_frames  # noqa: E402
 from opensora_nb.vae_hub import OpenSoraVAE_V1_2  # noqa: E402
 
-SECTIONS = ("sdpa", "stdit", "pipeline", "vae", "train")
+SECTIONS = ("sdpa", "stdit", "pipeline", "vae", "train", "plugins")
 #: Open-Sora 1.2's README, one H100, 30 steps, batch 1 with guidance (its memory includes the 4.7B T5-XXL in bf16).
 PUBLISHED_H100 = {"360p_2s": dict(seconds=18.0, memory_gb=27.0), "720p_4s": dict(seconds=130.0, memory_gb=39.0)}
 TINY_CONFIG = STDiT3Config(hidden_size=64, depth=2, num_heads=4, caption_channels=32, model_max_length=16)
@@ -303,7 +308,113 @@ def check_train(device, dtype, mode, cfg):
         if started: dist.destroy_process_group()
 
 
-CHECKS = dict(sdpa=check_sdpa, stdit=check_stdit, pipeline=check_pipeline, vae=check_vae, train=check_train)
+PLUGINS = dict(full=("ddp", "zero2", "gemini", "fsdp2"), tiny=("ddp", "fsdp2"))
+
+
+def _plugin_step(name, device, mode, cfg):
+    """Two training steps (the first allocates the optimizer states) of STDiT3 through Booster(plugin `name`) on this
+    rank: seconds, loss, peak memory, and for ddp/fsdp2 the bytes of parameters + gradients + optimizer states held."""
+    from colossalai.booster import Booster
+    from opensora_nb.dist import FSDP2Plugin, make_booster, state_bytes
+    config = STDIT3_XL_2 if mode == "full" else TINY_CONFIG
+    model = build_model(config, device, torch.float32).train().set_grad_checkpointing(True)  # fp32 master weights
+    if name == "gemini":  # Gemini accepts only ColossalAI's own Adam (CPU + CUDA kernels)
+        from colossalai.nn.optimizer import HybridAdam
+        opt = HybridAdam(model.parameters(), lr=1e-4, weight_decay=0.0)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
+    cuda = device.type == "cuda"
+    booster = (Booster(plugin=FSDP2Plugin(precision="bf16" if cuda else "fp32")) if name == "fsdp2" else
+               make_booster(name, precision="bf16"))  # zero2 / gemini: bf16 and clipping at 1.0 inside their step
+    model, opt, *_ = booster.boost(model, opt)
+    H, W, T = cfg["train"]
+    B, lat, rank = cfg["train_batch"], latent_size(H, W, T), dist.get_rank()
+    gen = torch.Generator().manual_seed(rank)  # every rank its own samples
+    x0 = torch.randn(B, config.in_channels, *lat, generator=gen).to(device)
+    full = lambda v: torch.full((B,), float(v), device=device)
+    kwargs = dict(y=torch.randn(B, 1, config.model_max_length, config.caption_channels, generator=gen).to(device),
+                  mask=torch.ones(B, config.model_max_length, dtype=torch.long, device=device),
+                  fps=full(24), height=full(H), width=full(W), num_frames=full(T))
+    rflow, amp = RFlow(), cuda and name == "ddp"  # ddp keeps fp32 weights: bf16 autocast, as the plain loop on a GPU
+    times, losses, held = [], [], None
+    with Meter(device) as m:
+        for _ in range(2):
+            t0 = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = rflow.training_losses(model, x0, model_kwargs=kwargs, generator=gen)["loss"].mean()
+            booster.backward(loss, opt)
+            if name in ("ddp", "fsdp2"): opt.clip_grad_by_norm(1.0)
+            opt.step()
+            if name in ("ddp", "fsdp2"): held = state_bytes(model, opt)
+            opt.zero_grad()
+            if cuda: torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0); losses.append(loss.item())
+    row = dict(losses=losses, step_seconds=times, finite=all(math.isfinite(l) for l in losses), **{peak_key(device): m.peak})
+    if held is not None: row.update(state_bytes=held, state_bytes_total=sum(held.values()))
+    if cuda: row["allocated_after_gib"] = torch.cuda.memory_allocated() / 2**30
+    del model, opt, booster; free_memory()
+    return row
+
+
+def run_plugins(mode, cfg, plugins=None):
+    "`_plugin_step` for each plugin on every rank of the started process group; every rank returns the same gathered report."
+    device = torch.device("cuda", torch.cuda.current_device()) if mode == "full" else torch.device("cpu")
+    rows = {}
+    for name in plugins or PLUGINS[mode]:
+        try:
+            rows[name] = _plugin_step(name, device, mode, cfg)
+        except Exception as e:  # e.g. gemini's Adam kernels cannot be built: recorded, the others still run
+            rows[name] = dict(error=f"{type(e).__name__}: {e}"[:1000], traceback=traceback.format_exc()[-3000:])
+            free_memory()
+    ranks = [None] * dist.get_world_size()
+    dist.all_gather_object(ranks, rows)
+    config = STDIT3_XL_2 if mode == "full" else TINY_CONFIG
+    with torch.device("meta"): n = sum(p.numel() for p in STDiT3(config).parameters())
+    H, W, T = cfg["train"]
+    res = dict(world_size=dist.get_world_size(), backend=dist.get_backend(), params=n, batch_per_rank=cfg["train_batch"],
+               pixels=[T, H, W], latent=list(latent_size(H, W, T)), plugins={})
+    for name in rows:
+        per_rank = [r[name] for r in ranks]
+        res["plugins"][name] = dict(per_rank=per_rank, **({"error": per_rank[0]["error"]} if "error" in per_rank[0] else {}))
+        if "state_bytes_total" in per_rank[0]:
+            res["plugins"][name]["state_bytes_per_param"] = [r["state_bytes_total"] / n for r in per_rank]
+    ok = lambda k: k in res["plugins"] and "state_bytes_per_param" in res["plugins"][k]
+    if ok("ddp") and ok("fsdp2"):
+        res["fsdp2_over_ddp_state_bytes"] = (max(res["plugins"]["fsdp2"]["state_bytes_per_param"]) /
+                                             max(res["plugins"]["ddp"]["state_bytes_per_param"]))
+    return res
+
+
+def plugins_worker(out, tiny):
+    "The body of `--plugins-worker OUT` (one process per rank under torchrun): ColossalAI started, every plugin stepped."
+    from opensora_nb.dist import launch_colossalai
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    launch_colossalai()
+    mode = "tiny" if tiny else "full"
+    res = run_plugins(mode, SIZES[mode])
+    if dist.get_rank() == 0: Path(out).write_text(json.dumps(res, indent=1, default=str))
+    dist.barrier(); dist.destroy_process_group()
+
+
+def check_plugins(device, dtype, mode, cfg):
+    """One step per Booster plugin: on CUDA in this process (ddp, zero2, gemini, fsdp2); --tiny: ddp and fsdp2 in two
+    gloo processes on the CPU, started with torchrun, so that the per-rank bytes show the sharding."""
+    if mode == "full":
+        started = _init_dist(device)
+        try: return run_plugins(mode, cfg)
+        finally:
+            if started: dist.destroy_process_group()
+    from opensora_nb.launch import launch, torchrun_command
+    out = Path(tempfile.mkdtemp(prefix="gpu_check_plugins_")) / "plugins.json"
+    cmd = torchrun_command([sys.executable, str(Path(__file__).resolve()), "--plugins-worker", str(out), "--tiny"],
+                           nproc=2, module=None)
+    root = str(Path(__file__).resolve().parents[1])
+    launch(cmd, echo=lambda line: None, env=dict(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",
+                                                  PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])))
+    return json.loads(out.read_text())
+
+
+CHECKS = dict(sdpa=check_sdpa, stdit=check_stdit, pipeline=check_pipeline, vae=check_vae, train=check_train, plugins=check_plugins)
 
 
 def summary_lines(report):
@@ -334,6 +445,15 @@ def summary_lines(report):
         elif name == "train":
             lines.append(f"  {name:9s} {r['path']}: {r['step_seconds_median']:.2f} s/step (first {r['first_step_seconds']:.2f} s) "
                          f"peak {_peak(r)} loss {r['losses'][-1]:.3f}" + (f"  [fallback: {r['fallback_reason']}]" if r["fallback_reason"] else ""))
+        elif name == "plugins":
+            for p, d in r["plugins"].items():
+                if "error" in d: lines.append(f"  {name:9s} {p:6s} ERROR {d['error'][:200]}"); continue
+                r0 = d["per_rank"][0]
+                held = f"  {max(d['state_bytes_per_param']):.2f} B/param of states per rank" if "state_bytes_per_param" in d else ""
+                lines.append(f"  {name:9s} {p:6s} x{r['world_size']} {statistics.median(r0['step_seconds']):.2f} s/step  "
+                             f"peak {_peak(r0)}{held}  loss {r0['losses'][-1]:.3f}")
+            if "fsdp2_over_ddp_state_bytes" in r:
+                lines.append(f"  {name:9s} fsdp2 / ddp state bytes per rank: {r['fsdp2_over_ddp_state_bytes']:.3f} (1/world = {1 / r['world_size']:.3f})")
     return lines
 
 
@@ -347,7 +467,12 @@ def main(argv=None):
                    help="toy sizes on the CPU in float32 (exercises the same code in seconds; the test suite runs it)")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/gpu_check.json; --tiny: the temp folder)")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument("--plugins-worker", metavar="OUT", default=None,
+                   help="internal: run the plugins section on this rank (under torchrun) and write its JSON to OUT")
     a = p.parse_args(argv)
+    if a.plugins_worker:
+        if not a.tiny and not torch.cuda.is_available(): p.error("no CUDA device: --plugins-worker without --tiny needs GPUs")
+        return plugins_worker(a.plugins_worker, a.tiny)
     names = [s.strip() for s in a.sections.split(",") if s.strip()]
     bad = sorted(set(names) - set(SECTIONS))
     if bad: p.error(f"unknown section(s) {bad}; choose from {list(SECTIONS)}")

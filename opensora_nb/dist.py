@@ -36,7 +36,8 @@ __all__ = ['PLUGINS', 'CUDA_ONLY_PLUGINS', 'BLOCK_SAVED_VALUES', 'LaunchError', 
            'SeqParallelCrossAttention', 'SeqParallelFinalLayer', 'SeqParallelSTDiT3', 'enable_sequence_parallel',
            'average_gradients', 'install_gradient_averaging', 'colossalai_available', 'launch_colossalai',
            'check_plugin', 'make_booster', 'ShardedBatches', 'world_of', 'check_resume', 'BoostedTrainer',
-           'latent_tokens', 'sp_memory_per_rank', 'sp_all_to_all_bytes']
+           'FSDP2Plugin', 'FSDP2CheckpointIO', 'state_bytes', 'latent_tokens', 'sp_memory_per_rank',
+           'sp_all_to_all_bytes', 'plugin_memory_per_param']
 
 # %% ../nbs/13_parallel.ipynb #fc433555
 class LaunchError(RuntimeError):
@@ -588,6 +589,187 @@ class BoostedTrainer(Trainer):
         barrier()
         return True
 
+# %% ../nbs/13_parallel.ipynb #1ef7a555
+import contextlib
+import functools
+
+
+def _fsdp2_units(model: nn.Module) -> list:
+    "The modules FSDP2 shards one by one: every block of each `nn.ModuleList` child (STDiT3's spatial and temporal blocks)."
+    return [blk for child in model.children() if isinstance(child, nn.ModuleList) for blk in child]
+
+
+class FSDP2Plugin:
+    """ColossalAI Booster plugin around PyTorch's FSDP2 (`fully_shard`): parameters, gradients and optimizer states
+    sharded over the ranks, on CUDA or on the CPU (gloo). precision: 'fp32', 'bf16' or 'fp16' (gathered weights and
+    compute; fp32 shards and gradient reduction); max_norm > 0 clips the global gradient norm in `optimizer.step()`."""
+    PRECISIONS = ("fp32", "bf16", "fp16")
+
+    def __init__(self, precision: str = "fp32", max_norm: float = 0.0, reshard_after_forward: bool = True,
+                 shard_units=_fsdp2_units):
+        if precision not in self.PRECISIONS:
+            raise ValueError(f"FSDP2Plugin precision {precision!r}: choose one of {', '.join(self.PRECISIONS)}")
+        if not dist.is_initialized():
+            raise LaunchError("FSDP2Plugin needs torch.distributed started (launch_colossalai() under torchrun)")
+        from colossalai.booster.plugin import Plugin
+        Plugin.register(FSDP2Plugin)  # ColossalAI's Plugin is an ABC; this class implements its interface
+        self.precision, self.max_norm, self.reshard, self.shard_units = precision, max_norm, reshard_after_forward, shard_units
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+
+    def supported_devices(self): return ["cuda", "cpu"]
+    def supported_precisions(self): return list(self.PRECISIONS)
+    def control_precision(self): return True
+    def control_device(self): return True
+    def support_no_sync(self): return True
+    def support_lora(self): return False
+    def control_checkpoint_io(self): return True
+    def get_checkpoint_io(self): return FSDP2CheckpointIO()
+    def enable_lora(self, *args, **kwargs): raise NotImplementedError("FSDP2Plugin: add LoRA adapters (11b) before boosting")
+
+    def configure(self, model, optimizer=None, criterion=None, dataloader=None, lr_scheduler=None):
+        "Shard each block, then the root; point the optimizer at the sharded parameters (before its first step)."
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        from colossalai.interface import ModelWrapper, OptimizerWrapper
+        if optimizer is not None and optimizer.state:
+            raise ValueError("FSDP2Plugin: boost the optimizer before its first step (its states would not be sharded)")
+        model = model.to(torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else "cpu")
+        dtype = dict(fp32=None, bf16=torch.bfloat16, fp16=torch.float16)[self.precision]
+        kw = dict(mp_policy=MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32), reshard_after_forward=self.reshard)
+        name_of = {id(p): n for n, p in model.named_parameters()}
+        for unit in self.shard_units(model): fully_shard(unit, **kw)
+        fully_shard(model, **kw)
+        if optimizer is not None:  # fully_shard replaced every parameter by a DTensor one: same names, new objects
+            new = dict(model.named_parameters())
+            for g in optimizer.param_groups: g["params"] = [new[name_of[id(p)]] for p in g["params"]]
+            optimizer = _fsdp2_optimizer(OptimizerWrapper)(optimizer, model, self.max_norm)
+        return _fsdp2_model(ModelWrapper)(model), optimizer, criterion, dataloader, lr_scheduler
+
+    @contextlib.contextmanager
+    def no_sync(self, model, optimizer=None):
+        "Accumulate gradients on each rank without the reduce-scatter; the first backward after the context syncs."
+        m = model.unwrap() if hasattr(model, "unwrap") else model
+        m.set_requires_gradient_sync(False)
+        try: yield
+        finally: m.set_requires_gradient_sync(True)
+
+    def prepare_dataloader(self, dataset, batch_size, shuffle=False, seed=1024, drop_last=False, pin_memory=False,
+                           num_workers=0, **kwargs):
+        from torch.utils.data import DataLoader
+        from torch.utils.data.distributed import DistributedSampler
+        sampler = DistributedSampler(dataset, num_replicas=self.world_size, rank=self.rank, shuffle=shuffle, seed=seed)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, pin_memory=pin_memory,
+                          num_workers=num_workers, **kwargs)
+
+# %% ../nbs/13_parallel.ipynb #16426634
+@functools.cache
+def _fsdp2_model(ModelWrapper):
+    class FSDP2Model(ModelWrapper):
+        "The sharded module; `unwrap()` returns it (FSDP2 shards in place)."
+    return FSDP2Model
+
+
+@functools.cache
+def _fsdp2_optimizer(OptimizerWrapper):
+    class FSDP2Optimizer(OptimizerWrapper):
+        "An optimizer over DTensor shards that knows its model; clips by the global norm (`max_norm` > 0: in `step`)."
+        def __init__(self, optim, model, max_norm=0.0):
+            super().__init__(optim)
+            self.model, self.max_norm, self._grad_norm = model, max_norm, None
+
+        def clip_grad_by_norm(self, max_norm, norm_type=2.0, error_if_nonfinite=False, **kwargs):
+            norm = nn.utils.clip_grad_norm_(self.parameters, max_norm, norm_type, error_if_nonfinite, **kwargs)
+            self._grad_norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # a DTensor: the global norm
+            return self._grad_norm
+
+        def step(self, *args, **kwargs):
+            if self.max_norm > 0: self.clip_grad_by_norm(self.max_norm)
+            return self.optim.step(*args, **kwargs)
+
+        def get_grad_norm(self, norm_type=2.0, **kwargs):
+            return None if self._grad_norm is None else float(self._grad_norm)
+    return FSDP2Optimizer
+
+# %% ../nbs/13_parallel.ipynb #79b7dbda
+class FSDP2CheckpointIO:
+    "Checkpoints of an FSDP2-boosted model/optimizer: `shard=True` DCP (each rank its shards), else one full file from rank 0."
+    @staticmethod
+    def _is_dcp(path): return Path(path, ".metadata").is_file()
+
+    def save_model(self, model, checkpoint, shard=False, gather_dtensor=True, prefix=None, size_per_shard=1024,
+                   use_safetensors=False, use_async=False):
+        import torch.distributed.checkpoint as dcp, torch.distributed.checkpoint.state_dict as sd
+        if shard: return dcp.save(sd.get_model_state_dict(model.unwrap()), checkpoint_id=str(checkpoint))
+        full = sd.get_model_state_dict(model.unwrap(), options=sd.StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if dist.get_rank() == 0: _save_full(full, checkpoint, use_safetensors)
+        dist.barrier()
+
+    def load_model(self, model, checkpoint, strict=True, **kwargs):
+        import torch.distributed.checkpoint as dcp, torch.distributed.checkpoint.state_dict as sd
+        if self._is_dcp(checkpoint):
+            state = sd.get_model_state_dict(model.unwrap())  # this rank's shards, filled in place
+            dcp.load(state, checkpoint_id=str(checkpoint))
+            sd.set_model_state_dict(model.unwrap(), state, options=sd.StateDictOptions(strict=strict))
+        else:
+            sd.set_model_state_dict(model.unwrap(), _load_full(checkpoint), options=sd.StateDictOptions(full_state_dict=True, strict=strict))
+        return model
+
+    def save_optimizer(self, optimizer, checkpoint, shard=False, gather_dtensor=True, prefix=None, size_per_shard=1024,
+                       use_async=False):
+        import torch.distributed.checkpoint as dcp, torch.distributed.checkpoint.state_dict as sd
+        if shard: return dcp.save(sd.get_optimizer_state_dict(optimizer.model, optimizer.optim), checkpoint_id=str(checkpoint))
+        full = sd.get_optimizer_state_dict(optimizer.model, optimizer.optim,
+                                           options=sd.StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if dist.get_rank() == 0: _save_full(full, checkpoint, False)
+        dist.barrier()
+
+    def load_optimizer(self, optimizer, checkpoint, prefix=None, **kwargs):
+        import torch.distributed.checkpoint as dcp, torch.distributed.checkpoint.state_dict as sd
+        if self._is_dcp(checkpoint):
+            state = sd.get_optimizer_state_dict(optimizer.model, optimizer.optim)  # fresh optimizer: zero states, right shards
+            dcp.load(state, checkpoint_id=str(checkpoint))
+            sd.set_optimizer_state_dict(optimizer.model, optimizer.optim, state)
+        else:
+            sd.set_optimizer_state_dict(optimizer.model, optimizer.optim, _load_full(checkpoint),
+                                        options=sd.StateDictOptions(full_state_dict=True))
+
+    def save_lr_scheduler(self, lr_scheduler, checkpoint):
+        if dist.get_rank() == 0: _save_full(lr_scheduler.state_dict(), checkpoint, False)
+        dist.barrier()
+
+    def load_lr_scheduler(self, lr_scheduler, checkpoint): lr_scheduler.load_state_dict(_load_full(checkpoint))
+    def save_lora_as_pretrained(self, *args, **kwargs): raise NotImplementedError("FSDP2Plugin does not support LoRA")
+
+
+def _save_full(state: dict, path, use_safetensors: bool = False):
+    "Write a full state dict atomically (a temporary file, then rename): safetensors for flat tensors, else torch.save."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if use_safetensors:
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+    else:
+        torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_full(path) -> dict:
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+# %% ../nbs/13_parallel.ipynb #b0da90c6
+def state_bytes(model: nn.Module, optimizer=None) -> dict:
+    "Bytes this rank holds of parameters, gradients and optimizer states (a DTensor counts its local shard only)."
+    local = lambda t: t.to_local() if hasattr(t, "to_local") else t
+    nbytes = lambda ts: sum(local(t).numel() * local(t).element_size() for t in ts if torch.is_tensor(t))
+    m = model.unwrap() if hasattr(model, "unwrap") else model
+    opt = getattr(optimizer, "optim", optimizer)
+    params = list(m.parameters())
+    states = [v for st in (opt.state.values() if opt is not None else []) for v in st.values()]
+    return dict(params=nbytes(params), grads=nbytes(p.grad for p in params if p.grad is not None), optimizer=nbytes(states))
+
 # %% ../nbs/13_parallel.ipynb #5a100d84
 BLOCK_SAVED_VALUES = 22  # values per token per hidden unit one STDiT3 block saves for backward (see above)
 
@@ -617,3 +799,22 @@ def sp_all_to_all_bytes(config: STDiT3Config, tokens: int, sp_size: int, batch: 
     "Bytes one rank sends in all-to-alls per training step (forward, backward, checkpoint recompute = 3 passes)."
     n = batch * tokens / sp_size
     return passes * config.depth * 6 * n * config.hidden_size * act_bytes * (sp_size - 1) / sp_size
+
+# %% ../nbs/13_parallel.ipynb #ef60a2ec
+_STATE_BYTES = {  # plugin -> precision -> (weights, grads, optimizer): bytes a parameter, and which are split over W ranks
+    "ddp": {"bf16": ((4, False), (4, False), (8, False)), "fp32": ((4, False), (4, False), (8, False))},
+    "zero2": {"bf16": ((2, False), (2, True), (12, True)), "fp32": ((4, False), (4, True), (8, True))},
+    "gemini": {"bf16": ((2, True), (0, True), (12, True))},
+    "fsdp2": {"bf16": ((4, True), (4, True), (8, True)), "fp32": ((4, True), (4, True), (8, True))},
+}
+
+
+def plugin_memory_per_param(plugin: str, world_size: int, precision: str = "bf16") -> dict:
+    "Bytes a parameter one rank holds of weights, gradients and Adam states (fp32 moments) under a Booster plugin."
+    if plugin not in _STATE_BYTES: raise ValueError(f"plugin {plugin!r}: choose one of {', '.join(_STATE_BYTES)}")
+    if precision not in _STATE_BYTES[plugin]:
+        raise ValueError(f"plugin {plugin!r} has no {precision!r} mode: choose {', '.join(_STATE_BYTES[plugin])}")
+    if world_size < 1: raise ValueError(f"world_size {world_size}: must be at least 1")
+    share = lambda b, split: b / world_size if split else b
+    w, g, o = (share(*x) for x in _STATE_BYTES[plugin][precision])
+    return dict(plugin=plugin, world_size=world_size, weights=w, grads=g, optimizer=o, total=w + g + o)

@@ -32,8 +32,9 @@ from .lora import load_lora
 # %% auto #0
 __all__ = ['TINY_ASPECT_RATIOS', 'ACTIVATION_BYTES_PER_TOKEN_UNIT', 'OFFICIAL_V1_2', 'V1_2_DEFAULTS', 'append_score_to_prompts',
            'read_prompts', 'resolve_size', 'resolve_num_frames', 'available_memory', 'generation_memory', 'seeds_for',
-           'OpenSoraPipeline', 'save_outputs', 'sample_cli', 'PeakRSS', 'measure_generation', 'fit_linear_latency',
-           'extrapolate', 'video_tokens', 'extrapolate_latency', 'latency_table']
+           'OpenSoraPipeline', 'save_outputs', 'sample_parser', 'sample_args', 'sample_pipeline', 'sample_batches',
+           'sample_run', 'sample_cli', 'PeakRSS', 'measure_generation', 'fit_linear_latency', 'extrapolate',
+           'video_tokens', 'extrapolate_latency', 'latency_table']
 
 # %% ../nbs/12_inference.ipynb #360a1a62
 def append_score_to_prompts(prompts, aes=None, flow=None, camera_motion=None):
@@ -411,18 +412,23 @@ def _append_latent(refs, strategies, last_latent, loop_i, cfl, edit=0.0):
     return refs, strategies
 
 # %% ../nbs/12_inference.ipynb #32d7499d
-def save_outputs(result, out_dir, prefix="sample", fmt="mp4", fps=None):
-    "Write each video (png for 1 frame) + `<name>.json` with every setting; returns the paths."
+def save_outputs(result, out_dir, prefix="sample", fmt="mp4", fps=None, indices=None, latents=False):
+    """Write each video (png for 1 frame) + `<name>.json` with every setting (+ `<name>.safetensors`, its latent per loop, with
+    `latents`); video j is named by `indices[j]` (default j), so a share of the prompts keeps the names of the whole; returns the paths."""
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     s = result["settings"]; fps = fps or s["fps"]; paths = []
-    for i, v in enumerate(result["videos"]):
+    indices = list(range(len(result["videos"]))) if indices is None else list(indices)
+    for j, (i, v) in enumerate(zip(indices, result["videos"])):
         suffix = ".png" if v.shape[0] == 1 else f".{fmt}"
         p = out_dir / f"{prefix}_{i:04d}{suffix}"
         write_video(p, v, fps=fps)
-        side = {k: (val[i] if isinstance(val, list) and len(val) == len(result["videos"]) and k in
+        side = {k: (val[j] if isinstance(val, list) and len(val) == len(result["videos"]) and k in
                     ("prompts", "full_prompts", "reference", "mask_strategy", "seed") else val) for k, val in s.items()}
         side.update(file=p.name, index=i)
         p.with_suffix(".json").write_text(json.dumps(side, indent=1, default=str))
+        if latents:
+            from safetensors.torch import save_file
+            save_file({f"loop{k}": z[j].detach().cpu().clone() for k, z in enumerate(result["latents"])}, str(p.with_suffix(".safetensors")))
         paths.append(p)
     return paths
 
@@ -445,16 +451,24 @@ def _attention_reuse(a):
     return r
 
 
-def sample_cli(argv=None) -> int:
-    "`opensora-nb sample PIPELINE_DIR --prompt ... | --prompt-file F`: generate in any mode; writes videos + JSON sidecars."
-    p = argparse.ArgumentParser(prog="opensora-nb sample", description="Generate videos/images with a pipeline folder "
+class _OldSteps(argparse.Action):
+    "`--steps`, the old spelling of `--sampling-steps` (training steps elsewhere): it works and says so in one line, once (rank 0)."
+    def __call__(self, parser, namespace, values, option_string=None):
+        if os.environ.get("RANK", "0") == "0":
+            print(f"{parser.prog}: {option_string} is deprecated, use --sampling-steps", file=sys.stderr)
+        namespace.sampling_steps = values
+
+
+def sample_parser(prog="opensora-nb sample", description=None) -> argparse.ArgumentParser:
+    "The flags of `opensora-nb sample`: one parser for one process and for every rank of a torchrun launch (13b adds `--sp`)."
+    p = argparse.ArgumentParser(prog=prog, description=description or "Generate videos/images with a pipeline folder "
                                 "(model_index.json, transformer/, vae/; e.g. the one `opensora-nb demo` writes).")
     p.add_argument("pipeline", nargs="?", help="pipeline folder (or --official)")
     p.add_argument("--official", action="store_true", help="Open-Sora 1.2's official checkpoints with the reference's defaults")
     p.add_argument("--transformer", default=OFFICIAL_V1_2["transformer"], help="with --official: STDiT3 folder or hub id")
     p.add_argument("--vae", default=OFFICIAL_V1_2["vae"], help="with --official: VAE folder or hub id")
     p.add_argument("--text-encoder", default=OFFICIAL_V1_2["text_encoder"], help="with --official: T5 folder or hub id")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present; under torchrun this rank's GPU), cpu, cuda, cuda:1, ...")
     p.add_argument("--offload", action="store_true", help="park the parts on the CPU; each goes to --device only while it works")
     p.add_argument("--vae-micro-batch", type=int, default=None, help="2D-VAE frames per micro-batch (less memory, same result)")
     p.add_argument("--vae-tiling", action="store_true", help="decode each frame in overlapping spatial tiles (less memory)")
@@ -465,7 +479,7 @@ def sample_cli(argv=None) -> int:
     p.add_argument("--dtype", default=None, help="compute precision: fp32, bf16 or fp16 (sampling casts the weights; default: bf16 "
                    "with --official, else fp32)")
     p.add_argument("--prompt", action="append", default=[], help="a prompt (repeat for several)")
-    p.add_argument("--prompt-file", help="a text file, one prompt per line")
+    p.add_argument("--prompt-file", help="a text file, one prompt per line (after the --prompt ones)")
     p.add_argument("--resolution", default=None, help="resolution name, e.g. 240p, 144p, 32px (default: the pipeline's size)")
     p.add_argument("--aspect-ratio", default=None, help="e.g. 9:16, 3:2 or a table key such as 0.56 (default: the pipeline's, else 1:1)")
     p.add_argument("--image-size", type=parse_size, default=None, help="explicit HxW (overrides --resolution)")
@@ -473,14 +487,16 @@ def sample_cli(argv=None) -> int:
     g.add_argument("--num-frames", default=None, help="frames (1 = image) or a name such as 4s (default: the pipeline's, else 16)")
     g.add_argument("--seconds", type=float, default=None, help="length in seconds at --fps")
     p.add_argument("--fps", type=int, default=None, help="frames per second (default: the pipeline's, else 8)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="prompt i (flags first, then the file's) uses seed + i")
+    p.add_argument("--batch-size", type=int, default=1, help="prompts that go through the model together (default 1, as the "
+                   "reference's); the unit of work that several processes share out")
     p.add_argument("--sampling-steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
-    p.add_argument("--steps", type=int, default=None, help=argparse.SUPPRESS)  # the old spelling: --steps means training steps elsewhere
+    p.add_argument("--steps", type=int, action=_OldSteps, help=argparse.SUPPRESS)  # the old spelling: --steps is training steps elsewhere
     p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the pipeline's)")
-    p.add_argument("--aes", type=float, default=None, help="aesthetic score appended to the prompt (v1.2: 6.5)")
+    p.add_argument("--aes", type=float, default=None, help="aesthetic score appended to the prompt (v1.2: 6.5; default: the pipeline's)")
     p.add_argument("--flow", type=float, default=None, help="motion score appended to the prompt")
-    p.add_argument("--reference", action="append", default=None, help="reference image/video per prompt (';' joins several)")
-    p.add_argument("--mask-strategy", action="append", default=None, help="mask strategy per prompt, e.g. 0 (i2v)")
+    p.add_argument("--reference", action="append", default=None, help="reference image/video per prompt, or one for all (';' joins several)")
+    p.add_argument("--mask-strategy", action="append", default=None, help="mask strategy per prompt, or one for all, e.g. 0 (i2v)")
     p.add_argument("--loops", type=int, default=1, help="long video: number of loops")
     p.add_argument("--condition-frame-length", type=int, default=None, help="latent frames each loop conditions on")
     p.add_argument("--condition-frame-edit", type=float, default=0.0)
@@ -493,16 +509,33 @@ def sample_cli(argv=None) -> int:
     p.add_argument("--teacache", type=float, default=None, metavar="THRESH",
                    help="skip the denoiser's blocks while the accumulated relative change of their input stays below THRESH (e.g. 0.1)")
     p.add_argument("--format", choices=("mp4", "gif"), default="mp4")
+    p.add_argument("--save-latents", action="store_true", help="also write each video's latents (one tensor per loop) "
+                   "as <name>.safetensors")
     p.add_argument("--output", "-o", default="outputs/samples")
     p.add_argument("--quiet", action="store_true")
+    return p
+
+# %% ../nbs/12_inference.ipynb #adbb97df
+def sample_args(p, argv=None) -> argparse.Namespace:
+    """Parse `argv` with a `sample_parser` and check it before any work: `.prompts` (the --prompt ones, then the file's),
+    a pipeline folder or --official, per-prompt lists of the right length, references that exist, a device this machine has."""
     a = p.parse_args(argv)
-    if a.steps is not None:
-        print("opensora-nb sample: --steps is deprecated here (it means training steps elsewhere); use --sampling-steps", file=sys.stderr)
-        if a.sampling_steps is None: a.sampling_steps = a.steps
-    prompts = list(a.prompt) + (read_prompts(a.prompt_file) if a.prompt_file else [])
-    if not prompts: p.error("give --prompt TEXT or --prompt-file FILE")
+    a.prompts = list(a.prompt) + (read_prompts(a.prompt_file) if a.prompt_file else [])
+    if not a.prompts: p.error("give --prompt TEXT or --prompt-file FILE")
     if bool(a.pipeline) == a.official: p.error("give a pipeline folder or --official (not both)")
+    if a.batch_size < 1: p.error(f"--batch-size must be >= 1, got {a.batch_size}")
+    for flag, v in (("--reference", a.reference), ("--mask-strategy", a.mask_strategy)):
+        if v is not None and len(v) not in (1, len(a.prompts)):
+            raise ValueError(f"{len(v)} {flag} for {len(a.prompts)} prompts: give one per prompt, or one for all")
+    for r in a.reference or []:
+        for path in filter(None, r.split(";")):
+            if not Path(path).exists(): raise FileNotFoundError(f"reference {path} does not exist")
     resolve_device(a.device)  # a device this machine lacks is one line before any checkpoint is read
+    return a
+
+
+def sample_pipeline(a, p=None) -> OpenSoraPipeline:
+    "The pipeline `a` names (a folder, or --official), placed on --device in --dtype with the low-memory options, --lora merged in."
     options = dict(device=a.device, offload=a.offload, vae_micro_batch_size=a.vae_micro_batch,
                    vae_tiling=a.vae_tiling or a.vae_tile_size is not None or None, vae_tile_size=a.vae_tile_size)
     te = text_lib.CachedTextEncoder(a.text_states) if a.text_states else None
@@ -512,16 +545,47 @@ def sample_cli(argv=None) -> int:
         else:
             pipe = OpenSoraPipeline.from_pretrained(a.pipeline, text_encoder=te, dtype=a.dtype, **options)
         if a.lora: load_lora(pipe, a.lora, merge=True)
-    except FileNotFoundError as e: p.error(str(e))
+    except FileNotFoundError as e:
+        if p is None: raise
+        p.error(str(e))
+    return pipe
+
+
+def sample_batches(n: int, batch_size: int = 1) -> list:
+    "The prompt indices of each batch: [0, B), [B, 2B), ... The unit of work; several processes deal the batches out."
+    return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+
+
+def _pick(values, idx):
+    "A per-prompt flag's values for the prompts `idx` (one value for all stays one)."
+    if values is None: return None
+    return values[0] if len(values) == 1 else [values[i] for i in idx]
+
+
+def sample_run(a, pipe, batches=None, write=True) -> list:
+    """Generate the batches `batches` (lists of prompt indices; default all of `sample_batches`) as `a` says. Prompt i uses
+    seed + i and goes through the model with the same batch whichever process draws it, so its files do not depend on how the
+    batches are shared out. With `write`, prompt i's video, sidecar (and latents) are OUTPUT/sample_{i:04d}.*; returns the paths."""
     d = pipe.config.get("defaults", {})  # size, length, fps, steps and guidance left out: the pipeline's own (its __call__)
-    res = pipe(prompts, resolution=a.resolution, aspect_ratio=a.aspect_ratio, image_size=a.image_size, num_frames=a.num_frames,
-               seconds=a.seconds, fps=a.fps, seed=a.seed, num_sampling_steps=a.sampling_steps, cfg_scale=a.cfg,
-               aes=a.aes if a.aes is not None else d.get("aes"), flow=a.flow, reference=a.reference if a.reference is None or len(a.reference) > 1 else a.reference[0],
-               mask_strategy=a.mask_strategy if a.mask_strategy is None or len(a.mask_strategy) > 1 else a.mask_strategy[0],
-               loops=a.loops, condition_frame_length=a.condition_frame_length if a.condition_frame_length is not None else d.get("condition_frame_length"), condition_frame_edit=a.condition_frame_edit,
-               progress=not a.quiet, attention_reuse=_attention_reuse(a), step_cache=a.teacache)
-    if a.lora: res["settings"]["lora"] = str(a.lora)  # the sidecars say which adapter drew it
-    for path in save_outputs(res, a.output, fmt=a.format): print(path)
+    cfl = a.condition_frame_length if a.condition_frame_length is not None else d.get("condition_frame_length")
+    paths = []
+    for idx in sample_batches(len(a.prompts), a.batch_size) if batches is None else batches:
+        res = pipe([a.prompts[i] for i in idx], resolution=a.resolution, aspect_ratio=a.aspect_ratio, image_size=a.image_size,
+                   num_frames=a.num_frames, seconds=a.seconds, fps=a.fps, seed=[a.seed + i for i in idx],
+                   num_sampling_steps=a.sampling_steps, cfg_scale=a.cfg, aes=a.aes if a.aes is not None else d.get("aes"),
+                   flow=a.flow, reference=_pick(a.reference, idx), mask_strategy=_pick(a.mask_strategy, idx), loops=a.loops,
+                   condition_frame_length=cfl, condition_frame_edit=a.condition_frame_edit, progress=not a.quiet,
+                   attention_reuse=_attention_reuse(a), step_cache=a.teacache)
+        if a.lora: res["settings"]["lora"] = str(a.lora)  # the sidecars say which adapter drew it
+        if write: paths += save_outputs(res, a.output, fmt=a.format, indices=idx, latents=a.save_latents)
+    return paths
+
+
+def sample_cli(argv=None) -> int:
+    "`opensora-nb sample PIPELINE_DIR --prompt ... | --prompt-file F`: generate in any mode; writes videos + JSON sidecars."
+    p = sample_parser()
+    a = sample_args(p, argv)
+    for path in sample_run(a, sample_pipeline(a, p)): print(path)
     return 0
 
 # %% ../nbs/12_inference.ipynb #73f090fe

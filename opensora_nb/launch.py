@@ -20,11 +20,11 @@ from .dist import (
     enable_sequence_parallel, init_distributed, launch_colossalai, seed_everything, shard_kwargs)
 from .data import prepare_dataloader
 from .builders import build_batches, build_scheduler, build_text_encoder, build_vae, get_config, parse_overrides, prepare_tiny_world
-from .train import last_checkpoint
-from .inference import OpenSoraPipeline, save_outputs
+from .train import RunLogger, add_run_flags, holdout, last_checkpoint, log_periods, with_log_keys
+from .inference import OpenSoraPipeline
 
 # %% auto #0
-__all__ = ['torchrun_command', 'launch', 'dist_train_cli', 'OldSpelling', 'dist_sample_parser', 'dist_sample_cli', 'main']
+__all__ = ['SP_REFUSED', 'torchrun_command', 'launch', 'dist_train_cli', 'main', 'dist_sample_parser', 'dist_sample_cli']
 
 # %% ../nbs/13b_launch.ipynb #203fb44c
 def torchrun_command(args, nproc: int = 2, nnodes: int = 1, node_rank: int = 0, master: str | None = None,
@@ -72,7 +72,7 @@ def _progress(env, i, n):
     if env.is_main: print(f"PROGRESS {i}/{n}", flush=True)
 
 
-def dist_train_cli(argv=None) -> int:
+def dist_train_cli(argv=None, hooks=None) -> int:
     """`torchrun ... -m opensora_nb.launch train CONFIG [-o OUT] [--plugin NAME] [--sp N] [--key value ...]`: data (+ sequence)
     parallel training through ColossalAI's Booster."""
     p = argparse.ArgumentParser(prog="python -m opensora_nb.launch train", description="Distributed training (run under torchrun).")
@@ -83,12 +83,13 @@ def dist_train_cli(argv=None) -> int:
                    "(CUDA), fsdp2 (torch's fully_shard), auto (zero2 on CUDA, else ddp); default: the config's `plugin`, else ddp")
     p.add_argument("--no-resume", action="store_true")
     p.add_argument("--no-pipeline", action="store_true", help="do not write OUTPUT/pipeline at the end")
+    add_run_flags(p, load=False)  # --tensorboard, --wandb (the log: chapter 11)
     args, rest = p.parse_known_args(argv)
     env = init_distributed(args.sp)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     out = Path(args.output)
     if env.is_main:
-        cfg = get_config(args.config, parse_overrides(rest))
+        cfg = get_config(with_log_keys(get_config(args.config)), parse_overrides(rest))
         if args.no_resume and out.exists():
             import shutil; shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -108,7 +109,7 @@ def dist_train_cli(argv=None) -> int:
     launch_colossalai()  # ColossalAI joins the process group init_distributed started
     seed_everything(cfg["seed"], env)
     tr = BoostedTrainer(cfg, run_dir=out, env=env, plugin=plugin)
-    batches = build_batches(cfg)
+    batches, held = holdout(build_batches(cfg), cfg["eval_rows"], cfg["seed"]) if log_periods(cfg)["eval"] else (build_batches(cfg), {})
     if hasattr(batches, "sampler") and hasattr(batches, "dataset"):
         # videos read from disk: each dp rank reads only its own batches (the sharded bucket sampler, as Open-Sora)
         batches.loader, batches.sampler = prepare_dataloader(batches.dataset, cfg["bucket_config"], seed=cfg["seed"],
@@ -124,74 +125,18 @@ def dist_train_cli(argv=None) -> int:
     if env.is_main:
         print(f"world {env.world_size} = dp {env.dp_size} x sp {env.sp_size}, backend {env.backend}, plugin {plugin}; "
               f"global batch split over {env.dp_size} dp ranks", flush=True)
+    tr.on_step = log = RunLogger(out / "tensorboard", cfg, rank=env.rank, tensorboard=args.tensorboard, wandb=args.wandb, held=held,
+                                 video_fn=(hooks(cfg) if hooks else {}).get("video"), dp_size=env.dp_size)
     t0 = time.perf_counter()
     tr.fit(batches, max_steps=total, max_seconds=cfg.get("max_seconds"), progress=False, on_log=on_log)
     secs = time.perf_counter() - t0
+    log.close()
     print(f"rank {env.rank}: {tr.step_count} steps, {secs:.1f}s", flush=True)
     if env.is_main and not args.no_pipeline:
         vae, te = build_vae(cfg), build_text_encoder(cfg)
         pipe = OpenSoraPipeline(tr.ema, vae, te, build_scheduler(cfg), config=dict(text_encoder=cfg["text_encoder"], vae=dict(type=cfg["vae"]["type"])), device=tr.device)
         pipe.save_pretrained(out / "pipeline")
         print(f"checkpoint: {last_checkpoint(out)}; pipeline: {out / 'pipeline'}", flush=True)
-    barrier()
-    destroy_distributed()
-    return 0
-
-
-class OldSpelling(argparse.Action):
-    "A renamed flag's old spelling (give it `help=argparse.SUPPRESS`): stores into the new flag's `dest`, says so in one line."
-    def __call__(self, parser, namespace, values, option_string=None):
-        if os.environ.get("RANK", "0") == "0":  # once, not once per rank
-            print(f"{parser.prog}: {option_string} is deprecated, use --{self.dest.replace('_', '-')}", file=sys.stderr)
-        setattr(namespace, self.dest, values)
-
-
-def dist_sample_parser() -> argparse.ArgumentParser:
-    "The flags of `python -m opensora_nb.launch sample`: `--sampling-steps` (`--steps` is training steps elsewhere), `--output/-o`."
-    p = argparse.ArgumentParser(prog="python -m opensora_nb.launch sample", description="Distributed generation (run under torchrun).")
-    p.add_argument("pipeline", help="pipeline folder (model_index.json, transformer/, vae/)")
-    p.add_argument("--prompt", action="append", default=[])
-    p.add_argument("--sp", type=int, default=1, help="sequence-parallel size")
-    p.add_argument("--resolution", default=None); p.add_argument("--aspect-ratio", default="1:1")
-    p.add_argument("--num-frames", default="16"); p.add_argument("--fps", type=int, default=8)
-    p.add_argument("--sampling-steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
-    p.add_argument("--steps", dest="sampling_steps", type=int, action=OldSpelling, help=argparse.SUPPRESS)
-    p.add_argument("--cfg", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0); p.add_argument("--output", "-o", default="outputs/samples_dist")
-    p.add_argument("--format", choices=("mp4", "gif"), default="mp4")
-    p.add_argument("--device", default="auto", help="auto: this rank's GPU when CUDA is present, else the CPU")
-    p.add_argument("--dtype", default=None, help="compute precision: fp32, bf16 or fp16 (sampling casts the weights; default: as saved)")
-    return p
-
-
-def dist_sample_cli(argv=None) -> int:
-    "`torchrun ... -m opensora_nb.launch sample PIPELINE --prompt ... [--sp N]`: generation with sequence parallelism."
-    p = dist_sample_parser()
-    args = p.parse_args(argv)
-    if not args.prompt: p.error("give at least one --prompt")
-    env = init_distributed(args.sp)
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    pipe = OpenSoraPipeline.from_pretrained(args.pipeline).to(args.device, args.dtype)  # "auto": this rank's GPU (set at init)
-    enable_sequence_parallel(pipe.model)
-    mine = args.prompt[env.dp_rank::env.dp_size]  # prompt i keeps seed + i, as in one process
-    steps = args.sampling_steps or pipe.scheduler.num_sampling_steps
-    cfg_scale = pipe.scheduler.cfg_scale if args.cfg is None else args.cfg
-    calls = [0]
-    def count(*_):
-        calls[0] += 1
-        _progress(env, calls[0], steps)
-    pipe.model.register_forward_hook(count)
-    nf = int(args.num_frames) if str(args.num_frames).isdigit() else args.num_frames
-    t0 = time.perf_counter()
-    res = pipe(mine, resolution=args.resolution, aspect_ratio=args.aspect_ratio, num_frames=nf, fps=args.fps,
-               seed=list(range(args.seed + env.dp_rank, args.seed + len(args.prompt), env.dp_size)), num_sampling_steps=steps, cfg_scale=cfg_scale, progress=False) if mine else None
-    secs = time.perf_counter() - t0
-    print(f"rank {env.rank} (dp {env.dp_rank}, sp {env.sp_rank}/{env.sp_size}): {len(mine)} prompts in {secs:.1f}s", flush=True)
-    if res is not None and env.sp_rank == 0:
-        paths = save_outputs(res, args.output, prefix=f"dp{env.dp_rank}", fmt=args.format, fps=args.fps)
-        from safetensors.torch import save_file  # the latents too, to compare runs before the decoder and the codec
-        save_file({f"loop{i}": z.contiguous() for i, z in enumerate(res["latents"])}, str(Path(args.output) / f"latents_dp{env.dp_rank}.safetensors"))
-        print("wrote " + " ".join(str(x) for x in paths), flush=True)
     barrier()
     destroy_distributed()
     return 0
@@ -205,6 +150,56 @@ def main(argv=None) -> int:
         print("usage: torchrun --nproc_per_node N -m opensora_nb.launch {train,sample} ... (see --help of each)")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     return cmds[argv[0]](argv[1:])
+
+# %% ../nbs/13b_launch.ipynb #cbe294b3
+from .inference import sample_args, sample_batches, sample_parser, sample_pipeline, sample_run
+
+#: The sampler's options that sequence parallelism cannot run, and why; with --sp > 1 each is refused by name before any work.
+SP_REFUSED = {"teacache": "--teacache decides to skip a step from the input each rank holds, which under sequence parallelism is "
+                          "only its part of the sequence: the ranks would skip different steps and stop matching (use --pab, "
+                          "or --sp 1)"}
+
+
+def dist_sample_parser() -> argparse.ArgumentParser:
+    "The flags of `python -m opensora_nb.launch sample` (and of `opensora-nb sample` under torchrun): chapter 12's, plus `--sp`."
+    p = sample_parser(prog="python -m opensora_nb.launch sample",
+                      description="`opensora-nb sample` on every rank of a torchrun launch: the batches of prompts dealt out to "
+                                  "the data-parallel groups, each sample's sequence split over an sp group.")
+    p.add_argument("--sp", type=int, default=1, help="sequence-parallel size (divides the number of processes)")
+    return p
+
+
+def dist_sample_cli(argv=None) -> int:
+    """`torchrun ... -m opensora_nb.launch sample PIPELINE --prompt ... [--sp N] [any flag of opensora-nb sample]`: chapter 12's
+    sampler on every rank. Data-parallel group g generates batches g, g + dp, ... (prompt i keeps seed + i); the first rank
+    of each sp group writes them under the names one process gives them."""
+    p = dist_sample_parser()
+    a = sample_args(p, argv)
+    refused = [k for k in SP_REFUSED if a.sp > 1 and getattr(a, k) not in (None, False)]
+    if refused:  # one line (from rank 0), before any process group or checkpoint
+        if os.environ.get("RANK", "0") == "0": print(f"{p.prog}: error: --sp {a.sp}: {SP_REFUSED[refused[0]]}", file=sys.stderr)
+        raise SystemExit(2)
+    env = init_distributed(a.sp)
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    pipe = sample_pipeline(a, p)  # --device auto: this rank's GPU (set at init), else the CPU
+    enable_sequence_parallel(pipe.model)
+    mine = sample_batches(len(a.prompts), a.batch_size)[env.dp_rank::env.dp_size]
+    steps = (a.sampling_steps or pipe.scheduler.num_sampling_steps) * a.loops * len(mine)
+    calls = [0]
+    def count(*_):
+        calls[0] += 1
+        _progress(env, calls[0], steps)
+    hook = pipe.model.register_forward_hook(count)
+    a.quiet = True  # one bar for all ranks: rank 0's PROGRESS lines, read by `launch`
+    t0 = time.perf_counter()
+    paths = sample_run(a, pipe, mine, write=env.sp_rank == 0)
+    hook.remove()
+    n = sum(map(len, mine))
+    print(f"rank {env.rank} (dp {env.dp_rank}, sp {env.sp_rank}/{env.sp_size}): {n} prompts in {time.perf_counter() - t0:.1f}s", flush=True)
+    for path in paths: print(path, flush=True)
+    barrier()
+    destroy_distributed()
+    return 0
 
 # %% ../nbs/13b_launch.ipynb #5ca9a713
 #| eval: false

@@ -25,9 +25,11 @@ from .masks import MaskGenerator
 from .io import resolve_device, resolve_dtype
 
 # %% auto #0
-__all__ = ['update_ema', 'begin_checkpoint', 'finish_checkpoint', 'save_states', 'load_states', 'save_checkpoint',
+__all__ = ['LOG_DEFAULTS', 'update_ema', 'begin_checkpoint', 'finish_checkpoint', 'save_states', 'load_states', 'save_checkpoint',
            'last_checkpoint', 'load_checkpoint', 'get_rng_state', 'set_rng_state', 'tokens_of', 'ema_copy', 'logged',
-           'Trainer', 'run_stages', 'plot_stage_losses', 'DeprecatedAlias', 'train_cli']
+           'Trainer', 'with_log_keys', 'log_periods', 'holdout', 'eval_losses', 'peak_memory', 'grad_norm_of',
+           'gif_summary', 'RunLogger', 'add_run_flags', 'checkpoint_path', 'start_from', 'run_stages',
+           'plot_stage_losses', 'DeprecatedAlias', 'train_cli']
 
 # %% ../nbs/11_training.ipynb #c8772413
 @torch.no_grad()
@@ -261,6 +263,7 @@ class Trainer:
             loss = self.step(batch)
             recent.append(loss.float()); n_samples += batch["z"].shape[0]; n_tokens += tokens_of(batch["z"], self.patch)
             bar.update(1)
+            if getattr(self, "on_step", None) is not None: self.on_step(self, batch, loss)  # e.g. a `RunLogger` (below)
             if self.step_count % log_every == 0:
                 el = time.perf_counter() - t0
                 recent = [logged(torch.stack(recent).mean())]
@@ -279,14 +282,229 @@ class Trainer:
         if self.run_dir is not None and (not every or self.step_count % every): self.save(batches)
         return self.history
 
+# %% ../nbs/11_training.ipynb #c3550865
+#: the run's logging settings: config keys like the others (`--eval-every 100` on the command line); 0 turns one off.
+#: None: at every checkpoint (`ckpt_every`) in the tiny world, where sampling is cheap and holding rows out costs little;
+#: off elsewhere, where a run's data stay exactly as given unless it asks (`--eval-every N` holds out `eval_rows` a bucket)
+LOG_DEFAULTS = dict(eval_every=None, video_every=None, eval_rows=8, eval_timesteps=4, video_prompts=None)
+
+
+def with_log_keys(cfg: dict) -> dict:
+    "`cfg` with the logging keys it lacks at their defaults (so that `--eval-every N` overrides a known key)."
+    return {**LOG_DEFAULTS, **cfg}
+
+
+def log_periods(cfg: dict) -> dict:
+    "Steps between log lines, evaluations and videos (0 = never), with the defaults resolved."
+    every = cfg.get("ckpt_every") or 0
+    ev, vid = cfg.get("eval_every"), cfg.get("video_every")
+    world = (cfg.get("data") or {}).get("type") == "world"
+    return dict(log=cfg.get("log_every") or 10, eval=(every if world else 0) if ev is None else int(ev),
+                video=(every if world else 0) if vid is None else int(vid))
+
+
+def holdout(batches, rows: int = 8, seed: int = 0):
+    """Split a validation set off pre-extracted features: -> (the features without them, {bucket: batch}), `rows` rows per
+    bucket (at most a quarter of it) drawn with `seed`, so the same config always holds out the same rows and they never
+    train. Another batch source comes back unchanged with no validation set (its batches are drawn as it reads videos)."""
+    if not isinstance(batches, FeatureBatches) or rows <= 0: return batches, {}
+    g, keep, held = torch.Generator().manual_seed(seed), {}, {}
+    for name in sorted(batches.buckets):
+        b = batches.buckets[name]; n = b["z"].shape[0]; k = min(rows, n // 4)
+        perm = torch.randperm(n, generator=g)
+        h, t = perm[:k].sort().values, perm[k:].sort().values
+        keep[name] = dict(b, z=b["z"][t], text_idx=b["text_idx"][t])
+        if k == 0: continue
+        ti, full = b["text_idx"][h], lambda v: torch.full((k,), float(v))
+        held[name] = dict(z=b["z"][h], y=batches.y[ti][:, None], mask=batches.mask[ti], fps=full(b["fps"]), height=full(b["height"]),
+                          width=full(b["width"]), num_frames=full(b["num_frames"]), bucket=name)
+    train = FeatureBatches(keep, batches.y, batches.mask, batches.batch_sizes, batches.seed, batches.prompts)
+    return train, held
+
+# %% ../nbs/11_training.ipynb #d7c6ecf0
+@torch.no_grad()
+def eval_losses(trainer, held: dict, n_timesteps: int = 4, seed: int = 0) -> dict:
+    "{bucket: validation loss} of `trainer.model` on `held` ({bucket: batch}) at fixed timesteps and noise (see above)."
+    model, dev, sch = trainer.model, trainer.device, trainer.scheduler
+    was = model.training; model.eval()
+    ts = torch.linspace(0, sch.num_timesteps, n_timesteps + 2)[1:-1]
+    amp = trainer.amp if trainer.amp != torch.float32 else None
+    out = {}
+    for k, name in enumerate(sorted(held)):
+        b = held[name]
+        z = b["z"].to(dev)
+        noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed + k)).to(dev)
+        kw = dict(y=b["y"].to(dev), mask=b["mask"].to(dev), fps=b["fps"].to(dev), height=b["height"].cpu(), width=b["width"].cpu(),
+                  num_frames=b["num_frames"].cpu())
+        losses = []
+        for t in ts:
+            tt = torch.full((z.shape[0],), float(t), device=dev)
+            with torch.autocast(dev.type if dev.type in ("cuda", "cpu") else "cpu", dtype=amp or torch.float32, enabled=amp is not None):
+                loss = sch.training_losses(model, z, kw, noise=noise, t=tt)["loss"].float()
+            if trainer.cfg.get("loss_weighting", "v") == "x0":  # as `Trainer.step` weighs it
+                loss = loss * (tt / sch.num_timesteps).clamp(min=X0_T_MIN) ** 2
+            losses.append(loss.mean())
+        out[name] = logged(torch.stack(losses).mean())
+    model.train(was)
+    return out
+
+# %% ../nbs/11_training.ipynb #5961711f
+def peak_memory(device) -> tuple[str, float]:
+    "(tag, GiB): CUDA's peak allocation on a GPU, else this process's peak resident memory (Linux's ru_maxrss, in KiB)."
+    device = torch.device(device)
+    if device.type == "cuda": return "memory/max_allocated_gib", torch.cuda.max_memory_allocated(device) / 2**30
+    import resource
+    return "memory/peak_rss_gib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30
+
+
+def grad_norm_of(trainer):
+    """The step's gradient norm: the engine's own measure (`trainer.grad_norm`, taken before clipping) when the step
+    left one, else the norm of the gradients still on the parameters (after any clipping); None if there are none."""
+    g = getattr(trainer, "grad_norm", None)
+    if g is not None: return logged(g) if torch.is_tensor(g) else float(g)
+    try:
+        norms = [p.grad.detach().float().norm() for p in trainer.model.parameters() if p.grad is not None]
+        return logged(torch.stack(norms).norm()) if norms else None
+    except RuntimeError: return None  # sharded gradients (DTensor) without the engine's measure
+
+
+def gif_summary(tag: str, frames, fps: int = 8):
+    """A TensorBoard image summary holding an animated GIF of `frames` (uint8 [T, H, W, 3]): what `SummaryWriter.add_video`
+    writes, encoded here with imageio (add_video needs moviepy 1.x, which the package does not install)."""
+    import imageio.v3 as iio
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    frames = np.asarray(frames, dtype=np.uint8)
+    gif = iio.imwrite("<bytes>", frames, extension=".gif", duration=1000 / fps, loop=0)
+    T, H, W, C = frames.shape
+    return Summary(value=[Summary.Value(tag=tag, image=Summary.Image(height=H, width=W, colorspace=C, encoded_image_string=gif))])
+
+# %% ../nbs/11_training.ipynb #cfb23661
+class RunLogger:
+    """`trainer.on_step`: writes a run's scalars, validation losses and videos (see the table above) to TensorBoard
+    (`log_dir`) and, with `wandb=True`, to wandb; only rank 0 writes. `held`: {bucket: batch} (see `holdout`);
+    `video_fn(trainer)` -> dict(videos=[uint8 [T, 3, H, W]], prompts, fps, scalars) or None. `dp_size`: data-parallel ranks,
+    each with its share of the batch (samples and tokens per second count all of them)."""
+    def __init__(self, log_dir, cfg: dict, rank: int = 0, tensorboard: bool = True, wandb: bool = False, held=None,
+                 video_fn=None, run_name=None, dp_size: int = 1):
+        self.cfg, self.rank, self.held, self.video_fn, self.dp_size = cfg, rank, held or {}, video_fn, dp_size
+        self.every = log_periods(cfg)
+        self.log_dir, self.tb, self.wb = Path(log_dir), None, None
+        if rank == 0 and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # imported here: a missing tensorboard fails before any step
+            self._writer = SummaryWriter
+        if rank == 0 and wandb:
+            try: import wandb as wb
+            except ImportError: raise ValueError("--wandb: the wandb package is not installed (pip install wandb)") from None
+            self.wb = wb.init(project="opensora-nb", name=run_name or Path(log_dir).parent.name, config=cfg, dir=str(log_dir))
+        self._restart()
+
+    def _restart(self):
+        self.t0, self.steps, self.samples, self.tokens, self.losses = time.perf_counter(), 0, 0, 0, []
+
+    def writer(self, step):
+        """The TensorBoard writer, opened at the first step this process logs: a resumed run's `purge_step` hides what an
+        interrupted run had logged past its last checkpoint, so each step keeps one value."""
+        if self.tb is None and getattr(self, "_writer", None) is not None:
+            self.tb = self._writer(str(self.log_dir), purge_step=step)
+        return self.tb
+
+    def scalar(self, tag, value, step):
+        if self.rank != 0 or value is None: return
+        self.writer(step)
+        if self.tb is not None: self.tb.add_scalar(tag, value, step)
+        if self.wb is not None: self.wb.log({tag: value}, step=step)
+
+    def video(self, tag, video, fps, step):
+        "`video`: uint8 [T, 3, H, W], as the pipeline returns it."
+        if self.rank != 0: return
+        self.writer(step)
+        frames = np.asarray(torch.as_tensor(video).permute(0, 2, 3, 1))
+        if self.tb is not None: self.tb._get_file_writer().add_summary(gif_summary(tag, frames, fps), step)
+        if self.wb is not None:
+            import wandb as wb
+            self.wb.log({tag: wb.Video(np.asarray(video), fps=fps, format="gif")}, step=step)
+
+    def __call__(self, trainer, batch, loss):
+        step = trainer.step_count
+        if self.tb is None: self.writer(step)  # opened at this process's first step (see `writer`)
+        self.steps += 1; self.samples += batch["z"].shape[0] * self.dp_size
+        self.tokens += tokens_of(batch["z"], trainer.patch) * self.dp_size
+        self.losses.append(loss.float())
+        if step % self.every["log"] == 0: self.log_train(trainer, step)
+        if self.every["eval"] and step % self.every["eval"] == 0 and self.held: self.log_eval(trainer, step)
+        if self.every["video"] and step % self.every["video"] == 0 and self.video_fn is not None: self.log_videos(trainer, step)
+
+    def log_train(self, trainer, step):
+        el = max(time.perf_counter() - self.t0, 1e-9)
+        self.scalar("loss", logged(torch.stack(self.losses).mean()), step)
+        self.scalar("lr", trainer.opt.param_groups[0]["lr"], step)
+        self.scalar("grad_norm", grad_norm_of(trainer), step)
+        for k, n in (("steps", self.steps), ("samples", self.samples), ("tokens", self.tokens)): self.scalar(f"speed/{k}_per_s", n / el, step)
+        self.scalar(*peak_memory(trainer.device), step)
+        self._restart()
+
+    def log_eval(self, trainer, step):
+        t = time.perf_counter()
+        losses = eval_losses(trainer, self.held, self.cfg.get("eval_timesteps") or 4, seed=self.cfg.get("seed", 0))
+        for name, v in losses.items(): self.scalar(f"eval/loss/{name}", v, step)
+        self.scalar("eval/loss", sum(losses.values()) / len(losses), step)
+        self.t0 += time.perf_counter() - t  # the throughput leaves evaluation out
+
+    def log_videos(self, trainer, step):
+        t = time.perf_counter()
+        py, npy = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[trainer.device] if trainer.device.type == "cuda" else []):
+            res = self.video_fn(trainer)  # sampling draws no number the training would have drawn
+        random.setstate(py); np.random.set_state(npy)
+        if res:
+            for i, v in enumerate(res["videos"]): self.video(f"video/{i}", v, res.get("fps", 8), step)
+            if self.rank == 0 and self.tb is not None and res.get("prompts"):
+                self.tb.add_text("video/prompts", "\n\n".join(f"{i}: {p}" for i, p in enumerate(res["prompts"])), step)
+            for k, v in (res.get("scalars") or {}).items(): self.scalar(k, v, step)
+        self.t0 += time.perf_counter() - t  # and sampling
+
+    def close(self):
+        if self.tb is not None: self.tb.flush(); self.tb.close()
+        if self.wb is not None: self.wb.finish()
+
+# %% ../nbs/11_training.ipynb #d47ee743
+def add_run_flags(p: argparse.ArgumentParser, load: bool = True):
+    "The flags of a training job that are not config keys: where its log goes and (`load`) which checkpoint it starts from."
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
+                   help="write TensorBoard event files to OUTPUT/tensorboard (default on; `tensorboard --logdir OUTPUT`)")
+    p.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (needs the wandb package and a login)")
+    if not load: return p
+    p.add_argument("--load", metavar="PATH", default=None,
+                   help="continue from this checkpoint (a step_* folder, or a run folder's last one): weights, EMA, optimizer, "
+                        "step count, data order and RNG, as the reference's --load")
+    p.add_argument("--start-from-scratch", action="store_true",
+                   help="with --load: take its weights, EMA and optimizer states but start at step 0 with a fresh data order "
+                        "(as the reference's flag: a new stage or data set from a trained model)")
+    return p
+
+
+def checkpoint_path(path) -> Path:
+    "A checkpoint folder (has state.json), or a run folder's last checkpoint; a ValueError naming `path` otherwise."
+    p = Path(path)
+    if (p / "state.json").exists(): return p
+    if p.is_dir() and last_checkpoint(p) is not None: return last_checkpoint(p)
+    raise ValueError(f"--load {path}: not a checkpoint (no state.json) nor a run folder with a `last` checkpoint")
+
+
+def start_from(trainer, path):
+    "`--start-from-scratch`: `path`'s weights, EMA and optimizer states; step count, stage, data order and RNG stay fresh."
+    load_checkpoint(checkpoint_path(path), trainer.model, trainer.ema, trainer.opt, trainer.scaler)
+    return trainer
+
 # %% ../nbs/11_training.ipynb #d4555597
 def run_stages(trainer: Trainer, make_batches, stages, progress=True, on_log=None, resume=True):
-    "Run `stages` [dict(name, max_steps (cumulative) or max_seconds, overrides...)] in order; resumes mid-stage."
+    "Run `stages` [dict(name, max_steps (cumulative) or max_seconds, overrides...)] in order; resumes mid-stage (`resume`: a checkpoint, or True for the run folder's last)."
     batches = make_batches(trainer.cfg, 0)
-    if resume and trainer.run_dir is not None and last_checkpoint(trainer.run_dir) is not None:
-        st = json.loads((last_checkpoint(trainer.run_dir) / "state.json").read_text())
+    ckpt = Path(resume) if isinstance(resume, (str, Path)) else (last_checkpoint(trainer.run_dir) if resume and trainer.run_dir is not None else None)
+    if ckpt is not None:
+        st = json.loads((ckpt / "state.json").read_text())
         batches = make_batches(trainer.cfg, st["stage"])
-        trainer.resume(batches)
+        trainer.resume(batches, ckpt)
     for i in range(trainer.stage, len(stages)):
         if i != trainer.stage:
             trainer.stage = i; batches = make_batches(trainer.cfg, i)
@@ -321,33 +539,47 @@ class DeprecatedAlias(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def train_cli(argv=None) -> int:
-    "`opensora-nb train CONFIG [--key value ...]`: train from a preset or a JSON config; resumes from OUTPUT/last."
+def train_cli(argv=None, hooks=None) -> int:
+    """`opensora-nb train CONFIG [--key value ...]`: train from a preset or a JSON config; resumes from OUTPUT/last.
+    `hooks(cfg)` -> dict(video=video_fn, finish=fn(trainer, cfg, output)): what needs the inference chapter (the videos
+    of the log, OUTPUT/pipeline), passed in by the command line (chapter 16)."""
     p = argparse.ArgumentParser(prog="opensora-nb train", description="Train STDiT3 with rectified flow from a preset or a JSON config.",
                                 epilog=f"presets: {', '.join(PRESETS)}. Any config field can be overridden: --lr 3e-4 --model.depth 2; "
                                        "placement and precision too: --device auto|cpu|cuda (checked before any work); --dtype: "
                                        "compute precision: fp32, bf16 or fp16 (training: autocast over float32 weights; fp16 with "
-                                       "a gradient scaler); --max-steps N caps the training steps")
+                                       "a gradient scaler); --max-steps N caps the training steps; the log: --log-every, "
+                                       "--eval-every, --video-every N steps (0: off; the tiny world's default: at each checkpoint)")
     p.add_argument("config", help="preset name or config .json")
     p.add_argument("--output", "-o", default="outputs/train", help="run folder (checkpoints; resumes from its `last`)")
     p.add_argument("--no-resume", action="store_true", help="start over even if the run folder has a checkpoint")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_run_flags(p)
     args, rest = p.parse_known_args(argv)
-    try: cfg = get_config(args.config, parse_overrides(rest))
+    try: cfg = get_config(with_log_keys(get_config(args.config)), parse_overrides(rest))
     except ValueError as e: p.error(str(e))
+    if args.start_from_scratch and not args.load: p.error("--start-from-scratch needs --load PATH (the checkpoint to start from)")
     if args.print_config:
         print(json.dumps(cfg, indent=1, default=str)); return 0
     resolve_device(cfg.get("device", "auto")); resolve_dtype(cfg.get("dtype", "fp32"))  # a device this machine lacks: before any work
+    load = checkpoint_path(args.load) if args.load else None
     if args.no_resume and Path(args.output).exists(): shutil.rmtree(args.output)
     cfg = prepare_tiny_world(cfg, Path(args.output))  # the tiny world renders and encodes its features (other configs: unchanged)
     (Path(args.output)).mkdir(parents=True, exist_ok=True)
     (Path(args.output) / "config.json").write_text(json.dumps(cfg, indent=1, default=str))
     tr = Trainer(cfg, run_dir=args.output)
     stages = resolve_stages(cfg)  # cumulative step counts: shares of --max_steps, or the stages' own capped by it
+    evals = log_periods(cfg)["eval"] > 0 and bool(cfg["data"].get("features"))  # a validation set: held-out feature rows
+    held = holdout(build_batches(cfg), cfg["eval_rows"], cfg["seed"])[1] if evals else {}
     def make_batches(c, i):
-        b = build_batches(c)
+        b = holdout(build_batches(c), c["eval_rows"], c["seed"])[0] if evals else build_batches(c)
         names = stages[i].get("buckets")
         return b.subset(names, c["seed"] + i) if names and isinstance(b, FeatureBatches) else b
-    run_stages(tr, make_batches, stages)
+    h = hooks(cfg) if hooks else {}
+    tr.on_step = log = RunLogger(Path(args.output) / "tensorboard", cfg, tensorboard=args.tensorboard, wandb=args.wandb, held=held,
+                                 video_fn=h.get("video"))
+    if args.start_from_scratch: start_from(tr, load)
+    run_stages(tr, make_batches, stages, resume=False if args.start_from_scratch else (load or True))
+    log.close()
+    if h.get("finish"): h["finish"](tr, cfg, Path(args.output))
     print(f"trained {tr.step_count} steps; checkpoint: {last_checkpoint(args.output)}; rows skipped: {tr.skipped}")
     return 0

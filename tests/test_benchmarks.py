@@ -127,7 +127,7 @@ def check_gpu_check(r):
     "The CPU path of the GPU check (issue 24: the figures it computes, not the published ones it quotes)."
     assert r["mode"] == "tiny" and r["device"] == "cpu" and r["total_seconds"] > 0 and "CPU" in r["ran_on"]
     s = r["sections"]
-    assert set(s) == {"sdpa", "stdit", "pipeline", "vae", "train"}
+    assert set(s) == {"sdpa", "stdit", "pipeline", "vae", "train", "plugins"}
     for name, sec in s.items(): assert "error" not in sec, (name, sec.get("traceback"))
     assert s["sdpa"]["self_attention"]["backends"]["MATH"] == "ok"
     for d in s["stdit"]["sizes"].values():  # latent = v1.2's 4x time, 8x space; tokens after 2x2 patches
@@ -147,6 +147,14 @@ def check_gpu_check(r):
     assert t["path"] in ("booster_zero2_bf16", "plain_adamw") and (t["path"] == "booster_zero2_bf16" or t["fallback_reason"])
     assert t["finite"] == all(math.isfinite(x) for x in t["losses"]) and t["finite"] and len(t["losses"]) == len(t["step_seconds"])
     assert near(t["step_seconds_median"], statistics.median(t["step_seconds"]))
+    pl = s["plugins"]  # issue 25: ddp and fsdp2 in 2 gloo ranks; fsdp2's per-rank model states are half of ddp's
+    assert pl["world_size"] == 2 and pl["backend"] == "gloo" and set(pl["plugins"]) == {"ddp", "fsdp2"}
+    for name, d in pl["plugins"].items():
+        assert len(d["per_rank"]) == 2 and all(r["finite"] for r in d["per_rank"]), (name, d)
+        assert all(near(b, r["state_bytes_total"] / pl["params"]) for b, r in zip(d["state_bytes_per_param"], d["per_rank"]))
+    assert abs(max(pl["plugins"]["ddp"]["state_bytes_per_param"]) - 16) < 0.1
+    assert near(pl["fsdp2_over_ddp_state_bytes"], max(pl["plugins"]["fsdp2"]["state_bytes_per_param"]) / max(pl["plugins"]["ddp"]["state_bytes_per_param"]))
+    assert abs(pl["fsdp2_over_ddp_state_bytes"] - 0.5) < 0.02
 
 
 @pytest.mark.parametrize("name", list(QUICK))

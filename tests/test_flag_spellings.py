@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from opensora_nb import curation_pipeline as P
-from opensora_nb import launch, samples, vae_train
+from opensora_nb import inference, launch, samples, vae_train
 
 OUTPUT = ["--output", "-o", "--out"]
 
@@ -64,5 +64,7 @@ def test_launch_sample_sampling_steps(capsys, monkeypatch):
     assert p.parse_args(["pipe", "--steps", "5"]).sampling_steps == 5 and capsys.readouterr().err == ""
     helptext = p.format_help()
     assert "--sampling-steps" in helptext and "--steps" not in helptext.replace("--sampling-steps", "")
-    assert "compute precision: fp32, bf16 or fp16 (sampling casts the weights; default: as saved)" in " ".join(helptext.split())
+    assert "compute precision: fp32, bf16 or fp16 (sampling casts the weights; default: bf16 with --official, else fp32)" in " ".join(helptext.split())
+    single = {a.dest for a in inference.sample_parser()._actions}                   # issue 25: the one sampler's flags, + --sp
+    assert {a.dest for a in p._actions} == single | {"sp"}
     assert p.parse_args(["pipe", "-o", "x"]).output == p.parse_args(["pipe", "--output", "x"]).output == "x"
