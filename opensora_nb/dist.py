@@ -26,7 +26,7 @@ from .stdit import STDiT3, STDiT3Config
 from .vae import V1_2_SPATIAL_DOWN, v1_2_latent_frames
 from .builders import unwrap
 from .train import (Trainer, begin_checkpoint, finish_checkpoint, get_rng_state, last_checkpoint,
-                               set_rng_state)
+                               set_rng_state, update_ema)
 
 # %% auto #0
 __all__ = ['PLUGINS', 'CUDA_ONLY_PLUGINS', 'BLOCK_SAVED_VALUES', 'LaunchError', 'DistEnv', 'read_launch_env', 'mesh_ranks',
@@ -518,7 +518,7 @@ class BoostedTrainer(Trainer):
         with warnings.catch_warnings():  # torch deprecates DDP's `broadcast_buffers`, which TorchDDPPlugin still passes
             warnings.filterwarnings("ignore", message=".*broadcast_buffers", category=FutureWarning)
             self.engine_model, self.opt, *_ = self.booster.boost(self.model, self.opt)
-        self.ema.load_state_dict(self.model.state_dict())  # DDP started every rank from rank 0's weights
+        update_ema(self.ema, self.model, 0.0)  # the EMA starts from the boosted weights (DDP: rank 0's; fsdp2: gathered)
         if self.env.dp_rank: self._reseed(0)  # dp group 0 draws exactly what the single-process Trainer draws
 
     def _reseed(self, step: int):

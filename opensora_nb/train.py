@@ -34,13 +34,15 @@ __all__ = ['LOG_DEFAULTS', 'update_ema', 'begin_checkpoint', 'finish_checkpoint'
 # %% ../nbs/11_training.ipynb #c8772413
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float = 0.99):
-    "ema <- decay * ema + (1 - decay) * model, parameter by parameter (trainable ones; buffers copied)."
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter (trainable ones; buffers copied). A model whose
+    weights an engine shards (FSDP2's DTensors) is gathered parameter by parameter into the plain EMA."""
+    full = lambda t: t.full_tensor() if hasattr(t, "full_tensor") else t
     mp = dict(model.named_parameters())
     for name, p in ema.named_parameters():
-        if mp[name].requires_grad: p.mul_(decay).add_(mp[name].detach(), alpha=1 - decay)
-        else: p.copy_(mp[name])
+        if mp[name].requires_grad: p.mul_(decay).add_(full(mp[name].detach()), alpha=1 - decay)
+        else: p.copy_(full(mp[name]))
     mb = dict(model.named_buffers())
-    for name, b in ema.named_buffers(): b.copy_(mb[name])
+    for name, b in ema.named_buffers(): b.copy_(full(mb[name]))
 
 # %% ../nbs/11_training.ipynb #7116ed33
 def begin_checkpoint(run_dir, step, tag=None) -> Path:

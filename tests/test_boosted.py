@@ -83,6 +83,7 @@ K = 3
 t = time.time()
 plain = Trainer(cfg); init = {n: p.detach().clone() for n, p in plain.model.named_parameters()}
 plain.fit(Fixed(), max_steps=K, progress=False)
+plain_ddp_ref = plain
 run = out / "run"
 tr = BoostedTrainer(cfg, run_dir=run, env=env, plugin="ddp")
 tr.fit(ShardedBatches(Fixed(), env), max_steps=K, progress=False)
@@ -108,6 +109,21 @@ try: check_resume(run, DistEnv(rank=0, world_size=1)); res["resume"]["refused"] 
 except LaunchError as e: res["resume"]["refused"] = str(e)
 try: make_booster("zero2"); res["zero2_refused"] = None
 except LaunchError as e: res["zero2_refused"] = str(e)
+
+# --- (e) the same K steps through FSDP2Plugin (weights, gradients and AdamW states sharded): the same loop ---
+t = time.time()
+fs = BoostedTrainer(cfg, run_dir=out / "run_fsdp2", env=env, plugin="fsdp2")
+fs.fit(ShardedBatches(Fixed(), env), max_steps=K, progress=False)
+pf = dict(plain_ddp_ref.model.named_parameters())
+full = lambda p: p.full_tensor() if hasattr(p, "full_tensor") else p
+res["fsdp2"] = dict(param=max(maxdiff(full(p), pf[n]) for n, p in fs.model.named_parameters()),
+                    ema=params_diff(fs.ema, plain_ddp_ref.ema), sharded=type(next(fs.model.parameters())).__name__,
+                    grad_norm=float(fs.grad_norm), ref_grad_norm=float(plain_ddp_ref.grad_norm),
+                    files=sorted(str(p.relative_to(last_checkpoint(out / "run_fsdp2"))) for p in last_checkpoint(out / "run_fsdp2").rglob("*") if p.is_file()),
+                    seconds=time.time() - t)
+fs2 = BoostedTrainer(cfg, run_dir=out / "run_fsdp2", env=env, plugin="fsdp2")
+res["fsdp2"]["resumed"] = fs2.resume(ShardedBatches(Fixed(), env))
+res["fsdp2"]["resume_param"] = max(maxdiff(full(p), full(q)) for p, q in zip(fs2.model.parameters(), fs.model.parameters()))
 
 # --- (b) sp = 2 through the engine (dp 1 x sp 2) == the single-process Trainer, with the trainer's own draws ---
 t = time.time()
@@ -162,6 +178,19 @@ def test_ddp_booster_equals_single_process(results):
     # each rank logs the loss of its own rows: their mean is the global batch's loss
     mean = [(a + b) / 2 for a, b in zip(results[0]["ddp"]["loss"], results[1]["ddp"]["loss"])]
     assert max(abs(a - b) for a, b in zip(mean, results[0]["ddp"]["ref_loss"])) < 1e-5
+
+
+def test_fsdp2_through_the_same_loop_equals_single_process(results):
+    "The same K = 3 steps with `plugin='fsdp2'` (FSDP2Plugin: sharded weights, gradients, AdamW states; DCP checkpoint)."
+    for r in results["ranks"]:
+        f = r["fsdp2"]
+        print(f"fsdp2 vs one process: max weight diff {f['param']:.2e}, EMA {f['ema']:.2e}, grad norm {f['grad_norm']:.6f} vs "
+              f"{f['ref_grad_norm']:.6f}, {f['seconds']:.1f}s")
+        assert f["sharded"] == "DTensor"
+        assert f["param"] < TOL and f["ema"] < TOL, f
+        assert abs(f["grad_norm"] - f["ref_grad_norm"]) < 1e-5 * max(1.0, f["ref_grad_norm"])
+        assert any(n.startswith("model/") and n.endswith(".metadata") for n in f["files"]), f["files"]  # DCP, sharded
+        assert f["resumed"] and f["resume_param"] == 0.0
 
 
 def test_sequence_parallel_through_the_engine_equals_single_process(results):
