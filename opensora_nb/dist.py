@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,17 +24,20 @@ from einops import rearrange
 from .layers import Attention, MultiHeadCrossAttention, T2IFinalLayer
 from .stdit import STDiT3, STDiT3Config
 from .vae import V1_2_SPATIAL_DOWN, v1_2_latent_frames
-from .train import Trainer
+from .builders import unwrap
+from .train import (Trainer, begin_checkpoint, finish_checkpoint, get_rng_state, last_checkpoint,
+                               set_rng_state, update_ema)
 
 # %% auto #0
-__all__ = ['BLOCK_SAVED_VALUES', 'LaunchError', 'DistEnv', 'read_launch_env', 'mesh_ranks', 'init_distributed', 'get_env',
-           'get_sp_group', 'get_dp_group', 'barrier', 'destroy_distributed', 'seed_everything', 'shard_kwargs',
-           'shard_batch', 'save_on_main', 'load_on_all', 'broadcast_params', 'all_to_all',
-           'split_forward_gather_backward', 'gather_forward_split_backward', 'SeqParallelAttention',
+__all__ = ['PLUGINS', 'CUDA_ONLY_PLUGINS', 'BLOCK_SAVED_VALUES', 'LaunchError', 'DistEnv', 'read_launch_env', 'mesh_ranks',
+           'init_distributed', 'get_env', 'get_sp_group', 'get_dp_group', 'barrier', 'destroy_distributed',
+           'seed_everything', 'shard_kwargs', 'shard_batch', 'save_on_main', 'load_on_all', 'broadcast_params',
+           'all_to_all', 'split_forward_gather_backward', 'gather_forward_split_backward', 'SeqParallelAttention',
            'SeqParallelCrossAttention', 'SeqParallelFinalLayer', 'SeqParallelSTDiT3', 'enable_sequence_parallel',
-           'average_gradients', 'install_gradient_averaging', 'ShardedBatches', 'DistTrainer', 'colossalai_available',
-           'launch_colossalai', 'make_booster', 'FSDP2Plugin', 'FSDP2CheckpointIO', 'state_bytes', 'latent_tokens',
-           'sp_memory_per_rank', 'sp_all_to_all_bytes', 'plugin_memory_per_param']
+           'average_gradients', 'install_gradient_averaging', 'colossalai_available', 'launch_colossalai',
+           'check_plugin', 'make_booster', 'ShardedBatches', 'world_of', 'check_resume', 'BoostedTrainer',
+           'FSDP2Plugin', 'FSDP2CheckpointIO', 'state_bytes', 'latent_tokens', 'sp_memory_per_rank',
+           'sp_all_to_all_bytes', 'plugin_memory_per_param']
 
 # %% ../nbs/13_parallel.ipynb #fc433555
 class LaunchError(RuntimeError):
@@ -397,6 +402,72 @@ def install_gradient_averaging(model: nn.Module, group=None) -> list:
         p.grad.div_(n)
     return [p.register_post_accumulate_grad_hook(hook) for p in model.parameters() if p.requires_grad]
 
+# %% ../nbs/13_parallel.ipynb #d97dc8fe
+def colossalai_available() -> bool:
+    "Is colossalai importable (installed with `pip install --no-deps colossalai`)? Does not import it."
+    import importlib.util
+    return importlib.util.find_spec("colossalai") is not None
+
+
+def launch_colossalai(backend: str | None = None, seed: int = 0):
+    """Start ColossalAI from torchrun's environment; on a CPU-only machine selects its CPU accelerator and gloo.
+    When the process group already runs (`init_distributed`), ColossalAI joins it: only its accelerator is set."""
+    import warnings
+    with warnings.catch_warnings():  # its import warns about optional kernels (apex, TensorNVMe) a CPU run does not use
+        warnings.simplefilter("ignore")
+        import colossalai
+        from colossalai.booster import Booster  # noqa: F401  (the plugins' imports warn too)
+    from colossalai.accelerator import get_accelerator, set_accelerator
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        set_accelerator("cpu")
+        # CPU work is synchronous, but colossalai 0.5's CPU accelerator raises on `synchronize`, which loading an
+        # optimizer checkpoint calls: make it the no-op it means on a CPU
+        get_accelerator().synchronize = lambda *args, **kwargs: None
+    if not dist.is_initialized():
+        colossalai.launch_from_torch(backend=backend or ("nccl" if cuda else "gloo"), seed=seed)
+
+
+PLUGINS = ("ddp", "zero2", "gemini", "fsdp2")
+CUDA_ONLY_PLUGINS = ("zero2", "gemini")
+
+
+def check_plugin(plugin: str | None = "ddp", cuda: bool | None = None) -> str:
+    """The plugin name `make_booster` will build ('auto': zero2 on CUDA, else ddp), or a `LaunchError` in one line
+    naming it and what runs here. Does not import colossalai."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    plugin = (plugin or "ddp").lower()
+    if plugin == "auto": plugin = "zero2" if cuda else "ddp"
+    if plugin not in PLUGINS:
+        raise ValueError(f"plugin {plugin!r}: choose one of {', '.join(PLUGINS)} (or auto)")
+    if plugin in CUDA_ONLY_PLUGINS and not cuda:
+        here = "ddp" + (", fsdp2" if "FSDP2Plugin" in globals() else "")
+        raise LaunchError(f"plugin {plugin!r} needs CUDA and this machine has no GPU; here: --plugin {here}")
+    if plugin == "fsdp2" and "FSDP2Plugin" not in globals():
+        raise LaunchError("plugin 'fsdp2': FSDP2Plugin is not part of this opensora_nb.dist yet; here: --plugin ddp")
+    return plugin
+
+
+def make_booster(plugin: str = "ddp", precision: str = "bf16", grad_clip: float = 1.0, **plugin_kwargs):
+    """A ColossalAI `Booster` with the plugin named (see `check_plugin`): 'ddp', 'zero2' (Open-Sora's LowLevelZero
+    stage 2), 'gemini' (states in CPU memory), 'fsdp2' (PyTorch's fully_shard). `grad_clip` goes to the plugins
+    that clip inside their step (zero2, gemini); the others clip through the boosted optimizer."""
+    from colossalai.booster import Booster
+    from colossalai.booster.plugin import GeminiPlugin, LowLevelZeroPlugin, TorchDDPPlugin
+    plugin = check_plugin(plugin)
+    if plugin == "ddp": p = TorchDDPPlugin(**plugin_kwargs)
+    elif plugin == "zero2":
+        p = LowLevelZeroPlugin(stage=2, precision=precision, initial_scale=2**16, max_norm=grad_clip, **plugin_kwargs)
+    elif plugin == "gemini":
+        p = GeminiPlugin(precision=precision, placement_policy="auto", initial_scale=2**16, max_norm=grad_clip, **plugin_kwargs)
+    else:
+        # ---- fsdp2: `FSDP2Plugin` (a ColossalAI Plugin around torch's fully_shard) is plugged in here ----
+        cls = globals().get("FSDP2Plugin")
+        if cls is None:
+            raise LaunchError("plugin 'fsdp2': FSDP2Plugin is not part of this opensora_nb.dist yet; use --plugin ddp")
+        p = cls(**plugin_kwargs)
+    return Booster(plugin=p)
+
 # %% ../nbs/13_parallel.ipynb #30d3c75d
 class ShardedBatches:
     "Wrap a batch source (`next_batch`, `state_dict`): every rank draws the same global batch and keeps its dp rows."
@@ -411,16 +482,43 @@ class ShardedBatches:
     def load_state_dict(self, s): return self.batches.load_state_dict(s)
 
 
-class DistTrainer(Trainer):
-    "`Trainer` on every rank: same weights, averaged gradients, sharded batches, rank-0 checkpoints, optional sp."
-    def __init__(self, cfg: dict, model=None, run_dir=None, env: DistEnv | None = None):
-        self.env = env or get_env()
+def world_of(env: DistEnv) -> dict:
+    return dict(world_size=env.world_size, dp=env.dp_size, sp=env.sp_size)
+
+
+def check_resume(path, env: DistEnv | None = None):
+    """Refuse (one line, `LaunchError`) to resume from checkpoint folder `path` (or a run folder's `last`) that another
+    world wrote: another number of processes, another sp size, or the single-process trainer. None: nothing to resume."""
+    env, path = env or get_env(), Path(path)
+    if (path / "last").exists(): path = last_checkpoint(path)
+    if path is None or not (path / "state.json").exists(): return None
+    saved = json.loads((path / "state.json").read_text()).get("world")
+    if saved is None:
+        raise LaunchError(f"checkpoint {path} was written by the single-process trainer (`opensora-nb train`); "
+                          "continue it there, or train into a new --output")
+    if saved != world_of(env):
+        raise LaunchError(f"checkpoint {path} was written by {saved['world_size']} processes (dp {saved['dp']} x sp "
+                          f"{saved['sp']}); this run has {env.world_size} (dp {env.dp_size} x sp {env.sp_size}): resume with "
+                          f"--nproc_per_node {saved['world_size']} --sp {saved['sp']}, or train into a new --output")
+    return path
+
+
+class BoostedTrainer(Trainer):
+    """`Trainer` on every rank with its engine lines through a ColossalAI `Booster` (`plugin`: see `make_booster`):
+    sharded batches, per-dp-rank noise, optional sequence parallelism, sharded checkpoints; the EMA is a plain copy."""
+    def __init__(self, cfg: dict, model=None, run_dir=None, env: DistEnv | None = None, plugin: str = "ddp", booster=None):
+        self.env, self.plugin = env or get_env(), check_plugin(plugin)
         super().__init__(cfg, model=model, run_dir=run_dir)
-        broadcast_params(self.model)
-        self.ema.load_state_dict(self.model.state_dict())
         enable_sequence_parallel(self.model)
         enable_sequence_parallel(self.ema)
-        self._hooks = install_gradient_averaging(self.model)
+        self.plugin_clips = self.plugin in CUDA_ONLY_PLUGINS  # zero2/gemini clip (and scale fp16 losses) in their step
+        if self.plugin_clips: self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)
+        self.booster = booster or make_booster(self.plugin, precision="fp16" if self.amp == torch.float16 else "bf16",
+                                               grad_clip=float(cfg.get("grad_clip") or 0.0))
+        with warnings.catch_warnings():  # torch deprecates DDP's `broadcast_buffers`, which TorchDDPPlugin still passes
+            warnings.filterwarnings("ignore", message=".*broadcast_buffers", category=FutureWarning)
+            self.engine_model, self.opt, *_ = self.booster.boost(self.model, self.opt)
+        update_ema(self.ema, self.model, 0.0)  # the EMA starts from the boosted weights (DDP: rank 0's; fsdp2: gathered)
         if self.env.dp_rank: self._reseed(0)  # dp group 0 draws exactly what the single-process Trainer draws
 
     def _reseed(self, step: int):
@@ -429,56 +527,67 @@ class DistTrainer(Trainer):
         self.gen.manual_seed(s); torch.manual_seed(s)
         if self.mask_gen is not None: self.mask_gen.rng.seed(s)
 
+    # --- the engine's few lines ---
+    def _backward(self, loss):
+        self.booster.backward(self.scaler.scale(loss), self.opt)
+
+    def _clip(self):
+        if not self.cfg.get("grad_clip") or self.plugin_clips: return None
+        self.scaler.unscale_(self.opt)
+        return self.opt.clip_grad_by_norm(self.cfg["grad_clip"])
+
+    def _optimizer_step(self):
+        super()._optimizer_step()
+        if self.plugin_clips and self.cfg.get("grad_clip"): self.grad_norm = torch.as_tensor(self.opt.get_grad_norm())
+
+    def _save_states(self, path):
+        path = Path(path)
+        self.booster.save_model(self.engine_model, str(path / "model"), shard=True, use_safetensors=True)
+        self.booster.save_optimizer(self.opt, str(path / "optimizer"), shard=True)
+        if self.env.is_main and self.scaler.is_enabled(): torch.save(self.scaler.state_dict(), path / "scaler.pt")
+
+    def _load_states(self, path):
+        path = Path(path)
+        self.booster.load_model(self.engine_model, str(path / "model"), strict=True)
+        self.booster.load_optimizer(self.opt, str(path / "optimizer"))
+        if self.scaler.is_enabled() and (path / "scaler.pt").exists():
+            self.scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
+
+    # --- checkpoints: every rank writes its part into one folder, rank 0 publishes it ---
     def save(self, batches):
+        if self.run_dir is None: return None
+        env, step, tag = self.env, self.step_count, "boosted"
+        tmp = self.run_dir / f".tmp_step_{step:07d}_{tag}"
+        if env.is_main: begin_checkpoint(self.run_dir, step, tag=tag)
         barrier()
-        path = super().save(batches) if self.env.is_main else None
+        self._save_states(tmp)
+        torch.save(get_rng_state(self.gen, self.mask_gen), tmp / f"rng_rank{env.rank}.pt")
+        if env.is_main:
+            from safetensors.torch import save_file
+            save_file({k: v.detach().contiguous().cpu() for k, v in unwrap(self.ema).state_dict().items()}, str(tmp / "ema.safetensors"))
+            state = dict(self.state(batches), step=step, world=world_of(env), plugin=self.plugin)
+            (tmp / "state.json").write_text(json.dumps(state, indent=1, default=str))
         barrier()
-        return path
+        final = finish_checkpoint(tmp, self.run_dir, step, self.cfg.get("keep_checkpoints", 2)) if env.is_main else None
+        barrier()
+        return final or self.run_dir / f"step_{step:07d}"
 
     def resume(self, batches, path=None) -> bool:
+        "Continue from `path` or the run folder's last checkpoint (written by this same world); False when there is none."
         barrier()
-        ok = super().resume(batches, path)
-        if ok and self.env.dp_rank:  # the checkpoint holds rank 0's generators: move the others off them
-            self._reseed(self.step_count)
-        return ok
-
-
-# %% ../nbs/13_parallel.ipynb #d97dc8fe
-def colossalai_available() -> bool:
-    "Is colossalai importable (installed with `pip install --no-deps colossalai`)? Does not import it."
-    import importlib.util
-    return importlib.util.find_spec("colossalai") is not None
-
-
-def launch_colossalai(backend: str | None = None, seed: int = 0):
-    "Start ColossalAI from torchrun's environment; on a CPU-only machine selects its CPU accelerator and gloo."
-    import colossalai
-    from colossalai.accelerator import set_accelerator
-    cuda = torch.cuda.is_available()
-    if not cuda: set_accelerator("cpu")
-    colossalai.launch_from_torch(backend=backend or ("nccl" if cuda else "gloo"), seed=seed)
-
-
-def make_booster(plugin: str = "auto", precision: str = "bf16", grad_clip: float = 1.0, **plugin_kwargs):
-    """A ColossalAI `Booster`. plugin: 'auto' (zero2 on CUDA, ddp on CPU), 'ddp', 'zero2' (Open-Sora's
-    LowLevelZero stage 2), 'gemini' (CPU offload for models larger than the GPU) or 'hybrid'."""
-    from colossalai.booster import Booster
-    from colossalai.booster.plugin import GeminiPlugin, HybridParallelPlugin, LowLevelZeroPlugin, TorchDDPPlugin
-    cuda = torch.cuda.is_available()
-    if plugin == "auto": plugin = "zero2" if cuda else "ddp"
-    if plugin in ("zero2", "gemini", "hybrid") and not cuda:
-        raise LaunchError(f"ColossalAI plugin {plugin!r} needs CUDA (LowLevelZero asserts a CUDA/NPU accelerator, "
-                          f"Gemini refuses the CPU one); on CPU use plugin='ddp'")
-    if plugin == "ddp": p = TorchDDPPlugin(**plugin_kwargs)
-    elif plugin == "zero2":
-        p = LowLevelZeroPlugin(stage=2, precision=precision, initial_scale=2**16, max_norm=grad_clip, **plugin_kwargs)
-    elif plugin == "gemini":
-        p = GeminiPlugin(precision=precision, placement_policy="auto", initial_scale=2**16, max_norm=grad_clip, **plugin_kwargs)
-    elif plugin == "hybrid":
-        p = HybridParallelPlugin(precision=precision, max_norm=grad_clip, **{"tp_size": 1, "pp_size": 1, **plugin_kwargs})
-    else:
-        raise ValueError(f"plugin {plugin!r}: choose auto, ddp, zero2, gemini or hybrid")
-    return Booster(plugin=p)
+        path = check_resume(path or self.run_dir, self.env) if (path or self.run_dir) else None
+        if path is None: return False
+        from safetensors.torch import load_file
+        from opensora_nb.stdit import load_state_dict_strict
+        self._load_states(path)
+        load_state_dict_strict(unwrap(self.ema), load_file(str(path / "ema.safetensors")), name=str(path / "ema.safetensors"))
+        state = json.loads((path / "state.json").read_text())
+        self.step_count, self.stage, self.skipped = state["step"], state["stage"], state.get("skipped", 0)
+        self.history = state.get("history", [])
+        batches.load_state_dict(state["data"])
+        set_rng_state(torch.load(path / f"rng_rank{self.env.rank}.pt", weights_only=False), self.gen, self.mask_gen)
+        barrier()
+        return True
 
 # %% ../nbs/13_parallel.ipynb #1ef7a555
 import contextlib

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from .dist import (
-    DistTrainer, LaunchError, ShardedBatches, barrier, destroy_distributed, enable_sequence_parallel, init_distributed,
-    seed_everything, shard_kwargs)
+    BoostedTrainer, LaunchError, ShardedBatches, barrier, check_plugin, check_resume, destroy_distributed,
+    enable_sequence_parallel, init_distributed, launch_colossalai, seed_everything, shard_kwargs)
 from .data import prepare_dataloader
 from .builders import build_batches, build_scheduler, build_text_encoder, build_vae, get_config, parse_overrides, prepare_tiny_world
 from .train import RunLogger, add_run_flags, holdout, last_checkpoint, log_periods, with_log_keys
@@ -73,11 +73,14 @@ def _progress(env, i, n):
 
 
 def dist_train_cli(argv=None, hooks=None) -> int:
-    "`torchrun ... -m opensora_nb.launch train CONFIG [-o OUT] [--sp N] [--key value ...]`: data (+ sequence) parallel training."
+    """`torchrun ... -m opensora_nb.launch train CONFIG [-o OUT] [--plugin NAME] [--sp N] [--key value ...]`: data (+ sequence)
+    parallel training through ColossalAI's Booster."""
     p = argparse.ArgumentParser(prog="python -m opensora_nb.launch train", description="Distributed training (run under torchrun).")
     p.add_argument("config", help="preset name or config .json")
     p.add_argument("--output", "-o", default="outputs/train_dist")
     p.add_argument("--sp", type=int, default=1, help="sequence-parallel size (divides the number of processes)")
+    p.add_argument("--plugin", default=None, help="ColossalAI plugin: ddp (CPU and GPU), zero2 (ZeRO-2, bf16; CUDA), gemini "
+                   "(CUDA), fsdp2 (torch's fully_shard), auto (zero2 on CUDA, else ddp); default: the config's `plugin`, else ddp")
     p.add_argument("--no-resume", action="store_true")
     p.add_argument("--no-pipeline", action="store_true", help="do not write OUTPUT/pipeline at the end")
     add_run_flags(p, load=False)  # --tensorboard, --wandb (the log: chapter 11)
@@ -96,8 +99,16 @@ def dist_train_cli(argv=None, hooks=None) -> int:
     cfg = json.loads((out / "config.json").read_text())
     for k in ("patch_size", "input_size"):
         if k in cfg["model"]: cfg["model"][k] = tuple(cfg["model"][k])
+    try:  # before colossalai is imported (tens of seconds) and before any step: one line, exit status 2
+        plugin = check_plugin(args.plugin or cfg.get("plugin") or "ddp")
+        check_resume(out, env)
+    except (LaunchError, ValueError) as e:
+        if env.is_main: print(f"{p.prog}: error: {e}", file=sys.stderr, flush=True)
+        barrier(); destroy_distributed()
+        return 2
+    launch_colossalai()  # ColossalAI joins the process group init_distributed started
     seed_everything(cfg["seed"], env)
-    tr = DistTrainer(cfg, run_dir=out, env=env)
+    tr = BoostedTrainer(cfg, run_dir=out, env=env, plugin=plugin)
     batches, held = holdout(build_batches(cfg), cfg["eval_rows"], cfg["seed"]) if log_periods(cfg)["eval"] else (build_batches(cfg), {})
     if hasattr(batches, "sampler") and hasattr(batches, "dataset"):
         # videos read from disk: each dp rank reads only its own batches (the sharded bucket sampler, as Open-Sora)
@@ -112,7 +123,7 @@ def dist_train_cli(argv=None, hooks=None) -> int:
             print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in rec.items()}), flush=True)
             if total: _progress(env, rec["step"], total)
     if env.is_main:
-        print(f"world {env.world_size} = dp {env.dp_size} x sp {env.sp_size}, backend {env.backend}; "
+        print(f"world {env.world_size} = dp {env.dp_size} x sp {env.sp_size}, backend {env.backend}, plugin {plugin}; "
               f"global batch split over {env.dp_size} dp ranks", flush=True)
     tr.on_step = log = RunLogger(out / "tensorboard", cfg, rank=env.rank, tensorboard=args.tensorboard, wandb=args.wandb, held=held,
                                  video_fn=(hooks(cfg) if hooks else {}).get("video"), dp_size=env.dp_size)

@@ -25,40 +25,43 @@ from .masks import MaskGenerator
 from .io import resolve_device, resolve_dtype
 
 # %% auto #0
-__all__ = ['LOG_DEFAULTS', 'update_ema', 'save_checkpoint', 'last_checkpoint', 'load_checkpoint', 'get_rng_state',
-           'set_rng_state', 'tokens_of', 'ema_copy', 'logged', 'Trainer', 'with_log_keys', 'log_periods', 'holdout',
-           'eval_losses', 'peak_memory', 'grad_norm_of', 'gif_summary', 'RunLogger', 'add_run_flags', 'checkpoint_path',
-           'start_from', 'run_stages', 'plot_stage_losses', 'DeprecatedAlias', 'train_cli']
+__all__ = ['LOG_DEFAULTS', 'update_ema', 'begin_checkpoint', 'finish_checkpoint', 'save_states', 'load_states', 'save_checkpoint',
+           'last_checkpoint', 'load_checkpoint', 'get_rng_state', 'set_rng_state', 'tokens_of', 'ema_copy', 'logged',
+           'Trainer', 'with_log_keys', 'log_periods', 'holdout', 'eval_losses', 'peak_memory', 'grad_norm_of',
+           'gif_summary', 'RunLogger', 'add_run_flags', 'checkpoint_path', 'start_from', 'run_stages',
+           'plot_stage_losses', 'DeprecatedAlias', 'train_cli']
 
 # %% ../nbs/11_training.ipynb #c8772413
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float = 0.99):
-    "ema <- decay * ema + (1 - decay) * model, parameter by parameter (trainable ones; buffers copied)."
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter (trainable ones; buffers copied). A model whose
+    weights an engine shards (FSDP2's DTensors) is gathered parameter by parameter into the plain EMA."""
+    full = lambda t: t.full_tensor() if hasattr(t, "full_tensor") else t
     mp = dict(model.named_parameters())
     for name, p in ema.named_parameters():
-        if mp[name].requires_grad: p.mul_(decay).add_(mp[name].detach(), alpha=1 - decay)
-        else: p.copy_(mp[name])
+        if mp[name].requires_grad: p.mul_(decay).add_(full(mp[name].detach()), alpha=1 - decay)
+        else: p.copy_(full(mp[name]))
     mb = dict(model.named_buffers())
-    for name, b in ema.named_buffers(): b.copy_(mb[name])
+    for name, b in ema.named_buffers(): b.copy_(full(mb[name]))
 
 # %% ../nbs/11_training.ipynb #7116ed33
-def save_checkpoint(run_dir, step, model, ema, optimizer, state: dict, rng: dict, keep: int = 2, scaler=None) -> Path:
-    """Atomically write `run_dir/step_{step:07d}` (tmp folder + rename) and point `run_dir/last` at it; keep the last `keep`.
-    `scaler`: fp16's gradient scaler, saved when it is on (its loss scale is part of the state a resume needs)."""
-    from safetensors.torch import save_file
+def begin_checkpoint(run_dir, step, tag=None) -> Path:
+    """An empty temporary folder for step `step`'s checkpoint in `run_dir`. `tag` (default: this process's id) names it:
+    processes that write one checkpoint together agree on a tag."""
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
-    final = run_dir / f"step_{step:07d}"
-    tmp = run_dir / f".tmp_step_{step:07d}_{os.getpid()}"
+    tmp = run_dir / f".tmp_step_{step:07d}_{os.getpid() if tag is None else tag}"
     if tmp.exists(): shutil.rmtree(tmp)
     tmp.mkdir()
-    save_file({k: v.contiguous() for k, v in unwrap(model).state_dict().items()}, str(tmp / "model.safetensors"))
-    save_file({k: v.contiguous() for k, v in unwrap(ema).state_dict().items()}, str(tmp / "ema.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(rng, tmp / "rng.pt")
-    if scaler is not None and scaler.is_enabled(): torch.save(scaler.state_dict(), tmp / "scaler.pt")
-    (tmp / "state.json").write_text(json.dumps(dict(state, step=step), indent=1, default=str))
-    for f in tmp.iterdir():  # flush file contents before the rename makes them visible
-        with open(f, "rb+") as fh: os.fsync(fh.fileno())
+    return tmp
+
+
+def finish_checkpoint(tmp, run_dir, step, keep: int = 2) -> Path:
+    "Flush `tmp`'s files, rename it to `run_dir/step_{step:07d}`, point `run_dir/last` at it and keep the last `keep`."
+    run_dir = Path(run_dir)
+    final = run_dir / f"step_{step:07d}"
+    for f in sorted(Path(tmp).rglob("*")):  # flush file contents before the rename makes them visible
+        if f.is_file():
+            with open(f, "rb+") as fh: os.fsync(fh.fileno())
     if final.exists(): shutil.rmtree(final)
     os.replace(tmp, final)
     link_tmp = run_dir / f".last_{os.getpid()}"
@@ -69,6 +72,40 @@ def save_checkpoint(run_dir, step, model, ema, optimizer, state: dict, rng: dict
     return final
 
 
+def save_states(path, model, optimizer, scaler=None):
+    "The engine's part of a checkpoint folder: `model.safetensors`, `optimizer.pt` and fp16's `scaler.pt` (when it is on)."
+    from safetensors.torch import save_file
+    path = Path(path)
+    save_file({k: v.contiguous() for k, v in unwrap(model).state_dict().items()}, str(path / "model.safetensors"))
+    torch.save(optimizer.state_dict(), path / "optimizer.pt")
+    if scaler is not None and scaler.is_enabled(): torch.save(scaler.state_dict(), path / "scaler.pt")
+
+
+def load_states(path, model, optimizer=None, scaler=None):
+    "Read back what `save_states` wrote: weights (strict), optimizer, fp16's loss scale (when both sides have one)."
+    from safetensors.torch import load_file
+    from opensora_nb.stdit import load_state_dict_strict
+    path = Path(path)
+    load_state_dict_strict(unwrap(model), load_file(str(path / "model.safetensors")), name=str(path / "model.safetensors"))
+    if optimizer is not None: optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    if scaler is not None and scaler.is_enabled() and (path / "scaler.pt").exists():
+        scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
+
+
+def save_checkpoint(run_dir, step, model, ema, optimizer, state: dict, rng: dict, keep: int = 2, scaler=None,
+                    write_states=None) -> Path:
+    """Atomically write `run_dir/step_{step:07d}` (tmp folder + rename) and point `run_dir/last` at it; keep the last `keep`.
+    `scaler`: fp16's gradient scaler, saved when it is on (its loss scale is part of the state a resume needs).
+    `write_states(folder)` replaces `save_states` (the model and optimizer files; an engine writes its own)."""
+    from safetensors.torch import save_file
+    tmp = begin_checkpoint(run_dir, step)
+    (write_states or (lambda p: save_states(p, model, optimizer, scaler)))(tmp)
+    save_file({k: v.contiguous() for k, v in unwrap(ema).state_dict().items()}, str(tmp / "ema.safetensors"))
+    torch.save(rng, tmp / "rng.pt")
+    (tmp / "state.json").write_text(json.dumps(dict(state, step=step), indent=1, default=str))
+    return finish_checkpoint(tmp, run_dir, step, keep)
+
+
 def last_checkpoint(run_dir):
     "The folder `run_dir/last` names, or None."
     f = Path(run_dir) / "last"
@@ -77,17 +114,15 @@ def last_checkpoint(run_dir):
     return p if (p / "state.json").exists() else None
 
 
-def load_checkpoint(path, model, ema=None, optimizer=None, scaler=None):
-    "Load weights (strict), optimizer and fp16's loss scale (when both the checkpoint and `scaler` have one); returns (state dict, rng dict)."
+def load_checkpoint(path, model, ema=None, optimizer=None, scaler=None, read_states=None):
+    """Load weights (strict), optimizer and fp16's loss scale (when both the checkpoint and `scaler` have one); returns
+    (state dict, rng dict). `read_states(folder)` replaces `load_states` (an engine reads its own files)."""
     from safetensors.torch import load_file
     from opensora_nb.stdit import load_state_dict_strict
     path = Path(path)
-    load_state_dict_strict(unwrap(model), load_file(str(path / "model.safetensors")), name=str(path / "model.safetensors"))
+    (read_states or (lambda p: load_states(p, model, optimizer, scaler)))(path)
     if ema is not None:
         load_state_dict_strict(unwrap(ema), load_file(str(path / "ema.safetensors")), name=str(path / "ema.safetensors"))
-    if optimizer is not None: optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    if scaler is not None and scaler.is_enabled() and (path / "scaler.pt").exists():
-        scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
     rng = torch.load(path / "rng.pt", weights_only=False)
     return json.loads((path / "state.json").read_text()), rng
 
@@ -142,17 +177,22 @@ class Trainer:
         self.run_dir = Path(run_dir) if run_dir else None
         self.step_count, self.stage, self.history, self.skipped = 0, 0, [], 0
         self.patch = tuple(unwrap(self.model).patch_size)
+        self.engine_model = self.model  # what the loss runs through: the model here, an engine's wrapper of it when boosted
+        self.grad_norm = None           # the last step's gradient norm before clipping (a tensor; None without clipping)
 
     def lr_at(self, step):
         w = self.cfg.get("warmup_steps") or 0
         return self.cfg["lr"] * min(1.0, (step + 1) / w) if w else self.cfg["lr"]
 
     def step(self, batch: dict) -> float:
-        "One training step on `batch` (z, y, mask, fps, height, width, num_frames) -> loss."
-        self.model.train()
+        """One training step on `batch` (z, y, mask, fps, height, width, num_frames) -> loss. A batch may bring its own
+        draws (`x_mask`, `t`, `noise`: one row per sample); otherwise the trainer's generators draw them."""
+        self.engine_model.train()
         dev = self.device
         z = batch["z"].to(dev, non_blocking=True)
-        x_mask = self.mask_gen.get_masks(z) if (self.mask_gen is not None and z.shape[2] > 1) else None
+        if "x_mask" in batch: x_mask = batch["x_mask"].to(dev)
+        else: x_mask = self.mask_gen.get_masks(z) if (self.mask_gen is not None and z.shape[2] > 1) else None
+        draws = {k: batch[k].to(dev) for k in ("t", "noise") if k in batch}
         # height/width/num_frames stay host values: the model reads them for its positional table (as the reference does)
         kwargs = dict(y=batch["y"].to(dev, non_blocking=True), mask=batch["mask"].to(dev, non_blocking=True),
                       fps=batch["fps"].to(dev, non_blocking=True), height=batch["height"].cpu(), width=batch["width"].cpu(),
@@ -160,22 +200,35 @@ class Trainer:
         if x_mask is not None: kwargs["x_mask"] = x_mask
         amp = self.amp if self.amp != torch.float32 else None
         with torch.autocast(dev.type if dev.type in ("cuda", "cpu") else "cpu", dtype=amp or torch.float32, enabled=amp is not None):
-            out = self.scheduler.training_losses(self.model, z, kwargs, mask=x_mask, generator=self.gen)
+            out = self.scheduler.training_losses(self.engine_model, z, kwargs, mask=x_mask, generator=self.gen, **draws)
             loss = out["loss"]
             if self.cfg.get("loss_weighting", "v") == "x0":  # |v - v*|^2 t^2 = |x0_hat - x0|^2: every noise level alike
                 loss = loss * (out["t"] / self.scheduler.num_timesteps).clamp(min=X0_T_MIN) ** 2
             loss = loss.mean()
         for g in self.opt.param_groups: g["lr"] = self.lr_at(self.step_count)
         self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()  # without fp16 the scaler passes everything through unchanged
-        if self.cfg.get("grad_clip"):
-            self.scaler.unscale_(self.opt)  # clip the true gradients
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["grad_clip"])
-        self.scaler.step(self.opt)
-        self.scaler.update()
+        self._backward(loss)             # the engine's few lines: backward, clip, step (BoostedTrainer, 13_parallel)
+        self.grad_norm = self._clip()
+        self._optimizer_step()
         update_ema(self.ema, self.model, self.cfg["ema_decay"])
         self.step_count += 1
         return loss.detach()  # read on the host only when logged: no device sync each step
+
+    def _backward(self, loss):
+        self.scaler.scale(loss).backward()  # without fp16 the scaler passes everything through unchanged
+
+    def _clip(self):
+        "Clip the gradients' norm to `grad_clip`; returns the norm before clipping (None when `grad_clip` is off)."
+        if not self.cfg.get("grad_clip"): return None
+        self.scaler.unscale_(self.opt)  # clip the true gradients
+        return torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["grad_clip"])
+
+    def _optimizer_step(self):
+        self.scaler.step(self.opt)
+        self.scaler.update()
+
+    def _save_states(self, path): save_states(path, self.model, self.opt, self.scaler)
+    def _load_states(self, path): load_states(path, self.model, self.opt, self.scaler)
 
     def state(self, batches) -> dict:
         return dict(stage=self.stage, data=batches.state_dict(), skipped=self.skipped, history=self.history[-2000:],
@@ -184,13 +237,14 @@ class Trainer:
     def save(self, batches):
         if self.run_dir is None: return None
         return save_checkpoint(self.run_dir, self.step_count, self.model, self.ema, self.opt, self.state(batches),
-                               get_rng_state(self.gen, self.mask_gen), keep=self.cfg.get("keep_checkpoints", 2), scaler=self.scaler)
+                               get_rng_state(self.gen, self.mask_gen), keep=self.cfg.get("keep_checkpoints", 2),
+                               write_states=self._save_states)
 
     def resume(self, batches, path=None) -> bool:
         "Continue from `path` or the run folder's last checkpoint; False when there is none."
         path = path or (last_checkpoint(self.run_dir) if self.run_dir else None)
         if path is None: return False
-        state, rng = load_checkpoint(path, self.model, self.ema, self.opt, self.scaler)
+        state, rng = load_checkpoint(path, self.model, self.ema, read_states=self._load_states)
         self.step_count, self.stage, self.skipped = state["step"], state["stage"], state.get("skipped", 0)
         self.history = state.get("history", [])
         batches.load_state_dict(state["data"])
