@@ -8,7 +8,7 @@
   4. train     one XL/2 training step at 240p x 51 frames through ColossalAI's Booster (LowLevelZero, ZeRO-2, bf16)
   5. sdpa      which scaled_dot_product_attention backends run here, and which one PyTorch picks
   6. plugins   one XL/2 step at 240p x 51 frames per Booster plugin (ddp, zero2, gemini, fsdp2), with the peak memory and
-               the per-rank bytes of model states; --tiny: ddp and fsdp2 (FSDP2Plugin, chapter 13) on the CPU in 2 gloo
+               the per-rank bytes of model states; --tiny: ddp and fsdp2 (FSDP2Plugin, chapter 13a) on the CPU in 2 gloo
                processes started with torchrun, the per-rank bytes of parameters + gradients + optimizer states compared
 
     python benchmarks/gpu_check.py                 # one H100/H200, bf16, <= 8 minutes -> benchmarks/results/gpu_check.json
@@ -259,7 +259,7 @@ def check_train(device, dtype, mode, cfg):
     """Training steps (warm-up + 2 timed) through Booster(LowLevelZeroPlugin(stage=2, bf16)) with gradient checkpointing,
     as Open-Sora 1.2 trains; if the booster cannot run here, a plain AdamW step with the same loss, and why."""
     import torch.distributed as dist
-    from opensora_nb.dist import colossalai_available, make_booster
+    from opensora_nb.engine import colossalai_available, make_booster
     config = STDIT3_XL_2 if mode == "full" else TINY_CONFIG
     new = lambda: build_model(config, device, torch.float32).train().set_grad_checkpointing(True)  # fp32 master weights
     adamw = lambda m: torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=0.0)
@@ -315,7 +315,7 @@ def _plugin_step(name, device, mode, cfg):
     """Two training steps (the first allocates the optimizer states) of STDiT3 through Booster(plugin `name`) on this
     rank: seconds, loss, peak memory, and for ddp/fsdp2 the bytes of parameters + gradients + optimizer states held."""
     from colossalai.booster import Booster
-    from opensora_nb.dist import FSDP2Plugin, make_booster, state_bytes
+    from opensora_nb.engine import FSDP2Plugin, make_booster, state_bytes
     config = STDIT3_XL_2 if mode == "full" else TINY_CONFIG
     model = build_model(config, device, torch.float32).train().set_grad_checkpointing(True)  # fp32 master weights
     if name == "gemini":  # Gemini accepts only ColossalAI's own Adam (CPU + CUDA kernels)
@@ -387,7 +387,7 @@ def run_plugins(mode, cfg, plugins=None):
 
 def plugins_worker(out, tiny):
     "The body of `--plugins-worker OUT` (one process per rank under torchrun): ColossalAI started, every plugin stepped."
-    from opensora_nb.dist import launch_colossalai
+    from opensora_nb.engine import launch_colossalai
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     launch_colossalai()
     mode = "tiny" if tiny else "full"

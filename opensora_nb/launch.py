@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from .dist import (
-    BoostedTrainer, LaunchError, ShardedBatches, barrier, check_plugin, check_resume, destroy_distributed,
-    enable_sequence_parallel, init_distributed, launch_colossalai, seed_everything, shard_kwargs)
+    LaunchError, barrier, destroy_distributed, enable_sequence_parallel, init_distributed, seed_everything, shard_kwargs)
+from .engine import BoostedTrainer, ShardedBatches, check_plugin, check_resume, launch_colossalai
 from .data import prepare_dataloader
 from .builders import build_batches, build_scheduler, build_text_encoder, build_vae, get_config, parse_overrides, prepare_tiny_world
 from .train import RunLogger, add_run_flags, holdout, last_checkpoint, log_periods, with_log_keys

@@ -207,7 +207,7 @@ class Trainer:
             loss = loss.mean()
         for g in self.opt.param_groups: g["lr"] = self.lr_at(self.step_count)
         self.opt.zero_grad(set_to_none=True)
-        self._backward(loss)             # the engine's few lines: backward, clip, step (BoostedTrainer, 13_parallel)
+        self._backward(loss)             # the engine's few lines: backward, clip, step (BoostedTrainer, 13a_engine)
         self.grad_norm = self._clip()
         self._optimizer_step()
         update_ema(self.ema, self.model, self.cfg["ema_decay"])

@@ -1,4 +1,4 @@
-"""The training loop on ColossalAI's Booster (opensora_nb.dist.BoostedTrainer, `python -m opensora_nb.launch train`),
+"""The training loop on ColossalAI's Booster (opensora_nb.engine.BoostedTrainer, `python -m opensora_nb.launch train`),
 launched for real: `torchrun --nproc_per_node 2` over gloo on the CPU, `TorchDDPPlugin`.
 
 - one launch runs the in-process checks: K boosted `ddp` steps equal K single-process steps at the same global batch;
@@ -41,8 +41,8 @@ import json, sys, time
 from pathlib import Path
 import torch, torch.distributed as dist
 t0 = time.time()
-from opensora_nb.dist import (init_distributed, launch_colossalai, BoostedTrainer, ShardedBatches, LaunchError, DistEnv,
-                              check_resume, make_booster, destroy_distributed)
+from opensora_nb.dist import init_distributed, LaunchError, DistEnv, destroy_distributed
+from opensora_nb.engine import launch_colossalai, BoostedTrainer, ShardedBatches, check_resume, make_booster
 from opensora_nb.builders import get_config, FeatureBatches
 from opensora_nb.train import Trainer, last_checkpoint
 

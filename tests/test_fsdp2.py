@@ -1,4 +1,4 @@
-"""`FSDP2Plugin` (chapter 13): PyTorch's FSDP2 behind ColossalAI's Booster, proven on this CPU in one `torchrun` launch of
+"""`FSDP2Plugin` (chapter 13a): PyTorch's FSDP2 behind ColossalAI's Booster, proven on this CPU in one `torchrun` launch of
 2 gloo processes (issue 25, items 1, 3 and 6): K boosted steps equal K single-process AdamW steps at the same global
 batch; the clipped global gradient norm equals one process's; each rank holds about 1/2 of the bytes of parameters +
 gradients + optimizer states that a `TorchDDPPlugin` rank holds (measured in the same launch); a sharded save then a load
@@ -21,7 +21,7 @@ WORKER = textwrap.dedent(r'''
 import json, sys, time
 from pathlib import Path
 import torch, torch.distributed as dist
-from opensora_nb.dist import FSDP2Plugin, launch_colossalai, make_booster, state_bytes
+from opensora_nb.engine import FSDP2Plugin, launch_colossalai, make_booster, state_bytes
 from opensora_nb.stdit import STDiT3, STDiT3Config
 from opensora_nb.rflow import RFlow
 launch_colossalai()
@@ -180,7 +180,7 @@ def test_fsdp2_no_sync_accumulates(results):
 
 def test_plugin_memory_model_matches_the_measurement(results):
     "Chapter 13's per-plugin model (fp32, world 2) predicts the measured bytes a parameter of both plugins."
-    from opensora_nb.dist import plugin_memory_per_param
+    from opensora_nb.engine import plugin_memory_per_param
     r = results[0]
     for name in ("ddp", "fsdp2"):
         measured = sum(r[name]["bytes"].values()) / r["nparams"]
