@@ -63,7 +63,9 @@ def main(argv=None):
     except (ImportError, AttributeError) as e:
         raise SystemExit(f"opensora-nb {args.command}: not available in this install ({e})")
     try:
-        return fn(args.args) or 0
+        # under torchrun, `train` gets the same hooks (the log's judged videos, OUTPUT/pipeline with its defaults) as in one process
+        extra = dict(hooks=train_hooks) if (args.command == "train" and fn_name == DISTRIBUTED["train"]) else {}
+        return fn(args.args, **extra) or 0
     except INPUT_ERRORS as e:
         if debug: raise
         msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)

@@ -132,7 +132,9 @@ def dist_train_cli(argv=None, hooks=None) -> int:
     secs = time.perf_counter() - t0
     log.close()
     print(f"rank {env.rank}: {tr.step_count} steps, {secs:.1f}s", flush=True)
-    if env.is_main and not args.no_pipeline:
+    if env.is_main and not args.no_pipeline and hooks and hooks(cfg).get("finish"):  # `opensora-nb train`: as in one process
+        hooks(cfg)["finish"](tr, cfg, out)
+    elif env.is_main and not args.no_pipeline:
         vae, te = build_vae(cfg), build_text_encoder(cfg)
         pipe = OpenSoraPipeline(tr.ema, vae, te, build_scheduler(cfg), config=dict(text_encoder=cfg["text_encoder"], vae=dict(type=cfg["vae"]["type"])), device=tr.device)
         pipe.save_pretrained(out / "pipeline")

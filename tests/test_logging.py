@@ -101,3 +101,16 @@ def test_load_and_start_from_scratch_input_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--load" in err and "not a checkpoint" in err and "Traceback" not in err
     assert not (tmp_path / "r" / "tensorboard").exists()  # refused before any work
+
+
+def test_torchrun_train_gets_the_same_hooks(monkeypatch):
+    "Under torchrun (WORLD_SIZE > 1) `opensora-nb train` runs chapter 13b's job with the hooks one process uses (videos, pipeline)."
+    import opensora_nb.cli as cli
+    import opensora_nb.launch as launch
+    seen = {}
+    monkeypatch.setattr(launch, "dist_train_cli", lambda argv, **kw: seen.update(argv=argv, **kw) or 0)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cli.main(["train", "tiny_world", "-o", "x"]) == 0
+    assert seen["argv"] == ["tiny_world", "-o", "x"] and seen["hooks"] is cli.train_hooks
+    monkeypatch.setattr(launch, "dist_sample_cli", lambda argv, **kw: seen.update(sample_kw=kw) or 0)
+    assert cli.main(["sample", "p", "--prompt", "a"]) == 0 and seen["sample_kw"] == {}
