@@ -194,15 +194,19 @@ class BoostedTrainer(Trainer):
         barrier()
         return final or self.run_dir / f"step_{step:07d}"
 
+    def load_weights(self, path):
+        "Checkpoint `path`'s model and optimizer (through the Booster) and EMA; step, data order and RNG stay as they are."
+        from safetensors.torch import load_file
+        from opensora_nb.stdit import load_state_dict_strict
+        self._load_states(path)
+        load_state_dict_strict(unwrap(self.ema), load_file(str(path / "ema.safetensors")), name=str(path / "ema.safetensors"))
+
     def resume(self, batches, path=None) -> bool:
         "Continue from `path` or the run folder's last checkpoint (written by this same world); False when there is none."
         barrier()
         path = check_resume(path or self.run_dir, self.env) if (path or self.run_dir) else None
         if path is None: return False
-        from safetensors.torch import load_file
-        from opensora_nb.stdit import load_state_dict_strict
-        self._load_states(path)
-        load_state_dict_strict(unwrap(self.ema), load_file(str(path / "ema.safetensors")), name=str(path / "ema.safetensors"))
+        self.load_weights(path)
         state = json.loads((path / "state.json").read_text())
         self.step_count, self.stage, self.skipped = state["step"], state["stage"], state.get("skipped", 0)
         self.history = state.get("history", [])

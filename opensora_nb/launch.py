@@ -20,7 +20,7 @@ from .dist import (
 from .engine import BoostedTrainer, ShardedBatches, check_plugin, check_resume, launch_colossalai
 from .data import prepare_dataloader
 from .builders import build_batches, build_scheduler, build_text_encoder, build_vae, get_config, parse_overrides, prepare_tiny_world
-from .train import RunLogger, add_run_flags, holdout, last_checkpoint, log_periods, with_log_keys
+from .train import RunLogger, add_run_flags, checkpoint_path, holdout, last_checkpoint, log_periods, with_log_keys
 from .inference import OpenSoraPipeline
 
 # %% auto #0
@@ -83,8 +83,9 @@ def dist_train_cli(argv=None, hooks=None) -> int:
                    "(CUDA), fsdp2 (torch's fully_shard), auto (zero2 on CUDA, else ddp); default: the config's `plugin`, else ddp")
     p.add_argument("--no-resume", action="store_true")
     p.add_argument("--no-pipeline", action="store_true", help="do not write OUTPUT/pipeline at the end")
-    add_run_flags(p, load=False)  # --tensorboard, --wandb (the log: chapter 11)
+    add_run_flags(p)  # --tensorboard, --wandb, --load, --start-from-scratch (chapter 11)
     args, rest = p.parse_known_args(argv)
+    if args.start_from_scratch and not args.load: p.error("--start-from-scratch needs --load PATH (the checkpoint to start from)")
     env = init_distributed(args.sp)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     out = Path(args.output)
@@ -102,10 +103,14 @@ def dist_train_cli(argv=None, hooks=None) -> int:
     try:  # before colossalai is imported (tens of seconds) and before any step: one line, exit status 2
         plugin = check_plugin(args.plugin or cfg.get("plugin") or "ddp")
         check_resume(out, env)
+        load = check_resume(checkpoint_path(args.load), env) if args.load else None  # written by this same world
     except (LaunchError, ValueError) as e:
         if env.is_main: print(f"{p.prog}: error: {e}", file=sys.stderr, flush=True)
         barrier(); destroy_distributed()
         return 2
+    if load is not None and last_checkpoint(out) is not None:  # the run began from --load: a rerun continues it
+        if env.is_main: print(f"{out} has its own checkpoint ({last_checkpoint(out).name}): continuing it, not --load {args.load}", flush=True)
+        load = None
     launch_colossalai()  # ColossalAI joins the process group init_distributed started
     seed_everything(cfg["seed"], env)
     tr = BoostedTrainer(cfg, run_dir=out, env=env, plugin=plugin)
@@ -116,7 +121,10 @@ def dist_train_cli(argv=None, hooks=None) -> int:
                                                              num_workers=cfg["data"].get("num_workers", 0), **shard_kwargs(env))
     else:  # pre-extracted features: every rank draws the global batch and keeps its rows
         batches = ShardedBatches(batches, env)
-    if tr.resume(batches) and env.is_main: print(f"resumed at step {tr.step_count}", flush=True)
+    if load is not None and args.start_from_scratch:  # its weights, EMA and optimizer; step 0, a fresh data order and RNG
+        tr.load_weights(load)
+        if env.is_main: print(f"started from {load}'s weights at step 0", flush=True)
+    elif tr.resume(batches, load) and env.is_main: print(f"resumed at step {tr.step_count}", flush=True)
     total = cfg.get("max_steps")
     def on_log(rec):
         if env.is_main:

@@ -579,8 +579,11 @@ def train_cli(argv=None, hooks=None) -> int:
     h = hooks(cfg) if hooks else {}
     tr.on_step = log = RunLogger(Path(args.output) / "tensorboard", cfg, tensorboard=args.tensorboard, wandb=args.wandb, held=held,
                                  video_fn=h.get("video"))
-    if args.start_from_scratch: start_from(tr, load)
-    run_stages(tr, make_batches, stages, resume=False if args.start_from_scratch else (load or True))
+    if load is not None and last_checkpoint(args.output) is not None:  # the run began from --load: a rerun continues it
+        print(f"{args.output} has its own checkpoint ({last_checkpoint(args.output).name}): continuing it, not --load {args.load}")
+        load = None
+    if load is not None and args.start_from_scratch: start_from(tr, load)
+    run_stages(tr, make_batches, stages, resume=True if load is None else (False if args.start_from_scratch else load))
     log.close()
     if h.get("finish"): h["finish"](tr, cfg, Path(args.output))
     print(f"trained {tr.step_count} steps; checkpoint: {last_checkpoint(args.output)}; rows skipped: {tr.skipped}")

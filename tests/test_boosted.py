@@ -322,3 +322,20 @@ def test_cuda_only_plugin_refused_on_cpu(tmp_path):
     assert p.returncode != 0 and len(msg) == 1 and "[rank0]: Traceback" not in p.stderr, p.stderr[-2000:]
     assert "plugin 'zero2' needs CUDA" in msg[0] and "here: --plugin ddp" in msg[0]
     assert last_checkpoint(tmp_path / "run") is None
+
+
+def test_load_another_runs_checkpoint(results):
+    "`launch train --load CKPT` into a new folder continues that checkpoint exactly (weights, EMA, data order, RNG)."
+    straight, run, t = results["out"] / "straight", results["out"] / "loaded", time.time()
+    start = straight / f"step_{STEPS - 2:07d}"
+    assert start.exists(), sorted(p.name for p in straight.iterdir())
+    p = subprocess.run(_train_cmd(results["out"] / "cfg.json", run) + ["--load", str(start)], capture_output=True, text=True,
+                       timeout=240, env=_env(), cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert f"resumed at step {STEPS - 2}" in p.stdout, p.stdout[-2000:]
+    (wa, ea), (wb, eb) = _weights(last_checkpoint(run)), _weights(last_checkpoint(straight))
+    assert last_checkpoint(run).name == f"step_{STEPS:07d}"
+    diff = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+    print(f"\n--load {start.name} into a new folder, to step {STEPS}: max weight diff vs the run it came from {diff:.2e}, "
+          f"{time.time() - t:.1f}s")
+    assert diff == 0.0 and all(torch.equal(ea[k], eb[k]) for k in ea)

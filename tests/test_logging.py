@@ -91,6 +91,9 @@ def test_load_continues_a_run_and_start_from_scratch_restarts_it(tmp_path):
     assert sc["step"] == 2 and sc["data"] == sf["data"] and sc["stage"] == sf["stage"] == 0
     wc, wf = _weights(tmp_path / "c"), _weights(tmp_path / "fresh")
     assert any(not torch.equal(wc[k], wf[k]) for k in wc)  # it started from a's weights, not from the seed's
+    # the same command again (a rerun after a kill, or with more steps): c's own checkpoint wins over --load
+    assert run("c", "--load", str(tmp_path / "a" / "step_0000004"), "--start-from-scratch", "--max-steps", "3") == 0
+    assert _state(tmp_path / "c")["step"] == 3
 
 
 def test_load_and_start_from_scratch_input_errors(tmp_path, capsys):
