@@ -19,8 +19,9 @@ from .dist import (
     LaunchError, barrier, destroy_distributed, enable_sequence_parallel, init_distributed, seed_everything, shard_kwargs)
 from .engine import BoostedTrainer, ShardedBatches, check_plugin, check_resume, launch_colossalai
 from .data import prepare_dataloader
-from .builders import build_batches, build_scheduler, build_text_encoder, build_vae, get_config, parse_overrides, prepare_tiny_world
-from .train import RunLogger, add_run_flags, checkpoint_path, holdout, last_checkpoint, log_periods, with_log_keys
+from .builders import (build_scheduler, build_text_encoder, build_vae, get_config, parse_overrides, prepare_tiny_world,
+                                resolve_stages)
+from .train import RunLogger, add_run_flags, checkpoint_path, last_checkpoint, run_stages, stage_batches, with_log_keys
 from .inference import OpenSoraPipeline
 
 # %% auto #0
@@ -114,17 +115,21 @@ def dist_train_cli(argv=None, hooks=None) -> int:
     launch_colossalai()  # ColossalAI joins the process group init_distributed started
     seed_everything(cfg["seed"], env)
     tr = BoostedTrainer(cfg, run_dir=out, env=env, plugin=plugin)
-    batches, held = holdout(build_batches(cfg), cfg["eval_rows"], cfg["seed"]) if log_periods(cfg)["eval"] else (build_batches(cfg), {})
-    if hasattr(batches, "sampler") and hasattr(batches, "dataset"):
-        # videos read from disk: each dp rank reads only its own batches (the sharded bucket sampler, as Open-Sora)
-        batches.loader, batches.sampler = prepare_dataloader(batches.dataset, cfg["bucket_config"], seed=cfg["seed"],
-                                                             num_workers=cfg["data"].get("num_workers", 0), **shard_kwargs(env))
-    else:  # pre-extracted features: every rank draws the global batch and keeps its rows
-        batches = ShardedBatches(batches, env)
+    def shard(batches):
+        if hasattr(batches, "sampler") and hasattr(batches, "dataset"):
+            # videos read from disk: each dp rank reads only its own batches (the sharded bucket sampler, as Open-Sora)
+            batches.loader, batches.sampler = prepare_dataloader(batches.dataset, cfg["bucket_config"], seed=cfg["seed"],
+                                                                 num_workers=cfg["data"].get("num_workers", 0), **shard_kwargs(env))
+            return batches
+        return ShardedBatches(batches, env)  # pre-extracted features: every rank draws the global batch, keeps its rows
+    stages = resolve_stages(cfg)  # the preset's stages, as `opensora-nb train` runs them
+    make_batches, held = stage_batches(cfg, stages, wrap=shard)
     if load is not None and args.start_from_scratch:  # its weights, EMA and optimizer; step 0, a fresh data order and RNG
         tr.load_weights(load)
         if env.is_main: print(f"started from {load}'s weights at step 0", flush=True)
-    elif tr.resume(batches, load) and env.is_main: print(f"resumed at step {tr.step_count}", flush=True)
+    resume = load if load is not None else last_checkpoint(out)
+    if resume is not None and not args.start_from_scratch and env.is_main:
+        print(f"resumed at step {json.loads((resume / 'state.json').read_text())['step']}", flush=True)
     total = cfg.get("max_steps")
     def on_log(rec):
         if env.is_main:
@@ -136,7 +141,8 @@ def dist_train_cli(argv=None, hooks=None) -> int:
     tr.on_step = log = RunLogger(out / "tensorboard", cfg, rank=env.rank, tensorboard=args.tensorboard, wandb=args.wandb, held=held,
                                  video_fn=(hooks(cfg) if hooks else {}).get("video"), dp_size=env.dp_size)
     t0 = time.perf_counter()
-    tr.fit(batches, max_steps=total, max_seconds=cfg.get("max_seconds"), progress=False, on_log=on_log)
+    run_stages(tr, make_batches, stages, progress=False, on_log=on_log,
+               resume=False if args.start_from_scratch else (resume if resume is not None else False))
     secs = time.perf_counter() - t0
     log.close()
     print(f"rank {env.rank}: {tr.step_count} steps, {secs:.1f}s", flush=True)

@@ -28,7 +28,7 @@ from .io import resolve_device, resolve_dtype
 __all__ = ['LOG_DEFAULTS', 'update_ema', 'begin_checkpoint', 'finish_checkpoint', 'save_states', 'load_states', 'save_checkpoint',
            'last_checkpoint', 'load_checkpoint', 'get_rng_state', 'set_rng_state', 'tokens_of', 'ema_copy', 'logged',
            'Trainer', 'with_log_keys', 'log_periods', 'holdout', 'eval_losses', 'peak_memory', 'grad_norm_of',
-           'gif_summary', 'RunLogger', 'add_run_flags', 'checkpoint_path', 'start_from', 'run_stages',
+           'gif_summary', 'RunLogger', 'add_run_flags', 'checkpoint_path', 'start_from', 'run_stages', 'stage_batches',
            'plot_stage_losses', 'DeprecatedAlias', 'train_cli']
 
 # %% ../nbs/11_training.ipynb #c8772413
@@ -520,6 +520,19 @@ def run_stages(trainer: Trainer, make_batches, stages, progress=True, on_log=Non
     return trainer
 
 
+
+def stage_batches(cfg: dict, stages, wrap=None):
+    """(make_batches(cfg, stage_index), held): each stage's batch source (its buckets, with the validation rows held out
+    of training when the log evaluates) and the validation set. `wrap(batches)`: e.g. the data-parallel sharding (13a)."""
+    evals = log_periods(cfg)["eval"] > 0 and bool((cfg.get("data") or {}).get("features"))  # held-out feature rows
+    held = holdout(build_batches(cfg), cfg["eval_rows"], cfg["seed"])[1] if evals else {}
+    def make_batches(c, i):
+        b = holdout(build_batches(c), c["eval_rows"], c["seed"])[0] if evals else build_batches(c)
+        names = stages[i].get("buckets")
+        b = b.subset(names, c["seed"] + i) if names and isinstance(b, FeatureBatches) else b
+        return wrap(b) if wrap else b
+    return make_batches, held
+
 def plot_stage_losses(history, ax=None, title="loss per stage"):
     "The logged loss against step, one colour per stage of the recipe."
     import matplotlib.pyplot as plt
@@ -570,12 +583,7 @@ def train_cli(argv=None, hooks=None) -> int:
     (Path(args.output) / "config.json").write_text(json.dumps(cfg, indent=1, default=str))
     tr = Trainer(cfg, run_dir=args.output)
     stages = resolve_stages(cfg)  # cumulative step counts: shares of --max_steps, or the stages' own capped by it
-    evals = log_periods(cfg)["eval"] > 0 and bool(cfg["data"].get("features"))  # a validation set: held-out feature rows
-    held = holdout(build_batches(cfg), cfg["eval_rows"], cfg["seed"])[1] if evals else {}
-    def make_batches(c, i):
-        b = holdout(build_batches(c), c["eval_rows"], c["seed"])[0] if evals else build_batches(c)
-        names = stages[i].get("buckets")
-        return b.subset(names, c["seed"] + i) if names and isinstance(b, FeatureBatches) else b
+    make_batches, held = stage_batches(cfg, stages)
     h = hooks(cfg) if hooks else {}
     tr.on_step = log = RunLogger(Path(args.output) / "tensorboard", cfg, tensorboard=args.tensorboard, wandb=args.wandb, held=held,
                                  video_fn=h.get("video"))

@@ -235,6 +235,8 @@ def _cli_config(tmp_path, **kw):
     "The tiny world's real draws: frame masks, caption dropout, the timestep transform; a checkpoint every 2 steps."
     cfg = get_config("tiny_world", dict(TINY, ckpt_every=2, max_steps=STEPS, **{"model.class_dropout_prob": 0.1}, **kw))
     cfg["data"] = dict(type="features", features=str(_features(tmp_path)))
+    # two stages, as the presets have them (images first, then every bucket): a resumed run must cross the boundary
+    cfg["stages"] = [dict(name="images", fraction=0.25, buckets=["img"], lr=1e-3), dict(name="all", fraction=0.75, lr=5e-4)]
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     return tmp_path / "cfg.json"
 
@@ -288,6 +290,7 @@ def test_kill9_then_rerun_equals_uninterrupted(results):
     assert f"resumed at step {killed_at}" in again.stdout, again.stdout[-2000:]
     final, straight = last_checkpoint(run), last_checkpoint(out / "straight")
     assert final.name == straight.name == f"step_{STEPS:07d}"
+    assert json.loads((final / "state.json").read_text())["stage"] == 1  # the preset's stages ran (launch train took them)
     (wa, ea), (wb, eb) = _weights(final), _weights(straight)
     assert wa.keys() == wb.keys() and len(wa) > 10
     diff = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
