@@ -135,6 +135,15 @@ HOST_SIDE = {  # module: {snippet: why it is made on the CPU on purpose}
     "text": {"torch.tensor([self.index[p] for p in prompts])": "indexes the CPU cache; the states are moved to the encoder's device"},
     "rflow": {"torch.as_tensor(v).float().flatten()": "timestep transform inputs are host values (as the reference's .item())",
               "torch.as_tensor(t)": "same: the transformed timesteps are moved to the latent's device"},
+    "train": {"torch.randperm(n, generator=g)": "holdout: the validation rows are host-side batches, like builders' (step moves them)",
+              'lambda v: torch.full((k,), float(v))': "holdout: same (fps, height, width of the held-out rows)",
+              "torch.linspace(0, sch.num_timesteps, n_timesteps + 2)[1:-1]": "eval_losses: timesteps read as host floats, each "
+                                                                            "made on the device with torch.full(device=dev)",
+              "torch.randn(z.shape, generator=torch.Generator().manual_seed(seed + k)).to(dev)": "eval_losses: CPU generator, "
+                                                                            "the same noise on every device, moved at once",
+              "np.asarray(torch.as_tensor(video).permute(0, 2, 3, 1))": "the log's GIF: host pixels for the encoder"},
+    "engine": {"torch.as_tensor(self.opt.get_grad_norm())": "zero2/gemini clip inside their step and give the norm as a host "
+                                                              "float: kept as a tensor only for the log"},
     "masks": {"torch.ones(T, dtype=torch.bool)": "frame masks are drawn on the host (python RNG) and moved to x's device in get_masks",
               "torch.tensor([rng.random() > p for _ in range(T)])": "same",
               "torch.arange(n).float() + 1000 * (j + 1)": "draw_mask_strategy: a picture, no model",
@@ -144,7 +153,7 @@ HOST_SIDE = {  # module: {snippet: why it is made on the CPU on purpose}
 
 
 # (builders is not listed: it makes host-side batches, which Trainer.step moves, and module buffers, moved with .to)
-@pytest.mark.parametrize("module", ["train", "inference", "dist", "launch", "text", "rflow", "masks"])
+@pytest.mark.parametrize("module", ["train", "inference", "dist", "engine", "launch", "text", "rflow", "masks"])
 def test_no_tensor_is_made_without_a_device(module):
     "Training, inference, the distributed code and the encoders create tensors on a device, or on the host for a named reason."
     src = (Path(__file__).resolve().parents[1] / "opensora_nb" / f"{module}.py").read_text().splitlines()
