@@ -63,10 +63,7 @@ def check_plugin(plugin: str | None = "ddp", cuda: bool | None = None) -> str:
     if plugin not in PLUGINS:
         raise ValueError(f"plugin {plugin!r}: choose one of {', '.join(PLUGINS)} (or auto)")
     if plugin in CUDA_ONLY_PLUGINS and not cuda:
-        here = "ddp" + (", fsdp2" if "FSDP2Plugin" in globals() else "")
-        raise LaunchError(f"plugin {plugin!r} needs CUDA and this machine has no GPU; here: --plugin {here}")
-    if plugin == "fsdp2" and "FSDP2Plugin" not in globals():
-        raise LaunchError("plugin 'fsdp2': FSDP2Plugin is not part of this opensora_nb.dist yet; here: --plugin ddp")
+        raise LaunchError(f"plugin {plugin!r} needs CUDA and this machine has no GPU; here: --plugin ddp, fsdp2")
     return plugin
 
 
@@ -82,12 +79,8 @@ def make_booster(plugin: str = "ddp", precision: str = "bf16", grad_clip: float 
         p = LowLevelZeroPlugin(stage=2, precision=precision, initial_scale=2**16, max_norm=grad_clip, **plugin_kwargs)
     elif plugin == "gemini":
         p = GeminiPlugin(precision=precision, placement_policy="auto", initial_scale=2**16, max_norm=grad_clip, **plugin_kwargs)
-    else:
-        # ---- fsdp2: `FSDP2Plugin` (a ColossalAI Plugin around torch's fully_shard) is plugged in here ----
-        cls = globals().get("FSDP2Plugin")
-        if cls is None:
-            raise LaunchError("plugin 'fsdp2': FSDP2Plugin is not part of this opensora_nb.dist yet; use --plugin ddp")
-        p = cls(**plugin_kwargs)
+    else:  # fsdp2: PyTorch's fully_shard behind the same Booster (`FSDP2Plugin`, below); fp32 shards, the trainer's autocast
+        p = FSDP2Plugin(**plugin_kwargs)
     return Booster(plugin=p)
 
 # %% ../nbs/13a_engine.ipynb #30d3c75d
