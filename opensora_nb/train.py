@@ -198,13 +198,7 @@ class Trainer:
                       fps=batch["fps"].to(dev, non_blocking=True), height=batch["height"].cpu(), width=batch["width"].cpu(),
                       num_frames=batch["num_frames"].cpu())
         if x_mask is not None: kwargs["x_mask"] = x_mask
-        amp = self.amp if self.amp != torch.float32 else None
-        with torch.autocast(dev.type if dev.type in ("cuda", "cpu") else "cpu", dtype=amp or torch.float32, enabled=amp is not None):
-            out = self.scheduler.training_losses(self.engine_model, z, kwargs, mask=x_mask, generator=self.gen, **draws)
-            loss = out["loss"]
-            if self.cfg.get("loss_weighting", "v") == "x0":  # |v - v*|^2 t^2 = |x0_hat - x0|^2: every noise level alike
-                loss = loss * (out["t"] / self.scheduler.num_timesteps).clamp(min=X0_T_MIN) ** 2
-            loss = loss.mean()
+        loss = self.loss(self.engine_model, z, kwargs, mask=x_mask, generator=self.gen, **draws)
         for g in self.opt.param_groups: g["lr"] = self.lr_at(self.step_count)
         self.opt.zero_grad(set_to_none=True)
         self._backward(loss)             # the engine's few lines: backward, clip, step (BoostedTrainer, 13a_engine)
@@ -213,6 +207,16 @@ class Trainer:
         update_ema(self.ema, self.model, self.cfg["ema_decay"])
         self.step_count += 1
         return loss.detach()  # read on the host only when logged: no device sync each step
+
+    def loss(self, model, z, kwargs, **draws):
+        "The batch's mean rectified-flow loss of `model` under the run's autocast, weighted as the config says (step and eval)."
+        dev, amp = z.device, (self.amp if self.amp != torch.float32 else None)
+        with torch.autocast(dev.type if dev.type in ("cuda", "cpu") else "cpu", dtype=amp or torch.float32, enabled=amp is not None):
+            out = self.scheduler.training_losses(model, z, kwargs, **draws)
+            loss = out["loss"]
+            if self.cfg.get("loss_weighting", "v") == "x0":  # |v - v*|^2 t^2 = |x0_hat - x0|^2: every noise level alike
+                loss = loss * (out["t"] / self.scheduler.num_timesteps).clamp(min=X0_T_MIN) ** 2
+            return loss.mean()
 
     def _backward(self, loss):
         self.scaler.scale(loss).backward()  # without fp16 the scaler passes everything through unchanged
@@ -330,7 +334,6 @@ def eval_losses(trainer, held: dict, n_timesteps: int = 4, seed: int = 0) -> dic
     model, dev, sch = trainer.model, trainer.device, trainer.scheduler
     was = model.training; model.eval()
     ts = torch.linspace(0, sch.num_timesteps, n_timesteps + 2)[1:-1]
-    amp = trainer.amp if trainer.amp != torch.float32 else None
     out = {}
     for k, name in enumerate(sorted(held)):
         b = held[name]
@@ -341,11 +344,7 @@ def eval_losses(trainer, held: dict, n_timesteps: int = 4, seed: int = 0) -> dic
         losses = []
         for t in ts:
             tt = torch.full((z.shape[0],), float(t), device=dev)
-            with torch.autocast(dev.type if dev.type in ("cuda", "cpu") else "cpu", dtype=amp or torch.float32, enabled=amp is not None):
-                loss = sch.training_losses(model, z, kw, noise=noise, t=tt)["loss"].float()
-            if trainer.cfg.get("loss_weighting", "v") == "x0":  # as `Trainer.step` weighs it
-                loss = loss * (tt / sch.num_timesteps).clamp(min=X0_T_MIN) ** 2
-            losses.append(loss.mean())
+            losses.append(trainer.loss(model, z, kw, noise=noise, t=tt).float())  # the step's loss, at fixed draws
         out[name] = logged(torch.stack(losses).mean())
     model.train(was)
     return out
