@@ -138,16 +138,17 @@ def dist_train_cli(argv=None, hooks=None) -> int:
     if env.is_main:
         print(f"world {env.world_size} = dp {env.dp_size} x sp {env.sp_size}, backend {env.backend}, plugin {plugin}; "
               f"global batch split over {env.dp_size} dp ranks", flush=True)
+    h = hooks(cfg) if hooks else {}  # `opensora-nb train`'s videos and pipeline (chapter 16), built once
     tr.on_step = log = RunLogger(out / "tensorboard", cfg, rank=env.rank, tensorboard=args.tensorboard, wandb=args.wandb, held=held,
-                                 video_fn=(hooks(cfg) if hooks else {}).get("video"), dp_size=env.dp_size)
+                                 video_fn=h.get("video"), dp_size=env.dp_size)
     t0 = time.perf_counter()
     run_stages(tr, make_batches, stages, progress=False, on_log=on_log,
                resume=False if args.start_from_scratch else (resume if resume is not None else False))
     secs = time.perf_counter() - t0
     log.close()
     print(f"rank {env.rank}: {tr.step_count} steps, {secs:.1f}s", flush=True)
-    if env.is_main and not args.no_pipeline and hooks and hooks(cfg).get("finish"):  # `opensora-nb train`: as in one process
-        hooks(cfg)["finish"](tr, cfg, out)
+    if env.is_main and not args.no_pipeline and h.get("finish"):  # `opensora-nb train`: as in one process
+        h["finish"](tr, cfg, out)
     elif env.is_main and not args.no_pipeline:
         vae, te = build_vae(cfg), build_text_encoder(cfg)
         pipe = OpenSoraPipeline(tr.ema, vae, te, build_scheduler(cfg), config=dict(text_encoder=cfg["text_encoder"], vae=dict(type=cfg["vae"]["type"])), device=tr.device)
