@@ -29,7 +29,15 @@ def test_demo_smoke_is_reproducible(tmp_path, capsys):
               "timing.json", "pipeline/model_index.json", "pipeline/vae/model.safetensors", "i2v/i2v_0000.mp4",
               "heldout_32x32/heldout_32x32_0000.mp4", "curation/meta_final.csv"):
         assert (a / f).exists(), f
-    assert "train_seconds" in json.loads((a / "timing.json").read_text()) and "train_seconds" not in r
+    timing = json.loads((a / "timing.json").read_text())
+    assert "train_seconds" in timing and "train_seconds" not in r
+    # where the timing was taken: the CPU, its vector extensions, threads and processes, a single-thread matmul rate
+    assert {"cpu", "vector_extensions", "torch_threads", "matmul_gflops_1thread"} <= set(timing["machine"]), timing
+    assert timing["processes"] >= 1 and timing["machine"]["matmul_gflops_1thread"] > 0
+    # the conditioning modes judged frame by frame; the VAE's own reconstructions judged (the model's ceiling)
+    assert set(r["modes"]) == {"i2v", "extension", "looping"} and 0 <= r["modes"]["i2v"]["all"] <= 1
+    assert set(r["vae_judged_heldout"]) == {"32x32", "32x48"} and r["vae_judged_heldout"]["32x32"]["color_accuracy"] > 0.5
+    assert "shape / size / direction / one object / all correct" in (a / "report.md").read_text()
     assert demo_cli(["--output", str(b), *ARGS]) == 0
     assert (b / "report.json").read_text() == (a / "report.json").read_text()   # the same command and seed: the same report
 
