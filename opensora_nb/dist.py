@@ -57,7 +57,7 @@ class DistEnv:
     @property
     def is_main(self): return self.rank == 0
 
-
+# %% ../nbs/13_parallel.ipynb #ed2cd108
 def read_launch_env(sp_size: int = 1, environ=None) -> DistEnv:
     "Parse torchrun's variables (a plain `python` run is world size 1) and check the dp x sp grid can be formed."
     e = os.environ if environ is None else environ
@@ -211,7 +211,7 @@ def _gather(x, group, dim: int):
     dist.all_gather(parts, x.contiguous(), group=group)
     return torch.cat(parts, dim=dim)
 
-
+# %% ../nbs/13_parallel.ipynb #4a79857c
 class _AllToAll(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, group, scatter_dim, gather_dim):
@@ -247,7 +247,7 @@ class _GatherForwardSplitBackward(torch.autograd.Function):
         group, dim, scale = ctx.args
         return _split(g, group, dim) * scale, None, None, None
 
-
+# %% ../nbs/13_parallel.ipynb #3744c3df
 def all_to_all(x, group, scatter_dim: int, gather_dim: int):
     "Split `x` along `scatter_dim` over the group's ranks and concatenate the received pieces along `gather_dim`."
     return _AllToAll.apply(x, group, scatter_dim, gather_dim)
@@ -280,7 +280,7 @@ class SeqParallelAttention(Attention):
         out = all_to_all(out, g, scatter_dim=1, gather_dim=2)          # [B, n, heads, hd]
         return self.proj(out.reshape(B, n, D))
 
-
+# %% ../nbs/13_parallel.ipynb #20ce091f
 class SeqParallelCrossAttention(MultiHeadCrossAttention):
     """Cross-attention with queries exchanged for heads as in the reference (or computed locally: `exchange=False`).
     A rank's share of the heads is itself a cross-attention of heads/P heads: chapter 05's `attend_padded` runs it."""
@@ -345,7 +345,7 @@ class SeqParallelSTDiT3(STDiT3):
         *rest, T, S = args
         return super().run_block(block, *rest, T, S // self.sp_size)
 
-
+# %% ../nbs/13_parallel.ipynb #77405229
 def enable_sequence_parallel(model: nn.Module, group=None, exchange_cross_attention: bool = True) -> nn.Module:
     """Convert an `STDiT3` (or a wrapper holding one as `.model`) in place to split its sequence over `group`
     (default: this rank's sp group). Spatial blocks get the all-to-all attentions; parameters are unchanged."""

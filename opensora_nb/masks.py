@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['MASK_TYPES', 'V1_2_STAGE1_MASK_RATIOS', 'V1_2_STAGE2_MASK_RATIOS', 'V1_2_STAGE3_MASK_RATIOS', 'frame_mask',
            'MaskGenerator', 'MaskTuple', 'parse_mask_strategy', 'find_nearest_point', 'apply_mask_strategy',
-           'x_mask_at', 'load_reference', 'module_placement', 'reference_latents', 'build_conditioning',
-           'append_generated', 'multi_resolution_info', 'draw_mask_strategy', 'parse_ref_lengths',
+           'x_mask_at', 'draw_mask_strategy', 'load_reference', 'module_placement', 'reference_latents',
+           'build_conditioning', 'append_generated', 'multi_resolution_info', 'parse_ref_lengths',
            'mask_strategy_widget']
 
 # %% ../nbs/08_masking.ipynb #17821f6a
@@ -153,6 +153,7 @@ def _resolve(tup, where, T, T_ref, align, strict):
                          "shorten it or pass strict=False to clip like the reference")
     return ref_start, tgt_start, length
 
+# %% ../nbs/08_masking.ipynb #82968920
 def apply_mask_strategy(z, refs, mask_strategies, loop_i=0, align=None, strict=True):
     "Copy reference latents into z [B, C, T, H, W] per strategy; returns (z_cond, mask [B, T] float) or (z, None)."
     if len(mask_strategies) != z.shape[0]:
@@ -182,6 +183,34 @@ def x_mask_at(mask, t, num_timesteps=1000):
     if t.dim() == 0: t = t.expand(mask.shape[0])
     return mask * num_timesteps >= t[:, None]
 
+# %% ../nbs/08_masking.ipynb #0375e819
+def draw_mask_strategy(mask_strategy, num_frames, ref_lengths=(1,), loop_i=0, t=None, strict=True, ax=None):
+    "Picture of which latent frames a strategy conditions (coloured by reference, labelled ref:frame) and which are generated."
+    import matplotlib.pyplot as plt
+    refs = [[(torch.arange(n).float() + 1000 * (j + 1))[None, :, None, None] for j, n in enumerate(ref_lengths)]]
+    z, mask = apply_mask_strategy(torch.zeros(1, 1, num_frames, 1, 1), refs, [mask_strategy], loop_i, strict=strict)
+    mask = torch.ones(1, num_frames) if mask is None else mask
+    rows = 1 if t is None else 2
+    if ax is None: _, ax = plt.subplots(figsize=(max(6, 0.6 * num_frames), 0.9 * rows + 0.9))
+    colours = plt.get_cmap("tab10")
+    for f in range(num_frames):
+        v = z[0, 0, f, 0, 0].item()
+        if v >= 1000:
+            j, k, e = int(v // 1000) - 1, int(v % 1000), mask[0, f].item()
+            ax.add_patch(plt.Rectangle((f, rows - 1), 1, 1, color=colours(j % 10), alpha=1 - 0.7 * e))
+            ax.text(f + 0.5, rows - 0.5, f"{j}:{k}" + (f"\ne{e:g}" if e else ""), ha="center", va="center", fontsize=10)
+        else:
+            ax.add_patch(plt.Rectangle((f, rows - 1), 1, 1, facecolor="white", edgecolor="grey"))
+        if t is not None:
+            den = bool(x_mask_at(mask, t)[0, f])
+            ax.add_patch(plt.Rectangle((f, 0), 1, 1, facecolor="#9ecae1" if den else "#555555", edgecolor="white"))
+    ax.set_xlim(0, num_frames); ax.set_ylim(0, rows); ax.set_xticks([f + 0.5 for f in range(num_frames)])
+    ax.set_xticklabels(range(num_frames), fontsize=10); ax.set_yticks([r + 0.5 for r in range(rows)])
+    ax.set_yticklabels(([f"x_mask t={t:g}"] if t is not None else []) + ["frames"], fontsize=10)
+    ax.set_title(f"mask_strategy {mask_strategy!r} (loop {loop_i})\ncoloured = reference:frame, white = generated"
+                 + ("" if t is None else "; blue = denoised at t, dark = held clean"), fontsize=10)
+    return ax
+
 # %% ../nbs/08_masking.ipynb #4cac073f
 def load_reference(ref, image_size):
     "A reference (path to an image/video, or a uint8 pixel video [T, C, H, W]) -> float [C, T, H, W] in [-1, 1] at `image_size`."
@@ -197,6 +226,7 @@ def module_placement(module):
     if t is None and hasattr(module, "buffers"): t = next(iter(module.buffers()), None)
     return (t.device, t.dtype) if t is not None else (torch.device("cpu"), torch.float32)
 
+# %% ../nbs/08_masking.ipynb #2c1e23fa
 @torch.no_grad()
 def reference_latents(reference_paths, vae, image_size):
     "Per sample: '' / None -> [], else its ';'-separated references encoded -> [latent [C, T', H', W'], ...]."
@@ -245,34 +275,6 @@ def multi_resolution_info(batch_size, image_size, num_frames, fps, device="cpu",
     return dict(height=full(image_size[0]), width=full(image_size[1]), num_frames=full(num_frames),
                 ar=full(image_size[0] / image_size[1]), fps=full(fps if num_frames > 1 else IMG_FPS))
 
-# %% ../nbs/08_masking.ipynb #0375e819
-def draw_mask_strategy(mask_strategy, num_frames, ref_lengths=(1,), loop_i=0, t=None, strict=True, ax=None):
-    "Picture of which latent frames a strategy conditions (coloured by reference, labelled ref:frame) and which are generated."
-    import matplotlib.pyplot as plt
-    refs = [[(torch.arange(n).float() + 1000 * (j + 1))[None, :, None, None] for j, n in enumerate(ref_lengths)]]
-    z, mask = apply_mask_strategy(torch.zeros(1, 1, num_frames, 1, 1), refs, [mask_strategy], loop_i, strict=strict)
-    mask = torch.ones(1, num_frames) if mask is None else mask
-    rows = 1 if t is None else 2
-    if ax is None: _, ax = plt.subplots(figsize=(max(4, 0.45 * num_frames), 0.9 * rows + 0.5))
-    colours = plt.get_cmap("tab10")
-    for f in range(num_frames):
-        v = z[0, 0, f, 0, 0].item()
-        if v >= 1000:
-            j, k, e = int(v // 1000) - 1, int(v % 1000), mask[0, f].item()
-            ax.add_patch(plt.Rectangle((f, rows - 1), 1, 1, color=colours(j % 10), alpha=1 - 0.7 * e))
-            ax.text(f + 0.5, rows - 0.5, f"{j}:{k}" + (f"\ne{e:g}" if e else ""), ha="center", va="center", fontsize=7)
-        else:
-            ax.add_patch(plt.Rectangle((f, rows - 1), 1, 1, facecolor="white", edgecolor="grey"))
-        if t is not None:
-            den = bool(x_mask_at(mask, t)[0, f])
-            ax.add_patch(plt.Rectangle((f, 0), 1, 1, facecolor="#9ecae1" if den else "#555555", edgecolor="white"))
-    ax.set_xlim(0, num_frames); ax.set_ylim(0, rows); ax.set_xticks([f + 0.5 for f in range(num_frames)])
-    ax.set_xticklabels(range(num_frames), fontsize=7); ax.set_yticks([r + 0.5 for r in range(rows)])
-    ax.set_yticklabels(([f"x_mask t={t:g}"] if t is not None else []) + ["frames"], fontsize=8)
-    ax.set_title(f"mask_strategy {mask_strategy!r} (loop {loop_i}): coloured = reference:frame, white = generated"
-                 + ("" if t is None else "; blue = denoised at t, dark = held clean"), fontsize=8)
-    return ax
-
 # %% ../nbs/08_masking.ipynb #4ff8002c
 def _figure_png(fig):
     import io
@@ -291,6 +293,7 @@ def parse_ref_lengths(text) -> list:
                              "(give one latent length per reference, comma-separated, e.g. '1,15')")
     return [int(v) for v in parts]
 
+# %% ../nbs/08_masking.ipynb #1b55a728
 def mask_strategy_widget(mask_strategy="0;0,1,0,-1,1", num_frames=15, ref_lengths="1,1", t=500):
     """An ipywidgets builder: strategy text, frame/time sliders -> the `draw_mask_strategy` picture, or for a bad input
     no picture and an error that names the field. `.fields` holds the inputs, `.error` and `.picture_png` the state.

@@ -130,6 +130,7 @@ def shift_t(self: RFlow, t: torch.Tensor) -> torch.Tensor:
     u = t / self.num_timesteps
     return self.shift * u / (1 + (self.shift - 1) * u) * self.num_timesteps
 
+# %% ../nbs/07_rflow.ipynb #f4a7be07
 @patch
 def training_losses(self: RFlow, model: Callable, x_start: torch.Tensor, model_kwargs: Optional[dict] = None,
                     noise: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
@@ -182,6 +183,7 @@ def sampling_timesteps(self: RFlow, n: int, model_kwargs: Optional[dict] = None,
     if self.shift != 1: ts = [self.shift_t(t) for t in ts]
     return ts
 
+# %% ../nbs/07_rflow.ipynb #22052765
 @patch
 def sample(self: RFlow, model: Callable, z: torch.Tensor, prompts=None, text_encoder=None, y=None, y_null=None,
            model_kwargs: Optional[dict] = None, mask: Optional[torch.Tensor] = None,

@@ -274,6 +274,15 @@ def test_picture_and_widget():
     assert w.message.value == "" and w.error is None and w.picture_png[:4] == b"\x89PNG"
 
 
+
+def test_picture_labels_are_readable():
+    "Issue 27: the picture's labels, ticks and title are at least 10 pt (they were 7-8 pt)."
+    import matplotlib.pyplot as plt
+    ax = draw_mask_strategy("0;0,1,0,-1,1,0.5", 15, (1, 1), t=300)
+    texts = [*ax.texts, ax.title, *ax.get_xticklabels(), *ax.get_yticklabels()]
+    assert len(ax.texts) == 2 and all(t.get_fontsize() >= 10 for t in texts), [t.get_fontsize() for t in texts]
+    plt.close(ax.figure)
+
 @pytest.mark.parametrize("field,value,says", [
     ("ref lengths", "x", "ref lengths 'x': 'x' is not a whole number"),
     ("ref lengths", "1,,2", "ref lengths '1,,2': an empty entry"),
