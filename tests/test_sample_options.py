@@ -339,3 +339,30 @@ def test_the_reference_spellings(tmp_path):
         "o", "p.txt", 3, 2.5, 2, ["a.png", "b.png"], "ck")
     a = p.parse_args(["x"])
     assert (a.output, a.prompt_file, a.loops, a.reference) == ("outputs/samples", None, 1, None)  # the aliases keep the defaults
+
+
+# --- the distributed sampler reuses the same parser and run: the new options under torchrun ---
+
+def test_dist_sample_takes_the_reference_options(pipe_dir, tmp_path):
+    "2 gloo ranks (dp = 2) with --num-sample, --start-index, --prompt-as-path, a per-loop prompt: the files of one process."
+    import os
+    import subprocess
+    from opensora_nb.text import cache_text_features
+    root = Path(__file__).resolve().parents[1]
+    states = cache_text_features(HashText(), ["a red circle", "a blue square", "a green star"], tmp_path / "states.safetensors")
+    pipe = OpenSoraPipeline.from_pretrained(pipe_dir)  # the same weights, its text states from a file (the ranks load no encoder)
+    pipe.config["text_encoder"] = dict(type="cached", from_pretrained=str(states))
+    pipe.save_pretrained(tmp_path / "pipe")
+    pf = tmp_path / "p.txt"; pf.write_text("skipped\n|0| a red circle |1| a blue square\na green star\n")
+    argv = [str(tmp_path / "pipe"), "--prompt-file", str(pf), "--start-index", "1", "--num-sample", "2", "--prompt-as-path", "--loops", "2",
+            "--condition-frame-length", "1", "--image-size", "32x32", "--num-frames", "4", "--save-latents", "--quiet"]
+    assert sample_cli([*argv, "-o", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "opensora_nb.launch",
+                        "sample", *argv, "-o", str(tmp_path / "two")], capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    names = sorted(f.name for f in (tmp_path / "one").iterdir())
+    assert names == sorted(f"{q}-{k}{s}" for q in ("|0| a red circle |1| a blue square", "a green star") for k in (0, 1)
+                           for s in (".json", ".mp4", ".safetensors"))
+    assert sorted(f.name for f in (tmp_path / "two").iterdir()) == names
+    for n in names: assert (tmp_path / "two" / n).read_bytes() == (tmp_path / "one" / n).read_bytes(), n
