@@ -15,7 +15,7 @@ from opensora_nb.builders import PatchPCAAutoencoder, X0Parameterized
 from opensora_nb.inference import OpenSoraPipeline, sample_args, sample_cli, sample_parser, sample_pipeline
 from opensora_nb.io import video_info, write_video
 from opensora_nb.rflow import RFlow
-from opensora_nb.sample_options import (config_settings, extract_json_from_prompts, merge_prompt, output_name, prompt_for_loop,
+from opensora_nb.sample_options import (extract_json_from_prompts, merge_prompt, output_name, prompt_for_loop,
                                         read_config, split_prompt)
 from opensora_nb.stdit import STDiT3
 from toy_text import HashText
