@@ -28,6 +28,8 @@ from .vae import VAE_TILE_SIZE
 from .cache import SamplingCache, attention_reuse_settings, step_cache_settings
 from .builders import PatchPCAAutoencoder, X0Parameterized, build_scheduler, build_text_encoder, build_vae, unwrap
 from .lora import load_lora
+from .sample_options import (config_settings, extract_json_from_prompts, merge_prompt, output_name, prompt_for_loop,
+                                        read_config, sample_seed, set_attention_kernels, split_prompt, str2bool, written)
 
 # %% auto #0
 __all__ = ['TINY_ASPECT_RATIOS', 'ACTIVATION_BYTES_PER_TOKEN_UNIT', 'OFFICIAL_V1_2', 'V1_2_DEFAULTS', 'append_score_to_prompts',
@@ -302,6 +304,8 @@ class OpenSoraPipeline:
         """Generate one video per prompt -> dict(videos=[uint8 [T, 3, H, W]], latents, settings).
         `reference`: one per prompt (path, pixel video [T,3,H,W] or image [3,H,W]; ';'-joined paths for several);
         `mask_strategy`: one string per prompt (or one for all), Open-Sora's 'loop,ref,ref_start,target_start,length,edit'.
+        A prompt may end with a JSON object holding its own `reference_path` / `mask_strategy`, and a long video's prompt may give
+        each loop its text, '|0| a sunny day |2| a rainy day' (the reference's prompt-line grammar, chapter 11d).
         `seed`: an int (prompt i uses seed + i) or one seed per prompt, so a prompt's video does not depend on the other
         prompts or on `batch_size` (at most that many prompts go through the model together; default all).
         `condition_frame_length`: latent frames each loop of a long video conditions on (default: one whole chunk of the
@@ -314,6 +318,8 @@ class OpenSoraPipeline:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts: raise ValueError("no prompts given")
         n = len(prompts)
+        if any("{" in p for p in prompts):  # a prompt line's own reference / mask strategy (chapter 11d)
+            prompts, reference, mask_strategy = extract_json_from_prompts(prompts, reference, mask_strategy)
         seeds = seeds_for(seed, n)
         d = self.config.get("defaults", {})
         if image_size is None and resolution is None:  # the pipeline's own size
@@ -337,7 +343,9 @@ class OpenSoraPipeline:
         scheduler = copy.copy(self.scheduler)  # this call's settings go on a copy: the pipeline stays as it was
         scheduler.num_sampling_steps = steps = num_sampling_steps or self.scheduler.num_sampling_steps
         cfg = self.scheduler.cfg_scale if cfg_scale is None else cfg_scale
-        full_prompts = append_score_to_prompts(prompts, aes, flow, camera_motion)
+        # the scores go on each loop's text of a per-loop prompt ('|0|...|2|...'), as the reference's split/append/merge
+        full_prompts = [merge_prompt(append_score_to_prompts(texts, aes, flow, camera_motion), starts)
+                        for texts, starts in map(split_prompt, prompts)]
         lat = tuple(self.vae.get_latent_size((T, H, W)))
         cfl = condition_frame_length if condition_frame_length is not None else getattr(self.vae, "condition_frames", max(1, lat[0] // 4))
         drop = 0
@@ -378,13 +386,19 @@ class OpenSoraPipeline:
         dev, dtype = self.device, self.dtype
         n, gens = len(prompts), [torch.Generator().manual_seed(s) for s in seeds]  # CPU generators: the same noise on every device
         with self._working(self.text_encoder):
-            enc = self.text_encoder.encode(prompts)
+            enc = self.text_encoder.encode([prompt_for_loop(p, 0) for p in prompts])
             y, y_null = enc["y"].to(dev), self.text_encoder.null(n).to(dev)
         # height/width/num_frames stay host values (the positional table reads them); fps is embedded on the device
         model_args = multi_resolution_info(n, (H, W), T, fps)
         model_args.update(fps=model_args["fps"].to(dev), mask=enc["mask"].to(dev))
         clips, latents, stats = [], [], []
         for loop_i in range(loops):
+            texts = [prompt_for_loop(p, loop_i) for p in prompts]  # per-loop prompts: this loop's text
+            if loop_i > 0 and texts != [prompt_for_loop(p, loop_i - 1) for p in prompts]:
+                with self._working(self.text_encoder):
+                    enc = self.text_encoder.encode(texts)
+                    y = enc["y"].to(dev)
+                model_args.update(mask=enc["mask"].to(dev))
             if loop_i > 0:  # condition on the last `cfl` latent frames of the previous loop
                 refs, strategies = _append_latent(refs, strategies, latents[-1], loop_i, cfl, edit)
             z = torch.cat([torch.randn(1, self.vae.out_channels, *lat, generator=g) for g in gens]).to(dev, dtype)
@@ -412,15 +426,16 @@ def _append_latent(refs, strategies, last_latent, loop_i, cfl, edit=0.0):
     return refs, strategies
 
 # %% ../nbs/12_inference.ipynb #32d7499d
-def save_outputs(result, out_dir, prefix="sample", fmt="mp4", fps=None, indices=None, latents=False):
+def save_outputs(result, out_dir, prefix="sample", fmt="mp4", fps=None, indices=None, latents=False, names=None):
     """Write each video (png for 1 frame) + `<name>.json` with every setting (+ `<name>.safetensors`, its latent per loop, with
-    `latents`); video j is named by `indices[j]` (default j), so a share of the prompts keeps the names of the whole; returns the paths."""
+    `latents`); video j is named by `indices[j]` (default j), so a share of the prompts keeps the names of the whole, or by `names[j]`
+    (a file name without suffix, chapter 11d's `output_name`); returns the paths."""
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     s = result["settings"]; fps = fps or s["fps"]; paths = []
     indices = list(range(len(result["videos"]))) if indices is None else list(indices)
     for j, (i, v) in enumerate(zip(indices, result["videos"])):
         suffix = ".png" if v.shape[0] == 1 else f".{fmt}"
-        p = out_dir / f"{prefix}_{i:04d}{suffix}"
+        p = out_dir / (f"{names[j]}{suffix}" if names is not None else f"{prefix}_{i:04d}{suffix}")
         write_video(p, v, fps=fps)
         side = {k: (val[j] if isinstance(val, list) and len(val) == len(result["videos"]) and k in
                     ("prompts", "full_prompts", "reference", "mask_strategy", "seed") else val) for k, val in s.items()}
@@ -457,6 +472,14 @@ class _OldSteps(argparse.Action):
         if os.environ.get("RANK", "0") == "0":
             print(f"{parser.prog}: {option_string} is deprecated, use --sampling-steps", file=sys.stderr)
         namespace.sampling_steps = values
+
+
+#: the reference's command-line names of `sample`'s flags: name -> (dest, argparse options, the flag here)
+_REFERENCE_SPELLINGS = {"--save-dir": ("output", {}, "--output"), "--prompt-path": ("prompt_file", {}, "--prompt-file"),
+                        "--num-sampling-steps": ("sampling_steps", dict(type=int), "--sampling-steps"),
+                        "--cfg-scale": ("cfg", dict(type=float), "--cfg"), "--loop": ("loops", dict(type=int), "--loops"),
+                        "--reference-path": ("reference", dict(action="extend", nargs="+"), "--reference"),
+                        "--ckpt-path": ("transformer", {}, "--transformer")}
 
 
 def sample_parser(prog="opensora-nb sample", description=None) -> argparse.ArgumentParser:
@@ -513,20 +536,78 @@ def sample_parser(prog="opensora-nb sample", description=None) -> argparse.Argum
                    "as <name>.safetensors")
     p.add_argument("--output", "-o", default="outputs/samples")
     p.add_argument("--quiet", action="store_true")
+    # the reference's sampling options (its scripts/inference.py and configs; chapter 11d)
+    p.add_argument("--config", default=None, metavar="FILE", help="a reference inference config (e.g. Open-Sora's configs/opensora-v1-2/"
+                   "inference/sample.py): read, never run; its keys set these flags, the flags typed here win")
+    p.add_argument("--save-fps", type=int, default=None, help="frames per second of the written files (default: fps / --frame-interval)")
+    p.add_argument("--frame-interval", type=int, default=1, help="frame stride of the training clips: files play at fps / frame-interval")
+    p.add_argument("--num-sample", type=int, default=1, help="videos per prompt, named NAME-0, NAME-1, ...; sample k of prompt i "
+                   "uses seed + i + k x 1000000")
+    p.add_argument("--start-index", type=int, default=0, help="first prompt of the list to generate (0-based); names and seeds "
+                   "keep the whole list's indices, so parts of a list can run apart")
+    p.add_argument("--end-index", type=int, default=None, help="stop before this prompt of the list")
+    p.add_argument("--prompt-as-path", action="store_true", help="name each file by its prompt (VBench's naming) and skip the "
+                   "samples already written: a rerun makes only what is missing")
+    p.add_argument("--sample-name", default=None, help="file name prefix (default: sample, with --prompt-as-path none)")
+    p.add_argument("--skip-existing", action="store_true", help="skip the samples whose file and sidecar are already in --output "
+                   "(resume an interrupted list)")
+    p.add_argument("--camera-motion", default=None, help="camera motion appended to the prompt (v1.2), e.g. static, pan left, zoom in")
+    p.add_argument("--flash-attn", type=str2bool, nargs="?", const=True, default=None, metavar="BOOL",
+                   help="attention on PyTorch's flash SDPA kernel (CUDA, bf16/fp16); on a CPU or in fp32 it is PyTorch's "
+                   "default SDPA, the same numbers (one warning says so). Default: as the checkpoint's config")
+    p.add_argument("--layernorm-kernel", type=str2bool, nargs="?", const=True, default=None, metavar="BOOL",
+                   help="accepted for the reference's command lines; a no-op: the norms are torch.nn.LayerNorm, one fused "
+                   "kernel on CPU and CUDA (apex's kernel gives the same numbers)")
+    for name, (dest, kw, _) in _REFERENCE_SPELLINGS.items():  # the reference's names of flags above (listed in the epilog)
+        p.add_argument(name, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kw)
+    p.epilog = ("the reference's spellings work too: " + ", ".join(f"{k} ({v[2]})" for k, v in _REFERENCE_SPELLINGS.items()) +
+                "; prompt lines may give each loop its text ('|0| a sunny day |2| a rainy day') and end with a JSON object "
+                "holding their reference_path / mask_strategy")
     return p
 
 # %% ../nbs/12_inference.ipynb #adbb97df
+def _parse_with_config(p, argv):
+    "`argv` parsed by `p` over the settings of `--config FILE` (a reference inference config, chapter 11d): flags typed win."
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    path = pre.parse_known_args(argv)[0].config
+    if not path: return p.parse_args(argv)
+    s = config_settings(read_config(path), f"config {path}")
+    listed = {k: s.pop(k) for k in ("prompt", "prompt_file", "reference", "mask_strategy", "official") if k in s}
+    a = p.parse_args(argv, namespace=argparse.Namespace(**s))  # a flag typed replaces the file's value
+    if not a.prompt and a.prompt_file is None:  # the file's prompt list before its prompt_path, as the reference
+        if "prompt" in listed: a.prompt = listed["prompt"]
+        elif "prompt_file" in listed: a.prompt_file = listed["prompt_file"]
+    for k in ("reference", "mask_strategy"):
+        if getattr(a, k) is None and k in listed: setattr(a, k, listed[k])
+    if listed.get("official") and not a.pipeline: a.official = True  # the checkpoints it names, unless a folder is given
+    return a
+
+
 def sample_args(p, argv=None) -> argparse.Namespace:
     """Parse `argv` with a `sample_parser` and check it before any work: `.prompts` (the --prompt ones, then the file's),
-    a pipeline folder or --official, per-prompt lists of the right length, references that exist, a device this machine has."""
-    a = p.parse_args(argv)
+    a pipeline folder or --official, per-prompt lists of the right length, references that exist, a device this machine has.
+    `--config FILE` (chapter 11d) sets the flags a reference config names; `--start-index`/`--end-index` keep a part of the
+    list (`.start_index` is the first one's index in the whole list); a prompt line's JSON gives its reference and mask."""
+    a = _parse_with_config(p, argv)
     a.prompts = list(a.prompt) + (read_prompts(a.prompt_file) if a.prompt_file else [])
     if not a.prompts: p.error("give --prompt TEXT or --prompt-file FILE")
+    for flag, v, low in (("--start-index", a.start_index, 0), ("--end-index", a.end_index, a.start_index),
+                         ("--num-sample", a.num_sample, 1), ("--frame-interval", a.frame_interval, 1), ("--save-fps", a.save_fps, 1)):
+        if v is not None and v < low: raise ValueError(f"{flag} must be >= {low}, got {v}")
+    total, a.prompts = len(a.prompts), a.prompts[a.start_index:a.end_index]
+    if not a.prompts: raise ValueError(f"no prompts from --start-index {a.start_index} to --end-index {a.end_index} (the list has {total})")
     if bool(a.pipeline) == a.official: p.error("give a pipeline folder or --official (not both)")
     if a.batch_size < 1: p.error(f"--batch-size must be >= 1, got {a.batch_size}")
     for flag, v in (("--reference", a.reference), ("--mask-strategy", a.mask_strategy)):
         if v is not None and len(v) not in (1, len(a.prompts)):
             raise ValueError(f"{len(v)} {flag} for {len(a.prompts)} prompts: give one per prompt, or one for all")
+    if any("{" in q for q in a.prompts):  # a prompt line's own reference / mask strategy (the reference's JSON, chapter 11d)
+        a.prompts, refs, masks = extract_json_from_prompts(a.prompts, a.reference, a.mask_strategy)
+        a.reference, a.mask_strategy = (refs if any(refs) else None), (masks if any(masks) else None)
+    for i, q in enumerate(a.prompts):  # per-loop prompts and file names: one line each, before any work
+        split_prompt(q)
+        output_name(a.start_index + i, q, a.sample_name, a.prompt_as_path, a.num_sample)
     for r in a.reference or []:
         for path in filter(None, r.split(";")):
             if not Path(path).exists(): raise FileNotFoundError(f"reference {path} does not exist")
@@ -545,6 +626,7 @@ def sample_pipeline(a, p=None) -> OpenSoraPipeline:
         else:
             pipe = OpenSoraPipeline.from_pretrained(a.pipeline, text_encoder=te, dtype=a.dtype, **options)
         if a.lora: load_lora(pipe, a.lora, merge=True)
+        set_attention_kernels(pipe.model, a.flash_attn)  # --flash-attn (--layernorm-kernel is a no-op: see its help)
     except FileNotFoundError as e:
         if p is None: raise
         p.error(str(e))
@@ -565,19 +647,30 @@ def _pick(values, idx):
 def sample_run(a, pipe, batches=None, write=True) -> list:
     """Generate the batches `batches` (lists of prompt indices; default all of `sample_batches`) as `a` says. Prompt i uses
     seed + i and goes through the model with the same batch whichever process draws it, so its files do not depend on how the
-    batches are shared out. With `write`, prompt i's video, sidecar (and latents) are OUTPUT/sample_{i:04d}.*; returns the paths."""
+    batches are shared out. With `write`, prompt i's video, sidecar (and latents) are OUTPUT/sample_{i:04d}.*; returns the paths.
+    The reference's options (chapter 11d): i counts from --start-index; --num-sample k > 1 writes NAME-k with seed
+    `sample_seed`; --prompt-as-path names files by prompt; with it or --skip-existing a sample already written is not made again."""
     d = pipe.config.get("defaults", {})  # size, length, fps, steps and guidance left out: the pipeline's own (its __call__)
     cfl = a.condition_frame_length if a.condition_frame_length is not None else d.get("condition_frame_length")
-    paths = []
-    for idx in sample_batches(len(a.prompts), a.batch_size) if batches is None else batches:
-        res = pipe([a.prompts[i] for i in idx], resolution=a.resolution, aspect_ratio=a.aspect_ratio, image_size=a.image_size,
-                   num_frames=a.num_frames, seconds=a.seconds, fps=a.fps, seed=[a.seed + i for i in idx],
-                   num_sampling_steps=a.sampling_steps, cfg_scale=a.cfg, aes=a.aes if a.aes is not None else d.get("aes"),
-                   flow=a.flow, reference=_pick(a.reference, idx), mask_strategy=_pick(a.mask_strategy, idx), loops=a.loops,
-                   condition_frame_length=cfl, condition_frame_edit=a.condition_frame_edit, progress=not a.quiet,
-                   attention_reuse=_attention_reuse(a), step_cache=a.teacache)
-        if a.lora: res["settings"]["lora"] = str(a.lora)  # the sidecars say which adapter drew it
-        if write: paths += save_outputs(res, a.output, fmt=a.format, indices=idx, latents=a.save_latents)
+    paths, first, skip = [], a.start_index, a.prompt_as_path or a.skip_existing
+    for batch in sample_batches(len(a.prompts), a.batch_size) if batches is None else batches:
+        for k in range(a.num_sample):
+            names = [output_name(first + i, a.prompts[i], a.sample_name, a.prompt_as_path, a.num_sample, k) for i in batch]
+            idx = [i for i, name in zip(batch, names) if not (skip and written(a.output, name))]  # resuming: only what is missing
+            if not idx: continue
+            res = pipe([a.prompts[i] for i in idx], resolution=a.resolution, aspect_ratio=a.aspect_ratio, image_size=a.image_size,
+                       num_frames=a.num_frames, seconds=a.seconds, fps=a.fps, seed=[sample_seed(a.seed, first + i, k) for i in idx],
+                       num_sampling_steps=a.sampling_steps, cfg_scale=a.cfg, aes=a.aes if a.aes is not None else d.get("aes"),
+                       flow=a.flow, camera_motion=a.camera_motion, reference=_pick(a.reference, idx),
+                       mask_strategy=_pick(a.mask_strategy, idx), loops=a.loops, condition_frame_length=cfl,
+                       condition_frame_edit=a.condition_frame_edit, progress=not a.quiet, attention_reuse=_attention_reuse(a),
+                       step_cache=a.teacache)
+            s = res["settings"]
+            if a.lora: s["lora"] = str(a.lora)  # the sidecars say which adapter drew it
+            s["save_fps"] = a.save_fps or max(1, s["fps"] // a.frame_interval)  # the reference's fps // frame_interval
+            if a.num_sample > 1: s["sample"] = k
+            if write: paths += save_outputs(res, a.output, fmt=a.format, fps=s["save_fps"], indices=[first + i for i in idx],
+                                            latents=a.save_latents, names=[n for i, n in zip(batch, names) if i in idx])
     return paths
 
 

@@ -201,7 +201,7 @@ def dist_sample_cli(argv=None) -> int:
     pipe = sample_pipeline(a, p)  # --device auto: this rank's GPU (set at init), else the CPU
     enable_sequence_parallel(pipe.model)
     mine = sample_batches(len(a.prompts), a.batch_size)[env.dp_rank::env.dp_size]
-    steps = (a.sampling_steps or pipe.scheduler.num_sampling_steps) * a.loops * len(mine)
+    steps = (a.sampling_steps or pipe.scheduler.num_sampling_steps) * a.loops * a.num_sample * len(mine)
     calls = [0]
     def count(*_):
         calls[0] += 1
