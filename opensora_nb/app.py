@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import queue
 import time
@@ -90,7 +91,9 @@ def check_request(pipe, r: Request, max_pixels: int | None = None, max_upload_mb
         _in(name, getattr(r, name if name != "steps" else "steps"), what)
     if r.camera not in CAMERA_MOTIONS: raise ValueError(f"camera motion {r.camera!r}: choose from {', '.join(CAMERA_MOTIONS)}")
     fps = r.fps or d.get("fps", 8)
-    T = resolve_num_frames(r.length.strip() if (r.length or "").strip() else d.get("num_frames", 16), None, fps)
+    length = (r.length or "").strip()
+    secs = length[:-1] if length.endswith("s") and length[:-1].replace(".", "", 1).isdigit() else None  # '2s': seconds at this fps
+    T = resolve_num_frames(None if secs else (length or d.get("num_frames", 16)), float(secs) if secs else None, fps)
     kw = dict(image_size=(H, W), num_frames=T, fps=fps, seed=int(r.seed), num_sampling_steps=r.steps, cfg_scale=r.cfg,
               aes=r.aes, flow=r.flow, camera_motion=None if r.camera == "none" else r.camera, loops=int(r.loops or 1),
               attention_reuse=True if r.attention_reuse else None, step_cache=r.step_cache or None)
@@ -138,6 +141,9 @@ def judge_text(video) -> str:
     return f"the judge sees a {size or ''} {color} {shape or 'object'} {motion}".replace("  ", " ")
 
 
+_NUMBER = itertools.count()
+
+
 class PipelinePool:
     """`n` copies of a pipeline that share the VAE and text encoder but each have their own transformer, so `n` requests
     sample at once (a sampling cache attaches to its model for the call); `with pool.get() as pipe:` waits for a free one."""
@@ -166,8 +172,7 @@ def generate(pool, r: Request, out_dir, judge: bool = True, progress=True, **lim
         res = pipe(r.prompt.strip(), progress=progress, **kw)
     seconds = time.perf_counter() - t0
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    n = len(list(out_dir.glob("*.json")))
-    path = save_outputs(res, out_dir, prefix=f"app_{int(time.time() * 1000)}", indices=[n])[0]
+    path = save_outputs(res, out_dir, prefix=f"app_{int(time.time())}", indices=[next(_NUMBER)])[0]  # a name no other request has
     settings = json.loads(path.with_suffix(".json").read_text())
     return dict(video=path, settings=settings, judged=judge_text(res["videos"][0]) if judge else None, seconds=seconds)
 
@@ -184,7 +189,7 @@ def require_gradio():
 def page_defaults(pipe) -> dict:
     "The controls' starting values and choices from the pipeline's stored defaults (its size, length, fps, steps, guidance)."
     d, sch = pipe.config.get("defaults", {}), pipe.scheduler
-    tiny = tuple(d.get("image_size") or (999, 999)) <= (64, 64)
+    tiny = max(d.get("image_size") or [999]) <= 64  # the tiny worlds' sizes (32px, 48px) rather than 144p-720p
     return dict(resolutions=["32px", "48px"] if tiny else ["144p", "240p", "360p", "480p", "720p"],
                 resolution=d.get("resolution"), aspect_ratio=d.get("aspect_ratio", "1:1"),
                 size="x".join(map(str, d["image_size"])) if d.get("image_size") else "",

@@ -32,10 +32,10 @@ from .lora import load_lora
 # %% auto #0
 __all__ = ['TINY_ASPECT_RATIOS', 'ACTIVATION_BYTES_PER_TOKEN_UNIT', 'OFFICIAL_V1_2', 'V1_2_DEFAULTS', 'WORLD_PIPELINE_DIR',
            'CHECKSUM_FILE', 'append_score_to_prompts', 'read_prompts', 'resolve_size', 'resolve_num_frames',
-           'available_memory', 'generation_memory', 'seeds_for', 'OpenSoraPipeline', 'save_outputs', 'sample_parser',
-           'sample_args', 'sample_pipeline', 'sample_batches', 'sample_run', 'sample_cli', 'folder_checksums',
-           'check_checksums', 'PeakRSS', 'measure_generation', 'fit_linear_latency', 'extrapolate', 'video_tokens',
-           'extrapolate_latency', 'latency_table']
+           'available_memory', 'generation_memory', 'folder_checksums', 'check_checksums', 'seeds_for',
+           'OpenSoraPipeline', 'save_outputs', 'sample_parser', 'sample_args', 'sample_pipeline', 'sample_batches',
+           'sample_run', 'sample_cli', 'PeakRSS', 'measure_generation', 'fit_linear_latency', 'extrapolate',
+           'video_tokens', 'extrapolate_latency', 'latency_table']
 
 # %% ../nbs/12_inference.ipynb #360a1a62
 def append_score_to_prompts(prompts, aes=None, flow=None, camera_motion=None):
@@ -129,6 +129,40 @@ OFFICIAL_V1_2 = dict(transformer="hpcai-tech/OpenSora-STDiT-v3", vae="hpcai-tech
 #: 30 steps, guidance 7.0, aesthetic score 6.5 appended to the prompt, loops joined on 5 latent frames.
 V1_2_DEFAULTS = dict(resolution="240p", aspect_ratio="9:16", num_frames=51, fps=24, num_sampling_steps=30, cfg_scale=7.0, aes=6.5,
                      condition_frame_length=5)
+
+# %% ../nbs/12_inference.ipynb #799b62f6
+#: the trained tiny-world pipeline shipped inside the package (`tools/ship_pipeline.py RUN_DIR` writes it from a demo run)
+WORLD_PIPELINE_DIR = vae_hub.WORLD_VAE_DIR.parent / "world_pipeline"
+CHECKSUM_FILE = "sha256.json"
+
+
+def _sha256(path) -> str:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def folder_checksums(path, vae_dir=None) -> dict:
+    "sha256 of every file under `path` (but the checksum file itself), by relative path; with `vae_dir`, its weights as 'world_vae'."
+    path = Path(path)
+    files = {p.relative_to(path).as_posix(): _sha256(p) for p in sorted(path.rglob("*"))
+             if p.is_file() and p.name != CHECKSUM_FILE and p.suffix in (".json", ".safetensors")}
+    return dict(files=files, **({"world_vae": _sha256(Path(vae_dir) / "model.safetensors")} if vae_dir else {}))
+
+
+def check_checksums(path) -> None:
+    "Check a pipeline folder against its `sha256.json` (when it has one): a changed or missing file is one ValueError naming it."
+    path = Path(path)
+    if not (path / CHECKSUM_FILE).exists(): return
+    want = json.loads((path / CHECKSUM_FILE).read_text())
+    have = folder_checksums(path, vae_hub.WORLD_VAE_DIR if "world_vae" in want else None)
+    how = "reinstall the package, or re-ship it (python tools/ship_pipeline.py RUN_DIR)"
+    for name, sha in want["files"].items():
+        if name not in have["files"]: raise ValueError(f"{path}: {name} is missing ({how})")
+        if have["files"][name] != sha:
+            raise ValueError(f"{path / name}: checksum {have['files'][name][:12]}... is not the shipped {sha[:12]}... ({how})")
+    if "world_vae" in want and have["world_vae"] != want["world_vae"]:
+        raise ValueError(f"{path}: the world VAE ({vae_hub.WORLD_VAE_DIR}) is not the one this pipeline was trained with "
+                         f"(checksum {have['world_vae'][:12]}..., expected {want['world_vae'][:12]}...); {how}")
 
 # %% ../nbs/12_inference.ipynb #5717c4ed
 def _host(t):
@@ -590,40 +624,6 @@ def sample_cli(argv=None) -> int:
     a = sample_args(p, argv)
     for path in sample_run(a, sample_pipeline(a, p)): print(path)
     return 0
-
-# %% ../nbs/12_inference.ipynb #799b62f6
-#: the trained tiny-world pipeline shipped inside the package (`tools/ship_pipeline.py RUN_DIR` writes it from a demo run)
-WORLD_PIPELINE_DIR = vae_hub.WORLD_VAE_DIR.parent / "world_pipeline"
-CHECKSUM_FILE = "sha256.json"
-
-
-def _sha256(path) -> str:
-    import hashlib
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def folder_checksums(path, vae_dir=None) -> dict:
-    "sha256 of every file under `path` (but the checksum file itself), by relative path; with `vae_dir`, its weights as 'world_vae'."
-    path = Path(path)
-    files = {p.relative_to(path).as_posix(): _sha256(p) for p in sorted(path.rglob("*"))
-             if p.is_file() and p.name != CHECKSUM_FILE and p.suffix in (".json", ".safetensors")}
-    return dict(files=files, **({"world_vae": _sha256(Path(vae_dir) / "model.safetensors")} if vae_dir else {}))
-
-
-def check_checksums(path) -> None:
-    "Check a pipeline folder against its `sha256.json` (when it has one): a changed or missing file is one ValueError naming it."
-    path = Path(path)
-    if not (path / CHECKSUM_FILE).exists(): return
-    want = json.loads((path / CHECKSUM_FILE).read_text())
-    have = folder_checksums(path, vae_hub.WORLD_VAE_DIR if "world_vae" in want else None)
-    how = "reinstall the package, or re-ship it (python tools/ship_pipeline.py RUN_DIR)"
-    for name, sha in want["files"].items():
-        if name not in have["files"]: raise ValueError(f"{path}: {name} is missing ({how})")
-        if have["files"][name] != sha:
-            raise ValueError(f"{path / name}: checksum {have['files'][name][:12]}... is not the shipped {sha[:12]}... ({how})")
-    if "world_vae" in want and have["world_vae"] != want["world_vae"]:
-        raise ValueError(f"{path}: the world VAE ({vae_hub.WORLD_VAE_DIR}) is not the one this pipeline was trained with "
-                         f"(checksum {have['world_vae'][:12]}..., expected {want['world_vae'][:12]}...); {how}")
 
 # %% ../nbs/12_inference.ipynb #73f090fe
 class PeakRSS:

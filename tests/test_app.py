@@ -164,10 +164,9 @@ def test_uploaded_image_drives_image_to_video(app, browser, tmp_path):
     first = tmp_path / "first.png"
     write_video(first, world_clip("square", "blue", "up", 1.4, "large", 9, 32, 32, seed=3)[:1])  # a blue square: the first frame
     _open(browser, url)
-    browser.find_element(By.XPATH, "//*[contains(text(), 'Reference image or video')]").click()
-    inp = browser.find_element(By.CSS_SELECTOR, "#reference input[type=file]")
-    browser.execute_script("arguments[0].style.display = 'block'; arguments[0].style.visibility = 'visible';", inp)  # Gradio hides it
-    inp.send_keys(str(first))
+    browser.find_element(By.XPATH, "//span[contains(text(), 'Reference image or video')]").click()  # open the fold
+    WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#reference input[type=file]"))
+    browser.find_element(By.CSS_SELECTOR, "#reference input[type=file]").send_keys(str(first))  # the upload
     strategy = "#strategy textarea, #strategy input"
     WebDriverWait(browser, 30).until(lambda d: d.find_element(By.CSS_SELECTOR, strategy).get_attribute("value") == "0")
     _set(browser, "#prompt textarea", "a large blue square moving up on a dark background")
