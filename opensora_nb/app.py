@@ -17,7 +17,7 @@ from pathlib import Path
 from .buckets import parse_size
 from .masks import load_reference, parse_mask_strategy
 from .samples import judge_clip, judge_shape
-from .inference import (WORLD_PIPELINE_DIR, OpenSoraPipeline, resolve_num_frames, resolve_size, sample_parser,
+from .inference import (WORLD_PIPELINE_DIR, resolve_num_frames, resolve_size, sample_parser,
                                    sample_pipeline, save_outputs, unwrap)
 
 # %% auto #0
@@ -125,7 +125,7 @@ def describe_strategy(strategy: str) -> str:
     if not (strategy or "").strip(): return "no reference: text-to-video"
     out = []
     for t in parse_mask_strategy(strategy):
-        where = f"the last latent frame" if t.target_start == -1 else f"latent frame {t.target_start}"
+        where = "the last latent frame" if t.target_start == -1 else f"latent frame {t.target_start}"
         src = f"latent frame{'s' if t.length > 1 else ''} {t.ref_start}" + (f"-{t.ref_start + t.length - 1}" if t.length > 1 else "")
         edit = f", re-drawn {t.edit_ratio:.0%}" if t.edit_ratio else ", kept as given"
         out.append(f"loop {t.loop}: reference {t.ref}'s {src} placed from {where} ({t.length} frame{'s' if t.length > 1 else ''}{edit})")
@@ -308,7 +308,7 @@ def app_cli(argv=None, launch=True):
     "`opensora-nb app [PIPELINE | --official ...]`: load the pipeline once, build the page, serve it (queued) on --host:--port."
     p = app_parser()
     a = p.parse_args(argv)
-    gr = require_gradio()
+    require_gradio()  # one line naming the extra, before any weight is read
     if a.pipeline and a.official: p.error("give a pipeline folder or --official (not both)")
     if not a.pipeline and not a.official: a.pipeline = str(WORLD_PIPELINE_DIR)
     if a.concurrency < 1: p.error(f"--concurrency must be >= 1, got {a.concurrency}")

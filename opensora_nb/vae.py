@@ -310,7 +310,7 @@ VAE_TILE_SIZE = 192
 class VideoAutoencoderKL(nn.Module):
     "Frame-by-frame 2D VAE over videos [B, C, T, H, W] (diffusers `AutoencoderKL` in `.module`, as in the reference)."
 
-    def __init__(self, module: "AutoencoderKL", micro_batch_size: int | None = None,
+    def __init__(self, module: nn.Module, micro_batch_size: int | None = None,
                  scaling_factor: float = SD_SCALING_FACTOR, sample_posterior: bool = True):
         super().__init__()
         self.module = module
