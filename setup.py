@@ -26,7 +26,7 @@ def reqs(key):
 
 lic = licenses[cfg["license"]]
 min_python = cfg["min_python"]
-extras = {name: reqs(f"{name}_requirements") for name in ("curation", "dev", "dist", "docs")}
+extras = {name: reqs(f"{name}_requirements") for name in ("app", "curation", "dev", "dist", "docs")}
 extras["all"] = sorted({r for v in extras.values() for r in v})
 
 setuptools.setup(

@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "sample": ("opensora_nb.inference", "sample_cli", "generate videos or images from prompts and references"),
     "vae": ("opensora_nb.vae_train", "vae_cli", "train the tiny world's video VAE (chapter 03b) or check one"),
     "demo": ("opensora_nb.demo", "demo_cli", "train the tiny world on a CPU and generate every mode (the main job)"),
+    "app": ("opensora_nb.app", "app_cli", "a local web page that generates videos (needs the `app` extra: Gradio)"),
 }
 
 # %% ../nbs/16_cli.ipynb #6d26b35c

@@ -32,8 +32,9 @@ from .sample_options import (config_settings, extract_json_from_prompts, merge_p
                                         read_config, sample_seed, set_attention_kernels, split_prompt, str2bool, written)
 
 # %% auto #0
-__all__ = ['TINY_ASPECT_RATIOS', 'ACTIVATION_BYTES_PER_TOKEN_UNIT', 'OFFICIAL_V1_2', 'V1_2_DEFAULTS', 'append_score_to_prompts',
-           'read_prompts', 'resolve_size', 'resolve_num_frames', 'available_memory', 'generation_memory', 'seeds_for',
+__all__ = ['TINY_ASPECT_RATIOS', 'ACTIVATION_BYTES_PER_TOKEN_UNIT', 'OFFICIAL_V1_2', 'V1_2_DEFAULTS', 'WORLD_PIPELINE_DIR',
+           'CHECKSUM_FILE', 'append_score_to_prompts', 'read_prompts', 'resolve_size', 'resolve_num_frames',
+           'available_memory', 'generation_memory', 'folder_checksums', 'check_checksums', 'seeds_for',
            'OpenSoraPipeline', 'save_outputs', 'sample_parser', 'sample_args', 'sample_pipeline', 'sample_batches',
            'sample_run', 'sample_cli', 'PeakRSS', 'measure_generation', 'fit_linear_latency', 'extrapolate',
            'video_tokens', 'extrapolate_latency', 'latency_table']
@@ -130,6 +131,40 @@ OFFICIAL_V1_2 = dict(transformer="hpcai-tech/OpenSora-STDiT-v3", vae="hpcai-tech
 #: 30 steps, guidance 7.0, aesthetic score 6.5 appended to the prompt, loops joined on 5 latent frames.
 V1_2_DEFAULTS = dict(resolution="240p", aspect_ratio="9:16", num_frames=51, fps=24, num_sampling_steps=30, cfg_scale=7.0, aes=6.5,
                      condition_frame_length=5)
+
+# %% ../nbs/12_inference.ipynb #799b62f6
+#: the trained tiny-world pipeline shipped inside the package (`tools/ship_pipeline.py RUN_DIR` writes it from a demo run)
+WORLD_PIPELINE_DIR = vae_hub.WORLD_VAE_DIR.parent / "world_pipeline"
+CHECKSUM_FILE = "sha256.json"
+
+
+def _sha256(path) -> str:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def folder_checksums(path, vae_dir=None) -> dict:
+    "sha256 of every file under `path` (but the checksum file itself), by relative path; with `vae_dir`, its weights as 'world_vae'."
+    path = Path(path)
+    files = {p.relative_to(path).as_posix(): _sha256(p) for p in sorted(path.rglob("*"))
+             if p.is_file() and p.name != CHECKSUM_FILE and p.suffix in (".json", ".safetensors")}
+    return dict(files=files, **({"world_vae": _sha256(Path(vae_dir) / "model.safetensors")} if vae_dir else {}))
+
+
+def check_checksums(path) -> None:
+    "Check a pipeline folder against its `sha256.json` (when it has one): a changed or missing file is one ValueError naming it."
+    path = Path(path)
+    if not (path / CHECKSUM_FILE).exists(): return
+    want = json.loads((path / CHECKSUM_FILE).read_text())
+    have = folder_checksums(path, vae_hub.WORLD_VAE_DIR if "world_vae" in want else None)
+    how = "reinstall the package, or re-ship it (python tools/ship_pipeline.py RUN_DIR)"
+    for name, sha in want["files"].items():
+        if name not in have["files"]: raise ValueError(f"{path}: {name} is missing ({how})")
+        if have["files"][name] != sha:
+            raise ValueError(f"{path / name}: checksum {have['files'][name][:12]}... is not the shipped {sha[:12]}... ({how})")
+    if "world_vae" in want and have["world_vae"] != want["world_vae"]:
+        raise ValueError(f"{path}: the world VAE ({vae_hub.WORLD_VAE_DIR}) is not the one this pipeline was trained with "
+                         f"(checksum {have['world_vae'][:12]}..., expected {want['world_vae'][:12]}...); {how}")
 
 # %% ../nbs/12_inference.ipynb #5717c4ed
 def _host(t):
@@ -246,6 +281,7 @@ class OpenSoraPipeline:
         if missing:
             raise ValueError(f"{path / 'model_index.json'} has no {', '.join(missing)} entry: a pipeline folder's index names its vae, "
                              "text_encoder and scheduler (save_pretrained writes them)")
+        check_checksums(path)  # a folder with a sha256.json (the shipped one) is checked before a weight is read
         net = STDiT3.from_pretrained(path / "transformer")
         model = X0Parameterized(net) if index.get("parameterization") == "x0" else net
         if vae is None:
@@ -486,7 +522,7 @@ def sample_parser(prog="opensora-nb sample", description=None) -> argparse.Argum
     "The flags of `opensora-nb sample`: one parser for one process and for every rank of a torchrun launch (13b adds `--sp`)."
     p = argparse.ArgumentParser(prog=prog, description=description or "Generate videos/images with a pipeline folder "
                                 "(model_index.json, transformer/, vae/; e.g. the one `opensora-nb demo` writes).")
-    p.add_argument("pipeline", nargs="?", help="pipeline folder (or --official)")
+    p.add_argument("pipeline", nargs="?", help="pipeline folder (default: the shipped tiny-world pipeline), or --official")
     p.add_argument("--official", action="store_true", help="Open-Sora 1.2's official checkpoints with the reference's defaults")
     p.add_argument("--transformer", default=OFFICIAL_V1_2["transformer"], help="with --official: STDiT3 folder or hub id")
     p.add_argument("--vae", default=OFFICIAL_V1_2["vae"], help="with --official: VAE folder or hub id")
@@ -597,7 +633,8 @@ def sample_args(p, argv=None) -> argparse.Namespace:
         if v is not None and v < low: raise ValueError(f"{flag} must be >= {low}, got {v}")
     total, a.prompts = len(a.prompts), a.prompts[a.start_index:a.end_index]
     if not a.prompts: raise ValueError(f"no prompts from --start-index {a.start_index} to --end-index {a.end_index} (the list has {total})")
-    if bool(a.pipeline) == a.official: p.error("give a pipeline folder or --official (not both)")
+    if a.pipeline and a.official: p.error("give a pipeline folder or --official (not both)")
+    if not a.pipeline and not a.official: a.pipeline = str(WORLD_PIPELINE_DIR)  # none named: the shipped tiny-world pipeline
     if a.batch_size < 1: p.error(f"--batch-size must be >= 1, got {a.batch_size}")
     for flag, v in (("--reference", a.reference), ("--mask-strategy", a.mask_strategy)):
         if v is not None and len(v) not in (1, len(a.prompts)):

@@ -288,7 +288,12 @@ def load_golden_vae_temporal(meta: dict, tensors: dict) -> VAE_Temporal:
     return model
 
 # %% ../nbs/03_vae.ipynb #8e78f7ac
-from diffusers.models import AutoencoderKL
+def _autoencoder_kl():
+    """diffusers' `AutoencoderKL`, imported where a 2D VAE is built: its package imports every diffusers model (seconds on a
+    CPU), which a path that builds no VAE (`import opensora_nb.inference`, `--help`, the app's page) should not wait for."""
+    from diffusers.models import AutoencoderKL
+    return AutoencoderKL
+
 
 SD_VAE_PATH = "stabilityai/sd-vae-ft-ema"                                # Open-Sora 1.0 / 1.1
 SD_SCALING_FACTOR = 0.18215
@@ -305,7 +310,7 @@ VAE_TILE_SIZE = 192
 class VideoAutoencoderKL(nn.Module):
     "Frame-by-frame 2D VAE over videos [B, C, T, H, W] (diffusers `AutoencoderKL` in `.module`, as in the reference)."
 
-    def __init__(self, module: AutoencoderKL, micro_batch_size: int | None = None,
+    def __init__(self, module: nn.Module, micro_batch_size: int | None = None,
                  scaling_factor: float = SD_SCALING_FACTOR, sample_posterior: bool = True):
         super().__init__()
         self.module = module
@@ -318,13 +323,13 @@ class VideoAutoencoderKL(nn.Module):
     def from_config(cls, config: dict, **kwargs) -> "VideoAutoencoderKL":
         """Random weights from an `AutoencoderKL` config dict (e.g. `SDXL_VAE_CONFIG`, `TINY_VAE_2D_CONFIG` or a diffusers
         folder's `config.json`, metadata keys included)."""
-        return cls(AutoencoderKL.from_config(dict(config)), **kwargs)
+        return cls(_autoencoder_kl().from_config(dict(config)), **kwargs)
 
     @classmethod
     def from_pretrained(cls, path=SD_VAE_PATH, subfolder=None, micro_batch_size=None, cache_dir=None,
                         local_files_only=False, **kwargs) -> "VideoAutoencoderKL":
         "A diffusers VAE from a hub id or folder (hub ids need network access)."
-        module = AutoencoderKL.from_pretrained(path, subfolder=subfolder, cache_dir=cache_dir,
+        module = _autoencoder_kl().from_pretrained(path, subfolder=subfolder, cache_dir=cache_dir,
                                                local_files_only=local_files_only)
         return cls(module, micro_batch_size=micro_batch_size, **kwargs)
 

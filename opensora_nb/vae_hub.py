@@ -11,11 +11,10 @@ import json
 import os
 from pathlib import Path
 
-from diffusers.models import AutoencoderKL
 
 from .vae import (
     SD_SCALING_FACTOR, SDXL_VAE_CONFIG, V1_2_MICRO_FRAME_SIZE, V1_2_SCALE, V1_2_SHIFT, VAE_Temporal, VAE_Temporal_SD,
-    VideoAutoencoderKL, VideoAutoencoderPipeline)
+    VideoAutoencoderKL, VideoAutoencoderPipeline, _autoencoder_kl)
 
 # %% auto #0
 __all__ = ['WORLD_VAE_DIR', 'SDXL_VAE_PATH', 'SDXL_VAE_SUBFOLDER', 'V1_2_PATH', 'PIPELINE_CONFIG_KEYS', 'CONFIG_METADATA',
@@ -133,7 +132,7 @@ def vae_2d_config(v2: dict, folder=None, config_2d=None) -> dict:
         if not _looks_like_hub_id(src):
             raise FileNotFoundError(f"2D VAE folder {src!r} named by vae_2d.from_pretrained does not exist. {how}")
         try:
-            cfg2d = dict(AutoencoderKL.load_config(src, subfolder=sub, cache_dir=v2.get("cache_dir"),
+            cfg2d = dict(_autoencoder_kl().load_config(src, subfolder=sub, cache_dir=v2.get("cache_dir"),
                                                    local_files_only=bool(v2.get("local_files_only"))))
         except Exception as e:  # offline, not cached, unknown repo
             from huggingface_hub import constants

@@ -54,13 +54,33 @@ def _run(cmd, cwd, env):
     return r
 
 
+def _serve(cmd, cwd, env, timeout=300):
+    "`opensora-nb app` as written (on a free port instead of 7860, which may be taken): its page comes up; then it is stopped."
+    import importlib.util, socket, time, urllib.request
+    if importlib.util.find_spec("gradio") is None:  # without the `app` extra: the one line naming it
+        r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 1 and '-e ".[app]"' in r.stderr, r.stderr; return
+    with socket.socket() as s: s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    proc = subprocess.Popen(cmd + ["--port", str(port)], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t0 = time.time()
+        while True:
+            try: urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2); break
+            except OSError:
+                assert proc.poll() is None and time.time() - t0 < timeout, f"{shlex.join(cmd)}: no page ({proc.poll()})"
+                time.sleep(0.5)
+    finally:
+        proc.terminate(); proc.wait(30)
+
+
 def test_every_readme_command_runs_as_written(tmp_path):
     cmds = readme_commands()
-    full = [c for c in cmds if len(shlex.split(c)) > 2 or c.split()[1] in ("demo",)]
+    full = [c for c in cmds if len(shlex.split(c)) > 2 or c.split()[1] in ("demo", "app")]
     names = [c for c in cmds if c not in full]
     known = {"opensora-nb demo", 'opensora-nb sample --official --prompt "a cat playing piano"',
              "opensora-nb finetune CLIPS --base outputs/demo/pipeline --method lora",
-             "opensora-nb sample outputs/demo/pipeline --lora outputs/finetune --prompt ...", "opensora-nb vae --world"}
+             "opensora-nb sample outputs/demo/pipeline --lora outputs/finetune --prompt ...", "opensora-nb vae --world",
+             "opensora-nb app", 'opensora-nb sample --prompt "a large red circle moving left on a dark background"'}
     assert set(full) <= known, f"README commands this test does not run yet: {set(full) - known}"
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", MPLBACKEND="Agg",
                HF_HUB_CACHE=str(write_official_hub_cache(tmp_path / "hub")))
@@ -69,6 +89,7 @@ def test_every_readme_command_runs_as_written(tmp_path):
     exe = ["opensora-nb"]  # the console script the README's install puts on the PATH
     for c in full:  # in README order: the demo's pipeline exists before finetune and sample read it
         args = [PLACEHOLDERS.get(a, a) for a in shlex.split(c)[1:]]
+        if args[0] == "app": _serve(exe + args, user, env); continue
         _run(exe + args + SMALL[_kind(args)], user, env)
     assert (user / "outputs/demo/report.json").exists() and (user / "outputs/finetune/adapter_config.json").exists()
     assert list((user / "outputs/samples").glob("*.mp4")) or list((user / "outputs/samples").glob("*.png"))
