@@ -1394,4 +1394,5 @@ d = { 'settings': { 'branch': 'main',
                                       'opensora_nb.versions._load_part': ('versions.html#_load_part', 'opensora_nb/versions.py'),
                                       'opensora_nb.versions.v1_0_parts': ('versions.html#v1_0_parts', 'opensora_nb/versions.py'),
                                       'opensora_nb.versions.v1_0_preset_for': ('versions.html#v1_0_preset_for', 'opensora_nb/versions.py'),
+                                      'opensora_nb.versions.v1_1_parts': ('versions.html#v1_1_parts', 'opensora_nb/versions.py'),
                                       'opensora_nb.versions.version_parts': ('versions.html#version_parts', 'opensora_nb/versions.py')}}}

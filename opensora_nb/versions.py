@@ -14,12 +14,13 @@ from tqdm.auto import tqdm
 from .vae import SD_VAE_PATH, VideoAutoencoderKL
 from .text import MAX_LEN_V1_0, T5_HUB_ID, T5Encoder
 from .stdit_v1 import STDIT_XL_2, STDiT
+from .stdit_v1_1 import OFFICIAL_V1_1, STDiT2
 from .rflow import guidance_batch, noise_like, text_conditioning
 from .iddpm import IDDPM
 
 # %% auto #0
-__all__ = ['V1_0_PRESETS', 'V1_0_SAMPLING', 'OFFICIAL_V1_0', 'VERSION_PARTS', 'IDDPMSampler', 'v1_0_parts', 'v1_0_preset_for',
-           'version_parts']
+__all__ = ['V1_0_PRESETS', 'V1_0_SAMPLING', 'OFFICIAL_V1_0', 'V1_1_DEFAULTS', 'VERSION_PARTS', 'IDDPMSampler', 'v1_0_parts',
+           'v1_0_preset_for', 'v1_1_parts', 'version_parts']
 
 # %% ../nbs/07c_versions.ipynb #7e14ce0a
 class IDDPMSampler:
@@ -175,16 +176,40 @@ def v1_0_preset_for(image_size=None) -> str:
     raise ValueError(f"Open-Sora 1.0 generates {' or '.join('x'.join(map(str, p['image_size'])) for p in V1_0_PRESETS.values())} "
                      f"(its presets {', '.join(V1_0_PRESETS)}), not {'x'.join(map(str, image_size))}")
 
-# %% ../nbs/07c_versions.ipynb #5063c61d
+# %% ../nbs/07c_versions.ipynb #b4f213f4
+#: Open-Sora 1.1's inference defaults (configs/opensora-v1-1/inference/sample.py at tag v1.1.0).
+V1_1_DEFAULTS = dict(image_size=[240, 426], num_frames=16, fps=24, frame_interval=3, num_sampling_steps=100, cfg_scale=7.0,
+                     cfg_channel=3, model_max_length=200, dtype="bf16", vae_micro_batch_size=4, batch_size=1, seed=42)
+
+
+def v1_1_parts(transformer=OFFICIAL_V1_1["stage3"], vae=SD_VAE_PATH, text_encoder=T5_HUB_ID, **model_overrides) -> dict:
+    """Open-Sora 1.1's parts: STDiT2 from `transformer` (a folder or hub id in the official layout, a state-dict file with
+    STDiT2-XL/2's sizes, or a model), the SD VAE, T5 padded to the model's caption length, and `IDDPMSampler` with frame
+    conditioning. Returns dict(model, vae, text_encoder, scheduler, defaults, dtype)."""
+    d = V1_1_DEFAULTS
+    how = lambda rid: f"Download it (`huggingface-cli download {rid} --local-dir DIR`) and pass DIR"
+    model = _load_part(transformer, lambda f: STDiT2.from_pretrained(f, **model_overrides), "1.1", "transformer",
+                       how(OFFICIAL_V1_1["stage3"]))
+    vae = _load_part(vae, lambda v: VideoAutoencoderKL.from_pretrained(v, micro_batch_size=d["vae_micro_batch_size"]), "1.1",
+                     "vae", how(SD_VAE_PATH))
+    L = model.config.model_max_length if isinstance(model, STDiT2) else d["model_max_length"]
+    te = _load_part(text_encoder, lambda t: T5Encoder.from_pretrained(t, model_max_length=L), "1.1", "text_encoder", how(T5_HUB_ID))
+    scheduler = IDDPMSampler(d["num_sampling_steps"], d["cfg_scale"], d["cfg_channel"], frame_conditioning=True)
+    defaults = dict(image_size=list(d["image_size"]), num_frames=d["num_frames"], fps=d["fps"])
+    return dict(model=model, vae=vae, text_encoder=te, scheduler=scheduler, defaults=defaults, dtype=d["dtype"], version="1.1")
+
+# %% ../nbs/07c_versions.ipynb #9c0ca101
 #: The versions `version_parts` builds (1.2 is chapter 12's `OpenSoraPipeline.from_official`).
-VERSION_PARTS = {"1.0": v1_0_parts}
+VERSION_PARTS = {"1.0": v1_0_parts, "1.1": v1_1_parts}
 
 
 def version_parts(version, transformer=None, vae=None, text_encoder=None, preset=None, **model_overrides) -> dict:
-    "The parts of Open-Sora `version` ('1.0' or '1.1'); parts left None are the version's official ones."
+    "The parts of Open-Sora `version` ('1.0' or '1.1'); parts left None are the version's official ones (`preset`: v1.0's)."
     version = str(version)
     if version not in VERSION_PARTS:
         raise ValueError(f"version_parts: no version {version!r}; it builds {', '.join(VERSION_PARTS)} "
                          "(1.2 is OpenSoraPipeline.from_official)")
+    if preset is not None and version != "1.0":
+        raise ValueError(f"preset {preset!r}: only Open-Sora 1.0 has presets; {version} takes any size")
     kw = {k: v for k, v in dict(transformer=transformer, vae=vae, text_encoder=text_encoder, preset=preset).items() if v is not None}
     return VERSION_PARTS[version](**kw, **model_overrides)

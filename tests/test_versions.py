@@ -117,3 +117,61 @@ def test_sample_cli_version_errors(argv, msg, tmp_path, capsys):
 def test_generation_memory_reads_a_v1_0_config():
     m = STDiT(input_size=(2, 8, 8), caption_channels=8, model_max_length=4, **TINY_STDIT)
     assert inference.generation_memory(m.config, 1, (2, 32, 32), (2, 8, 8)) > 0
+
+
+# ---------------------------------------------------------------- Open-Sora 1.1: STDiT2 + IDDPM (frame mask) + SD VAE + T5
+
+@pytest.fixture(scope="module")
+def tiny_v1_1(tiny_folders, tmp_path_factory):
+    "A tiny STDiT2 in the official folder layout (config.json with transformers' keys + model.safetensors)."
+    from opensora_nb.stdit_v1_1 import STDiT2, STDiT2Config
+    d = tmp_path_factory.mktemp("v1_1")
+    torch.manual_seed(1)
+    m = STDiT2(STDiT2Config(hidden_size=48, depth=1, num_heads=2, caption_channels=32, model_max_length=L, input_sq_size=64,
+                            qk_norm=True))
+    with torch.no_grad():
+        for p in m.parameters(): p.normal_(0, 0.02)
+        m.rope.freqs.copy_(1.0 / (10000 ** (torch.arange(0, 24, 2).float() / 24)))
+    m.save_pretrained(d / "stdit2")
+    return dict(tiny_folders, transformer=str(d / "stdit2"), model=m)
+
+
+def test_v1_1_pipeline_is_stdit2_iddpm_vae(tiny_v1_1):
+    "Text to video and image to video (mask strategy '0'): the pipeline's latents are v1.1's chain by hand."
+    from opensora_nb.stdit_v1_1 import STDiT2
+    pipe = OpenSoraPipeline.from_version("1.1", tiny_v1_1["transformer"], tiny_v1_1["vae"], tiny_v1_1["t5"], device="cpu", dtype="fp32")
+    assert isinstance(pipe.model, STDiT2) and pipe.scheduler.frame_conditioning and pipe.text_encoder.model_max_length == L
+    assert pipe.config["defaults"] == dict(image_size=[240, 426], num_frames=16, fps=24)
+    res = pipe(["a red circle"], image_size=(32, 48), num_frames=3, seed=5, num_sampling_steps=2, progress=False)
+    assert res["videos"][0].shape == (3, 3, 32, 48)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        enc = pipe.text_encoder.encode(["a red circle"])
+        z = torch.randn(1, 4, 3, 8, 12, generator=g)
+        info = dict(mask=enc["mask"], height=torch.tensor([32.0]), width=torch.tensor([48.0]), num_frames=torch.tensor([3.0]),
+                    ar=torch.tensor([32 / 48]), fps=torch.tensor([24.0]))
+        lat = IDDPMSampler(2, 7.0).sample(pipe.model, z, y=enc["y"], y_null=pipe.text_encoder.null(1), model_kwargs=info,
+                                          generator=[g], progress=False)
+    assert torch.allclose(res["latents"][0], lat, atol=1e-5)
+    # image to video: frame 0 from the reference image stays (close to) the reference's latent
+    img = torch.randint(0, 255, (3, 32, 48), dtype=torch.uint8)
+    res2 = pipe(["a red circle"], image_size=(32, 48), num_frames=3, reference=img, mask_strategy="0", seed=5,
+                num_sampling_steps=2, progress=False)
+    assert res2["videos"][0].shape == (3, 3, 32, 48) and torch.isfinite(res2["latents"][0]).all()
+
+
+def test_sample_cli_version_1_1(tiny_v1_1, tmp_path):
+    out = tmp_path / "out"
+    assert sample_cli(["--official", "--version", "1.1", "--transformer", tiny_v1_1["transformer"], "--vae", tiny_v1_1["vae"],
+                       "--text-encoder", tiny_v1_1["t5"], "--image-size", "32x48", "--num-frames", "3", "--sampling-steps", "1",
+                       "--dtype", "fp32", "--device", "cpu", "--prompt", "a cat", "--output", str(out), "--quiet", "--format", "gif"]) == 0
+    assert (out / "sample_0000.gif").exists()
+
+
+def test_v1_1_official_folder_loads_strictly(tiny_v1_1):
+    from opensora_nb.versions import v1_1_parts
+    parts = v1_1_parts(tiny_v1_1["transformer"], tiny_v1_1["vae"], tiny_v1_1["t5"])
+    want, got = tiny_v1_1["model"].state_dict(), parts["model"].state_dict()
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    with pytest.raises(ValueError, match="only Open-Sora 1.0 has presets"):
+        versions.version_parts("1.1", transformer=tiny_v1_1["transformer"], preset="16x256x256")
