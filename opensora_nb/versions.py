@@ -19,8 +19,8 @@ from .rflow import guidance_batch, noise_like, text_conditioning
 from .iddpm import IDDPM
 
 # %% auto #0
-__all__ = ['V1_0_PRESETS', 'V1_0_SAMPLING', 'OFFICIAL_V1_0', 'V1_1_DEFAULTS', 'VERSION_PARTS', 'IDDPMSampler', 'v1_0_parts',
-           'v1_0_preset_for', 'v1_1_parts', 'version_parts']
+__all__ = ['V1_0_PRESETS', 'V1_0_SAMPLING', 'OFFICIAL_V1_0', 'V1_1_DEFAULTS', 'VERSION_PARTS', 'IDDPMSampler', 'float32_tables',
+           'v1_0_parts', 'v1_0_preset_for', 'v1_1_parts', 'version_parts']
 
 # %% ../nbs/07c_versions.ipynb #7e14ce0a
 class IDDPMSampler:
@@ -30,9 +30,10 @@ class IDDPMSampler:
     num_timesteps = 1000  # the scale of the timesteps the model sees (as RFlow's)
 
     def __init__(self, num_sampling_steps: int = 100, cfg_scale: float = 7.0, cfg_channel: int | None = 3,
-                 frame_conditioning: bool = False, diffusion_steps: int = 1000):
+                 frame_conditioning: bool = False, diffusion_steps: int = 1000, float32_schedule: bool = False):
         self.num_sampling_steps, self.cfg_scale, self.cfg_channel = num_sampling_steps, cfg_scale, cfg_channel
         self.frame_conditioning, self.diffusion_steps = frame_conditioning, diffusion_steps
+        self.float32_schedule = float32_schedule
         self.num_timesteps = diffusion_steps
         self._schedules = {}
 
@@ -41,13 +42,32 @@ class IDDPMSampler:
         g = self.cfg_channel if self.cfg_channel is not None else channels
         key = (int(self.num_sampling_steps), self.diffusion_steps, g)
         if key not in self._schedules:
-            self._schedules[key] = IDDPM(num_sampling_steps=key[0], diffusion_steps=self.diffusion_steps,
-                                         cfg_scale=self.cfg_scale, guidance_channels=g)
+            sched = IDDPM(num_sampling_steps=key[0], diffusion_steps=self.diffusion_steps, cfg_scale=self.cfg_scale,
+                          guidance_channels=g)
+            self._schedules[key] = float32_tables(sched) if self.float32_schedule else sched
         return self._schedules[key]
 
     def __repr__(self):
         return (f"IDDPMSampler(steps={self.num_sampling_steps} of {self.diffusion_steps}, cfg={self.cfg_scale}, "
-                f"cfg_channel={self.cfg_channel}, frame_conditioning={self.frame_conditioning})")
+                f"cfg_channel={self.cfg_channel}, frame_conditioning={self.frame_conditioning}"
+                f"{', float32 schedule' if self.float32_schedule else ''})")
+
+
+def float32_tables(sched: IDDPM) -> IDDPM:
+    """Open-Sora 1.1's respaced schedule: its `SpacedDiffusion` stores the respaced betas as `torch.FloatTensor` and
+    computes every table from them in float32 (1.0 kept numpy float64). The same tables here, so 1.1 samples as 1.1."""
+    b = sched.betas.float()
+    abar = torch.cumprod(1.0 - b, 0)
+    prev = torch.cat([torch.tensor([1.0]), abar[:-1]])
+    post = b * (1.0 - prev) / (1.0 - abar)
+    tables = dict(betas=b, alphas_cumprod=abar, alphas_cumprod_prev=prev, sqrt_alphas_cumprod=abar.sqrt(),
+                  sqrt_one_minus_alphas_cumprod=(1.0 - abar).sqrt(), sqrt_recip_alphas_cumprod=(1.0 / abar).sqrt(),
+                  sqrt_recipm1_alphas_cumprod=(1.0 / abar - 1).sqrt(), posterior_variance=post,
+                  posterior_log_variance_clipped=torch.log(torch.cat([post[1:2], post[1:]])) if len(b) > 1 else torch.log(b),
+                  posterior_mean_coef1=b * prev.sqrt() / (1.0 - abar), posterior_mean_coef2=(1.0 - prev) * (1.0 - b).sqrt() / (1.0 - abar),
+                  log_betas=torch.log(b))
+    for k, v in tables.items(): setattr(sched, k, v.double())  # float32 values, read back as float32 by every step
+    return sched
 
 # %% ../nbs/07c_versions.ipynb #ca2d83bd
 def _guided(out, n: int, g: int, s: float):
@@ -74,24 +94,26 @@ def sample(self: IDDPMSampler, model, z, prompts=None, text_encoder=None, y=None
         raise ValueError("Open-Sora 1.0 cannot condition on reference frames (its model and sampler have no frame mask): "
                          "use version 1.1 or 1.2 for references and mask strategies")
     return self.sample_masked(sched, model, z, mask, prompts, text_encoder, y, y_null, model_kwargs, s, progress,
-                              callback, generator)
+                              callback, generator, noises)
 
 # %% ../nbs/07c_versions.ipynb #b7d99345
 @patch
 def sample_masked(self: IDDPMSampler, sched: IDDPM, model, z, mask, prompts=None, text_encoder=None, y=None, y_null=None,
-                  model_kwargs=None, s=None, progress=True, callback=None, generator=None):
-    "IDDPM sampling with Open-Sora 1.1's frame mask (see above); the noise of the reference's two draws per step."
+                  model_kwargs=None, s=None, progress=True, callback=None, generator=None, noises=None):
+    """IDDPM sampling with Open-Sora 1.1's frame mask (see above). Each step draws two noises, as the reference: the one
+    that re-noises frames whose turn it is, then the step's; `noises[k]` gives both of step k (tests)."""
     n, T = z.shape[0], z.shape[2]
     if mask.shape != (n, T): raise ValueError(f"mask {tuple(mask.shape)} is not [B, T] = {(n, T)}")
     y, y_null, kwargs = text_conditioning(n, prompts, text_encoder, y, y_null, model_kwargs)
     mask_t = (mask * sched.num_timesteps).to(torch.int)
     frames = lambda b: b[:, None, :, None, None]
     x = z
-    for i in tqdm(range(sched.num_timesteps - 1, -1, -1), desc="iddpm", disable=not progress):
+    draw = lambda k, j, like: noises[k][j][:n].to(like) if noises is not None else noise_like(like, generator)
+    for k, i in enumerate(tqdm(range(sched.num_timesteps - 1, -1, -1), desc="iddpm", disable=not progress)):
         t = torch.full((n,), i, dtype=torch.long, device=z.device)
         ts = sched.timestep_map.to(z.device)[t].float()
         x0 = x.clone()
-        x = torch.where(frames(mask_t == i), sched.q_sample(x0, t, noise_like(x0, generator)), x0)
+        x = torch.where(frames(mask_t == i), sched.q_sample(x0, t, draw(k, 0, x0)), x0)
         kw = dict(kwargs, x_mask=mask_t > i)
         if y is None:
             out = model(x, ts, **kw)
@@ -100,7 +122,7 @@ def sample_masked(self: IDDPMSampler, sched: IDDPM, model, z, mask, prompts=None
             out = _guided(model(torch.cat([x, x]), torch.cat([ts, ts]), y=torch.cat([y, y_null]), **guidance_batch(kw, n)),
                           n, sched.guidance_channels, s)
         o = sched.p_mean_variance(out, x, t, clip_denoised=False)
-        x = o["mean"] + (0.0 if i == 0 else 1.0) * torch.exp(0.5 * o["log_variance"]) * noise_like(x, generator)
+        x = o["mean"] + (0.0 if i == 0 else 1.0) * torch.exp(0.5 * o["log_variance"]) * draw(k, 1, x)
         x = torch.where(frames(mask_t < i), x0, x)
         if callback is not None: callback(i, ts, x)
     return x
@@ -194,7 +216,7 @@ def v1_1_parts(transformer=OFFICIAL_V1_1["stage3"], vae=SD_VAE_PATH, text_encode
                      "vae", how(SD_VAE_PATH))
     L = model.config.model_max_length if isinstance(model, STDiT2) else d["model_max_length"]
     te = _load_part(text_encoder, lambda t: T5Encoder.from_pretrained(t, model_max_length=L), "1.1", "text_encoder", how(T5_HUB_ID))
-    scheduler = IDDPMSampler(d["num_sampling_steps"], d["cfg_scale"], d["cfg_channel"], frame_conditioning=True)
+    scheduler = IDDPMSampler(d["num_sampling_steps"], d["cfg_scale"], d["cfg_channel"], frame_conditioning=True, float32_schedule=True)
     defaults = dict(image_size=list(d["image_size"]), num_frames=d["num_frames"], fps=d["fps"])
     return dict(model=model, vae=vae, text_encoder=te, scheduler=scheduler, defaults=defaults, dtype=d["dtype"], version="1.1")
 

@@ -140,7 +140,8 @@ def test_v1_1_pipeline_is_stdit2_iddpm_vae(tiny_v1_1):
     "Text to video and image to video (mask strategy '0'): the pipeline's latents are v1.1's chain by hand."
     from opensora_nb.stdit_v1_1 import STDiT2
     pipe = OpenSoraPipeline.from_version("1.1", tiny_v1_1["transformer"], tiny_v1_1["vae"], tiny_v1_1["t5"], device="cpu", dtype="fp32")
-    assert isinstance(pipe.model, STDiT2) and pipe.scheduler.frame_conditioning and pipe.text_encoder.model_max_length == L
+    assert isinstance(pipe.model, STDiT2) and pipe.scheduler.frame_conditioning and pipe.scheduler.float32_schedule
+    assert pipe.text_encoder.model_max_length == L
     assert pipe.config["defaults"] == dict(image_size=[240, 426], num_frames=16, fps=24)
     res = pipe(["a red circle"], image_size=(32, 48), num_frames=3, seed=5, num_sampling_steps=2, progress=False)
     assert res["videos"][0].shape == (3, 3, 32, 48)
@@ -150,7 +151,7 @@ def test_v1_1_pipeline_is_stdit2_iddpm_vae(tiny_v1_1):
         z = torch.randn(1, 4, 3, 8, 12, generator=g)
         info = dict(mask=enc["mask"], height=torch.tensor([32.0]), width=torch.tensor([48.0]), num_frames=torch.tensor([3.0]),
                     ar=torch.tensor([32 / 48]), fps=torch.tensor([24.0]))
-        lat = IDDPMSampler(2, 7.0).sample(pipe.model, z, y=enc["y"], y_null=pipe.text_encoder.null(1), model_kwargs=info,
+        lat = IDDPMSampler(2, 7.0, float32_schedule=True).sample(pipe.model, z, y=enc["y"], y_null=pipe.text_encoder.null(1), model_kwargs=info,
                                           generator=[g], progress=False)
     assert torch.allclose(res["latents"][0], lat, atol=1e-5)
     # image to video: frame 0 from the reference image stays (close to) the reference's latent
