@@ -176,3 +176,13 @@ def test_v1_1_official_folder_loads_strictly(tiny_v1_1):
     assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
     with pytest.raises(ValueError, match="only Open-Sora 1.0 has presets"):
         versions.version_parts("1.1", transformer=tiny_v1_1["transformer"], preset="16x256x256")
+
+
+def test_from_version_1_2_is_from_official(monkeypatch):
+    "Version 1.2 is the official STDiT3 + rectified-flow pipeline: from_version hands over to from_official; no presets."
+    seen = {}
+    monkeypatch.setattr(OpenSoraPipeline, "from_official", classmethod(lambda cls, **kw: seen.update(kw) or "pipe"))
+    assert OpenSoraPipeline.from_version("1.2", transformer="T", device="cpu") == "pipe"
+    assert seen == dict(transformer="T", device="cpu", dtype="bf16")
+    with pytest.raises(ValueError, match="1.2 has no presets"):
+        OpenSoraPipeline.from_version("1.2", preset="16x512x512")
