@@ -24,12 +24,13 @@ from .rflow import RFlow
 from .stdit import STDiT3
 from . import text as text_lib
 from . import vae_hub
-from .vae import VAE_TILE_SIZE
+from .vae import VAE_TILE_SIZE, VideoAutoencoderKL
 from .cache import SamplingCache, attention_reuse_settings, step_cache_settings
 from .builders import PatchPCAAutoencoder, X0Parameterized, build_scheduler, build_text_encoder, build_vae, unwrap
 from .lora import load_lora
 from .sample_options import (config_settings, extract_json_from_prompts, merge_prompt, output_name, prompt_for_loop,
                                         read_config, sample_seed, set_attention_kernels, split_prompt, str2bool, written)
+from .versions import v1_0_preset_for, version_parts
 
 # %% auto #0
 __all__ = ['TINY_ASPECT_RATIOS', 'ACTIVATION_BYTES_PER_TOKEN_UNIT', 'OFFICIAL_V1_2', 'V1_2_DEFAULTS', 'WORLD_PIPELINE_DIR',
@@ -119,6 +120,7 @@ def available_memory(device=None) -> int:
 
 def generation_memory(config, batch: int, pixel_size, latent_size) -> int:
     "Estimated peak bytes to generate `batch` videos of pixel (T, H, W) with an STDiT3 `config`: activations + decoded pixels."
+    if isinstance(config, dict): config = argparse.Namespace(**config)  # v1.0's STDiT keeps its arguments in a dict
     pt, ph, pw = config.patch_size
     T, H, W = pixel_size
     tokens = math.ceil(latent_size[0] / pt) * math.ceil(latent_size[1] / ph) * math.ceil(latent_size[2] / pw)
@@ -219,7 +221,7 @@ class OpenSoraPipeline:
         """Low-memory VAE settings: the 2D VAE encodes/decodes `vae_micro_batch_size` frames at a time (the reference's
         micro_batch_size, 4 for v1.2), and `vae_tiling` decodes each frame in overlapping spatial tiles of `vae_tile_size`
         pixels a side (default `VAE_TILE_SIZE`, 192, so 240p-480p frames are cut up; a tile size alone turns tiling on)."""
-        spatial = getattr(self.vae, "spatial_vae", None)
+        spatial = getattr(self.vae, "spatial_vae", self.vae if isinstance(self.vae, VideoAutoencoderKL) else None)  # v1.0/1.1: the 2D VAE itself
         if vae_micro_batch_size is not None:
             if spatial is None: raise ValueError(f"vae_micro_batch_size: {type(self.vae).__name__} has no 2D VAE to micro-batch")
             spatial.micro_batch_size = int(vae_micro_batch_size)
@@ -317,6 +319,20 @@ class OpenSoraPipeline:
         config = dict(vae=dict(type="OpenSoraVAE_V1_2", from_pretrained=str(vae)),
                       text_encoder=dict(type="t5", from_pretrained=str(text_encoder), model_max_length=300), defaults=dict(d))
         return cls(parts["transformer"], parts["vae"], parts["text_encoder"], scheduler, config=config, device=device, dtype=dtype, **options)
+
+    @classmethod
+    def from_version(cls, version="1.2", transformer=None, vae=None, text_encoder=None, preset=None, device="auto", dtype=None,
+                     **options):
+        """Open-Sora `version` ('1.0', '1.1' or '1.2') with its own denoiser, sampler, VAE, text encoder and defaults; parts left
+        None are the official ones (chapter 07c; 1.2 is `from_official`). `preset`: v1.0's 16x256x256 or 16x512x512."""
+        if str(version) == "1.2":
+            if preset is not None: raise ValueError(f"preset {preset!r}: Open-Sora 1.2 has no presets (they are v1.0's)")
+            kw = {k: v for k, v in dict(transformer=transformer, vae=vae, text_encoder=text_encoder).items() if v is not None}
+            return cls.from_official(**kw, device=device, dtype=dtype or "bf16", **options)
+        parts = version_parts(version, transformer=transformer, vae=vae, text_encoder=text_encoder, preset=preset)
+        config = dict(version=str(version), defaults=parts["defaults"])
+        return cls(parts["model"], parts["vae"], parts["text_encoder"], parts["scheduler"], config=config, device=device,
+                   dtype=dtype or parts["dtype"], **options)
 
     # --- generation ---
     def _references(self, reference, n, image_size):
@@ -527,6 +543,9 @@ def sample_parser(prog="opensora-nb sample", description=None) -> argparse.Argum
     p.add_argument("--transformer", default=OFFICIAL_V1_2["transformer"], help="with --official: STDiT3 folder or hub id")
     p.add_argument("--vae", default=OFFICIAL_V1_2["vae"], help="with --official: VAE folder or hub id")
     p.add_argument("--text-encoder", default=OFFICIAL_V1_2["text_encoder"], help="with --official: T5 folder or hub id")
+    p.add_argument("--version", choices=("1.0", "1.1", "1.2"), default="1.2", help="with --official: which Open-Sora (1.0: STDiT + "
+                   "IDDPM, --transformer its .pth, 256x256 or 512x512 by --image-size/--resolution; 1.1: STDiT2 + IDDPM; 1.2: STDiT3 + rectified flow; the parts left out are the "
+                   "version's official ones)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present; under torchrun this rank's GPU), cpu, cuda, cuda:1, ...")
     p.add_argument("--offload", action="store_true", help="park the parts on the CPU; each goes to --device only while it works")
     p.add_argument("--vae-micro-batch", type=int, default=None, help="2D-VAE frames per micro-batch (less memory, same result)")
@@ -634,6 +653,9 @@ def sample_args(p, argv=None) -> argparse.Namespace:
     total, a.prompts = len(a.prompts), a.prompts[a.start_index:a.end_index]
     if not a.prompts: raise ValueError(f"no prompts from --start-index {a.start_index} to --end-index {a.end_index} (the list has {total})")
     if a.pipeline and a.official: p.error("give a pipeline folder or --official (not both)")
+    if a.version != "1.2" and not a.official: p.error(f"--version {a.version} chooses official checkpoints: add --official")
+    if a.version != "1.2" and (a.loops or 1) > 1:
+        raise ValueError(f"--loops {a.loops}: looping needs Open-Sora 1.2's video VAE; --version {a.version} makes one clip")
     if not a.pipeline and not a.official: a.pipeline = str(WORLD_PIPELINE_DIR)  # none named: the shipped tiny-world pipeline
     if a.batch_size < 1: p.error(f"--batch-size must be >= 1, got {a.batch_size}")
     for flag, v in (("--reference", a.reference), ("--mask-strategy", a.mask_strategy)):
@@ -658,7 +680,13 @@ def sample_pipeline(a, p=None) -> OpenSoraPipeline:
                    vae_tiling=a.vae_tiling or a.vae_tile_size is not None or None, vae_tile_size=a.vae_tile_size)
     te = text_lib.CachedTextEncoder(a.text_states) if a.text_states else None
     try:
-        if a.official:
+        if a.official and a.version != "1.2":  # the v1.2 defaults of --transformer/--vae/--text-encoder mean "the version's own"
+            own = lambda v, key: None if v == OFFICIAL_V1_2[key] else v
+            size = resolve_size(a.resolution, a.aspect_ratio or "1:1", a.image_size) if a.image_size or a.resolution else None
+            preset = v1_0_preset_for(size) if a.version == "1.0" else None  # v1.0's model is built for one size
+            pipe = OpenSoraPipeline.from_version(a.version, own(a.transformer, "transformer"), own(a.vae, "vae"),
+                                                 te or own(a.text_encoder, "text_encoder"), preset=preset, dtype=a.dtype, **options)
+        elif a.official:
             pipe = OpenSoraPipeline.from_official(a.transformer, a.vae, te or a.text_encoder, dtype=a.dtype or "bf16", **options)
         else:
             pipe = OpenSoraPipeline.from_pretrained(a.pipeline, text_encoder=te, dtype=a.dtype, **options)
