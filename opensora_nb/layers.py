@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['approx_gelu', 'Mlp', 'DropPath', 'RMSNorm', 'PatchEmbed3D', 'get_dynamic_size', 'sincos_1d',
@@ -54,7 +55,7 @@ class DropPath(nn.Module):
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)
         return x * x.new_empty(shape).bernoulli_(keep) / keep
 
-
+# %% ../nbs/05_layers.ipynb #06bb2655
 class _RMSNormFn(torch.autograd.Function):
     "float32 RMSNorm with a hand-written backward: about half the passes over the tensor of autograd's chain of ops."
 
@@ -149,7 +150,7 @@ def get_2d_sincos_pos_embed(embed_dim: int, grid_size, scale: float = 1.0, base_
     emb_h = sincos_1d(hh.reshape(-1), embed_dim // 2)
     return torch.cat([emb_w, emb_h], dim=1).float()
 
-
+# %% ../nbs/05_layers.ipynb #1862ce92
 class PositionEmbedding2D(nn.Module):
     "v1.2's resolution-aware 2D sin-cos embedding, computed on the fly (no parameters): `[1, H'*W', dim]`."
 
@@ -174,7 +175,7 @@ def rotate_half(x):
     x1, x2 = x.unbind(-1)
     return rearrange(torch.stack((-x2, x1), dim=-1), "... d r -> ... (d r)")
 
-
+# %% ../nbs/05_layers.ipynb #edcc6748
 class RotaryEmbedding(nn.Module):
     "Rotary position embedding over the sequence dim (-2), same numbers and `freqs` key as `rotary_embedding_torch`."
 
@@ -275,35 +276,38 @@ class MultiHeadCrossAttention(nn.Module):
             return self.proj(self.attend_packed(q, cond, mask != 0))
         return self.proj(self.attend_padded(q, cond, None if mask is None else mask != 0))
 
-    def attend_padded(self, q, cond, keep=None):
-        "Queries `q [B, heads, N, hd]` over all `L` caption tokens, padding hidden by `keep [B, L]` -> `[B, N, D]`."
-        B, _, N, _ = q.shape
-        kv = self.kv_linear(cond).view(B, cond.shape[1], 2, self.num_heads, self.head_dim)
-        k, v = (t.transpose(1, 2) for t in kv.unbind(2))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if keep is None else keep[:, None, None, :])
-        if keep is not None:  # a caption with no token attends to nothing: 0, not NaN (no host sync to test for it)
-            out = out.masked_fill(~keep.any(1)[:, None, None, None], 0.0)
-        return out.transpose(1, 2).reshape(B, N, self.d_model)
+# %% ../nbs/05_layers.ipynb #3432d2e5
+@patch
+def attend_padded(self: MultiHeadCrossAttention, q, cond, keep=None):
+    "Queries `q [B, heads, N, hd]` over all `L` caption tokens, padding hidden by `keep [B, L]` -> `[B, N, D]`."
+    B, _, N, _ = q.shape
+    kv = self.kv_linear(cond).view(B, cond.shape[1], 2, self.num_heads, self.head_dim)
+    k, v = (t.transpose(1, 2) for t in kv.unbind(2))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if keep is None else keep[:, None, None, :])
+    if keep is not None:  # a caption with no token attends to nothing: 0, not NaN (no host sync to test for it)
+        out = out.masked_fill(~keep.any(1)[:, None, None, None], 0.0)
+    return out.transpose(1, 2).reshape(B, N, self.d_model)
 
-    def attend_packed(self, q, cond, keep):
-        "Each sample's queries over only its real caption tokens (`keep [B, L]`), packed as the reference does -> `[B, N, D]`."
-        N = q.shape[2]
-        lens = keep.sum(1).tolist()  # host values: free on the CPU
-        if not any(lens):  # nothing to pack; the padded path keeps every parameter in the graph (as DDP expects)
-            return self.attend_padded(q, cond, keep)
-        kv = self.kv_linear(cond[keep])  # [sum(lens), 2D]: the real tokens of every caption, one after another
-        outs = []
-        for qb, kvb in zip(q.split(1), kv.split(lens)):
-            if kvb.shape[0] == 0:  # a caption with no token attends to nothing: 0, as the padded path
-                outs.append(qb.new_zeros(1, N, self.num_heads, self.head_dim))
-                continue
-            k, v = (t.transpose(1, 2) for t in kvb.view(1, -1, 2, self.num_heads, self.head_dim).unbind(2))
-            if N >= 256 and kvb.shape[0] <= 128:  # many queries, a few keys: the plain product beats the flash kernel's
-                a = torch.matmul(qb, k.transpose(-1, -2) * self.head_dim**-0.5).softmax(-1)  # tiles (1.1-1.25x), not below
-                outs.append(torch.matmul(a, v).transpose(1, 2))
-            else:
-                outs.append(F.scaled_dot_product_attention(qb, k, v).transpose(1, 2))
-        return torch.cat(outs).view(q.shape[0], N, self.d_model)
+@patch
+def attend_packed(self: MultiHeadCrossAttention, q, cond, keep):
+    "Each sample's queries over only its real caption tokens (`keep [B, L]`), packed as the reference does -> `[B, N, D]`."
+    N = q.shape[2]
+    lens = keep.sum(1).tolist()  # host values: free on the CPU
+    if not any(lens):  # nothing to pack; the padded path keeps every parameter in the graph (as DDP expects)
+        return self.attend_padded(q, cond, keep)
+    kv = self.kv_linear(cond[keep])  # [sum(lens), 2D]: the real tokens of every caption, one after another
+    outs = []
+    for qb, kvb in zip(q.split(1), kv.split(lens)):
+        if kvb.shape[0] == 0:  # a caption with no token attends to nothing: 0, as the padded path
+            outs.append(qb.new_zeros(1, N, self.num_heads, self.head_dim))
+            continue
+        k, v = (t.transpose(1, 2) for t in kvb.view(1, -1, 2, self.num_heads, self.head_dim).unbind(2))
+        if N >= 256 and kvb.shape[0] <= 128:  # many queries, a few keys: the plain product beats the flash kernel's
+            a = torch.matmul(qb, k.transpose(-1, -2) * self.head_dim**-0.5).softmax(-1)  # tiles (1.1-1.25x), not below
+            outs.append(torch.matmul(a, v).transpose(1, 2))
+        else:
+            outs.append(F.scaled_dot_product_attention(qb, k, v).transpose(1, 2))
+    return torch.cat(outs).view(q.shape[0], N, self.d_model)
 
 # %% ../nbs/05_layers.ipynb #9cf6d81a
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000) -> torch.Tensor:
@@ -328,7 +332,7 @@ class TimestepEmbedder(nn.Module):
         f = timestep_embedding(t, self.frequency_embedding_size)
         return self.mlp(f.to(dtype or self.mlp[0].weight.dtype))
 
-
+# %% ../nbs/05_layers.ipynb #6dd5f612
 class SizeEmbedder(TimestepEmbedder):
     "A scalar condition per sample (fps in v1.2) `[B]` or `[B, k]` -> `[B, k*hidden_size]`, like a timestep."
 
