@@ -235,9 +235,8 @@ def test_stdit3_golden_on_the_onednn_path(check_name, request, monkeypatch):
     real_nm = layers.norm_modulate
     monkeypatch.setattr(layers, "norm_modulate", lambda *a: fused.append(1) or real_nm(*a))
     check = _check("stdit3", check_name)
-    kind_module = sys.modules[check.__module__]
-    plain_model = kind_module._model
-    monkeypatch.setattr(kind_module, "_model", lambda case: layers.enable_cpu_fast_paths(plain_model(case)))
+    plain_model = check.__globals__["_model"]  # the kind module's model builder (loaded from its file, not sys.modules)
+    monkeypatch.setitem(check.__globals__, "_model", lambda case: layers.enable_cpu_fast_paths(plain_model(case)))
     check(Case(src, stem))
     assert calls, "no linear layer took the oneDNN path"
     assert fused or check_name.endswith("x_mask"), "no block took the fused norm_modulate"
