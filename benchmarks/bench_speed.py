@@ -27,6 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from opensora_nb.cache import ChangeRecorder, SamplingCache  # noqa: E402
+from opensora_nb.fastpaths import enable_cpu_fast_paths  # noqa: E402
 from opensora_nb.rflow import RFlow  # noqa: E402
 from opensora_nb.samples import HELDOUT, SHAPES, judge_clip, shape_caption  # noqa: E402
 from opensora_nb.stdit import STDiT3, STDiT3Config  # noqa: E402
@@ -137,7 +138,7 @@ def mid_model(depth=4, hidden_size=384, num_heads=6, seed=0):
     with torch.no_grad():
         for mod in m.modules():
             if isinstance(mod, torch.nn.Linear): torch.nn.init.xavier_uniform_(mod.weight)
-    return m.eval()
+    return enable_cpu_fast_paths(m.eval())  # the CPU kernels of chapter 06c
 
 
 def mid_config(latent=(16, 32, 32), repeats=2, depth=4, hidden_size=384, steps=30, fewer=12, log=print):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from opensora_nb.fastpaths import enable_cpu_fast_paths
 from opensora_nb.stdit import bench_stdit_vs_full, format_bench
 
 SIZES = [(4, 16, 16), (8, 16, 16), (16, 16, 16), (8, 32, 32), (16, 32, 32), (32, 32, 32)]
@@ -30,7 +31,7 @@ def main(argv=None):
     sizes = [(2, 4, 4), (4, 8, 8), (4, 16, 16)] if a.quick else SIZES
     repeats = a.repeats or (1 if a.quick else 3)
     rows = bench_stdit_vs_full(sizes, hidden_size=a.hidden, depth=a.depth, num_heads=a.heads, repeats=repeats,
-                               progress=not a.quick)
+                               progress=not a.quick, prepare=enable_cpu_fast_paths)  # both models with the CPU kernels
     setup = (f"width {a.hidden}, {a.heads} heads, depth {a.depth} (spatial+temporal vs 2 full blocks), batch 1, "
              f"fp32, CPU time on 1 thread, torch {torch.__version__}, {platform.processor() or platform.machine()}")
     print(setup)

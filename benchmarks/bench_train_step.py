@@ -79,6 +79,10 @@ def make_batch(cfg: dict, seed: int = 1) -> dict:
 def build(stdit_module, cfg: dict, state_dict=None):
     torch.manual_seed(0)
     model = stdit_module.STDiT3(stdit_module.STDiT3Config(**cfg["model"])).train()
+    try:  # the CPU kernels, swapped in as the trainer does (packages from before chapter 06c have them built in)
+        importlib.import_module(stdit_module.__package__ + ".fastpaths").enable_cpu_fast_paths(model)
+    except ModuleNotFoundError:
+        pass
     if state_dict is not None:
         model.load_state_dict(state_dict)
     return model

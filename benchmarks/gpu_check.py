@@ -28,6 +28,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from opensora_nb.inference import OpenSoraPipeline, PeakRSS  # noqa: E402
+from opensora_nb.fastpaths import enable_cpu_fast_paths  # noqa: E402
 from opensora_nb.rflow import RFlow  # noqa: E402
 from opensora_nb.stdit import STDIT3_XL_2, STDiT3, STDiT3Config  # noqa: E402
 from opensora_nb.text import TextEncoder  # noqa: E402
@@ -82,7 +83,7 @@ def latent_size(H, W, T):
 def build_model(config, device, dtype):
     torch.manual_seed(0)
     with torch.device(device): model = STDiT3(config)  # initialised where it runs: no 4 GB CPU copy to move
-    return model.to(dtype)
+    return enable_cpu_fast_paths(model.to(dtype))  # as the trainer and the pipeline have it
 
 
 class RandomText(TextEncoder):

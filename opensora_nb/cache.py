@@ -13,7 +13,7 @@ from .layers import modulation, t2i_modulate
 
 # %% auto #0
 __all__ = ['PAB_DEFAULTS', 'ATTENTION_KINDS', 'STEP_SIGNALS', 'attention_reuse_settings', 'step_cache_settings', 'relative_l1',
-           'step_signal', 'SamplingCache', 'ChangeRecorder']
+           'own_run_blocks', 'step_signal', 'SamplingCache', 'ChangeRecorder']
 
 # %% ../nbs/11c_cache.ipynb #bf48d857
 #: PAB's pyramid (Zhao et al. 2024, *Real-Time Video Generation with Pyramid Attention Broadcast*): inside the middle
@@ -73,13 +73,18 @@ def _denoiser(model):
     return model
 
 
+def own_run_blocks(net, x, *args, blocks=None):
+    "The model's own `run_blocks` (its class's), also while a cache has swapped its own in."
+    return type(net).run_blocks(net, x, *args, blocks=blocks)
+
+
 def step_signal(net, x, args, signal: str = STEP_SIGNALS[0]):
     """What step skipping watches, with what computing it already ran: (signal, h, rest), where the blocks `rest` on
     `h` finish the stack. 'modulated_input': the first block's timestep-modulated input (h = x, rest = every block);
     'first_block': the first block's residual (h = its output, rest = the other blocks). `args` are `run_blocks`'."""
     blocks = list(net.blocks())
     if signal == "first_block":
-        h = net.run_blocks(x, *args, blocks=blocks[:1])
+        h = own_run_blocks(net, x, *args, blocks=blocks[:1])
         return h - x, h, blocks[1:]
     b0 = blocks[0]
     shift, scale = modulation(b0.scale_shift_table, args[1])[:2]
@@ -97,20 +102,29 @@ class SamplingCache:
 
     def __repr__(self): return f"SamplingCache(attention_reuse={self.reuse}, step_cache={self.skip})"
 
+    def _reusing(self, block, kind: str, compute):
+        "`compute` (an attention of `block`) routed through `attention`: computed, or its stored output handed back."
+        return lambda *a, **k: self.attention(block, kind, lambda: compute(*a, **k))
+
     @contextmanager
     def attach(self, model):
-        "Attach to `model`'s STDiT3 (and its blocks, for attention reuse) for the block; everything is dropped after it."
+        """Swap the cache into `model`'s STDiT3 for the block, from outside (as diffusers swaps attention processors):
+        its `run_blocks` (step skipping) and each block's `attend` and `cross_attn` (PAB) go through the cache. The model
+        is left as it was after the block, and every stored tensor is dropped."""
         net = _denoiser(model)
         if self.skip and getattr(net, "sp_group", None) is not None:  # each rank would decide on its own shard
             raise ValueError("step_cache does not work with sequence parallelism (ranks would skip different steps)")
+        if "run_blocks" in vars(net): raise ValueError("a sampling cache is already attached to this model")
         blocks = list(net.blocks())
         self.index, self.outputs, self.state, self.step = {b: i for i, b in enumerate(blocks)}, {}, {}, None
-        net.cache = self
-        for b in blocks: b.cache = self
+        net.run_blocks = lambda x, *args: self.run_blocks(net, x, *args)
+        for b in blocks:
+            b.attend = self._reusing(b, b.mode, b.attend)
+            b.cross_attn.forward = self._reusing(b, "cross", b.cross_attn.forward)
         try: yield self
         finally:
-            for b in blocks: del b.cache
-            del net.cache
+            for b in blocks: del b.attend, b.cross_attn.forward
+            del net.run_blocks
             self.outputs, self.state, self.index = {}, {}, {}  # the stored tensors go with the call
 
     def begin_step(self, i: int, num_steps: int, level: float):
@@ -125,7 +139,7 @@ class SamplingCache:
         return self.reuse["spatial" if kind == "full" else kind]
 
     def attention(self, block, kind: str, compute):
-        """Called by `STDiT3Block.reuse`: the stored output of this (call, block, kind) while it is younger than k steps,
+        """Called for each attention of an attached block: the stored output of this (call, block, kind) while it is younger than k steps,
         else `compute()` (stored). Age, not the step number modulo k, decides: after skipped steps a stale output is not reused."""
         key = (self.call, self.index[block], kind)
         k, stored = self.every(kind), self.outputs.get(key)
@@ -139,12 +153,12 @@ class SamplingCache:
 
     # --- step skipping: the whole block stack ---
     def run_blocks(self, net, x, *args):
-        "Called by `STDiT3.forward`: the blocks on `x`, or `x` + the residual they added at the last computed step."
+        "Called by `STDiT3.forward` while attached: the blocks on `x`, or `x` + the residual they added at the last computed step."
         if self.step is None: raise RuntimeError("SamplingCache: the sampler must call begin_step(i, num_steps, level) before each step")
         call, self.call = self.call, self.call + 1
         if self.skip is None:
             self.stats["computed_steps"] += call == 0
-            return net.run_blocks(x, *args)
+            return own_run_blocks(net, x, *args)
         st = self.state.setdefault(call, dict(acc=0.0))
         signal, h, blocks = step_signal(net, x, args, self.skip["signal"])
         prev, res = st.get("signal"), st.get("residual")
@@ -158,7 +172,7 @@ class SamplingCache:
             self.stats["skipped_steps"] += call == 0
             return h + res
         self.stats["computed_steps"] += call == 0
-        out = net.run_blocks(h, *args, blocks=blocks)
+        out = own_run_blocks(net, h, *args, blocks=blocks)
         st["residual"], st["acc"] = out - h, 0.0
         return out
 
@@ -197,7 +211,7 @@ class ChangeRecorder(SamplingCache):
         self._record("modulated_input", step_signal(net, x, args, "modulated_input")[0])
         first, h, rest = step_signal(net, x, args, "first_block")
         self._record("first_block", first)
-        out = net.run_blocks(h, *args, blocks=rest)
+        out = own_run_blocks(net, h, *args, blocks=rest)
         self._record("residual", out - x)
         for kind, v in self._now.items(): self.changes.setdefault(kind, []).append(sum(v) / len(v))
         return out

@@ -22,6 +22,7 @@ from .buckets import ASPECT_RATIO_MAP, ASPECT_RATIOS, UnknownSizeError, get_imag
 from .masks import apply_mask_strategy, multi_resolution_info, reference_latents
 from .rflow import RFlow
 from .stdit import STDiT3
+from .fastpaths import enable_cpu_fast_paths
 from . import text as text_lib
 from . import vae_hub
 from .vae import VAE_TILE_SIZE, VideoAutoencoderKL
@@ -194,6 +195,7 @@ class OpenSoraPipeline:
     def __init__(self, model, vae, text_encoder, scheduler=None, config=None, device=None, dtype=None, offload=False,
                  vae_micro_batch_size=None, vae_tiling=False, vae_tile_size=None):
         self.model, self.vae, self.text_encoder = model.eval(), vae.eval() if hasattr(vae, "eval") else vae, text_encoder
+        enable_cpu_fast_paths(model)  # the CPU kernels of chapter 06c, swapped in (same weights, same keys)
         self.scheduler = scheduler or RFlow(use_timestep_transform=True)
         self.config = dict(config or {})
         self.offload, self._device = False, None

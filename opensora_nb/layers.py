@@ -6,85 +6,20 @@
 from __future__ import annotations
 
 import math
-import platform
 from functools import lru_cache
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
+from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['ONEDNN_MIN_ROWS', 'NORM_MODULATE_MIN_PER_SAMPLE', 'onednn_eligible', 'OneDNNLinear', 'approx_gelu', 'Mlp', 'DropPath',
-           'RMSNorm', 'PatchEmbed3D', 'get_dynamic_size', 'sincos_1d', 'get_1d_sincos_pos_embed',
-           'get_2d_sincos_pos_embed', 'PositionEmbedding2D', 'rotate_half', 'RotaryEmbedding', 'Attention',
-           'MultiHeadCrossAttention', 'timestep_embedding', 'TimestepEmbedder', 'SizeEmbedder', 't2i_modulate',
-           'norm_modulate', 'modulation', 't_block', 't_mask_select', 'CaptionEmbedder', 'T2IFinalLayer', 'unpatchify']
-
-# %% ../nbs/05_layers.ipynb #7e8d86a9
-def _onednn_linear_op():
-    "PyTorch's oneDNN linear kernel (the one inductor uses on the CPU) on x86-64, where it was measured; else None."
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return None
-    try:
-        return torch.ops.mkldnn._linear_pointwise.default if torch.backends.mkldnn.is_available() else None
-    except (AttributeError, RuntimeError):
-        return None
-
-
-_ONEDNN_LINEAR = _onednn_linear_op()
-
-
-class _OneDNNLinearFn(torch.autograd.Function):
-    "`x @ w.T + b` on the CPU in float32: forward and input gradient through oneDNN, weight gradient through `mm`."
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        x2 = x.reshape(-1, x.shape[-1]).contiguous()  # the 2D rows both products read, made once
-        ctx.save_for_backward(x2, weight)
-        ctx.x_shape = x.shape
-        return _ONEDNN_LINEAR(x2, weight, bias, "none", [], "").view(*x.shape[:-1], weight.shape[0])
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        x2, weight = ctx.saved_tensors
-        g2 = g.reshape(-1, g.shape[-1]).contiguous()
-        gx = gw = gb = None
-        if ctx.needs_input_grad[0]:  # g @ w, as a linear layer whose weight is w.T (a small copy)
-            gx = _ONEDNN_LINEAR(g2, weight.t().contiguous(), None, "none", [], "").view(ctx.x_shape)
-        if ctx.needs_input_grad[1]:
-            gw = g2.t().mm(x2)
-        if ctx.needs_input_grad[2]:  # False when there is no bias
-            gb = g2.sum(0)
-        return gx, gw, gb
-
-
-#: Rows (tokens) from which oneDNN is the faster kernel: measured on this book's CPU, 0.8-1.0x at 256-1024 rows, 1.07x at
-#: 4096, 1.1x at 16384 (forward and backward of one layer, `benchmarks/bench_train_step.py` has the whole step)
-ONEDNN_MIN_ROWS = 4096
-
-
-def onednn_eligible(x, weight) -> bool:
-    "True where `OneDNNLinear` takes the oneDNN path: float32 on the CPU, enough rows, no autocast, not traced or compiled."
-    return (_ONEDNN_LINEAR is not None and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
-            and weight.device.type == "cpu" and x.numel() >= ONEDNN_MIN_ROWS * x.shape[-1] > 0
-            and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling() and not torch.jit.is_scripting())
-
-
-class OneDNNLinear(nn.Linear):
-    """`nn.Linear` (same parameters, same state dict) whose float32 CPU products run on oneDNN instead of MKL's sgemm:
-    on this book's CPU 1.1-1.2x faster for the token-by-channel products of the model. Anywhere else (fewer than
-    `ONEDNN_MIN_ROWS` rows, a GPU, bf16, autocast, torch.compile) it is `nn.Linear`."""
-    #: False: always `nn.Linear`'s path (the MKL numbers of the reference; a switch for comparisons)
-    use_onednn = True
-
-    def forward(self, x):
-        if self.use_onednn and onednn_eligible(x, self.weight):
-            return _OneDNNLinearFn.apply(x, self.weight, self.bias)
-        return super().forward(x)
-
+__all__ = ['approx_gelu', 'Mlp', 'DropPath', 'RMSNorm', 'PatchEmbed3D', 'get_dynamic_size', 'sincos_1d',
+           'get_1d_sincos_pos_embed', 'get_2d_sincos_pos_embed', 'PositionEmbedding2D', 'rotate_half',
+           'RotaryEmbedding', 'Attention', 'MultiHeadCrossAttention', 'timestep_embedding', 'TimestepEmbedder',
+           'SizeEmbedder', 't2i_modulate', 'modulation', 't_block', 't_mask_select', 'CaptionEmbedder', 'T2IFinalLayer',
+           'unpatchify']
 
 # %% ../nbs/05_layers.ipynb #517df573
 def approx_gelu():
@@ -98,9 +33,9 @@ class Mlp(nn.Module):
     def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=approx_gelu):
         super().__init__()
         hidden_features, out_features = hidden_features or in_features, out_features or in_features
-        self.fc1 = OneDNNLinear(in_features, hidden_features)
+        self.fc1 = nn.Linear(in_features, hidden_features)
         self.act = act_layer()
-        self.fc2 = OneDNNLinear(hidden_features, out_features)
+        self.fc2 = nn.Linear(hidden_features, out_features)
 
     def forward(self, x):
         return self.fc2(self.act(self.fc1(x)))
@@ -120,7 +55,7 @@ class DropPath(nn.Module):
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)
         return x * x.new_empty(shape).bernoulli_(keep) / keep
 
-
+# %% ../nbs/05_layers.ipynb #06bb2655
 class _RMSNormFn(torch.autograd.Function):
     "float32 RMSNorm with a hand-written backward: about half the passes over the tensor of autograd's chain of ops."
 
@@ -215,7 +150,7 @@ def get_2d_sincos_pos_embed(embed_dim: int, grid_size, scale: float = 1.0, base_
     emb_h = sincos_1d(hh.reshape(-1), embed_dim // 2)
     return torch.cat([emb_w, emb_h], dim=1).float()
 
-
+# %% ../nbs/05_layers.ipynb #1862ce92
 class PositionEmbedding2D(nn.Module):
     "v1.2's resolution-aware 2D sin-cos embedding, computed on the fly (no parameters): `[1, H'*W', dim]`."
 
@@ -240,7 +175,7 @@ def rotate_half(x):
     x1, x2 = x.unbind(-1)
     return rearrange(torch.stack((-x2, x1), dim=-1), "... d r -> ... (d r)")
 
-
+# %% ../nbs/05_layers.ipynb #edcc6748
 class RotaryEmbedding(nn.Module):
     "Rotary position embedding over the sequence dim (-2), same numbers and `freqs` key as `rotary_embedding_torch`."
 
@@ -287,10 +222,10 @@ class Attention(nn.Module):
         if dim % num_heads:
             raise ValueError(f"Attention: dim {dim} is not divisible by num_heads {num_heads}")
         self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
-        self.qkv = OneDNNLinear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.q_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
         self.k_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
-        self.proj = OneDNNLinear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
         self.rope, self.rope_before_norm = rope, rope_before_norm  # rope: a callable on [..., N, head_dim]
 
     def qkv_heads(self, x):
@@ -324,9 +259,9 @@ class MultiHeadCrossAttention(nn.Module):
         if d_model % num_heads:
             raise ValueError(f"MultiHeadCrossAttention: d_model {d_model} not divisible by num_heads {num_heads}")
         self.d_model, self.num_heads, self.head_dim = d_model, num_heads, d_model // num_heads
-        self.q_linear = OneDNNLinear(d_model, d_model)
-        self.kv_linear = OneDNNLinear(d_model, d_model * 2)
-        self.proj = OneDNNLinear(d_model, d_model)
+        self.q_linear = nn.Linear(d_model, d_model)
+        self.kv_linear = nn.Linear(d_model, d_model * 2)
+        self.proj = nn.Linear(d_model, d_model)
 
     def forward(self, x, cond, mask=None):
         B, N, D = x.shape
@@ -341,35 +276,38 @@ class MultiHeadCrossAttention(nn.Module):
             return self.proj(self.attend_packed(q, cond, mask != 0))
         return self.proj(self.attend_padded(q, cond, None if mask is None else mask != 0))
 
-    def attend_padded(self, q, cond, keep=None):
-        "Queries `q [B, heads, N, hd]` over all `L` caption tokens, padding hidden by `keep [B, L]` -> `[B, N, D]`."
-        B, _, N, _ = q.shape
-        kv = self.kv_linear(cond).view(B, cond.shape[1], 2, self.num_heads, self.head_dim)
-        k, v = (t.transpose(1, 2) for t in kv.unbind(2))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if keep is None else keep[:, None, None, :])
-        if keep is not None:  # a caption with no token attends to nothing: 0, not NaN (no host sync to test for it)
-            out = out.masked_fill(~keep.any(1)[:, None, None, None], 0.0)
-        return out.transpose(1, 2).reshape(B, N, self.d_model)
+# %% ../nbs/05_layers.ipynb #3432d2e5
+@patch
+def attend_padded(self: MultiHeadCrossAttention, q, cond, keep=None):
+    "Queries `q [B, heads, N, hd]` over all `L` caption tokens, padding hidden by `keep [B, L]` -> `[B, N, D]`."
+    B, _, N, _ = q.shape
+    kv = self.kv_linear(cond).view(B, cond.shape[1], 2, self.num_heads, self.head_dim)
+    k, v = (t.transpose(1, 2) for t in kv.unbind(2))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if keep is None else keep[:, None, None, :])
+    if keep is not None:  # a caption with no token attends to nothing: 0, not NaN (no host sync to test for it)
+        out = out.masked_fill(~keep.any(1)[:, None, None, None], 0.0)
+    return out.transpose(1, 2).reshape(B, N, self.d_model)
 
-    def attend_packed(self, q, cond, keep):
-        "Each sample's queries over only its real caption tokens (`keep [B, L]`), packed as the reference does -> `[B, N, D]`."
-        N = q.shape[2]
-        lens = keep.sum(1).tolist()  # host values: free on the CPU
-        if not any(lens):  # nothing to pack; the padded path keeps every parameter in the graph (as DDP expects)
-            return self.attend_padded(q, cond, keep)
-        kv = self.kv_linear(cond[keep])  # [sum(lens), 2D]: the real tokens of every caption, one after another
-        outs = []
-        for qb, kvb in zip(q.split(1), kv.split(lens)):
-            if kvb.shape[0] == 0:  # a caption with no token attends to nothing: 0, as the padded path
-                outs.append(qb.new_zeros(1, N, self.num_heads, self.head_dim))
-                continue
-            k, v = (t.transpose(1, 2) for t in kvb.view(1, -1, 2, self.num_heads, self.head_dim).unbind(2))
-            if N >= 256 and kvb.shape[0] <= 128:  # many queries, a few keys: the plain product beats the flash kernel's
-                a = torch.matmul(qb, k.transpose(-1, -2) * self.head_dim**-0.5).softmax(-1)  # tiles (1.1-1.25x), not below
-                outs.append(torch.matmul(a, v).transpose(1, 2))
-            else:
-                outs.append(F.scaled_dot_product_attention(qb, k, v).transpose(1, 2))
-        return torch.cat(outs).view(q.shape[0], N, self.d_model)
+@patch
+def attend_packed(self: MultiHeadCrossAttention, q, cond, keep):
+    "Each sample's queries over only its real caption tokens (`keep [B, L]`), packed as the reference does -> `[B, N, D]`."
+    N = q.shape[2]
+    lens = keep.sum(1).tolist()  # host values: free on the CPU
+    if not any(lens):  # nothing to pack; the padded path keeps every parameter in the graph (as DDP expects)
+        return self.attend_padded(q, cond, keep)
+    kv = self.kv_linear(cond[keep])  # [sum(lens), 2D]: the real tokens of every caption, one after another
+    outs = []
+    for qb, kvb in zip(q.split(1), kv.split(lens)):
+        if kvb.shape[0] == 0:  # a caption with no token attends to nothing: 0, as the padded path
+            outs.append(qb.new_zeros(1, N, self.num_heads, self.head_dim))
+            continue
+        k, v = (t.transpose(1, 2) for t in kvb.view(1, -1, 2, self.num_heads, self.head_dim).unbind(2))
+        if N >= 256 and kvb.shape[0] <= 128:  # many queries, a few keys: the plain product beats the flash kernel's
+            a = torch.matmul(qb, k.transpose(-1, -2) * self.head_dim**-0.5).softmax(-1)  # tiles (1.1-1.25x), not below
+            outs.append(torch.matmul(a, v).transpose(1, 2))
+        else:
+            outs.append(F.scaled_dot_product_attention(qb, k, v).transpose(1, 2))
+    return torch.cat(outs).view(q.shape[0], N, self.d_model)
 
 # %% ../nbs/05_layers.ipynb #9cf6d81a
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000) -> torch.Tensor:
@@ -394,7 +332,7 @@ class TimestepEmbedder(nn.Module):
         f = timestep_embedding(t, self.frequency_embedding_size)
         return self.mlp(f.to(dtype or self.mlp[0].weight.dtype))
 
-
+# %% ../nbs/05_layers.ipynb #6dd5f612
 class SizeEmbedder(TimestepEmbedder):
     "A scalar condition per sample (fps in v1.2) `[B]` or `[B, k]` -> `[B, k*hidden_size]`, like a timestep."
 
@@ -417,20 +355,6 @@ class SizeEmbedder(TimestepEmbedder):
 def t2i_modulate(x, shift, scale):
     "adaLN modulation: `x * (1 + scale) + shift` (shift/scale broadcast over tokens)."
     return torch.addcmul(shift, x, 1 + scale)  # one pass over x
-
-
-#: Elements per sample from which `norm_modulate` calls one affine LayerNorm per sample: measured 1.04-1.24x from
-#: `[256, 384]` up, but 0.1-0.6x for many small samples (the tiny world's `[32, 48, 128]`), where each call costs more than it saves
-NORM_MODULATE_MIN_PER_SAMPLE = 1 << 16
-
-
-def norm_modulate(x, shift, scale, eps: float = 1e-6):
-    """`t2i_modulate(LayerNorm(x), shift, scale)` for `x [B, N, D]`, `shift/scale [B, 1, D]`: for large samples one affine
-    LayerNorm per sample (one kernel forward and backward), else the LayerNorm and then the modulation."""
-    if x[0].numel() < NORM_MODULATE_MIN_PER_SAMPLE:
-        return t2i_modulate(F.layer_norm(x, x.shape[-1:], eps=eps), shift, scale)
-    w = 1 + scale
-    return torch.cat([F.layer_norm(x[b], x.shape[-1:], w[b, 0], shift[b, 0], eps)[None] for b in range(x.shape[0])])
 
 
 def modulation(scale_shift_table, t_mlp):
@@ -492,7 +416,7 @@ class T2IFinalLayer(nn.Module):
     def __init__(self, hidden_size: int, num_patch: int, out_channels: int, d_t=None, d_s=None):
         super().__init__()
         self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.linear = OneDNNLinear(hidden_size, num_patch * out_channels)
+        self.linear = nn.Linear(hidden_size, num_patch * out_channels)
         self.scale_shift_table = nn.Parameter(torch.randn(2, hidden_size) / hidden_size**0.5)
         self.out_channels, self.d_t, self.d_s = out_channels, d_t, d_s
 

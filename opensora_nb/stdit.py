@@ -22,21 +22,16 @@ from fastcore.basics import patch
 
 from .layers import (Attention, CaptionEmbedder, DropPath, Mlp, MultiHeadCrossAttention, PatchEmbed3D,
                                 PositionEmbedding2D, RotaryEmbedding, SizeEmbedder, T2IFinalLayer, TimestepEmbedder,
-                                approx_gelu, get_1d_sincos_pos_embed, get_dynamic_size, modulation, norm_modulate,
+                                approx_gelu, get_1d_sincos_pos_embed, get_dynamic_size, modulation,
                                 t2i_modulate, t_block, t_mask_select, unpatchify)
 
 # %% auto #0
-__all__ = ['TRANSFORMERS_METADATA', 'STDIT3_XL_2', 'STDIT3_3B_2', 'STDiT3Config', 'flash_attention', 'STDiT3Block',
+__all__ = ['STDIT3_XL_2', 'STDIT3_3B_2', 'TRANSFORMERS_METADATA', 'STDiT3Config', 'flash_attention', 'STDiT3Block',
            'batch_values', 'STDiT3', 'unwrap_state_dict', 'WeightsMismatchError', 'load_state_dict_strict',
            'read_weights', 'stdit3_from_state_dict', 'count_params', 'FullAttentionDiT', 'attention_pairs',
            'bench_stdit_vs_full', 'format_bench', 'plot_bench']
 
 # %% ../nbs/06_stdit.ipynb #f11f62fa
-#: Keys transformers writes into every `config.json` (the published STDiT3 config has all four): not fields, ignored.
-TRANSFORMERS_METADATA = ("architectures", "model_type", "torch_dtype", "transformers_version", "_name_or_path",
-                         "_commit_hash")
-
-
 @dataclass
 class STDiT3Config:
     "Configuration of STDiT3 (Open-Sora 1.2); field names and defaults of the official `STDiT3Config`."
@@ -69,60 +64,13 @@ class STDiT3Config:
         if self.hidden_size % 4:
             raise ValueError(f"STDiT3Config: hidden_size {self.hidden_size} must be divisible by 4 (2D sin-cos)")
 
-    @classmethod
-    def from_dict(cls, d: dict, **overrides):
-        """Build from a dict (e.g. an official `config.json`) and keyword `overrides`. transformers' metadata keys
-        (`TRANSFORMERS_METADATA`) are ignored; any other key that is not a field is an error naming it."""
-        _check_keys(d, "config", ignore=TRANSFORMERS_METADATA)
-        _check_keys(overrides, "keyword override")
-        return cls(**{k: v for k, v in {**d, **overrides}.items() if k not in TRANSFORMERS_METADATA})
-
-    @classmethod
-    def from_pretrained(cls, file_or_folder, **overrides):
-        "Read a `config.json`: the file, a folder holding it, or a hub id (only config.json is fetched)."
-        p = Path(file_or_folder).expanduser()
-        if p.is_dir():
-            p = p / "config.json"
-        if not p.is_file():
-            if Path(file_or_folder).expanduser().exists() or str(file_or_folder).count("/") != 1:
-                raise FileNotFoundError(f"STDiT3Config.from_pretrained: no config.json at {p}")
-            try:
-                from huggingface_hub import hf_hub_download
-                p = Path(hf_hub_download(str(file_or_folder), "config.json"))
-            except Exception as e:  # offline or unknown repo
-                raise FileNotFoundError(f"STDiT3Config.from_pretrained: {file_or_folder!r} is not a local path and its "
-                                        f"config.json could not be fetched ({type(e).__name__}). Download it "
-                                        f"(`huggingface-cli download {file_or_folder} config.json --local-dir DIR`) "
-                                        f"and pass DIR") from e
-        try:
-            d = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{p}: not valid JSON ({e})") from e
-        try:
-            return cls.from_dict(d, **overrides)
-        except ValueError as e:
-            raise ValueError(f"{p}: {e}") from None
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "input_size": list(self.input_size), "patch_size": list(self.patch_size),
-                "architectures": ["STDiT3"], "model_type": "STDiT3"}
-
-
-def _check_keys(d: dict, what: str, ignore=()):
-    "Raise one error naming every key of `d` that is not an `STDiT3Config` field (with the closest field names)."
-    names = [f.name for f in fields(STDiT3Config)]
-    bad = [k for k in d if k not in names and k not in ignore]
-    if bad:
-        hints = "; ".join(f"{k!r}: did you mean {m[0]!r}?" for k in bad if (m := difflib.get_close_matches(k, names, 1)))
-        err = TypeError if what == "keyword override" else ValueError
-        raise err(f"STDiT3Config: unknown {what} key(s) {bad}" + (f" ({hints})" if hints else "") +
-                  f"; the fields are {sorted(names)}")
-
 
 def _replace_checked(config: STDiT3Config, overrides: dict) -> STDiT3Config:
-    "`dataclasses.replace` with unknown override names reported like `from_dict` does."
+    "`dataclasses.replace` with unknown override names reported like `from_dict` does (`_check_keys`, below)."
+    if not overrides:
+        return config
     _check_keys(overrides, "keyword override")
-    return replace(config, **overrides) if overrides else config
+    return replace(config, **overrides)
 
 
 STDIT3_XL_2 = STDiT3Config(depth=28, hidden_size=1152, patch_size=(1, 2, 2), num_heads=16)
@@ -152,12 +100,9 @@ def flash_attention(x):
     _warn_once(f"STDiT3: enable_flash_attn=True is ignored {why}; attention uses PyTorch's default SDPA backend")
     return nullcontext()
 
-
+# %% ../nbs/06_stdit.ipynb #31db6a93
 class STDiT3Block(nn.Module):
     "PixArt block over `[B, T*S, D]`: modulated self-attention (spatial/temporal/full), cross-attention, modulated MLP."
-    #: A sampling cache attached for one sampling call (chapter 11c, `SamplingCache`); None: every attention is computed.
-    cache = None
-
     def __init__(self, hidden_size, num_heads, mlp_ratio=4.0, drop_path=0.0, rope=None, qk_norm=False,
                  temporal=False, mode=None, enable_flash_attn=False):
         super().__init__()
@@ -174,20 +119,6 @@ class STDiT3Block(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.scale_shift_table = nn.Parameter(torch.randn(6, hidden_size) / hidden_size**0.5)
 
-    def attend(self, x, T: int, S: int):
-        "Self-attention over the sequences of this block's mode; `x` stays `[B, T*S, D]` outside."
-        with flash_attention(x) if self.enable_flash_attn else nullcontext():
-            if self.mode == "full":
-                return self.attn(x)
-            pattern = ("B (T S) C -> (B S) T C", "(B S) T C -> B (T S) C") if self.temporal else \
-                      ("B (T S) C -> (B T) S C", "(B T) S C -> B (T S) C")
-            x = rearrange(x, pattern[0], T=T, S=S)
-            return rearrange(self.attn(x), pattern[1], T=T, S=S)
-
-    def reuse(self, kind: str, compute):
-        "`compute()` the attention of `kind` (spatial/temporal/full/cross), or what an attached cache hands back instead."
-        return compute() if self.cache is None else self.cache.attention(self, kind, compute)
-
     def forward(self, x, y, t, mask=None, x_mask=None, t0=None, T=None, S=None):
         "x `[B, T*S, D]`, y `[B, L, D]` with `mask [B, L]`, t/t0 `[B, 6D]` (t_block outputs), x_mask `[B, T]`."
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation(self.scale_shift_table, t)
@@ -196,24 +127,42 @@ class STDiT3Block(nn.Module):
             pick = lambda a, b: t_mask_select(x_mask, a, b, T, S)
 
         if x_mask is None:
-            x_m = norm_modulate(x, shift_msa, scale_msa, self.norm1.eps)
+            x_m = self.modulated_norm(self.norm1, x, shift_msa, scale_msa)
         else:
             xn = self.norm1(x)
             x_m = pick(t2i_modulate(xn, shift_msa, scale_msa), t2i_modulate(xn, shift_msa0, scale_msa0))
-        x_m = self.reuse(self.mode, lambda: self.attend(x_m, T, S))
+        x_m = self.attend(x_m, T, S)
         x_m_s = gate_msa * x_m if x_mask is None else pick(gate_msa * x_m, gate_msa0 * x_m)
         x = x + self.drop_path(x_m_s)
 
-        x = x + self.reuse("cross", lambda: self.cross_attn(x, y, mask))
+        x = x + self.cross_attn(x, y, mask)
 
         if x_mask is None:
-            x_m = norm_modulate(x, shift_mlp, scale_mlp, self.norm2.eps)
+            x_m = self.modulated_norm(self.norm2, x, shift_mlp, scale_mlp)
         else:
             xn = self.norm2(x)
             x_m = pick(t2i_modulate(xn, shift_mlp, scale_mlp), t2i_modulate(xn, shift_mlp0, scale_mlp0))
         x_m = self.mlp(x_m)
         x_m_s = gate_mlp * x_m if x_mask is None else pick(gate_mlp * x_m, gate_mlp0 * x_m)
         return x + self.drop_path(x_m_s)
+
+# %% ../nbs/06_stdit.ipynb #20e48773
+@patch
+def attend(self: STDiT3Block, x, T: int, S: int):
+    "Self-attention over the sequences of this block's mode; `x` stays `[B, T*S, D]` outside."
+    with flash_attention(x) if self.enable_flash_attn else nullcontext():
+        if self.mode == "full":
+            return self.attn(x)
+        pattern = ("B (T S) C -> (B S) T C", "(B S) T C -> B (T S) C") if self.temporal else \
+                  ("B (T S) C -> (B T) S C", "(B T) S C -> B (T S) C")
+        x = rearrange(x, pattern[0], T=T, S=S)
+        return rearrange(self.attn(x), pattern[1], T=T, S=S)
+
+
+@patch
+def modulated_norm(self: STDiT3Block, norm, x, shift, scale):
+    "adaLN: `norm(x) * (1 + scale) + shift`, the block's LayerNorm then chapter 05's `t2i_modulate`."
+    return t2i_modulate(norm(x), shift, scale)
 
 # %% ../nbs/06_stdit.ipynb #0f68883d
 def batch_values(v, B, device, dtype, name):
@@ -223,12 +172,10 @@ def batch_values(v, B, device, dtype, name):
         raise ValueError(f"{name}: expected a scalar or [B={B}] values, got shape {tuple(v.shape)}")
     return v.repeat(B // v.shape[0])
 
-
+# %% ../nbs/06_stdit.ipynb #9570cbe0
 class STDiT3(nn.Module):
     "Open-Sora 1.2's denoiser: spatial and temporal PixArt blocks, RoPE in time, resolution-aware 2D positions."
     block_modes = ("spatial", "temporal")
-    #: A sampling cache attached for one sampling call (chapter 11c): it may skip the blocks of a step; None runs them.
-    cache = None
 
     def __init__(self, config: STDiT3Config | None = None, **overrides):
         super().__init__()
@@ -265,102 +212,178 @@ class STDiT3(nn.Module):
             _warn_once("STDiT3: enable_layernorm_kernel=True is ignored: the fused (apex) LayerNorm kernel is not used; "
                        "the norms are torch.nn.LayerNorm (same numbers)")
 
-    def initialize_weights(self):
-        "The reference's init: xavier Linear layers, zero fps output, temporal blocks start as identity maps."
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias) if m.bias is not None else None
-        nn.init.normal_(self.fps_embedder.mlp[0].weight, std=0.02)
-        nn.init.zeros_(self.fps_embedder.mlp[0].bias)
-        nn.init.zeros_(self.fps_embedder.mlp[2].weight)
-        nn.init.zeros_(self.fps_embedder.mlp[2].bias)
-        for blk in self.temporal_blocks:
-            for lin in (blk.attn.proj, blk.cross_attn.proj, blk.mlp.fc2):
-                nn.init.zeros_(lin.weight)
+# %% ../nbs/06_stdit.ipynb #99450612
+@patch
+def initialize_weights(self: STDiT3):
+    "The reference's init: xavier Linear layers, zero fps output, temporal blocks start as identity maps."
+    for m in self.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias) if m.bias is not None else None
+    nn.init.normal_(self.fps_embedder.mlp[0].weight, std=0.02)
+    nn.init.zeros_(self.fps_embedder.mlp[0].bias)
+    nn.init.zeros_(self.fps_embedder.mlp[2].weight)
+    nn.init.zeros_(self.fps_embedder.mlp[2].bias)
+    for blk in self.temporal_blocks:
+        for lin in (blk.attn.proj, blk.cross_attn.proj, blk.mlp.fc2):
+            nn.init.zeros_(lin.weight)
 
-    def set_grad_checkpointing(self, enable: bool = True):
-        "Recompute each block's activations in the backward pass (memory for compute) while training."
-        self.grad_checkpointing = enable
-        return self
 
-    # --- inputs -> embeddings ---
-    def get_pos_embed(self, x, H: int, W: int, height=None, width=None):
-        "2D table `[1, H*W, D]` at `scale = sqrt(height*width)/input_sq_size`, `base_size = round(sqrt(H*W))`."
-        hp = float(height.reshape(-1)[0]) if torch.is_tensor(height) else (height or x.shape[3] * 8)
-        wp = float(width.reshape(-1)[0]) if torch.is_tensor(width) else (width or x.shape[4] * 8)
-        scale = (hp * wp) ** 0.5 / self.input_sq_size
-        return self.pos_embed(x, H, W, scale=scale, base_size=round((H * W) ** 0.5))
+@patch
+def set_grad_checkpointing(self: STDiT3, enable: bool = True):
+    "Recompute each block's activations in the backward pass (memory for compute) while training."
+    self.grad_checkpointing = enable
+    return self
 
-    def embed_time(self, timestep, fps, B, dtype):
-        "t = t_embedder(timestep) + fps_embedder(fps), `[B, D]`."
-        return self.t_embedder(timestep, dtype=dtype) + self.fps_embedder(fps.unsqueeze(1), B)
 
-    def encode_text(self, y, mask=None):
-        "Captions `[B, 1, L, C_txt]` -> (`[B, L, D]`, mask `[B, L]` or None); a mask of batch b is tiled to B."
-        if not self.config.skip_y_embedder:
-            y = self.y_embedder(y, self.training)
-        y = y.reshape(y.shape[0], -1, self.hidden_size)
-        if mask is not None:
-            mask = mask.reshape(mask.shape[0], -1)
-            if mask.shape[0] != y.shape[0]:
-                mask = mask.repeat(y.shape[0] // mask.shape[0], 1)
-        return y, mask
+@patch
+def get_pos_embed(self: STDiT3, x, H: int, W: int, height=None, width=None):
+    "2D table `[1, H*W, D]` at `scale = sqrt(height*width)/input_sq_size`, `base_size = round(sqrt(H*W))`."
+    hp = float(height.reshape(-1)[0]) if torch.is_tensor(height) else (height or x.shape[3] * 8)
+    wp = float(width.reshape(-1)[0]) if torch.is_tensor(width) else (width or x.shape[4] * 8)
+    scale = (hp * wp) ** 0.5 / self.input_sq_size
+    return self.pos_embed(x, H, W, scale=scale, base_size=round((H * W) ** 0.5))
 
-    def embed_video(self, x, pos_emb, T, S):
-        "Latent `[B, C, T, H, W]` -> tokens `[B, T*S, D]` with positions (and a frame index if configured)."
-        x = rearrange(self.x_embedder(x), "B (T S) C -> B T S C", T=T, S=S) + pos_emb
-        if self.config.temporal_pos_embed:
-            x = x + get_1d_sincos_pos_embed(self.hidden_size, T).to(device=x.device, dtype=x.dtype)[None, :, None]
-        return rearrange(x, "B T S C -> B (T S) C")
 
-    def blocks(self):
-        "The blocks in execution order."
-        for s, t in zip(self.spatial_blocks, self.temporal_blocks):
-            yield s
-            yield t
+@patch
+def embed_time(self: STDiT3, timestep, fps, B, dtype):
+    "t = t_embedder(timestep) + fps_embedder(fps), `[B, D]`."
+    return self.t_embedder(timestep, dtype=dtype) + self.fps_embedder(fps.unsqueeze(1), B)
 
-    def run_block(self, block, *args):
-        if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
-        return block(*args)
+# %% ../nbs/06_stdit.ipynb #650372fb
+@patch
+def encode_text(self: STDiT3, y, mask=None):
+    "Captions `[B, 1, L, C_txt]` -> (`[B, L, D]`, mask `[B, L]` or None); a mask of batch b is tiled to B."
+    if not self.config.skip_y_embedder:
+        y = self.y_embedder(y, self.training)
+    y = y.reshape(y.shape[0], -1, self.hidden_size)
+    if mask is not None:
+        mask = mask.reshape(mask.shape[0], -1)
+        if mask.shape[0] != y.shape[0]:
+            mask = mask.repeat(y.shape[0] // mask.shape[0], 1)
+    return y, mask
 
-    def run_blocks(self, x, *args, blocks=None):
-        "Run `blocks` (default: all, in order) on tokens `x`; `args` are the blocks' (y, t, mask, x_mask, t0, T, S)."
-        for block in self.blocks() if blocks is None else blocks:
-            x = self.run_block(block, x, *args)
-        return x
 
-    def forward(self, x, timestep, y, mask=None, x_mask=None, fps=None, height=None, width=None, **kwargs):
-        """x `[B, C, T, H, W]`, timestep `[B]` in [0, 1000), y `[B, 1, L, C_txt]`, mask `[B, L]`, x_mask `[B, T]`
-        (False = clean frame, timestep 0), fps/height/width `[B]` or scalars -> `[B, C_out, T, H, W]` float32."""
-        if x.ndim != 5:
-            raise ValueError(f"STDiT3: x must be [B, C, T, H, W], got shape {tuple(x.shape)}")
-        dtype, B = self.x_embedder.proj.weight.dtype, x.shape[0]
-        x, y = x.to(dtype), y.to(dtype)
-        timestep = batch_values(timestep, B, x.device, dtype, "timestep")
-        fps = batch_values(24.0 if fps is None else fps, B, x.device, dtype, "fps")
-        _, _, Tx, Hx, Wx = x.shape
-        T, H, W = get_dynamic_size(x.shape, self.patch_size)
-        S = H * W
-        pos_emb = self.get_pos_embed(x, H, W, height, width)
+@patch
+def embed_video(self: STDiT3, x, pos_emb, T, S):
+    "Latent `[B, C, T, H, W]` -> tokens `[B, T*S, D]` with positions (and a frame index if configured)."
+    x = rearrange(self.x_embedder(x), "B (T S) C -> B T S C", T=T, S=S) + pos_emb
+    if self.config.temporal_pos_embed:
+        x = x + get_1d_sincos_pos_embed(self.hidden_size, T).to(device=x.device, dtype=x.dtype)[None, :, None]
+    return rearrange(x, "B T S C -> B (T S) C")
 
-        t = self.embed_time(timestep, fps, B, x.dtype)
-        t_mlp, t0, t0_mlp = self.t_block(t), None, None
-        if x_mask is not None:
-            if x_mask.shape != (B, T):
-                raise ValueError(f"STDiT3: x_mask must be [B={B}, T={T}], got {tuple(x_mask.shape)}")
-            x_mask = x_mask.bool()
-            t0 = self.embed_time(torch.zeros_like(timestep), fps, B, x.dtype)
-            t0_mlp = self.t_block(t0)
 
-        y, mask = self.encode_text(y, mask)
-        x = self.embed_video(x, pos_emb, T, S)
-        args = (y, t_mlp, mask, x_mask, t0_mlp, T, S)
-        x = self.run_blocks(x, *args) if self.cache is None else self.cache.run_blocks(self, x, *args)
-        x = self.final_layer(x, t, x_mask, t0, T, S)
-        x = unpatchify(x, self.out_channels, self.patch_size, (T, H, W), crop=(Tx, Hx, Wx))
-        return x.float()
+@patch
+def blocks(self: STDiT3):
+    "The blocks in execution order."
+    for s, t in zip(self.spatial_blocks, self.temporal_blocks):
+        yield s
+        yield t
+
+
+@patch
+def run_block(self: STDiT3, block, *args):
+    if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+    return block(*args)
+
+
+@patch
+def run_blocks(self: STDiT3, x, *args, blocks=None):
+    "Run `blocks` (default: all, in order) on tokens `x`; `args` are the blocks' (y, t, mask, x_mask, t0, T, S)."
+    for block in self.blocks() if blocks is None else blocks:
+        x = self.run_block(block, x, *args)
+    return x
+
+# %% ../nbs/06_stdit.ipynb #06c0837b
+@patch
+def forward(self: STDiT3, x, timestep, y, mask=None, x_mask=None, fps=None, height=None, width=None, **kwargs):
+    """x `[B, C, T, H, W]`, timestep `[B]` in [0, 1000), y `[B, 1, L, C_txt]`, mask `[B, L]`, x_mask `[B, T]`
+    (False = clean frame, timestep 0), fps/height/width `[B]` or scalars -> `[B, C_out, T, H, W]` float32."""
+    if x.ndim != 5:
+        raise ValueError(f"STDiT3: x must be [B, C, T, H, W], got shape {tuple(x.shape)}")
+    dtype, B = self.x_embedder.proj.weight.dtype, x.shape[0]
+    x, y = x.to(dtype), y.to(dtype)
+    timestep = batch_values(timestep, B, x.device, dtype, "timestep")
+    fps = batch_values(24.0 if fps is None else fps, B, x.device, dtype, "fps")
+    _, _, Tx, Hx, Wx = x.shape
+    T, H, W = get_dynamic_size(x.shape, self.patch_size)
+    S = H * W
+    pos_emb = self.get_pos_embed(x, H, W, height, width)
+
+    t = self.embed_time(timestep, fps, B, x.dtype)
+    t_mlp, t0, t0_mlp = self.t_block(t), None, None
+    if x_mask is not None:
+        if x_mask.shape != (B, T):
+            raise ValueError(f"STDiT3: x_mask must be [B={B}, T={T}], got {tuple(x_mask.shape)}")
+        x_mask = x_mask.bool()
+        t0 = self.embed_time(torch.zeros_like(timestep), fps, B, x.dtype)
+        t0_mlp = self.t_block(t0)
+
+    y, mask = self.encode_text(y, mask)
+    x = self.embed_video(x, pos_emb, T, S)
+    args = (y, t_mlp, mask, x_mask, t0_mlp, T, S)
+    x = self.run_blocks(x, *args)
+    x = self.final_layer(x, t, x_mask, t0, T, S)
+    x = unpatchify(x, self.out_channels, self.patch_size, (T, H, W), crop=(Tx, Hx, Wx))
+    return x.float()
+
+# %% ../nbs/06_stdit.ipynb #b8d7d5b5
+#: Keys transformers writes into every `config.json` (the published STDiT3 config has all four): not fields, ignored.
+TRANSFORMERS_METADATA = ("architectures", "model_type", "torch_dtype", "transformers_version", "_name_or_path",
+                         "_commit_hash")
+
+
+def _check_keys(d: dict, what: str, ignore=()):
+    "Raise one error naming every key of `d` that is not an `STDiT3Config` field (with the closest field names)."
+    names = [f.name for f in fields(STDiT3Config)]
+    bad = [k for k in d if k not in names and k not in ignore]
+    if bad:
+        hints = "; ".join(f"{k!r}: did you mean {m[0]!r}?" for k in bad if (m := difflib.get_close_matches(k, names, 1)))
+        err = TypeError if what == "keyword override" else ValueError
+        raise err(f"STDiT3Config: unknown {what} key(s) {bad}" + (f" ({hints})" if hints else "") +
+                  f"; the fields are {sorted(names)}")
+
+
+@patch(cls_method=True)
+def from_dict(cls: STDiT3Config, d: dict, **overrides):
+    """Build from a dict (e.g. an official `config.json`) and keyword `overrides`. transformers' metadata keys
+    (`TRANSFORMERS_METADATA`) are ignored; any other key that is not a field is an error naming it."""
+    _check_keys(d, "config", ignore=TRANSFORMERS_METADATA)
+    _check_keys(overrides, "keyword override")
+    return cls(**{k: v for k, v in {**d, **overrides}.items() if k not in TRANSFORMERS_METADATA})
+
+@patch(cls_method=True)
+def from_pretrained(cls: STDiT3Config, file_or_folder, **overrides):
+    "Read a `config.json`: the file, a folder holding it, or a hub id (only config.json is fetched)."
+    p = Path(file_or_folder).expanduser()
+    if p.is_dir():
+        p = p / "config.json"
+    if not p.is_file():
+        if Path(file_or_folder).expanduser().exists() or str(file_or_folder).count("/") != 1:
+            raise FileNotFoundError(f"STDiT3Config.from_pretrained: no config.json at {p}")
+        try:
+            from huggingface_hub import hf_hub_download
+            p = Path(hf_hub_download(str(file_or_folder), "config.json"))
+        except Exception as e:  # offline or unknown repo
+            raise FileNotFoundError(f"STDiT3Config.from_pretrained: {file_or_folder!r} is not a local path and its "
+                                    f"config.json could not be fetched ({type(e).__name__}). Download it "
+                                    f"(`huggingface-cli download {file_or_folder} config.json --local-dir DIR`) "
+                                    f"and pass DIR") from e
+    try:
+        d = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p}: not valid JSON ({e})") from e
+    try:
+        return cls.from_dict(d, **overrides)
+    except ValueError as e:
+        raise ValueError(f"{p}: {e}") from None
+
+
+@patch
+def to_dict(self: STDiT3Config) -> dict:
+    return {**asdict(self), "input_size": list(self.input_size), "patch_size": list(self.patch_size),
+            "architectures": ["STDiT3"], "model_type": "STDiT3"}
 
 # %% ../nbs/06_stdit.ipynb #105fb5e7
 def unwrap_state_dict(sd: dict) -> dict:
@@ -404,7 +427,7 @@ def read_weights(path: Path) -> dict:
         return load_file(str(path))
     return torch.load(str(path), map_location="cpu", weights_only=True)
 
-
+# %% ../nbs/06_stdit.ipynb #60be5d81
 def _resolve_pretrained(path_or_id) -> Path:
     "A local folder/file, or a hub id fetched with huggingface_hub (config.json + safetensors only)."
     p = Path(path_or_id).expanduser()
@@ -433,9 +456,10 @@ def stdit3_from_state_dict(config, state_dict: dict, prefix: str = "", dtype=Non
     load_state_dict_strict(model, sd, strict_name, assign=True)
     return model.eval()
 
-
+# %% ../nbs/06_stdit.ipynb #5603a490
+# (STDiT3Config.from_pretrained, patched above, is another class's method: the name is reused on purpose)
 @patch(cls_method=True)
-def from_pretrained(cls: STDiT3, path_or_id, config: STDiT3Config | None = None, dtype=None, **overrides):
+def from_pretrained(cls: STDiT3, path_or_id, config: STDiT3Config | None = None, dtype=None, **overrides):  # noqa: F811
     """Load a folder (`config.json` + `model.safetensors`), a hub id, or a weights file (`.safetensors`/`.pt`,
     with `config`, default `STDIT3_XL_2`). `overrides` replace config fields."""
     p = _resolve_pretrained(path_or_id)
@@ -493,14 +517,17 @@ def attention_pairs(T: int, S: int) -> tuple[int, int]:
 
 
 def bench_stdit_vs_full(sizes, hidden_size=64, depth=1, num_heads=4, batch=1, repeats=3, caption_len=8,
-                        threads=1, progress=False):
+                        threads=1, progress=False, prepare=None):
     """CPU time (s) of one forward pass of STDiT3 and FullAttentionDiT for latent token grids `(T, H', W')`
     (patch 1x2x2, so the latent is `(T, 2H', 2W')`): the two models alternate, the best of `repeats` is kept.
-    Process CPU time on `threads` threads rather than wall time, so other jobs on a shared machine do not skew it."""
+    Process CPU time on `threads` threads rather than wall time, so other jobs on a shared machine do not skew it.
+    `prepare(model)`, if given, is applied to both models first (the benchmark script passes `enable_cpu_fast_paths`)."""
     from tqdm.auto import tqdm
     cfg = STDiT3Config(hidden_size=hidden_size, depth=depth, num_heads=num_heads, caption_channels=32,
                        model_max_length=caption_len)
     models = {"stdit": STDiT3(cfg).eval(), "full": FullAttentionDiT(cfg).eval()}
+    for mdl in models.values() if prepare is not None else ():
+        prepare(mdl)
     rows, old_threads = [], torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -523,7 +550,7 @@ def bench_stdit_vs_full(sizes, hidden_size=64, depth=1, num_heads=4, batch=1, re
         torch.set_num_threads(old_threads)
     return rows
 
-
+# %% ../nbs/06_stdit.ipynb #b0bfb92c
 def format_bench(rows) -> str:
     "The benchmark rows as a text table."
     lines = [f"{'grid':>9} {'tokens':>7} {'STDiT s':>9} {'full s':>9} {'full/STDiT':>10} {'pairs ratio':>11}"]

@@ -218,16 +218,25 @@ def test_divergence_reported_by_pytest(tmp_path, request):
 
 @pytest.mark.parametrize("check_name", ["check_stdit3_forward_plain", "check_stdit3_forward_x_mask"])
 def test_stdit3_golden_on_the_onednn_path(check_name, request, monkeypatch):
-    """The golden STDiT3 is small (a few hundred token rows), below `ONEDNN_MIN_ROWS`, so the golden tests above run
-    nn.Linear; here every linear layer takes OneDNNLinear's oneDNN path and must meet the same golden values."""
-    from opensora_nb import layers
+    """The golden STDiT3 is small (a few hundred token rows), below `ONEDNN_MIN_ROWS`, and the golden tests above run
+    the plain model; here the CPU fast paths are swapped in (`enable_cpu_fast_paths`, as the trainer and the pipeline
+    do) with their thresholds at 1, so every linear layer takes the oneDNN path and every block's LayerNorm +
+    modulation the fused `norm_modulate`, and the model must meet the same golden values."""
+    from opensora_nb import fastpaths as layers
     if layers._ONEDNN_LINEAR is None: pytest.skip("no oneDNN linear kernel in this build")
     src = golden_dir(request.config)
     stem = next((s for s in cases(src) if kind_of(s) == "stdit3"), None) if Path(src).is_dir() else None
     if stem is None: pytest.skip(f"no stdit3_* case in {src}")
     monkeypatch.setattr(layers, "ONEDNN_MIN_ROWS", 1)
-    calls = []
+    monkeypatch.setattr(layers, "NORM_MODULATE_MIN_PER_SAMPLE", 1)
+    calls, fused = [], []
     real = layers._OneDNNLinearFn.apply
     monkeypatch.setattr(layers._OneDNNLinearFn, "apply", lambda *a: calls.append(1) or real(*a))
-    _check("stdit3", check_name)(Case(src, stem))
+    real_nm = layers.norm_modulate
+    monkeypatch.setattr(layers, "norm_modulate", lambda *a: fused.append(1) or real_nm(*a))
+    check = _check("stdit3", check_name)
+    plain_model = check.__globals__["_model"]  # the kind module's model builder (loaded from its file, not sys.modules)
+    monkeypatch.setitem(check.__globals__, "_model", lambda case: layers.enable_cpu_fast_paths(plain_model(case)))
+    check(Case(src, stem))
     assert calls, "no linear layer took the oneDNN path"
+    assert fused or check_name.endswith("x_mask"), "no block took the fused norm_modulate"

@@ -151,11 +151,11 @@ def test_modulate_and_patch_tokens():
 # (the training-step benchmark's quick run: tests/test_benchmarks.py)
 
 
-# --- OneDNNLinear and norm_modulate (the second round of the leaner step) ---
+# --- OneDNNLinear and norm_modulate (the CPU fast paths, chapter 06c: swapped in by enable_cpu_fast_paths) ---
 import platform  # noqa: E402
 
-from opensora_nb import layers as layers_module  # noqa: E402
-from opensora_nb.layers import OneDNNLinear, _OneDNNLinearFn, _onednn_linear_op, norm_modulate, onednn_eligible  # noqa: E402
+from opensora_nb import fastpaths as layers_module  # noqa: E402  (the module that holds the kernels)
+from opensora_nb.fastpaths import OneDNNLinear, _OneDNNLinearFn, _onednn_linear_op, norm_modulate, onednn_eligible  # noqa: E402
 
 #: The dispatch rule: oneDNN's kernel only on x86-64 (where it was measured faster) with oneDNN built in; elsewhere (aarch64,
 #: ...) `nn.Linear` always, by design.
