@@ -138,7 +138,7 @@ def mid_model(depth=4, hidden_size=384, num_heads=6, seed=0):
     with torch.no_grad():
         for mod in m.modules():
             if isinstance(mod, torch.nn.Linear): torch.nn.init.xavier_uniform_(mod.weight)
-    return enable_cpu_fast_paths(m.eval())  # the CPU kernels of chapter 06c
+    return enable_cpu_fast_paths(m.eval())  # the CPU kernels of chapter 06d
 
 
 def mid_config(latent=(16, 32, 32), repeats=2, depth=4, hidden_size=384, steps=30, fewer=12, log=print):

@@ -79,7 +79,7 @@ def make_batch(cfg: dict, seed: int = 1) -> dict:
 def build(stdit_module, cfg: dict, state_dict=None):
     torch.manual_seed(0)
     model = stdit_module.STDiT3(stdit_module.STDiT3Config(**cfg["model"])).train()
-    try:  # the CPU kernels, swapped in as the trainer does (packages from before chapter 06c have them built in)
+    try:  # the CPU kernels, swapped in as the trainer does (packages from before chapter 06d have them built in)
         importlib.import_module(stdit_module.__package__ + ".fastpaths").enable_cpu_fast_paths(model)
     except ModuleNotFoundError:
         pass

@@ -195,7 +195,7 @@ class OpenSoraPipeline:
     def __init__(self, model, vae, text_encoder, scheduler=None, config=None, device=None, dtype=None, offload=False,
                  vae_micro_batch_size=None, vae_tiling=False, vae_tile_size=None):
         self.model, self.vae, self.text_encoder = model.eval(), vae.eval() if hasattr(vae, "eval") else vae, text_encoder
-        enable_cpu_fast_paths(model)  # the CPU kernels of chapter 06c, swapped in (same weights, same keys)
+        enable_cpu_fast_paths(model)  # the CPU kernels of chapter 06d, swapped in (same weights, same keys)
         self.scheduler = scheduler or RFlow(use_timestep_transform=True)
         self.config = dict(config or {})
         self.offload, self._device = False, None

@@ -166,7 +166,7 @@ class Trainer:
         # the weights and the optimizer stay float32 as the reference's mixed precision keeps them
         self.device, self.amp = resolve_device(cfg.get("device", "auto")), resolve_dtype(cfg.get("dtype", "fp32"))
         self.model = (model if model is not None else build_model(cfg)).to(self.device)
-        enable_cpu_fast_paths(self.model)  # the CPU kernels of chapter 06c, swapped in (same weights, same keys)
+        enable_cpu_fast_paths(self.model)  # the CPU kernels of chapter 06d, swapped in (same weights, same keys)
         self.ema = make_ema(self.model)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=cfg["lr"], eps=cfg["adam_eps"], weight_decay=cfg["weight_decay"])

@@ -1,4 +1,4 @@
-"""Issue 27, item 2: the CPU fast paths are swapped in from outside the model (chapter 06c), not built into it.
+"""Issue 27, item 2: the CPU fast paths are swapped in from outside the model (chapter 06d), not built into it.
 
 The model chapters (05, 06) build plain `nn.Linear` layers and one block path (LayerNorm + `t2i_modulate`), with no
 sampling-cache hooks; `enable_cpu_fast_paths` swaps oneDNN's linear and the fused `norm_modulate` into a built model in

@@ -151,7 +151,7 @@ def test_modulate_and_patch_tokens():
 # (the training-step benchmark's quick run: tests/test_benchmarks.py)
 
 
-# --- OneDNNLinear and norm_modulate (the CPU fast paths, chapter 06c: swapped in by enable_cpu_fast_paths) ---
+# --- OneDNNLinear and norm_modulate (the CPU fast paths, chapter 06d: swapped in by enable_cpu_fast_paths) ---
 import platform  # noqa: E402
 
 from opensora_nb import fastpaths as layers_module  # noqa: E402  (the module that holds the kernels)
