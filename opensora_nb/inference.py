@@ -639,7 +639,8 @@ def _pick(values, idx):
 def sample_run(a, pipe, batches=None, write=True) -> list:
     """Generate the batches `batches` (lists of prompt indices; default all of `sample_batches`) as `a` says. Prompt i uses
     seed + i and goes through the model with the same batch whichever process draws it, so its files do not depend on how the
-    batches are shared out. With `write`, prompt i's video, sidecar (and latents) are OUTPUT/sample_{i:04d}.*; returns the paths."""
+    batches are shared out (`--seed-mode reference`: one stream for every batch in order, so all of them, in one call).
+    With `write`, prompt i's video, sidecar (and latents) are OUTPUT/sample_{i:04d}.*; returns the paths."""
     d = pipe.config.get("defaults", {})  # size, length, fps, steps and guidance left out: the pipeline's own (its __call__)
     cfl = a.condition_frame_length if a.condition_frame_length is not None else d.get("condition_frame_length")
     paths, todo = [], sample_batches(len(a.prompts), a.batch_size) if batches is None else batches

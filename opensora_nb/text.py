@@ -310,8 +310,8 @@ class CachedTextEncoder(TextEncoder):
             held = ", ".join(repr(p) for p in self.prompts[:3]) + (", ..." if len(self.prompts) > 3 else "")
             raise UncachedPromptError(
                 f"{len(missing)} prompt(s) not in the text feature cache {self.path}, e.g. {missing[0]!r}; it holds "
-                f"{len(self.prompts)} prompt(s) ({held}), looked up as written (score suffixes such as ' aesthetic score: 6.5.' "
-                "included): re-run cache_text_features with them")
+                f"{len(self.prompts)} prompt(s) ({held}), looked up as the pipeline sends them (score suffixes such as ' aesthetic score: 6.5.' "
+                "included, cleaned by `text_preprocessing` unless turned off): re-run cache_text_features with them")
         idx = torch.tensor([self.index[p] for p in prompts])
         y, mask = self._y[idx], self._mask[idx]
         pad = self.model_max_length - y.shape[1]
