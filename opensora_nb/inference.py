@@ -401,7 +401,7 @@ class OpenSoraPipeline:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []) if one_stream else contextlib.nullcontext():
             if one_stream: torch.manual_seed(int(seed))  # the reference's set_random_seed; the caller's generators are restored after
             for a in range(0, n, bs):  # each batch encodes its references, then draws its noise: the reference's order
-                refs = self._references(None if ref_list is None else ref_list[a:a + bs], len(prompts[a:a + bs]), (H, W))
+                refs = None if ref_list is None else ref_list[a:a + bs]
                 v, ls, st = self._generate(full_prompts[a:a + bs], None if one_stream else seeds[a:a + bs], refs, strategies[a:a + bs],
                                            scheduler, (T, H, W), lat, fps, cfg, loops, cfl, drop, condition_frame_edit, progress,
                                            caching, align)
@@ -420,6 +420,19 @@ class OpenSoraPipeline:
             settings.update(attention_reuse=caching[0], step_cache=caching[1],
                             cache_stats={k: sum(s[k] for s in cache_stats) for k in cache_stats[0]})
         return dict(videos=videos, latents=latents, settings=settings)
+
+    def _encode_references(self, reference, n, image_size, gens):
+        """`_references` of one batch; with per-prompt generators, prompt b's references are encoded on a stream seeded from
+        its own generator (a VAE that samples its posterior then gives the same latents whatever else is generated)."""
+        if gens is None or reference is None: return self._references(reference, n, image_size)
+        out = []
+        for r, g in zip(reference, gens):
+            if _as_reference(r) is None: out.append([]); continue
+            s = int(torch.randint(0, 2**62, (1,), generator=g))
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(s)
+                out += self._references([r], 1, image_size)
+        return out
 
     def _encode_generated(self, video, gens):
         """Latents of a loop's decoded videos [B, 3, T, H, W] (the reference's `append_generated`). A VAE that samples its
@@ -440,6 +453,7 @@ class OpenSoraPipeline:
         T, H, W = size
         dev, dtype = self.device, self.dtype
         n, gens = len(prompts), None if seeds is None else [torch.Generator().manual_seed(s) for s in seeds]
+        refs = self._encode_references(refs, n, (H, W), gens)  # `refs`: the batch's references as given (paths, pixels)
         with self._working(self.text_encoder):
             enc = self.text_encoder.encode(prompts)
             y, y_null = enc["y"].to(dev), self.text_encoder.null(n).to(dev)

@@ -215,3 +215,14 @@ def test_cli_seed_mode_reference(tmp_path):
     assert side["full_prompts"] == one["settings"]["full_prompts"][2]
     with pytest.raises(ValueError, match="one process"): sample_run(a, pipe, batches=[[2]])  # a share of the batches
     with pytest.raises(SystemExit): sample_args(sample_parser(), base + ["--seed-mode", "other"])
+
+
+def test_per_prompt_seed_covers_the_vae_posterior_samples():
+    "Default mode: a VAE that samples its posterior encodes prompt i's reference on a stream of prompt i's own: same latents alone."
+    pipe, m, _ = _golden_loop_pipe()
+    img = torch.full((1, 3, 16, 16), 180, dtype=torch.uint8)
+    kw = dict(image_size=(16, 16), num_frames=17, num_sampling_steps=1, mask_strategy="0", progress=False)
+    torch.manual_seed(1); both = pipe(["a", "b"], reference=[img, img], seed=5, **kw)["latents"][0]
+    torch.manual_seed(2); alone = pipe(["b"], reference=[img], seed=6, **kw)["latents"][0]
+    torch.testing.assert_close(alone[0], both[1], atol=1e-6, rtol=0)
+    assert pipe.vae.sample_posterior and not torch.allclose(both[0, :, 0], both[1, :, 0], atol=1e-4)  # each its own draw
