@@ -32,8 +32,8 @@ from .lora import load_lora
 # %% auto #0
 __all__ = ['TINY_ASPECT_RATIOS', 'ACTIVATION_BYTES_PER_TOKEN_UNIT', 'OFFICIAL_V1_2', 'V1_2_DEFAULTS', 'SEED_MODES',
            'append_score_to_prompts', 'read_prompts', 'resolve_size', 'resolve_num_frames', 'available_memory',
-           'generation_memory', 'prepare_prompts', 'seeds_for', 'OpenSoraPipeline', 'save_outputs', 'sample_parser',
-           'sample_args', 'sample_pipeline', 'sample_batches', 'sample_run', 'sample_cli', 'PeakRSS',
+           'generation_memory', 'prepare_prompts', 'side_seed', 'seeds_for', 'OpenSoraPipeline', 'save_outputs',
+           'sample_parser', 'sample_args', 'sample_pipeline', 'sample_batches', 'sample_run', 'sample_cli', 'PeakRSS',
            'measure_generation', 'fit_linear_latency', 'extrapolate', 'video_tokens', 'extrapolate_latency',
            'latency_table']
 
@@ -164,6 +164,11 @@ def _host(t):
 #: the global generators are seeded once and every draw (each batch's and each loop's noise, the sampler's per-step
 #: noise, the VAE's posterior samples) comes from that one stream in order, on the device.
 SEED_MODES = ("per-prompt", "reference")
+
+
+def side_seed(seed: int, k: int) -> int:
+    "A seed for the k-th side stream of a prompt seeded `seed` (0: its references' VAE encoding, k: loop k's): hashed, not drawn."
+    return int(np.random.SeedSequence([int(seed) % 2**63, k]).generate_state(1, np.uint64)[0]) & (2**63 - 1)
 
 
 def seeds_for(seed, n: int) -> list:
@@ -421,30 +426,24 @@ class OpenSoraPipeline:
                             cache_stats={k: sum(s[k] for s in cache_stats) for k in cache_stats[0]})
         return dict(videos=videos, latents=latents, settings=settings)
 
-    def _encode_references(self, reference, n, image_size, gens):
-        """`_references` of one batch; with per-prompt generators, prompt b's references are encoded on a stream seeded from
-        its own generator (a VAE that samples its posterior then gives the same latents whatever else is generated)."""
-        if gens is None or reference is None: return self._references(reference, n, image_size)
-        out = []
-        for r, g in zip(reference, gens):
-            if _as_reference(r) is None: out.append([]); continue
-            s = int(torch.randint(0, 2**62, (1,), generator=g))
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                torch.manual_seed(s)
-                out += self._references([r], 1, image_size)
-        return out
+    def _on_side_stream(self, seed, k, fn):
+        "`fn()` with the global generators seeded `side_seed(seed, k)`, restored after (the prompt's noise stream is not touched)."
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(side_seed(seed, k))
+            return fn()
 
-    def _encode_generated(self, video, gens):
+    def _encode_references(self, reference, n, image_size, seeds):
+        """`_references` of one batch; with per-prompt seeds, prompt b's references are encoded on its side stream 0 (a VAE
+        that samples its posterior then gives the same latents whatever else is generated); `seeds` None: the one stream."""
+        if seeds is None or reference is None: return self._references(reference, n, image_size)
+        return [[] if _as_reference(r) is None else self._on_side_stream(s, 0, lambda: self._references([r], 1, image_size))[0]
+                for r, s in zip(reference, seeds)]
+
+    def _encode_generated(self, video, seeds, loop_i):
         """Latents of a loop's decoded videos [B, 3, T, H, W] (the reference's `append_generated`). A VAE that samples its
-        posterior draws from the one stream (`gens` None) or, per prompt, from a stream seeded by that prompt's generator."""
-        if gens is None: return self.vae.encode(video)
-        out = []
-        for b, g in enumerate(gens):
-            s = int(torch.randint(0, 2**62, (1,), generator=g))
-            with torch.random.fork_rng(devices=[video.device] if video.device.type == "cuda" else []):
-                torch.manual_seed(s)
-                out.append(self.vae.encode(video[b:b + 1]))
-        return torch.cat(out)
+        posterior draws from the one stream (`seeds` None) or, per prompt, from its side stream `loop_i`."""
+        if seeds is None: return self.vae.encode(video)
+        return torch.cat([self._on_side_stream(s, loop_i, lambda: self.vae.encode(video[b:b + 1])) for b, s in enumerate(seeds)])
 
     def _generate(self, prompts, seeds, refs, strategies, scheduler, size, lat, fps, cfg, loops, cfl, drop, edit, progress,
                   caching=(None, None), align=None):
@@ -453,7 +452,7 @@ class OpenSoraPipeline:
         T, H, W = size
         dev, dtype = self.device, self.dtype
         n, gens = len(prompts), None if seeds is None else [torch.Generator().manual_seed(s) for s in seeds]
-        refs = self._encode_references(refs, n, (H, W), gens)  # `refs`: the batch's references as given (paths, pixels)
+        refs = self._encode_references(refs, n, (H, W), seeds)  # `refs`: the batch's references as given (paths, pixels)
         with self._working(self.text_encoder):
             enc = self.text_encoder.encode(prompts)
             y, y_null = enc["y"].to(dev), self.text_encoder.null(n).to(dev)
@@ -464,7 +463,7 @@ class OpenSoraPipeline:
         for loop_i in range(loops):
             if loop_i > 0:  # the previous loop's video, decoded, is encoded again: its last `cfl` latent frames start this loop
                 with self._working(self.vae):
-                    cond = self._encode_generated(video, gens)
+                    cond = self._encode_generated(video, seeds, loop_i)
                 refs, strategies = _append_latent(refs, strategies, cond, loop_i, cfl, edit)
             if gens is None: z = torch.randn(n, self.vae.out_channels, *lat, device=dev, dtype=dtype)
             else: z = torch.cat([torch.randn(1, self.vae.out_channels, *lat, generator=g) for g in gens]).to(dev, dtype)

@@ -226,3 +226,13 @@ def test_per_prompt_seed_covers_the_vae_posterior_samples():
     torch.manual_seed(2); alone = pipe(["b"], reference=[img], seed=6, **kw)["latents"][0]
     torch.testing.assert_close(alone[0], both[1], atol=1e-6, rtol=0)
     assert pipe.vae.sample_posterior and not torch.allclose(both[0, :, 0], both[1, :, 0], atol=1e-4)  # each its own draw
+
+
+def test_per_prompt_reference_encoding_leaves_the_prompt_noise_alone():
+    "The references' side stream is hashed from the seed, not drawn from the prompt's generator: its noise is as without one."
+    from opensora_nb.inference import side_seed
+    pipe, img = _seed_pipe(), torch.full((1, 3, 32, 32), 200, dtype=torch.uint8)
+    res, calls = _calls(pipe, ["a"], seed=4, reference=[img], mask_strategy="0", image_size=(32, 32), num_frames=4, progress=False)
+    lat = tuple(res["latents"][0].shape[1:])
+    assert torch.equal(calls[0][:, :, 1:], torch.randn(1, *lat, generator=torch.Generator().manual_seed(4))[:, :, 1:])
+    assert len({side_seed(4, 0), side_seed(4, 1), side_seed(5, 0)}) == 3
