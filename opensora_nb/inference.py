@@ -35,11 +35,12 @@ from .versions import v1_0_preset_for, version_parts
 
 # %% auto #0
 __all__ = ['TINY_ASPECT_RATIOS', 'ACTIVATION_BYTES_PER_TOKEN_UNIT', 'OFFICIAL_V1_2', 'V1_2_DEFAULTS', 'WORLD_PIPELINE_DIR',
-           'CHECKSUM_FILE', 'append_score_to_prompts', 'read_prompts', 'resolve_size', 'resolve_num_frames',
-           'available_memory', 'generation_memory', 'folder_checksums', 'check_checksums', 'seeds_for',
-           'OpenSoraPipeline', 'save_outputs', 'sample_parser', 'sample_args', 'sample_pipeline', 'sample_batches',
-           'sample_run', 'sample_cli', 'PeakRSS', 'measure_generation', 'fit_linear_latency', 'extrapolate',
-           'video_tokens', 'extrapolate_latency', 'latency_table']
+           'CHECKSUM_FILE', 'SEED_MODES', 'append_score_to_prompts', 'read_prompts', 'resolve_size',
+           'resolve_num_frames', 'available_memory', 'generation_memory', 'folder_checksums', 'check_checksums',
+           'prepare_prompts', 'side_seed', 'seeds_for', 'OpenSoraPipeline', 'save_outputs', 'sample_parser',
+           'sample_args', 'sample_pipeline', 'sample_batches', 'sample_run', 'sample_cli', 'PeakRSS',
+           'measure_generation', 'fit_linear_latency', 'extrapolate', 'video_tokens', 'extrapolate_latency',
+           'latency_table']
 
 # %% ../nbs/12_inference.ipynb #360a1a62
 def append_score_to_prompts(prompts, aes=None, flow=None, camera_motion=None):
@@ -131,9 +132,10 @@ def generation_memory(config, batch: int, pixel_size, latent_size) -> int:
 #: The three official Open-Sora 1.2 checkpoints (hub ids; local folders in the same layouts work too).
 OFFICIAL_V1_2 = dict(transformer="hpcai-tech/OpenSora-STDiT-v3", vae="hpcai-tech/OpenSora-VAE-v1.2", text_encoder="DeepFloyd/t5-v1_1-xxl")
 #: The reference's v1.2 sampling defaults (configs/opensora-v1-2/inference/sample.py): 240p 9:16, 51 frames at 24 fps,
-#: 30 steps, guidance 7.0, aesthetic score 6.5 appended to the prompt, loops joined on 5 latent frames.
+#: 30 steps, guidance 7.0, aesthetic score 6.5 appended to the prompt, loops joined on 5 latent frames, mask-strategy
+#: starts rounded to multiples of 5 latent frames (`align`).
 V1_2_DEFAULTS = dict(resolution="240p", aspect_ratio="9:16", num_frames=51, fps=24, num_sampling_steps=30, cfg_scale=7.0, aes=6.5,
-                     condition_frame_length=5)
+                     condition_frame_length=5, align=5)
 
 # %% ../nbs/12_inference.ipynb #799b62f6
 #: the trained tiny-world pipeline shipped inside the package (`tools/ship_pipeline.py RUN_DIR` writes it from a demo run)
@@ -169,10 +171,44 @@ def check_checksums(path) -> None:
         raise ValueError(f"{path}: the world VAE ({vae_hub.WORLD_VAE_DIR}) is not the one this pipeline was trained with "
                          f"(checksum {have['world_vae'][:12]}..., expected {want['world_vae'][:12]}...); {how}")
 
+# %% ../nbs/12_inference.ipynb #2bc05eb5
+def _loop_segments(prompt):
+    "A per-loop prompt '|0|a|2|b' -> ([0, 2], ['a', 'b']); any other prompt -> (None, [prompt])."
+    if not prompt.startswith("|0|"): return None, [prompt]
+    parts = prompt.split("|")[1:]
+    if len(parts) % 2: raise ValueError(f"per-loop prompt {prompt!r}: expected |0|text|k|text..., got an odd number of fields")
+    try: loops = [int(parts[i]) for i in range(0, len(parts), 2)]
+    except ValueError: raise ValueError(f"per-loop prompt {prompt!r}: loop indices between | | must be integers") from None
+    return loops, [parts[i].strip() for i in range(1, len(parts), 2)]
+
+
+def prepare_prompts(prompts, aes=None, flow=None, camera_motion=None, clean=True):
+    """The text each prompt reaches the encoder as, in the reference's order: per-loop segments split, score suffixes
+    appended to each, each cleaned (`text_preprocessing`, unless `clean=False`), segments joined again."""
+    out = []
+    for p in prompts:
+        loops, segments = _loop_segments(p)
+        segments = append_score_to_prompts(segments, aes, flow, camera_motion)
+        if clean: segments = [text_lib.text_preprocessing(s) for s in segments]
+        out.append(segments[0] if loops is None else "".join(f"|{k}|{s}" for k, s in zip(loops, segments)))
+    return out
+
 # %% ../nbs/12_inference.ipynb #5717c4ed
 def _host(t):
     "A result on the CPU for writing and showing (a `meta` tensor, which holds no values, stays as it is)."
     return t if t.device.type == "meta" else t.cpu()
+
+
+#: How a call's seed becomes noise. "per-prompt" (the default): prompt i draws from its own generator seeded seed + i, on
+#: the CPU, so its video depends on nothing else (not the batch, not the device). "reference": as Open-Sora's sampler,
+#: the global generators are seeded once and every draw (each batch's and each loop's noise, the sampler's per-step
+#: noise, the VAE's posterior samples) comes from that one stream in order, on the device.
+SEED_MODES = ("per-prompt", "reference")
+
+
+def side_seed(seed: int, k: int) -> int:
+    "A seed for the k-th side stream of a prompt seeded `seed` (0: its references' VAE encoding, k: loop k's): hashed, not drawn."
+    return int(np.random.SeedSequence([int(seed) % 2**63, k]).generate_state(1, np.uint64)[0]) & (2**63 - 1)
 
 
 def seeds_for(seed, n: int) -> list:
@@ -354,7 +390,7 @@ class OpenSoraPipeline:
     def __call__(self, prompts, resolution=None, aspect_ratio=None, image_size=None, num_frames=None, seconds=None, fps=None,
                  seed=0, num_sampling_steps=None, cfg_scale=None, aes=None, flow=None, camera_motion=None, reference=None,
                  mask_strategy=None, loops=1, condition_frame_length=None, condition_frame_edit=0.0, progress=True,
-                 batch_size=None, attention_reuse=None, step_cache=None):
+                 batch_size=None, attention_reuse=None, step_cache=None, align=None, clean_prompt=True, seed_mode="per-prompt"):
         """Generate one video per prompt -> dict(videos=[uint8 [T, 3, H, W]], latents, settings).
         `reference`: one per prompt (path, pixel video [T,3,H,W] or image [3,H,W]; ';'-joined paths for several);
         `mask_strategy`: one string per prompt (or one for all), Open-Sora's 'loop,ref,ref_start,target_start,length,edit'.
@@ -362,8 +398,13 @@ class OpenSoraPipeline:
         each loop its text, '|0| a sunny day |2| a rainy day' (the reference's prompt-line grammar, chapter 11d).
         `seed`: an int (prompt i uses seed + i) or one seed per prompt, so a prompt's video does not depend on the other
         prompts or on `batch_size` (at most that many prompts go through the model together; default all).
+        `seed_mode="reference"`: one int seed, every draw from one stream in order, as the reference (see `SEED_MODES`).
         `condition_frame_length`: latent frames each loop of a long video conditions on (default: one whole chunk of the
-        VAE, 5 for the v1.2 VAE as in the reference). A call leaves the pipeline as it was.
+        VAE, 5 for the v1.2 VAE as in the reference); each loop after the first decodes, then encodes again, the video of
+        the loop before and starts from the last of those latent frames (the reference's `append_generated`).
+        `align`: mask-strategy starts are rounded to multiples of it (the reference's v1.2 config: 5; default the
+        pipeline's stored one; 0 turns it off). `clean_prompt=False` skips the reference's prompt cleaning
+        (`prepare_prompts`). A call leaves the pipeline as it was.
         Faster sampling (chapter 11c, both off by default): `attention_reuse` True or dict(spatial=2, temporal=3, cross=4,
         start=0.8, end=0.1) recomputes each kind of attention only every k-th step between noise levels start and end
         (PAB); `step_cache` (a threshold, e.g. 0.1) skips the block stack while its cheap change signal stays below it.
@@ -374,7 +415,10 @@ class OpenSoraPipeline:
         n = len(prompts)
         if any("{" in p for p in prompts):  # a prompt line's own reference / mask strategy (chapter 11d)
             prompts, reference, mask_strategy = extract_json_from_prompts(prompts, reference, mask_strategy)
-        seeds = seeds_for(seed, n)
+        if seed_mode not in SEED_MODES: raise ValueError(f"seed_mode {seed_mode!r}: choose one of {', '.join(SEED_MODES)}")
+        if seed_mode == "reference" and isinstance(seed, (list, tuple)):
+            raise ValueError("seed_mode='reference' seeds one stream once: give one seed (an int), not one per prompt")
+        seeds = seeds_for(seed, n) if seed_mode == "per-prompt" else None
         d = self.config.get("defaults", {})
         if image_size is None and resolution is None:  # the pipeline's own size
             if d.get("image_size") is not None and (aspect_ratio is None or not d.get("resolution")):
@@ -386,6 +430,8 @@ class OpenSoraPipeline:
         aspect_ratio = aspect_ratio or d.get("aspect_ratio", "1:1")
         if num_frames is None and seconds is None: num_frames = d.get("num_frames", 16)
         fps = fps or d.get("fps", 8)
+        align = d.get("align") if align is None else align
+        align = int(align) if align else None  # 0: off
         H, W = resolve_size(resolution, aspect_ratio, image_size)
         T = resolve_num_frames(num_frames, seconds, fps)
         strategies = mask_strategy if isinstance(mask_strategy, (list, tuple)) else [mask_strategy or ""] * n
@@ -397,9 +443,7 @@ class OpenSoraPipeline:
         scheduler = copy.copy(self.scheduler)  # this call's settings go on a copy: the pipeline stays as it was
         scheduler.num_sampling_steps = steps = num_sampling_steps or self.scheduler.num_sampling_steps
         cfg = self.scheduler.cfg_scale if cfg_scale is None else cfg_scale
-        # the scores go on each loop's text of a per-loop prompt ('|0|...|2|...'), as the reference's split/append/merge
-        full_prompts = [merge_prompt(append_score_to_prompts(texts, aes, flow, camera_motion), starts)
-                        for texts, starts in map(split_prompt, prompts)]
+        full_prompts = prepare_prompts(prompts, aes, flow, camera_motion, clean=clean_prompt)
         lat = tuple(self.vae.get_latent_size((T, H, W)))
         cfl = condition_frame_length if condition_frame_length is not None else getattr(self.vae, "condition_frames", max(1, lat[0] // 4))
         drop = 0
@@ -413,16 +457,25 @@ class OpenSoraPipeline:
             raise ValueError(f"generating {min(bs, n)} video(s) of {T} frames at {H}x{W} ({loops} loop(s)) needs about "
                              f"{need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB available: ask for fewer frames, a "
                              f"smaller size or a smaller batch_size")
-        refs = self._references(reference, n, (H, W))
+        ref_list = None if reference is None else list(reference) if isinstance(reference, (list, tuple)) else [reference]
+        if ref_list is not None and len(ref_list) == 1: ref_list = ref_list * n
+        if ref_list is not None and len(ref_list) != n:
+            raise ValueError(f"{len(ref_list)} references for {n} prompts (give one per prompt, or one for all)")
         videos, latents, cache_stats = [], [[] for _ in range(loops)], []
-        for a in range(0, n, bs):
-            v, ls, st = self._generate(full_prompts[a:a + bs], seeds[a:a + bs], refs[a:a + bs], strategies[a:a + bs], scheduler,
-                                   (T, H, W), lat, fps, cfg, loops, cfl, drop, condition_frame_edit, progress, caching)
-            videos += v; cache_stats += st
-            for k, l in enumerate(ls): latents[k].append(l)
+        one_stream = seed_mode == "reference"
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []) if one_stream else contextlib.nullcontext():
+            if one_stream: torch.manual_seed(int(seed))  # the reference's set_random_seed; the caller's generators are restored after
+            for a in range(0, n, bs):  # each batch encodes its references, then draws its noise: the reference's order
+                refs = None if ref_list is None else ref_list[a:a + bs]
+                v, ls, st = self._generate(full_prompts[a:a + bs], None if one_stream else seeds[a:a + bs], refs, strategies[a:a + bs],
+                                           scheduler, (T, H, W), lat, fps, cfg, loops, cfl, drop, condition_frame_edit, progress,
+                                           caching, align)
+                videos += v; cache_stats += st
+                for k, l in enumerate(ls): latents[k].append(l)
         latents = [torch.cat(ls) for ls in latents]
         settings = dict(prompts=prompts, full_prompts=full_prompts, image_size=[H, W], resolution=resolution, aspect_ratio=aspect_ratio,
-                        num_frames=T, latent_size=list(lat), fps=fps, seed=seeds, num_sampling_steps=steps,
+                        num_frames=T, latent_size=list(lat), fps=fps, seed=seeds if seeds is not None else int(seed),
+                        seed_mode=seed_mode, clean_prompt=bool(clean_prompt), align=align, num_sampling_steps=steps,
                         cfg_scale=cfg, aes=aes, flow=flow, camera_motion=camera_motion,
                         reference=[r if isinstance(r, str) else ("<tensor>" if r is not None else None) for r in
                                    (reference if isinstance(reference, (list, tuple)) else [reference] * n)],
@@ -433,19 +486,40 @@ class OpenSoraPipeline:
                             cache_stats={k: sum(s[k] for s in cache_stats) for k in cache_stats[0]})
         return dict(videos=videos, latents=latents, settings=settings)
 
+    def _on_side_stream(self, seed, k, fn):
+        "`fn()` with the global generators seeded `side_seed(seed, k)`, restored after (the prompt's noise stream is not touched)."
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(side_seed(seed, k))
+            return fn()
+
+    def _encode_references(self, reference, n, image_size, seeds):
+        """`_references` of one batch; with per-prompt seeds, prompt b's references are encoded on its side stream 0 (a VAE
+        that samples its posterior then gives the same latents whatever else is generated); `seeds` None: the one stream."""
+        if seeds is None or reference is None: return self._references(reference, n, image_size)
+        return [[] if _as_reference(r) is None else self._on_side_stream(s, 0, lambda: self._references([r], 1, image_size))[0]
+                for r, s in zip(reference, seeds)]
+
+    def _encode_generated(self, video, seeds, loop_i):
+        """Latents of a loop's decoded videos [B, 3, T, H, W] (the reference's `append_generated`). A VAE that samples its
+        posterior draws from the one stream (`seeds` None) or, per prompt, from its side stream `loop_i`."""
+        if seeds is None: return self.vae.encode(video)
+        return torch.cat([self._on_side_stream(s, loop_i, lambda: self.vae.encode(video[b:b + 1])) for b, s in enumerate(seeds)])
+
     def _generate(self, prompts, seeds, refs, strategies, scheduler, size, lat, fps, cfg, loops, cfl, drop, edit, progress,
-                  caching=(None, None)):
-        "One batch of prompts, each with its own generator: (videos, [latent per loop], [stats of each sampling cache])."
+                  caching=(None, None), align=None):
+        """One batch of prompts: (videos, [latent per loop], [stats of each sampling cache]). `seeds`: one per prompt, each
+        its own CPU generator (the same noise on every device); None: the global stream, as the reference draws it."""
         T, H, W = size
         dev, dtype = self.device, self.dtype
-        n, gens = len(prompts), [torch.Generator().manual_seed(s) for s in seeds]  # CPU generators: the same noise on every device
+        n, gens = len(prompts), None if seeds is None else [torch.Generator().manual_seed(s) for s in seeds]
+        refs = self._encode_references(refs, n, (H, W), seeds)  # `refs`: the batch's references as given (paths, pixels)
         with self._working(self.text_encoder):
             enc = self.text_encoder.encode([prompt_for_loop(p, 0) for p in prompts])
             y, y_null = enc["y"].to(dev), self.text_encoder.null(n).to(dev)
         # height/width/num_frames stay host values (the positional table reads them); fps is embedded on the device
         model_args = multi_resolution_info(n, (H, W), T, fps)
         model_args.update(fps=model_args["fps"].to(dev), mask=enc["mask"].to(dev))
-        clips, latents, stats = [], [], []
+        clips, latents, stats, video = [], [], [], None
         for loop_i in range(loops):
             texts = [prompt_for_loop(p, loop_i) for p in prompts]  # per-loop prompts: this loop's text
             if loop_i > 0 and texts != [prompt_for_loop(p, loop_i - 1) for p in prompts]:
@@ -453,10 +527,15 @@ class OpenSoraPipeline:
                     enc = self.text_encoder.encode(texts)
                     y = enc["y"].to(dev)
                 model_args.update(mask=enc["mask"].to(dev))
-            if loop_i > 0:  # condition on the last `cfl` latent frames of the previous loop
-                refs, strategies = _append_latent(refs, strategies, latents[-1], loop_i, cfl, edit)
-            z = torch.cat([torch.randn(1, self.vae.out_channels, *lat, generator=g) for g in gens]).to(dev, dtype)
-            z, mask = apply_mask_strategy(z, refs, strategies, loop_i, strict=False)
+            if loop_i > 0:  # the previous loop's video, decoded, is encoded again: its last `cfl` latent frames start this loop
+                with self._working(self.vae):
+                    cond = self._encode_generated(video, seeds, loop_i)
+                refs, strategies = _append_latent(refs, strategies, cond, loop_i, cfl, edit)
+            if gens is None: z = torch.randn(n, self.vae.out_channels, *lat, device=dev, dtype=dtype)
+            else: z = torch.cat([torch.randn(1, self.vae.out_channels, *lat, generator=g) for g in gens]).to(dev, dtype)
+            z, mask = apply_mask_strategy(z, refs, strategies, loop_i, align=align, strict=False)
+            if mask is None and gens is None:  # the reference always passes a frame mask, all 1 here, and so draws noise each step
+                mask = torch.ones(n, lat[0])
             mask = mask.to(dev) if mask is not None else None
             cache = SamplingCache(*caching) if any(caching) else None  # a fresh cache per sampling call
             with self._working(self.model):
@@ -471,7 +550,7 @@ class OpenSoraPipeline:
 
 
 def _append_latent(refs, strategies, last_latent, loop_i, cfl, edit=0.0):
-    "Looping: the previous loop's latents become a new reference; its last `cfl` frames start loop `loop_i`."
+    "Looping: the previous loop's video, encoded again, becomes a new reference; its last `cfl` latent frames start loop `loop_i`."
     refs, strategies = [list(r) for r in refs], list(strategies)
     for b in range(len(refs)):
         refs[b].append(last_latent[b])
@@ -568,6 +647,12 @@ def sample_parser(prog="opensora-nb sample", description=None) -> argparse.Argum
     g.add_argument("--seconds", type=float, default=None, help="length in seconds at --fps")
     p.add_argument("--fps", type=int, default=None, help="frames per second (default: the pipeline's, else 8)")
     p.add_argument("--seed", type=int, default=0, help="prompt i (flags first, then the file's) uses seed + i")
+    p.add_argument("--seed-mode", choices=SEED_MODES, default="per-prompt", help="per-prompt: prompt i draws from seed + i (the "
+                   "default); reference: one stream seeded once, every batch and loop drawn from it in order, as Open-Sora's sampler")
+    p.add_argument("--no-clean-prompt", dest="clean_prompt", action="store_false", help="send the prompts to the text encoder as "
+                   "typed (default: cleaned as the reference cleans them: lower case, no URLs, HTML or symbols)")
+    p.add_argument("--align", type=int, default=None, help="round mask-strategy starts to multiples of this many latent frames "
+                   "(default: the pipeline's, 5 with --official as the reference's config; 0: off)")
     p.add_argument("--batch-size", type=int, default=1, help="prompts that go through the model together (default 1, as the "
                    "reference's); the unit of work that several processes share out")
     p.add_argument("--sampling-steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
@@ -716,17 +801,30 @@ def sample_run(a, pipe, batches=None, write=True) -> list:
     seed + i and goes through the model with the same batch whichever process draws it, so its files do not depend on how the
     batches are shared out. With `write`, prompt i's video, sidecar (and latents) are OUTPUT/sample_{i:04d}.*; returns the paths.
     The reference's options (chapter 11d): i counts from --start-index; --num-sample k > 1 writes NAME-k with seed
-    `sample_seed`; --prompt-as-path names files by prompt; with it or --skip-existing a sample already written is not made again."""
+    `sample_seed`; --prompt-as-path names files by prompt; with it or --skip-existing a sample already written is not made again.
+    `--seed-mode reference`: one stream for every batch in order, so all of them, in one call."""
     d = pipe.config.get("defaults", {})  # size, length, fps, steps and guidance left out: the pipeline's own (its __call__)
     cfl = a.condition_frame_length if a.condition_frame_length is not None else d.get("condition_frame_length")
     paths, first, skip = [], a.start_index, a.prompt_as_path or a.skip_existing
-    for batch in sample_batches(len(a.prompts), a.batch_size) if batches is None else batches:
+    todo = sample_batches(len(a.prompts), a.batch_size) if batches is None else batches
+    one_stream = a.seed_mode == "reference"
+    if one_stream:  # one stream seeded once and drawn batch after batch: one call over every batch, in order
+        if [i for b in todo for i in b] != list(range(len(a.prompts))):
+            raise ValueError("--seed-mode reference draws every batch's noise from one stream in order: it runs every batch in "
+                             "one process (use the default --seed-mode per-prompt to share the batches out)")
+        if a.num_sample > 1 or skip:
+            raise ValueError("--seed-mode reference draws one stream over the whole list: it does not combine with --num-sample, "
+                             "--prompt-as-path or --skip-existing (use the default --seed-mode per-prompt)")
+        todo = [list(range(len(a.prompts)))]
+    for batch in todo:
         for k in range(a.num_sample):
             names = [output_name(first + i, a.prompts[i], a.sample_name, a.prompt_as_path, a.num_sample, k) for i in batch]
             idx = [i for i, name in zip(batch, names) if not (skip and written(a.output, name))]  # resuming: only what is missing
             if not idx: continue
             res = pipe([a.prompts[i] for i in idx], resolution=a.resolution, aspect_ratio=a.aspect_ratio, image_size=a.image_size,
-                       num_frames=a.num_frames, seconds=a.seconds, fps=a.fps, seed=[sample_seed(a.seed, first + i, k) for i in idx],
+                       num_frames=a.num_frames, seconds=a.seconds, fps=a.fps,
+                       seed=a.seed if one_stream else [sample_seed(a.seed, first + i, k) for i in idx], seed_mode=a.seed_mode,
+                       batch_size=a.batch_size if one_stream else None, align=a.align, clean_prompt=a.clean_prompt,
                        num_sampling_steps=a.sampling_steps, cfg_scale=a.cfg, aes=a.aes if a.aes is not None else d.get("aes"),
                        flow=a.flow, camera_motion=a.camera_motion, reference=_pick(a.reference, idx),
                        mask_strategy=_pick(a.mask_strategy, idx), loops=a.loops, condition_frame_length=cfl,
