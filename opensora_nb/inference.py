@@ -29,7 +29,7 @@ from .vae import VAE_TILE_SIZE, VideoAutoencoderKL
 from .cache import SamplingCache, attention_reuse_settings, step_cache_settings
 from .builders import PatchPCAAutoencoder, X0Parameterized, build_scheduler, build_text_encoder, build_vae, unwrap
 from .lora import load_lora
-from .sample_options import (config_settings, extract_json_from_prompts, merge_prompt, output_name, prompt_for_loop,
+from .sample_options import (config_settings, extract_json_from_prompts, output_name, prompt_for_loop,
                                         read_config, sample_seed, set_attention_kernels, split_prompt, str2bool, written)
 from .versions import v1_0_preset_for, version_parts
 

@@ -356,7 +356,10 @@ def test_dist_sample_takes_the_reference_options(pipe_dir, tmp_path):
     pf = tmp_path / "p.txt"; pf.write_text("skipped\n|0| a red circle |1| a blue square\na green star\n")
     argv = [str(tmp_path / "pipe"), "--prompt-file", str(pf), "--start-index", "1", "--num-sample", "2", "--prompt-as-path", "--loops", "2",
             "--condition-frame-length", "1", "--image-size", "32x32", "--num-frames", "4", "--save-latents", "--quiet"]
-    assert sample_cli([*argv, "-o", str(tmp_path / "one")]) == 0
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # on one thread, as the ranks: the same float order, so the same bytes
+    try: assert sample_cli([*argv, "-o", str(tmp_path / "one")]) == 0
+    finally: torch.set_num_threads(n)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "opensora_nb.launch",
                         "sample", *argv, "-o", str(tmp_path / "two")], capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
