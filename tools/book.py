@@ -203,9 +203,16 @@ def process_notebook(src, dst, extra_md=(), link_table=False, header=None):
     nb = json.loads(Path(src).read_text())
     cells = [c for c in map(process_cell, nb["cells"]) if c is not None]
     if header is not None:
-        at = next((i + 1 for i, c in enumerate(cells) if c["cell_type"] == "markdown"
-                   and re.search(r"^#\s", c["source"], re.MULTILINE)), 0)
-        cells.insert(at, header)
+        at = next((i for i, c in enumerate(cells) if c["cell_type"] == "markdown"
+                   and re.search(r"^#\s", c["source"], re.MULTILINE)), None)
+        if at is None:
+            cells.insert(0, header)
+        else:  # right under the title and its one-line summary (`> ...`), before the cell's prose
+            m = re.search(r"^#\s[^\n]*\n(?:\s*\n)*(?:>[^\n]*\n?)*", cells[at]["source"], re.MULTILINE)
+            rest = cells[at]["source"][m.end():]
+            cells[at]["source"] = cells[at]["source"][:m.end()]
+            extra = [{**cells[at], "id": f"{cells[at].get('id', 'c')}-rest", "source": rest}] if rest.strip() else []
+            cells[at + 1:at + 1] = [header] + extra
     if link_table:  # the home page's chapter table: notebook names become links
         stems = {p.stem for p in chapters(Path(src).parent)}
         for c in cells:
