@@ -104,6 +104,9 @@ def f(x):
     # a long comment that goes on and on about what this function does, and why, and what it does not do at all
     return dict(a=1, b=[x, x, x], c="a long value of a string", d={"key": "another long value"}, e=x + 1, f=None)
 %timeit f(1)
+def h():
+    """A docstring of several lines, whose first line is long enough to pass the limit of one hundred chars.
+    The second line is short."""
 raise ValueError(
     f"STDiT3Config: hidden_size {f(1)['a']} not divisible by num_heads {f(2)['e']} and a long tail of words"
 )'''

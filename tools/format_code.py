@@ -10,7 +10,7 @@ with the quotes left as written; what ruff cannot read is kept as it is: nbdev's
 of a cell, IPython lines (`%magic`, `!shell`, `%%cell` magics, `x?`) and cells ruff cannot parse (named, left
 unchanged). Full-line comments over the limit are wrapped at spaces, and so are
 one-line string literals that stand alone on a line: docstrings (made triple-quoted) and strings inside brackets
-(split into adjacent literals, the same value). Every formatted cell is checked to parse to the same program as before (Python's `ast`, docstrings up to
+(split into adjacent literals, the same value), and the long lines of triple-quoted docstrings. Every formatted cell is checked to parse to the same program as before (Python's `ast`, docstrings up to
 whitespace); one that would not is left as it is and named. Formatting is idempotent: a second run changes nothing. Lines that stay long (a long string or docstring,
 a comment after code) are listed at the end, to be wrapped by hand; they do not make `--check` fail unless `--strict`.
 Outputs and execution counts are not touched, so a formatted notebook needs no re-execution; run `nbdev_export`
@@ -63,7 +63,7 @@ def format_source(src, limit=LIMIT, ruff=None):
     out = wrap_comments(r.stdout.rstrip("\n"), limit)
     if not same_program(code, out):
         return None
-    wrapped = wrap_strings(out, limit)
+    wrapped = wrap_docstrings(wrap_strings(out, limit), limit)
     if wrapped != out:  # the strings split: ruff must still read it (and has the last word on the layout)
         r = subprocess.run([ruff or _ruff(), "format", "--line-length", str(limit), "--config",
                             "format.quote-style='preserve'", "--stdin-filename", "cell.py", "-"],
@@ -166,6 +166,38 @@ def wrap_strings(src, limit=LIMIT):
         else:
             out.append(line)
     return "\n".join(out)
+
+
+def wrap_docstrings(src, limit=LIMIT):
+    """Lines of triple-quoted docstrings over `limit` broken at their last space before it, the rest on a new line
+    at the docstring's indentation (only whitespace inside the docstring changes; markdown table rows are left)."""
+    import ast
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        return src
+    lines = src.split("\n")
+    spans = []
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and \
+                isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            d = body[0].value
+            first = lines[d.lineno - 1]
+            if first[d.col_offset:].lstrip("rRuU")[:3] in ('"""', "'''"):
+                spans.append((d.lineno - 1, d.end_lineno - 1, d.col_offset))
+    for start, end, col in sorted(spans, reverse=True):
+        out = []
+        for line in lines[start:end + 1]:
+            while len(line) > limit and not line.lstrip().startswith("|"):
+                cut = line.rfind(" ", col + 4, limit + 1)
+                if cut <= col + 3 or not line[:cut].strip():
+                    break
+                out.append(line[:cut].rstrip())
+                line = " " * col + line[cut + 1:]
+            out.append(line)
+        lines[start:end + 1] = out
+    return "\n".join(lines)
 
 
 def _source(cell):
