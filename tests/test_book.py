@@ -245,6 +245,8 @@ def test_page(site, browser, screenshots, page, nb):
     html = (out / page).read_text()
     external = re.findall(r"<(?:script|link|img|video|source|iframe)\b[^>]*?(?:src|href)=\"(https?://[^\"]+)\"", html)
     assert not external, f"{page} loads from the network: {external[:5]}"
+    dangling = re.findall(r'href="((?!https?:)[^"]*\.(?:ipynb|md)\b[^"]*)"', html)
+    assert not dangling, f"{page} links to pages the book does not have (misspelt?): {dangling[:5]}"
     want = expected(nb) if nb is not None else None
     s = _settled_state(browser, base + page, html, want)
     assert s["article"] > 0, f"{page} has no content (title {s['title']!r})"
