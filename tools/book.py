@@ -213,11 +213,11 @@ def process_notebook(src, dst, extra_md=(), link_table=False, header=None):
             cells[at]["source"] = cells[at]["source"][:m.end()]
             extra = [{**cells[at], "id": f"{cells[at].get('id', 'c')}-rest", "source": rest}] if rest.strip() else []
             cells[at + 1:at + 1] = [header] + extra
-    if link_table:  # the home page's chapter table: notebook names become links
-        stems = {p.stem for p in chapters(Path(src).parent)}
+    if link_table:  # the home page's chapter table: notebook names become links, with the numbers of the sidebar
+        nums = {k: v[0] for k, v in numbers(chapters(Path(src).parent)).items()}
         for c in cells:
             if c["cell_type"] == "markdown":
-                c["source"] = _link_table(c["source"], stems)
+                c["source"] = _link_table(c["source"], nums)
     for md in extra_md:
         cells.append({"cell_type": "markdown", "metadata": {}, "source": md})
     for i, c in enumerate(cells):  # nbformat 4.5 wants an id on every cell
@@ -236,12 +236,12 @@ def write(path, text):
         path.write_text(text)
 
 
-def _link_table(md, stems):
+def _link_table(md, nums):
     def link(m):
         names = [n.strip() for n in m.group(1).split(",")]
-        if not all(n in stems for n in names):
+        if not all(n in nums for n in names):
             return m.group(0)
-        return "| " + ", ".join(f"[{n}]({n}.ipynb)" for n in names) + " |"
+        return "| " + ", ".join(f"{nums[n]} [{n}]({n}.ipynb)" for n in names) + " |"
     return re.sub(r"^\|([^|\n]+)\|", link, md, flags=re.MULTILINE)
 
 
