@@ -3,7 +3,11 @@
 A page fails when it does not load, when it shows an error output (a traceback, or an error on stderr), when it
 has fewer loaded figures (<img> with naturalWidth > 0, <video> with a decoded frame size) than its notebook has
 image and video outputs, when any image on it is broken, when its math does not typeset, or when it asks for
-anything outside the site (the book must read offline). Screenshots of the home page, the chapter with the most
+anything outside the site (the book must read offline), or when it shows what a reader should not have to see:
+a code block that scrolls sideways (its scrollWidth over its clientWidth, measured in Chromium at the test's
+1280-pixel window), a path of the machine that built it (a virtualenv, site-packages, a home, /root/, /work/ or
+/tmp/ folder, anywhere in the page's text), or any stderr output (the build keeps stderr only when it shows an
+error). These three are reported together, every offending block of the page at once. Screenshots of the home page, the chapter with the most
 figures and one API page go to $BOOK_SCREENSHOTS (default: a temporary folder); their paths are printed.
 Needs Debian's `chromium` and `chromium-driver` (skipped, with the reason, when they are missing) and the `docs`
 extra.
@@ -36,6 +40,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required", "--window-size=1280,1000"]
 IMAGE_MIMES = ("image/png", "image/jpeg", "image/gif", "image/svg+xml", "image/webp")
 ERROR_TEXT = re.compile(r"Traceback \(most recent call last\)|^\w*(Error|Exception): |^ERROR\b", re.MULTILINE)
+# a path of the machine that built the book: a virtualenv, an installed package, a home, work or temporary folder
+MACHINE_PATH = re.compile(r"site-packages|dist-packages|/\.?venv[\w.-]*/|\.virtualenvs/|\.pyenv/|/home/[\w.-]+|/Users/[\w.-]+"
+                          r"|/root/|(?<![\w.])/work/|(?<![\w.])/tmp/|/var/folders/|[A-Z]:\\Users\\")
 
 
 def _book_module():
@@ -76,6 +83,7 @@ def pages():
     "(page path in the site, notebook or None) for every page the book must have."
     out = [("index.html", ROOT / "nbs" / "index.ipynb")]
     out += [(f"{p.stem}.html", p) for p in book.chapters()]
+    out += [("references.html", None)] if book.REFERENCES.exists() else []
     out += [("api/index.html", None)] + [(f"api/{m}.html", None) for m, _ in book.modules()]
     return out
 
@@ -156,6 +164,12 @@ Promise.race([Promise.all([math, ...media.map(settle)]), new Promise((ok) => set
     videos: vids.length,
     tracebacks: document.querySelectorAll('.output.traceback, .output.error').length,
     stderr: [...document.querySelectorAll('.output.stderr')].map((e) => e.innerText),
+    // code blocks (cells' code and markdown's code, not outputs) wider than their box: they scroll sideways
+    scrolling: [...(art ? art.querySelectorAll('pre') : [])].filter((p) => !p.closest('.cell_output'))
+      .filter((p) => p.scrollWidth > p.clientWidth + 1)
+      .map((p) => ({over: p.scrollWidth - p.clientWidth,
+                    line: p.innerText.split('\\n').reduce((a, b) => (b.length > a.length ? b : a), '').slice(0, 120)})),
+    text: art ? art.innerText : '',
     mathjax: window.MathJax && MathJax.version ? MathJax.version : null,
     math_ok: document.querySelectorAll('mjx-container').length,
     math_errors: [...document.querySelectorAll('mjx-merror')].map((e) => e.getAttribute('data-mjx-error') || e.textContent),
@@ -165,6 +179,16 @@ Promise.race([Promise.all([math, ...media.map(settle)]), new Promise((ok) => set
   });
 }).catch((e) => done({article: 0, title: 'script error: ' + e, broken: [], next: false, prev: false}));
 """
+
+
+def reader_noise(s):
+    "What a page shows that it should not, one line per block: sideways-scrolling code, machine paths, stderr."
+    out = [f"  code block scrolls sideways by {b['over']} px; its longest line: {b['line']!r}" for b in s["scrolling"]]
+    for line in s["text"].splitlines():
+        if MACHINE_PATH.search(line):
+            out.append(f"  a path of the building machine: {line.strip()[:160]!r}")
+    out += [f"  stderr output: {t.strip()[:160]!r}" for t in s["stderr"]]
+    return out
 
 
 def _complete(s, html, want):
@@ -221,6 +245,8 @@ def test_page(site, browser, screenshots, page, nb):
     html = (out / page).read_text()
     external = re.findall(r"<(?:script|link|img|video|source|iframe)\b[^>]*?(?:src|href)=\"(https?://[^\"]+)\"", html)
     assert not external, f"{page} loads from the network: {external[:5]}"
+    dangling = re.findall(r'href="((?!https?:)[^"]*\.(?:ipynb|md)\b[^"]*)"', html)
+    assert not dangling, f"{page} links to pages the book does not have (misspelt?): {dangling[:5]}"
     want = expected(nb) if nb is not None else None
     s = _settled_state(browser, base + page, html, want)
     assert s["article"] > 0, f"{page} has no content (title {s['title']!r})"
@@ -232,6 +258,8 @@ def test_page(site, browser, screenshots, page, nb):
     errors = [t[:300] for t in s["stderr"] if ERROR_TEXT.search(t)]
     assert not errors, f"{page} shows errors on stderr: {errors}"
     assert not s["math_errors"], f"{page}: math that MathJax could not typeset: {s['math_errors'][:5]}"
+    shown = reader_noise(s)
+    assert not shown, f"{page} shows what a reader should not see:\n" + "\n".join(shown)
     # the link is in the page as built (read from the file: under load the browser's DOM was once seen without it, flaky)
     assert s["next"] or 'class="next-page"' in html or page == PAGES[-1][0], f"{page} has no link to the next page"
     assert s["prev"] or 'class="prev-page"' in html or page == "index.html", f"{page} has no link to the previous page"
@@ -247,7 +275,7 @@ def test_page(site, browser, screenshots, page, nb):
         if want["math"]:  # Sphinx adds MathJax to the pages that have math
             assert s["mathjax"] and s["mathjax"].startswith("3"), f"{page}: MathJax did not load from the site"
             assert s["math_ok"] > 0, f"{page}: its notebook has math, none was typeset"
-    elif page != "api/index.html":
+    elif page.startswith("api/") and page != "api/index.html":
         module = book.PKG + "." + page[4:-5]
         n_docs = len(browser.find_elements("css selector", "dl.py > dt[id]"))
         assert n_docs >= len(getattr(__import__(module, fromlist=["_"]), "__all__", [])), \

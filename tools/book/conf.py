@@ -29,6 +29,7 @@ myst_dmath_double_inline = True
 # API pages
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
+autodoc_preserve_defaults = True  # defaults as written (`rng=random`), not their repr (a module's path)
 autoclass_content = "both"
 autodoc_mock_imports = []  # set by tools/book.py: optional packages that are not installed
 autodoc_warningiserror = False
