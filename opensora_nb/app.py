@@ -17,8 +17,15 @@ from pathlib import Path
 from .buckets import parse_size
 from .masks import load_reference, parse_mask_strategy
 from .samples import judge_clip, judge_shape
-from .inference import (WORLD_PIPELINE_DIR, resolve_num_frames, resolve_size, sample_parser,
-                                   sample_pipeline, save_outputs, unwrap)
+from opensora_nb.inference import (
+    WORLD_PIPELINE_DIR,
+    resolve_num_frames,
+    resolve_size,
+    sample_parser,
+    sample_pipeline,
+    save_outputs,
+    unwrap,
+)
 
 # %% auto #0
 __all__ = ['CAMERA_MOTIONS', 'REFERENCE_MODES', 'LIMITS', 'Request', 'spatial_multiple', 'check_request', 'default_strategy',
@@ -26,117 +33,210 @@ __all__ = ['CAMERA_MOTIONS', 'REFERENCE_MODES', 'LIMITS', 'Request', 'spatial_mu
            'build_app', 'app_parser', 'app_cli']
 
 # %% ../nbs/12d_app.ipynb #91d7b50b
-#: the camera motions the reference app offers (appended to the prompt as Open-Sora 1.2's captions carry them)
-CAMERA_MOTIONS = ("none", "pan right", "pan left", "tilt up", "tilt down", "zoom in", "zoom out", "static")
-#: how an uploaded reference is used: the mask strategy each starts from (editable in the page), in words
-REFERENCE_MODES = {"image-to-video": "0", "extend the video": "0,0,0,0,{n}", "loop (first frame at both ends)": "0,0,0,0,1;0,0,0,-1,1"}
-#: the reference app's ranges: aesthetic 4-7, motion 0-100 (the motion score), steps 1-200, guidance 0-20, fps 1-60
-LIMITS = dict(aes=(4.0, 7.0), flow=(0.0, 100.0), steps=(1, 200), cfg=(0.0, 20.0), fps=(1, 60), loops=(1, 20))
+#: the camera motions the reference app offers (appended to the prompt as Open-Sora 1.2's captions
+#: carry them)
+CAMERA_MOTIONS = (
+    "none",
+    "pan right",
+    "pan left",
+    "tilt up",
+    "tilt down",
+    "zoom in",
+    "zoom out",
+    "static",
+)
+#: how an uploaded reference is used: the mask strategy each starts from (editable in the page), in
+#: words
+REFERENCE_MODES = {
+    "image-to-video": "0",
+    "extend the video": "0,0,0,0,{n}",
+    "loop (first frame at both ends)": "0,0,0,0,1;0,0,0,-1,1",
+}
+#: the reference app's ranges: aesthetic 4-7, motion 0-100 (the motion score), steps 1-200, guidance
+#: 0-20, fps 1-60
+LIMITS = dict(
+    aes=(4.0, 7.0), flow=(0.0, 100.0), steps=(1, 200), cfg=(0.0, 20.0), fps=(1, 60), loops=(1, 20)
+)
 
 
 @dataclass
 class Request:
     "One press of Generate: every control of the page (None = the pipeline's default)."
+
     prompt: str = ""
-    resolution: str | None = None      # a resolution name ('32px', '240p'), with `aspect_ratio`
+    resolution: str | None = None  # a resolution name ('32px', '240p'), with `aspect_ratio`
     aspect_ratio: str | None = None
-    size: str = ""                     # an explicit 'HxW' (overrides the resolution)
-    length: str = ""                   # frames ('9') or a name ('2s'); '' = the pipeline's
+    size: str = ""  # an explicit 'HxW' (overrides the resolution)
+    length: str = ""  # frames ('9') or a name ('2s'); '' = the pipeline's
     fps: int | None = None
     seed: int = 0
     steps: int | None = None
     cfg: float | None = None
-    aes: float | None = None           # aesthetic score (None = off)
-    flow: float | None = None          # motion score (None = off)
+    aes: float | None = None  # aesthetic score (None = off)
+    flow: float | None = None  # motion score (None = off)
     camera: str = "none"
-    reference: str | None = None       # an uploaded image/video path
+    reference: str | None = None  # an uploaded image/video path
     reference_mode: str = "image-to-video"
     mask_strategy: str = ""
     loops: int = 1
-    attention_reuse: bool = False      # PAB
-    step_cache: float | None = None    # TeaCache-style step skipping threshold
+    attention_reuse: bool = False  # PAB
+    step_cache: float | None = None  # TeaCache-style step skipping threshold
 
 # %% ../nbs/12d_app.ipynb #1e3e09b5
 def _in(name, v, what):
     lo, hi = LIMITS[name]
-    if v is not None and not lo <= v <= hi: raise ValueError(f"{what} {v} is out of range: between {lo} and {hi}")
+    if v is not None and not lo <= v <= hi:
+        raise ValueError(f"{what} {v} is out of range: between {lo} and {hi}")
 
 
 def spatial_multiple(pipe) -> int:
-    "Pixels a side must be a multiple of: the VAE's spatial downsampling x the transformer's patch (8 for the tiny world)."
+    """Pixels a side must be a multiple of: the VAE's spatial downsampling x the transformer's patch
+    (8 for the tiny world)."""
     lat = pipe.vae.get_latent_size((1, 64, 64))
     return (64 // lat[1]) * unwrap(pipe.model).config.patch_size[1]
 
 
-def check_request(pipe, r: Request, max_pixels: int | None = None, max_upload_mb: float = 20) -> dict:
-    """Check one request before any work and turn it into the keyword arguments of `pipe(...)`; a bad input is one
-    ValueError naming it (an empty prompt, a size the model cannot draw or too large, a score out of range, a broken or too
+def check_request(
+    pipe, r: Request, max_pixels: int | None = None, max_upload_mb: float = 20
+) -> dict:
+    """Check one request before any work and turn it into the keyword arguments of `pipe(...)`; a
+    bad input is one
+    ValueError naming it (an empty prompt, a size the model cannot draw or too large, a score out of
+    range, a broken or too
     large upload, a mask strategy that does not parse)."""
-    if not (r.prompt or "").strip(): raise ValueError("the prompt is empty: describe the video you want")
+    if not (r.prompt or "").strip():
+        raise ValueError("the prompt is empty: describe the video you want")
     d = pipe.config.get("defaults", {})
     if (r.size or "").strip():
-        try: image_size = tuple(parse_size(r.size.strip()))
-        except Exception: raise ValueError(f"size {r.size!r}: expected HxW, e.g. 32x48") from None
+        try:
+            image_size = tuple(parse_size(r.size.strip()))
+        except Exception:
+            raise ValueError(f"size {r.size!r}: expected HxW, e.g. 32x48") from None
         size = dict(image_size=image_size)
-    elif r.resolution: size = dict(resolution=r.resolution, aspect_ratio=r.aspect_ratio or "1:1")
-    else: size = dict(image_size=tuple(d["image_size"])) if d.get("image_size") else dict(resolution=d.get("resolution"))
-    H, W = resolve_size(size.get("resolution"), size.get("aspect_ratio", "1:1"), size.get("image_size"))
+    elif r.resolution:
+        size = dict(resolution=r.resolution, aspect_ratio=r.aspect_ratio or "1:1")
+    else:
+        size = (
+            dict(image_size=tuple(d["image_size"]))
+            if d.get("image_size")
+            else dict(resolution=d.get("resolution"))
+        )
+    H, W = resolve_size(
+        size.get("resolution"), size.get("aspect_ratio", "1:1"), size.get("image_size")
+    )
     m = spatial_multiple(pipe)
     if H < m or W < m or H % m or W % m:
-        raise ValueError(f"size {H}x{W} is impossible for this model: each side must be a multiple of {m} pixels")
+        raise ValueError(
+            f"size {H}x{W} is impossible for this model: each side must be a multiple of {m} pixels"
+        )
     if max_pixels and H * W > max_pixels:
-        raise ValueError(f"size {H}x{W} is too large for this app: at most {max_pixels} pixels a frame")
-    for name, what in (("aes", "aesthetic score"), ("flow", "motion score"), ("steps", "sampling steps"), ("cfg", "guidance scale"),
-                       ("fps", "fps"), ("loops", "loops")):
+        raise ValueError(
+            f"size {H}x{W} is too large for this app: at most {max_pixels} pixels a frame"
+        )
+    for name, what in (
+        ("aes", "aesthetic score"),
+        ("flow", "motion score"),
+        ("steps", "sampling steps"),
+        ("cfg", "guidance scale"),
+        ("fps", "fps"),
+        ("loops", "loops"),
+    ):
         _in(name, getattr(r, name if name != "steps" else "steps"), what)
-    if r.camera not in CAMERA_MOTIONS: raise ValueError(f"camera motion {r.camera!r}: choose from {', '.join(CAMERA_MOTIONS)}")
+    if r.camera not in CAMERA_MOTIONS:
+        raise ValueError(f"camera motion {r.camera!r}: choose from {', '.join(CAMERA_MOTIONS)}")
     fps = r.fps or d.get("fps", 8)
     length = (r.length or "").strip()
-    secs = length[:-1] if length.endswith("s") and length[:-1].replace(".", "", 1).isdigit() else None  # '2s': seconds at this fps
-    T = resolve_num_frames(None if secs else (length or d.get("num_frames", 16)), float(secs) if secs else None, fps)
-    kw = dict(image_size=(H, W), num_frames=T, fps=fps, seed=int(r.seed), num_sampling_steps=r.steps, cfg_scale=r.cfg,
-              aes=r.aes, flow=r.flow, camera_motion=None if r.camera == "none" else r.camera, loops=int(r.loops or 1),
-              attention_reuse=True if r.attention_reuse else None, step_cache=r.step_cache or None)
+    secs = (
+        length[:-1] if length.endswith("s") and length[:-1].replace(".", "", 1).isdigit() else None
+    )  # '2s': seconds at this fps
+    T = resolve_num_frames(
+        None if secs else (length or d.get("num_frames", 16)), float(secs) if secs else None, fps
+    )
+    kw = dict(
+        image_size=(H, W),
+        num_frames=T,
+        fps=fps,
+        seed=int(r.seed),
+        num_sampling_steps=r.steps,
+        cfg_scale=r.cfg,
+        aes=r.aes,
+        flow=r.flow,
+        camera_motion=None if r.camera == "none" else r.camera,
+        loops=int(r.loops or 1),
+        attention_reuse=True if r.attention_reuse else None,
+        step_cache=r.step_cache or None,
+    )
     if r.reference:
         p = Path(r.reference)
         if p.stat().st_size > max_upload_mb * 2**20:
-            raise ValueError(f"upload {p.name} is {p.stat().st_size / 2**20:.1f} MB: at most {max_upload_mb:g} MB")
-        try: load_reference(str(p), (H, W))
-        except Exception as e: raise ValueError(f"upload {p.name} could not be read as an image or video ({e})") from None
-        strategy = (r.mask_strategy or "").strip() or default_strategy(pipe, r.reference_mode, str(p), T, (H, W))
-        parse_mask_strategy(strategy)  # a strategy that does not parse is named here, before any work
+            raise ValueError(
+                f"upload {p.name} is {p.stat().st_size / 2**20:.1f} MB: at most {max_upload_mb:g} "
+                f"MB"
+            )
+        try:
+            load_reference(str(p), (H, W))
+        except Exception as e:
+            raise ValueError(
+                f"upload {p.name} could not be read as an image or video ({e})"
+            ) from None
+        strategy = (r.mask_strategy or "").strip() or default_strategy(
+            pipe, r.reference_mode, str(p), T, (H, W)
+        )
+        parse_mask_strategy(
+            strategy
+        )  # a strategy that does not parse is named here, before any work
         kw.update(reference=str(p), mask_strategy=strategy)
-    elif (r.mask_strategy or "").strip(): raise ValueError("a mask strategy needs an uploaded image or video")
+    elif (r.mask_strategy or "").strip():
+        raise ValueError("a mask strategy needs an uploaded image or video")
     return kw
 
 # %% ../nbs/12d_app.ipynb #26ce8c89
 def default_strategy(pipe, mode: str, reference: str, num_frames: int, image_size) -> str:
-    "The mask strategy a reference mode starts from: i2v keeps the first frame, extension all the reference's latent frames that fit."
-    if mode not in REFERENCE_MODES: raise ValueError(f"reference mode {mode!r}: choose from {', '.join(REFERENCE_MODES)}")
+    """The mask strategy a reference mode starts from: i2v keeps the first frame, extension all the
+    reference's latent frames that fit."""
+    if mode not in REFERENCE_MODES:
+        raise ValueError(f"reference mode {mode!r}: choose from {', '.join(REFERENCE_MODES)}")
     n = 1
     if "{n}" in REFERENCE_MODES[mode]:
         t_ref = load_reference(reference, image_size).shape[1]
-        n = max(1, min(pipe.vae.get_latent_size((t_ref, *image_size))[0], pipe.vae.get_latent_size((num_frames, *image_size))[0] - 1))
+        n = max(
+            1,
+            min(
+                pipe.vae.get_latent_size((t_ref, *image_size))[0],
+                pipe.vae.get_latent_size((num_frames, *image_size))[0] - 1,
+            ),
+        )
     return REFERENCE_MODES[mode].format(n=n)
 
 
 def describe_strategy(strategy: str) -> str:
-    "A mask strategy in words: which reference frames are kept where, in latent frames (Open-Sora's 'loop,ref,ref_start,target_start,length,edit')."
-    if not (strategy or "").strip(): return "no reference: text-to-video"
+    """A mask strategy in words: which reference frames are kept where, in latent frames
+    (Open-Sora's 'loop,ref,ref_start,target_start,length,edit')."""
+    if not (strategy or "").strip():
+        return "no reference: text-to-video"
     out = []
     for t in parse_mask_strategy(strategy):
-        where = "the last latent frame" if t.target_start == -1 else f"latent frame {t.target_start}"
-        src = f"latent frame{'s' if t.length > 1 else ''} {t.ref_start}" + (f"-{t.ref_start + t.length - 1}" if t.length > 1 else "")
+        where = (
+            "the last latent frame" if t.target_start == -1 else f"latent frame {t.target_start}"
+        )
+        src = f"latent frame{'s' if t.length > 1 else ''} {t.ref_start}" + (
+            f"-{t.ref_start + t.length - 1}" if t.length > 1 else ""
+        )
         edit = f", re-drawn {t.edit_ratio:.0%}" if t.edit_ratio else ", kept as given"
-        out.append(f"loop {t.loop}: reference {t.ref}'s {src} placed from {where} ({t.length} frame{'s' if t.length > 1 else ''}{edit})")
+        out.append(
+            f"loop {t.loop}: reference {t.ref}'s {src} placed from {where} ({t.length} "
+            f"frame{'s' if t.length > 1 else ''}{edit})"
+        )
     return "; ".join(out)
 
 # %% ../nbs/12d_app.ipynb #3ffd2b4c
 def judge_text(video) -> str:
-    "What the tiny world's judge sees in a pixel video uint8 [T, 3, H, W]: 'a large red circle moving left', or that it sees nothing."
+    """What the tiny world's judge sees in a pixel video uint8 [T, 3, H, W]: 'a large red circle
+    moving left', or that it sees nothing."""
     color, direction = judge_clip(video)
     shape, size = judge_shape(video)
-    if color is None: return "the judge sees no object"
+    if color is None:
+        return "the judge sees no object"
     motion = "standing still" if direction in (None, "static") else f"moving {direction}"
     return f"the judge sees a {size or ''} {color} {shape or 'object'} {motion}".replace("  ", " ")
 
@@ -145,80 +245,141 @@ _NUMBER = itertools.count()
 
 
 class PipelinePool:
-    """`n` copies of a pipeline that share the VAE and text encoder but each have their own transformer, so `n` requests
-    sample at once (a sampling cache attaches to its model for the call); `with pool.get() as pipe:` waits for a free one."""
+    """`n` copies of a pipeline that share the VAE and text encoder but each have their own
+    transformer, so `n` requests
+    sample at once (a sampling cache attaches to its model for the call); `with pool.get() as pipe:`
+    waits for a free one."""
+
     def __init__(self, pipe, n: int = 1):
         self.pipe, self.free = pipe, queue.Queue()
         for i in range(n):
             p = pipe if i == 0 else copy.copy(pipe)
-            if i: p.model = copy.deepcopy(pipe.model)
+            if i:
+                p.model = copy.deepcopy(pipe.model)
             self.free.put(p)
 
     def get(self):
         pool = self
+
         class _Lease:
-            def __enter__(self): self.p = pool.free.get(); return self.p
-            def __exit__(self, *exc): pool.free.put(self.p)
+            def __enter__(self):
+                self.p = pool.free.get()
+                return self.p
+
+            def __exit__(self, *exc):
+                pool.free.put(self.p)
+
         return _Lease()
 
 
 def generate(pool, r: Request, out_dir, judge: bool = True, progress=True, **limits) -> dict:
-    """Check `r`, generate its video with a free pipeline of `pool` and write it with its sidecar (`save_outputs`, the same
-    JSON as `opensora-nb sample`'s) under `out_dir`: dict(video=path, settings=sidecar dict, judged=text or None, seconds)."""
+    """Check `r`, generate its video with a free pipeline of `pool` and write it with its sidecar
+    (`save_outputs`, the same
+    JSON as `opensora-nb sample`'s) under `out_dir`: dict(video=path, settings=sidecar dict,
+    judged=text or None, seconds)."""
     pipe0 = pool.pipe
     kw = check_request(pipe0, r, **limits)
     t0 = time.perf_counter()
     with pool.get() as pipe:
         res = pipe(r.prompt.strip(), progress=progress, **kw)
     seconds = time.perf_counter() - t0
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    path = save_outputs(res, out_dir, prefix=f"app_{int(time.time())}", indices=[next(_NUMBER)])[0]  # a name no other request has
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = save_outputs(res, out_dir, prefix=f"app_{int(time.time())}", indices=[next(_NUMBER)])[
+        0
+    ]  # a name no other request has
     settings = json.loads(path.with_suffix(".json").read_text())
-    return dict(video=path, settings=settings, judged=judge_text(res["videos"][0]) if judge else None, seconds=seconds)
+    return dict(
+        video=path,
+        settings=settings,
+        judged=judge_text(res["videos"][0]) if judge else None,
+        seconds=seconds,
+    )
 
 # %% ../nbs/12d_app.ipynb #dd13f438
 def require_gradio():
     "Gradio, or one line naming the extra that brings it."
     try:
         import gradio
+
         return gradio
     except ImportError:
-        raise SystemExit('opensora-nb app: Gradio is not installed; install the `app` extra: pip install -c constraints.txt -e ".[app]"') from None
+        raise SystemExit(
+            'opensora-nb app: Gradio is not installed; install the `app` extra: pip install -c constraints.txt -e ".[app]"'
+        ) from None
 
 
 def page_defaults(pipe) -> dict:
-    "The controls' starting values and choices from the pipeline's stored defaults (its size, length, fps, steps, guidance)."
+    """The controls' starting values and choices from the pipeline's stored defaults (its size,
+    length, fps, steps, guidance)."""
     d, sch = pipe.config.get("defaults", {}), pipe.scheduler
-    tiny = max(d.get("image_size") or [999]) <= 64  # the tiny worlds' sizes (32px, 48px) rather than 144p-720p
-    return dict(resolutions=["32px", "48px"] if tiny else ["144p", "240p", "360p", "480p", "720p"],
-                resolution=d.get("resolution"), aspect_ratio=d.get("aspect_ratio", "1:1"),
-                size="x".join(map(str, d["image_size"])) if d.get("image_size") else "",
-                length=str(d.get("num_frames", 16)), fps=int(d.get("fps", 8)), steps=int(d.get("num_sampling_steps", sch.num_sampling_steps)),
-                cfg=float(d.get("cfg_scale", sch.cfg_scale)), aes=d.get("aes"), tiny=tiny)
+    tiny = (
+        max(d.get("image_size") or [999]) <= 64
+    )  # the tiny worlds' sizes (32px, 48px) rather than 144p-720p
+    return dict(
+        resolutions=["32px", "48px"] if tiny else ["144p", "240p", "360p", "480p", "720p"],
+        resolution=d.get("resolution"),
+        aspect_ratio=d.get("aspect_ratio", "1:1"),
+        size="x".join(map(str, d["image_size"])) if d.get("image_size") else "",
+        length=str(d.get("num_frames", 16)),
+        fps=int(d.get("fps", 8)),
+        steps=int(d.get("num_sampling_steps", sch.num_sampling_steps)),
+        cfg=float(d.get("cfg_scale", sch.cfg_scale)),
+        aes=d.get("aes"),
+        tiny=tiny,
+    )
 
 
-def _status(text, ok=True): return f"{'' if ok else '**Error:** '}{text}"
+def _status(text, ok=True):
+    return f"{'' if ok else '**Error:** '}{text}"
 
 # %% ../nbs/12d_app.ipynb #aa290479
 def build_app(pool, out_dir="outputs/app", max_pixels=None, max_upload_mb=20, judge=None):
-    """The page: the reference app's controls that apply to the pipeline of `pool` (left), the video, its settings, a
-    download and the session's gallery (right). `judge` (default: for a tiny-world pipeline) adds the world's judge's reading."""
+    """The page: the reference app's controls that apply to the pipeline of `pool` (left), the
+    video, its settings, a
+    download and the session's gallery (right). `judge` (default: for a tiny-world pipeline) adds
+    the world's judge's reading."""
     gr = require_gradio()
     pipe, D = pool.pipe, page_defaults(pool.pipe)
     judge = pipe.config.get("vae", {}).get("type") == "tiny_v1_2" if judge is None else judge
     with gr.Blocks(title="opensora-nb") as demo:
-        gr.Markdown("# opensora-nb: text to video\n" + ("The tiny world's trained model (shipped with the package): "
-                    "prompts such as *a large red circle moving left on a dark background*." if D["tiny"] else ""))
+        gr.Markdown(
+            "# opensora-nb: text to video\n"
+            + (
+                "The tiny world's trained model (shipped with the package): "
+                "prompts such as *a large red circle moving left on a dark background*."
+                if D["tiny"]
+                else ""
+            )
+        )
         history = gr.State([])
         with gr.Row():
             with gr.Column():
-                prompt = gr.Textbox(label="Prompt", placeholder="Describe your video here", lines=3, elem_id="prompt")
+                prompt = gr.Textbox(
+                    label="Prompt",
+                    placeholder="Describe your video here",
+                    lines=3,
+                    elem_id="prompt",
+                )
                 with gr.Row():
-                    resolution = gr.Dropdown(D["resolutions"], value=None, label="Resolution (with the aspect ratio)", allow_custom_value=True)
-                    aspect = gr.Radio(["9:16", "2:3", "1:1", "3:2", "16:9"], value="1:1", label="Aspect ratio (H:W)")
-                    size = gr.Textbox(value=D["size"], label="Size HxW (overrides the resolution)", elem_id="size")
+                    resolution = gr.Dropdown(
+                        D["resolutions"],
+                        value=None,
+                        label="Resolution (with the aspect ratio)",
+                        allow_custom_value=True,
+                    )
+                    aspect = gr.Radio(
+                        ["9:16", "2:3", "1:1", "3:2", "16:9"],
+                        value="1:1",
+                        label="Aspect ratio (H:W)",
+                    )
+                    size = gr.Textbox(
+                        value=D["size"], label="Size HxW (overrides the resolution)", elem_id="size"
+                    )
                 with gr.Row():
-                    length = gr.Textbox(value=D["length"], label="Length: frames, or seconds such as 2s (1 = image)")
+                    length = gr.Textbox(
+                        value=D["length"], label="Length: frames, or seconds such as 2s (1 = image)"
+                    )
                     fps = gr.Slider(1, 60, value=D["fps"], step=1, label="FPS")
                     loops = gr.Slider(1, 20, value=1, step=1, label="Loops (longer videos)")
                 with gr.Row():
@@ -227,95 +388,259 @@ def build_app(pool, out_dir="outputs/app", max_pixels=None, max_upload_mb=20, ju
                     cfg = gr.Slider(0, 20, value=D["cfg"], step=0.1, label="Guidance (CFG) scale")
                 with gr.Accordion("Scores and camera (appended to the prompt)", open=False):
                     with gr.Row():
-                        aes = gr.Slider(4, 7, value=D["aes"] or 6.5, step=0.1, label="Aesthetic score")
-                        use_aes = gr.Checkbox(value=D["aes"] is not None, label="use the aesthetic score")
+                        aes = gr.Slider(
+                            4, 7, value=D["aes"] or 6.5, step=0.1, label="Aesthetic score"
+                        )
+                        use_aes = gr.Checkbox(
+                            value=D["aes"] is not None, label="use the aesthetic score"
+                        )
                         flow = gr.Slider(0, 100, value=5, step=1, label="Motion score")
                         use_flow = gr.Checkbox(value=False, label="use the motion score")
                     camera = gr.Radio(list(CAMERA_MOTIONS), value="none", label="Camera motion")
-                with gr.Accordion("Reference image or video (image-to-video, extension, looping)", open=False):
-                    upload = gr.File(label="Image or video", file_types=["image", "video"], type="filepath", elem_id="reference")
-                    mode = gr.Radio(list(REFERENCE_MODES), value="image-to-video", label="Use it for")
-                    strategy = gr.Textbox(label="Mask strategy (loop,ref,ref_start,target_start,length,edit; editable)", elem_id="strategy")
+                with gr.Accordion(
+                    "Reference image or video (image-to-video, extension, looping)", open=False
+                ):
+                    upload = gr.File(
+                        label="Image or video",
+                        file_types=["image", "video"],
+                        type="filepath",
+                        elem_id="reference",
+                    )
+                    mode = gr.Radio(
+                        list(REFERENCE_MODES), value="image-to-video", label="Use it for"
+                    )
+                    strategy = gr.Textbox(
+                        label="Mask strategy (loop,ref,ref_start,target_start,length,edit; editable)",
+                        elem_id="strategy",
+                    )
                     words = gr.Markdown(describe_strategy(""))
                 with gr.Accordion("Speed", open=False):
                     pab = gr.Checkbox(value=False, label="Attention reuse (PAB)", elem_id="pab")
-                    skip = gr.Slider(0, 1, value=0, step=0.05, label="Step skipping threshold (0 = off; e.g. 0.1)")
+                    skip = gr.Slider(
+                        0,
+                        1,
+                        value=0,
+                        step=0.05,
+                        label="Step skipping threshold (0 = off; e.g. 0.1)",
+                    )
                 generate_btn = gr.Button("Generate video", variant="primary", elem_id="generate")
             with gr.Column():
                 status = gr.Markdown("", elem_id="status")
                 video = gr.Video(label="Video", elem_id="video", autoplay=True, loop=True)
-                judged = gr.Textbox(label="The world's judge sees", visible=judge, elem_id="judged", interactive=False)
-                files = gr.File(label="Download (video + settings)", file_count="multiple", interactive=False)
+                judged = gr.Textbox(
+                    label="The world's judge sees",
+                    visible=judge,
+                    elem_id="judged",
+                    interactive=False,
+                )
+                files = gr.File(
+                    label="Download (video + settings)", file_count="multiple", interactive=False
+                )
                 settings = gr.JSON(label="Seed and settings (the sidecar of opensora-nb sample)")
                 gallery = gr.Gallery(label="This session's videos", columns=4, elem_id="gallery")
 
         def refresh_strategy(path, mode_, length_, size_, res_, asp_):
-            if not path: return "", describe_strategy("")
+            if not path:
+                return "", describe_strategy("")
             try:
-                kw = check_request(pipe, Request(prompt="-", size=size_, resolution=res_, aspect_ratio=asp_, length=length_),
-                                   max_pixels=max_pixels)
+                kw = check_request(
+                    pipe,
+                    Request(
+                        prompt="-", size=size_, resolution=res_, aspect_ratio=asp_, length=length_
+                    ),
+                    max_pixels=max_pixels,
+                )
                 s = default_strategy(pipe, mode_, path, kw["num_frames"], kw["image_size"])
                 return s, describe_strategy(s)
-            except (ValueError, OSError) as e: return "", _status(str(e), ok=False)
+            except (ValueError, OSError) as e:
+                return "", _status(str(e), ok=False)
 
         def words_of(s):
-            try: return describe_strategy(s)
-            except ValueError as e: return _status(str(e), ok=False)
+            try:
+                return describe_strategy(s)
+            except ValueError as e:
+                return _status(str(e), ok=False)
 
         for trigger in (upload.change, mode.change):
-            trigger(refresh_strategy, [upload, mode, length, size, resolution, aspect], [strategy, words])
+            trigger(
+                refresh_strategy,
+                [upload, mode, length, size, resolution, aspect],
+                [strategy, words],
+            )
         strategy.input(words_of, strategy, words)
 
-        def run(prompt_, res_, asp_, size_, length_, fps_, loops_, seed_, steps_, cfg_, aes_, use_aes_, flow_, use_flow_, camera_,
-                upload_, mode_, strategy_, pab_, skip_, hist, progress=gr.Progress(track_tqdm=True)):
-            r = Request(prompt=prompt_ or "", resolution=res_ or None, aspect_ratio=asp_, size=size_ or "", length=str(length_ or ""),
-                        fps=int(fps_), seed=int(seed_ or 0), steps=int(steps_), cfg=float(cfg_), aes=aes_ if use_aes_ else None,
-                        flow=flow_ if use_flow_ else None, camera=camera_, reference=upload_, reference_mode=mode_,
-                        mask_strategy=strategy_ or "", loops=int(loops_), attention_reuse=bool(pab_), step_cache=skip_ or None)
+        def run(
+            prompt_,
+            res_,
+            asp_,
+            size_,
+            length_,
+            fps_,
+            loops_,
+            seed_,
+            steps_,
+            cfg_,
+            aes_,
+            use_aes_,
+            flow_,
+            use_flow_,
+            camera_,
+            upload_,
+            mode_,
+            strategy_,
+            pab_,
+            skip_,
+            hist,
+            progress=gr.Progress(track_tqdm=True),
+        ):
+            r = Request(
+                prompt=prompt_ or "",
+                resolution=res_ or None,
+                aspect_ratio=asp_,
+                size=size_ or "",
+                length=str(length_ or ""),
+                fps=int(fps_),
+                seed=int(seed_ or 0),
+                steps=int(steps_),
+                cfg=float(cfg_),
+                aes=aes_ if use_aes_ else None,
+                flow=flow_ if use_flow_ else None,
+                camera=camera_,
+                reference=upload_,
+                reference_mode=mode_,
+                mask_strategy=strategy_ or "",
+                loops=int(loops_),
+                attention_reuse=bool(pab_),
+                step_cache=skip_ or None,
+            )
             try:
-                out = generate(pool, r, out_dir, judge=judge, max_pixels=max_pixels, max_upload_mb=max_upload_mb)
-            except (ValueError, FileNotFoundError, OSError) as e:  # bad input: a message in the page; the app keeps serving
-                return gr.update(), gr.update(), gr.update(), gr.update(), gr.update(), _status(str(e), ok=False), hist
+                out = generate(
+                    pool,
+                    r,
+                    out_dir,
+                    judge=judge,
+                    max_pixels=max_pixels,
+                    max_upload_mb=max_upload_mb,
+                )
+            except (
+                ValueError,
+                FileNotFoundError,
+                OSError,
+            ) as e:  # bad input: a message in the page; the app keeps serving
+                return (
+                    gr.update(),
+                    gr.update(),
+                    gr.update(),
+                    gr.update(),
+                    gr.update(),
+                    _status(str(e), ok=False),
+                    hist,
+                )
             p = str(out["video"])
             hist = hist + [(p, f"seed {out['settings']['seed']}: {r.prompt.strip()}")]
             s = out["settings"]
             msg = f"Done in {out['seconds']:.1f} s: {Path(p).name} (seed {s['seed']}, {s['num_sampling_steps']} steps)."
-            return p, out["judged"] or "", [p, str(Path(p).with_suffix(".json"))], out["settings"], hist, msg, hist
+            return (
+                p,
+                out["judged"] or "",
+                [p, str(Path(p).with_suffix(".json"))],
+                out["settings"],
+                hist,
+                msg,
+                hist,
+            )
 
-        generate_btn.click(run, [prompt, resolution, aspect, size, length, fps, loops, seed, steps, cfg, aes, use_aes, flow, use_flow,
-                                 camera, upload, mode, strategy, pab, skip, history],
-                           [video, judged, files, settings, gallery, status, history])
+        generate_btn.click(
+            run,
+            [
+                prompt,
+                resolution,
+                aspect,
+                size,
+                length,
+                fps,
+                loops,
+                seed,
+                steps,
+                cfg,
+                aes,
+                use_aes,
+                flow,
+                use_flow,
+                camera,
+                upload,
+                mode,
+                strategy,
+                pab,
+                skip,
+                history,
+            ],
+            [video, judged, files, settings, gallery, status, history],
+        )
     return demo
 
 # %% ../nbs/12d_app.ipynb #a0aa3beb
 def app_parser() -> argparse.ArgumentParser:
-    "`opensora-nb app`: chapter 12's `sample` flags (which pipeline, where it runs, low memory) plus the server's."
-    p = sample_parser(prog="opensora-nb app", description="A local web page that generates videos with a pipeline folder "
-                      "(default: the shipped tiny-world pipeline) or --official. Needs the `app` extra (Gradio).")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only; 0.0.0.0 for every interface)")
+    """`opensora-nb app`: chapter 12's `sample` flags (which pipeline, where it runs, low memory)
+    plus the server's."""
+    p = sample_parser(
+        prog="opensora-nb app",
+        description="A local web page that generates videos with a pipeline folder "
+        "(default: the shipped tiny-world pipeline) or --official. Needs the `app` extra (Gradio).",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: this machine only; 0.0.0.0 for every interface)",
+    )
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--share", action="store_true", help="also open a public Gradio link (off by default)")
-    p.add_argument("--concurrency", type=int, default=1, help="requests that sample at once (each its own copy of the "
-                   "transformer; the others wait in the queue)")
-    p.add_argument("--queue-size", type=int, default=32, help="requests that may wait; more are refused with a message")
+    p.add_argument(
+        "--share", action="store_true", help="also open a public Gradio link (off by default)"
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="requests that sample at once (each its own copy of the "
+        "transformer; the others wait in the queue)",
+    )
+    p.add_argument(
+        "--queue-size",
+        type=int,
+        default=32,
+        help="requests that may wait; more are refused with a message",
+    )
     p.add_argument("--max-upload-mb", type=float, default=20, help="largest reference upload")
-    p.add_argument("--max-pixels", type=int, default=None, help="largest frame (H x W) a request may ask for")
+    p.add_argument(
+        "--max-pixels", type=int, default=None, help="largest frame (H x W) a request may ask for"
+    )
     p.set_defaults(output="outputs/app")
     return p
 
 
 def app_cli(argv=None, launch=True):
-    "`opensora-nb app [PIPELINE | --official ...]`: load the pipeline once, build the page, serve it (queued) on --host:--port."
+    """`opensora-nb app [PIPELINE | --official ...]`: load the pipeline once, build the page, serve
+    it (queued) on --host:--port."""
     p = app_parser()
     a = p.parse_args(argv)
     require_gradio()  # one line naming the extra, before any weight is read
-    if a.pipeline and a.official: p.error("give a pipeline folder or --official (not both)")
-    if not a.pipeline and not a.official: a.pipeline = str(WORLD_PIPELINE_DIR)
-    if a.concurrency < 1: p.error(f"--concurrency must be >= 1, got {a.concurrency}")
+    if a.pipeline and a.official:
+        p.error("give a pipeline folder or --official (not both)")
+    if not a.pipeline and not a.official:
+        a.pipeline = str(WORLD_PIPELINE_DIR)
+    if a.concurrency < 1:
+        p.error(f"--concurrency must be >= 1, got {a.concurrency}")
     pool = PipelinePool(sample_pipeline(a, p), a.concurrency)
     demo = build_app(pool, a.output, max_pixels=a.max_pixels, max_upload_mb=a.max_upload_mb)
     demo.queue(default_concurrency_limit=a.concurrency, max_size=a.queue_size)
-    if not launch: return demo
-    demo.launch(server_name=a.host, server_port=a.port, share=a.share, max_file_size=f"{a.max_upload_mb:g}mb",
-                allowed_paths=[str(Path(a.output).resolve())], show_error=True)
+    if not launch:
+        return demo
+    demo.launch(
+        server_name=a.host,
+        server_port=a.port,
+        share=a.share,
+        max_file_size=f"{a.max_upload_mb:g}mb",
+        allowed_paths=[str(Path(a.output).resolve())],
+        show_error=True,
+    )
     return 0

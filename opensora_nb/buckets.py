@@ -25,13 +25,29 @@ from .vae import V1_2_SPATIAL_DOWN, v1_2_latent_frames
 # %% ../nbs/09_buckets.ipynb #df8905bf
 # The official names of the aspect ratios (H:W) and their table keys, as the reference spells them.
 ASPECT_RATIO_MAP = {
-    "3:8": "0.38", "9:21": "0.43", "12:25": "0.48", "1:2": "0.50", "9:17": "0.53", "27:50": "0.54",
-    "9:16": "0.56", "5:8": "0.62", "2:3": "0.67", "3:4": "0.75", "1:1": "1.00", "4:3": "1.33",
-    "3:2": "1.50", "16:9": "1.78", "17:9": "1.89", "2:1": "2.00", "50:27": "2.08",
+    "3:8": "0.38",
+    "9:21": "0.43",
+    "12:25": "0.48",
+    "1:2": "0.50",
+    "9:17": "0.53",
+    "27:50": "0.54",
+    "9:16": "0.56",
+    "5:8": "0.62",
+    "2:3": "0.67",
+    "3:4": "0.75",
+    "1:1": "1.00",
+    "4:3": "1.33",
+    "3:2": "1.50",
+    "16:9": "1.78",
+    "17:9": "1.89",
+    "2:1": "2.00",
+    "50:27": "2.08",
 }
 
-# The H/W each key's sizes were computed from. Two differ from their names: the published "0.54" row fits
-# 1/1.85 (the "flat" cinema ratio, 20:37) rather than 27:50, and "2.08" fits 25:12 (= 1/0.48) rather than 50:27.
+# The H/W each key's sizes were computed from. Two differ from their names: the published "0.54" row
+# fits
+# 1/1.85 (the "flat" cinema ratio, 20:37) rather than 27:50, and "2.08" fits 25:12 (= 1/0.48) rather
+# than 50:27.
 TABLE_RATIOS = {k: Fraction(r.replace(":", "/")) for r, k in ASPECT_RATIO_MAP.items()}
 TABLE_RATIOS["0.54"], TABLE_RATIOS["2.08"] = Fraction(20, 37), Fraction(25, 12)
 
@@ -57,9 +73,18 @@ def opensora_table(pixels: int, size_fn=even_size, ratios: dict = None) -> dict:
 
 # %% ../nbs/09_buckets.ipynb #8979dc4c
 # (base frame H, W) of each Open-Sora resolution: its pixel budget is H*W
-OPENSORA_BASES = {"144p": (144, 256), "240p": (240, 426), "360p": (360, 640), "480p": (480, 854),
-                  "720p": (720, 1280), "1080p": (1080, 1920), "2k": (1440, 2560), "4k": (2160, 3840)}
+OPENSORA_BASES = {
+    "144p": (144, 256),
+    "240p": (240, 426),
+    "360p": (360, 640),
+    "480p": (480, 854),
+    "720p": (720, 1280),
+    "1080p": (1080, 1920),
+    "2k": (1440, 2560),
+    "4k": (2160, 3840),
+}
 _HAND_EDITS = {"240p": {"0.67": (262, 393)}, "480p": {"0.48": (444, 925), "1.33": (740, 555)}}
+
 
 def _opensora_tables() -> dict:
     out = {}
@@ -76,22 +101,36 @@ def _opensora_tables() -> dict:
 
 # %% ../nbs/09_buckets.ipynb #213edf04
 def ratio_key(h: int, w: int) -> str:
-    "The PixArt-style key of a size: H/W rounded to 2 decimals, as Python prints the float ('0.4', '1.0')."
+    """The PixArt-style key of a size: H/W rounded to 2 decimals, as Python prints the float ('0.4',
+    '1.0')."""
     return str(round(h / w, 2))
+
 
 def pixart_1024() -> dict:
     "PixArt-alpha's 1024 table, rebuilt from its rule."
-    pairs = [(h, w) for h in range(512, 2049, 64) for w in range(512, 2049, 64)
-             if 0.9 <= h * w / 1024**2 <= 1.0 and (h, w) != (1344, 704)]
+    pairs = [
+        (h, w)
+        for h in range(512, 2049, 64)
+        for w in range(512, 2049, 64)
+        if 0.9 <= h * w / 1024**2 <= 1.0 and (h, w) != (1344, 704)
+    ]
     pairs.sort(key=lambda p: p[0] / p[1])
     return {ratio_key(h, w): (h, w) for h, w in pairs}
 
+
 def _scaled(table: dict, num: int, den: int, multiple: int = 1) -> dict:
-    return {k: (h * num // den // multiple * multiple, w * num // den // multiple * multiple) for k, (h, w) in table.items()}
+    return {
+        k: (h * num // den // multiple * multiple, w * num // den // multiple * multiple)
+        for k, (h, w) in table.items()
+    }
+
 
 def _pixart_tables() -> dict:
     t1024 = pixart_1024()
-    out = {name: (s * s, _scaled(t1024, s, 1024)) for name, s in [("256", 256), ("512", 512), ("1024", 1024), ("2048", 2048)]}
+    out = {
+        name: (s * s, _scaled(t1024, s, 1024))
+        for name, s in [("256", 256), ("512", 512), ("1024", 1024), ("2048", 2048)]
+    }
     scaled = _scaled(t1024, 45, 16, 64)
     keys = list(t1024)
     keep = set(keys[:4] + keys[-1:])  # these keep their 1024 key
@@ -105,17 +144,38 @@ def _pixart_tables() -> dict:
 
 # %% ../nbs/09_buckets.ipynb #b3e22b0c
 def build_aspect_ratios() -> dict:
-    "Every resolution table of Open-Sora 1.2, ordered by pixel budget (ties keep the reference's order)."
+    """Every resolution table of Open-Sora 1.2, ordered by pixel budget (ties keep the reference's
+    order)."""
     tables = {**_opensora_tables(), **_pixart_tables()}
-    order = ["144p", "256", "240p", "360p", "512", "480p", "720p", "1024", "1080p", "2k", "2048", "2880", "4k"]
+    order = [
+        "144p",
+        "256",
+        "240p",
+        "360p",
+        "512",
+        "480p",
+        "720p",
+        "1024",
+        "1080p",
+        "2k",
+        "2048",
+        "2880",
+        "4k",
+    ]
     return {name: tables[name] for name in order}
+
 
 ASPECT_RATIOS = build_aspect_ratios()
 
+
 class UnknownSizeError(KeyError, ValueError):
-    """A resolution or aspect-ratio name that no table holds: a `ValueError` (bad input: the command line prints its one
-    line) that is also the `KeyError` a lookup raises. The message names the input and the names allowed."""
+    """A resolution or aspect-ratio name that no table holds: a `ValueError` (bad input: the command
+    line prints its one
+    line) that is also the `KeyError` a lookup raises. The message names the input and the names
+    allowed."""
+
     __str__ = ValueError.__str__  # the message as written (KeyError's own str would quote it)
+
 
 def get_num_pixels(name: str) -> int:
     "Pixel budget of a resolution name."
@@ -129,6 +189,7 @@ def get_closest_ratio(height: float, width: float, ratios: dict) -> str:
     aspect_ratio = height / width
     return min(ratios, key=lambda r: abs(float(r) - aspect_ratio))
 
+
 def get_image_size(resolution: str, ar_ratio: str) -> tuple:
     "(H, W) of `resolution` for an aspect ratio given as a key ('0.56') or a name ('9:16')."
     get_num_pixels(resolution)  # a known name, or one line listing the known ones
@@ -136,39 +197,78 @@ def get_image_size(resolution: str, ar_ratio: str) -> tuple:
     key = ASPECT_RATIO_MAP.get(ar_ratio, ar_ratio)
     if key not in table:
         names = [n for n, k in ASPECT_RATIO_MAP.items() if k in table]
-        raise UnknownSizeError(f"aspect ratio {ar_ratio!r} is not in the {resolution} table; use a name ({', '.join(names)}) "
-                               f"or a key ({', '.join(table)})")
+        raise UnknownSizeError(
+            f"aspect ratio {ar_ratio!r} is not in the {resolution} table; use a name "
+            f"({', '.join(names)}) "
+            f"or a key ({', '.join(table)})"
+        )
     return tuple(table[key])
 
+
 def parse_size(s: str) -> tuple:
-    "(H, W) from 'HxW' or 'H,W' (e.g. '32x48'): the `--image-size` of the command lines (an argparse type)."
+    """(H, W) from 'HxW' or 'H,W' (e.g. '32x48'): the `--image-size` of the command lines (an
+    argparse type)."""
     m = re.fullmatch(r"(\d+)[x,](\d+)", s)
-    if not m: raise argparse.ArgumentTypeError(f"image size {s!r}: expected HxW, e.g. 32x48")
+    if not m:
+        raise argparse.ArgumentTypeError(f"image size {s!r}: expected HxW, e.g. 32x48")
     return int(m.group(1)), int(m.group(2))
 
-NUM_FRAMES_MAP = {"1x": 51, "2x": 102, "4x": 204, "8x": 408, "16x": 816,
-                  "2s": 51, "4s": 102, "8s": 204, "16s": 408, "32s": 816}
+
+NUM_FRAMES_MAP = {
+    "1x": 51,
+    "2x": 102,
+    "4x": 204,
+    "8x": 408,
+    "16x": 816,
+    "2s": 51,
+    "4s": 102,
+    "8s": 204,
+    "16s": 408,
+    "32s": 816,
+}
+
 
 def get_num_frames(num_frames) -> int:
-    "Frames for a length given as an int or a name ('4s' = 102 frames at 24 fps after the VAE's 17-frame chunks)."
-    if num_frames in NUM_FRAMES_MAP: return NUM_FRAMES_MAP[num_frames]
-    try: return int(num_frames)
+    """Frames for a length given as an int or a name ('4s' = 102 frames at 24 fps after the VAE's
+    17-frame chunks)."""
+    if num_frames in NUM_FRAMES_MAP:
+        return NUM_FRAMES_MAP[num_frames]
+    try:
+        return int(num_frames)
     except (TypeError, ValueError):
-        raise ValueError(f"num_frames {num_frames!r}: expected a number of frames or a name ({', '.join(NUM_FRAMES_MAP)})") from None
+        raise ValueError(
+            f"num_frames {num_frames!r}: expected a number of frames or a name "
+            f"({', '.join(NUM_FRAMES_MAP)})"
+        ) from None
 
 # %% ../nbs/09_buckets.ipynb #1c192068
 def make_aspect_ratios(pixels: int, multiple: int = 16, ratios: dict = None) -> dict:
-    """{key: (H, W)} with H/W ~ each ratio and H*W ~ `pixels`, sides multiples of `multiple`: the nearby grid point
-    with the smallest squared log-error in ratio and area. Small budgets cannot honour every ratio, so the key is the
-    ratio the size really has (f"{H/W:.2f}"), which keeps `get_closest_ratio` honest; repeated sizes are kept once."""
-    ratios = TABLE_RATIOS if ratios is None else {k: Fraction(v.replace(":", "/")) if isinstance(v, str) else v for k, v in ratios.items()}
+    """{key: (H, W)} with H/W ~ each ratio and H*W ~ `pixels`, sides multiples of `multiple`: the
+    nearby grid point
+    with the smallest squared log-error in ratio and area. Small budgets cannot honour every ratio,
+    so the key is the
+    ratio the size really has (f"{H/W:.2f}"), which keeps `get_closest_ratio` honest; repeated sizes
+    are kept once."""
+    ratios = (
+        TABLE_RATIOS
+        if ratios is None
+        else {
+            k: Fraction(v.replace(":", "/")) if isinstance(v, str) else v for k, v in ratios.items()
+        }
+    )
     out = {}
     for k, a in ratios.items():
         a = float(a)
         h0, w0 = (pixels * a) ** 0.5 / multiple, (pixels / a) ** 0.5 / multiple
-        cands = [(h * multiple, w * multiple) for h in range(max(1, math.floor(h0) - 1), math.ceil(h0) + 2)
-                 for w in range(max(1, math.floor(w0) - 1), math.ceil(w0) + 2)]
-        h, w = min(cands, key=lambda s: math.log(s[0] / s[1] / a) ** 2 + math.log(s[0] * s[1] / pixels) ** 2)
+        cands = [
+            (h * multiple, w * multiple)
+            for h in range(max(1, math.floor(h0) - 1), math.ceil(h0) + 2)
+            for w in range(max(1, math.floor(w0) - 1), math.ceil(w0) + 2)
+        ]
+        h, w = min(
+            cands,
+            key=lambda s: math.log(s[0] / s[1] / a) ** 2 + math.log(s[0] * s[1] / pixels) ** 2,
+        )
         out.setdefault(f"{h / w:.2f}", (h, w))
     return out
 
@@ -176,54 +276,114 @@ def make_aspect_ratios(pixels: int, multiple: int = 16, ratios: dict = None) -> 
 class BucketConfigError(ValueError):
     "A bucket config that cannot be used; the message names the entry and what is wrong."
 
+
 def _is_prob(p) -> bool:
     return isinstance(p, Real) and not isinstance(p, bool) and 0.0 <= float(p) <= 1.0
 
+
 def validate_bucket_config(bucket_config, aspect_ratios: dict = None) -> dict:
-    """Check a bucket config; return it normalised as {res: {T (int): (keep_prob, frame_keep_prob or None, batch_size)}}.
+    """Check a bucket config; return it normalised as {res: {T (int): (keep_prob, frame_keep_prob or
+    None, batch_size)}}.
     Raises `BucketConfigError` naming the bad entry."""
     aspect_ratios = ASPECT_RATIOS if aspect_ratios is None else aspect_ratios
     if not isinstance(bucket_config, dict) or not bucket_config:
-        raise BucketConfigError(f"bucket_config must be a non-empty dict of resolution -> {{num_frames: (keep_prob, batch_size)}}, got {bucket_config!r}")
+        raise BucketConfigError(
+            f"bucket_config must be a non-empty dict of resolution -> "
+            f"{{num_frames: (keep_prob, batch_size)}}, got {bucket_config!r}"
+        )
     out = {}
     for res, frames in bucket_config.items():
         if res not in aspect_ratios:
-            raise BucketConfigError(f"bucket_config: unknown resolution {res!r}; known: {', '.join(map(str, aspect_ratios))}")
+            raise BucketConfigError(
+                f"bucket_config: unknown resolution {res!r}; known: "
+                f"{', '.join(map(str, aspect_ratios))}"
+            )
         if not isinstance(frames, dict) or not frames:
-            raise BucketConfigError(f"bucket_config[{res!r}] must be a non-empty dict num_frames -> (keep_prob, batch_size), got {frames!r}")
+            raise BucketConfigError(
+                f"bucket_config[{res!r}] must be a non-empty dict num_frames -> (keep_prob, "
+                f"batch_size), got {frames!r}"
+            )
         norm = {}
         for t, entry in frames.items():
             where = f"bucket_config[{res!r}][{t!r}]"
             try:
                 n = int(t)
-                if isinstance(t, bool) or (isinstance(t, Real) and n != t) or (isinstance(t, str) and str(n) != t.strip()): raise ValueError
+                if (
+                    isinstance(t, bool)
+                    or (isinstance(t, Real) and n != t)
+                    or (isinstance(t, str) and str(n) != t.strip())
+                ):
+                    raise ValueError
             except (TypeError, ValueError):
-                raise BucketConfigError(f"{where}: num_frames must be a positive integer, got {t!r}") from None
-            if n < 1: raise BucketConfigError(f"{where}: num_frames must be >= 1, got {n}")
-            if n in norm: raise BucketConfigError(f"{where}: num_frames {n} appears twice in {res!r}")
+                raise BucketConfigError(
+                    f"{where}: num_frames must be a positive integer, got {t!r}"
+                ) from None
+            if n < 1:
+                raise BucketConfigError(f"{where}: num_frames must be >= 1, got {n}")
+            if n in norm:
+                raise BucketConfigError(f"{where}: num_frames {n} appears twice in {res!r}")
             if not isinstance(entry, (tuple, list)) or len(entry) != 2:
-                raise BucketConfigError(f"{where}: expected (keep_prob, batch_size) or ((keep_prob, frame_keep_prob), batch_size), got {entry!r}")
+                raise BucketConfigError(
+                    f"{where}: expected (keep_prob, batch_size) or ((keep_prob, frame_keep_prob), "
+                    f"batch_size), got {entry!r}"
+                )
             prob, bs = entry
             if isinstance(prob, (tuple, list)):
                 if len(prob) != 2 or not all(_is_prob(p) for p in prob):
-                    raise BucketConfigError(f"{where}: probability pair must be (keep_prob, frame_keep_prob), both in [0, 1], got {prob!r}")
+                    raise BucketConfigError(
+                        f"{where}: probability pair must be (keep_prob, frame_keep_prob), both in "
+                        f"[0, 1], got {prob!r}"
+                    )
                 keep, fkeep = float(prob[0]), float(prob[1])
-            elif _is_prob(prob): keep, fkeep = float(prob), None
-            else: raise BucketConfigError(f"{where}: keep_prob must be a number in [0, 1], got {prob!r}")
+            elif _is_prob(prob):
+                keep, fkeep = float(prob), None
+            else:
+                raise BucketConfigError(
+                    f"{where}: keep_prob must be a number in [0, 1], got {prob!r}"
+                )
             if bs is None and keep > 0:
-                raise BucketConfigError(f"{where}: batch_size None is only allowed for an unused bucket (keep_prob 0), keep_prob is {keep}")
+                raise BucketConfigError(
+                    f"{where}: batch_size None is only allowed for an unused bucket (keep_prob 0), "
+                    f"keep_prob is {keep}"
+                )
             if bs is not None and (not isinstance(bs, Integral) or isinstance(bs, bool) or bs <= 0):
-                raise BucketConfigError(f"{where}: batch_size must be a positive integer, got {bs!r}")
+                raise BucketConfigError(
+                    f"{where}: batch_size must be a positive integer, got {bs!r}"
+                )
             norm[n] = (keep, fkeep, None if bs is None else int(bs))
         out[res] = norm
     return out
 
 # %% ../nbs/09_buckets.ipynb #3424a5f8
 V1_2_STAGE1 = {
-    "144p": {1: (1.0, 475), 51: (1.0, 51), 102: ((1.0, 0.33), 27), 204: ((1.0, 0.1), 13), 408: ((1.0, 0.1), 6)},
-    "256": {1: (0.4, 297), 51: (0.5, 20), 102: ((0.5, 0.33), 10), 204: ((0.5, 0.1), 5), 408: ((0.5, 0.1), 2)},
-    "240p": {1: (0.3, 297), 51: (0.4, 20), 102: ((0.4, 0.33), 10), 204: ((0.4, 0.1), 5), 408: ((0.4, 0.1), 2)},
-    "360p": {1: (0.2, 141), 51: (0.15, 8), 102: ((0.15, 0.33), 4), 204: ((0.15, 0.1), 2), 408: ((0.15, 0.1), 1)},
+    "144p": {
+        1: (1.0, 475),
+        51: (1.0, 51),
+        102: ((1.0, 0.33), 27),
+        204: ((1.0, 0.1), 13),
+        408: ((1.0, 0.1), 6),
+    },
+    "256": {
+        1: (0.4, 297),
+        51: (0.5, 20),
+        102: ((0.5, 0.33), 10),
+        204: ((0.5, 0.1), 5),
+        408: ((0.5, 0.1), 2),
+    },
+    "240p": {
+        1: (0.3, 297),
+        51: (0.4, 20),
+        102: ((0.4, 0.33), 10),
+        204: ((0.4, 0.1), 5),
+        408: ((0.4, 0.1), 2),
+    },
+    "360p": {
+        1: (0.2, 141),
+        51: (0.15, 8),
+        102: ((0.15, 0.33), 4),
+        204: ((0.15, 0.1), 2),
+        408: ((0.15, 0.1), 1),
+    },
     "512": {1: (0.1, 141)},
     "480p": {1: (0.1, 89)},
     "720p": {1: (0.05, 36)},
@@ -232,11 +392,41 @@ V1_2_STAGE1 = {
     "2048": {1: (0.1, 5)},
 }
 V1_2_STAGE2 = {
-    "144p": {1: (1.0, 475), 51: (1.0, 51), 102: ((1.0, 0.33), 27), 204: ((1.0, 0.1), 13), 408: ((1.0, 0.1), 6)},
-    "256": {1: (0.4, 297), 51: (0.5, 20), 102: ((0.5, 0.33), 10), 204: ((0.5, 1.0), 5), 408: ((0.5, 1.0), 2)},
-    "240p": {1: (0.3, 297), 51: (0.4, 20), 102: ((0.4, 0.33), 10), 204: ((0.4, 1.0), 5), 408: ((0.4, 1.0), 2)},
-    "360p": {1: (0.5, 141), 51: (0.15, 8), 102: ((0.3, 0.5), 4), 204: ((0.3, 1.0), 2), 408: ((0.5, 0.5), 1)},
-    "512": {1: (0.4, 141), 51: (0.15, 8), 102: ((0.2, 0.4), 4), 204: ((0.2, 1.0), 2), 408: ((0.4, 0.5), 1)},
+    "144p": {
+        1: (1.0, 475),
+        51: (1.0, 51),
+        102: ((1.0, 0.33), 27),
+        204: ((1.0, 0.1), 13),
+        408: ((1.0, 0.1), 6),
+    },
+    "256": {
+        1: (0.4, 297),
+        51: (0.5, 20),
+        102: ((0.5, 0.33), 10),
+        204: ((0.5, 1.0), 5),
+        408: ((0.5, 1.0), 2),
+    },
+    "240p": {
+        1: (0.3, 297),
+        51: (0.4, 20),
+        102: ((0.4, 0.33), 10),
+        204: ((0.4, 1.0), 5),
+        408: ((0.4, 1.0), 2),
+    },
+    "360p": {
+        1: (0.5, 141),
+        51: (0.15, 8),
+        102: ((0.3, 0.5), 4),
+        204: ((0.3, 1.0), 2),
+        408: ((0.5, 0.5), 1),
+    },
+    "512": {
+        1: (0.4, 141),
+        51: (0.15, 8),
+        102: ((0.2, 0.4), 4),
+        204: ((0.2, 1.0), 2),
+        408: ((0.4, 0.5), 1),
+    },
     "480p": {1: (0.5, 89), 51: (0.2, 5), 102: (0.2, 2), 204: (0.1, 1)},
     "720p": {1: (0.1, 36), 51: (0.03, 1)},
     "1024": {1: (0.1, 36), 51: (0.02, 1)},
@@ -255,21 +445,36 @@ V1_2_STAGE3 = {
     "1080p": {1: (0.1, 5)},
     "2048": {1: (0.05, 5)},
 }
-BUCKET_PRESETS = {"v1_2_stage1": V1_2_STAGE1, "v1_2_stage2": V1_2_STAGE2, "v1_2_stage3": V1_2_STAGE3}
+BUCKET_PRESETS = {
+    "v1_2_stage1": V1_2_STAGE1,
+    "v1_2_stage2": V1_2_STAGE2,
+    "v1_2_stage3": V1_2_STAGE3,
+}
 
 # %% ../nbs/09_buckets.ipynb #333f9d7c
 def _rng(seed, index):
     return np.random.default_rng(None if seed is None else seed + index)
 
+
 def _no_length(T, frame_interval, lengths, skipped) -> str:
     "Why no length of a resolution takes a T-frame clip (a line of `get_bucket_id`'s trace)."
-    why = (f"no length bucket: the clip's {T} frames are not more than t x interval {frame_interval} for any length t here "
-           f"(lengths {', '.join(map(str, sorted(lengths)))})" if lengths else "no video lengths here, only images")
-    if skipped: why += "; skipped by frame_keep_prob: " + ", ".join(f"{t} (frame_keep_prob {f:g})" for t, f in skipped)
+    why = (
+        f"no length bucket: the clip's {T} frames are not more than t x interval {frame_interval} "
+        f"for any length t here "
+        f"(lengths {', '.join(map(str, sorted(lengths)))})"
+        if lengths
+        else "no video lengths here, only images"
+    )
+    if skipped:
+        why += "; skipped by frame_keep_prob: " + ", ".join(
+            f"{t} (frame_keep_prob {f:g})" for t, f in skipped
+        )
     return why
+
 
 class Bucket:
     "Bucket assignment for a `bucket_config` (resolution -> {num_frames: (keep_prob, batch_size)})."
+
     approx = 0.8  # a resolution is a candidate when H*W >= approx * its pixel budget
 
     def __init__(self, bucket_config: dict, aspect_ratios: dict = None):
@@ -279,7 +484,11 @@ class Bucket:
         names = sorted(self.config, key=lambda r: self.aspect_ratios[r][0], reverse=True)
         self.hw_criteria = OrderedDict((r, self.aspect_ratios[r][0]) for r in names)
         self.ar_criteria = {r: self.aspect_ratios[r][1] for r in names}
-        self.bucket_probs, self.bucket_bs, self.bucket_id = OrderedDict(), OrderedDict(), OrderedDict()
+        self.bucket_probs, self.bucket_bs, self.bucket_id = (
+            OrderedDict(),
+            OrderedDict(),
+            OrderedDict(),
+        )
         i = 0
         for r in names:
             ts = sorted(self.config[r], reverse=True)
@@ -290,26 +499,40 @@ class Bucket:
                 self.bucket_id[r][t], i = i, i + 1
         self.num_bucket = sum(len(self.ar_criteria[r]) * len(self.bucket_probs[r]) for r in names)
 
-    def __len__(self): return self.num_bucket
+    def __len__(self):
+        return self.num_bucket
 
     def __repr__(self):
         return f"Bucket({len(self.hw_criteria)} resolutions, {sum(map(len, self.bucket_id.values()))} lengths, {self.num_bucket} buckets)"
 
-    def get_bucket_id(self, T: int, H: int, W: int, frame_interval: int = 1, seed: int = None, trace: list = None):
-        """(resolution, num_frames, aspect-ratio key) for a sample, or None when no bucket takes it. A list passed as
-        `trace` receives (resolution, what happened there) for each resolution tried, largest first (the explorer's)."""
+    def get_bucket_id(
+        self, T: int, H: int, W: int, frame_interval: int = 1, seed: int = None, trace: list = None
+    ):
+        """(resolution, num_frames, aspect-ratio key) for a sample, or None when no bucket takes it.
+        A list passed as
+        `trace` receives (resolution, what happened there) for each resolution tried, largest first
+        (the explorer's)."""
         note = trace.append if trace is not None else None
         for res, pixels in self.hw_criteria.items():
             if H * W < pixels * self.approx:
-                if note: note((res, f"too small: {H}x{W} = {H * W} pixels < 80% of {res}'s {pixels}"))
+                if note:
+                    note((res, f"too small: {H}x{W} = {H * W} pixels < 80% of {res}'s {pixels}"))
                 continue
             probs, index = self.bucket_probs[res], self.bucket_id[res]
             if T == 1:
                 if 1 in probs and _rng(seed, index[1]).random() < probs[1][0]:
-                    if note: note((res, f"image bucket taken (keep_prob {probs[1][0]:g})"))
+                    if note:
+                        note((res, f"image bucket taken (keep_prob {probs[1][0]:g})"))
                     return res, 1, get_closest_ratio(H, W, self.ar_criteria[res])
-                if note: note((res, f"image bucket not drawn this time (keep_prob {probs[1][0]:g})" if 1 in probs
-                               else "an image, and no 1-frame bucket here"))
+                if note:
+                    note(
+                        (
+                            res,
+                            f"image bucket not drawn this time (keep_prob {probs[1][0]:g})"
+                            if 1 in probs
+                            else "an image, and no 1-frame bucket here",
+                        )
+                    )
                 continue
             chosen, skipped = None, []
             for t, (keep, fkeep) in probs.items():
@@ -321,12 +544,23 @@ class Bucket:
                     chosen = t
                     break
             if chosen is None:
-                if note: note((res, _no_length(T, frame_interval, [t for t in probs if t != 1], skipped)))
+                if note:
+                    note(
+                        (res, _no_length(T, frame_interval, [t for t in probs if t != 1], skipped))
+                    )
                 continue
             if keep >= 1 or rng.random() < keep:
-                if note: note((res, f"{chosen} frames taken (keep_prob {keep:g})"))
+                if note:
+                    note((res, f"{chosen} frames taken (keep_prob {keep:g})"))
                 return res, chosen, get_closest_ratio(H, W, self.ar_criteria[res])
-            if note: note((res, f"{chosen} frames fits, not drawn this time (keep_prob {keep:g}): falls through to the next resolution"))
+            if note:
+                note(
+                    (
+                        res,
+                        f"{chosen} frames fits, not drawn this time (keep_prob {keep:g}): falls "
+                        f"through to the next resolution",
+                    )
+                )
         return None
 
     def get_thw(self, bucket_id) -> tuple:
@@ -344,31 +578,49 @@ class Bucket:
         return self.bucket_bs[bucket_id[0]][bucket_id[1]]
 
     def assign(self, num_frames, heights, widths, frame_interval: int = 1, seed: int = 0) -> list:
-        "Bucket ids of many samples; sample i draws with seed `seed + i * num_bucket`, as the reference's sampler does."
-        return [self.get_bucket_id(int(t), int(h), int(w), frame_interval, seed + i * self.num_bucket)
-                for i, (t, h, w) in enumerate(zip(num_frames, heights, widths))]
+        """Bucket ids of many samples; sample i draws with seed `seed + i * num_bucket`, as the
+        reference's sampler does."""
+        return [
+            self.get_bucket_id(int(t), int(h), int(w), frame_interval, seed + i * self.num_bucket)
+            for i, (t, h, w) in enumerate(zip(num_frames, heights, widths))
+        ]
 
 # %% ../nbs/09_buckets.ipynb #c06a1f3a
 def crop_plan(H: int, W: int, th: int, tw: int) -> dict:
-    "How a H x W frame is scaled to cover th x tw and centre-cropped: resize (sh, sw), crop (top, left, th, tw), kept fraction."
+    """How a H x W frame is scaled to cover th x tw and centre-cropped: resize (sh, sw), crop (top,
+    left, th, tw), kept fraction."""
     rh, rw = th / H, tw / W
-    if rh > rw: sh, sw = th, round(W * rh)
-    else: sh, sw = round(H * rw), tw
+    if rh > rw:
+        sh, sw = th, round(W * rh)
+    else:
+        sh, sw = round(H * rw), tw
     top, left = (sh - th) // 2, (sw - tw) // 2
-    return dict(resize=(sh, sw), crop=(top, left, th, tw), scale=max(rh, rw), kept=th * tw / (sh * sw))
+    return dict(
+        resize=(sh, sw), crop=(top, left, th, tw), scale=max(rh, rw), kept=th * tw / (sh * sw)
+    )
 
 # %% ../nbs/09_buckets.ipynb #619735dd
 def latent_frames(T: int) -> int:
-    "Latent frames of the v1.2 VAE for T pixel frames (asked of chapter 03, which owns the VAE's arithmetic)."
+    """Latent frames of the v1.2 VAE for T pixel frames (asked of chapter 03, which owns the VAE's
+    arithmetic)."""
     return v1_2_latent_frames(T)
 
-def stdit3_tokens(T: int, H: int, W: int, patch: tuple = (1, 2, 2), vae_stride: int = V1_2_SPATIAL_DOWN) -> int:
+
+def stdit3_tokens(
+    T: int, H: int, W: int, patch: tuple = (1, 2, 2), vae_stride: int = V1_2_SPATIAL_DOWN
+) -> int:
     "Tokens STDiT3 sees for a (T, H, W) pixel clip (v1.2 VAE + patching)."
     t = latent_frames(T)
-    return math.ceil(t / patch[0]) * math.ceil(H / vae_stride / patch[1]) * math.ceil(W / vae_stride / patch[2])
+    return (
+        math.ceil(t / patch[0])
+        * math.ceil(H / vae_stride / patch[1])
+        * math.ceil(W / vae_stride / patch[2])
+    )
+
 
 def step_cost(T: int, H: int, W: int, batch_size: int, hidden: int = 1152) -> float:
-    "A rough FLOP count of one STDiT3 block on a batch: linear layers ~ 24 N d^2, attention ~ 4 N (S + T') d."
+    """A rough FLOP count of one STDiT3 block on a batch: linear layers ~ 24 N d^2, attention ~ 4 N
+    (S + T') d."""
     n = stdit3_tokens(T, H, W)
     t = latent_frames(T)
     s = n // max(t, 1)
@@ -376,7 +628,8 @@ def step_cost(T: int, H: int, W: int, batch_size: int, hidden: int = 1152) -> fl
 
 # %% ../nbs/09_buckets.ipynb #5ba72e67
 def bucket_costs(bucket_config: dict, ar: str = "0.56", aspect_ratios: dict = None) -> list:
-    "Rows (res, T, H, W, batch_size, tokens per sample, tokens per batch, step cost) of every usable (res, T)."
+    """Rows (res, T, H, W, batch_size, tokens per sample, tokens per batch, step cost) of every
+    usable (res, T)."""
     bk = Bucket(bucket_config, aspect_ratios)
     rows = []
     for res, ts in bk.bucket_bs.items():
@@ -384,15 +637,20 @@ def bucket_costs(bucket_config: dict, ar: str = "0.56", aspect_ratios: dict = No
         key = ar if ar in table else get_closest_ratio(float(ar), 1.0, table)
         h, w = table[key]
         for t, bs in ts.items():
-            if bs is None or bk.get_prob((res, t)) == 0: continue
+            if bs is None or bk.get_prob((res, t)) == 0:
+                continue
             n = stdit3_tokens(t, h, w)
             rows.append((res, t, h, w, bs, n, n * bs, step_cost(t, h, w, bs)))
     return rows
 
 # %% ../nbs/09_buckets.ipynb #75a47c9e
-def bucket_table(meta, bucket_config: dict, frame_interval: int = 1, seed: int = 0, aspect_ratios: dict = None):
-    "Assign every row of a meta DataFrame; one row per used (res, T, ar) bucket with its samples, batches and tokens."
+def bucket_table(
+    meta, bucket_config: dict, frame_interval: int = 1, seed: int = 0, aspect_ratios: dict = None
+):
+    """Assign every row of a meta DataFrame; one row per used (res, T, ar) bucket with its samples,
+    batches and tokens."""
     import pandas as pd
+
     bk = Bucket(bucket_config, aspect_ratios)
     ids = bk.assign(meta["num_frames"], meta["height"], meta["width"], frame_interval, seed)
     counts = Counter(i for i in ids if i is not None)
@@ -400,30 +658,78 @@ def bucket_table(meta, bucket_config: dict, frame_interval: int = 1, seed: int =
     for bid, n in counts.items():
         t, h, w = bk.get_thw(bid)
         bs = bk.get_batch_size(bid)
-        rows.append(dict(resolution=bid[0], num_frames=t, aspect_ratio=bid[2], T=t, H=h, W=w, samples=n,
-                         batch_size=bs, batches=-(-n // bs), tokens_per_batch=stdit3_tokens(t, h, w) * bs))
-    df = pd.DataFrame(rows, columns=["resolution", "num_frames", "aspect_ratio", "T", "H", "W", "samples",
-                                     "batch_size", "batches", "tokens_per_batch"])
+        rows.append(
+            dict(
+                resolution=bid[0],
+                num_frames=t,
+                aspect_ratio=bid[2],
+                T=t,
+                H=h,
+                W=w,
+                samples=n,
+                batch_size=bs,
+                batches=-(-n // bs),
+                tokens_per_batch=stdit3_tokens(t, h, w) * bs,
+            )
+        )
+    df = pd.DataFrame(
+        rows,
+        columns=[
+            "resolution",
+            "num_frames",
+            "aspect_ratio",
+            "T",
+            "H",
+            "W",
+            "samples",
+            "batch_size",
+            "batches",
+            "tokens_per_batch",
+        ],
+    )
     df.attrs["dropped"] = sum(i is None for i in ids)
     return df.sort_values(["resolution", "num_frames", "aspect_ratio"]).reset_index(drop=True)
+
 
 def synthetic_meta(n: int = 2000, seed: int = 0):
     "A made-up meta table with web-like shapes and lengths (for plots when no data is at hand)."
     import pandas as pd
+
     rng = np.random.default_rng(seed)
-    shapes = np.array([(1080, 1920), (720, 1280), (480, 854), (360, 640), (1920, 1080), (1080, 1080),
-                       (2160, 3840), (800, 1920), (240, 426), (1280, 720)])
-    s = shapes[rng.choice(len(shapes), n, p=[.25, .2, .1, .05, .1, .05, .05, .05, .05, .1])]
+    shapes = np.array(
+        [
+            (1080, 1920),
+            (720, 1280),
+            (480, 854),
+            (360, 640),
+            (1920, 1080),
+            (1080, 1080),
+            (2160, 3840),
+            (800, 1920),
+            (240, 426),
+            (1280, 720),
+        ]
+    )
+    s = shapes[
+        rng.choice(len(shapes), n, p=[0.25, 0.2, 0.1, 0.05, 0.1, 0.05, 0.05, 0.05, 0.05, 0.1])
+    ]
     image = rng.random(n) < 0.3
     T = np.where(image, 1, (rng.uniform(2, 20, n) * 24).astype(int))
-    return pd.DataFrame(dict(path=[f"clip{i}.mp4" for i in range(n)], num_frames=T, height=s[:, 0], width=s[:, 1]))
+    return pd.DataFrame(
+        dict(path=[f"clip{i}.mp4" for i in range(n)], num_frames=T, height=s[:, 0], width=s[:, 1])
+    )
 
 # %% ../nbs/09_buckets.ipynb #0ab4d75d
 def extend_aspect_ratios(extra: dict, multiple: int = 16, base: dict = None) -> dict:
-    "ASPECT_RATIOS (or `base`) plus resolutions {name: pixels or (pixels, table)}; tables made by `make_aspect_ratios`."
+    """ASPECT_RATIOS (or `base`) plus resolutions {name: pixels or (pixels, table)}; tables made by
+    `make_aspect_ratios`."""
     out = dict(ASPECT_RATIOS if base is None else base)
     for name, v in extra.items():
-        out[name] = tuple(v) if isinstance(v, (tuple, list)) else (int(v), make_aspect_ratios(int(v), multiple))
+        out[name] = (
+            tuple(v)
+            if isinstance(v, (tuple, list))
+            else (int(v), make_aspect_ratios(int(v), multiple))
+        )
     return dict(sorted(out.items(), key=lambda kv: kv[1][0]))
 
 # %% ../nbs/09_buckets.ipynb #6a3defbb
@@ -436,10 +742,19 @@ SAMPLES_BUCKET_CONFIG = {
 }
 
 # %% ../nbs/09_buckets.ipynb #aa9fc759
-def explain_bucket(T: int, H: int, W: int, bucket_config: dict, frame_interval: int = 1, seed: int = 0,
-                   aspect_ratios: dict = None) -> dict:
-    """Everything about one sample's bucket: id, (T, H, W), batch size, crop plan, tokens, candidate resolutions,
-    `trace` (what happened at each resolution, largest first) and, when it gets none, `reason` in words."""
+def explain_bucket(
+    T: int,
+    H: int,
+    W: int,
+    bucket_config: dict,
+    frame_interval: int = 1,
+    seed: int = 0,
+    aspect_ratios: dict = None,
+) -> dict:
+    """Everything about one sample's bucket: id, (T, H, W), batch size, crop plan, tokens, candidate
+    resolutions,
+    `trace` (what happened at each resolution, largest first) and, when it gets none, `reason` in
+    words."""
     bk = Bucket(bucket_config, aspect_ratios)
     trace = []
     bid = bk.get_bucket_id(T, H, W, frame_interval, seed, trace=trace)
@@ -448,23 +763,43 @@ def explain_bucket(T: int, H: int, W: int, bucket_config: dict, frame_interval: 
     if bid is None:
         smallest = min(bk.hw_criteria, key=bk.hw_criteria.get)
         if not cands:
-            out["reason"] = (f"too small: {H}x{W} = {H * W} pixels is under 80% of the smallest resolution's budget "
-                             f"({smallest}: {bk.hw_criteria[smallest]} pixels)")
+            out["reason"] = (
+                f"too small: {H}x{W} = {H * W} pixels is under 80% of the smallest resolution's "
+                f"budget "
+                f"({smallest}: {bk.hw_criteria[smallest]} pixels)"
+            )
         else:
             shortest = min((t for r in cands for t in bk.bucket_probs[r] if t != 1), default=None)
             if T == 1 and not any(1 in bk.bucket_probs[r] for r in cands):
-                out["reason"] = f"an image, and no candidate resolution ({', '.join(cands)}) has a 1-frame bucket"
+                out["reason"] = (
+                    f"an image, and no candidate resolution ({', '.join(cands)}) has a 1-frame "
+                    f"bucket"
+                )
             elif T > 1 and shortest is None:
-                out["reason"] = f"a video, and the candidate resolutions ({', '.join(cands)}) have only image buckets"
+                out["reason"] = (
+                    f"a video, and the candidate resolutions ({', '.join(cands)}) have only image "
+                    f"buckets"
+                )
             elif T > 1 and T <= shortest * frame_interval:
-                out["reason"] = (f"too short: the shortest length bucket of the candidate resolutions is {shortest} frames, "
-                                 f"so a clip needs more than {shortest} x interval {frame_interval} = {shortest * frame_interval} "
-                                 f"frames; it has {T}")
+                out["reason"] = (
+                    f"too short: the shortest length bucket of the candidate resolutions is "
+                    f"{shortest} frames, "
+                    f"so a clip needs more than {shortest} x interval {frame_interval} = {shortest * frame_interval} "
+                    f"frames; it has {T}"
+                )
             else:
-                out["reason"] = ("not drawn: every bucket that fits missed its keep-probability draw for this seed "
-                                 "(another epoch's seed may place it)")
+                out["reason"] = (
+                    "not drawn: every bucket that fits missed its keep-probability draw for this "
+                    "seed "
+                    "(another epoch's seed may place it)"
+                )
         return out
     t, h, w = bk.get_thw(bid)
-    out.update(thw=(t, h, w), batch_size=bk.get_batch_size(bid), crop=crop_plan(H, W, h, w),
-               tokens=stdit3_tokens(t, h, w), frames_used=(t - 1) * frame_interval + 1 if t > 1 else 1)
+    out.update(
+        thw=(t, h, w),
+        batch_size=bk.get_batch_size(bid),
+        crop=crop_plan(H, W, h, w),
+        tokens=stdit3_tokens(t, h, w),
+        frames_used=(t - 1) * frame_interval + 1 if t > 1 else 1,
+    )
     return out

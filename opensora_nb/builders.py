@@ -21,13 +21,25 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .io import normalize, IMG_FPS
-from .samples import WORLD_SIZES, WORLD_SPEEDS, shape_combinations, world_caption, world_clip
+from opensora_nb.samples import (
+    WORLD_SIZES,
+    WORLD_SPEEDS,
+    shape_combinations,
+    world_caption,
+    world_clip,
+)
 from . import vae as vae_lib
 from . import vae_hub
 from . import text as text_lib
 from .stdit import STDiT3, STDiT3Config, FullAttentionDiT, STDIT3_XL_2, STDIT3_3B_2
 from .rflow import RFlow
-from .masks import MASK_TYPES, module_placement, V1_2_STAGE1_MASK_RATIOS, V1_2_STAGE2_MASK_RATIOS, V1_2_STAGE3_MASK_RATIOS
+from opensora_nb.masks import (
+    MASK_TYPES,
+    module_placement,
+    V1_2_STAGE1_MASK_RATIOS,
+    V1_2_STAGE2_MASK_RATIOS,
+    V1_2_STAGE3_MASK_RATIOS,
+)
 from .buckets import BUCKET_PRESETS
 from .data import VideoTextDataset, prepare_dataloader
 
@@ -41,20 +53,47 @@ __all__ = ['PRESETS', 'WORLD_BUCKETS', 'WORLD_STAGES', 'WORLD_STEPS', 'TINY_WORL
 # %% ../nbs/10c_builders.ipynb #2bf4ca4a
 def _v12_stage(bucket_preset, mask_ratios, **kw):
     cfg = dict(
-        model=dict(type="STDiT3-XL/2", qk_norm=True, freeze_y_embedder=True, from_pretrained=None,
-                   caption_channels=4096, model_max_length=300),
+        model=dict(
+            type="STDiT3-XL/2",
+            qk_norm=True,
+            freeze_y_embedder=True,
+            from_pretrained=None,
+            caption_channels=4096,
+            model_max_length=300,
+        ),
         parameterization="v",
-        vae=dict(type="OpenSoraVAE_V1_2", from_pretrained="hpcai-tech/OpenSora-VAE-v1.2", micro_frame_size=17, micro_batch_size=4),
+        vae=dict(
+            type="OpenSoraVAE_V1_2",
+            from_pretrained="hpcai-tech/OpenSora-VAE-v1.2",
+            micro_frame_size=17,
+            micro_batch_size=4,
+        ),
         text_encoder=dict(type="t5", from_pretrained="DeepFloyd/t5-v1_1-xxl", model_max_length=300),
         scheduler=dict(type="rflow", use_timestep_transform=True, sample_method="logit-normal"),
         data=dict(type="video", data_path=None, frame_interval=1, num_workers=8),
         bucket_config=BUCKET_PRESETS[bucket_preset],
         mask_ratios=dict(mask_ratios),
-        grad_checkpoint=True, device="auto", dtype="bf16", seed=42, lr=1e-4, adam_eps=1e-15, weight_decay=0.0, warmup_steps=1000,
-        grad_clip=1.0, ema_decay=0.99, epochs=1000, max_steps=None, max_seconds=None, log_every=10, ckpt_every=500,
-        keep_checkpoints=2, stages=None)
+        grad_checkpoint=True,
+        device="auto",
+        dtype="bf16",
+        seed=42,
+        lr=1e-4,
+        adam_eps=1e-15,
+        weight_decay=0.0,
+        warmup_steps=1000,
+        grad_clip=1.0,
+        ema_decay=0.99,
+        epochs=1000,
+        max_steps=None,
+        max_seconds=None,
+        log_every=10,
+        ckpt_every=500,
+        keep_checkpoints=2,
+        stages=None,
+    )
     cfg.update(kw)
     return cfg
+
 
 PRESETS = {
     "v1_2_stage1": _v12_stage("v1_2_stage1", V1_2_STAGE1_MASK_RATIOS, ckpt_every=500),
@@ -63,52 +102,111 @@ PRESETS = {
 }
 
 # %% ../nbs/10c_builders.ipynb #0a57534b
-#: the tiny world's buckets, named once: `train tiny_world`, the demo and the benchmarks ask for them.
+#: the tiny world's buckets, named once: `train tiny_world`, the demo and the benchmarks ask for
+#: them.
 #: name -> (num_frames, height, width, batch_size)
-WORLD_BUCKETS = {"img_32x32": (1, 32, 32, 64), "img_32x48": (1, 32, 48, 48), "t9_32x32": (9, 32, 32, 32), "t9_32x48": (9, 32, 48, 24)}
-#: the three-stage recipe at tiny scale: the share of the steps each stage takes, its buckets and learning rate
+WORLD_BUCKETS = {
+    "img_32x32": (1, 32, 32, 64),
+    "img_32x48": (1, 32, 48, 48),
+    "t9_32x32": (9, 32, 32, 32),
+    "t9_32x48": (9, 32, 48, 24),
+}
+#: the three-stage recipe at tiny scale: the share of the steps each stage takes, its buckets and
+#: learning rate
 WORLD_STAGES = [
     dict(name="stage 1: images", fraction=0.15, buckets=["img_32x32", "img_32x48"], lr=1e-3),
-    dict(name="stage 2: short low-res video", fraction=0.35, buckets=["t9_32x32", "img_32x32"], lr=1e-3),
+    dict(
+        name="stage 2: short low-res video",
+        fraction=0.35,
+        buckets=["t9_32x32", "img_32x32"],
+        lr=1e-3,
+    ),
     dict(name="stage 3: all buckets", fraction=0.50, buckets=list(WORLD_BUCKETS), lr=5e-4),
 ]
 WORLD_STEPS = 2400
-TINY_WORLD_MASK_RATIOS = {"image_head": 0.5, "quarter_head": 0.05, "image_tail": 0.05, "random": 0.05}
+TINY_WORLD_MASK_RATIOS = {
+    "image_head": 0.5,
+    "quarter_head": 0.05,
+    "image_tail": 0.05,
+    "random": 0.05,
+}
 
 PRESETS["tiny_world"] = dict(
-    model=dict(type="STDiT3", hidden_size=128, depth=2, num_heads=4, patch_size=(1, 2, 2), in_channels=4,
-               caption_channels=384, model_max_length=32, pred_sigma=False, class_dropout_prob=0.1, input_sq_size=32,
-               qk_norm=True, temporal_pos_embed=True),  # the frame index: see chapter 06 and the demo chapter
-    parameterization="x0", loss_weighting="x0",
+    model=dict(
+        type="STDiT3",
+        hidden_size=128,
+        depth=2,
+        num_heads=4,
+        patch_size=(1, 2, 2),
+        in_channels=4,
+        caption_channels=384,
+        model_max_length=32,
+        pred_sigma=False,
+        class_dropout_prob=0.1,
+        input_sq_size=32,
+        qk_norm=True,
+        temporal_pos_embed=True,
+    ),  # the frame index: see chapter 06 and the demo chapter
+    parameterization="x0",
+    loss_weighting="x0",
     vae=dict(type="tiny_v1_2", from_pretrained="world"),  # the shipped world VAE (chapter 03b)
     text_encoder=dict(type="minilm", model_max_length=32, from_pretrained=None),
-    # v1.2's resolution transform does not apply to 9-frame 32x32 clips; a constant shift trains where prompts matter
-    scheduler=dict(type="rflow", use_timestep_transform=False, sample_method="logit-normal", shift=3.0),
+    # v1.2's resolution transform does not apply to 9-frame 32x32 clips; a constant shift trains
+    # where prompts matter
+    scheduler=dict(
+        type="rflow", use_timestep_transform=False, sample_method="logit-normal", shift=3.0
+    ),
     data=dict(type="world", renders_per_combo=3, buckets=WORLD_BUCKETS, features=None),
     bucket_config=None,  # features are bucketed once (data.buckets), not by the video sampler
     mask_ratios=TINY_WORLD_MASK_RATIOS,
-    grad_checkpoint=False, device="auto", dtype="fp32", seed=0, lr=5e-4, adam_eps=1e-15, weight_decay=0.0, warmup_steps=50,
-    grad_clip=1.0, ema_decay=0.99, epochs=1000, max_steps=WORLD_STEPS, max_seconds=None, log_every=25, ckpt_every=200,
-    keep_checkpoints=2, stages=WORLD_STAGES)
+    grad_checkpoint=False,
+    device="auto",
+    dtype="fp32",
+    seed=0,
+    lr=5e-4,
+    adam_eps=1e-15,
+    weight_decay=0.0,
+    warmup_steps=50,
+    grad_clip=1.0,
+    ema_decay=0.99,
+    epochs=1000,
+    max_steps=WORLD_STEPS,
+    max_seconds=None,
+    log_every=25,
+    ckpt_every=200,
+    keep_checkpoints=2,
+    stages=WORLD_STAGES,
+)
 
 
 def stage_steps(steps, stages=WORLD_STAGES):
-    "Cumulative step at which each stage ends, from the stages' `fraction`s (the last one ends at `steps`)."
+    """Cumulative step at which each stage ends, from the stages' `fraction`s (the last one ends at
+    `steps`)."""
     ends, acc = [], 0.0
-    for s in stages: acc += s["fraction"]; ends.append(round(acc * steps))
+    for s in stages:
+        acc += s["fraction"]
+        ends.append(round(acc * steps))
     ends[-1] = steps
     return ends
 
 
 def resolve_stages(cfg: dict) -> list:
-    """The config's stages, each with its cumulative `max_steps`: stages given as `fraction`s of `max_steps` (the tiny
-    world), or by their own step counts capped by `max_steps`; no stages = one stage of the whole run."""
+    """The config's stages, each with its cumulative `max_steps`: stages given as `fraction`s of
+    `max_steps` (the tiny
+    world), or by their own step counts capped by `max_steps`; no stages = one stage of the whole
+    run."""
     stages, total = cfg.get("stages"), cfg.get("max_steps")
-    if not stages: return [dict(name="train", max_steps=total, max_seconds=cfg.get("max_seconds"))]
+    if not stages:
+        return [dict(name="train", max_steps=total, max_seconds=cfg.get("max_seconds"))]
     if any("fraction" in s for s in stages):
-        if not total: raise ConfigError("stages given as fractions need max_steps (--max_steps N)")
+        if not total:
+            raise ConfigError("stages given as fractions need max_steps (--max_steps N)")
         return [dict(s, max_steps=e) for s, e in zip(stages, stage_steps(total, stages))]
-    if total: return [dict(s, max_steps=min(s["max_steps"], total) if s.get("max_steps") else total) for s in stages]
+    if total:
+        return [
+            dict(s, max_steps=min(s["max_steps"], total) if s.get("max_steps") else total)
+            for s in stages
+        ]
     return [dict(s) for s in stages]
 
 
@@ -117,41 +215,69 @@ class ConfigError(ValueError):
 
 
 def config_keys(section: str = "") -> set | None:
-    "The valid keys of a config section ('' = top level, 'model', 'scheduler', ...); None where any key goes (bucket tables)."
-    if section == "": return set().union(*(p.keys() for p in PRESETS.values())) | {"loss_weighting"}
-    if section == "model": return {"type", "from_pretrained"} | set(STDiT3Config().to_dict())
-    if section == "scheduler": return {"type"} | set(inspect.signature(RFlow).parameters)
-    if section == "mask_ratios": return set(MASK_TYPES)
-    if section in ("vae", "text_encoder", "data"): return set().union(*(p[section].keys() for p in PRESETS.values()))
+    """The valid keys of a config section ('' = top level, 'model', 'scheduler', ...); None where
+    any key goes (bucket tables)."""
+    if section == "":
+        return set().union(*(p.keys() for p in PRESETS.values())) | {"loss_weighting"}
+    if section == "model":
+        return {"type", "from_pretrained"} | set(STDiT3Config().to_dict())
+    if section == "scheduler":
+        return {"type"} | set(inspect.signature(RFlow).parameters)
+    if section == "mask_ratios":
+        return set(MASK_TYPES)
+    if section in ("vae", "text_encoder", "data"):
+        return set().union(*(p[section].keys() for p in PRESETS.values()))
     return None
 
 
 def _all_keys():
-    return sorted(config_keys("") | {f"{s}.{k}" for s in ("model", "scheduler", "mask_ratios", "vae", "text_encoder", "data")
-                                       for k in config_keys(s)})
+    return sorted(
+        config_keys("")
+        | {
+            f"{s}.{k}"
+            for s in ("model", "scheduler", "mask_ratios", "vae", "text_encoder", "data")
+            for k in config_keys(s)
+        }
+    )
 
 
 def _unknown(key):
     near = difflib.get_close_matches(key, _all_keys(), n=1, cutoff=0.6)
-    return ConfigError(f"unknown config key --{key}" + (f": did you mean --{near[0]}?" if near else
-                                                         " (see --print-config for the valid keys)"))
+    return ConfigError(
+        f"unknown config key --{key}"
+        + (f": did you mean --{near[0]}?" if near else " (see --print-config for the valid keys)")
+    )
 
 
 def get_config(name_or_path="tiny_world", overrides=None) -> dict:
-    """A deep copy of preset `name_or_path` (or a JSON file) with `overrides` {dotted.key: value} applied.
-    An override of a key the config's schema does not know is an error naming the nearest valid key."""
-    if isinstance(name_or_path, dict): cfg = copy.deepcopy(name_or_path)
-    elif name_or_path in PRESETS: cfg = copy.deepcopy(PRESETS[name_or_path])
-    elif str(name_or_path).endswith(".json") and Path(name_or_path).exists(): cfg = json.loads(Path(name_or_path).read_text())
-    else: raise ConfigError(f"config {name_or_path!r}: not a preset ({', '.join(PRESETS)}) nor an existing .json file")
+    """A deep copy of preset `name_or_path` (or a JSON file) with `overrides` {dotted.key: value}
+    applied.
+    An override of a key the config's schema does not know is an error naming the nearest valid
+    key."""
+    if isinstance(name_or_path, dict):
+        cfg = copy.deepcopy(name_or_path)
+    elif name_or_path in PRESETS:
+        cfg = copy.deepcopy(PRESETS[name_or_path])
+    elif str(name_or_path).endswith(".json") and Path(name_or_path).exists():
+        cfg = json.loads(Path(name_or_path).read_text())
+    else:
+        raise ConfigError(
+            f"config {name_or_path!r}: not a preset ({', '.join(PRESETS)}) nor an existing .json "
+            f"file"
+        )
     for key, value in (overrides or {}).items():
         d, parts = cfg, key.split(".")
         for p in parts[:-1]:
             if not isinstance(d.get(p), dict):
-                raise _unknown(key) if p not in cfg else ConfigError(f"override --{key}: {p!r} is not a section of the config")
+                raise (
+                    _unknown(key)
+                    if p not in cfg
+                    else ConfigError(f"override --{key}: {p!r} is not a section of the config")
+                )
             d = d[p]
         known = config_keys(".".join(parts[:-1])) if len(parts) <= 2 else None
-        if known is not None and parts[-1] not in known and parts[-1] not in d: raise _unknown(key)
+        if known is not None and parts[-1] not in known and parts[-1] not in d:
+            raise _unknown(key)
         d[parts[-1]] = value
     return cfg
 
@@ -159,27 +285,37 @@ def get_config(name_or_path="tiny_world", overrides=None) -> dict:
 def _literal(s):
     "Parse a command-line value as a Python/JSON literal when possible, else keep the string."
     for parse in (ast.literal_eval, json.loads):
-        try: return parse(s)
-        except (ValueError, SyntaxError, json.JSONDecodeError): pass
+        try:
+            return parse(s)
+        except (ValueError, SyntaxError, json.JSONDecodeError):
+            pass
     return {"true": True, "false": False, "none": None, "null": None}.get(s.lower(), s)
 
 
 def parse_overrides(args) -> dict:
-    "['--lr', '3e-4', '--model.depth', '2'] -> {'lr': 0.0003, 'model.depth': 2}; `--key=value` works too."
+    """['--lr', '3e-4', '--model.depth', '2'] -> {'lr': 0.0003, 'model.depth': 2}; `--key=value`
+    works too."""
     out, i = {}, 0
     while i < len(args):
         a = args[i]
-        if not a.startswith("--"): raise ValueError(f"override {a!r}: expected --key value")
-        if "=" in a: k, v = a[2:].split("=", 1); i += 1
+        if not a.startswith("--"):
+            raise ValueError(f"override {a!r}: expected --key value")
+        if "=" in a:
+            k, v = a[2:].split("=", 1)
+            i += 1
         else:
-            if i + 1 >= len(args): raise ValueError(f"override {a!r} has no value")
-            k, v = a[2:], args[i + 1]; i += 2
+            if i + 1 >= len(args):
+                raise ValueError(f"override {a!r} has no value")
+            k, v = a[2:], args[i + 1]
+            i += 2
         out[k.replace("-", "_")] = _literal(v)
     return out
 
 # %% ../nbs/10c_builders.ipynb #4aca8f23
 class PatchPCAAutoencoder(nn.Module):
-    "Fixed linear 'VAE': each p x p x 3 pixel patch <-> its top-k principal components (unit variance). [B,3,T,H,W] <-> [B,k,T,H/p,W/p]."
+    """Fixed linear 'VAE': each p x p x 3 pixel patch <-> its top-k principal components (unit
+    variance). [B,3,T,H,W] <-> [B,k,T,H/p,W/p]."""
+
     def __init__(self, patch=8, channels=16):
         super().__init__()
         self.patch, self.channels = patch, channels
@@ -189,22 +325,33 @@ class PatchPCAAutoencoder(nn.Module):
         self.register_buffer("scale", torch.ones(()))
 
     @property
-    def out_channels(self): return self.channels
+    def out_channels(self):
+        return self.channels
 
-    def latent_to_pixel_frames(self, n): return n  # no temporal compression: a latent frame is a pixel frame
+    def latent_to_pixel_frames(self, n):
+        return n  # no temporal compression: a latent frame is a pixel frame
 
     def get_latent_size(self, input_size):
         T, H, W = input_size
         if H % self.patch or W % self.patch:
-            raise ValueError(f"patch-PCA autoencoder: size {H}x{W} is not a multiple of the patch {self.patch}")
+            raise ValueError(
+                f"patch-PCA autoencoder: size {H}x{W} is not a multiple of the patch {self.patch}"
+            )
         return (T, H // self.patch, W // self.patch)
 
     def _patches(self, x):  # [B,3,T,H,W] -> [B,T,h,w,P]
         B, C, T, H, W = x.shape
-        if C != 3: raise ValueError(f"patch-PCA autoencoder: expected RGB [B, 3, T, H, W], got {tuple(x.shape)}")
+        if C != 3:
+            raise ValueError(
+                f"patch-PCA autoencoder: expected RGB [B, 3, T, H, W], got {tuple(x.shape)}"
+            )
         self.get_latent_size((T, H, W))
         p = self.patch
-        return x.reshape(B, C, T, H // p, p, W // p, p).permute(0, 2, 3, 5, 1, 4, 6).reshape(B, T, H // p, W // p, C * p * p)
+        return (
+            x.reshape(B, C, T, H // p, p, W // p, p)
+            .permute(0, 2, 3, 5, 1, 4, 6)
+            .reshape(B, T, H // p, W // p, C * p * p)
+        )
 
     @torch.no_grad()
     def fit(self, videos):
@@ -224,13 +371,23 @@ class PatchPCAAutoencoder(nn.Module):
         B, k, T, h, w = z.shape
         p = self.patch
         v = (z.permute(0, 2, 3, 4, 1) * self.scale) @ self.components + self.mean  # [B,T,h,w,P]
-        x = v.reshape(B, T, h, w, 3, p, p).permute(0, 4, 1, 2, 5, 3, 6).reshape(B, 3, T, h * p, w * p)
+        x = (
+            v.reshape(B, T, h, w, 3, p, p)
+            .permute(0, 4, 1, 2, 5, 3, 6)
+            .reshape(B, 3, T, h * p, w * p)
+        )
         return x[:, :, :num_frames] if num_frames else x
 
     def save_pretrained(self, path):
-        path = Path(path); path.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path / "model.safetensors"))
-        (path / "config.json").write_text(json.dumps(dict(type="patch_pca", patch=self.patch, channels=self.channels)))
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        save_file(
+            {k: v.contiguous() for k, v in self.state_dict().items()},
+            str(path / "model.safetensors"),
+        )
+        (path / "config.json").write_text(
+            json.dumps(dict(type="patch_pca", patch=self.patch, channels=self.channels))
+        )
         return path
 
     @classmethod
@@ -244,15 +401,21 @@ class PatchPCAAutoencoder(nn.Module):
 # %% ../nbs/10c_builders.ipynb #e06daaeb
 X0_T_MIN = 0.02
 
+
 class X0Parameterized(nn.Module):
-    "Wrap a denoiser that predicts x0 so it returns the rectified-flow velocity v = (x0_hat - x_t) / t."
+    """Wrap a denoiser that predicts x0 so it returns the rectified-flow velocity v = (x0_hat - x_t)
+    / t."""
+
     def __init__(self, model, num_timesteps=1000, t_min=X0_T_MIN):
         super().__init__()
         self.model, self.num_timesteps, self.t_min = model, num_timesteps, t_min
 
     def forward(self, x, timestep, **kwargs):
         x0 = self.model(x, timestep, **kwargs)[:, : x.shape[1]]
-        t = (torch.as_tensor(timestep, dtype=x.dtype, device=x.device).reshape(-1) / self.num_timesteps).clamp(min=self.t_min)
+        t = (
+            torch.as_tensor(timestep, dtype=x.dtype, device=x.device).reshape(-1)
+            / self.num_timesteps
+        ).clamp(min=self.t_min)
         t = t.expand(x.shape[0]) if t.numel() == 1 else t
         v = (x0 - x) / t.view(-1, 1, 1, 1, 1)
         x_mask = kwargs.get("x_mask")
@@ -261,22 +424,33 @@ class X0Parameterized(nn.Module):
         return v
 
     def __getattr__(self, name):
-        try: return super().__getattr__(name)
-        except AttributeError: return getattr(self.__dict__["_modules"]["model"], name)
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["_modules"]["model"], name)
 
 # %% ../nbs/10c_builders.ipynb #3bb0cfb2
 def build_model(cfg: dict):
-    "STDiT3 (or its full-attention baseline) from `cfg['model']`, wrapped for `cfg['parameterization']`."
+    """STDiT3 (or its full-attention baseline) from `cfg['model']`, wrapped for
+    `cfg['parameterization']`."""
     m = dict(cfg["model"])
     kind, path = m.pop("type", "STDiT3"), m.pop("from_pretrained", None)
-    bases = {"STDiT3": STDiT3Config(), "STDiT3-XL/2": STDIT3_XL_2, "STDiT3-3B/2": STDIT3_3B_2, "FullAttentionDiT": STDiT3Config()}
-    if kind not in bases: raise ValueError(f"model type {kind!r}: choose from {list(bases)}")
+    bases = {
+        "STDiT3": STDiT3Config(),
+        "STDiT3-XL/2": STDIT3_XL_2,
+        "STDiT3-3B/2": STDIT3_3B_2,
+        "FullAttentionDiT": STDiT3Config(),
+    }
+    if kind not in bases:
+        raise ValueError(f"model type {kind!r}: choose from {list(bases)}")
     for k in ("patch_size", "input_size"):
-        if k in m: m[k] = tuple(m[k])
+        if k in m:
+            m[k] = tuple(m[k])
     config = STDiT3Config.from_dict(bases[kind].to_dict(), **m)
     cls = FullAttentionDiT if kind == "FullAttentionDiT" else STDiT3
     net = cls.from_pretrained(path, config=config) if path else cls(config)
-    if cfg.get("grad_checkpoint"): net.set_grad_checkpointing(True)
+    if cfg.get("grad_checkpoint"):
+        net.set_grad_checkpointing(True)
     return X0Parameterized(net) if cfg.get("parameterization", "v") == "x0" else net
 
 
@@ -286,18 +460,29 @@ def unwrap(model):
 
 
 def build_vae(cfg: dict, fit_videos=None):
-    "The autoencoder of `cfg['vae']`: 'patch_pca' (fitted on `fit_videos` unless loaded), 'OpenSoraVAE_V1_2', 'tiny_v1_2'."
-    v = dict(cfg["vae"]); kind = v.pop("type")
+    """The autoencoder of `cfg['vae']`: 'patch_pca' (fitted on `fit_videos` unless loaded),
+    'OpenSoraVAE_V1_2', 'tiny_v1_2'."""
+    v = dict(cfg["vae"])
+    kind = v.pop("type")
     if kind == "patch_pca":
-        if v.get("from_pretrained"): return PatchPCAAutoencoder.from_pretrained(v["from_pretrained"])
+        if v.get("from_pretrained"):
+            return PatchPCAAutoencoder.from_pretrained(v["from_pretrained"])
         ae = PatchPCAAutoencoder(v.get("patch", 8), v.get("channels", 16))
         return ae.fit(fit_videos) if fit_videos is not None else ae
     if kind == "OpenSoraVAE_V1_2":
-        return vae_hub.OpenSoraVAE_V1_2(micro_batch_size=v.get("micro_batch_size", 4), micro_frame_size=v.get("micro_frame_size", 17),
-                                  from_pretrained=v.get("from_pretrained"))
-    if kind == "tiny_v1_2":  # random weights, a trained tiny VAE folder, or "world" (the shipped one); deterministic encoding
-        if not v.get("from_pretrained"): return vae_lib.tiny_vae_v1_2()
-        p = vae_hub.load_pipeline(vae_hub.WORLD_VAE_DIR if v["from_pretrained"] == "world" else v["from_pretrained"]).eval()
+        return vae_hub.OpenSoraVAE_V1_2(
+            micro_batch_size=v.get("micro_batch_size", 4),
+            micro_frame_size=v.get("micro_frame_size", 17),
+            from_pretrained=v.get("from_pretrained"),
+        )
+    if (
+        kind == "tiny_v1_2"
+    ):  # random weights, a trained tiny VAE folder, or "world" (the shipped one); deterministic encoding
+        if not v.get("from_pretrained"):
+            return vae_lib.tiny_vae_v1_2()
+        p = vae_hub.load_pipeline(
+            vae_hub.WORLD_VAE_DIR if v["from_pretrained"] == "world" else v["from_pretrained"]
+        ).eval()
         p.sample_posterior = p.spatial_vae.sample_posterior = False
         return p
     raise ValueError(f"vae type {kind!r}: choose 'patch_pca', 'OpenSoraVAE_V1_2' or 'tiny_v1_2'")
@@ -305,10 +490,18 @@ def build_vae(cfg: dict, fit_videos=None):
 
 def build_text_encoder(cfg: dict):
     "The caption encoder of `cfg['text_encoder']`: 'minilm', 't5', 'cached' (a feature file)."
-    t = dict(cfg["text_encoder"]); kind = t.pop("type")
-    if kind == "minilm": return text_lib.MiniLMEncoder.from_pretrained(t.get("from_pretrained"), model_max_length=t.get("model_max_length", 32))
-    if kind == "t5": return text_lib.T5Encoder.from_pretrained(t.get("from_pretrained"), model_max_length=t.get("model_max_length", 300))
-    if kind == "cached": return text_lib.CachedTextEncoder(t["from_pretrained"])
+    t = dict(cfg["text_encoder"])
+    kind = t.pop("type")
+    if kind == "minilm":
+        return text_lib.MiniLMEncoder.from_pretrained(
+            t.get("from_pretrained"), model_max_length=t.get("model_max_length", 32)
+        )
+    if kind == "t5":
+        return text_lib.T5Encoder.from_pretrained(
+            t.get("from_pretrained"), model_max_length=t.get("model_max_length", 300)
+        )
+    if kind == "cached":
+        return text_lib.CachedTextEncoder(t["from_pretrained"])
     raise ValueError(f"text_encoder type {kind!r}: choose 'minilm', 't5' or 'cached'")
 
 
@@ -319,178 +512,357 @@ def build_scheduler(cfg: dict):
 
 # %% ../nbs/10c_builders.ipynb #a1da14f9
 class FeatureBatches:
-    "Pre-extracted features: {bucket: dict(z [N,C,T,H,W], text_idx [N], fps, height, width)} + captions y [P,L,C]/mask [P,L]."
+    """Pre-extracted features: {bucket: dict(z [N,C,T,H,W], text_idx [N], fps, height, width)} +
+    captions y [P,L,C]/mask [P,L]."""
+
     def __init__(self, buckets: dict, y, mask, batch_sizes: dict, seed: int = 0, prompts=None):
-        if not buckets: raise ValueError("FeatureBatches: no buckets (no features were extracted)")
-        self.buckets, self.y, self.mask, self.batch_sizes, self.seed = buckets, y, mask, batch_sizes, int(seed)
+        if not buckets:
+            raise ValueError("FeatureBatches: no buckets (no features were extracted)")
+        self.buckets, self.y, self.mask, self.batch_sizes, self.seed = (
+            buckets,
+            y,
+            mask,
+            batch_sizes,
+            int(seed),
+        )
         self.prompts = prompts
         self.epoch, self.index, self._plan = 0, 0, None
 
     def plan(self):
         "The batches of this epoch: [(bucket, row indices)], shuffled with seed + epoch."
-        if self._plan is not None and self._plan[0] == self.epoch: return self._plan[1]
+        if self._plan is not None and self._plan[0] == self.epoch:
+            return self._plan[1]
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         batches = []
         for name in sorted(self.buckets):
             n, bs = self.buckets[name]["z"].shape[0], self.batch_sizes[name]
             perm = torch.randperm(n, generator=g).tolist()
-            if n: batches += [(name, perm[i:i + bs]) for i in range(0, max(n - bs, 0) + 1, bs)]  # fewer rows than a batch: one smaller batch
+            if n:
+                batches += [
+                    (name, perm[i : i + bs]) for i in range(0, max(n - bs, 0) + 1, bs)
+                ]  # fewer rows than a batch: one smaller batch
         order = torch.randperm(len(batches), generator=g).tolist()
         self._plan = (self.epoch, [batches[i] for i in order])
         return self._plan[1]
 
-    def __len__(self): return len(self.plan())
+    def __len__(self):
+        return len(self.plan())
 
     def next_batch(self) -> dict:
         plan = self.plan()
-        if self.index >= len(plan): self.epoch, self.index = self.epoch + 1, 0; plan = self.plan()
+        if self.index >= len(plan):
+            self.epoch, self.index = self.epoch + 1, 0
+            plan = self.plan()
         name, rows = plan[self.index]
         self.index += 1
         b, idx = self.buckets[name], torch.tensor(rows)
         ti = b["text_idx"][idx]
         n = len(rows)
         full = lambda v: torch.full((n,), float(v))
-        return dict(z=b["z"][idx], y=self.y[ti][:, None], mask=self.mask[ti], fps=full(b["fps"]), height=full(b["height"]),
-                    width=full(b["width"]), num_frames=full(b["num_frames"]), bucket=name, skipped=0)
+        return dict(
+            z=b["z"][idx],
+            y=self.y[ti][:, None],
+            mask=self.mask[ti],
+            fps=full(b["fps"]),
+            height=full(b["height"]),
+            width=full(b["width"]),
+            num_frames=full(b["num_frames"]),
+            bucket=name,
+            skipped=0,
+        )
 
     def subset(self, names, seed=None):
         "The same features restricted to some buckets (one stage of a curriculum)."
         missing = [n for n in names if n not in self.buckets]
-        if missing: raise KeyError(f"buckets {missing} not in the features (have {sorted(self.buckets)})")
-        return FeatureBatches({n: self.buckets[n] for n in names}, self.y, self.mask, {n: self.batch_sizes[n] for n in names},
-                              self.seed if seed is None else seed, self.prompts)
+        if missing:
+            raise KeyError(f"buckets {missing} not in the features (have {sorted(self.buckets)})")
+        return FeatureBatches(
+            {n: self.buckets[n] for n in names},
+            self.y,
+            self.mask,
+            {n: self.batch_sizes[n] for n in names},
+            self.seed if seed is None else seed,
+            self.prompts,
+        )
 
-    def state_dict(self): return dict(epoch=self.epoch, index=self.index, seed=self.seed)
+    def state_dict(self):
+        return dict(epoch=self.epoch, index=self.index, seed=self.seed)
 
-    def load_state_dict(self, s): self.epoch, self.index, self.seed = int(s["epoch"]), int(s["index"]), int(s["seed"])
+    def load_state_dict(self, s):
+        self.epoch, self.index, self.seed = int(s["epoch"]), int(s["index"]), int(s["seed"])
 
     def save(self, path):
-        "One safetensors file (atomic) with every bucket's tensors and the bucket table in its metadata."
+        """One safetensors file (atomic) with every bucket's tensors and the bucket table in its
+        metadata."""
         t, meta = {"y": self.y.contiguous(), "mask": self.mask.contiguous()}, {}
         for name, b in self.buckets.items():
             t[f"{name}.z"], t[f"{name}.text_idx"] = b["z"].contiguous(), b["text_idx"].contiguous()
-            meta[name] = {k: b[k] for k in ("fps", "height", "width", "num_frames")} | {"batch_size": self.batch_sizes[name]}
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+            meta[name] = {k: b[k] for k in ("fps", "height", "width", "num_frames")} | {
+                "batch_size": self.batch_sizes[name]
+            }
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        save_file(t, str(tmp), metadata=dict(buckets=json.dumps(meta), prompts=json.dumps(self.prompts or [])))
+        save_file(
+            t,
+            str(tmp),
+            metadata=dict(buckets=json.dumps(meta), prompts=json.dumps(self.prompts or [])),
+        )
         os.replace(tmp, path)
         return path
 
     @classmethod
     def load(cls, path, seed=0):
-        with safe_open(str(path), "pt") as f: md = f.metadata()
+        with safe_open(str(path), "pt") as f:
+            md = f.metadata()
         meta, t = json.loads(md["buckets"]), load_file(str(path))
-        buckets = {n: dict(z=t[f"{n}.z"], text_idx=t[f"{n}.text_idx"], **{k: m[k] for k in ("fps", "height", "width", "num_frames")})
-                   for n, m in meta.items()}
-        return cls(buckets, t["y"], t["mask"], {n: m["batch_size"] for n, m in meta.items()}, seed, json.loads(md["prompts"]))
+        buckets = {
+            n: dict(
+                z=t[f"{n}.z"],
+                text_idx=t[f"{n}.text_idx"],
+                **{k: m[k] for k in ("fps", "height", "width", "num_frames")},
+            )
+            for n, m in meta.items()
+        }
+        return cls(
+            buckets,
+            t["y"],
+            t["mask"],
+            {n: m["batch_size"] for n, m in meta.items()},
+            seed,
+            json.loads(md["prompts"]),
+        )
 
 # %% ../nbs/10c_builders.ipynb #d31a6660
 class VideoBatches:
-    "Batches from a meta CSV through the bucket sampler; VAE + text encoder run each step. Skipped rows are counted."
-    def __init__(self, data_path, bucket_config, vae, text_encoder, frame_interval=1, seed=0, num_workers=0, aspect_ratios=None):
+    """Batches from a meta CSV through the bucket sampler; VAE + text encoder run each step. Skipped
+    rows are counted."""
+
+    def __init__(
+        self,
+        data_path,
+        bucket_config,
+        vae,
+        text_encoder,
+        frame_interval=1,
+        seed=0,
+        num_workers=0,
+        aspect_ratios=None,
+    ):
         self.dataset = VideoTextDataset(data_path, frame_interval=frame_interval, seed=seed)
-        self.loader, self.sampler = prepare_dataloader(self.dataset, bucket_config, num_workers=num_workers, seed=seed,
-                                                       aspect_ratios=aspect_ratios)
-        self.vae, self.text_encoder, self.skipped, self._it, self.steps_in_epoch = vae, text_encoder, 0, None, 0
+        self.loader, self.sampler = prepare_dataloader(
+            self.dataset,
+            bucket_config,
+            num_workers=num_workers,
+            seed=seed,
+            aspect_ratios=aspect_ratios,
+        )
+        self.vae, self.text_encoder, self.skipped, self._it, self.steps_in_epoch = (
+            vae,
+            text_encoder,
+            0,
+            None,
+            0,
+        )
 
     @torch.no_grad()
     def next_batch(self) -> dict:
         while True:
-            if self._it is None: self._it, self.steps_in_epoch = iter(self.loader), self.sampler.last_micro_batch_access_index
-            try: b = next(self._it)
+            if self._it is None:
+                self._it, self.steps_in_epoch = (
+                    iter(self.loader),
+                    self.sampler.last_micro_batch_access_index,
+                )
+            try:
+                b = next(self._it)
             except StopIteration:
-                self.sampler.set_epoch(self.sampler.epoch + 1); self._it = None; continue
+                self.sampler.set_epoch(self.sampler.epoch + 1)
+                self._it = None
+                continue
             self.steps_in_epoch += 1
             self.skipped += b["skipped"]
-            if b["video"] is None: continue
+            if b["video"] is None:
+                continue
             enc = self.text_encoder.encode(b["text"])
-            return dict(z=self.vae.encode(b["video"]), y=enc["y"], mask=enc["mask"], fps=b["fps"], height=b["height"].float(),
-                        width=b["width"].float(), num_frames=b["num_frames"].float(), bucket=None, skipped=b["skipped"])
+            return dict(
+                z=self.vae.encode(b["video"]),
+                y=enc["y"],
+                mask=enc["mask"],
+                fps=b["fps"],
+                height=b["height"].float(),
+                width=b["width"].float(),
+                num_frames=b["num_frames"].float(),
+                bucket=None,
+                skipped=b["skipped"],
+            )
 
-    def state_dict(self): return dict(sampler=self.sampler.state_dict(self.steps_in_epoch), skipped=self.skipped)
+    def state_dict(self):
+        return dict(sampler=self.sampler.state_dict(self.steps_in_epoch), skipped=self.skipped)
 
     def load_state_dict(self, s):
-        self.sampler.load_state_dict(s["sampler"]); self.skipped = s.get("skipped", 0); self._it = None
+        self.sampler.load_state_dict(s["sampler"])
+        self.skipped = s.get("skipped", 0)
+        self._it = None
 
 # %% ../nbs/10c_builders.ipynb #79185797
 def build_batches(cfg: dict, vae=None, text_encoder=None):
-    "The batch source of a config: `FeatureBatches` when `data.features` names a file, else `VideoBatches`."
+    """The batch source of a config: `FeatureBatches` when `data.features` names a file, else
+    `VideoBatches`."""
     d = cfg["data"]
-    if d.get("features"): return FeatureBatches.load(d["features"], seed=cfg["seed"])
-    if vae is None: vae = build_vae(cfg)
-    if text_encoder is None: text_encoder = build_text_encoder(cfg)
-    if not d.get("data_path"): raise ValueError("config data.data_path is empty: give a meta CSV (--data.data_path FILE) or data.features")
-    return VideoBatches(d["data_path"], cfg["bucket_config"], vae, text_encoder, d.get("frame_interval", 1), cfg["seed"],
-                        d.get("num_workers", 0))
+    if d.get("features"):
+        return FeatureBatches.load(d["features"], seed=cfg["seed"])
+    if vae is None:
+        vae = build_vae(cfg)
+    if text_encoder is None:
+        text_encoder = build_text_encoder(cfg)
+    if not d.get("data_path"):
+        raise ValueError(
+            "config data.data_path is empty: give a meta CSV (--data.data_path FILE) or "
+            "data.features"
+        )
+    return VideoBatches(
+        d["data_path"],
+        cfg["bucket_config"],
+        vae,
+        text_encoder,
+        d.get("frame_interval", 1),
+        cfg["seed"],
+        d.get("num_workers", 0),
+    )
 
 # %% ../nbs/10c_builders.ipynb #934b448a
 @torch.no_grad()
-def encode_features(groups: dict, vae, text_encoder, batch_sizes: dict, seed: int = 0, extra_prompts=(), encode_batch: int = 64,
-                    text_batch=None, progress: bool = True) -> FeatureBatches:
-    """The one path from clips to training features: {bucket: (clips, captions, fps)} -> `FeatureBatches`.
-    `clips`: an iterable of float pixel clips [3, T, H, W] in [-1, 1], all one size; they go through `vae.encode`
-    `encode_batch` at a time on the VAE's device and dtype. `batch_sizes`: {bucket: training batch size}.
-    Captions (and `extra_prompts`) are encoded once each, `text_batch` at a time (None: all at once)."""
+def encode_features(
+    groups: dict,
+    vae,
+    text_encoder,
+    batch_sizes: dict,
+    seed: int = 0,
+    extra_prompts=(),
+    encode_batch: int = 64,
+    text_batch=None,
+    progress: bool = True,
+) -> FeatureBatches:
+    """The one path from clips to training features: {bucket: (clips, captions, fps)} ->
+    `FeatureBatches`.
+    `clips`: an iterable of float pixel clips [3, T, H, W] in [-1, 1], all one size; they go through
+    `vae.encode`
+    `encode_batch` at a time on the VAE's device and dtype. `batch_sizes`: {bucket: training batch
+    size}.
+    Captions (and `extra_prompts`) are encoded once each, `text_batch` at a time (None: all at
+    once)."""
     dev, dtype = module_placement(vae)
     prompts = sorted({c for _, caps, _ in groups.values() for c in caps} | set(extra_prompts))
     index = {p: i for i, p in enumerate(prompts)}
-    bar = tqdm(total=sum(len(caps) for _, caps, _ in groups.values()), desc="encoding clips", disable=not progress)
+    bar = tqdm(
+        total=sum(len(caps) for _, caps, _ in groups.values()),
+        desc="encoding clips",
+        disable=not progress,
+    )
     feats = {}
     for name, (clips, caps, fps) in groups.items():
         zs, buf, size = [], [], None
+
         def flush():
-            x = torch.stack(buf); buf.clear(); bar.update(x.shape[0])
+            x = torch.stack(buf)
+            buf.clear()
+            bar.update(x.shape[0])
             zs.append(vae.encode(x.to(dev, dtype)).float().cpu())
             return tuple(x.shape[2:])
+
         for x in clips:
             buf.append(x)
-            if len(buf) == encode_batch: size = flush()
-        if buf: size = flush()
-        if not zs: continue
+            if len(buf) == encode_batch:
+                size = flush()
+        if buf:
+            size = flush()
+        if not zs:
+            continue
         z = torch.cat(zs)
-        if len(z) != len(caps): raise ValueError(f"bucket {name}: {len(z)} clips but {len(caps)} captions")
+        if len(z) != len(caps):
+            raise ValueError(f"bucket {name}: {len(z)} clips but {len(caps)} captions")
         T, H, W = size
-        feats[name] = dict(z=z, text_idx=torch.tensor([index[c] for c in caps]), fps=fps, height=H, width=W, num_frames=T)
+        feats[name] = dict(
+            z=z,
+            text_idx=torch.tensor([index[c] for c in caps]),
+            fps=fps,
+            height=H,
+            width=W,
+            num_frames=T,
+        )
     bar.close()
     step = text_batch or max(len(prompts), 1)
-    enc = [text_encoder.encode(prompts[i:i + step]) for i in range(0, len(prompts), step)]
-    y, mask = torch.cat([e["y"][:, 0].float().cpu() for e in enc]), torch.cat([e["mask"].cpu() for e in enc])
-    return FeatureBatches(feats, y, mask, {n: min(batch_sizes[n], len(f["z"])) for n, f in feats.items()}, seed=seed, prompts=prompts)
+    enc = [text_encoder.encode(prompts[i : i + step]) for i in range(0, len(prompts), step)]
+    y, mask = (
+        torch.cat([e["y"][:, 0].float().cpu() for e in enc]),
+        torch.cat([e["mask"].cpu() for e in enc]),
+    )
+    return FeatureBatches(
+        feats,
+        y,
+        mask,
+        {n: min(batch_sizes[n], len(f["z"])) for n, f in feats.items()},
+        seed=seed,
+        prompts=prompts,
+    )
 
 
 def world_clips(bucket, renders_per_combo=3, split="train", seed=0):
-    """Clips of the tiny world at a bucket's (T, H, W): `renders_per_combo` of every (shape, colour, direction) of `split`,
-    each with a size, speed and start drawn from `seed`; T = 1 draws still images. -> (float [N, 3, T, H, W], captions)."""
+    """Clips of the tiny world at a bucket's (T, H, W): `renders_per_combo` of every (shape, colour,
+    direction) of `split`,
+    each with a size, speed and start drawn from `seed`; T = 1 draws still images. -> (float [N, 3,
+    T, H, W], captions)."""
     T, H, W = bucket[:3]
     rng = np.random.default_rng(seed)
     clips, caps = [], []
-    for (s, c, d) in shape_combinations(split):
+    for s, c, d in shape_combinations(split):
         for _ in range(renders_per_combo):
-            size, speed, sd = str(rng.choice(list(WORLD_SIZES))), float(rng.choice(WORLD_SPEEDS)), int(rng.integers(2**31))
+            size, speed, sd = (
+                str(rng.choice(list(WORLD_SIZES))),
+                float(rng.choice(WORLD_SPEEDS)),
+                int(rng.integers(2**31)),
+            )
             d_ = d if T > 1 else "static"
             clips.append(normalize(world_clip(s, c, d_, speed, size, T, H, W, seed=sd)))
             caps.append(world_caption(s, c, d if T > 1 else None, size))
     return torch.stack(clips), caps
 
-
 # %% ../nbs/10c_builders.ipynb #fbacaf6f
-def world_features(vae, text_encoder, renders_per_combo=3, seed=0, buckets=None, progress=True) -> FeatureBatches:
-    "The tiny world's training features for `opensora-nb train tiny_world`: `world_clips` of every bucket through `encode_features`."
+def world_features(
+    vae, text_encoder, renders_per_combo=3, seed=0, buckets=None, progress=True
+) -> FeatureBatches:
+    """The tiny world's training features for `opensora-nb train tiny_world`: `world_clips` of every
+    bucket through `encode_features`."""
     buckets = buckets or WORLD_BUCKETS
     groups = {}
     for k, (name, b) in enumerate(buckets.items()):
         clips, caps = world_clips(b, renders_per_combo, seed=seed + k)
         groups[name] = (clips, caps, 8 if b[0] > 1 else IMG_FPS)
-    return encode_features(groups, vae, text_encoder, {n: b[3] for n, b in buckets.items()}, seed=seed, progress=progress)
+    return encode_features(
+        groups,
+        vae,
+        text_encoder,
+        {n: b[3] for n, b in buckets.items()},
+        seed=seed,
+        progress=progress,
+    )
 
 
 def prepare_tiny_world(cfg, out_dir, text_encoder=None, progress=True):
-    """For `opensora-nb train tiny_world` (data.type 'world' without features): the world's features, written to
-    out_dir/features/world.safetensors; returns the config pointing at them. Any other config comes back unchanged."""
+    """For `opensora-nb train tiny_world` (data.type 'world' without features): the world's
+    features, written to
+    out_dir/features/world.safetensors; returns the config pointing at them. Any other config comes
+    back unchanged."""
     d = cfg["data"]
-    if d.get("type") != "world" or d.get("features"): return cfg
-    fb = world_features(build_vae(cfg), text_encoder or build_text_encoder(cfg), d.get("renders_per_combo", 3), cfg["seed"],
-                        {k: tuple(v) for k, v in (d.get("buckets") or WORLD_BUCKETS).items()}, progress)
+    if d.get("type") != "world" or d.get("features"):
+        return cfg
+    fb = world_features(
+        build_vae(cfg),
+        text_encoder or build_text_encoder(cfg),
+        d.get("renders_per_combo", 3),
+        cfg["seed"],
+        {k: tuple(v) for k, v in (d.get("buckets") or WORLD_BUCKETS).items()},
+        progress,
+    )
     path = fb.save(Path(out_dir) / "features" / "world.safetensors")
     return dict(cfg, data=dict(d, features=str(path)))
-

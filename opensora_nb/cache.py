@@ -16,46 +16,77 @@ __all__ = ['PAB_DEFAULTS', 'ATTENTION_KINDS', 'STEP_SIGNALS', 'attention_reuse_s
            'own_run_blocks', 'step_signal', 'SamplingCache', 'ChangeRecorder']
 
 # %% ../nbs/11c_cache.ipynb #bf48d857
-#: PAB's pyramid (Zhao et al. 2024, *Real-Time Video Generation with Pyramid Attention Broadcast*): inside the middle
-#: of the schedule (noise levels `end` <= t/1000 <= `start`) each kind of attention is recomputed every k-th step and
-#: its last output reused in between; cross attention changes least from step to step and is reused longest.
+#: PAB's pyramid (Zhao et al. 2024, *Real-Time Video Generation with Pyramid Attention Broadcast*):
+#: inside the middle
+#: of the schedule (noise levels `end` <= t/1000 <= `start`) each kind of attention is recomputed
+#: every k-th step and
+#: its last output reused in between; cross attention changes least from step to step and is reused
+#: longest.
 PAB_DEFAULTS = dict(spatial=2, temporal=3, cross=4, start=0.8, end=0.1)
-#: The attentions of an STDiT3 block (the full-attention baseline's `full` kind is reused like `spatial`).
+#: The attentions of an STDiT3 block (the full-attention baseline's `full` kind is reused like
+#: `spatial`).
 ATTENTION_KINDS = ("spatial", "temporal", "cross")
-#: What step skipping watches: the first block's timestep-modulated input (TeaCache, costs a LayerNorm) or the first
+#: What step skipping watches: the first block's timestep-modulated input (TeaCache, costs a
+#: LayerNorm) or the first
 #: block's residual (FirstBlockCache, costs one block).
 STEP_SIGNALS = ("modulated_input", "first_block")
 
 
 def attention_reuse_settings(reuse) -> dict | None:
-    "PAB settings from `reuse`: None/False (off), True (`PAB_DEFAULTS`) or a dict overriding some of them."
-    if reuse is None or reuse is False: return None
-    if reuse is True: reuse = {}
+    """PAB settings from `reuse`: None/False (off), True (`PAB_DEFAULTS`) or a dict overriding some
+    of them."""
+    if reuse is None or reuse is False:
+        return None
+    if reuse is True:
+        reuse = {}
     if not isinstance(reuse, dict):
-        raise ValueError(f"attention_reuse must be None, True or a dict with keys {sorted(PAB_DEFAULTS)}, got {reuse!r}")
+        raise ValueError(
+            f"attention_reuse must be None, True or a dict with keys {sorted(PAB_DEFAULTS)}, got "
+            f"{reuse!r}"
+        )
     bad = sorted(set(reuse) - set(PAB_DEFAULTS))
-    if bad: raise ValueError(f"attention_reuse: unknown key(s) {bad}; the keys are {sorted(PAB_DEFAULTS)}")
+    if bad:
+        raise ValueError(
+            f"attention_reuse: unknown key(s) {bad}; the keys are {sorted(PAB_DEFAULTS)}"
+        )
     r = {**PAB_DEFAULTS, **reuse}
     for k in ATTENTION_KINDS:
         if isinstance(r[k], bool) or int(r[k]) != r[k] or r[k] < 1:
-            raise ValueError(f"attention_reuse[{k!r}]: recompute every k-th step needs an integer k >= 1 (1 = always), got {r[k]!r}")
+            raise ValueError(
+                f"attention_reuse[{k!r}]: recompute every k-th step needs an integer k >= 1 (1 = "
+                f"always), got {r[k]!r}"
+            )
         r[k] = int(r[k])
     if not 0 <= r["end"] <= r["start"] <= 1:
-        raise ValueError(f"attention_reuse: need 0 <= end <= start <= 1 (noise levels t/1000), got start={r['start']}, end={r['end']}")
+        raise ValueError(
+            f"attention_reuse: need 0 <= end <= start <= 1 (noise levels t/1000), got "
+            f"start={r['start']}, end={r['end']}"
+        )
     return r
 
 
 def step_cache_settings(step_cache) -> dict | None:
-    "Step-skipping settings from `step_cache`: None/False (off), a threshold > 0, or dict(threshold=, signal=)."
-    if step_cache is None or step_cache is False: return None
+    """Step-skipping settings from `step_cache`: None/False (off), a threshold > 0, or
+    dict(threshold=, signal=)."""
+    if step_cache is None or step_cache is False:
+        return None
     s = dict(step_cache) if isinstance(step_cache, dict) else dict(threshold=step_cache)
     bad = sorted(set(s) - {"threshold", "signal"})
-    if bad: raise ValueError(f"step_cache: unknown key(s) {bad}; give a threshold or dict(threshold=, signal=)")
+    if bad:
+        raise ValueError(
+            f"step_cache: unknown key(s) {bad}; give a threshold or dict(threshold=, signal=)"
+        )
     s.setdefault("signal", STEP_SIGNALS[0])
-    try: s["threshold"] = float(s["threshold"])
-    except (KeyError, TypeError, ValueError): raise ValueError(f"step_cache: the threshold must be a number > 0, got {step_cache!r}") from None
-    if not s["threshold"] > 0: raise ValueError(f"step_cache: the threshold must be > 0, got {s['threshold']}")
-    if s["signal"] not in STEP_SIGNALS: raise ValueError(f"step_cache: signal {s['signal']!r} is not one of {STEP_SIGNALS}")
+    try:
+        s["threshold"] = float(s["threshold"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(
+            f"step_cache: the threshold must be a number > 0, got {step_cache!r}"
+        ) from None
+    if not s["threshold"] > 0:
+        raise ValueError(f"step_cache: the threshold must be > 0, got {s['threshold']}")
+    if s["signal"] not in STEP_SIGNALS:
+        raise ValueError(f"step_cache: signal {s['signal']!r} is not one of {STEP_SIGNALS}")
     return s
 
 
@@ -66,10 +97,17 @@ def relative_l1(a, b) -> float:
 
 # %% ../nbs/11c_cache.ipynb #50636a15
 def _denoiser(model):
-    "The STDiT3 inside a wrapper (`X0Parameterized`, anything holding it as `.model`), or the model itself."
-    while "run_blocks" not in dir(type(model)) and isinstance(getattr(model, "model", None), nn.Module): model = model.model
+    """The STDiT3 inside a wrapper (`X0Parameterized`, anything holding it as `.model`), or the
+    model itself."""
+    while "run_blocks" not in dir(type(model)) and isinstance(
+        getattr(model, "model", None), nn.Module
+    ):
+        model = model.model
     if "run_blocks" not in dir(type(model)):
-        raise TypeError(f"a sampling cache needs an STDiT3-like model (with run_blocks and blocks), got {type(model).__name__}")
+        raise TypeError(
+            f"a sampling cache needs an STDiT3-like model (with run_blocks and blocks), got "
+            f"{type(model).__name__}"
+        )
     return model
 
 
@@ -79,9 +117,12 @@ def own_run_blocks(net, x, *args, blocks=None):
 
 
 def step_signal(net, x, args, signal: str = STEP_SIGNALS[0]):
-    """What step skipping watches, with what computing it already ran: (signal, h, rest), where the blocks `rest` on
-    `h` finish the stack. 'modulated_input': the first block's timestep-modulated input (h = x, rest = every block);
-    'first_block': the first block's residual (h = its output, rest = the other blocks). `args` are `run_blocks`'."""
+    """What step skipping watches, with what computing it already ran: (signal, h, rest), where the
+    blocks `rest` on
+    `h` finish the stack. 'modulated_input': the first block's timestep-modulated input (h = x, rest
+    = every block);
+    'first_block': the first block's residual (h = its output, rest = the other blocks). `args` are
+    `run_blocks`'."""
     blocks = list(net.blocks())
     if signal == "first_block":
         h = own_run_blocks(net, x, *args, blocks=blocks[:1])
@@ -92,38 +133,63 @@ def step_signal(net, x, args, signal: str = STEP_SIGNALS[0]):
 
 
 class SamplingCache:
-    """One sampling call's cache (`attach` it to the model; the sampler calls `begin_step` before each model call):
-    PAB attention reuse (`attention_reuse`) and/or step skipping (`step_cache`). Keys are (model call within the step,
+    """One sampling call's cache (`attach` it to the model; the sampler calls `begin_step` before
+    each model call):
+    PAB attention reuse (`attention_reuse`) and/or step skipping (`step_cache`). Keys are (model
+    call within the step,
     block index, kind), so the [cond; uncond] batch of guidance reuses its own outputs."""
+
     def __init__(self, attention_reuse=None, step_cache=None):
-        self.reuse, self.skip = attention_reuse_settings(attention_reuse), step_cache_settings(step_cache)
-        self.stats = dict(steps=0, computed_steps=0, skipped_steps=0, attention_computed=0, attention_reused=0)
+        self.reuse, self.skip = (
+            attention_reuse_settings(attention_reuse),
+            step_cache_settings(step_cache),
+        )
+        self.stats = dict(
+            steps=0, computed_steps=0, skipped_steps=0, attention_computed=0, attention_reused=0
+        )
         self.step = None
 
-    def __repr__(self): return f"SamplingCache(attention_reuse={self.reuse}, step_cache={self.skip})"
+    def __repr__(self):
+        return f"SamplingCache(attention_reuse={self.reuse}, step_cache={self.skip})"
 
     def _reusing(self, block, kind: str, compute):
-        "`compute` (an attention of `block`) routed through `attention`: computed, or its stored output handed back."
+        """`compute` (an attention of `block`) routed through `attention`: computed, or its stored
+        output handed back."""
         return lambda *a, **k: self.attention(block, kind, lambda: compute(*a, **k))
 
     @contextmanager
     def attach(self, model):
-        """Swap the cache into `model`'s STDiT3 for the block, from outside (as diffusers swaps attention processors):
-        its `run_blocks` (step skipping) and each block's `attend` and `cross_attn` (PAB) go through the cache. The model
+        """Swap the cache into `model`'s STDiT3 for the block, from outside (as diffusers swaps
+        attention processors):
+        its `run_blocks` (step skipping) and each block's `attend` and `cross_attn` (PAB) go through
+        the cache. The model
         is left as it was after the block, and every stored tensor is dropped."""
         net = _denoiser(model)
-        if self.skip and getattr(net, "sp_group", None) is not None:  # each rank would decide on its own shard
-            raise ValueError("step_cache does not work with sequence parallelism (ranks would skip different steps)")
-        if "run_blocks" in vars(net): raise ValueError("a sampling cache is already attached to this model")
+        if (
+            self.skip and getattr(net, "sp_group", None) is not None
+        ):  # each rank would decide on its own shard
+            raise ValueError(
+                "step_cache does not work with sequence parallelism (ranks would skip different "
+                "steps)"
+            )
+        if "run_blocks" in vars(net):
+            raise ValueError("a sampling cache is already attached to this model")
         blocks = list(net.blocks())
-        self.index, self.outputs, self.state, self.step = {b: i for i, b in enumerate(blocks)}, {}, {}, None
+        self.index, self.outputs, self.state, self.step = (
+            {b: i for i, b in enumerate(blocks)},
+            {},
+            {},
+            None,
+        )
         net.run_blocks = lambda x, *args: self.run_blocks(net, x, *args)
         for b in blocks:
             b.attend = self._reusing(b, b.mode, b.attend)
             b.cross_attn.forward = self._reusing(b, "cross", b.cross_attn.forward)
-        try: yield self
+        try:
+            yield self
         finally:
-            for b in blocks: del b.attend, b.cross_attn.forward
+            for b in blocks:
+                del b.attend, b.cross_attn.forward
             del net.run_blocks
             self.outputs, self.state, self.index = {}, {}, {}  # the stored tensors go with the call
 
@@ -134,13 +200,17 @@ class SamplingCache:
 
     # --- PAB: per attention ---
     def every(self, kind: str) -> int:
-        "k of attention `kind`: inside the range it is recomputed once its stored output is k steps old (1: always)."
-        if self.reuse is None or not self.reuse["end"] <= self.level <= self.reuse["start"]: return 1
+        """k of attention `kind`: inside the range it is recomputed once its stored output is k
+        steps old (1: always)."""
+        if self.reuse is None or not self.reuse["end"] <= self.level <= self.reuse["start"]:
+            return 1
         return self.reuse["spatial" if kind == "full" else kind]
 
     def attention(self, block, kind: str, compute):
-        """Called for each attention of an attached block: the stored output of this (call, block, kind) while it is younger than k steps,
-        else `compute()` (stored). Age, not the step number modulo k, decides: after skipped steps a stale output is not reused."""
+        """Called for each attention of an attached block: the stored output of this (call, block,
+        kind) while it is younger than k steps,
+        else `compute()` (stored). Age, not the step number modulo k, decides: after skipped steps a
+        stale output is not reused."""
         key = (self.call, self.index[block], kind)
         k, stored = self.every(kind), self.outputs.get(key)
         if stored is not None and self.step - stored[1] < k:
@@ -148,13 +218,19 @@ class SamplingCache:
             return stored[0]
         out = compute()
         self.stats["attention_computed"] += 1
-        if self.reuse is not None and self.reuse["spatial" if kind == "full" else kind] > 1: self.outputs[key] = (out, self.step)
+        if self.reuse is not None and self.reuse["spatial" if kind == "full" else kind] > 1:
+            self.outputs[key] = (out, self.step)
         return out
 
     # --- step skipping: the whole block stack ---
     def run_blocks(self, net, x, *args):
-        "Called by `STDiT3.forward` while attached: the blocks on `x`, or `x` + the residual they added at the last computed step."
-        if self.step is None: raise RuntimeError("SamplingCache: the sampler must call begin_step(i, num_steps, level) before each step")
+        """Called by `STDiT3.forward` while attached: the blocks on `x`, or `x` + the residual they
+        added at the last computed step."""
+        if self.step is None:
+            raise RuntimeError(
+                "SamplingCache: the sampler must call begin_step(i, num_steps, level) before each "
+                "step"
+            )
         call, self.call = self.call, self.call + 1
         if self.skip is None:
             self.stats["computed_steps"] += call == 0
@@ -162,8 +238,14 @@ class SamplingCache:
         st = self.state.setdefault(call, dict(acc=0.0))
         signal, h, blocks = step_signal(net, x, args, self.skip["signal"])
         prev, res = st.get("signal"), st.get("residual")
-        compute = (self.step == 0 or self.step == self.num_steps - 1 or prev is None or res is None
-                   or prev.shape != signal.shape or res.shape != h.shape)
+        compute = (
+            self.step == 0
+            or self.step == self.num_steps - 1
+            or prev is None
+            or res is None
+            or prev.shape != signal.shape
+            or res.shape != h.shape
+        )
         if not compute:
             st["acc"] += relative_l1(signal, prev)
             compute = st["acc"] >= self.skip["threshold"]
@@ -178,15 +260,20 @@ class SamplingCache:
 
 # %% ../nbs/11c_cache.ipynb #d61885ad
 class ChangeRecorder(SamplingCache):
-    """Computes everything and records, per model call (a step of a guided sampler), the relative L1 change from the
-    previous call of each block's attention outputs (`changes[kind]`: per call, the mean over blocks) and of the
-    step-skipping signals and the block stack's residual (`signals`). Needs no `begin_step`: `attach` it around any
+    """Computes everything and records, per model call (a step of a guided sampler), the relative L1
+    change from the
+    previous call of each block's attention outputs (`changes[kind]`: per call, the mean over
+    blocks) and of the
+    step-skipping signals and the block stack's residual (`signals`). Needs no `begin_step`:
+    `attach` it around any
     sampling call."""
+
     def __init__(self):
         super().__init__()
         self.changes, self.signals = {}, {}
 
-    def begin_step(self, i, num_steps, level): pass  # counts model calls itself
+    def begin_step(self, i, num_steps, level):
+        pass  # counts model calls itself
 
     @contextmanager
     def attach(self, model):
@@ -197,7 +284,8 @@ class ChangeRecorder(SamplingCache):
     def attention(self, block, kind, compute):
         out = compute()
         key = (self.index[block], kind)
-        if key in self.prev and self.prev[key].shape == out.shape: self._now.setdefault(kind, []).append(relative_l1(out, self.prev[key]))
+        if key in self.prev and self.prev[key].shape == out.shape:
+            self._now.setdefault(kind, []).append(relative_l1(out, self.prev[key]))
         self.prev[key] = out
         return out
 
@@ -213,5 +301,6 @@ class ChangeRecorder(SamplingCache):
         self._record("first_block", first)
         out = own_run_blocks(net, h, *args, blocks=rest)
         self._record("residual", out - x)
-        for kind, v in self._now.items(): self.changes.setdefault(kind, []).append(sum(v) / len(v))
+        for kind, v in self._now.items():
+            self.changes.setdefault(kind, []).append(sum(v) / len(v))
         return out

@@ -14,26 +14,47 @@ from .scores import sample_frames, word_tokenizer
 # %% ../nbs/10b_captions.ipynb #a1873688
 CAPTION_PROMPTS = {
     "naive": "Describe the video",
-    "three_frames": ("A video is given by providing three frames in chronological order. Describe this video and its "
-                     "style to generate a description. Pay attention to all objects in the video. Do not describe each "
-                     "frame individually. Do not reply with words like 'first frame'. The description should be useful "
-                     "for AI to re-generate the video. The description should be less than six sentences."),
+    "three_frames": (
+        "A video is given by providing three frames in chronological order. Describe this video "
+        "and its "
+        "style to generate a description. Pay attention to all objects in the video. Do not describe each "
+        "frame individually. Do not reply with words like 'first frame'. The description should be useful "
+        "for AI to re-generate the video. The description should be less than six sentences."
+    ),
 }
 
-VLM_MODEL = "llava-hf/llava-v1.6-mistral-7b-hf"       # LLaVA-1.6, v1.2's captioner
+VLM_MODEL = "llava-hf/llava-v1.6-mistral-7b-hf"  # LLaVA-1.6, v1.2's captioner
+
 
 class Captioner:
-    "Caption clips with an image-text-to-text model: `captioner(videos) -> [str]` (frames at `points` of each clip)."
-    def __init__(self, model, processor, prompt="three_frames", points=(0.2, 0.5, 0.8), max_new_tokens=200, batch_size=4):
+    """Caption clips with an image-text-to-text model: `captioner(videos) -> [str]` (frames at
+    `points` of each clip)."""
+
+    def __init__(
+        self,
+        model,
+        processor,
+        prompt="three_frames",
+        points=(0.2, 0.5, 0.8),
+        max_new_tokens=200,
+        batch_size=4,
+    ):
         self.model, self.processor = model.eval(), processor
         self.prompt = CAPTION_PROMPTS.get(prompt, prompt)
         self.points, self.max_new_tokens, self.batch_size = points, max_new_tokens, batch_size
         tok = getattr(processor, "tokenizer", None)
-        if tok is not None: tok.padding_side = "left"        # generation appends on the right
+        if tok is not None:
+            tok.padding_side = "left"  # generation appends on the right
 
     def chat(self, num_images):
         "The prompt text for one clip, through the model's chat template."
-        msgs = [{"role": "user", "content": [{"type": "image"}] * num_images + [{"type": "text", "text": self.prompt}]}]
+        msgs = [
+            {
+                "role": "user",
+                "content": [{"type": "image"}] * num_images
+                + [{"type": "text", "text": self.prompt}],
+            }
+        ]
         return self.processor.apply_chat_template(msgs, add_generation_prompt=True)
 
     @torch.no_grad()
@@ -41,12 +62,16 @@ class Captioner:
         "Captions for a list of uint8 [N, C, H, W] frame stacks (one per clip), raw model text."
         out = []
         for i in range(0, len(frames_list), self.batch_size):
-            chunk = frames_list[i:i + self.batch_size]
+            chunk = frames_list[i : i + self.batch_size]
             images = [f.permute(1, 2, 0).numpy() for fr in chunk for f in fr]
             texts = [self.chat(len(fr)) for fr in chunk]
-            inp = self.processor(images=images, text=texts, return_tensors="pt", padding=True).to(self.model.device)
+            inp = self.processor(images=images, text=texts, return_tensors="pt", padding=True).to(
+                self.model.device
+            )
             ids = self.model.generate(**inp, max_new_tokens=self.max_new_tokens, do_sample=False)
-            out += self.processor.batch_decode(ids[:, inp["input_ids"].shape[1]:], skip_special_tokens=True)
+            out += self.processor.batch_decode(
+                ids[:, inp["input_ids"].shape[1] :], skip_special_tokens=True
+            )
         return out
 
     def __call__(self, videos):
@@ -58,40 +83,88 @@ class Captioner:
     def from_pretrained(cls, model_id=VLM_MODEL, device="cpu", dtype=torch.float32, **kw):
         "Any image-text-to-text checkpoint of the hub or a local folder."
         from transformers import AutoModelForImageTextToText, AutoProcessor
+
         model = AutoModelForImageTextToText.from_pretrained(model_id, dtype=dtype).to(device)
         return cls(model, AutoProcessor.from_pretrained(model_id), **kw)
 
 # %% ../nbs/10b_captions.ipynb #fd34bb9d
-TINY_CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'].upper() }}: {% for c in m['content'] %}"
-                      "{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }} {% endif %}{% endfor %}"
-                      "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'].upper() }}: {% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }} {% endif %}{% endfor %}"
+    "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
 
 def tiny_vlm(seed=0, arch="llava_next", width=32, image_size=32, patch_size=8):
-    "A random tiny LLaVA-NeXT (or `arch='llava'`) (model, processor) built locally: meaningless captions, real code path."
+    """A random tiny LLaVA-NeXT (or `arch='llava'`) (model, processor) built locally: meaningless
+    captions, real code path."""
     import transformers as T
-    words = ["<image>", "USER:", "ASSISTANT:"] + "describe this video and its style".split() + \
-            "a red green blue circle square moves left right up down on dark background camera".split()
+
+    words = (
+        ["<image>", "USER:", "ASSISTANT:"]
+        + "describe this video and its style".split()
+        + "a red green blue circle square moves left right up down on dark background camera".split()
+    )
     tok = word_tokenizer(words, bos=False)
     tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    vc = T.CLIPVisionConfig(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2, num_attention_heads=2,
-                            image_size=image_size, patch_size=patch_size)
-    tc = T.LlamaConfig(vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
-                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
-                       pad_token_id=0, bos_token_id=2, eos_token_id=3)
-    common = dict(vision_config=vc, text_config=tc, image_token_index=tok.convert_tokens_to_ids("<image>"),
-                  vision_feature_layer=-1, vision_feature_select_strategy="default")
-    size = dict(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
-    if arch == "llava_next":                       # LLaVA-1.6: each image also seen as tiles of a grid ("anyres")
+    vc = T.CLIPVisionConfig(
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch_size,
+    )
+    tc = T.LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
+    common = dict(
+        vision_config=vc,
+        text_config=tc,
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
+    size = dict(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    if arch == "llava_next":  # LLaVA-1.6: each image also seen as tiles of a grid ("anyres")
         pins = [[image_size * a, image_size * b] for a in (1, 2) for b in (1, 2)]
-        cfg, Model, Proc = T.LlavaNextConfig(image_grid_pinpoints=pins, **common), T.LlavaNextForConditionalGeneration, T.LlavaNextProcessor
-        IP = getattr(T, "LlavaNextImageProcessorPil", None) or T.LlavaNextImageProcessor    # the Pil one needs no torchvision
+        cfg, Model, Proc = (
+            T.LlavaNextConfig(image_grid_pinpoints=pins, **common),
+            T.LlavaNextForConditionalGeneration,
+            T.LlavaNextProcessor,
+        )
+        IP = (
+            getattr(T, "LlavaNextImageProcessorPil", None) or T.LlavaNextImageProcessor
+        )  # the Pil one needs no torchvision
         ip = IP(image_grid_pinpoints=pins, **size)
     elif arch == "llava":
-        cfg, Model, Proc = T.LlavaConfig(**common), T.LlavaForConditionalGeneration, T.LlavaProcessor
+        cfg, Model, Proc = (
+            T.LlavaConfig(**common),
+            T.LlavaForConditionalGeneration,
+            T.LlavaProcessor,
+        )
         ip = (getattr(T, "CLIPImageProcessorPil", None) or T.CLIPImageProcessor)(**size)
     else:
         raise ValueError(f"tiny_vlm: arch {arch!r} is not 'llava_next' or 'llava'")
     torch.manual_seed(seed)
-    proc = Proc(image_processor=ip, tokenizer=tok, patch_size=patch_size, num_additional_image_tokens=1,
-                vision_feature_select_strategy="default", chat_template=TINY_CHAT_TEMPLATE, image_token="<image>")
+    proc = Proc(
+        image_processor=ip,
+        tokenizer=tok,
+        patch_size=patch_size,
+        num_additional_image_tokens=1,
+        vision_feature_select_strategy="default",
+        chat_template=TINY_CHAT_TEMPLATE,
+        image_token="<image>",
+    )
     return Model(cfg).eval(), proc

@@ -14,21 +14,51 @@ from pathlib import Path
 
 # %% ../nbs/16_cli.ipynb #0eef9163
 SUBCOMMANDS = {
-    "samples": ("opensora_nb.samples", "samples_cli", "build the deterministic sample data sets in data_samples/"),
-    "curate": ("opensora_nb.curation_pipeline", "curate_cli", "split, score, caption and filter raw videos into a training set"),
+    "samples": (
+        "opensora_nb.samples",
+        "samples_cli",
+        "build the deterministic sample data sets in data_samples/",
+    ),
+    "curate": (
+        "opensora_nb.curation_pipeline",
+        "curate_cli",
+        "split, score, caption and filter raw videos into a training set",
+    ),
     "train": ("opensora_nb.cli", "train_main", "train a model from a preset or config file"),
-    "finetune": ("opensora_nb.finetune", "finetune_cli", "fine-tune a pipeline on your own captioned videos (LoRA or full)"),
-    "sample": ("opensora_nb.inference", "sample_cli", "generate videos or images from prompts and references"),
-    "vae": ("opensora_nb.vae_train", "vae_cli", "train the tiny world's video VAE (chapter 03b) or check one"),
-    "demo": ("opensora_nb.demo", "demo_cli", "train the tiny world on a CPU and generate every mode (the main job)"),
-    "app": ("opensora_nb.app", "app_cli", "a local web page that generates videos (needs the `app` extra: Gradio)"),
+    "finetune": (
+        "opensora_nb.finetune",
+        "finetune_cli",
+        "fine-tune a pipeline on your own captioned videos (LoRA or full)",
+    ),
+    "sample": (
+        "opensora_nb.inference",
+        "sample_cli",
+        "generate videos or images from prompts and references",
+    ),
+    "vae": (
+        "opensora_nb.vae_train",
+        "vae_cli",
+        "train the tiny world's video VAE (chapter 03b) or check one",
+    ),
+    "demo": (
+        "opensora_nb.demo",
+        "demo_cli",
+        "train the tiny world on a CPU and generate every mode (the main job)",
+    ),
+    "app": (
+        "opensora_nb.app",
+        "app_cli",
+        "a local web page that generates videos (needs the `app` extra: Gradio)",
+    ),
 }
 
 # %% ../nbs/16_cli.ipynb #6d26b35c
 DISTRIBUTED = {"train": "dist_train_cli", "sample": "dist_sample_cli"}
 
+
 def _target(command, environ=os.environ):
-    "The (module, function) that runs `command`, distributed when launched by torchrun with WORLD_SIZE > 1."
+    """The (module, function) that runs `command`, distributed when launched by torchrun with
+    WORLD_SIZE > 1."""
     mod_name, fn_name, _ = SUBCOMMANDS[command]
     if command in DISTRIBUTED and int(environ.get("WORLD_SIZE", "1")) > 1:
         return "opensora_nb.launch", DISTRIBUTED[command]
@@ -36,18 +66,31 @@ def _target(command, environ=os.environ):
 
 # %% ../nbs/16_cli.ipynb #061baca7
 def _parser():
-    p = argparse.ArgumentParser(prog="opensora-nb", description="Open-Sora rebuilt as literate notebooks.")
+    p = argparse.ArgumentParser(
+        prog="opensora-nb", description="Open-Sora rebuilt as literate notebooks."
+    )
     p.add_argument("--debug", action="store_true", help="show the full traceback of an input error")
     p.add_argument("command", nargs="?", choices=list(SUBCOMMANDS), help="the job to run")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the job (see `opensora-nb COMMAND --help`)")
+    p.add_argument(
+        "args",
+        nargs=argparse.REMAINDER,
+        help="arguments of the job (see `opensora-nb COMMAND --help`)",
+    )
     p.epilog = "commands:\n" + "\n".join(f"  {k:<8} {v[2]}" for k, v in SUBCOMMANDS.items())
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     return p
 
 # %% ../nbs/16_cli.ipynb #55cb1774
-#: The project's answers to a user's mistake (a bad file, size, strategy or config): one line and exit status 2.
+#: The project's answers to a user's mistake (a bad file, size, strategy or config): one line and
+#: exit status 2.
 #: Everything else is a bug and keeps its traceback.
-INPUT_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+INPUT_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
 
 
 def main(argv=None):
@@ -64,22 +107,29 @@ def main(argv=None):
     except (ImportError, AttributeError) as e:
         raise SystemExit(f"opensora-nb {args.command}: not available in this install ({e})")
     try:
-        # under torchrun, `train` gets the same hooks (the log's judged videos, OUTPUT/pipeline with its defaults) as in one process
-        extra = dict(hooks=train_hooks) if (args.command == "train" and fn_name == DISTRIBUTED["train"]) else {}
+        # under torchrun, `train` gets the same hooks (the log's judged videos, OUTPUT/pipeline with
+        # its defaults) as in one process
+        extra = (
+            dict(hooks=train_hooks)
+            if (args.command == "train" and fn_name == DISTRIBUTED["train"])
+            else {}
+        )
         return fn(args.args, **extra) or 0
     except INPUT_ERRORS as e:
-        if debug: raise
+        if debug:
+            raise
         msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
         print(f"opensora-nb {args.command}: error: {msg}", file=sys.stderr)
         return 2
 
 # %% ../nbs/16_cli.ipynb #1e24dd09
-#: each flag name's one meaning, in every job that takes it (tests/test_cli_flags.py reads every job's --help against it)
+#: each flag name's one meaning, in every job that takes it (tests/test_cli_flags.py reads every
+#: job's --help against it)
 FLAG_MEANINGS = {
     "--output": "the folder (or file) the job writes; `-o` for short, `--out` an old spelling",
     "--device": "where the model runs: auto (CUDA when present), cpu, cuda, cuda:1; checked before any work starts",
     "--dtype": "the compute precision: fp32, bf16 or fp16. Sampling casts the weights; training keeps float32 weights and "
-               "optimizer states and runs forward and backward under autocast (fp16 with a gradient scaler)",
+    "optimizer states and runs forward and backward under autocast (fp16 with a gradient scaler)",
     "--max-steps": "optimisation steps of a training job, in total (a resumed run counts the steps it already made)",
     "--sampling-steps": "rectified-flow sampling steps of generation",
     "--cfg": "classifier-free guidance scale of generation",
@@ -92,32 +142,58 @@ FLAG_MEANINGS = {
 }
 
 # %% ../nbs/16_cli.ipynb #dfcc109c
-#: prompts of the log's videos where a config names none (`--video_prompts '["...", ...]'`); the tiny world's are judged
-VIDEO_PROMPTS = ["a red panda eating bamboo in a forest", "waves crashing on a rocky shore at sunset"]
+#: prompts of the log's videos where a config names none (`--video_prompts '["...", ...]'`); the
+#: tiny world's are judged
+VIDEO_PROMPTS = [
+    "a red panda eating bamboo in a forest",
+    "waves crashing on a rocky shore at sunset",
+]
 
 
 def train_hooks(cfg: dict) -> dict:
-    "`train`'s `video` (the log's videos of fixed prompts) and `finish` (writes OUTPUT/pipeline) for config `cfg` (see above)."
+    """`train`'s `video` (the log's videos of fixed prompts) and `finish` (writes OUTPUT/pipeline)
+    for config `cfg` (see above)."""
     from opensora_nb.builders import build_scheduler, build_text_encoder, build_vae
     from opensora_nb.inference import V1_2_DEFAULTS, OpenSoraPipeline
+
     world = (cfg.get("data") or {}).get("type") == "world"
     sch = build_scheduler(cfg)
     if world:
         buckets = (cfg.get("data") or {}).get("buckets") or {}
-        defaults = dict(image_size=[32, 32], num_frames=max([b[0] for b in buckets.values()] or [9]), fps=8,
-                        num_sampling_steps=sch.num_sampling_steps, cfg_scale=sch.cfg_scale)
-    else: defaults = dict(V1_2_DEFAULTS)
+        defaults = dict(
+            image_size=[32, 32],
+            num_frames=max([b[0] for b in buckets.values()] or [9]),
+            fps=8,
+            num_sampling_steps=sch.num_sampling_steps,
+            cfg_scale=sch.cfg_scale,
+        )
+    else:
+        defaults = dict(V1_2_DEFAULTS)
     parts = {}
 
     def pipeline(trainer):
-        if not parts: parts.update(vae=build_vae(cfg), text_encoder=build_text_encoder(cfg))
-        return OpenSoraPipeline(trainer.ema, parts["vae"], parts["text_encoder"], sch, device=trainer.device,
-                                config=dict(text_encoder=cfg["text_encoder"], vae=dict(type=cfg["vae"]["type"]), defaults=defaults))
+        if not parts:
+            parts.update(vae=build_vae(cfg), text_encoder=build_text_encoder(cfg))
+        return OpenSoraPipeline(
+            trainer.ema,
+            parts["vae"],
+            parts["text_encoder"],
+            sch,
+            device=trainer.device,
+            config=dict(
+                text_encoder=cfg["text_encoder"],
+                vae=dict(type=cfg["vae"]["type"]),
+                defaults=defaults,
+            ),
+        )
 
     combos, prompts, judge = None, cfg.get("video_prompts"), None
     if world and not prompts:
         from opensora_nb.demo import _cap, eval_prompts, judge_many
-        combos = eval_prompts("train")[::12][:2] + eval_prompts("heldout")[::9][:2]  # two seen, two held-out pairs
+
+        combos = (
+            eval_prompts("train")[::12][:2] + eval_prompts("heldout")[::9][:2]
+        )  # two seen, two held-out pairs
         prompts, judge = [_cap(k) for k in combos], judge_many
     prompts = list(prompts or VIDEO_PROMPTS)
 
@@ -125,8 +201,12 @@ def train_hooks(cfg: dict) -> dict:
         res = pipeline(trainer)(prompts, seed=cfg.get("seed", 0), progress=False)
         scalars = {}
         if judge is not None:
-            scalars = {f"judge/{k}": v for k, v in judge(res["videos"], combos)[0].items() if k != "n"}
-        return dict(videos=res["videos"], prompts=prompts, fps=defaults.get("fps", 8), scalars=scalars)
+            scalars = {
+                f"judge/{k}": v for k, v in judge(res["videos"], combos)[0].items() if k != "n"
+            }
+        return dict(
+            videos=res["videos"], prompts=prompts, fps=defaults.get("fps", 8), scalars=scalars
+        )
 
     def finish(trainer, cfg_, out):
         path = pipeline(trainer).save_pretrained(Path(out) / "pipeline")
@@ -136,6 +216,8 @@ def train_hooks(cfg: dict) -> dict:
 
 
 def train_main(argv=None) -> int:
-    "`opensora-nb train`: chapter 11's `train_cli` with `train_hooks` (under torchrun `main` runs chapter 13b's job instead)."
+    """`opensora-nb train`: chapter 11's `train_cli` with `train_hooks` (under torchrun `main` runs
+    chapter 13b's job instead)."""
     from opensora_nb.train import train_cli
+
     return train_cli(argv, hooks=train_hooks)

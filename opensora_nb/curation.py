@@ -44,38 +44,56 @@ def scan_folder(root, exts=VID_EXTENSIONS + IMG_EXTENSIONS):
 
 # %% ../nbs/10_curation.ipynb #fe47b2ed
 def write_meta(df, path):
-    "Write a meta file atomically (write a temporary file, then rename): a crash never leaves half a file."
+    """Write a meta file atomically (write a temporary file, then rename): a crash never leaves half
+    a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    if path.suffix == ".parquet": df.to_parquet(tmp, index=False)
-    else: df.to_csv(tmp, index=False)
+    if path.suffix == ".parquet":
+        df.to_parquet(tmp, index=False)
+    else:
+        df.to_csv(tmp, index=False)
     os.replace(tmp, path)
     return path
 
 # %% ../nbs/10_curation.ipynb #6cbd3903
 def get_info(path):
-    "Training columns of one video or image file: num_frames, height, width, aspect_ratio, fps, resolution."
-    info = video_info(path)                      # raises VideoReadError naming the file and the reason
-    return dict(num_frames=int(info.num_frames), height=int(info.height), width=int(info.width),
-                aspect_ratio=info.height / info.width, fps=float(info.fps), resolution=info.height * info.width)
+    """Training columns of one video or image file: num_frames, height, width, aspect_ratio, fps,
+    resolution."""
+    info = video_info(path)  # raises VideoReadError naming the file and the reason
+    return dict(
+        num_frames=int(info.num_frames),
+        height=int(info.height),
+        width=int(info.width),
+        aspect_ratio=info.height / info.width,
+        fps=float(info.fps),
+        resolution=info.height * info.width,
+    )
 
-_LOG_NOISE = re.compile(r"\[\d\d:\d\d:\d\d\] \S+:\d+: (?:Check failed: .*? \(.*? vs\. .*?\) )?(?:ERROR )?")
+
+_LOG_NOISE = re.compile(
+    r"\[\d\d:\d\d:\d\d\] \S+:\d+: (?:Check failed: .*? \(.*? vs\. .*?\) )?(?:ERROR )?"
+)
+
 
 def one_line_reason(e, limit=300):
-    "An error (or its text) as one short clean line: C++ log prefixes and `Check failed: ...` asserts removed."
+    """An error (or its text) as one short clean line: C++ log prefixes and `Check failed: ...`
+    asserts removed."""
     msg = " ".join(_LOG_NOISE.sub("", str(e).split("Stack trace")[0]).split())
-    return msg if len(msg) <= limit else msg[:limit - 3] + "..."
+    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
 
 # %% ../nbs/10_curation.ipynb #41b550bf
 def dedupe(df, on="path", keep="last"):
     "Drop rows whose `on` column repeats (keep the last by default)."
     return df.drop_duplicates(subset=on, keep=keep).reset_index(drop=True)
 
+
 def merge_meta(*metas, on="path"):
-    "Concatenate meta tables (DataFrames or file paths) and drop duplicated `on` keys (the later table wins)."
+    """Concatenate meta tables (DataFrames or file paths) and drop duplicated `on` keys (the later
+    table wins)."""
     dfs = [read_meta(m) if isinstance(m, (str, Path)) else m for m in metas]
     return dedupe(pd.concat(dfs, ignore_index=True, sort=False), on=on)
+
 
 def split_meta(df, n):
     "Split a meta table into `n` nearly equal consecutive parts."
@@ -83,22 +101,29 @@ def split_meta(df, n):
     return [df.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds[:-1], bounds[1:])]
 
 # %% ../nbs/10_curation.ipynb #1cb32d0e
-CAPTION_PREFIXES = tuple(f"The {k} {v}" for k in ("video", "image") for v in
-                         ("shows", "captures", "features", "depicts", "presents", "portrays", "is")) + \
-                   ("In the video,", "In the image,", "This video shows", "This image shows")
+CAPTION_PREFIXES = tuple(
+    f"The {k} {v}"
+    for k in ("video", "image")
+    for v in ("shows", "captures", "features", "depicts", "presents", "portrays", "is")
+) + ("In the video,", "In the image,", "This video shows", "This image shows")
+
 
 def remove_caption_prefix(caption):
     "Strip a VLM boiler-plate opening ('The video shows ...') and capitalise what is left."
     c = str(caption).strip()
     for p in CAPTION_PREFIXES:
         if c.lower().startswith(p.lower()):
-            c = c[len(p):].strip()
+            c = c[len(p) :].strip()
             return c[:1].upper() + c[1:]
     return c
 
+
 _URL = re.compile(r"\b(?:https?://|www\.)\S+", re.I)
+
+
 def clean_caption(caption):
-    "Light caption clean-up: HTML entities and tags, URLs, @handles, repeated punctuation, whitespace."
+    """Light caption clean-up: HTML entities and tags, URLs, @handles, repeated punctuation,
+    whitespace."""
     c = html.unescape(html.unescape(str(caption)))
     c = re.sub(r"<[^>]{1,40}>", " ", c)
     c = _URL.sub(" ", c)
@@ -111,85 +136,134 @@ def clean_caption(caption):
 
 # %% ../nbs/10_curation.ipynb #34743479
 def append_scores(text, aes=None, flow=None, cmotion=None, style="inference"):
-    "Append scores to a caption as v1.2 does (`style='inference'` or the bracketed `'datautil'` form)."
-    def ok(v): return v is not None and not (isinstance(v, float) and math.isnan(v)) and v != ""
+    """Append scores to a caption as v1.2 does (`style='inference'` or the bracketed `'datautil'`
+    form)."""
+
+    def ok(v):
+        return v is not None and not (isinstance(v, float) and math.isnan(v)) and v != ""
+
     if style == "datautil":
         parts = [f"aesthetic score: {aes:.1f}"] * ok(aes) + [f"motion score: {flow:.1f}"] * ok(flow)
         return f"{text} [{', '.join(parts)}]" if parts else text
     if style != "inference":
         raise ValueError(f"append_scores: unknown style {style!r} (use 'inference' or 'datautil')")
-    if ok(aes) and "aesthetic score:" not in text: text = f"{text} aesthetic score: {aes:.1f}."
-    if ok(flow) and "motion score:" not in text: text = f"{text} motion score: {flow:.1f}."
+    if ok(aes) and "aesthetic score:" not in text:
+        text = f"{text} aesthetic score: {aes:.1f}."
+    if ok(flow) and "motion score:" not in text:
+        text = f"{text} motion score: {flow:.1f}."
     if ok(cmotion) and cmotion not in ("unknown",) and "camera motion:" not in text:
         text = f"{text} camera motion: {cmotion}."
     return text
 
-def scores_to_text(df, drop_prob=0.2, seed=0, style="inference", columns=("aes", "flow", "cmotion")):
-    "Return a copy of `df` whose `text` has its scores appended; each score is dropped with `drop_prob`."
+
+def scores_to_text(
+    df, drop_prob=0.2, seed=0, style="inference", columns=("aes", "flow", "cmotion")
+):
+    """Return a copy of `df` whose `text` has its scores appended; each score is dropped with
+    `drop_prob`."""
     rng, df = random.Random(seed), df.copy()
+
     def row_text(r):
         kw = {c: (r[c] if c in r and rng.random() >= drop_prob else None) for c in columns}
-        return append_scores(r["text"], kw.get("aes"), kw.get("flow"), kw.get("cmotion"), style=style)
+        return append_scores(
+            r["text"], kw.get("aes"), kw.get("flow"), kw.get("cmotion"), style=style
+        )
+
     df["text"] = [row_text(r) for r in df.to_dict("records")]
     return df
 
 # %% ../nbs/10_curation.ipynb #8aa137d5
 FILTER_PRESETS = {
-    "v1_2_walkthrough": {"num_frames": (1, None), "aes": (5.0, None)},        # docs/data_processing.md
-    "v1_2_stage2": {"num_frames": (1, None), "aes": (4.5, None)},             # report_03: Panda-70M subset
-    "curation_default": {"num_frames": (1, None), "aes": (4.5, None), "flow": (0.3, None),
-                         "ocr": (None, 0.05), "match": (18.0, None)},         # ours, see the text
+    "v1_2_walkthrough": {"num_frames": (1, None), "aes": (5.0, None)},  # docs/data_processing.md
+    "v1_2_stage2": {"num_frames": (1, None), "aes": (4.5, None)},  # report_03: Panda-70M subset
+    "curation_default": {
+        "num_frames": (1, None),
+        "aes": (4.5, None),
+        "flow": (0.3, None),
+        "ocr": (None, 0.05),
+        "match": (18.0, None),
+    },  # ours, see the text
 }
+
 
 def _bounds(thresholds=None, preset=None):
     if preset is not None:
         if preset not in FILTER_PRESETS:
-            raise KeyError(f"filter preset {preset!r} unknown; choose from {sorted(FILTER_PRESETS)}")
+            raise KeyError(
+                f"filter preset {preset!r} unknown; choose from {sorted(FILTER_PRESETS)}"
+            )
         thresholds = {**FILTER_PRESETS[preset], **(thresholds or {})}
     return dict(thresholds or {})
 
+
 def filter_report(df, thresholds=None, preset=None):
-    "For each bound, how many rows it removes on its own; plus rows with an error. Missing columns are skipped."
+    """For each bound, how many rows it removes on its own; plus rows with an error. Missing columns
+    are skipped."""
     out = {"rows": len(df)}
-    if "error" in df.columns: out["error"] = int(df["error"].fillna("").astype(str).ne("").sum())
+    if "error" in df.columns:
+        out["error"] = int(df["error"].fillna("").astype(str).ne("").sum())
     for col, (lo, hi) in _bounds(thresholds, preset).items():
-        if col not in df.columns: continue
+        if col not in df.columns:
+            continue
         v = pd.to_numeric(df[col], errors="coerce")
-        keep = v.notna() & (v >= lo if lo is not None else True) & (v <= hi if hi is not None else True)
+        keep = (
+            v.notna()
+            & (v >= lo if lo is not None else True)
+            & (v <= hi if hi is not None else True)
+        )
         out[col] = int((~keep).sum())
     return out
 
+
 def drop_reasons(df, thresholds=None, preset=None, drop_errors=True):
-    "Why the filter drops each row ('' = kept): its error, else the first bound it fails ('aes 3.2 < 4.5', 'flow missing')."
-    why = df["error"].fillna("").astype(str) if drop_errors and "error" in df.columns else pd.Series("", index=df.index)
+    """Why the filter drops each row ('' = kept): its error, else the first bound it fails ('aes 3.2
+    < 4.5', 'flow missing')."""
+    why = (
+        df["error"].fillna("").astype(str)
+        if drop_errors and "error" in df.columns
+        else pd.Series("", index=df.index)
+    )
     for col, (lo, hi) in _bounds(thresholds, preset).items():
-        if col not in df.columns: continue
+        if col not in df.columns:
+            continue
+
         def fails(x):
-            if pd.isna(x): return f"{col} missing"
-            if lo is not None and x < lo: return f"{col} {x:.3g} < {lo:g}"
-            if hi is not None and x > hi: return f"{col} {x:.3g} > {hi:g}"
+            if pd.isna(x):
+                return f"{col} missing"
+            if lo is not None and x < lo:
+                return f"{col} {x:.3g} < {lo:g}"
+            if hi is not None and x > hi:
+                return f"{col} {x:.3g} > {hi:g}"
             return ""
+
         todo = why.eq("")
         why = why.where(~todo, pd.to_numeric(df[col], errors="coerce")[todo].map(fails))
     return why
 
+
 def filter_meta(df, thresholds=None, preset=None, drop_errors=True):
-    "Keep rows within every bound (rows lacking a bounded value are dropped); error rows are dropped too."
+    """Keep rows within every bound (rows lacking a bounded value are dropped); error rows are
+    dropped too."""
     return df[drop_reasons(df, thresholds, preset, drop_errors).eq("")].reset_index(drop=True)
 
 # %% ../nbs/10_curation.ipynb #63cdd6bf
 def smooth_texture(h, w, seed=0):
-    "A smooth random RGB texture (uint8 [H, W, 3]): noise blurred at three scales, rich in gradients for flow."
+    """A smooth random RGB texture (uint8 [H, W, 3]): noise blurred at three scales, rich in
+    gradients for flow."""
     rng = np.random.default_rng(seed)
     img = np.zeros((h, w, 3), np.float32)
     for s in (3, 9, 27):
-        img += cv2.GaussianBlur(rng.normal(0, 1, (h, w, 3)).astype(np.float32), (0, 0), s) * s ** 0.5
+        img += cv2.GaussianBlur(rng.normal(0, 1, (h, w, 3)).astype(np.float32), (0, 0), s) * s**0.5
     img = (img - img.min()) / (img.max() - img.min() + 1e-8)
     return (img * 255).astype(np.uint8)
 
+
 # the motion names are chapter 02's CAMERA_MOTIONS (its `camera` sample set uses the same ones)
-def synthetic_camera_clip(motion="static", num_frames=16, size=(64, 64), speed=1.5, seed=0, texture=None):
-    "uint8 [T, 3, H, W]: a window over a texture; the window moves like a camera doing `motion` ('pan left+zoom in' ok)."
+def synthetic_camera_clip(
+    motion="static", num_frames=16, size=(64, 64), speed=1.5, seed=0, texture=None
+):
+    """uint8 [T, 3, H, W]: a window over a texture; the window moves like a camera doing `motion`
+    ('pan left+zoom in' ok)."""
     H, W = size
     tex = smooth_texture(4 * H, 4 * W, seed) if texture is None else texture
     cy, cx, scale = 2.0 * H, 2.0 * W, 1.0
@@ -198,55 +272,96 @@ def synthetic_camera_clip(motion="static", num_frames=16, size=(64, 64), speed=1
         dx = dy = 0.0
         for m in motion.split("+"):
             m = m.strip()
-            if m == "pan left": dx = -speed * t      # camera turns left: the scene slides right in the frame
-            elif m == "pan right": dx = speed * t
-            elif m == "tilt up": dy = -speed * t     # camera tilts up: the scene slides down
-            elif m == "tilt down": dy = speed * t
-            elif m == "zoom in": scale = (1 - 0.025 * speed) ** t
-            elif m == "zoom out": scale = (1 + 0.025 * speed) ** t
-            elif m != "static": raise ValueError(f"synthetic_camera_clip: unknown motion {m!r}; use {CAMERA_MOTIONS}")
+            if m == "pan left":
+                dx = -speed * t  # camera turns left: the scene slides right in the frame
+            elif m == "pan right":
+                dx = speed * t
+            elif m == "tilt up":
+                dy = -speed * t  # camera tilts up: the scene slides down
+            elif m == "tilt down":
+                dy = speed * t
+            elif m == "zoom in":
+                scale = (1 - 0.025 * speed) ** t
+            elif m == "zoom out":
+                scale = (1 + 0.025 * speed) ** t
+            elif m != "static":
+                raise ValueError(
+                    f"synthetic_camera_clip: unknown motion {m!r}; use {CAMERA_MOTIONS}"
+                )
         hh, hw = H * scale / 2, W * scale / 2
-        src = np.float32([[cx + dx - hw, cy + dy - hh], [cx + dx + hw, cy + dy - hh], [cx + dx - hw, cy + dy + hh]])
+        src = np.float32(
+            [
+                [cx + dx - hw, cy + dy - hh],
+                [cx + dx + hw, cy + dy - hh],
+                [cx + dx - hw, cy + dy + hh],
+            ]
+        )
         dst = np.float32([[0, 0], [W, 0], [0, H]])
-        frames.append(cv2.warpAffine(tex, cv2.getAffineTransform(src, dst), (W, H), flags=cv2.INTER_LINEAR))
+        frames.append(
+            cv2.warpAffine(tex, cv2.getAffineTransform(src, dst), (W, H), flags=cv2.INTER_LINEAR)
+        )
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).contiguous()
 
+
 def synthetic_multishot(shot_lengths=(20, 14, 26), size=(64, 64), seed=0):
-    "(video uint8 [T, 3, H, W], cuts): shots of different textures, each slowly panning; `cuts` = first frame of shots 2.."
+    """(video uint8 [T, 3, H, W], cuts): shots of different textures, each slowly panning; `cuts` =
+    first frame of shots 2.."""
     motions = ["pan left", "pan right", "tilt up", "tilt down", "static", "zoom in"]
-    shots = [synthetic_camera_clip(motions[i % len(motions)], n, size, speed=1.0, seed=seed * 100 + i)
-             for i, n in enumerate(shot_lengths)]
+    shots = [
+        synthetic_camera_clip(motions[i % len(motions)], n, size, speed=1.0, seed=seed * 100 + i)
+        for i, n in enumerate(shot_lengths)
+    ]
     return torch.cat(shots), [int(c) for c in np.cumsum(shot_lengths)[:-1]]
 
 # %% ../nbs/10_curation.ipynb #e25296f9
 def make_detector(kind="adaptive", threshold=None, min_scene_len=15, **kw):
     "A PySceneDetect detector: 'adaptive' (v1.2, threshold=3.0) or 'content' (threshold=27)."
     from scenedetect import AdaptiveDetector, ContentDetector
+
     if kind == "adaptive":
-        return AdaptiveDetector(adaptive_threshold=3.0 if threshold is None else threshold, min_scene_len=min_scene_len, **kw)
+        return AdaptiveDetector(
+            adaptive_threshold=3.0 if threshold is None else threshold,
+            min_scene_len=min_scene_len,
+            **kw,
+        )
     if kind == "content":
-        return ContentDetector(threshold=27.0 if threshold is None else threshold, min_scene_len=min_scene_len, **kw)
+        return ContentDetector(
+            threshold=27.0 if threshold is None else threshold, min_scene_len=min_scene_len, **kw
+        )
     raise ValueError(f"make_detector: unknown detector {kind!r} (use 'adaptive' or 'content')")
 
+
 def detect_scenes(video, detector="adaptive", threshold=None, min_scene_len=15, fps=24.0):
-    "Shots of a video file or uint8 [T, C, H, W] tensor as [(start, end)] frame ranges (end exclusive)."
+    """Shots of a video file or uint8 [T, C, H, W] tensor as [(start, end)] frame ranges (end
+    exclusive)."""
     from scenedetect import FrameTimecode, detect
-    det = make_detector(detector, threshold, min_scene_len) if isinstance(detector, str) else detector
+
+    det = (
+        make_detector(detector, threshold, min_scene_len) if isinstance(detector, str) else detector
+    )
     if isinstance(video, (str, Path)):
-        video_info(video)                        # a missing / corrupt file fails here with a clear reason
+        video_info(video)  # a missing / corrupt file fails here with a clear reason
         try:
             scenes = detect(str(video), det, start_in_scene=True)
         except Exception as e:
-            raise VideoReadError(video, f"scene detection could not decode it ({one_line_reason(e)})") from e
+            raise VideoReadError(
+                video, f"scene detection could not decode it ({one_line_reason(e)})"
+            ) from e
         return [(int(a.frame_num), int(b.frame_num)) for a, b in scenes]
-    frames = video.permute(0, 2, 3, 1).numpy()[..., ::-1]        # PySceneDetect wants BGR frames
+    frames = video.permute(0, 2, 3, 1).numpy()[..., ::-1]  # PySceneDetect wants BGR frames
     cuts = []
     for i, f in enumerate(frames):
-        cuts += [int(c.frame_num) for c in det.process_frame(FrameTimecode(i, fps=fps), np.ascontiguousarray(f))]
+        cuts += [
+            int(c.frame_num)
+            for c in det.process_frame(FrameTimecode(i, fps=fps), np.ascontiguousarray(f))
+        ]
     if hasattr(det, "post_process"):
-        cuts += [int(c.frame_num) for c in (det.post_process(FrameTimecode(len(frames), fps=fps)) or [])]
+        cuts += [
+            int(c.frame_num) for c in (det.post_process(FrameTimecode(len(frames), fps=fps)) or [])
+        ]
     bounds = [0] + sorted(set(c for c in cuts if 0 < c < len(frames))) + [len(frames)]
     return list(zip(bounds[:-1], bounds[1:]))
+
 
 def scene_cuts(scenes):
     "Cut frames (first frame of every shot but the first) from [(start, end)] scenes."
@@ -254,63 +369,119 @@ def scene_cuts(scenes):
 
 # %% ../nbs/10_curation.ipynb #2cbb4a77
 def match_cuts(pred, true, tol=1):
-    "Greedy one-to-one matching of predicted and true cut frames within `tol`: tp, fp, fn, precision, recall."
+    """Greedy one-to-one matching of predicted and true cut frames within `tol`: tp, fp, fn,
+    precision, recall."""
     pred, true, used, tp = sorted(pred), sorted(true), set(), 0
     for p in pred:
         j = next((j for j, t in enumerate(true) if j not in used and abs(p - t) <= tol), None)
-        if j is not None: used.add(j); tp += 1
+        if j is not None:
+            used.add(j)
+            tp += 1
     fp, fn = len(pred) - tp, len(true) - tp
-    return dict(tp=tp, fp=fp, fn=fn, precision=tp / max(len(pred), 1) if pred or true else 1.0,
-                recall=tp / max(len(true), 1) if true else 1.0)
+    return dict(
+        tp=tp,
+        fp=fp,
+        fn=fn,
+        precision=tp / max(len(pred), 1) if pred or true else 1.0,
+        recall=tp / max(len(true), 1) if true else 1.0,
+    )
 
 # %% ../nbs/10_curation.ipynb #3749451a
 def plot_cuts(video, scenes, true_cuts=None, ax=None, step=None):
-    "Timeline picture: thumbnails along time, detected cuts as red lines, true cuts as green dashes."
+    """Timeline picture: thumbnails along time, detected cuts as red lines, true cuts as green
+    dashes."""
     import matplotlib.pyplot as plt
+
     T = len(video)
     step = step or max(1, T // 16)
     idx = list(range(0, T, step))
     strip = torch.cat([video[i] for i in idx], dim=2).permute(1, 2, 0).numpy()
     ax = ax or plt.subplots(figsize=(12, 1.8))[1]
-    ax.imshow(strip, extent=(0, len(idx) * step, 0, step * strip.shape[0] / strip.shape[1] * len(idx)))
-    for c in scene_cuts(scenes): ax.axvline(c, color="red", lw=5)
-    for c in (true_cuts or []): ax.axvline(c, color="lime", lw=2, ls="--")
-    ax.set_yticks([]); ax.set_xlabel("frame")
+    ax.imshow(
+        strip, extent=(0, len(idx) * step, 0, step * strip.shape[0] / strip.shape[1] * len(idx))
+    )
+    for c in scene_cuts(scenes):
+        ax.axvline(c, color="red", lw=5)
+    for c in true_cuts or []:
+        ax.axvline(c, color="lime", lw=2, ls="--")
+    ax.set_yticks([])
+    ax.set_xlabel("frame")
     return ax
 
 # %% ../nbs/10_curation.ipynb #db4711ab
 def evaluate_cuts(meta, tol=1, **detect_kw):
-    "Scene-cut precision / recall over a meta table with a JSON `cuts` column (true first frames of new shots)."
+    """Scene-cut precision / recall over a meta table with a JSON `cuts` column (true first frames
+    of new shots)."""
     tot = dict(tp=0, fp=0, fn=0)
     for r in meta.to_dict("records"):
-        res = match_cuts(scene_cuts(detect_scenes(r["path"], **detect_kw)), json.loads(r["cuts"]), tol)
-        for k in tot: tot[k] += res[k]
-    return dict(**tot, precision=tot["tp"] / max(tot["tp"] + tot["fp"], 1), recall=tot["tp"] / max(tot["tp"] + tot["fn"], 1))
+        res = match_cuts(
+            scene_cuts(detect_scenes(r["path"], **detect_kw)), json.loads(r["cuts"]), tol
+        )
+        for k in tot:
+            tot[k] += res[k]
+    return dict(
+        **tot,
+        precision=tot["tp"] / max(tot["tp"] + tot["fp"], 1),
+        recall=tot["tp"] / max(tot["tp"] + tot["fn"], 1),
+    )
 
 # %% ../nbs/10_curation.ipynb #fc126090
 def ffmpeg_exe():
     "Path of an ffmpeg binary: the one on PATH, else the one bundled with imageio-ffmpeg."
     exe = shutil.which("ffmpeg")
-    if exe: return exe
+    if exe:
+        return exe
     import imageio_ffmpeg
+
     return imageio_ffmpeg.get_ffmpeg_exe()
 
-def split_scenes(path, scenes, out_dir, fps=None, min_frames=1, max_frames=None, reencode=True, shorter_size=None):
-    "Cut `path` into one clip per scene under `out_dir`; rows with path, source, start_frame, end_frame."
+
+def split_scenes(
+    path, scenes, out_dir, fps=None, min_frames=1, max_frames=None, reencode=True, shorter_size=None
+):
+    """Cut `path` into one clip per scene under `out_dir`; rows with path, source, start_frame,
+    end_frame."""
     path, out_dir = Path(path), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fps = fps or video_info(path).fps
     rows = []
     for i, (a, b) in enumerate(scenes):
-        if max_frames: b = min(b, a + max_frames)
-        if b - a < min_frames: continue
+        if max_frames:
+            b = min(b, a + max_frames)
+        if b - a < min_frames:
+            continue
         out = out_dir / f"{path.stem}_scene-{i}.mp4"
         tmp = out.with_name(f".{out.stem}.part.mp4")
-        cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-ss", f"{a / fps:.6f}", "-i", str(path)]
+        cmd = [
+            ffmpeg_exe(),
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-ss",
+            f"{a / fps:.6f}",
+            "-i",
+            str(path),
+        ]
         if reencode:
-            cmd += ["-frames:v", str(b - a), "-an", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p"]
+            cmd += [
+                "-frames:v",
+                str(b - a),
+                "-an",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-crf",
+                "18",
+                "-pix_fmt",
+                "yuv420p",
+            ]
             if shorter_size:
-                cmd += ["-vf", f"scale='if(lt(iw,ih),{shorter_size},-2)':'if(lt(iw,ih),-2,{shorter_size})'"]
+                cmd += [
+                    "-vf",
+                    f"scale='if(lt(iw,ih),{shorter_size},-2)':'if(lt(iw,ih),-2,{shorter_size})'",
+                ]
         else:
             cmd += ["-t", f"{(b - a) / fps:.6f}", "-c", "copy", "-an"]
         res = subprocess.run(cmd + [str(tmp)], capture_output=True, text=True)

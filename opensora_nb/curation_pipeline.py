@@ -20,159 +20,305 @@ import pandas as pd
 import torch
 
 from .captions import VLM_MODEL
-from .curation import (FILTER_PRESETS, drop_reasons, filter_meta, filter_report, merge_meta, read_meta,
-                                  scan_folder, scores_to_text, split_meta, write_meta)
-from .curation_run import (AestheticStage, CaptionStage, InfoStage, MatchStage, ModelsNotAvailable,
-                                      MotionStage, OCRStage, SceneStage, SplitStage, jsonable, check_models, run_stage)
+from opensora_nb.curation import (
+    FILTER_PRESETS,
+    drop_reasons,
+    filter_meta,
+    filter_report,
+    merge_meta,
+    read_meta,
+    scan_folder,
+    scores_to_text,
+    split_meta,
+    write_meta,
+)
+from opensora_nb.curation_run import (
+    AestheticStage,
+    CaptionStage,
+    InfoStage,
+    MatchStage,
+    ModelsNotAvailable,
+    MotionStage,
+    OCRStage,
+    SceneStage,
+    SplitStage,
+    jsonable,
+    check_models,
+    run_stage,
+)
 from .data import VideoTextDataset
 from .io import IMG_EXTENSIONS, IMG_FPS, read_image, read_video, transform_video
 from .scores import AESTHETIC_HEAD_URL, CLIP_MODEL, sample_frames
 
 # %% ../nbs/10b_pipeline.ipynb #a2ae5da6
 def write_shards(meta, out_dir, shard_size=100, text_col="text"):
-    "Pack the clips of `meta` (error rows skipped) into WebDataset tars under `out_dir`; returns the index table."
+    """Pack the clips of `meta` (error rows skipped) into WebDataset tars under `out_dir`; returns
+    the index table."""
     df = read_meta(meta) if isinstance(meta, (str, Path)) else meta
-    if "error" in df.columns: df = df[df["error"].fillna("").astype(str).eq("")]
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    if "error" in df.columns:
+        df = df[df["error"].fillna("").astype(str).eq("")]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     index = []
     for s, start in enumerate(range(0, len(df), shard_size)):
         name = f"shard-{s:06d}.tar"
         tmp = out_dir / f".{name}.part"
         with tarfile.open(tmp, "w") as tf:
-            for i, r in enumerate(df.iloc[start:start + shard_size].to_dict("records"), start):
+            for i, r in enumerate(df.iloc[start : start + shard_size].to_dict("records"), start):
                 key, ext = f"{i:09d}", Path(r["path"]).suffix.lower()
                 row = {k: jsonable(v) for k, v in r.items()}
-                members = {ext: Path(r["path"]).read_bytes(), ".txt": str(r.get(text_col) or "").encode(),
-                           ".json": json.dumps(row).encode()}
+                members = {
+                    ext: Path(r["path"]).read_bytes(),
+                    ".txt": str(r.get(text_col) or "").encode(),
+                    ".json": json.dumps(row).encode(),
+                }
                 for e, data in members.items():
-                    ti = tarfile.TarInfo(key + e); ti.size, ti.mtime = len(data), 0
+                    ti = tarfile.TarInfo(key + e)
+                    ti.size, ti.mtime = len(data), 0
                     tf.addfile(ti, _io.BytesIO(data))
-                    if e == ext:                       # data ends, padded to 512-byte blocks, where the tar now is
+                    if e == ext:  # data ends, padded to 512-byte blocks, where the tar now is
                         offset = tf.offset - -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-                        index.append({**row, "path": f"{name}#{key}{ext}", "source_path": r["path"], "key": key,
-                                      "shard": name, "offset": offset, "size": len(data), "ext": ext})
+                        index.append(
+                            {
+                                **row,
+                                "path": f"{name}#{key}{ext}",
+                                "source_path": r["path"],
+                                "key": key,
+                                "shard": name,
+                                "offset": offset,
+                                "size": len(data),
+                                "ext": ext,
+                            }
+                        )
         os.replace(tmp, out_dir / name)
     idx = pd.DataFrame(index)
     write_meta(idx, out_dir / "shards.csv")
     return idx
 
+
 def iter_shard(tar_path):
-    "Stream one WebDataset tar: yields {'__key__': key, 'mp4' (bytes), 'txt' (str), 'json' (dict)} per sample."
+    """Stream one WebDataset tar: yields {'__key__': key, 'mp4' (bytes), 'txt' (str), 'json' (dict)}
+    per sample."""
     sample, key = {}, None
     with tarfile.open(tar_path, "r") as tf:
         for m in tf:
             k, e = m.name.split(".", 1)
-            if key is not None and k != key: yield sample; sample = {}
+            if key is not None and k != key:
+                yield sample
+                sample = {}
             key, data = k, tf.extractfile(m).read()
             sample["__key__"] = k
             sample[e] = data.decode() if e == "txt" else json.loads(data) if e == "json" else data
-    if sample: yield sample
+    if sample:
+        yield sample
+
 
 class ShardVideoTextDataset(VideoTextDataset):
-    "Chapter 09's dataset over tar shards: `shards.csv` (from `write_shards`) instead of a folder of clips."
+    """Chapter 09's dataset over tar shards: `shards.csv` (from `write_shards`) instead of a folder
+    of clips."""
+
     def __init__(self, index_csv, **kw):
         index_csv = Path(index_csv)
         df = pd.read_csv(index_csv)
         df["path"] = [str(index_csv.resolve().parent / p) for p in df["path"]]
         super().__init__(df, **kw)
 
-    def is_image(self, idx): return self.data.iloc[idx]["ext"] in IMG_EXTENSIONS
+    def is_image(self, idx):
+        return self.data.iloc[idx]["ext"] in IMG_EXTENSIONS
 
     def member_bytes(self, idx):
         "The clip's bytes, read with one seek from its tar."
         r = self.data.iloc[idx]
         with open(str(r["path"]).split("#")[0], "rb") as f:
-            f.seek(int(r["offset"])); return f.read(int(r["size"]))
+            f.seek(int(r["offset"]))
+            return f.read(int(r["size"]))
 
     def get_item(self, index):
         from opensora_nb.data import parse_index
+
         idx, T, H, W = parse_index(index, self.num_frames, self.image_size)
         row = self.data.iloc[idx]
         tmpdir = "/dev/shm" if os.path.isdir("/dev/shm") else None
         with tempfile.NamedTemporaryFile(suffix=row["ext"], dir=tmpdir) as f:
-            f.write(self.member_bytes(idx)); f.flush()
+            f.write(self.member_bytes(idx))
+            f.flush()
             if self.is_image(idx):
                 video, fps = read_image(f.name), IMG_FPS
-                if T > 1: video = video.expand(T, -1, -1, -1)
+                if T > 1:
+                    video = video.expand(T, -1, -1, -1)
             else:
-                video = read_video(f.name, backend=self.backend, num_frames=T, frame_interval=self.frame_interval,
-                                   rng=self._rng(idx))
+                video = read_video(
+                    f.name,
+                    backend=self.backend,
+                    num_frames=T,
+                    frame_interval=self.frame_interval,
+                    rng=self._rng(idx),
+                )
                 fps = float(row["fps"] // self.frame_interval)
         x = transform_video(video, (H, W))
-        out = dict(video=x, num_frames=x.shape[1], height=H, width=W, ar=H / W, fps=fps, index=idx, path=row["path"])
+        out = dict(
+            video=x,
+            num_frames=x.shape[1],
+            height=H,
+            width=W,
+            ar=H / W,
+            fps=fps,
+            index=idx,
+            path=row["path"],
+        )
         out["text"] = "" if pd.isna(row.get("text")) else str(row["text"])
         return out
 
 # %% ../nbs/10b_pipeline.ipynb #cebc3da7
-STAGES = ("info", "scenes", "split", "aes", "motion", "ocr", "filter", "caption", "match", "filter", "score2text", "shards")
+STAGES = (
+    "info",
+    "scenes",
+    "split",
+    "aes",
+    "motion",
+    "ocr",
+    "filter",
+    "caption",
+    "match",
+    "filter",
+    "score2text",
+    "shards",
+)
+
 
 def _relative(df, root):
-    if "path" not in df.columns: return df
+    if "path" not in df.columns:
+        return df
     df = df.copy()
     root = Path(root).resolve()
+
     def rel(p):
-        try: return str(Path(p).resolve().relative_to(root))
-        except ValueError: return str(p)
+        try:
+            return str(Path(p).resolve().relative_to(root))
+        except ValueError:
+            return str(p)
+
     df["path"] = [rel(p) for p in df["path"]]
     return df
+
 
 def _summary(out_dir, input, stages, rows, final, dropped, models, verbose):
     "Write `summary.json` (models, rows per stage, why rows were dropped) and print the gist."
     tiny = sorted(k for k, m in models.items() if m == "tiny")
-    s = dict(input=f"<DataFrame of {len(input)} rows>" if isinstance(input, pd.DataFrame) else str(input),
-             stages=list(stages), models=models, tiny_random_models=bool(tiny), rows=rows, final_rows=len(final),
-             dropped=dropped)
-    if tiny: s["warning"] = (f"random tiny models for {', '.join(tiny)} (--tiny-random-models): "
-                             "aes/match scores and captions are meaningless")
-    if len(final) == 0: s["why_empty"] = dropped or {s["input"]: "no rows to start from (no video or image files found)"}
+    s = dict(
+        input=f"<DataFrame of {len(input)} rows>"
+        if isinstance(input, pd.DataFrame)
+        else str(input),
+        stages=list(stages),
+        models=models,
+        tiny_random_models=bool(tiny),
+        rows=rows,
+        final_rows=len(final),
+        dropped=dropped,
+    )
+    if tiny:
+        s["warning"] = (
+            f"random tiny models for {', '.join(tiny)} (--tiny-random-models): "
+            "aes/match scores and captions are meaningless"
+        )
+    if len(final) == 0:
+        s["why_empty"] = dropped or {
+            s["input"]: "no rows to start from (no video or image files found)"
+        }
     (Path(out_dir) / "summary.json").write_text(json.dumps(s, indent=1))
     if verbose:
-        print(f"summary -> summary.json: {len(final)} rows kept, {len(dropped)} dropped by the filters")
-        if tiny: print("WARNING:", s["warning"])
+        print(
+            f"summary -> summary.json: {len(final)} rows kept, {len(dropped)} dropped by the "
+            f"filters"
+        )
+        if tiny:
+            print("WARNING:", s["warning"])
         if len(final) == 0:
             print("0 rows left; why each file was dropped:")
-            for p, why in s["why_empty"].items(): print(f"  {p}: {why}")
+            for p, why in s["why_empty"].items():
+                print(f"  {p}: {why}")
     return s
 
-def curate(input, out_dir, stages=STAGES, num_workers=0, preset="curation_default", filters=None, clip=CLIP_MODEL,
-           aesthetic_path=None, vlm=VLM_MODEL, max_new_tokens=64, detector="adaptive", threshold=None, min_scene_len=15,
-           min_frames=1, max_frames=None, db_onnx=None, shard_size=100, drop_prob=0.2, seed=0, backend="process",
-           batch_size=8, verbose=True):
-    "Run the curation stages on a folder of videos, a meta file or a DataFrame; every stage resumable. Final table."
+
+def curate(
+    input,
+    out_dir,
+    stages=STAGES,
+    num_workers=0,
+    preset="curation_default",
+    filters=None,
+    clip=CLIP_MODEL,
+    aesthetic_path=None,
+    vlm=VLM_MODEL,
+    max_new_tokens=64,
+    detector="adaptive",
+    threshold=None,
+    min_scene_len=15,
+    min_frames=1,
+    max_frames=None,
+    db_onnx=None,
+    shard_size=100,
+    drop_prob=0.2,
+    seed=0,
+    backend="process",
+    batch_size=8,
+    verbose=True,
+):
+    """Run the curation stages on a folder of videos, a meta file or a DataFrame; every stage
+    resumable. Final table."""
     unknown = [s for s in stages if s not in STAGES]
-    if unknown: raise ValueError(f"curate: unknown stage(s) {unknown}; stages are {sorted(set(STAGES))}")
-    check_models(stages, clip, vlm, aesthetic_path)              # a missing model fails now, before any work
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    if isinstance(input, pd.DataFrame): df = input
-    else: df = scan_folder(input) if Path(input).is_dir() else read_meta(input)
+    if unknown:
+        raise ValueError(f"curate: unknown stage(s) {unknown}; stages are {sorted(set(STAGES))}")
+    check_models(stages, clip, vlm, aesthetic_path)  # a missing model fails now, before any work
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(input, pd.DataFrame):
+        df = input
+    else:
+        df = scan_folder(input) if Path(input).is_dir() else read_meta(input)
     rows, dropped = {"input": len(df)}, {}
     for i, name in enumerate(stages):
         out = out_dir / f"meta_{i:02d}_{name}.csv"
         kw = dict(num_workers=num_workers, backend=backend, progress=verbose)
-        if name == "info": df = run_stage(df, InfoStage(), out, **kw)
-        elif name == "scenes": df = run_stage(df, SceneStage(detector, threshold, min_scene_len), out, **kw)
-        elif name == "split": df = run_stage(df, SplitStage(out_dir / "clips", min_frames, max_frames), out, **kw)
-        elif name == "motion": df = run_stage(df, MotionStage(), out, **kw)
-        elif name == "ocr": df = run_stage(df, OCRStage(db_onnx), out, **kw)
-        elif name == "aes": df = run_stage(df, AestheticStage(clip, aesthetic_path), out, batch_size=batch_size)
-        elif name == "match": df = run_stage(df, MatchStage(clip, aesthetic_path), out, batch_size=batch_size)
-        elif name == "caption": df = run_stage(df, CaptionStage(vlm, max_new_tokens), out, batch_size=batch_size)
+        if name == "info":
+            df = run_stage(df, InfoStage(), out, **kw)
+        elif name == "scenes":
+            df = run_stage(df, SceneStage(detector, threshold, min_scene_len), out, **kw)
+        elif name == "split":
+            df = run_stage(df, SplitStage(out_dir / "clips", min_frames, max_frames), out, **kw)
+        elif name == "motion":
+            df = run_stage(df, MotionStage(), out, **kw)
+        elif name == "ocr":
+            df = run_stage(df, OCRStage(db_onnx), out, **kw)
+        elif name == "aes":
+            df = run_stage(df, AestheticStage(clip, aesthetic_path), out, batch_size=batch_size)
+        elif name == "match":
+            df = run_stage(df, MatchStage(clip, aesthetic_path), out, batch_size=batch_size)
+        elif name == "caption":
+            df = run_stage(df, CaptionStage(vlm, max_new_tokens), out, batch_size=batch_size)
         elif name == "filter":
             why = drop_reasons(df, filters, preset)
             dropped.update((str(p), r) for p, r in zip(df["path"], why) if r)
-            if verbose: print(f"filter ({preset}): removed per rule", filter_report(df, filters, preset))
-            df = df[why.eq("")].reset_index(drop=True); write_meta(df, out)
+            if verbose:
+                print(f"filter ({preset}): removed per rule", filter_report(df, filters, preset))
+            df = df[why.eq("")].reset_index(drop=True)
+            write_meta(df, out)
         elif name == "score2text":
-            df = scores_to_text(df, drop_prob=drop_prob, seed=seed); write_meta(df, out)
+            df = scores_to_text(df, drop_prob=drop_prob, seed=seed)
+            write_meta(df, out)
         elif name == "shards":
-            out = out_dir / "shards" / "shards.csv"                    # what write_shards writes, with the tars
-            packed = write_shards(df, out.parent, shard_size)           # (error rows are not packed)
+            out = out_dir / "shards" / "shards.csv"  # what write_shards writes, with the tars
+            packed = write_shards(df, out.parent, shard_size)  # (error rows are not packed)
         written, n = str(out.relative_to(out_dir)), len(packed) if name == "shards" else len(df)
         rows[written] = n
-        if verbose: print(f"[{i:02d}] {name:<10} {n:>6} rows  -> {written}")
+        if verbose:
+            print(f"[{i:02d}] {name:<10} {n:>6} rows  -> {written}")
     write_meta(_relative(df, out_dir), out_dir / "meta_final.csv")
-    models = dict(clip=clip if {"aes", "match"} & set(stages) else None, vlm=vlm if "caption" in stages else None,
-                  aesthetic_head=str(aesthetic_path) if "aes" in stages and clip != "tiny" else None)
+    models = dict(
+        clip=clip if {"aes", "match"} & set(stages) else None,
+        vlm=vlm if "caption" in stages else None,
+        aesthetic_head=str(aesthetic_path) if "aes" in stages and clip != "tiny" else None,
+    )
     _summary(out_dir, input, stages, rows, df, dropped, models, verbose)
     return df
 
@@ -181,24 +327,42 @@ def show_clip_row(row, ax=None, points=(0.1, 0.5, 0.9)):
     "Three frames of a curated clip with its scores and (wrapped) caption as the title."
     import textwrap
     import matplotlib.pyplot as plt
+
     frames = sample_frames(row["path"], points=points)
     ax = ax or plt.subplots(figsize=(9, 2.8))[1]
-    ax.imshow(torch.cat(list(frames), dim=2).permute(1, 2, 0)); ax.axis("off")
-    scores = "  ".join(f"{k}={row[k]:.2f}" if isinstance(row.get(k), float) else f"{k}={row[k]}"
-                       for k in ("aes", "flow", "ocr", "match", "cmotion") if k in row and pd.notna(row[k]))
-    ax.set_title(Path(str(row["path"])).name + "\n" + scores + "\n" + textwrap.shorten(str(row.get("text", "")), 110),
-                 fontsize=8)
+    ax.imshow(torch.cat(list(frames), dim=2).permute(1, 2, 0))
+    ax.axis("off")
+    scores = "  ".join(
+        f"{k}={row[k]:.2f}" if isinstance(row.get(k), float) else f"{k}={row[k]}"
+        for k in ("aes", "flow", "ocr", "match", "cmotion")
+        if k in row and pd.notna(row[k])
+    )
+    ax.set_title(
+        Path(str(row["path"])).name
+        + "\n"
+        + scores
+        + "\n"
+        + textwrap.shorten(str(row.get("text", "")), 110),
+        fontsize=8,
+    )
     return ax
 
+
 def browse_clips(meta):
-    "An ipywidgets slider over the rows of a curated meta table (static picture of the first row as well)."
+    """An ipywidgets slider over the rows of a curated meta table (static picture of the first row
+    as well)."""
     import ipywidgets as W
     import matplotlib.pyplot as plt
     from IPython.display import display
+
     out = W.Output()
+
     def show(i):
         with out:
-            out.clear_output(wait=True); show_clip_row(meta.iloc[int(i)].to_dict()); plt.show()
+            out.clear_output(wait=True)
+            show_clip_row(meta.iloc[int(i)].to_dict())
+            plt.show()
+
     s = W.IntSlider(0, 0, max(len(meta) - 1, 0), description="clip")
     s.observe(lambda ch: show(ch["new"]), names="value")
     display(W.VBox([s, out]))
@@ -208,72 +372,153 @@ def browse_clips(meta):
 # %% ../nbs/10b_pipeline.ipynb #bf2e8c1a
 META_TOOLS = ("merge", "split", "filter", "score2text", "info")
 
+
 def _meta_tool(argv):
-    "`opensora-nb curate merge|split|filter|score2text|info ...`: the meta-table tools of chapter 10 on CSV files."
-    p = argparse.ArgumentParser(prog=f"opensora-nb curate {argv[0]}", description=_meta_tool.__doc__)
+    """`opensora-nb curate merge|split|filter|score2text|info ...`: the meta-table tools of chapter
+    10 on CSV files."""
+    p = argparse.ArgumentParser(
+        prog=f"opensora-nb curate {argv[0]}", description=_meta_tool.__doc__
+    )
     p.add_argument("inputs", nargs="+", help="meta CSV/parquet file(s)")
-    p.add_argument("--output", "-o", "--out", dest="output", required=True, metavar="PATH",
-                   help="output file (split: output folder); --out is the old spelling")
+    p.add_argument(
+        "--output",
+        "-o",
+        "--out",
+        dest="output",
+        required=True,
+        metavar="PATH",
+        help="output file (split: output folder); --out is the old spelling",
+    )
     p.add_argument("--parts", type=int, default=2, help="split: number of parts")
     p.add_argument("--preset", default=None, choices=sorted(FILTER_PRESETS), help="filter: preset")
-    p.add_argument("--filter", action="append", default=[], metavar="COL=MIN:MAX", help="filter: a bound (repeatable)")
-    p.add_argument("--drop-prob", type=float, default=0.2, help="score2text: probability of dropping each score")
-    p.add_argument("--style", default="inference", choices=["inference", "datautil"], help="score2text: format")
+    p.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="COL=MIN:MAX",
+        help="filter: a bound (repeatable)",
+    )
+    p.add_argument(
+        "--drop-prob",
+        type=float,
+        default=0.2,
+        help="score2text: probability of dropping each score",
+    )
+    p.add_argument(
+        "--style", default="inference", choices=["inference", "datautil"], help="score2text: format"
+    )
     p.add_argument("--seed", type=int, default=0)
     tool, a = argv[0], p.parse_args(argv[1:])
     for f in a.inputs:
-        if not Path(f).exists(): p.error(f"input {f} does not exist")
+        if not Path(f).exists():
+            p.error(f"input {f} does not exist")
     df = merge_meta(*a.inputs)
     if tool == "split":
-        for i, part in enumerate(split_meta(df, a.parts)): write_meta(part, Path(a.output) / f"part_{i:03d}.csv")
-        print(f"{len(df)} rows -> {a.parts} parts in {a.output}"); return 0
+        for i, part in enumerate(split_meta(df, a.parts)):
+            write_meta(part, Path(a.output) / f"part_{i:03d}.csv")
+        print(f"{len(df)} rows -> {a.parts} parts in {a.output}")
+        return 0
     if tool == "filter":
         bounds = _parse_filters(p, a.filter)
         print("removed per rule:", filter_report(df, bounds, a.preset))
         df = filter_meta(df, bounds, a.preset)
-    elif tool == "score2text": df = scores_to_text(df, a.drop_prob, a.seed, a.style)
-    elif tool == "info": df = run_stage(df, InfoStage(), a.output)
+    elif tool == "score2text":
+        df = scores_to_text(df, a.drop_prob, a.seed, a.style)
+    elif tool == "info":
+        df = run_stage(df, InfoStage(), a.output)
     write_meta(df, a.output)
     print(f"{len(df)} rows -> {a.output}")
     return 0
+
 
 def _parse_filters(p, items):
     out = {}
     for f in items:
         try:
-            col, rng = f.split("=", 1); lo, hi = rng.split(":", 1)
+            col, rng = f.split("=", 1)
+            lo, hi = rng.split(":", 1)
             out[col] = (float(lo) if lo else None, float(hi) if hi else None)
         except ValueError:
             p.error(f"--filter {f!r}: expected COL=MIN:MAX, e.g. aes=4.5: or ocr=:0.05")
     return out
 
+
 def curate_cli(argv=None):
-    "`opensora-nb curate`: scene-split, score, caption, filter and shard a folder of videos (or a meta file)."
+    """`opensora-nb curate`: scene-split, score, caption, filter and shard a folder of videos (or a
+    meta file)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in META_TOOLS: return _meta_tool(argv)
-    p = argparse.ArgumentParser(prog="opensora-nb curate", description=curate_cli.__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    if argv and argv[0] in META_TOOLS:
+        return _meta_tool(argv)
+    p = argparse.ArgumentParser(
+        prog="opensora-nb curate",
+        description=curate_cli.__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("input", help="folder of videos, or a meta CSV/parquet with a `path` column")
-    p.add_argument("--output", "-o", "--out", dest="output", required=True, metavar="DIR",
-                   help="output folder (meta_XX_<stage>.csv, clips/, shards/, meta_final.csv); --out is the old spelling")
-    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated stages from {sorted(set(STAGES))}")
-    p.add_argument("--workers", type=int, default=0, help="worker processes for row stages (0 = in this process)")
+    p.add_argument(
+        "--output",
+        "-o",
+        "--out",
+        dest="output",
+        required=True,
+        metavar="DIR",
+        help="output folder (meta_XX_<stage>.csv, clips/, shards/, meta_final.csv); --out is the old spelling",
+    )
+    p.add_argument(
+        "--stages",
+        default=",".join(STAGES),
+        help=f"comma-separated stages from {sorted(set(STAGES))}",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="worker processes for row stages (0 = in this process)",
+    )
     p.add_argument("--ray", action="store_true", help="run row stages as Ray tasks")
-    p.add_argument("--preset", default="curation_default", choices=sorted(FILTER_PRESETS), help="filter preset")
-    p.add_argument("--filter", action="append", default=[], metavar="COL=MIN:MAX",
-                   help="extra/overriding bound, e.g. aes=5: or ocr=:0.1 (repeatable)")
-    p.add_argument("--clip", default=CLIP_MODEL, help="CLIP checkpoint (hub id or folder) for the aes and match scores")
-    p.add_argument("--aesthetic", default=None, help=f"LAION aesthetic head (.pth/.safetensors) for aes: {AESTHETIC_HEAD_URL}")
-    p.add_argument("--vlm", default=VLM_MODEL, help="image-text-to-text checkpoint (hub id or folder) for captions")
-    p.add_argument("--tiny-random-models", action="store_true",
-                   help="random tiny CLIP and LLaVA instead (no download): a smoke test, meaningless scores and captions")
+    p.add_argument(
+        "--preset", default="curation_default", choices=sorted(FILTER_PRESETS), help="filter preset"
+    )
+    p.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="COL=MIN:MAX",
+        help="extra/overriding bound, e.g. aes=5: or ocr=:0.1 (repeatable)",
+    )
+    p.add_argument(
+        "--clip",
+        default=CLIP_MODEL,
+        help="CLIP checkpoint (hub id or folder) for the aes and match scores",
+    )
+    p.add_argument(
+        "--aesthetic",
+        default=None,
+        help=f"LAION aesthetic head (.pth/.safetensors) for aes: {AESTHETIC_HEAD_URL}",
+    )
+    p.add_argument(
+        "--vlm",
+        default=VLM_MODEL,
+        help="image-text-to-text checkpoint (hub id or folder) for captions",
+    )
+    p.add_argument(
+        "--tiny-random-models",
+        action="store_true",
+        help="random tiny CLIP and LLaVA instead (no download): a smoke test, meaningless scores and captions",
+    )
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--detector", default="adaptive", choices=["adaptive", "content"])
-    p.add_argument("--threshold", type=float, default=None, help="scene detector threshold (default 3.0 / 27)")
+    p.add_argument(
+        "--threshold", type=float, default=None, help="scene detector threshold (default 3.0 / 27)"
+    )
     p.add_argument("--min-scene-len", type=int, default=15, help="shortest shot, frames")
     p.add_argument("--min-frames", type=int, default=1, help="drop shots shorter than this")
     p.add_argument("--max-frames", type=int, default=None, help="truncate shots longer than this")
-    p.add_argument("--db-onnx", default=None, help="DB text detector weights (ONNX) instead of the classical one")
+    p.add_argument(
+        "--db-onnx",
+        default=None,
+        help="DB text detector weights (ONNX) instead of the classical one",
+    )
     p.add_argument("--shard-size", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=8, help="clips per batch for model stages")
     p.add_argument("--seed", type=int, default=0)
@@ -282,16 +527,37 @@ def curate_cli(argv=None):
     filters = _parse_filters(p, a.filter)
     stages = [s.strip() for s in a.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
-    if unknown: p.error(f"unknown stage(s) {unknown}; choose from {sorted(set(STAGES))}")
-    if not Path(a.input).exists(): p.error(f"input {a.input} does not exist")
-    if a.tiny_random_models: a.clip = a.vlm = "tiny"
-    elif "tiny" in (a.clip, a.vlm): p.error("'tiny' is not a checkpoint; for the random tiny models pass --tiny-random-models")
+    if unknown:
+        p.error(f"unknown stage(s) {unknown}; choose from {sorted(set(STAGES))}")
+    if not Path(a.input).exists():
+        p.error(f"input {a.input} does not exist")
+    if a.tiny_random_models:
+        a.clip = a.vlm = "tiny"
+    elif "tiny" in (a.clip, a.vlm):
+        p.error("'tiny' is not a checkpoint; for the random tiny models pass --tiny-random-models")
     try:
-        df = curate(a.input, a.output, stages, num_workers=a.workers, preset=a.preset, filters=filters, clip=a.clip,
-                    aesthetic_path=a.aesthetic, vlm=a.vlm, max_new_tokens=a.max_new_tokens, detector=a.detector,
-                    threshold=a.threshold, min_scene_len=a.min_scene_len, min_frames=a.min_frames,
-                    max_frames=a.max_frames, db_onnx=a.db_onnx, shard_size=a.shard_size, seed=a.seed,
-                    backend="ray" if a.ray else "process", batch_size=a.batch_size)
+        df = curate(
+            a.input,
+            a.output,
+            stages,
+            num_workers=a.workers,
+            preset=a.preset,
+            filters=filters,
+            clip=a.clip,
+            aesthetic_path=a.aesthetic,
+            vlm=a.vlm,
+            max_new_tokens=a.max_new_tokens,
+            detector=a.detector,
+            threshold=a.threshold,
+            min_scene_len=a.min_scene_len,
+            min_frames=a.min_frames,
+            max_frames=a.max_frames,
+            db_onnx=a.db_onnx,
+            shard_size=a.shard_size,
+            seed=a.seed,
+            backend="ray" if a.ray else "process",
+            batch_size=a.batch_size,
+        )
     except ModelsNotAvailable as e:
         print(f"opensora-nb curate: {e}", file=sys.stderr)
         return 2

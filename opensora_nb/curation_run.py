@@ -20,110 +20,183 @@ import torch
 from tqdm.auto import tqdm
 
 from .captions import VLM_MODEL, Captioner, tiny_vlm
-from .curation import detect_scenes, get_info, one_line_reason, read_meta, split_scenes, write_meta
-from .scores import (AESTHETIC_HEAD_URL, CLIP_MODEL, CLIPScorer, camera_motion, motion_score, ocr_score,
-                                sample_frames, tiny_clip_scorer)
+from opensora_nb.curation import (
+    detect_scenes,
+    get_info,
+    one_line_reason,
+    read_meta,
+    split_scenes,
+    write_meta,
+)
+from opensora_nb.scores import (
+    AESTHETIC_HEAD_URL,
+    CLIP_MODEL,
+    CLIPScorer,
+    camera_motion,
+    motion_score,
+    ocr_score,
+    sample_frames,
+    tiny_clip_scorer,
+)
 
 # %% ../nbs/10b_curation_run.ipynb #ddda925a
 def _error_text(stage, e):
     return f"{stage}: {type(e).__name__}: {one_line_reason(e, 450)}"
 
+
 def _has_error(row):
     e = row.get("error", "")
     return isinstance(e, str) and e != ""
 
+
 def _merge(row, out):
-    "Rows produced for one input row: its columns updated with `out` (dict, list of dicts, or None)."
-    if out is None: return [dict(row)]
-    if isinstance(out, dict): return [{**row, **out}]
+    """Rows produced for one input row: its columns updated with `out` (dict, list of dicts, or
+    None)."""
+    if out is None:
+        return [dict(row)]
+    if isinstance(out, dict):
+        return [{**row, **out}]
     return [{**row, **o} for o in out]
+
 
 def apply_row(fn, row, stage="stage"):
     "Run a stage function on one row; an exception becomes an `error` on the row (never raised)."
-    if _has_error(row): return [dict(row)]
+    if _has_error(row):
+        return [dict(row)]
     try:
         return [{**r, "error": ""} for r in _merge(row, fn(row))]
     except Exception as e:
         return [{**row, "error": _error_text(stage, e)}]
 
+
 def apply_batch(fn, rows, stage="stage"):
-    "Run a batched stage function (list of rows -> list of dicts); on failure retry row by row to isolate the culprit."
+    """Run a batched stage function (list of rows -> list of dicts); on failure retry row by row to
+    isolate the culprit."""
     todo = [r for r in rows if not _has_error(r)]
     try:
         outs = dict(zip(map(id, todo), fn(todo))) if todo else {}
     except Exception:
         return [apply_row(lambda r: fn([r])[0], r, stage) for r in rows]
-    return [[dict(r)] if _has_error(r) else [{**o, "error": ""} for o in _merge(r, outs[id(r)])] for r in rows]
+    return [
+        [dict(r)] if _has_error(r) else [{**o, "error": ""} for o in _merge(r, outs[id(r)])]
+        for r in rows
+    ]
 
 # %% ../nbs/10b_curation_run.ipynb #e145a52f
 def jsonable(v):
-    "A meta-table cell as JSON can hold it: numpy numbers as Python ones, NaN as None, arrays as JSON text."
-    if isinstance(v, (np.integer,)): return int(v)
-    if isinstance(v, (np.floating,)): return None if np.isnan(v) else float(v)
-    if isinstance(v, float) and v != v: return None
-    if isinstance(v, (np.ndarray, list, tuple)): return json.dumps(np.asarray(v).tolist())
+    """A meta-table cell as JSON can hold it: numpy numbers as Python ones, NaN as None, arrays as
+    JSON text."""
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating,)):
+        return None if np.isnan(v) else float(v)
+    if isinstance(v, float) and v != v:
+        return None
+    if isinstance(v, (np.ndarray, list, tuple)):
+        return json.dumps(np.asarray(v).tolist())
     return v
+
 
 def load_progress(log_path):
     "Finished rows {key: [rows]} from a progress log, cutting off a half-written last line."
     log_path, done = Path(log_path), {}
-    if not log_path.exists(): return done
+    if not log_path.exists():
+        return done
     data = log_path.read_bytes()
     end = data.rfind(b"\n") + 1
     if end < len(data):
-        with open(log_path, "r+b") as f: f.truncate(end)
+        with open(log_path, "r+b") as f:
+            f.truncate(end)
     for line in data[:end].splitlines():
         if line.strip():
             rec = json.loads(line)
             done[rec["key"]] = rec["rows"]
     return done
 
+
 class ProgressLog:
     "Append-only JSON-lines log of finished rows (flushed and fsync'ed per record)."
-    def __init__(self, path): self.f = open(path, "a", encoding="utf-8")
+
+    def __init__(self, path):
+        self.f = open(path, "a", encoding="utf-8")
+
     def write(self, key, rows):
         rec = {"key": key, "rows": [{k: jsonable(v) for k, v in r.items()} for r in rows]}
-        self.f.write(json.dumps(rec) + "\n"); self.f.flush(); os.fsync(self.f.fileno())
-    def close(self): self.f.close()
+        self.f.write(json.dumps(rec) + "\n")
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+    def close(self):
+        self.f.close()
 
 # %% ../nbs/10b_curation_run.ipynb #bba26531
 def _stage_name(fn):
     return getattr(fn, "name", None) or getattr(fn, "__name__", None) or type(fn).__name__
 
+
 def _apply_chunk(fn, rows, stage, key):
     return [(str(r[key]), apply_row(fn, r, stage)) for r in rows]
 
-def run_stage(meta, fn, out_path, key="path", num_workers=0, batch_size=0, desc=None, mp_context=None,
-              backend="process", max_rows=None, progress=True):
-    "Apply `fn` to every row of `meta` (DataFrame or file) -> DataFrame saved at `out_path`; resumable, errors as rows."
+
+def run_stage(
+    meta,
+    fn,
+    out_path,
+    key="path",
+    num_workers=0,
+    batch_size=0,
+    desc=None,
+    mp_context=None,
+    backend="process",
+    max_rows=None,
+    progress=True,
+):
+    """Apply `fn` to every row of `meta` (DataFrame or file) -> DataFrame saved at `out_path`;
+    resumable, errors as rows."""
     out_path, stage = Path(out_path), desc or _stage_name(fn)
     log_path = out_path.with_name(out_path.name + ".progress.jsonl")
     if out_path.exists() and not log_path.exists():
-        return read_meta(out_path, resolve=False)                      # finished earlier
+        return read_meta(out_path, resolve=False)  # finished earlier
     df = read_meta(meta) if isinstance(meta, (str, Path)) else meta
-    if len(df) == 0:                                                   # nothing left (e.g. everything filtered)
+    if len(df) == 0:  # nothing left (e.g. everything filtered)
         out = df.assign(error=pd.Series(dtype=str)) if "error" not in df.columns else df
-        write_meta(out, out_path); return out
-    if key not in df.columns: raise KeyError(f"run_stage({stage}): meta has no key column {key!r}")
+        write_meta(out, out_path)
+        return out
+    if key not in df.columns:
+        raise KeyError(f"run_stage({stage}): meta has no key column {key!r}")
     if df[key].duplicated().any():
-        raise ValueError(f"run_stage({stage}): {int(df[key].duplicated().sum())} duplicated {key!r} values; dedupe first")
+        raise ValueError(
+            f"run_stage({stage}): {int(df[key].duplicated().sum())} duplicated {key!r} values; "
+            f"dedupe first"
+        )
     rows = [{k: jsonable(v) for k, v in r.items()} for r in df.to_dict("records")]
     out_path.parent.mkdir(parents=True, exist_ok=True)
     done = load_progress(log_path)
     todo = [r for r in rows if str(r[key]) not in done]
-    bar = tqdm(total=len(rows), initial=len(rows) - len(todo), desc=stage, leave=False, disable=not progress)
-    if max_rows is not None: todo = todo[:max_rows]                     # for tests / dry runs: stop early
+    bar = tqdm(
+        total=len(rows),
+        initial=len(rows) - len(todo),
+        desc=stage,
+        leave=False,
+        disable=not progress,
+    )
+    if max_rows is not None:
+        todo = todo[:max_rows]  # for tests / dry runs: stop early
     log = ProgressLog(log_path)
     try:
         if backend == "ray":
-            for k, res in _ray_map(fn, todo, stage, key, num_workers, chunk=max(1, batch_size or 4)):
-                log.write(k, res); done[k] = res
+            for k, res in _ray_map(
+                fn, todo, stage, key, num_workers, chunk=max(1, batch_size or 4)
+            ):
+                log.write(k, res)
+                done[k] = res
                 bar.update(1)
         elif batch_size:
             for i in range(0, len(todo), batch_size):
-                chunk = todo[i:i + batch_size]
+                chunk = todo[i : i + batch_size]
                 for r, res in zip(chunk, apply_batch(fn, chunk, stage)):
-                    log.write(str(r[key]), res); done[str(r[key])] = res
+                    log.write(str(r[key]), res)
+                    done[str(r[key])] = res
                 bar.update(len(chunk))
         elif num_workers and num_workers > 1:
             ctx = _mp_context(mp_context, fn)
@@ -132,131 +205,237 @@ def run_stage(meta, fn, out_path, key="path", num_workers=0, batch_size=0, desc=
                 while True:
                     while len(running) < 4 * num_workers:
                         r = next(it, None)
-                        if r is None: break
+                        if r is None:
+                            break
                         running[ex.submit(apply_row, fn, r, stage)] = r
-                    if not running: break
+                    if not running:
+                        break
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
                     for fut in finished:
                         r = running.pop(fut)
-                        res = fut.result()     # apply_row never raises: an exception here is a dead worker -> stop
-                        log.write(str(r[key]), res); done[str(r[key])] = res
+                        res = (
+                            fut.result()
+                        )  # apply_row never raises: an exception here is a dead worker -> stop
+                        log.write(str(r[key]), res)
+                        done[str(r[key])] = res
                         bar.update(1)
         else:
             for r in todo:
                 res = apply_row(fn, r, stage)
-                log.write(str(r[key]), res); done[str(r[key])] = res
+                log.write(str(r[key]), res)
+                done[str(r[key])] = res
                 bar.update(1)
     finally:
-        log.close(); bar.close()
-    if any(str(r[key]) not in done for r in rows):                   # stopped early (max_rows)
+        log.close()
+        bar.close()
+    if any(str(r[key]) not in done for r in rows):  # stopped early (max_rows)
         return pd.DataFrame([x for r in rows if str(r[key]) in done for x in done[str(r[key])]])
     out = pd.DataFrame([x for r in rows for x in done[str(r[key])]])
-    if "error" not in out.columns: out["error"] = ""
+    if "error" not in out.columns:
+        out["error"] = ""
     write_meta(out, out_path)
     log_path.unlink(missing_ok=True)
     return out
 
+
 def _ray_map(fn, rows, stage, key, num_cpus=None, chunk=4):
-    "Yield (key, rows) as Ray tasks over chunks of rows finish (Ray started locally if not running)."
+    """Yield (key, rows) as Ray tasks over chunks of rows finish (Ray started locally if not
+    running)."""
     import ray
+
     if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus or None, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+        ray.init(
+            num_cpus=num_cpus or None,
+            include_dashboard=False,
+            log_to_driver=False,
+            ignore_reinit_error=True,
+        )
     task = ray.remote(_apply_chunk)
-    pending = [task.remote(fn, rows[i:i + chunk], stage, key) for i in range(0, len(rows), chunk)]
+    pending = [task.remote(fn, rows[i : i + chunk], stage, key) for i in range(0, len(rows), chunk)]
     while pending:
         ready, pending = ray.wait(pending, num_returns=1)
         yield from ray.get(ready[0])
 
+
 def _mp_context(name, fn):
-    "Process start method: a forkserver with this module (and the stage's) pre-imported, else spawn."
+    """Process start method: a forkserver with this module (and the stage's) pre-imported, else
+    spawn."""
     if name is None and "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(sorted({__name__, getattr(fn, "__module__", None)} - {"__main__", None}))
+        ctx.set_forkserver_preload(
+            sorted({__name__, getattr(fn, "__module__", None)} - {"__main__", None})
+        )
         return ctx
     return mp.get_context(name or "spawn")
 
+
 def _worker_init():
     torch.set_num_threads(1)
-    import cv2; cv2.setNumThreads(1)
+    import cv2
+
+    cv2.setNumThreads(1)
 
 # %% ../nbs/10b_curation_run.ipynb #00bc394a
 class InfoStage:
     "num_frames, height, width, aspect_ratio, fps, resolution of the row's file."
+
     name = "info"
-    def __call__(self, row): return get_info(row["path"])
+
+    def __call__(self, row):
+        return get_info(row["path"])
+
 
 class SceneStage:
     "Shots of the row's video as JSON `[(start, end), ...]` frames, and their count."
+
     name = "scenes"
+
     def __init__(self, detector="adaptive", threshold=None, min_scene_len=15):
         self.detector, self.threshold, self.min_scene_len = detector, threshold, min_scene_len
+
     def __call__(self, row):
         sc = detect_scenes(row["path"], self.detector, self.threshold, self.min_scene_len)
         return {"scenes": json.dumps(sc), "num_scenes": len(sc)}
 
+
 class SplitStage:
-    "One row per shot: the clip written under `out_dir` (ffmpeg), its source, frame range and info columns."
+    """One row per shot: the clip written under `out_dir` (ffmpeg), its source, frame range and info
+    columns."""
+
     name = "split"
+
     def __init__(self, out_dir, min_frames=1, max_frames=None, reencode=True):
-        self.out_dir, self.min_frames, self.max_frames, self.reencode = str(out_dir), min_frames, max_frames, reencode
+        self.out_dir, self.min_frames, self.max_frames, self.reencode = (
+            str(out_dir),
+            min_frames,
+            max_frames,
+            reencode,
+        )
+
     def __call__(self, row):
         scenes = json.loads(row["scenes"]) if row.get("scenes") else None
-        if scenes is None: scenes = detect_scenes(row["path"])
+        if scenes is None:
+            scenes = detect_scenes(row["path"])
         fps = row.get("fps")
-        fps = float(fps) if fps and fps == fps else None               # missing or NaN: read it from the file
-        clips = split_scenes(row["path"], scenes, self.out_dir, fps=fps,
-                             min_frames=self.min_frames, max_frames=self.max_frames, reencode=self.reencode)
+        fps = float(fps) if fps and fps == fps else None  # missing or NaN: read it from the file
+        clips = split_scenes(
+            row["path"],
+            scenes,
+            self.out_dir,
+            fps=fps,
+            min_frames=self.min_frames,
+            max_frames=self.max_frames,
+            reencode=self.reencode,
+        )
         return [{**c, **get_info(c["path"])} for c in clips]
+
 
 class MotionStage:
     "v1.2's `flow` (motion score) and `cmotion` (camera motion label)."
+
     name = "motion"
-    def __call__(self, row): return {"flow": motion_score(row["path"]), "cmotion": camera_motion(row["path"])}
+
+    def __call__(self, row):
+        return {"flow": motion_score(row["path"]), "cmotion": camera_motion(row["path"])}
+
 
 class OCRStage:
-    "`ocr` (fraction of the frame covered by text) and `ocr_boxes`; classical detector unless a DB .onnx is given."
+    """`ocr` (fraction of the frame covered by text) and `ocr_boxes`; classical detector unless a DB
+    .onnx is given."""
+
     name = "ocr"
-    def __init__(self, db_onnx=None): self.db_onnx, self._det = db_onnx, None
+
+    def __init__(self, db_onnx=None):
+        self.db_onnx, self._det = db_onnx, None
+
     def __call__(self, row):
         if self.db_onnx and self._det is None:
             from opensora_nb.scores import DBTextDetector
+
             self._det = DBTextDetector(self.db_onnx)
         return ocr_score(row["path"], self._det)
-    def __getstate__(self): return {**self.__dict__, "_det": None}
+
+    def __getstate__(self):
+        return {**self.__dict__, "_det": None}
+
 
 _MODELS = {}
+
+
 def _clip_scorer(clip=CLIP_MODEL, aesthetic_path=None):
     k = ("clip", clip, aesthetic_path)
     if k not in _MODELS:
-        _MODELS[k] = tiny_clip_scorer() if clip == "tiny" else CLIPScorer.from_pretrained(clip, aesthetic_path)
+        _MODELS[k] = (
+            tiny_clip_scorer()
+            if clip == "tiny"
+            else CLIPScorer.from_pretrained(clip, aesthetic_path)
+        )
     return _MODELS[k]
 
+
 class AestheticStage:
-    "Batched `aes` column: CLIP + LAION head on three frames (`clip='tiny'`: a random tiny CLIP, meaningless scores)."
+    """Batched `aes` column: CLIP + LAION head on three frames (`clip='tiny'`: a random tiny CLIP,
+    meaningless scores)."""
+
     name = "aes"
-    def __init__(self, clip=CLIP_MODEL, aesthetic_path=None): self.clip, self.aesthetic_path = clip, aesthetic_path
+
+    def __init__(self, clip=CLIP_MODEL, aesthetic_path=None):
+        self.clip, self.aesthetic_path = clip, aesthetic_path
+
     def __call__(self, rows):
         sc = _clip_scorer(self.clip, self.aesthetic_path)
-        return [{"aes": sc.aesthetic(sample_frames(r["path"], points=(0.1, 0.5, 0.9)))} for r in rows]
+        return [
+            {"aes": sc.aesthetic(sample_frames(r["path"], points=(0.1, 0.5, 0.9)))} for r in rows
+        ]
+
 
 class MatchStage:
-    "Batched `match` column: CLIP logit of the middle frame against the row's `text` (the `aes` model when both run)."
+    """Batched `match` column: CLIP logit of the middle frame against the row's `text` (the `aes`
+    model when both run)."""
+
     name = "match"
-    def __init__(self, clip=CLIP_MODEL, aesthetic_path=None): self.clip, self.aesthetic_path = clip, aesthetic_path
+
+    def __init__(self, clip=CLIP_MODEL, aesthetic_path=None):
+        self.clip, self.aesthetic_path = clip, aesthetic_path
+
     def __call__(self, rows):
         sc = _clip_scorer(self.clip, self.aesthetic_path)
-        return [{"match": sc.matching(sample_frames(r["path"], points=(0.5,)), str(r.get("text") or ""))} for r in rows]
+        return [
+            {
+                "match": sc.matching(
+                    sample_frames(r["path"], points=(0.5,)), str(r.get("text") or "")
+                )
+            }
+            for r in rows
+        ]
+
 
 class CaptionStage:
-    "Batched `text` column from a VLM (`vlm='tiny'`: a random tiny LLaVA, random words); `keep_existing` keeps captions."
+    """Batched `text` column from a VLM (`vlm='tiny'`: a random tiny LLaVA, random words);
+    `keep_existing` keeps captions."""
+
     name = "caption"
-    def __init__(self, vlm=VLM_MODEL, max_new_tokens=200, keep_existing=False, prompt="three_frames"):
-        self.vlm, self.max_new_tokens, self.keep_existing, self.prompt = vlm, max_new_tokens, keep_existing, prompt
+
+    def __init__(
+        self, vlm=VLM_MODEL, max_new_tokens=200, keep_existing=False, prompt="three_frames"
+    ):
+        self.vlm, self.max_new_tokens, self.keep_existing, self.prompt = (
+            vlm,
+            max_new_tokens,
+            keep_existing,
+            prompt,
+        )
+
     def __call__(self, rows):
         k = ("vlm", self.vlm, self.max_new_tokens, self.prompt)
         if k not in _MODELS:
-            _MODELS[k] = (Captioner(*tiny_vlm(), prompt=self.prompt, max_new_tokens=self.max_new_tokens) if self.vlm == "tiny"
-                          else Captioner.from_pretrained(self.vlm, prompt=self.prompt, max_new_tokens=self.max_new_tokens))
+            _MODELS[k] = (
+                Captioner(*tiny_vlm(), prompt=self.prompt, max_new_tokens=self.max_new_tokens)
+                if self.vlm == "tiny"
+                else Captioner.from_pretrained(
+                    self.vlm, prompt=self.prompt, max_new_tokens=self.max_new_tokens
+                )
+            )
         todo = [r for r in rows if not (self.keep_existing and str(r.get("text") or "").strip())]
         caps = dict(zip(map(id, todo), _MODELS[k]([r["path"] for r in todo]))) if todo else {}
         return [{"text": caps[id(r)]} if id(r) in caps else {} for r in rows]
@@ -265,33 +444,55 @@ class CaptionStage:
 class ModelsNotAvailable(FileNotFoundError):
     "Models a curation run needs cannot be loaded on this machine (raised before any stage runs)."
 
+
 def _model_problem(model, flag):
     "Why the checkpoint `model` (hub id or folder) cannot be loaded here; None when it can."
-    if Path(model).is_dir(): return None
+    if Path(model).is_dir():
+        return None
     if Path(model).is_absolute() or model.startswith((".", "~")) or model.count("/") > 1:
         return f"folder {model} does not exist (pass {flag} FOLDER)"
     from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
-    how = (f"download it once where there is network (`huggingface-cli download {model}`) into the Hugging Face cache "
-           f"this run uses (HF_HOME), or pass {flag} FOLDER")
+
+    how = (
+        f"download it once where there is network (`huggingface-cli download {model}`) into the "
+        f"Hugging Face cache "
+        f"this run uses (HF_HOME), or pass {flag} FOLDER"
+    )
     try:
-        if isinstance(try_to_load_from_cache(model, "config.json"), str): return None
-        if constants.HF_HUB_OFFLINE: return f"{model} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: {how}"
-        hf_hub_download(model, "config.json")          # online: a wrong id or no network fails here, not hours later
+        if isinstance(try_to_load_from_cache(model, "config.json"), str):
+            return None
+        if constants.HF_HUB_OFFLINE:
+            return f"{model} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: {how}"
+        hf_hub_download(
+            model, "config.json"
+        )  # online: a wrong id or no network fails here, not hours later
         return None
     except Exception as e:
         return f"{model} is not in the Hugging Face cache and cannot be fetched ({type(e).__name__}): {how}"
 
+
 def check_models(stages, clip=CLIP_MODEL, vlm=VLM_MODEL, aesthetic_path=None):
-    "Raise one `ModelsNotAvailable` naming every model the `stages` need that cannot be loaded here ('tiny' always can)."
+    """Raise one `ModelsNotAvailable` naming every model the `stages` need that cannot be loaded
+    here ('tiny' always can)."""
     problems = []
     if {"aes", "match"} & set(stages) and clip != "tiny" and (p := _model_problem(clip, "--clip")):
         problems.append(f"CLIP for aes/match: {p}")
-    if "aes" in stages and clip != "tiny" and not (aesthetic_path and Path(aesthetic_path).is_file()):
+    if (
+        "aes" in stages
+        and clip != "tiny"
+        and not (aesthetic_path and Path(aesthetic_path).is_file())
+    ):
         what = f"{aesthetic_path} is not a file" if aesthetic_path else "no file given"
-        problems.append(f"LAION aesthetic head for aes: {what}; download {AESTHETIC_HEAD_URL} and pass --aesthetic FILE")
+        problems.append(
+            f"LAION aesthetic head for aes: {what}; download {AESTHETIC_HEAD_URL} and pass "
+            f"--aesthetic FILE"
+        )
     if "caption" in stages and vlm != "tiny" and (p := _model_problem(vlm, "--vlm")):
         problems.append(f"captioner for caption: {p}")
     if problems:
-        raise ModelsNotAvailable("models not available, nothing was run:\n  - " + "\n  - ".join(problems) +
-                                 "\n  (to try the pipeline without them: --tiny-random-models; random weights, "
-                                 "meaningless scores and captions)")
+        raise ModelsNotAvailable(
+            "models not available, nothing was run:\n  - "
+            + "\n  - ".join(problems)
+            + "\n  (to try the pipeline without them: --tiny-random-models; random weights, "
+            "meaningless scores and captions)"
+        )

@@ -17,46 +17,100 @@ import torch
 from torch.utils.data import Dataset, Sampler, DataLoader
 
 from .buckets import Bucket
-from .io import IMG_FPS, META_COLUMNS, IMG_EXTENSIONS, VideoReadError, read_image, read_video, transform_video, video_info
+from opensora_nb.io import (
+    IMG_FPS,
+    META_COLUMNS,
+    IMG_EXTENSIONS,
+    VideoReadError,
+    read_image,
+    read_video,
+    transform_video,
+    video_info,
+)
 
 log = logging.getLogger(__name__)
 
 # %% ../nbs/09b_data.ipynb #2990819b
-NA_WORDS = frozenset(["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-                      "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"])  # pandas' default missing-value words
+NA_WORDS = frozenset(
+    [
+        "",
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "None",
+        "n/a",
+        "nan",
+        "null",
+    ]
+)  # pandas' default missing-value words
+
 
 def _read_table(path: Path) -> pd.DataFrame:
-    "A CSV or parquet file; in a CSV, text stays text ('NA', 'null', 'None' are captions), a number column reads NA words as missing."
-    if path.suffix == ".parquet": return pd.read_parquet(path)
-    df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"path": str, "text": str})  # only '' is missing
+    """A CSV or parquet file; in a CSV, text stays text ('NA', 'null', 'None' are captions), a
+    number column reads NA words as missing."""
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    df = pd.read_csv(
+        path, keep_default_na=False, na_values=[""], dtype={"path": str, "text": str}
+    )  # only '' is missing
     for c in df.columns:
         s = df[c]
-        if c in ("path", "text") or pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s): continue
-        word = s.isin(NA_WORDS); rest = s[~word & s.notna()]
-        if len(rest) and pd.to_numeric(rest, errors="coerce").notna().all(): df[c] = pd.to_numeric(s.mask(word))
+        if (
+            c in ("path", "text")
+            or pd.api.types.is_numeric_dtype(s)
+            or pd.api.types.is_bool_dtype(s)
+        ):
+            continue
+        word = s.isin(NA_WORDS)
+        rest = s[~word & s.notna()]
+        if len(rest) and pd.to_numeric(rest, errors="coerce").notna().all():
+            df[c] = pd.to_numeric(s.mask(word))
     return df
 
+
 def read_meta(data, root=None, resolve: bool = True) -> pd.DataFrame:
-    """A meta table from a CSV or parquet path, a list of them, or a DataFrame. With `resolve`, `path` made absolute
-    (relative to its file's folder or `root`); `resolve=False` gives the table exactly as written (a `path` column or not)."""
+    """A meta table from a CSV or parquet path, a list of them, or a DataFrame. With `resolve`,
+    `path` made absolute
+    (relative to its file's folder or `root`); `resolve=False` gives the table exactly as written (a
+    `path` column or not)."""
     if isinstance(data, (list, tuple)):
         return pd.concat([read_meta(d, root, resolve) for d in data], ignore_index=True)
-    if isinstance(data, pd.DataFrame): df, base, name = data.copy(), Path.cwd(), "meta table"
+    if isinstance(data, pd.DataFrame):
+        df, base, name = data.copy(), Path.cwd(), "meta table"
     else:
         f = Path(data)
-        if not f.exists(): raise FileNotFoundError(f"meta file {f} does not exist")
+        if not f.exists():
+            raise FileNotFoundError(f"meta file {f} does not exist")
         df, base, name = _read_table(f), f.resolve().parent, f"meta file {f}"
-    if not resolve: return df.reset_index(drop=True)
-    if "path" not in df.columns: raise ValueError(f"{name} has no 'path' column (columns: {list(df.columns)})")
+    if not resolve:
+        return df.reset_index(drop=True)
+    if "path" not in df.columns:
+        raise ValueError(f"{name} has no 'path' column (columns: {list(df.columns)})")
     base = Path(root) if root is not None else base
     df["path"] = [str(p if Path(p).is_absolute() else base / p) for p in df["path"].astype(str)]
     return df.reset_index(drop=True)
 
 # %% ../nbs/09b_data.ipynb #8486305f
-def make_toy_dataset(root, n_videos: int = 6, n_images: int = 2, bad: bool = True, size=(36, 64), seed: int = 0) -> Path:
-    "Write a tiny meta CSV + clips (moving squares) + images under `root`; with `bad`, add a missing and a corrupt row."
+def make_toy_dataset(
+    root, n_videos: int = 6, n_images: int = 2, bad: bool = True, size=(36, 64), seed: int = 0
+) -> Path:
+    """Write a tiny meta CSV + clips (moving squares) + images under `root`; with `bad`, add a
+    missing and a corrupt row."""
     from opensora_nb.io import write_video
-    root = Path(root); (root / "clips").mkdir(parents=True, exist_ok=True)
+
+    root = Path(root)
+    (root / "clips").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n_videos + n_images):
@@ -66,17 +120,47 @@ def make_toy_dataset(root, n_videos: int = 6, n_images: int = 2, bad: bool = Tru
         v = torch.zeros(t, 3, h, w, dtype=torch.uint8)
         for k in range(t):
             x = (k * 2) % max(1, w - 8)
-            v[k, :, h // 2 - 4:h // 2 + 4, x:x + 8] = col[:, None, None]
+            v[k, :, h // 2 - 4 : h // 2 + 4, x : x + 8] = col[:, None, None]
         name = f"clips/{i:03d}." + ("png" if t == 1 else "mp4")
         write_video(root / name, v, fps=8)
-        rows.append(dict(path=name, text=f"a square, number {i}", num_frames=t, height=h, width=w,
-                         aspect_ratio=h / w, fps=float("nan") if t == 1 else 8.0, resolution=h * w))
+        rows.append(
+            dict(
+                path=name,
+                text=f"a square, number {i}",
+                num_frames=t,
+                height=h,
+                width=w,
+                aspect_ratio=h / w,
+                fps=float("nan") if t == 1 else 8.0,
+                resolution=h * w,
+            )
+        )
     if bad:
-        rows.append(dict(path="clips/missing.mp4", text="a file that is gone", num_frames=20, height=size[0], width=size[1],
-                         aspect_ratio=size[0] / size[1], fps=8.0, resolution=size[0] * size[1]))
+        rows.append(
+            dict(
+                path="clips/missing.mp4",
+                text="a file that is gone",
+                num_frames=20,
+                height=size[0],
+                width=size[1],
+                aspect_ratio=size[0] / size[1],
+                fps=8.0,
+                resolution=size[0] * size[1],
+            )
+        )
         (root / "clips/corrupt.mp4").write_bytes(b"this is not an mp4 file" * 10)
-        rows.append(dict(path="clips/corrupt.mp4", text="a broken file", num_frames=20, height=size[0], width=size[1],
-                         aspect_ratio=size[0] / size[1], fps=8.0, resolution=size[0] * size[1]))
+        rows.append(
+            dict(
+                path="clips/corrupt.mp4",
+                text="a broken file",
+                num_frames=20,
+                height=size[0],
+                width=size[1],
+                aspect_ratio=size[0] / size[1],
+                fps=8.0,
+                resolution=size[0] * size[1],
+            )
+        )
     pd.DataFrame(rows, columns=META_COLUMNS).to_csv(root / "meta.csv", index=False)
     return root / "meta.csv"
 
@@ -85,32 +169,58 @@ def parse_index(index, num_frames=None, image_size=None) -> tuple:
     "(idx, T, H, W) from 'idx-T-H-W', a tuple, or an int (with the dataset's fixed size)."
     if isinstance(index, str):
         parts = index.split("-")
-        if len(parts) != 4: raise ValueError(f"sample index {index!r} is not 'idx-T-H-W'")
+        if len(parts) != 4:
+            raise ValueError(f"sample index {index!r} is not 'idx-T-H-W'")
         return tuple(int(p) for p in parts)
     if isinstance(index, (tuple, list)):
-        if len(index) != 4: raise ValueError(f"sample index {index!r} is not (idx, T, H, W)")
+        if len(index) != 4:
+            raise ValueError(f"sample index {index!r} is not (idx, T, H, W)")
         return tuple(int(p) for p in index)
     if num_frames is None or image_size is None:
-        raise ValueError(f"integer index {index!r} needs the dataset's num_frames and image_size; use 'idx-T-H-W' with a bucket sampler")
+        raise ValueError(
+            f"integer index {index!r} needs the dataset's num_frames and image_size; use "
+            f"'idx-T-H-W' with a bucket sampler"
+        )
     return int(index), int(num_frames), int(image_size[0]), int(image_size[1])
 
+
 class VideoTextDataset(Dataset):
-    "Videos and images of an Open-Sora meta CSV, each sampled and resize-cropped to the (T, H, W) its index asks for."
-    def __init__(self, data, frame_interval: int = 1, num_frames: int = None, image_size=None, root=None,
-                 backend: str = "auto", seed: int = None):
+    """Videos and images of an Open-Sora meta CSV, each sampled and resize-cropped to the (T, H, W)
+    its index asks for."""
+
+    def __init__(
+        self,
+        data,
+        frame_interval: int = 1,
+        num_frames: int = None,
+        image_size=None,
+        root=None,
+        backend: str = "auto",
+        seed: int = None,
+    ):
         self.data = read_meta(data, root)
-        self.frame_interval, self.num_frames, self.image_size = frame_interval, num_frames, image_size
+        self.frame_interval, self.num_frames, self.image_size = (
+            frame_interval,
+            num_frames,
+            image_size,
+        )
         self.backend, self.seed, self.epoch = backend, seed, 0
         self.skipped = {}  # path -> reason, for rows that could not be read (in this process)
 
-    def __len__(self): return len(self.data)
+    def __len__(self):
+        return len(self.data)
 
-    def set_epoch(self, epoch: int): self.epoch = epoch
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
 
     def get_data_info(self, idx: int) -> tuple:
         "(T, H, W) of row `idx` as the meta table says."
         missing = [c for c in ("num_frames", "height", "width") if c not in self.data.columns]
-        if missing: raise ValueError(f"meta table has no {missing} column(s), needed for bucketing (columns: {list(self.data.columns)})")
+        if missing:
+            raise ValueError(
+                f"meta table has no {missing} column(s), needed for bucketing (columns: "
+                f"{list(self.data.columns)})"
+            )
         r = self.data.iloc[idx]
         return int(r["num_frames"]), int(r["height"]), int(r["width"])
 
@@ -127,15 +237,36 @@ class VideoTextDataset(Dataset):
         path = row["path"]
         if self.is_image(idx):
             video = read_image(path)
-            if T > 1: video = video.expand(T, -1, -1, -1)  # a still video, so a batch always stacks
+            if T > 1:
+                video = video.expand(T, -1, -1, -1)  # a still video, so a batch always stacks
             fps = IMG_FPS
         else:
-            video = read_video(path, backend=self.backend, num_frames=T, frame_interval=self.frame_interval, rng=self._rng(idx))
-            fps = row["fps"] if "fps" in row and pd.notna(row["fps"]) else video_info(path, self.backend).fps
+            video = read_video(
+                path,
+                backend=self.backend,
+                num_frames=T,
+                frame_interval=self.frame_interval,
+                rng=self._rng(idx),
+            )
+            fps = (
+                row["fps"]
+                if "fps" in row and pd.notna(row["fps"])
+                else video_info(path, self.backend).fps
+            )
             fps = float(fps // self.frame_interval)
         x = transform_video(video, (H, W))
-        out = dict(video=x, num_frames=x.shape[1], height=H, width=W, ar=H / W, fps=fps, index=idx, path=path)
-        if "text" in row: out["text"] = "" if pd.isna(row["text"]) else str(row["text"])
+        out = dict(
+            video=x,
+            num_frames=x.shape[1],
+            height=H,
+            width=W,
+            ar=H / W,
+            fps=fps,
+            index=idx,
+            path=path,
+        )
+        if "text" in row:
+            out["text"] = "" if pd.isna(row["text"]) else str(row["text"])
         return out
 
     def __getitem__(self, index):
@@ -171,30 +302,65 @@ def _assign_chunk(args):
         if not (np.isfinite(t) and np.isfinite(h) and np.isfinite(w)) or min(t, h, w) < 1:
             out.append(None)  # unusable metadata
         else:
-            out.append(bucket.get_bucket_id(int(t), int(h), int(w), frame_interval, seed + i * bucket.num_bucket))
+            out.append(
+                bucket.get_bucket_id(
+                    int(t), int(h), int(w), frame_interval, seed + i * bucket.num_bucket
+                )
+            )
     return out
 
-def assign_rows(bucket, T, H, W, frame_interval: int = 1, seed: int = 0, workers: int = 1, chunk: int = 20000) -> list:
-    "Bucket id (or None) of every row; row i draws with seed + i * num_bucket (the reference's scheme)."
+
+def assign_rows(
+    bucket, T, H, W, frame_interval: int = 1, seed: int = 0, workers: int = 1, chunk: int = 20000
+) -> list:
+    """Bucket id (or None) of every row; row i draws with seed + i * num_bucket (the reference's
+    scheme)."""
     T, H, W = (np.asarray(a, dtype=float) for a in (T, H, W))
     if workers <= 1 or len(T) <= chunk:
         return _assign_chunk((bucket, 0, T, H, W, frame_interval, seed))
     from concurrent.futures import ProcessPoolExecutor
-    jobs = [(bucket, s, T[s:s + chunk], H[s:s + chunk], W[s:s + chunk], frame_interval, seed) for s in range(0, len(T), chunk)]
+
+    jobs = [
+        (bucket, s, T[s : s + chunk], H[s : s + chunk], W[s : s + chunk], frame_interval, seed)
+        for s in range(0, len(T), chunk)
+    ]
     with ProcessPoolExecutor(workers) as ex:
         return [b for part in ex.map(_assign_chunk, jobs) for b in part]
 
 # %% ../nbs/09b_data.ipynb #32625d43
 class VariableVideoBatchSampler(Sampler):
-    "Batches of `'idx-T-H-W'` strings, one bucket per batch, each bucket's batch size; sharded, deterministic, resumable."
-    def __init__(self, dataset, bucket_config: dict, num_replicas: int = 1, rank: int = 0, shuffle: bool = True,
-                 seed: int = 0, drop_last: bool = False, frame_interval: int = None, aspect_ratios: dict = None,
-                 verbose: bool = False, num_bucket_build_workers: int = 1):
-        if num_replicas < 1: raise ValueError(f"num_replicas must be >= 1, got {num_replicas}")
-        if not 0 <= rank < num_replicas: raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
+    """Batches of `'idx-T-H-W'` strings, one bucket per batch, each bucket's batch size; sharded,
+    deterministic, resumable."""
+
+    def __init__(
+        self,
+        dataset,
+        bucket_config: dict,
+        num_replicas: int = 1,
+        rank: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = False,
+        frame_interval: int = None,
+        aspect_ratios: dict = None,
+        verbose: bool = False,
+        num_bucket_build_workers: int = 1,
+    ):
+        if num_replicas < 1:
+            raise ValueError(f"num_replicas must be >= 1, got {num_replicas}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
         self.dataset, self.bucket = dataset, Bucket(bucket_config, aspect_ratios)
-        self.num_replicas, self.rank, self.shuffle, self.seed, self.drop_last = num_replicas, rank, shuffle, int(seed), drop_last
-        self.frame_interval = frame_interval if frame_interval is not None else getattr(dataset, "frame_interval", 1)
+        self.num_replicas, self.rank, self.shuffle, self.seed, self.drop_last = (
+            num_replicas,
+            rank,
+            shuffle,
+            int(seed),
+            drop_last,
+        )
+        self.frame_interval = (
+            frame_interval if frame_interval is not None else getattr(dataset, "frame_interval", 1)
+        )
         self.verbose, self.epoch, self.last_micro_batch_access_index = verbose, 0, 0
         self._plan_cache, self.num_unassigned = None, 0
         self.num_bucket_build_workers = num_bucket_build_workers
@@ -206,35 +372,55 @@ class VariableVideoBatchSampler(Sampler):
         "(T, H, W) arrays of every row, from the meta table when the dataset has one."
         d = getattr(self.dataset, "data", None)
         if isinstance(d, pd.DataFrame) and {"num_frames", "height", "width"} <= set(d.columns):
-            return [pd.to_numeric(d[c], errors="coerce").to_numpy() for c in ("num_frames", "height", "width")]
-        info = np.array([self.dataset.get_data_info(i) for i in range(len(self.dataset))], dtype=float).reshape(-1, 3)
+            return [
+                pd.to_numeric(d[c], errors="coerce").to_numpy()
+                for c in ("num_frames", "height", "width")
+            ]
+        info = np.array(
+            [self.dataset.get_data_info(i) for i in range(len(self.dataset))], dtype=float
+        ).reshape(-1, 3)
         return info[:, 0], info[:, 1], info[:, 2]
 
     def group_by_bucket(self) -> OrderedDict:
         "bucket id -> row indices (in row order) for this epoch."
         T, H, W = self._thw()
-        ids = assign_rows(self.bucket, T, H, W, self.frame_interval, self.seed + self.epoch, self.num_bucket_build_workers)
+        ids = assign_rows(
+            self.bucket,
+            T,
+            H,
+            W,
+            self.frame_interval,
+            self.seed + self.epoch,
+            self.num_bucket_build_workers,
+        )
         groups = OrderedDict()
         for i, bid in enumerate(ids):
-            if bid is not None: groups.setdefault(bid, []).append(i)
+            if bid is not None:
+                groups.setdefault(bid, []).append(i)
         self.num_unassigned = sum(b is None for b in ids)
         return groups
 
     def epoch_plan(self) -> list:
-        "Every batch of the epoch over all ranks, in access order: [(bucket_id, [row indices])]; cached per (seed, epoch)."
+        """Every batch of the epoch over all ranks, in access order: [(bucket_id, [row indices])];
+        cached per (seed, epoch)."""
         key = (self.seed, self.epoch, self.num_replicas, self.drop_last, self.shuffle)
-        if self._plan_cache is not None and self._plan_cache[0] == key: return self._plan_cache[1]
+        if self._plan_cache is not None and self._plan_cache[0] == key:
+            return self._plan_cache[1]
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         batches = []
         for bid, rows in self.group_by_bucket().items():
-            if self.shuffle: rows = [rows[i] for i in torch.randperm(len(rows), generator=g).tolist()]
+            if self.shuffle:
+                rows = [rows[i] for i in torch.randperm(len(rows), generator=g).tolist()]
             bs = self.bucket.get_batch_size(bid)
             for k in range(0, len(rows), bs):
-                chunk = rows[k:k + bs]
-                if len(chunk) == bs or not self.drop_last: batches.append((bid, chunk))
-        if self.shuffle: batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+                chunk = rows[k : k + bs]
+                if len(chunk) == bs or not self.drop_last:
+                    batches.append((bid, chunk))
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
         batches = batches[: len(batches) - len(batches) % self.num_replicas]
-        if self.verbose: self.print_info(batches)
+        if self.verbose:
+            self.print_info(batches)
         self._plan_cache = (key, batches)
         return batches
 
@@ -252,14 +438,22 @@ class VariableVideoBatchSampler(Sampler):
 
     def __len__(self) -> int:
         "Steps left for this rank in the current epoch."
-        return len(self.epoch_plan()) // self.num_replicas - self.last_micro_batch_access_index // self.num_replicas
+        return (
+            len(self.epoch_plan()) // self.num_replicas
+            - self.last_micro_batch_access_index // self.num_replicas
+        )
 
     def reset(self):
         self.last_micro_batch_access_index = 0
 
     def state_dict(self, num_steps: int = None) -> dict:
-        "Position to save: `num_steps` = batches this rank has trained on in this epoch (default: what was yielded)."
-        consumed = self.last_micro_batch_access_index if num_steps is None else num_steps * self.num_replicas
+        """Position to save: `num_steps` = batches this rank has trained on in this epoch (default:
+        what was yielded)."""
+        consumed = (
+            self.last_micro_batch_access_index
+            if num_steps is None
+            else num_steps * self.num_replicas
+        )
         return dict(seed=self.seed, epoch=self.epoch, last_micro_batch_access_index=int(consumed))
 
     def load_state_dict(self, state_dict: dict):
@@ -270,21 +464,54 @@ class VariableVideoBatchSampler(Sampler):
         "bucket id -> [samples, batches] of this epoch."
         out = {}
         for bid, rows in self.epoch_plan():
-            c = out.setdefault(bid, [0, 0]); c[0] += len(rows); c[1] += 1
+            c = out.setdefault(bid, [0, 0])
+            c[0] += len(rows)
+            c[1] += 1
         return out
 
     def print_info(self, batches):
         n = sum(len(r) for _, r in batches)
-        print(f"{len(batches)} batches, {n} samples in {len({b for b, _ in batches})} buckets; {self.num_unassigned} rows without a bucket")
+        print(
+            f"{len(batches)} batches, {n} samples in {len({b for b, _ in batches})} buckets; "
+            f"{self.num_unassigned} rows without a bucket"
+        )
 
 # %% ../nbs/09b_data.ipynb #3b9d38e4
-def prepare_dataloader(dataset, bucket_config: dict, num_workers: int = 0, seed: int = 0, num_replicas: int = 1,
-                       rank: int = 0, shuffle: bool = True, drop_last: bool = False, aspect_ratios: dict = None,
-                       pin_memory: bool = False, prefetch_factor: int = None, **kw):
+def prepare_dataloader(
+    dataset,
+    bucket_config: dict,
+    num_workers: int = 0,
+    seed: int = 0,
+    num_replicas: int = 1,
+    rank: int = 0,
+    shuffle: bool = True,
+    drop_last: bool = False,
+    aspect_ratios: dict = None,
+    pin_memory: bool = False,
+    prefetch_factor: int = None,
+    **kw,
+):
     "(DataLoader, sampler): bucketed batches of collated samples; see `VariableVideoBatchSampler`."
-    sampler = VariableVideoBatchSampler(dataset, bucket_config, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
-                                        seed=seed, drop_last=drop_last, aspect_ratios=aspect_ratios, **kw)
-    extra = {} if num_workers == 0 or prefetch_factor is None else dict(prefetch_factor=prefetch_factor)
-    dl = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate_skip_none,
-                    pin_memory=pin_memory, **extra)
+    sampler = VariableVideoBatchSampler(
+        dataset,
+        bucket_config,
+        num_replicas=num_replicas,
+        rank=rank,
+        shuffle=shuffle,
+        seed=seed,
+        drop_last=drop_last,
+        aspect_ratios=aspect_ratios,
+        **kw,
+    )
+    extra = (
+        {} if num_workers == 0 or prefetch_factor is None else dict(prefetch_factor=prefetch_factor)
+    )
+    dl = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_skip_none,
+        pin_memory=pin_memory,
+        **extra,
+    )
     return dl, sampler

@@ -34,12 +34,15 @@ __all__ = ['BLOCK_SAVED_VALUES', 'LaunchError', 'DistEnv', 'read_launch_env', 'm
 
 # %% ../nbs/13_parallel.ipynb #fc433555
 class LaunchError(RuntimeError):
-    "The processes were launched in a way this run cannot use (world size, sp size, heads, environment)."
+    """The processes were launched in a way this run cannot use (world size, sp size, heads,
+    environment)."""
 
 
 @dataclass
 class DistEnv:
-    "Where this process sits: global rank/world, its data-parallel and sequence-parallel coordinates, device."
+    """Where this process sits: global rank/world, its data-parallel and sequence-parallel
+    coordinates, device."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -49,39 +52,65 @@ class DistEnv:
     initialized: bool = False
 
     @property
-    def dp_size(self): return self.world_size // self.sp_size
+    def dp_size(self):
+        return self.world_size // self.sp_size
+
     @property
-    def dp_rank(self): return self.rank // self.sp_size
+    def dp_rank(self):
+        return self.rank // self.sp_size
+
     @property
-    def sp_rank(self): return self.rank % self.sp_size
+    def sp_rank(self):
+        return self.rank % self.sp_size
+
     @property
-    def is_main(self): return self.rank == 0
+    def is_main(self):
+        return self.rank == 0
 
 # %% ../nbs/13_parallel.ipynb #ed2cd108
 def read_launch_env(sp_size: int = 1, environ=None) -> DistEnv:
-    "Parse torchrun's variables (a plain `python` run is world size 1) and check the dp x sp grid can be formed."
+    """Parse torchrun's variables (a plain `python` run is world size 1) and check the dp x sp grid
+    can be formed."""
     e = os.environ if environ is None else environ
     try:
-        rank, world, local = int(e.get("RANK", 0)), int(e.get("WORLD_SIZE", 1)), int(e.get("LOCAL_RANK", e.get("RANK", 0)))
+        rank, world, local = (
+            int(e.get("RANK", 0)),
+            int(e.get("WORLD_SIZE", 1)),
+            int(e.get("LOCAL_RANK", e.get("RANK", 0))),
+        )
     except ValueError as err:
-        raise LaunchError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers, got {e.get('RANK')!r}/{e.get('WORLD_SIZE')!r}: {err}")
+        raise LaunchError(
+            f"RANK/WORLD_SIZE/LOCAL_RANK must be integers, got "
+            f"{e.get('RANK')!r}/{e.get('WORLD_SIZE')!r}: {err}"
+        )
     if world < 1 or not 0 <= rank < world:
         raise LaunchError(f"RANK={rank} is not in [0, WORLD_SIZE={world})")
     if sp_size < 1:
         raise LaunchError(f"sequence-parallel size must be >= 1, got sp_size={sp_size}")
     if world % sp_size:
-        raise LaunchError(f"world size {world} is not divisible by the sequence-parallel size {sp_size}: launch a multiple "
-                          f"of {sp_size} processes (torchrun --nproc_per_node) or choose an sp size that divides {world}")
+        raise LaunchError(
+            f"world size {world} is not divisible by the sequence-parallel size {sp_size}: launch "
+            f"a multiple "
+            f"of {sp_size} processes (torchrun --nproc_per_node) or choose an sp size that divides {world}"
+        )
     if world > 1 and ("MASTER_ADDR" not in e or "MASTER_PORT" not in e):
-        raise LaunchError(f"WORLD_SIZE={world} but MASTER_ADDR/MASTER_PORT are not set: launch with torchrun, not by hand")
+        raise LaunchError(
+            f"WORLD_SIZE={world} but MASTER_ADDR/MASTER_PORT are not set: launch with torchrun, "
+            f"not by hand"
+        )
     cuda = torch.cuda.is_available()
-    return DistEnv(rank, world, local, sp_size, "nccl" if cuda else "gloo", f"cuda:{local}" if cuda else "cpu")
+    return DistEnv(
+        rank, world, local, sp_size, "nccl" if cuda else "gloo", f"cuda:{local}" if cuda else "cpu"
+    )
 
 
 def mesh_ranks(world_size: int, sp_size: int) -> tuple[list, list]:
-    "(dp groups, sp groups) as rank lists: sp groups are runs of consecutive ranks, dp groups stride by sp."
+    """(dp groups, sp groups) as rank lists: sp groups are runs of consecutive ranks, dp groups
+    stride by sp."""
     if world_size % sp_size:
-        raise LaunchError(f"world size {world_size} is not divisible by the sequence-parallel size {sp_size}")
+        raise LaunchError(
+            f"world size {world_size} is not divisible by the sequence-parallel size {sp_size}"
+        )
     sp = [list(range(g * sp_size, (g + 1) * sp_size)) for g in range(world_size // sp_size)]
     dp = [list(range(s, world_size, sp_size)) for s in range(sp_size)]
     return dp, sp
@@ -90,12 +119,17 @@ def mesh_ranks(world_size: int, sp_size: int) -> tuple[list, list]:
 _STATE = dict(env=DistEnv(), sp_group=None, dp_group=None)
 
 
-def init_distributed(sp_size: int = 1, backend: str | None = None, timeout_s: float = 600) -> DistEnv:
-    "Start torch.distributed from torchrun's environment, build the dp x sp groups; returns this rank's `DistEnv`."
+def init_distributed(
+    sp_size: int = 1, backend: str | None = None, timeout_s: float = 600
+) -> DistEnv:
+    """Start torch.distributed from torchrun's environment, build the dp x sp groups; returns this
+    rank's `DistEnv`."""
     env = read_launch_env(sp_size)
-    if backend: env.backend = backend
+    if backend:
+        env.backend = backend
     if env.world_size > 1 and not dist.is_initialized():
-        if env.device.startswith("cuda"): torch.cuda.set_device(env.local_rank)
+        if env.device.startswith("cuda"):
+            torch.cuda.set_device(env.local_rank)
         dist.init_process_group(env.backend, timeout=datetime.timedelta(seconds=timeout_s))
     env.initialized = dist.is_initialized()
     sp_group = dp_group = None
@@ -103,63 +137,90 @@ def init_distributed(sp_size: int = 1, backend: str | None = None, timeout_s: fl
         dp, sp = mesh_ranks(env.world_size, sp_size)
         for ranks in sp:
             g = dist.new_group(ranks)
-            if env.rank in ranks: sp_group = g
+            if env.rank in ranks:
+                sp_group = g
         for ranks in dp:
             g = dist.new_group(ranks)
-            if env.rank in ranks: dp_group = g
+            if env.rank in ranks:
+                dp_group = g
     _STATE.update(env=env, sp_group=sp_group if sp_size > 1 else None, dp_group=dp_group)
     return env
 
 
-def get_env() -> DistEnv: return _STATE["env"]
-def get_sp_group(): return _STATE["sp_group"]
-def get_dp_group(): return _STATE["dp_group"]
+def get_env() -> DistEnv:
+    return _STATE["env"]
+
+
+def get_sp_group():
+    return _STATE["sp_group"]
+
+
+def get_dp_group():
+    return _STATE["dp_group"]
 
 
 def barrier():
-    if dist.is_initialized(): dist.barrier()
+    if dist.is_initialized():
+        dist.barrier()
 
 
 def destroy_distributed():
-    if dist.is_initialized(): dist.destroy_process_group()
+    if dist.is_initialized():
+        dist.destroy_process_group()
     _STATE.update(env=DistEnv(), sp_group=None, dp_group=None)
 
 # %% ../nbs/13_parallel.ipynb #c05a85c5
 def seed_everything(seed: int, env: DistEnv | None = None) -> int:
-    "Seed python, numpy and torch with `seed + dp_rank` (ranks of one sp group share a seed); returns it."
+    """Seed python, numpy and torch with `seed + dp_rank` (ranks of one sp group share a seed);
+    returns it."""
     env = env or get_env()
     s = int(seed) + env.dp_rank
-    random.seed(s); np.random.seed(s % 2**32); torch.manual_seed(s)
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)
     return s
 
 
 def shard_kwargs(env: DistEnv | None = None) -> dict:
-    "`num_replicas`/`rank` for `VariableVideoBatchSampler` or `prepare_dataloader`: one shard per dp group."
+    """`num_replicas`/`rank` for `VariableVideoBatchSampler` or `prepare_dataloader`: one shard per
+    dp group."""
     env = env or get_env()
     return dict(num_replicas=env.dp_size, rank=env.dp_rank)
 
 
 def shard_batch(batch: dict, env: DistEnv | None = None) -> dict:
-    "This dp rank's rows of a global batch (tensors and lists of length B split evenly; other values kept)."
+    """This dp rank's rows of a global batch (tensors and lists of length B split evenly; other
+    values kept)."""
     env = env or get_env()
     n = env.dp_size
-    if n == 1: return batch
+    if n == 1:
+        return batch
     B = next(v.shape[0] for v in batch.values() if torch.is_tensor(v) and v.ndim)
     if B % n:
-        raise ValueError(f"shard_batch: global batch of {B} rows cannot be split evenly over {n} data-parallel ranks")
+        raise ValueError(
+            f"shard_batch: global batch of {B} rows cannot be split evenly over {n} data-parallel "
+            f"ranks"
+        )
     lo, hi = env.dp_rank * B // n, (env.dp_rank + 1) * B // n
-    cut = lambda v: v[lo:hi] if (torch.is_tensor(v) and v.ndim and v.shape[0] == B) or (isinstance(v, list) and len(v) == B) else v
+    cut = lambda v: (
+        v[lo:hi]
+        if (torch.is_tensor(v) and v.ndim and v.shape[0] == B)
+        or (isinstance(v, list) and len(v) == B)
+        else v
+    )
     return {k: cut(v) for k, v in batch.items()}
 
 # %% ../nbs/13_parallel.ipynb #a94c81ce
 def save_on_main(obj, path, env: DistEnv | None = None):
-    "Rank 0 writes `obj` (a state dict or any torch-saveable object) to `path` atomically; every rank then waits."
+    """Rank 0 writes `obj` (a state dict or any torch-saveable object) to `path` atomically; every
+    rank then waits."""
     env, path = env or get_env(), Path(path)
     if env.is_main:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
+
             save_file({k: v.detach().contiguous().cpu() for k, v in obj.items()}, str(tmp))
         else:
             torch.save(obj, tmp)
@@ -172,17 +233,21 @@ def load_on_all(path, map_location="cpu"):
     "Every rank reads `path` after a barrier (safetensors or `torch.load(weights_only=True)`)."
     barrier()
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"load_on_all: no checkpoint at {path}")
+    if not path.exists():
+        raise FileNotFoundError(f"load_on_all: no checkpoint at {path}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
+
         return load_file(str(path), device=str(map_location))
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
 @torch.no_grad()
 def broadcast_params(model: nn.Module, src: int = 0):
-    "Copy rank `src`'s parameters and buffers to every rank (start data parallelism from identical weights)."
-    if not dist.is_initialized(): return model
+    """Copy rank `src`'s parameters and buffers to every rank (start data parallelism from identical
+    weights)."""
+    if not dist.is_initialized():
+        return model
     for t in list(model.parameters()) + list(model.buffers()):
         dist.broadcast(t.data, src)
     return model
@@ -191,7 +256,10 @@ def broadcast_params(model: nn.Module, src: int = 0):
 def _all_to_all(x, group, scatter_dim: int, gather_dim: int):
     P = dist.get_world_size(group)
     if x.shape[scatter_dim] % P:
-        raise ValueError(f"all_to_all: dim {scatter_dim} of size {x.shape[scatter_dim]} does not split over {P} ranks")
+        raise ValueError(
+            f"all_to_all: dim {scatter_dim} of size {x.shape[scatter_dim]} does not split over {P} "
+            f"ranks"
+        )
     ins = [t.contiguous() for t in x.chunk(P, dim=scatter_dim)]
     outs = [torch.empty_like(ins[0]) for _ in range(P)]
     dist.all_to_all(outs, ins, group=group)
@@ -201,7 +269,10 @@ def _all_to_all(x, group, scatter_dim: int, gather_dim: int):
 def _split(x, group, dim: int):
     P, r = dist.get_world_size(group), dist.get_rank(group)
     if x.shape[dim] % P:
-        raise ValueError(f"split: dim {dim} of size {x.shape[dim]} does not split over {P} sequence-parallel ranks")
+        raise ValueError(
+            f"split: dim {dim} of size {x.shape[dim]} does not split over {P} sequence-parallel "
+            f"ranks"
+        )
     return x.chunk(P, dim=dim)[r].contiguous()
 
 
@@ -249,56 +320,83 @@ class _GatherForwardSplitBackward(torch.autograd.Function):
 
 # %% ../nbs/13_parallel.ipynb #3744c3df
 def all_to_all(x, group, scatter_dim: int, gather_dim: int):
-    "Split `x` along `scatter_dim` over the group's ranks and concatenate the received pieces along `gather_dim`."
+    """Split `x` along `scatter_dim` over the group's ranks and concatenate the received pieces
+    along `gather_dim`."""
     return _AllToAll.apply(x, group, scatter_dim, gather_dim)
 
 
 def split_forward_gather_backward(x, group, dim: int, grad_scale: float = 1.0):
-    "This rank's slice of `x` along `dim`; the backward all-gathers the gradient (times `grad_scale`)."
+    """This rank's slice of `x` along `dim`; the backward all-gathers the gradient (times
+    `grad_scale`)."""
     return _SplitForwardGatherBackward.apply(x, group, dim, grad_scale)
 
 
 def gather_forward_split_backward(x, group, dim: int, grad_scale: float = 1.0):
-    "All ranks' slices concatenated along `dim`; the backward keeps this rank's slice of the gradient (times `grad_scale`)."
+    """All ranks' slices concatenated along `dim`; the backward keeps this rank's slice of the
+    gradient (times `grad_scale`)."""
     return _GatherForwardSplitBackward.apply(x, group, dim, grad_scale)
 
 # %% ../nbs/13_parallel.ipynb #2da1b0f5
 class SeqParallelAttention(Attention):
-    "Self-attention over a sequence split across the sp group: all-to-all to (all tokens, my heads) and back."
+    """Self-attention over a sequence split across the sp group: all-to-all to (all tokens, my
+    heads) and back."""
+
     sp_group = None
 
     def forward(self, x, attn_mask=None):
         B, n, D = x.shape  # n = this rank's tokens of each sequence
         g = self.sp_group
         qkv = self.qkv(x).view(B, n, 3, self.num_heads, self.head_dim)
-        qkv = all_to_all(qkv, g, scatter_dim=3, gather_dim=1)          # [B, n*P, 3, heads/P, hd]
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                  # each [B, heads/P, N, hd]
-        if self.rope is not None and self.rope_before_norm: q, k = self.rope(q), self.rope(k)
+        qkv = all_to_all(qkv, g, scatter_dim=3, gather_dim=1)  # [B, n*P, 3, heads/P, hd]
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads/P, N, hd]
+        if self.rope is not None and self.rope_before_norm:
+            q, k = self.rope(q), self.rope(k)
         q, k = self.q_norm(q), self.k_norm(k)
-        if self.rope is not None and not self.rope_before_norm: q, k = self.rope(q), self.rope(k)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask).transpose(1, 2)  # [B, N, heads/P, hd]
-        out = all_to_all(out, g, scatter_dim=1, gather_dim=2)          # [B, n, heads, hd]
+        if self.rope is not None and not self.rope_before_norm:
+            q, k = self.rope(q), self.rope(k)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask).transpose(
+            1, 2
+        )  # [B, N, heads/P, hd]
+        out = all_to_all(out, g, scatter_dim=1, gather_dim=2)  # [B, n, heads, hd]
         return self.proj(out.reshape(B, n, D))
 
 # %% ../nbs/13_parallel.ipynb #20ce091f
 class SeqParallelCrossAttention(MultiHeadCrossAttention):
-    """Cross-attention with queries exchanged for heads as in the reference (or computed locally: `exchange=False`).
-    A rank's share of the heads is itself a cross-attention of heads/P heads: chapter 05's `attend_padded` runs it."""
+    """Cross-attention with queries exchanged for heads as in the reference (or computed locally:
+    `exchange=False`).
+    A rank's share of the heads is itself a cross-attention of heads/P heads: chapter 05's
+    `attend_padded` runs it."""
+
     sp_group, exchange = None, True
 
     def forward(self, x, cond, mask=None):
-        if not self.exchange: return super().forward(x, cond, mask)
+        if not self.exchange:
+            return super().forward(x, cond, mask)
         B, n, D = x.shape
         g, P = self.sp_group, dist.get_world_size(self.sp_group)
-        q = all_to_all(self.q_linear(x).view(B, n, self.num_heads, self.head_dim), g, scatter_dim=2, gather_dim=1)
-        mine = SimpleNamespace(num_heads=self.num_heads // P, head_dim=self.head_dim, d_model=D // P,
-                               kv_linear=lambda c: self.my_kv(c, g, P))   # the rank's heads, [B, L, 2*D/P]
-        out = MultiHeadCrossAttention.attend_padded(mine, q.transpose(1, 2), cond, None if mask is None else mask != 0)
-        out = all_to_all(out.view(B, n * P, self.num_heads // P, self.head_dim), g, scatter_dim=1, gather_dim=2)
+        q = all_to_all(
+            self.q_linear(x).view(B, n, self.num_heads, self.head_dim),
+            g,
+            scatter_dim=2,
+            gather_dim=1,
+        )
+        mine = SimpleNamespace(
+            num_heads=self.num_heads // P,
+            head_dim=self.head_dim,
+            d_model=D // P,
+            kv_linear=lambda c: self.my_kv(c, g, P),
+        )  # the rank's heads, [B, L, 2*D/P]
+        out = MultiHeadCrossAttention.attend_padded(
+            mine, q.transpose(1, 2), cond, None if mask is None else mask != 0
+        )
+        out = all_to_all(
+            out.view(B, n * P, self.num_heads // P, self.head_dim), g, scatter_dim=1, gather_dim=2
+        )
         return self.proj(out.reshape(B, n, D))
 
     def my_kv(self, cond, g, P):
-        "Keys and values of this rank's heads, laid out as `kv_linear`'s output for heads/P heads: [B, L, 2*D/P]."
+        """Keys and values of this rank's heads, laid out as `kv_linear`'s output for heads/P heads:
+        [B, L, 2*D/P]."""
         B, L = cond.shape[:2]
         kv = self.kv_linear(cond).view(B, L, 2, self.num_heads, self.head_dim)
         return split_forward_gather_backward(kv, g, dim=3, grad_scale=1 / P).reshape(B, L, -1)
@@ -306,6 +404,7 @@ class SeqParallelCrossAttention(MultiHeadCrossAttention):
 
 class SeqParallelFinalLayer(T2IFinalLayer):
     "Gather the sequence slices (`[B, T*S/P, D]` -> `[B, T*S, D]`) before the final layer."
+
     sp_group = None
 
     def forward(self, x, t, x_mask=None, t0=None, T=None, S=None):
@@ -317,23 +416,33 @@ class SeqParallelFinalLayer(T2IFinalLayer):
 
 # %% ../nbs/13_parallel.ipynb #17b96749
 class SeqParallelSTDiT3(STDiT3):
-    "STDiT3 whose sequence is split across `sp_group` (made by `enable_sequence_parallel`; same parameters)."
+    """STDiT3 whose sequence is split across `sp_group` (made by `enable_sequence_parallel`; same
+    parameters)."""
+
     sp_group = None
 
     @property
-    def sp_size(self): return dist.get_world_size(self.sp_group)
+    def sp_size(self):
+        return dist.get_world_size(self.sp_group)
 
-    def forward(self, x, timestep, y, mask=None, x_mask=None, fps=None, height=None, width=None, **kwargs):
+    def forward(
+        self, x, timestep, y, mask=None, x_mask=None, fps=None, height=None, width=None, **kwargs
+    ):
         if x.ndim != 5:
             raise ValueError(f"STDiT3: x must be [B, C, T, H, W], got shape {tuple(x.shape)}")
         Hx, (ph, pw), P = x.shape[3], self.patch_size[1:], self.sp_size
-        Hp, Wp = -(-Hx // ph), -(-x.shape[4] // pw)         # patches in height and width
+        Hp, Wp = -(-Hx // ph), -(-x.shape[4] // pw)  # patches in height and width
         extra = next(k for k in range(P) if (Hp + k) * Wp % P == 0)
-        pad = extra * ph + (Hp * ph - Hx)                   # zero rows so that S = H*W patches divide by P
-        if height is None: height = Hx * 8                 # positions keep the unpadded resolution
-        if width is None: width = x.shape[4] * 8
-        if pad: x = F.pad(x, (0, 0, 0, pad))
-        out = super().forward(x, timestep, y, mask=mask, x_mask=x_mask, fps=fps, height=height, width=width, **kwargs)
+        pad = extra * ph + (Hp * ph - Hx)  # zero rows so that S = H*W patches divide by P
+        if height is None:
+            height = Hx * 8  # positions keep the unpadded resolution
+        if width is None:
+            width = x.shape[4] * 8
+        if pad:
+            x = F.pad(x, (0, 0, 0, pad))
+        out = super().forward(
+            x, timestep, y, mask=mask, x_mask=x_mask, fps=fps, height=height, width=width, **kwargs
+        )
         return out[:, :, :, :Hx]
 
     def embed_video(self, x, pos_emb, T, S):
@@ -346,19 +455,32 @@ class SeqParallelSTDiT3(STDiT3):
         return super().run_block(block, *rest, T, S // self.sp_size)
 
 # %% ../nbs/13_parallel.ipynb #77405229
-def enable_sequence_parallel(model: nn.Module, group=None, exchange_cross_attention: bool = True) -> nn.Module:
-    """Convert an `STDiT3` (or a wrapper holding one as `.model`) in place to split its sequence over `group`
-    (default: this rank's sp group). Spatial blocks get the all-to-all attentions; parameters are unchanged."""
+def enable_sequence_parallel(
+    model: nn.Module, group=None, exchange_cross_attention: bool = True
+) -> nn.Module:
+    """Convert an `STDiT3` (or a wrapper holding one as `.model`) in place to split its sequence
+    over `group`
+    (default: this rank's sp group). Spatial blocks get the all-to-all attentions; parameters are
+    unchanged."""
     group = group if group is not None else get_sp_group()
-    net = model.model if not isinstance(model, STDiT3) and isinstance(getattr(model, "model", None), STDiT3) else model
+    net = (
+        model.model
+        if not isinstance(model, STDiT3) and isinstance(getattr(model, "model", None), STDiT3)
+        else model
+    )
     if not isinstance(net, STDiT3) or type(net).block_modes != ("spatial", "temporal"):
-        raise TypeError(f"enable_sequence_parallel: expected an STDiT3 (spatial + temporal blocks), got {type(net).__name__}")
+        raise TypeError(
+            f"enable_sequence_parallel: expected an STDiT3 (spatial + temporal blocks), got "
+            f"{type(net).__name__}"
+        )
     if group is None:
         return model  # one process, or sp size 1: nothing to split
     P = dist.get_world_size(group)
     if net.num_heads % P:
-        raise LaunchError(f"sequence parallelism: {net.num_heads} heads do not divide over sp size {P}; "
-                          f"choose an sp size that divides the number of heads")
+        raise LaunchError(
+            f"sequence parallelism: {net.num_heads} heads do not divide over sp size {P}; "
+            f"choose an sp size that divides the number of heads"
+        )
     net.__class__ = type(net).__dict__.get("_sp_class") or _sp_subclass(type(net))
     net.sp_group = group
     for blk in net.spatial_blocks:
@@ -371,14 +493,17 @@ def enable_sequence_parallel(model: nn.Module, group=None, exchange_cross_attent
 
 def _sp_subclass(cls):
     "SeqParallelSTDiT3 for plain STDiT3; for a subclass of STDiT3, a class that mixes both in."
-    if cls is STDiT3 or cls is SeqParallelSTDiT3: return SeqParallelSTDiT3
-    if issubclass(cls, SeqParallelSTDiT3): return cls
+    if cls is STDiT3 or cls is SeqParallelSTDiT3:
+        return SeqParallelSTDiT3
+    if issubclass(cls, SeqParallelSTDiT3):
+        return cls
     return type(f"SeqParallel{cls.__name__}", (SeqParallelSTDiT3, cls), {})
 
 # %% ../nbs/13_parallel.ipynb #9d3ca3c0
 def average_gradients(model: nn.Module, group=None):
     "All-reduce-average every gradient over `group` (default: all ranks). Call after `backward`."
-    if not dist.is_initialized(): return
+    if not dist.is_initialized():
+        return
     n = dist.get_world_size(group)
     for p in model.parameters():
         if p.grad is not None:
@@ -387,40 +512,72 @@ def average_gradients(model: nn.Module, group=None):
 
 
 def install_gradient_averaging(model: nn.Module, group=None) -> list:
-    "Hooks that average each parameter's gradient over `group` as soon as backward has accumulated it."
-    if not dist.is_initialized(): return []
+    """Hooks that average each parameter's gradient over `group` as soon as backward has accumulated
+    it."""
+    if not dist.is_initialized():
+        return []
     n = dist.get_world_size(group)
+
     def hook(p):
         dist.all_reduce(p.grad, group=group)
         p.grad.div_(n)
-    return [p.register_post_accumulate_grad_hook(hook) for p in model.parameters() if p.requires_grad]
+
+    return [
+        p.register_post_accumulate_grad_hook(hook) for p in model.parameters() if p.requires_grad
+    ]
 
 # %% ../nbs/13_parallel.ipynb #5a100d84
-BLOCK_SAVED_VALUES = 22  # values per token per hidden unit one STDiT3 block saves for backward (see above)
+BLOCK_SAVED_VALUES = (
+    22  # values per token per hidden unit one STDiT3 block saves for backward (see above)
+)
 
 
 def latent_tokens(config: STDiT3Config, num_frames: int, height: int, width: int) -> tuple:
-    "(T, S) tokens of a v1.2-VAE latent of a clip: chunks of 17 frames -> ceil(17/4) = 5 latent frames; /8 in space."
+    """(T, S) tokens of a v1.2-VAE latent of a clip: chunks of 17 frames -> ceil(17/4) = 5 latent
+    frames; /8 in space."""
     T, spatial_down = v1_2_latent_frames(num_frames), V1_2_SPATIAL_DOWN
     pt, ph, pw = config.patch_size
     H, W = -(-height // spatial_down), -(-width // spatial_down)
     return -(-T // pt), -(-H // ph) * -(-W // pw)
 
 
-def sp_memory_per_rank(config: STDiT3Config, num_params: int, tokens: int, sp_size: int, world_size: int = 8,
-                       batch: int = 1, act_bytes: int = 2) -> dict:
-    "GB per rank for one checkpointed training step: block inputs, one block's working set, ZeRO-2 model states."
-    if world_size % sp_size: raise LaunchError(f"world size {world_size} is not divisible by sp size {sp_size}")
+def sp_memory_per_rank(
+    config: STDiT3Config,
+    num_params: int,
+    tokens: int,
+    sp_size: int,
+    world_size: int = 8,
+    batch: int = 1,
+    act_bytes: int = 2,
+) -> dict:
+    """GB per rank for one checkpointed training step: block inputs, one block's working set, ZeRO-2
+    model states."""
+    if world_size % sp_size:
+        raise LaunchError(f"world size {world_size} is not divisible by sp size {sp_size}")
     n, D, dp, GB = batch * tokens / sp_size, config.hidden_size, world_size // sp_size, 1024**3
     ckpt = 2 * config.depth * n * D * act_bytes
     block = BLOCK_SAVED_VALUES * n * D * act_bytes
     states = 2 * num_params + 14 * num_params / dp
-    return dict(sp=sp_size, dp=dp, tokens_per_rank=int(n), checkpoints_gb=ckpt / GB, block_gb=block / GB,
-                model_states_gb=states / GB, total_gb=(ckpt + block + states) / GB)
+    return dict(
+        sp=sp_size,
+        dp=dp,
+        tokens_per_rank=int(n),
+        checkpoints_gb=ckpt / GB,
+        block_gb=block / GB,
+        model_states_gb=states / GB,
+        total_gb=(ckpt + block + states) / GB,
+    )
 
 
-def sp_all_to_all_bytes(config: STDiT3Config, tokens: int, sp_size: int, batch: int = 1, act_bytes: int = 2,
-                        passes: int = 3) -> float:
-    "Bytes one rank sends in all-to-alls per training step (forward, backward, checkpoint recompute = 3 passes)."
+def sp_all_to_all_bytes(
+    config: STDiT3Config,
+    tokens: int,
+    sp_size: int,
+    batch: int = 1,
+    act_bytes: int = 2,
+    passes: int = 3,
+) -> float:
+    """Bytes one rank sends in all-to-alls per training step (forward, backward, checkpoint
+    recompute = 3 passes)."""
     n = batch * tokens / sp_size
     return passes * config.depth * 6 * n * config.hidden_size * act_bytes * (sp_size - 1) / sp_size

@@ -15,9 +15,23 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .builders import unwrap
-from .train import (Trainer, begin_checkpoint, finish_checkpoint, get_rng_state, last_checkpoint,
-                               set_rng_state, update_ema)
-from .dist import DistEnv, LaunchError, barrier, enable_sequence_parallel, get_env, shard_batch
+from opensora_nb.train import (
+    Trainer,
+    begin_checkpoint,
+    finish_checkpoint,
+    get_rng_state,
+    last_checkpoint,
+    set_rng_state,
+    update_ema,
+)
+from opensora_nb.dist import (
+    DistEnv,
+    LaunchError,
+    barrier,
+    enable_sequence_parallel,
+    get_env,
+    shard_batch,
+)
 
 # %% auto #0
 __all__ = ['PLUGINS', 'CUDA_ONLY_PLUGINS', 'colossalai_available', 'launch_colossalai', 'check_plugin', 'make_booster',
@@ -26,24 +40,33 @@ __all__ = ['PLUGINS', 'CUDA_ONLY_PLUGINS', 'colossalai_available', 'launch_colos
 
 # %% ../nbs/13a_engine.ipynb #d97dc8fe
 def colossalai_available() -> bool:
-    "Is colossalai importable (installed with `pip install --no-deps colossalai`)? Does not import it."
+    """Is colossalai importable (installed with `pip install --no-deps colossalai`)? Does not import
+    it."""
     import importlib.util
+
     return importlib.util.find_spec("colossalai") is not None
 
 
 def launch_colossalai(backend: str | None = None, seed: int = 0):
-    """Start ColossalAI from torchrun's environment; on a CPU-only machine selects its CPU accelerator and gloo.
-    When the process group already runs (`init_distributed`), ColossalAI joins it: only its accelerator is set."""
+    """Start ColossalAI from torchrun's environment; on a CPU-only machine selects its CPU
+    accelerator and gloo.
+    When the process group already runs (`init_distributed`), ColossalAI joins it: only its
+    accelerator is set."""
     import warnings
-    with warnings.catch_warnings():  # its import warns about optional kernels (apex, TensorNVMe) a CPU run does not use
+
+    with (
+        warnings.catch_warnings()
+    ):  # its import warns about optional kernels (apex, TensorNVMe) a CPU run does not use
         warnings.simplefilter("ignore")
         import colossalai
         from colossalai.booster import Booster  # noqa: F401  (the plugins' imports warn too)
     from colossalai.accelerator import get_accelerator, set_accelerator
+
     cuda = torch.cuda.is_available()
     if not cuda:
         set_accelerator("cpu")
-        # CPU work is synchronous, but colossalai 0.5's CPU accelerator raises on `synchronize`, which loading an
+        # CPU work is synchronous, but colossalai 0.5's CPU accelerator raises on `synchronize`,
+        # which loading an
         # optimizer checkpoint calls: make it the no-op it means on a CPU
         get_accelerator().synchronize = lambda *args, **kwargs: None
     if not dist.is_initialized():
@@ -55,46 +78,71 @@ CUDA_ONLY_PLUGINS = ("zero2", "gemini")
 
 
 def check_plugin(plugin: str | None = "ddp", cuda: bool | None = None) -> str:
-    """The plugin name `make_booster` will build ('auto': zero2 on CUDA, else ddp), or a `LaunchError` in one line
+    """The plugin name `make_booster` will build ('auto': zero2 on CUDA, else ddp), or a
+    `LaunchError` in one line
     naming it and what runs here. Does not import colossalai."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
     plugin = (plugin or "ddp").lower()
-    if plugin == "auto": plugin = "zero2" if cuda else "ddp"
+    if plugin == "auto":
+        plugin = "zero2" if cuda else "ddp"
     if plugin not in PLUGINS:
         raise ValueError(f"plugin {plugin!r}: choose one of {', '.join(PLUGINS)} (or auto)")
     if plugin in CUDA_ONLY_PLUGINS and not cuda:
-        raise LaunchError(f"plugin {plugin!r} needs CUDA and this machine has no GPU; here: --plugin ddp, fsdp2")
+        raise LaunchError(
+            f"plugin {plugin!r} needs CUDA and this machine has no GPU; here: --plugin ddp, fsdp2"
+        )
     return plugin
 
 
-def make_booster(plugin: str = "ddp", precision: str = "bf16", grad_clip: float = 1.0, **plugin_kwargs):
-    """A ColossalAI `Booster` with the plugin named (see `check_plugin`): 'ddp', 'zero2' (Open-Sora's LowLevelZero
-    stage 2), 'gemini' (states in CPU memory), 'fsdp2' (PyTorch's fully_shard). `grad_clip` goes to the plugins
+def make_booster(
+    plugin: str = "ddp", precision: str = "bf16", grad_clip: float = 1.0, **plugin_kwargs
+):
+    """A ColossalAI `Booster` with the plugin named (see `check_plugin`): 'ddp', 'zero2'
+    (Open-Sora's LowLevelZero
+    stage 2), 'gemini' (states in CPU memory), 'fsdp2' (PyTorch's fully_shard). `grad_clip` goes to
+    the plugins
     that clip inside their step (zero2, gemini); the others clip through the boosted optimizer."""
     from colossalai.booster import Booster
     from colossalai.booster.plugin import GeminiPlugin, LowLevelZeroPlugin, TorchDDPPlugin
+
     plugin = check_plugin(plugin)
-    if plugin == "ddp": p = TorchDDPPlugin(**plugin_kwargs)
+    if plugin == "ddp":
+        p = TorchDDPPlugin(**plugin_kwargs)
     elif plugin == "zero2":
-        p = LowLevelZeroPlugin(stage=2, precision=precision, initial_scale=2**16, max_norm=grad_clip, **plugin_kwargs)
+        p = LowLevelZeroPlugin(
+            stage=2, precision=precision, initial_scale=2**16, max_norm=grad_clip, **plugin_kwargs
+        )
     elif plugin == "gemini":
-        p = GeminiPlugin(precision=precision, placement_policy="auto", initial_scale=2**16, max_norm=grad_clip, **plugin_kwargs)
+        p = GeminiPlugin(
+            precision=precision,
+            placement_policy="auto",
+            initial_scale=2**16,
+            max_norm=grad_clip,
+            **plugin_kwargs,
+        )
     else:  # fsdp2: PyTorch's fully_shard behind the same Booster (`FSDP2Plugin`, below); fp32 shards, the trainer's autocast
         p = FSDP2Plugin(**plugin_kwargs)
     return Booster(plugin=p)
 
 # %% ../nbs/13a_engine.ipynb #30d3c75d
 class ShardedBatches:
-    "Wrap a batch source (`next_batch`, `state_dict`): every rank draws the same global batch and keeps its dp rows."
+    """Wrap a batch source (`next_batch`, `state_dict`): every rank draws the same global batch and
+    keeps its dp rows."""
+
     def __init__(self, batches, env: DistEnv | None = None):
         self.batches, self.env = batches, env or get_env()
 
     def next_batch(self):
         return shard_batch(self.batches.next_batch(), self.env)
 
-    def __len__(self): return len(self.batches)
-    def state_dict(self): return self.batches.state_dict()
-    def load_state_dict(self, s): return self.batches.load_state_dict(s)
+    def __len__(self):
+        return len(self.batches)
+
+    def state_dict(self):
+        return self.batches.state_dict()
+
+    def load_state_dict(self, s):
+        return self.batches.load_state_dict(s)
 
 
 def world_of(env: DistEnv) -> dict:
@@ -102,64 +150,103 @@ def world_of(env: DistEnv) -> dict:
 
 
 def check_resume(path, env: DistEnv | None = None):
-    """Refuse (one line, `LaunchError`) to resume from checkpoint folder `path` (or a run folder's `last`) that another
-    world wrote: another number of processes, another sp size, or the single-process trainer. None: nothing to resume."""
+    """Refuse (one line, `LaunchError`) to resume from checkpoint folder `path` (or a run folder's
+    `last`) that another
+    world wrote: another number of processes, another sp size, or the single-process trainer. None:
+    nothing to resume."""
     env, path = env or get_env(), Path(path)
-    if (path / "last").exists(): path = last_checkpoint(path)
-    if path is None or not (path / "state.json").exists(): return None
+    if (path / "last").exists():
+        path = last_checkpoint(path)
+    if path is None or not (path / "state.json").exists():
+        return None
     saved = json.loads((path / "state.json").read_text()).get("world")
     if saved is None:
-        raise LaunchError(f"checkpoint {path} was written by the single-process trainer (`opensora-nb train`); "
-                          "continue it there, or train into a new --output")
+        raise LaunchError(
+            f"checkpoint {path} was written by the single-process trainer (`opensora-nb train`); "
+            "continue it there, or train into a new --output"
+        )
     if saved != world_of(env):
-        raise LaunchError(f"checkpoint {path} was written by {saved['world_size']} processes (dp {saved['dp']} x sp "
-                          f"{saved['sp']}); this run has {env.world_size} (dp {env.dp_size} x sp {env.sp_size}): resume with "
-                          f"--nproc_per_node {saved['world_size']} --sp {saved['sp']}, or train into a new --output")
+        raise LaunchError(
+            f"checkpoint {path} was written by {saved['world_size']} processes (dp {saved['dp']} x "
+            f"sp "
+            f"{saved['sp']}); this run has {env.world_size} (dp {env.dp_size} x sp {env.sp_size}): resume with "
+            f"--nproc_per_node {saved['world_size']} --sp {saved['sp']}, or train into a new --output"
+        )
     return path
 
 
 class BoostedTrainer(Trainer):
-    """`Trainer` on every rank with its engine lines through a ColossalAI `Booster` (`plugin`: see `make_booster`):
-    sharded batches, per-dp-rank noise, optional sequence parallelism, sharded checkpoints; the EMA is a plain copy."""
-    def __init__(self, cfg: dict, model=None, run_dir=None, env: DistEnv | None = None, plugin: str = "ddp", booster=None):
+    """`Trainer` on every rank with its engine lines through a ColossalAI `Booster` (`plugin`: see
+    `make_booster`):
+    sharded batches, per-dp-rank noise, optional sequence parallelism, sharded checkpoints; the EMA
+    is a plain copy."""
+
+    def __init__(
+        self,
+        cfg: dict,
+        model=None,
+        run_dir=None,
+        env: DistEnv | None = None,
+        plugin: str = "ddp",
+        booster=None,
+    ):
         self.env, self.plugin = env or get_env(), check_plugin(plugin)
         super().__init__(cfg, model=model, run_dir=run_dir)
         enable_sequence_parallel(self.model)
         enable_sequence_parallel(self.ema)
-        self.plugin_clips = self.plugin in CUDA_ONLY_PLUGINS  # zero2/gemini clip (and scale fp16 losses) in their step
-        if self.plugin_clips: self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)
-        self.booster = booster or make_booster(self.plugin, precision="fp16" if self.amp == torch.float16 else "bf16",
-                                               grad_clip=float(cfg.get("grad_clip") or 0.0))
-        with warnings.catch_warnings():  # torch deprecates DDP's `broadcast_buffers`, which TorchDDPPlugin still passes
+        self.plugin_clips = (
+            self.plugin in CUDA_ONLY_PLUGINS
+        )  # zero2/gemini clip (and scale fp16 losses) in their step
+        if self.plugin_clips:
+            self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)
+        self.booster = booster or make_booster(
+            self.plugin,
+            precision="fp16" if self.amp == torch.float16 else "bf16",
+            grad_clip=float(cfg.get("grad_clip") or 0.0),
+        )
+        with (
+            warnings.catch_warnings()
+        ):  # torch deprecates DDP's `broadcast_buffers`, which TorchDDPPlugin still passes
             warnings.filterwarnings("ignore", message=".*broadcast_buffers", category=FutureWarning)
             self.engine_model, self.opt, *_ = self.booster.boost(self.model, self.opt)
-        update_ema(self.ema, self.model, 0.0)  # the EMA starts from the boosted weights (DDP: rank 0's; fsdp2: gathered)
-        if self.env.dp_rank: self._reseed(0)  # dp group 0 draws exactly what the single-process Trainer draws
+        update_ema(
+            self.ema, self.model, 0.0
+        )  # the EMA starts from the boosted weights (DDP: rank 0's; fsdp2: gathered)
+        if self.env.dp_rank:
+            self._reseed(0)  # dp group 0 draws exactly what the single-process Trainer draws
 
     def _reseed(self, step: int):
-        "Noise, timesteps, masks and caption dropout differ per dp rank (and agree within an sp group)."
+        """Noise, timesteps, masks and caption dropout differ per dp rank (and agree within an sp
+        group)."""
         s = int(self.cfg["seed"]) + 1000 * self.env.dp_rank + step
-        self.gen.manual_seed(s); torch.manual_seed(s)
-        if self.mask_gen is not None: self.mask_gen.rng.seed(s)
+        self.gen.manual_seed(s)
+        torch.manual_seed(s)
+        if self.mask_gen is not None:
+            self.mask_gen.rng.seed(s)
 
     # --- the engine's few lines ---
     def _backward(self, loss):
         self.booster.backward(self.scaler.scale(loss), self.opt)
 
     def _clip(self):
-        if not self.cfg.get("grad_clip") or self.plugin_clips: return None
+        if not self.cfg.get("grad_clip") or self.plugin_clips:
+            return None
         self.scaler.unscale_(self.opt)
         return self.opt.clip_grad_by_norm(self.cfg["grad_clip"])
 
     def _optimizer_step(self):
         super()._optimizer_step()
-        if self.plugin_clips and self.cfg.get("grad_clip"): self.grad_norm = torch.as_tensor(self.opt.get_grad_norm())
+        if self.plugin_clips and self.cfg.get("grad_clip"):
+            self.grad_norm = torch.as_tensor(self.opt.get_grad_norm())
 
     def _save_states(self, path):
         path = Path(path)
-        self.booster.save_model(self.engine_model, str(path / "model"), shard=True, use_safetensors=True)
+        self.booster.save_model(
+            self.engine_model, str(path / "model"), shard=True, use_safetensors=True
+        )
         self.booster.save_optimizer(self.opt, str(path / "optimizer"), shard=True)
-        if self.env.is_main and self.scaler.is_enabled(): torch.save(self.scaler.state_dict(), path / "scaler.pt")
+        if self.env.is_main and self.scaler.is_enabled():
+            torch.save(self.scaler.state_dict(), path / "scaler.pt")
 
     def _load_states(self, path):
         path = Path(path)
@@ -170,41 +257,70 @@ class BoostedTrainer(Trainer):
 
     # --- checkpoints: every rank writes its part into one folder, rank 0 publishes it ---
     def save(self, batches):
-        if self.run_dir is None: return None
+        if self.run_dir is None:
+            return None
         env, step, tag = self.env, self.step_count, "boosted"
         tmp = self.run_dir / f".tmp_step_{step:07d}_{tag}"
-        if env.is_main: begin_checkpoint(self.run_dir, step, tag=tag)
+        if env.is_main:
+            begin_checkpoint(self.run_dir, step, tag=tag)
         barrier()
         self._save_states(tmp)
         torch.save(get_rng_state(self.gen, self.mask_gen), tmp / f"rng_rank{env.rank}.pt")
         if env.is_main:
             from safetensors.torch import save_file
-            save_file({k: v.detach().contiguous().cpu() for k, v in unwrap(self.ema).state_dict().items()}, str(tmp / "ema.safetensors"))
+
+            save_file(
+                {
+                    k: v.detach().contiguous().cpu()
+                    for k, v in unwrap(self.ema).state_dict().items()
+                },
+                str(tmp / "ema.safetensors"),
+            )
             state = dict(self.state(batches), step=step, world=world_of(env), plugin=self.plugin)
             (tmp / "state.json").write_text(json.dumps(state, indent=1, default=str))
         barrier()
-        final = finish_checkpoint(tmp, self.run_dir, step, self.cfg.get("keep_checkpoints", 2)) if env.is_main else None
+        final = (
+            finish_checkpoint(tmp, self.run_dir, step, self.cfg.get("keep_checkpoints", 2))
+            if env.is_main
+            else None
+        )
         barrier()
         return final or self.run_dir / f"step_{step:07d}"
 
     def load_weights(self, path):
-        "Checkpoint `path`'s model and optimizer (through the Booster) and EMA; step, data order and RNG stay as they are."
+        """Checkpoint `path`'s model and optimizer (through the Booster) and EMA; step, data order
+        and RNG stay as they are."""
         from safetensors.torch import load_file
         from opensora_nb.stdit import load_state_dict_strict
+
         self._load_states(path)
-        load_state_dict_strict(unwrap(self.ema), load_file(str(path / "ema.safetensors")), name=str(path / "ema.safetensors"))
+        load_state_dict_strict(
+            unwrap(self.ema),
+            load_file(str(path / "ema.safetensors")),
+            name=str(path / "ema.safetensors"),
+        )
 
     def resume(self, batches, path=None) -> bool:
-        "Continue from `path` or the run folder's last checkpoint (written by this same world); False when there is none."
+        """Continue from `path` or the run folder's last checkpoint (written by this same world);
+        False when there is none."""
         barrier()
         path = check_resume(path or self.run_dir, self.env) if (path or self.run_dir) else None
-        if path is None: return False
+        if path is None:
+            return False
         self.load_weights(path)
         state = json.loads((path / "state.json").read_text())
-        self.step_count, self.stage, self.skipped = state["step"], state["stage"], state.get("skipped", 0)
+        self.step_count, self.stage, self.skipped = (
+            state["step"],
+            state["stage"],
+            state.get("skipped", 0),
+        )
         self.history = state.get("history", [])
         batches.load_state_dict(state["data"])
-        set_rng_state(torch.load(path / f"rng_rank{self.env.rank}.pt", weights_only=False), self.gen, self.mask_gen)
+        set_rng_state(
+            torch.load(path / f"rng_rank{self.env.rank}.pt", weights_only=False),
+            self.gen,
+            self.mask_gen,
+        )
         barrier()
         return True
 
@@ -214,157 +330,298 @@ import functools
 
 
 def _fsdp2_units(model: nn.Module) -> list:
-    "The modules FSDP2 shards one by one: every block of each `nn.ModuleList` child (STDiT3's spatial and temporal blocks)."
+    """The modules FSDP2 shards one by one: every block of each `nn.ModuleList` child (STDiT3's
+    spatial and temporal blocks)."""
     return [blk for child in model.children() if isinstance(child, nn.ModuleList) for blk in child]
 
 
 class FSDP2Plugin:
-    """ColossalAI Booster plugin around PyTorch's FSDP2 (`fully_shard`): parameters, gradients and optimizer states
-    sharded over the ranks, on CUDA or on the CPU (gloo). precision: 'fp32', 'bf16' or 'fp16' (gathered weights and
-    compute; fp32 shards and gradient reduction); max_norm > 0 clips the global gradient norm in `optimizer.step()`."""
+    """ColossalAI Booster plugin around PyTorch's FSDP2 (`fully_shard`): parameters, gradients and
+    optimizer states
+    sharded over the ranks, on CUDA or on the CPU (gloo). precision: 'fp32', 'bf16' or 'fp16'
+    (gathered weights and
+    compute; fp32 shards and gradient reduction); max_norm > 0 clips the global gradient norm in
+    `optimizer.step()`."""
+
     PRECISIONS = ("fp32", "bf16", "fp16")
 
-    def __init__(self, precision: str = "fp32", max_norm: float = 0.0, reshard_after_forward: bool = True,
-                 shard_units=_fsdp2_units):
+    def __init__(
+        self,
+        precision: str = "fp32",
+        max_norm: float = 0.0,
+        reshard_after_forward: bool = True,
+        shard_units=_fsdp2_units,
+    ):
         if precision not in self.PRECISIONS:
-            raise ValueError(f"FSDP2Plugin precision {precision!r}: choose one of {', '.join(self.PRECISIONS)}")
+            raise ValueError(
+                f"FSDP2Plugin precision {precision!r}: choose one of {', '.join(self.PRECISIONS)}"
+            )
         if not dist.is_initialized():
-            raise LaunchError("FSDP2Plugin needs torch.distributed started (launch_colossalai() under torchrun)")
+            raise LaunchError(
+                "FSDP2Plugin needs torch.distributed started (launch_colossalai() under torchrun)"
+            )
         from colossalai.booster.plugin import Plugin
-        Plugin.register(FSDP2Plugin)  # ColossalAI's Plugin is an ABC; this class implements its interface
-        self.precision, self.max_norm, self.reshard, self.shard_units = precision, max_norm, reshard_after_forward, shard_units
+
+        Plugin.register(
+            FSDP2Plugin
+        )  # ColossalAI's Plugin is an ABC; this class implements its interface
+        self.precision, self.max_norm, self.reshard, self.shard_units = (
+            precision,
+            max_norm,
+            reshard_after_forward,
+            shard_units,
+        )
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
 
-    def supported_devices(self): return ["cuda", "cpu"]
-    def supported_precisions(self): return list(self.PRECISIONS)
-    def control_precision(self): return True
-    def control_device(self): return True
-    def support_no_sync(self): return True
-    def support_lora(self): return False
-    def control_checkpoint_io(self): return True
-    def get_checkpoint_io(self): return FSDP2CheckpointIO()
-    def enable_lora(self, *args, **kwargs): raise NotImplementedError("FSDP2Plugin: add LoRA adapters (11b) before boosting")
+    def supported_devices(self):
+        return ["cuda", "cpu"]
+
+    def supported_precisions(self):
+        return list(self.PRECISIONS)
+
+    def control_precision(self):
+        return True
+
+    def control_device(self):
+        return True
+
+    def support_no_sync(self):
+        return True
+
+    def support_lora(self):
+        return False
+
+    def control_checkpoint_io(self):
+        return True
+
+    def get_checkpoint_io(self):
+        return FSDP2CheckpointIO()
+
+    def enable_lora(self, *args, **kwargs):
+        raise NotImplementedError("FSDP2Plugin: add LoRA adapters (11b) before boosting")
 
     def configure(self, model, optimizer=None, criterion=None, dataloader=None, lr_scheduler=None):
-        "Shard each block, then the root; point the optimizer at the sharded parameters (before its first step)."
+        """Shard each block, then the root; point the optimizer at the sharded parameters (before
+        its first step)."""
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
         from colossalai.interface import ModelWrapper, OptimizerWrapper
+
         if optimizer is not None and optimizer.state:
-            raise ValueError("FSDP2Plugin: boost the optimizer before its first step (its states would not be sharded)")
-        model = model.to(torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else "cpu")
+            raise ValueError(
+                "FSDP2Plugin: boost the optimizer before its first step (its states would not be "
+                "sharded)"
+            )
+        model = model.to(
+            torch.device("cuda", torch.cuda.current_device())
+            if torch.cuda.is_available()
+            else "cpu"
+        )
         dtype = dict(fp32=None, bf16=torch.bfloat16, fp16=torch.float16)[self.precision]
-        kw = dict(mp_policy=MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32), reshard_after_forward=self.reshard)
+        kw = dict(
+            mp_policy=MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32),
+            reshard_after_forward=self.reshard,
+        )
         name_of = {id(p): n for n, p in model.named_parameters()}
-        for unit in self.shard_units(model): fully_shard(unit, **kw)
+        for unit in self.shard_units(model):
+            fully_shard(unit, **kw)
         fully_shard(model, **kw)
-        if optimizer is not None:  # fully_shard replaced every parameter by a DTensor one: same names, new objects
+        if (
+            optimizer is not None
+        ):  # fully_shard replaced every parameter by a DTensor one: same names, new objects
             new = dict(model.named_parameters())
-            for g in optimizer.param_groups: g["params"] = [new[name_of[id(p)]] for p in g["params"]]
+            for g in optimizer.param_groups:
+                g["params"] = [new[name_of[id(p)]] for p in g["params"]]
             optimizer = _fsdp2_optimizer(OptimizerWrapper)(optimizer, model, self.max_norm)
         return _fsdp2_model(ModelWrapper)(model), optimizer, criterion, dataloader, lr_scheduler
 
     @contextlib.contextmanager
     def no_sync(self, model, optimizer=None):
-        "Accumulate gradients on each rank without the reduce-scatter; the first backward after the context syncs."
+        """Accumulate gradients on each rank without the reduce-scatter; the first backward after
+        the context syncs."""
         m = model.unwrap() if hasattr(model, "unwrap") else model
         m.set_requires_gradient_sync(False)
-        try: yield
-        finally: m.set_requires_gradient_sync(True)
+        try:
+            yield
+        finally:
+            m.set_requires_gradient_sync(True)
 
-    def prepare_dataloader(self, dataset, batch_size, shuffle=False, seed=1024, drop_last=False, pin_memory=False,
-                           num_workers=0, **kwargs):
+    def prepare_dataloader(
+        self,
+        dataset,
+        batch_size,
+        shuffle=False,
+        seed=1024,
+        drop_last=False,
+        pin_memory=False,
+        num_workers=0,
+        **kwargs,
+    ):
         from torch.utils.data import DataLoader
         from torch.utils.data.distributed import DistributedSampler
-        sampler = DistributedSampler(dataset, num_replicas=self.world_size, rank=self.rank, shuffle=shuffle, seed=seed)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, pin_memory=pin_memory,
-                          num_workers=num_workers, **kwargs)
+
+        sampler = DistributedSampler(
+            dataset, num_replicas=self.world_size, rank=self.rank, shuffle=shuffle, seed=seed
+        )
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            drop_last=drop_last,
+            pin_memory=pin_memory,
+            num_workers=num_workers,
+            **kwargs,
+        )
 
 # %% ../nbs/13a_engine.ipynb #16426634
 @functools.cache
 def _fsdp2_model(ModelWrapper):
     class FSDP2Model(ModelWrapper):
         "The sharded module; `unwrap()` returns it (FSDP2 shards in place)."
+
     return FSDP2Model
 
 
 @functools.cache
 def _fsdp2_optimizer(OptimizerWrapper):
     class FSDP2Optimizer(OptimizerWrapper):
-        "An optimizer over DTensor shards that knows its model; clips by the global norm (`max_norm` > 0: in `step`)."
+        """An optimizer over DTensor shards that knows its model; clips by the global norm
+        (`max_norm` > 0: in `step`)."""
+
         def __init__(self, optim, model, max_norm=0.0):
             super().__init__(optim)
             self.model, self.max_norm, self._grad_norm = model, max_norm, None
 
         def clip_grad_by_norm(self, max_norm, norm_type=2.0, error_if_nonfinite=False, **kwargs):
-            norm = nn.utils.clip_grad_norm_(self.parameters, max_norm, norm_type, error_if_nonfinite, **kwargs)
-            self._grad_norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # a DTensor: the global norm
+            norm = nn.utils.clip_grad_norm_(
+                self.parameters, max_norm, norm_type, error_if_nonfinite, **kwargs
+            )
+            self._grad_norm = (
+                norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+            )  # a DTensor: the global norm
             return self._grad_norm
 
         def step(self, *args, **kwargs):
-            if self.max_norm > 0: self.clip_grad_by_norm(self.max_norm)
+            if self.max_norm > 0:
+                self.clip_grad_by_norm(self.max_norm)
             return self.optim.step(*args, **kwargs)
 
         def get_grad_norm(self, norm_type=2.0, **kwargs):
             return None if self._grad_norm is None else float(self._grad_norm)
+
     return FSDP2Optimizer
 
 # %% ../nbs/13a_engine.ipynb #79b7dbda
 class FSDP2CheckpointIO:
-    "Checkpoints of an FSDP2-boosted model/optimizer: `shard=True` DCP (each rank its shards), else one full file from rank 0."
-    @staticmethod
-    def _is_dcp(path): return Path(path, ".metadata").is_file()
+    """Checkpoints of an FSDP2-boosted model/optimizer: `shard=True` DCP (each rank its shards),
+    else one full file from rank 0."""
 
-    def save_model(self, model, checkpoint, shard=False, gather_dtensor=True, prefix=None, size_per_shard=1024,
-                   use_safetensors=False, use_async=False):
+    @staticmethod
+    def _is_dcp(path):
+        return Path(path, ".metadata").is_file()
+
+    def save_model(
+        self,
+        model,
+        checkpoint,
+        shard=False,
+        gather_dtensor=True,
+        prefix=None,
+        size_per_shard=1024,
+        use_safetensors=False,
+        use_async=False,
+    ):
         import torch.distributed.checkpoint as dcp, torch.distributed.checkpoint.state_dict as sd
-        if shard: return dcp.save(sd.get_model_state_dict(model.unwrap()), checkpoint_id=str(checkpoint))
-        full = sd.get_model_state_dict(model.unwrap(), options=sd.StateDictOptions(full_state_dict=True, cpu_offload=True))
-        if dist.get_rank() == 0: _save_full(full, checkpoint, use_safetensors)
+
+        if shard:
+            return dcp.save(sd.get_model_state_dict(model.unwrap()), checkpoint_id=str(checkpoint))
+        full = sd.get_model_state_dict(
+            model.unwrap(), options=sd.StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+        if dist.get_rank() == 0:
+            _save_full(full, checkpoint, use_safetensors)
         dist.barrier()
 
     def load_model(self, model, checkpoint, strict=True, **kwargs):
         import torch.distributed.checkpoint as dcp, torch.distributed.checkpoint.state_dict as sd
+
         if self._is_dcp(checkpoint):
             state = sd.get_model_state_dict(model.unwrap())  # this rank's shards, filled in place
             dcp.load(state, checkpoint_id=str(checkpoint))
-            sd.set_model_state_dict(model.unwrap(), state, options=sd.StateDictOptions(strict=strict))
+            sd.set_model_state_dict(
+                model.unwrap(), state, options=sd.StateDictOptions(strict=strict)
+            )
         else:
-            sd.set_model_state_dict(model.unwrap(), _load_full(checkpoint), options=sd.StateDictOptions(full_state_dict=True, strict=strict))
+            sd.set_model_state_dict(
+                model.unwrap(),
+                _load_full(checkpoint),
+                options=sd.StateDictOptions(full_state_dict=True, strict=strict),
+            )
         return model
 
-    def save_optimizer(self, optimizer, checkpoint, shard=False, gather_dtensor=True, prefix=None, size_per_shard=1024,
-                       use_async=False):
+    def save_optimizer(
+        self,
+        optimizer,
+        checkpoint,
+        shard=False,
+        gather_dtensor=True,
+        prefix=None,
+        size_per_shard=1024,
+        use_async=False,
+    ):
         import torch.distributed.checkpoint as dcp, torch.distributed.checkpoint.state_dict as sd
-        if shard: return dcp.save(sd.get_optimizer_state_dict(optimizer.model, optimizer.optim), checkpoint_id=str(checkpoint))
-        full = sd.get_optimizer_state_dict(optimizer.model, optimizer.optim,
-                                           options=sd.StateDictOptions(full_state_dict=True, cpu_offload=True))
-        if dist.get_rank() == 0: _save_full(full, checkpoint, False)
+
+        if shard:
+            return dcp.save(
+                sd.get_optimizer_state_dict(optimizer.model, optimizer.optim),
+                checkpoint_id=str(checkpoint),
+            )
+        full = sd.get_optimizer_state_dict(
+            optimizer.model,
+            optimizer.optim,
+            options=sd.StateDictOptions(full_state_dict=True, cpu_offload=True),
+        )
+        if dist.get_rank() == 0:
+            _save_full(full, checkpoint, False)
         dist.barrier()
 
     def load_optimizer(self, optimizer, checkpoint, prefix=None, **kwargs):
         import torch.distributed.checkpoint as dcp, torch.distributed.checkpoint.state_dict as sd
+
         if self._is_dcp(checkpoint):
-            state = sd.get_optimizer_state_dict(optimizer.model, optimizer.optim)  # fresh optimizer: zero states, right shards
+            state = sd.get_optimizer_state_dict(
+                optimizer.model, optimizer.optim
+            )  # fresh optimizer: zero states, right shards
             dcp.load(state, checkpoint_id=str(checkpoint))
             sd.set_optimizer_state_dict(optimizer.model, optimizer.optim, state)
         else:
-            sd.set_optimizer_state_dict(optimizer.model, optimizer.optim, _load_full(checkpoint),
-                                        options=sd.StateDictOptions(full_state_dict=True))
+            sd.set_optimizer_state_dict(
+                optimizer.model,
+                optimizer.optim,
+                _load_full(checkpoint),
+                options=sd.StateDictOptions(full_state_dict=True),
+            )
 
     def save_lr_scheduler(self, lr_scheduler, checkpoint):
-        if dist.get_rank() == 0: _save_full(lr_scheduler.state_dict(), checkpoint, False)
+        if dist.get_rank() == 0:
+            _save_full(lr_scheduler.state_dict(), checkpoint, False)
         dist.barrier()
 
-    def load_lr_scheduler(self, lr_scheduler, checkpoint): lr_scheduler.load_state_dict(_load_full(checkpoint))
-    def save_lora_as_pretrained(self, *args, **kwargs): raise NotImplementedError("FSDP2Plugin does not support LoRA")
+    def load_lr_scheduler(self, lr_scheduler, checkpoint):
+        lr_scheduler.load_state_dict(_load_full(checkpoint))
+
+    def save_lora_as_pretrained(self, *args, **kwargs):
+        raise NotImplementedError("FSDP2Plugin does not support LoRA")
 
 
 def _save_full(state: dict, path, use_safetensors: bool = False):
-    "Write a full state dict atomically (a temporary file, then rename): safetensors for flat tensors, else torch.save."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a full state dict atomically (a temporary file, then rename): safetensors for flat
+    tensors, else torch.save."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     if use_safetensors:
         from safetensors.torch import save_file
+
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
     else:
         torch.save(state, tmp)
@@ -375,35 +632,56 @@ def _load_full(path) -> dict:
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
+
         return load_file(str(path))
     return torch.load(path, map_location="cpu", weights_only=True)
 
 # %% ../nbs/13a_engine.ipynb #b0da90c6
 def state_bytes(model: nn.Module, optimizer=None) -> dict:
-    "Bytes this rank holds of parameters, gradients and optimizer states (a DTensor counts its local shard only)."
+    """Bytes this rank holds of parameters, gradients and optimizer states (a DTensor counts its
+    local shard only)."""
     local = lambda t: t.to_local() if hasattr(t, "to_local") else t
-    nbytes = lambda ts: sum(local(t).numel() * local(t).element_size() for t in ts if torch.is_tensor(t))
+    nbytes = lambda ts: sum(
+        local(t).numel() * local(t).element_size() for t in ts if torch.is_tensor(t)
+    )
     m = model.unwrap() if hasattr(model, "unwrap") else model
     opt = getattr(optimizer, "optim", optimizer)
     params = list(m.parameters())
     states = [v for st in (opt.state.values() if opt is not None else []) for v in st.values()]
-    return dict(params=nbytes(params), grads=nbytes(p.grad for p in params if p.grad is not None), optimizer=nbytes(states))
+    return dict(
+        params=nbytes(params),
+        grads=nbytes(p.grad for p in params if p.grad is not None),
+        optimizer=nbytes(states),
+    )
 
 # %% ../nbs/13a_engine.ipynb #ef60a2ec
 _STATE_BYTES = {  # plugin -> precision -> (weights, grads, optimizer): bytes a parameter, and which are split over W ranks
-    "ddp": {"bf16": ((4, False), (4, False), (8, False)), "fp32": ((4, False), (4, False), (8, False))},
-    "zero2": {"bf16": ((2, False), (2, True), (12, True)), "fp32": ((4, False), (4, True), (8, True))},
+    "ddp": {
+        "bf16": ((4, False), (4, False), (8, False)),
+        "fp32": ((4, False), (4, False), (8, False)),
+    },
+    "zero2": {
+        "bf16": ((2, False), (2, True), (12, True)),
+        "fp32": ((4, False), (4, True), (8, True)),
+    },
     "gemini": {"bf16": ((2, True), (0, True), (12, True))},
     "fsdp2": {"bf16": ((4, True), (4, True), (8, True)), "fp32": ((4, True), (4, True), (8, True))},
 }
 
 
 def plugin_memory_per_param(plugin: str, world_size: int, precision: str = "bf16") -> dict:
-    "Bytes a parameter one rank holds of weights, gradients and Adam states (fp32 moments) under a Booster plugin."
-    if plugin not in _STATE_BYTES: raise ValueError(f"plugin {plugin!r}: choose one of {', '.join(_STATE_BYTES)}")
+    """Bytes a parameter one rank holds of weights, gradients and Adam states (fp32 moments) under a
+    Booster plugin."""
+    if plugin not in _STATE_BYTES:
+        raise ValueError(f"plugin {plugin!r}: choose one of {', '.join(_STATE_BYTES)}")
     if precision not in _STATE_BYTES[plugin]:
-        raise ValueError(f"plugin {plugin!r} has no {precision!r} mode: choose {', '.join(_STATE_BYTES[plugin])}")
-    if world_size < 1: raise ValueError(f"world_size {world_size}: must be at least 1")
+        raise ValueError(
+            f"plugin {plugin!r} has no {precision!r} mode: choose {', '.join(_STATE_BYTES[plugin])}"
+        )
+    if world_size < 1:
+        raise ValueError(f"world_size {world_size}: must be at least 1")
     share = lambda b, split: b / world_size if split else b
     w, g, o = (share(*x) for x in _STATE_BYTES[plugin][precision])
-    return dict(plugin=plugin, world_size=world_size, weights=w, grads=g, optimizer=o, total=w + g + o)
+    return dict(
+        plugin=plugin, world_size=world_size, weights=w, grads=g, optimizer=o, total=w + g + o
+    )

@@ -21,11 +21,16 @@ __all__ = ['ONEDNN_MIN_ROWS', 'NORM_MODULATE_MIN_PER_SAMPLE', 'FAST_LINEARS', 'o
 
 # %% ../nbs/06d_fast_paths.ipynb #b4047414
 def _onednn_linear_op():
-    "PyTorch's oneDNN linear kernel (the one inductor uses on the CPU) on x86-64, where it was measured; else None."
+    """PyTorch's oneDNN linear kernel (the one inductor uses on the CPU) on x86-64, where it was
+    measured; else None."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return None
     try:
-        return torch.ops.mkldnn._linear_pointwise.default if torch.backends.mkldnn.is_available() else None
+        return (
+            torch.ops.mkldnn._linear_pointwise.default
+            if torch.backends.mkldnn.is_available()
+            else None
+        )
     except (AttributeError, RuntimeError):
         return None
 
@@ -34,7 +39,8 @@ _ONEDNN_LINEAR = _onednn_linear_op()
 
 
 class _OneDNNLinearFn(torch.autograd.Function):
-    "`x @ w.T + b` on the CPU in float32: forward and input gradient through oneDNN, weight gradient through `mm`."
+    """`x @ w.T + b` on the CPU in float32: forward and input gradient through oneDNN, weight
+    gradient through `mm`."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
@@ -58,23 +64,35 @@ class _OneDNNLinearFn(torch.autograd.Function):
         return gx, gw, gb
 
 
-#: Rows (tokens) from which oneDNN is the faster kernel: measured on this book's CPU, 0.8-1.0x at 256-1024 rows, 1.07x at
-#: 4096, 1.1x at 16384 (forward and backward of one layer, `benchmarks/bench_train_step.py` has the whole step)
+#: Rows (tokens) from which oneDNN is the faster kernel: measured on this book's CPU, 0.8-1.0x at
+#: 256-1024 rows, 1.07x at
+#: 4096, 1.1x at 16384 (forward and backward of one layer, `benchmarks/bench_train_step.py` has the
+#: whole step)
 ONEDNN_MIN_ROWS = 4096
 
 
 def onednn_eligible(x, weight) -> bool:
-    "True where `OneDNNLinear` takes the oneDNN path: float32 on the CPU, enough rows, no autocast, not traced or compiled."
-    return (_ONEDNN_LINEAR is not None and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
-            and weight.device.type == "cpu" and x.numel() >= ONEDNN_MIN_ROWS * x.shape[-1] > 0
-            and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling() and not torch.jit.is_scripting())
+    """True where `OneDNNLinear` takes the oneDNN path: float32 on the CPU, enough rows, no
+    autocast, not traced or compiled."""
+    return (
+        _ONEDNN_LINEAR is not None
+        and x.device.type == "cpu"
+        and x.dtype == weight.dtype == torch.float32
+        and weight.device.type == "cpu"
+        and x.numel() >= ONEDNN_MIN_ROWS * x.shape[-1] > 0
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_scripting()
+    )
 
 
 class OneDNNLinear(nn.Linear):
-    """`nn.Linear` (same parameters, same state dict) whose float32 CPU products run on oneDNN instead of MKL's sgemm:
-    on this book's CPU 1.1-1.2x faster for the token-by-channel products of the model. Anywhere else (fewer than
+    """`nn.Linear` (same parameters, same state dict) whose float32 CPU products run on oneDNN
+    instead of MKL's sgemm:
+    on this book's CPU 1.1-1.2x faster for the token-by-channel products of the model. Anywhere else
+    (fewer than
     `ONEDNN_MIN_ROWS` rows, a GPU, bf16, autocast, torch.compile) it is `nn.Linear`."""
+
     #: False: always `nn.Linear`'s path (the MKL numbers of the reference; a switch for comparisons)
     use_onednn = True
 
@@ -84,34 +102,50 @@ class OneDNNLinear(nn.Linear):
         return super().forward(x)
 
 # %% ../nbs/06d_fast_paths.ipynb #c0ccaf87
-#: Elements per sample from which `norm_modulate` calls one affine LayerNorm per sample: measured 1.04-1.24x from
-#: `[256, 384]` up, but 0.1-0.6x for many small samples (the tiny world's `[32, 48, 128]`), where each call costs more than it saves
+#: Elements per sample from which `norm_modulate` calls one affine LayerNorm per sample: measured
+#: 1.04-1.24x from
+#: `[256, 384]` up, but 0.1-0.6x for many small samples (the tiny world's `[32, 48, 128]`), where
+#: each call costs more than it saves
 NORM_MODULATE_MIN_PER_SAMPLE = 1 << 16
 
 
 def norm_modulate(x, shift, scale, eps: float = 1e-6):
-    """`t2i_modulate(LayerNorm(x), shift, scale)` for `x [B, N, D]`, `shift/scale [B, 1, D]`: for large samples one affine
-    LayerNorm per sample (one kernel forward and backward), else the LayerNorm and then the modulation."""
+    """`t2i_modulate(LayerNorm(x), shift, scale)` for `x [B, N, D]`, `shift/scale [B, 1, D]`: for
+    large samples one affine
+    LayerNorm per sample (one kernel forward and backward), else the LayerNorm and then the
+    modulation."""
     if x[0].numel() < NORM_MODULATE_MIN_PER_SAMPLE:
         return t2i_modulate(F.layer_norm(x, x.shape[-1:], eps=eps), shift, scale)
     w = 1 + scale
-    return torch.cat([F.layer_norm(x[b], x.shape[-1:], w[b, 0], shift[b, 0], eps)[None] for b in range(x.shape[0])])
+    return torch.cat(
+        [
+            F.layer_norm(x[b], x.shape[-1:], w[b, 0], shift[b, 0], eps)[None]
+            for b in range(x.shape[0])
+        ]
+    )
 
 
 class FastNormModulate:
-    "Mixin for `STDiT3Block`: `modulated_norm` as `norm_modulate` (one affine LayerNorm per large sample)."
+    """Mixin for `STDiT3Block`: `modulated_norm` as `norm_modulate` (one affine LayerNorm per large
+    sample)."""
 
     def modulated_norm(self, norm, x, shift, scale):
         return norm_modulate(x, shift, scale, norm.eps)
 
 
 class FastSTDiT3Block(FastNormModulate, STDiT3Block):
-    "An `STDiT3Block` whose LayerNorm + modulation is `norm_modulate` (`enable_cpu_fast_paths` swaps it in)."
+    """An `STDiT3Block` whose LayerNorm + modulation is `norm_modulate` (`enable_cpu_fast_paths`
+    swaps it in)."""
 
 # %% ../nbs/06d_fast_paths.ipynb #26703731
-#: The linear layers the fast path swaps, by the layer of chapter 05 that holds them (official names: the keys stay).
-FAST_LINEARS = ((Mlp, ("fc1", "fc2")), (Attention, ("qkv", "proj")),
-                (MultiHeadCrossAttention, ("q_linear", "kv_linear", "proj")), (T2IFinalLayer, ("linear",)))
+#: The linear layers the fast path swaps, by the layer of chapter 05 that holds them (official
+#: names: the keys stay).
+FAST_LINEARS = (
+    (Mlp, ("fc1", "fc2")),
+    (Attention, ("qkv", "proj")),
+    (MultiHeadCrossAttention, ("q_linear", "kv_linear", "proj")),
+    (T2IFinalLayer, ("linear",)),
+)
 _FAST_BLOCKS = {STDiT3Block: FastSTDiT3Block}
 
 
@@ -126,16 +160,20 @@ def _linears(model: nn.Module):
 
 
 def _fast_block_class(cls):
-    "FastSTDiT3Block for STDiT3Block; for a subclass of it, a class that mixes `FastNormModulate` in."
+    """FastSTDiT3Block for STDiT3Block; for a subclass of it, a class that mixes `FastNormModulate`
+    in."""
     if cls not in _FAST_BLOCKS:
         _FAST_BLOCKS[cls] = type(f"Fast{cls.__name__}", (FastNormModulate, cls), {})
     return _FAST_BLOCKS[cls]
 
 
 def enable_cpu_fast_paths(model: nn.Module) -> nn.Module:
-    """Swap the CPU fast paths into `model` (an STDiT3, STDiT, or any module holding one) in place: `OneDNNLinear` for
-    the linear layers of `FAST_LINEARS`, `norm_modulate` in every `STDiT3Block`. Same parameters and state dict; the
-    kernels apply only where they were measured faster (float32 on the CPU, from a size on), elsewhere they are the
+    """Swap the CPU fast paths into `model` (an STDiT3, STDiT, or any module holding one) in place:
+    `OneDNNLinear` for
+    the linear layers of `FAST_LINEARS`, `norm_modulate` in every `STDiT3Block`. Same parameters and
+    state dict; the
+    kernels apply only where they were measured faster (float32 on the CPU, from a size on),
+    elsewhere they are the
     plain layers. Returns `model`."""
     for lin in _linears(model):
         if type(lin) is nn.Linear:
@@ -147,7 +185,8 @@ def enable_cpu_fast_paths(model: nn.Module) -> nn.Module:
 
 
 def disable_cpu_fast_paths(model: nn.Module) -> nn.Module:
-    "Undo `enable_cpu_fast_paths`: plain `nn.Linear` layers and blocks again (in place). Returns `model`."
+    """Undo `enable_cpu_fast_paths`: plain `nn.Linear` layers and blocks again (in place). Returns
+    `model`."""
     for lin in _linears(model):
         if type(lin) is OneDNNLinear:
             lin.__class__ = nn.Linear
@@ -159,5 +198,7 @@ def disable_cpu_fast_paths(model: nn.Module) -> nn.Module:
 
 def cpu_fast_paths_of(model: nn.Module) -> dict:
     "How many linear layers and blocks of `model` have the fast paths swapped in."
-    return dict(linear=sum(isinstance(m, OneDNNLinear) for m in model.modules()),
-                blocks=sum(isinstance(m, FastNormModulate) for m in model.modules()))
+    return dict(
+        linear=sum(isinstance(m, OneDNNLinear) for m in model.modules()),
+        blocks=sum(isinstance(m, FastNormModulate) for m in model.modules()),
+    )

@@ -15,15 +15,44 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .io import (IMG_EXTENSIONS, IMG_FPS, VID_EXTENSIONS, VideoReadError, read_video, resolve_device, resolve_dtype,
-                            transform_video, video_info, write_atomic)
+from opensora_nb.io import (
+    IMG_EXTENSIONS,
+    IMG_FPS,
+    VID_EXTENSIONS,
+    VideoReadError,
+    read_video,
+    resolve_device,
+    resolve_dtype,
+    transform_video,
+    video_info,
+    write_atomic,
+)
 from .masks import V1_2_STAGE3_MASK_RATIOS
 from .data import read_meta
-from .builders import FeatureBatches, X0Parameterized, encode_features, get_config, unwrap
+from opensora_nb.builders import (
+    FeatureBatches,
+    X0Parameterized,
+    encode_features,
+    get_config,
+    unwrap,
+)
 from .train import DeprecatedAlias, Trainer
-from .lora import ADAPTER_WEIGHTS, LORA_TARGETS, add_lora, lora_layers, merge_lora, save_lora
+from opensora_nb.lora import (
+    ADAPTER_WEIGHTS,
+    LORA_TARGETS,
+    add_lora,
+    lora_layers,
+    merge_lora,
+    save_lora,
+)
 from .buckets import parse_size
-from .inference import V1_2_DEFAULTS, OpenSoraPipeline, PeakRSS, resolve_num_frames, resolve_size
+from opensora_nb.inference import (
+    V1_2_DEFAULTS,
+    OpenSoraPipeline,
+    PeakRSS,
+    resolve_num_frames,
+    resolve_size,
+)
 
 # %% auto #0
 __all__ = ['MEDIA_EXTENSIONS', 'DEFAULT_LR', 'SCHEDULE_FIELDS', 'collect_clips', 'clip_features', 'prepare_full',
@@ -36,40 +65,66 @@ MEDIA_EXTENSIONS = VID_EXTENSIONS + IMG_EXTENSIONS
 def _caption_of(path: Path):
     "(caption, None) from `clip.txt` beside `clip.mp4`, or (None, why there is none)."
     txt = path.with_suffix(".txt")
-    if not txt.exists(): return None, f"no caption: {txt.name} is missing"
+    if not txt.exists():
+        return None, f"no caption: {txt.name} is missing"
     text = " ".join(txt.read_text(errors="replace").split())
     return (text, None) if text else (None, f"no caption: {txt.name} is empty")
 
 
 def _candidates(source) -> list:
-    "[(path, caption or None, reason or None)] of a meta CSV, an `opensora-nb curate` output folder, or a folder of clips + .txt."
+    """[(path, caption or None, reason or None)] of a meta CSV, an `opensora-nb curate` output
+    folder, or a folder of clips + .txt."""
     src = Path(source)
     if not src.exists():
-        raise FileNotFoundError(f"fine-tuning data {src} does not exist: give a meta CSV, a folder of clips with .txt captions, "
-                                "or an `opensora-nb curate` output folder")
-    if src.is_dir() and (src / "meta_final.csv").exists(): src = src / "meta_final.csv"  # what `curate` writes last
+        raise FileNotFoundError(
+            f"fine-tuning data {src} does not exist: give a meta CSV, a folder of clips with .txt "
+            f"captions, "
+            "or an `opensora-nb curate` output folder"
+        )
+    if src.is_dir() and (src / "meta_final.csv").exists():
+        src = src / "meta_final.csv"  # what `curate` writes last
     if src.is_dir():
         files = sorted(p for p in src.rglob("*") if p.suffix.lower() in MEDIA_EXTENSIONS)
-        if not files: raise ValueError(f"{src}: no videos or images in the folder (looked for {' '.join(MEDIA_EXTENSIONS)})")
+        if not files:
+            raise ValueError(
+                f"{src}: no videos or images in the folder (looked for "
+                f"{' '.join(MEDIA_EXTENSIONS)})"
+            )
         return [(p, *_caption_of(p)) for p in files]
     if src.suffix.lower() != ".csv":
-        raise ValueError(f"fine-tuning data {src}: expected a meta CSV (.csv), a folder of clips, or a curate output folder")
+        raise ValueError(
+            f"fine-tuning data {src}: expected a meta CSV (.csv), a folder of clips, or a curate "
+            f"output folder"
+        )
     df = read_meta(src)  # `path` made absolute (relative to the CSV's folder)
     if "text" not in df.columns:
-        raise ValueError(f"meta CSV {src} has no 'text' column (columns: {list(df.columns)}): fine-tuning needs captions")
+        raise ValueError(
+            f"meta CSV {src} has no 'text' column (columns: {list(df.columns)}): fine-tuning needs "
+            f"captions"
+        )
     out = []
     for i, r in enumerate(df.to_dict("records")):
         raw = r["text"]
-        text = " ".join(str(raw).split()) if raw is not None and raw == raw else ""  # NaN (an empty cell) != itself
+        text = (
+            " ".join(str(raw).split()) if raw is not None and raw == raw else ""
+        )  # NaN (an empty cell) != itself
         err = r.get("error") if isinstance(r.get("error"), str) and r.get("error").strip() else None
-        why = f"curation error: {err}" if err else None if text else f"no caption: empty 'text' on line {i + 2} of {src.name}"
+        why = (
+            f"curation error: {err}"
+            if err
+            else None
+            if text
+            else f"no caption: empty 'text' on line {i + 2} of {src.name}"
+        )
         out.append((Path(r["path"]), text or None, why))
     return out
 
 
 def _window(row: dict, num_frames: int):
-    "uint8 [T, 3, H, W]: `num_frames` frames, every `interval`-th, from the middle of a video (an image: its one frame)."
-    if row["kind"] == "image": return read_video(row["path"])
+    """uint8 [T, 3, H, W]: `num_frames` frames, every `interval`-th, from the middle of a video (an
+    image: its one frame)."""
+    if row["kind"] == "image":
+        return read_video(row["path"])
     span = (num_frames - 1) * row["interval"] + 1
     start = (row["frames"] - span) // 2
     return read_video(row["path"], indices=list(range(start, start + span, row["interval"])))
@@ -79,14 +134,19 @@ def _probe(path: Path, text: str, num_frames: int, fps):
     "(row, None) for a usable clip, or (None, why not); decodes the frames training will read."
     try:
         info = video_info(path)
-        if path.suffix.lower() in IMG_EXTENSIONS: row = dict(kind="image", frames=1, fps=None, interval=1)
+        if path.suffix.lower() in IMG_EXTENSIONS:
+            row = dict(kind="image", frames=1, fps=None, interval=1)
         else:
             clip_fps = info.fps if info.fps == info.fps and info.fps > 0 else None  # NaN/0: unknown
             interval = max(1, round(clip_fps / fps)) if clip_fps and fps else 1
             need = (num_frames - 1) * interval + 1
             if info.num_frames < need:
                 every = f", 1 in {interval} of a {clip_fps:g} fps clip" if interval > 1 else ""
-                return None, f"too short: {info.num_frames} frames, {need} needed ({num_frames} frames{every})"
+                return (
+                    None,
+                    f"too short: {info.num_frames} frames, {need} needed ({num_frames} "
+                    f"frames{every})",
+                )
             row = dict(kind="video", frames=info.num_frames, fps=clip_fps, interval=interval)
         row.update(path=str(path), text=text)
         _window(row, num_frames)
@@ -96,48 +156,97 @@ def _probe(path: Path, text: str, num_frames: int, fps):
 
 
 def collect_clips(source, num_frames: int = 1, fps=None, verbose: bool = True):
-    """The usable clips of `source` (meta CSV, folder of clips + .txt captions, or curate output folder) for `num_frames`
-    frames at `fps` -> (rows [dict(path, text, kind, frames, fps, interval)], skipped [dict(path, reason)]).
+    """The usable clips of `source` (meta CSV, folder of clips + .txt captions, or curate output
+    folder) for `num_frames`
+    frames at `fps` -> (rows [dict(path, text, kind, frames, fps, interval)], skipped [dict(path,
+    reason)]).
     A ValueError listing every file and its reason when no clip is usable."""
     rows, skipped = [], []
     cands = _candidates(source)
-    for path, text, why in tqdm(cands, desc="checking clips", disable=not verbose or len(cands) < 50):
+    for path, text, why in tqdm(
+        cands, desc="checking clips", disable=not verbose or len(cands) < 50
+    ):
         row, why = (None, why) if why else _probe(path, text, num_frames, fps)
-        if row: rows.append(row)
-        else: skipped.append(dict(path=str(path), reason=why))
+        if row:
+            rows.append(row)
+        else:
+            skipped.append(dict(path=str(path), reason=why))
     if not rows:
-        raise ValueError(f"no usable clip in {source} ({len(skipped)} file(s)):\n" +
-                         "\n".join(f"  {s['path']}: {s['reason']}" for s in skipped))
+        raise ValueError(
+            f"no usable clip in {source} ({len(skipped)} file(s)):\n"
+            + "\n".join(f"  {s['path']}: {s['reason']}" for s in skipped)
+        )
     if verbose:
         n_img = sum(r["kind"] == "image" for r in rows)
-        print(f"{len(rows)} usable ({len(rows) - n_img} videos, {n_img} images), {len(skipped)} skipped")
-        for s in skipped: print(f"  skipped {Path(s['path']).name}: {s['reason']}")
+        print(
+            f"{len(rows)} usable ({len(rows) - n_img} videos, {n_img} images), {len(skipped)} "
+            f"skipped"
+        )
+        for s in skipped:
+            print(f"  skipped {Path(s['path']).name}: {s['reason']}")
     return rows, skipped
 
 # %% ../nbs/12c_finetune.ipynb #54e367ca
-def clip_features(pipe, rows, num_frames: int, image_size, fps: int = 8, batch_size: int = 4, seed: int = 0,
-                  progress: bool = True) -> FeatureBatches:
-    """`collect_clips` rows -> `FeatureBatches` through chapter 10c's one path (`encode_features`), with the pipeline's VAE
-    and text encoder: clips read lazily and resize-cropped to `image_size`, `batch_size` at a time; images in their own bucket."""
+def clip_features(
+    pipe,
+    rows,
+    num_frames: int,
+    image_size,
+    fps: int = 8,
+    batch_size: int = 4,
+    seed: int = 0,
+    progress: bool = True,
+) -> FeatureBatches:
+    """`collect_clips` rows -> `FeatureBatches` through chapter 10c's one path (`encode_features`),
+    with the pipeline's VAE
+    and text encoder: clips read lazily and resize-cropped to `image_size`, `batch_size` at a time;
+    images in their own bucket."""
     H, W = image_size
-    def read(rs, T): return (transform_video(_window(r, T), (H, W)) for r in rs)  # binds T now, reads when encoded
-    by_len = {}
-    for r in rows: by_len.setdefault(1 if r["kind"] == "image" or num_frames == 1 else num_frames, []).append(r)
-    groups = {(f"t{T}_{H}x{W}" if T > 1 else f"img_{H}x{W}"): (read(rs, T), [r["text"] for r in rs], fps if T > 1 else IMG_FPS)
-              for T, rs in sorted(by_len.items())}
-    return encode_features(groups, pipe.vae, pipe.text_encoder, {n: batch_size for n in groups}, seed=seed,
-                           encode_batch=batch_size, text_batch=64, progress=progress)
 
+    def read(rs, T):
+        return (
+            transform_video(_window(r, T), (H, W)) for r in rs
+        )  # binds T now, reads when encoded
+
+    by_len = {}
+    for r in rows:
+        by_len.setdefault(1 if r["kind"] == "image" or num_frames == 1 else num_frames, []).append(
+            r
+        )
+    groups = {
+        (f"t{T}_{H}x{W}" if T > 1 else f"img_{H}x{W}"): (
+            read(rs, T),
+            [r["text"] for r in rs],
+            fps if T > 1 else IMG_FPS,
+        )
+        for T, rs in sorted(by_len.items())
+    }
+    return encode_features(
+        groups,
+        pipe.vae,
+        pipe.text_encoder,
+        {n: batch_size for n in groups},
+        seed=seed,
+        encode_batch=batch_size,
+        text_batch=64,
+        progress=progress,
+    )
 
 # %% ../nbs/12c_finetune.ipynb #03d22a5d
 def prepare_full(pipe, only_temporal: bool = False) -> None:
-    """Full fine-tuning: every weight trains (the caption embedder stays frozen where the model's config freezes it), or,
+    """Full fine-tuning: every weight trains (the caption embedder stays frozen where the model's
+    config freezes it), or,
     with `only_temporal`, only the temporal blocks, as the reference's `only_train_temporal`."""
     net = unwrap(pipe.model)
-    if lora_layers(net): raise ValueError("the pipeline has a LoRA adapter: full fine-tuning starts from a plain base pipeline")
+    if lora_layers(net):
+        raise ValueError(
+            "the pipeline has a LoRA adapter: full fine-tuning starts from a plain base pipeline"
+        )
     net.requires_grad_(not only_temporal)
-    if only_temporal: net.temporal_blocks.requires_grad_(True)
-    elif net.config.freeze_y_embedder: net.y_embedder.requires_grad_(False)
+    if only_temporal:
+        net.temporal_blocks.requires_grad_(True)
+    elif net.config.freeze_y_embedder:
+        net.y_embedder.requires_grad_(False)
 
 
 def parameter_counts(model) -> dict:
@@ -150,36 +259,83 @@ def parameter_counts(model) -> dict:
 DEFAULT_LR = {"lora": 1e-4, "full": 1e-5}
 
 
-#: What fine-tuning keeps of a pipeline's (sampling) scheduler: its noise schedule. How training draws its timesteps
+#: What fine-tuning keeps of a pipeline's (sampling) scheduler: its noise schedule. How training
+#: draws its timesteps
 #: (sample_method, loc, scale) is the training recipe's.
 SCHEDULE_FIELDS = ("num_timesteps", "use_timestep_transform", "transform_scale", "shift")
 
 
 def training_scheduler(pipe, recipe: str = "v1_2_stage3") -> dict:
-    "The scheduler config to train `pipe` with: preset `recipe`'s (v1.2: logit-normal timesteps) on the pipeline's noise schedule."
-    return dict(get_config(recipe)["scheduler"], **{k: getattr(pipe.scheduler, k) for k in SCHEDULE_FIELDS if hasattr(pipe.scheduler, k)})
+    """The scheduler config to train `pipe` with: preset `recipe`'s (v1.2: logit-normal timesteps)
+    on the pipeline's noise schedule."""
+    return dict(
+        get_config(recipe)["scheduler"],
+        **{k: getattr(pipe.scheduler, k) for k in SCHEDULE_FIELDS if hasattr(pipe.scheduler, k)},
+    )
 
 
-def finetune_config(pipe, method: str = "lora", steps: int = 100, lr=None, seed: int = 0, mask_ratios=None, device="auto",
-                    dtype="fp32", ckpt_every: int = 0, warmup_steps: int = 0, ema_decay: float = 0.99, log_every: int = 10) -> dict:
-    "A `Trainer` config for fine-tuning `pipe`: v1.2's training scheduler on its noise schedule, its parameterization, these settings; mask_ratios {} = none."
+def finetune_config(
+    pipe,
+    method: str = "lora",
+    steps: int = 100,
+    lr=None,
+    seed: int = 0,
+    mask_ratios=None,
+    device="auto",
+    dtype="fp32",
+    ckpt_every: int = 0,
+    warmup_steps: int = 0,
+    ema_decay: float = 0.99,
+    log_every: int = 10,
+) -> dict:
+    """A `Trainer` config for fine-tuning `pipe`: v1.2's training scheduler on its noise schedule,
+    its parameterization, these settings; mask_ratios {} = none."""
     x0 = isinstance(pipe.model, X0Parameterized)
-    model = {k: v for k, v in unwrap(pipe.model).config.to_dict().items() if k not in ("architectures", "model_type")}
-    return get_config("tiny_world", dict(
-        model=dict(type="STDiT3", **model), parameterization="x0" if x0 else "v", loss_weighting="x0" if x0 else "v",
-        vae=dict(pipe.config.get("vae", {})), text_encoder=dict(pipe.config.get("text_encoder", {})), data=dict(type="features"),
-        scheduler=training_scheduler(pipe),
-        mask_ratios=dict(V1_2_STAGE3_MASK_RATIOS if mask_ratios is None else mask_ratios), bucket_config=None, stages=None,
-        lr=lr or DEFAULT_LR[method], warmup_steps=warmup_steps, max_steps=steps, seed=seed, device=str(device), dtype=dtype,
-        ckpt_every=ckpt_every, keep_checkpoints=1, ema_decay=ema_decay, log_every=log_every, grad_checkpoint=False))
+    model = {
+        k: v
+        for k, v in unwrap(pipe.model).config.to_dict().items()
+        if k not in ("architectures", "model_type")
+    }
+    return get_config(
+        "tiny_world",
+        dict(
+            model=dict(type="STDiT3", **model),
+            parameterization="x0" if x0 else "v",
+            loss_weighting="x0" if x0 else "v",
+            vae=dict(pipe.config.get("vae", {})),
+            text_encoder=dict(pipe.config.get("text_encoder", {})),
+            data=dict(type="features"),
+            scheduler=training_scheduler(pipe),
+            mask_ratios=dict(V1_2_STAGE3_MASK_RATIOS if mask_ratios is None else mask_ratios),
+            bucket_config=None,
+            stages=None,
+            lr=lr or DEFAULT_LR[method],
+            warmup_steps=warmup_steps,
+            max_steps=steps,
+            seed=seed,
+            device=str(device),
+            dtype=dtype,
+            ckpt_every=ckpt_every,
+            keep_checkpoints=1,
+            ema_decay=ema_decay,
+            log_every=log_every,
+            grad_checkpoint=False,
+        ),
+    )
 
 
 def _defaults(base) -> dict:
-    "The sampling defaults of a pipeline, a pipeline folder (model_index.json) or 'official' (Open-Sora 1.2's), without loading any model."
-    if isinstance(base, OpenSoraPipeline): return base.config.get("defaults", {})
-    if str(base) == "official": return dict(V1_2_DEFAULTS)
+    """The sampling defaults of a pipeline, a pipeline folder (model_index.json) or 'official'
+    (Open-Sora 1.2's), without loading any model."""
+    if isinstance(base, OpenSoraPipeline):
+        return base.config.get("defaults", {})
+    if str(base) == "official":
+        return dict(V1_2_DEFAULTS)
     index = Path(base) / "model_index.json"
-    if not index.exists(): raise FileNotFoundError(f"base pipeline {base} is not a pipeline folder (no model_index.json)")
+    if not index.exists():
+        raise FileNotFoundError(
+            f"base pipeline {base} is not a pipeline folder (no model_index.json)"
+        )
     return json.loads(index.read_text()).get("defaults", {})
 
 
@@ -188,137 +344,359 @@ def _bucket(d: dict, num_frames=None, image_size=None, fps=None):
     T = resolve_num_frames(num_frames if num_frames is not None else d.get("num_frames", 16))
     size = image_size or d.get("image_size")
     if size is None and not d.get("resolution"):
-        raise ValueError("the base pipeline has no default resolution: give image_size (H, W) (--image-size HxW)")
-    return T, resolve_size(None if size else d["resolution"], d.get("aspect_ratio", "1:1"), size), int(fps or d.get("fps", 8))
+        raise ValueError(
+            "the base pipeline has no default resolution: give image_size (H, W) (--image-size HxW)"
+        )
+    return (
+        T,
+        resolve_size(None if size else d["resolution"], d.get("aspect_ratio", "1:1"), size),
+        int(fps or d.get("fps", 8)),
+    )
 
 
 def _shared_ema(model):
-    "The EMA copy, with the frozen weights shared with `model` (only trainable ones are averaged, so only they need a copy)."
-    return copy.deepcopy(model, {id(p): p for p in model.parameters() if not p.requires_grad}).eval().requires_grad_(False)
+    """The EMA copy, with the frozen weights shared with `model` (only trainable ones are averaged,
+    so only they need a copy)."""
+    return (
+        copy.deepcopy(model, {id(p): p for p in model.parameters() if not p.requires_grad})
+        .eval()
+        .requires_grad_(False)
+    )
 
 
 def _park_encoders(pipe) -> bool:
-    "Once the features exist, T5 and the VAE leave the accelerator (training reads only the features): to the CPU."
-    if pipe.device.type == "cpu": return False
+    """Once the features exist, T5 and the VAE leave the accelerator (training reads only the
+    features): to the CPU."""
+    if pipe.device.type == "cpu":
+        return False
     for part in (pipe.text_encoder, pipe.vae):
-        if hasattr(part, "to"): part.to("cpu")
-    if pipe.device.type == "cuda": torch.cuda.empty_cache()
+        if hasattr(part, "to"):
+            part.to("cpu")
+    if pipe.device.type == "cuda":
+        torch.cuda.empty_cache()
     return True
 
 # %% ../nbs/12c_finetune.ipynb #16e29736
-def finetune(source, base, method: str = "lora", out=None, steps: int = 100, lr=None, seed: int = 0, rank: int = 8, alpha: float = 8,
-             targets=LORA_TARGETS, only_temporal: bool = False, batch_size: int = 4, num_frames=None, image_size=None, mask_ratios=None,
-             run_dir=None, ckpt_every=None, device="auto", dtype="fp32", grad_checkpoint: bool = False, use_ema: bool = False,
-             text_encoder=None, progress: bool = True, verbose: bool = True, restore_encoders: bool = True):
-    """Fine-tune `base` (a pipeline folder, an `OpenSoraPipeline`, changed in place, or 'official': Open-Sora 1.2's checkpoints)
-    on the captioned clips of `source` with `method` 'lora' or 'full' for `steps` steps (in total, counting a resumed run's);
-    `out`: the adapter folder (lora) or a pipeline folder (full). With `run_dir`, checkpoints every `ckpt_every` steps and
-    resumes. T5 and the VAE wait on the CPU while the model trains; `restore_encoders` brings them back to `device` after.
+def finetune(
+    source,
+    base,
+    method: str = "lora",
+    out=None,
+    steps: int = 100,
+    lr=None,
+    seed: int = 0,
+    rank: int = 8,
+    alpha: float = 8,
+    targets=LORA_TARGETS,
+    only_temporal: bool = False,
+    batch_size: int = 4,
+    num_frames=None,
+    image_size=None,
+    mask_ratios=None,
+    run_dir=None,
+    ckpt_every=None,
+    device="auto",
+    dtype="fp32",
+    grad_checkpoint: bool = False,
+    use_ema: bool = False,
+    text_encoder=None,
+    progress: bool = True,
+    verbose: bool = True,
+    restore_encoders: bool = True,
+):
+    """Fine-tune `base` (a pipeline folder, an `OpenSoraPipeline`, changed in place, or 'official':
+    Open-Sora 1.2's checkpoints)
+    on the captioned clips of `source` with `method` 'lora' or 'full' for `steps` steps (in total,
+    counting a resumed run's);
+    `out`: the adapter folder (lora) or a pipeline folder (full). With `run_dir`, checkpoints every
+    `ckpt_every` steps and
+    resumes. T5 and the VAE wait on the CPU while the model trains; `restore_encoders` brings them
+    back to `device` after.
     Returns (pipeline, report)."""
-    if method not in DEFAULT_LR: raise ValueError(f"method {method!r}: choose 'lora' or 'full'")
-    if steps < 1: raise ValueError(f"steps must be >= 1, got {steps}")
-    dev = resolve_device(device); resolve_dtype(dtype)  # a device this machine lacks: one error before any work
+    if method not in DEFAULT_LR:
+        raise ValueError(f"method {method!r}: choose 'lora' or 'full'")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    dev = resolve_device(device)
+    resolve_dtype(dtype)  # a device this machine lacks: one error before any work
     official = not isinstance(base, OpenSoraPipeline) and str(base) == "official"
-    if out is not None and not isinstance(base, OpenSoraPipeline) and not official and Path(out).resolve() == Path(base).resolve():
-        raise ValueError(f"the output folder {out} is the base pipeline folder: write the fine-tuned result elsewhere")
+    if (
+        out is not None
+        and not isinstance(base, OpenSoraPipeline)
+        and not official
+        and Path(out).resolve() == Path(base).resolve()
+    ):
+        raise ValueError(
+            f"the output folder {out} is the base pipeline folder: write the fine-tuned result "
+            f"elsewhere"
+        )
     T, (H, W), fps = _bucket(_defaults(base), num_frames, image_size)
-    rows, skipped = collect_clips(source, T, fps, verbose=verbose)  # nothing usable: the error comes before any model loads
-    if isinstance(base, OpenSoraPipeline): pipe = base
-    elif official: pipe = OpenSoraPipeline.from_official(**({"text_encoder": text_encoder} if text_encoder else {}), device=dev, dtype="fp32")
-    else: pipe = OpenSoraPipeline.from_pretrained(base, text_encoder=text_encoder)
+    rows, skipped = collect_clips(
+        source, T, fps, verbose=verbose
+    )  # nothing usable: the error comes before any model loads
+    if isinstance(base, OpenSoraPipeline):
+        pipe = base
+    elif official:
+        pipe = OpenSoraPipeline.from_official(
+            **({"text_encoder": text_encoder} if text_encoder else {}), device=dev, dtype="fp32"
+        )
+    else:
+        pipe = OpenSoraPipeline.from_pretrained(base, text_encoder=text_encoder)
     pipe.to(dev)
     pipe.vae.get_latent_size((T, H, W))  # a size the VAE cannot take fails here
-    if method == "lora": add_lora(pipe, rank, alpha, targets, only_temporal, seed)
-    else: prepare_full(pipe, only_temporal)
-    if grad_checkpoint: unwrap(pipe.model).set_grad_checkpointing(True)
+    if method == "lora":
+        add_lora(pipe, rank, alpha, targets, only_temporal, seed)
+    else:
+        prepare_full(pipe, only_temporal)
+    if grad_checkpoint:
+        unwrap(pipe.model).set_grad_checkpointing(True)
     counts, dev = parameter_counts(pipe), pipe.device
-    if dev.type == "cuda": torch.cuda.reset_peak_memory_stats(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
     with PeakRSS() as mem:
         t0 = time.perf_counter()
         feats = clip_features(pipe, rows, T, (H, W), fps, batch_size, seed, progress)
         parked = _park_encoders(pipe)
         t1 = time.perf_counter()
         every = ckpt_every if ckpt_every is not None else (max(1, steps // 4) if run_dir else 0)
-        cfg = finetune_config(pipe, method, steps, lr, seed, mask_ratios, dev, dtype, every, log_every=max(1, min(10, steps // 10)))
-        tr = Trainer(cfg, model=pipe.model, run_dir=run_dir, make_ema=_shared_ema)  # the EMA of the final model, made once
-        try: resumed = tr.step_count if run_dir is not None and tr.resume(feats) else None
+        cfg = finetune_config(
+            pipe,
+            method,
+            steps,
+            lr,
+            seed,
+            mask_ratios,
+            dev,
+            dtype,
+            every,
+            log_every=max(1, min(10, steps // 10)),
+        )
+        tr = Trainer(
+            cfg, model=pipe.model, run_dir=run_dir, make_ema=_shared_ema
+        )  # the EMA of the final model, made once
+        try:
+            resumed = tr.step_count if run_dir is not None and tr.resume(feats) else None
         except KeyError as e:  # the strict load names what does not match
-            raise ValueError(f"run folder {run_dir}: its checkpoint does not fit this fine-tuning (another method, rank, targets or "
-                             f"base?): {e.args[0]}. Use another run folder, or --no-resume") from None
+            raise ValueError(
+                f"run folder {run_dir}: its checkpoint does not fit this fine-tuning (another "
+                f"method, rank, targets or "
+                f"base?): {e.args[0]}. Use another run folder, or --no-resume"
+            ) from None
         tr.fit(feats, max_steps=steps, progress=progress, desc=f"finetune ({method})")
         t2 = time.perf_counter()
-    if use_ema: pipe.model.load_state_dict(tr.ema.state_dict())
+    if use_ema:
+        pipe.model.load_state_dict(tr.ema.state_dict())
     pipe.model.eval()
-    if parked and restore_encoders: pipe.to(dev)
+    if parked and restore_encoders:
+        pipe.to(dev)
     n_img = sum(r["kind"] == "image" for r in rows)
-    report = dict(method=method, steps=tr.step_count, resumed_from=resumed, trainable_params=counts["trainable"],
-                  total_params=counts["total"], trainable_percent=round(counts["percent"], 4), clips=len(rows) - n_img, images=n_img, skipped=skipped,
-                  bucket=dict(num_frames=T, height=H, width=W, fps=fps), lr=cfg["lr"], seed=seed, device=str(dev),
-                  seconds_encode=round(t1 - t0, 2), seconds_train=round(t2 - t1, 2), peak_rss_mb=round(mem.peak_mb, 1),
-                  cuda_peak_mb=round(torch.cuda.max_memory_allocated(dev) / 2**20, 1) if dev.type == "cuda" else None,
-                  loss=[(h["step"], round(h["loss"], 5)) for h in tr.history])
-    if method == "lora": report.update(rank=rank, alpha=alpha, targets=list(targets), only_temporal=only_temporal)
+    report = dict(
+        method=method,
+        steps=tr.step_count,
+        resumed_from=resumed,
+        trainable_params=counts["trainable"],
+        total_params=counts["total"],
+        trainable_percent=round(counts["percent"], 4),
+        clips=len(rows) - n_img,
+        images=n_img,
+        skipped=skipped,
+        bucket=dict(num_frames=T, height=H, width=W, fps=fps),
+        lr=cfg["lr"],
+        seed=seed,
+        device=str(dev),
+        seconds_encode=round(t1 - t0, 2),
+        seconds_train=round(t2 - t1, 2),
+        peak_rss_mb=round(mem.peak_mb, 1),
+        cuda_peak_mb=round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)
+        if dev.type == "cuda"
+        else None,
+        loss=[(h["step"], round(h["loss"], 5)) for h in tr.history],
+    )
+    if method == "lora":
+        report.update(rank=rank, alpha=alpha, targets=list(targets), only_temporal=only_temporal)
     if out is not None:
         out = Path(out)
-        info = dict(base="official" if official else str(Path(base).resolve()) if not isinstance(base, OpenSoraPipeline) else None,
-                    method=method, steps=tr.step_count,
-                    lr=cfg["lr"], seed=seed, only_temporal=only_temporal, bucket=report["bucket"], trainable_params=counts["trainable"],
-                    parameterization=cfg["parameterization"]) | (dict(targets=list(targets)) if method == "lora" else {})
-        if method == "lora": save_lora(pipe, out, **info); report["adapter_bytes"] = (out / ADAPTER_WEIGHTS).stat().st_size
-        else: pipe.save_pretrained(out); report["pipeline_bytes"] = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-        write_atomic(out / "finetune.json", lambda p: p.write_text(json.dumps(report, indent=1, default=str)))
+        info = dict(
+            base="official"
+            if official
+            else str(Path(base).resolve())
+            if not isinstance(base, OpenSoraPipeline)
+            else None,
+            method=method,
+            steps=tr.step_count,
+            lr=cfg["lr"],
+            seed=seed,
+            only_temporal=only_temporal,
+            bucket=report["bucket"],
+            trainable_params=counts["trainable"],
+            parameterization=cfg["parameterization"],
+        ) | (dict(targets=list(targets)) if method == "lora" else {})
+        if method == "lora":
+            save_lora(pipe, out, **info)
+            report["adapter_bytes"] = (out / ADAPTER_WEIGHTS).stat().st_size
+        else:
+            pipe.save_pretrained(out)
+            report["pipeline_bytes"] = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+        write_atomic(
+            out / "finetune.json", lambda p: p.write_text(json.dumps(report, indent=1, default=str))
+        )
         report["out"] = str(out)
     if verbose:
-        size = (f"adapter {report['adapter_bytes'] / 2**20:.2f} MB" if "adapter_bytes" in report else
-                f"pipeline {report['pipeline_bytes'] / 2**20:.1f} MB" if "pipeline_bytes" in report else "not saved")
-        print(f"finetune ({method}): {tr.step_count} steps{f' (resumed at {resumed})' if resumed is not None else ''}, "
-              f"{counts['trainable']:,} of {counts['total']:,} parameters trained ({counts['percent']:.2f}%), "
-              f"{report['seconds_train']:.1f} s, peak RSS +{report['peak_rss_mb']:.0f} MB; {size}" + (f" -> {out}" if out else ""))
+        size = (
+            f"adapter {report['adapter_bytes'] / 2**20:.2f} MB"
+            if "adapter_bytes" in report
+            else f"pipeline {report['pipeline_bytes'] / 2**20:.1f} MB"
+            if "pipeline_bytes" in report
+            else "not saved"
+        )
+        print(
+            f"finetune ({method}): {tr.step_count} "
+            f"steps{f' (resumed at {resumed})' if resumed is not None else ''}, "
+            f"{counts['trainable']:,} of {counts['total']:,} parameters trained ({counts['percent']:.2f}%), "
+            f"{report['seconds_train']:.1f} s, peak RSS +{report['peak_rss_mb']:.0f} MB; {size}"
+            + (f" -> {out}" if out else "")
+        )
     return pipe, report
 
 # %% ../nbs/12c_finetune.ipynb #2b02eb77
 def finetune_cli(argv=None) -> int:
-    "`opensora-nb finetune SOURCE --base PIPELINE_DIR [--method lora|full] ...`: fine-tune on your own captioned clips."
-    p = argparse.ArgumentParser(prog="opensora-nb finetune", description="Fine-tune a pipeline's STDiT3 on your own captioned "
-                                "videos: a LoRA adapter (peft) or the full weights.",
-                                epilog="SOURCE: a meta CSV (path,text columns), a folder of clips with a caption beside each "
-                                       "(clip.mp4 + clip.txt), or an `opensora-nb curate` output folder (its meta_final.csv).")
-    p.add_argument("source", help="meta CSV, folder of clips + .txt captions, or curate output folder")
-    p.add_argument("--base", required=True, help="base pipeline folder (model_index.json, transformer/, vae/), e.g. `opensora-nb demo`'s, "
-                   "or 'official' for Open-Sora 1.2's checkpoints (OpenSoraPipeline.from_official; hub cache or network)")
+    """`opensora-nb finetune SOURCE --base PIPELINE_DIR [--method lora|full] ...`: fine-tune on your
+    own captioned clips."""
+    p = argparse.ArgumentParser(
+        prog="opensora-nb finetune",
+        description="Fine-tune a pipeline's STDiT3 on your own captioned "
+        "videos: a LoRA adapter (peft) or the full weights.",
+        epilog="SOURCE: a meta CSV (path,text columns), a folder of clips with a caption beside each "
+        "(clip.mp4 + clip.txt), or an `opensora-nb curate` output folder (its meta_final.csv).",
+    )
+    p.add_argument(
+        "source", help="meta CSV, folder of clips + .txt captions, or curate output folder"
+    )
+    p.add_argument(
+        "--base",
+        required=True,
+        help="base pipeline folder (model_index.json, transformer/, vae/), e.g. `opensora-nb demo`'s, "
+        "or 'official' for Open-Sora 1.2's checkpoints (OpenSoraPipeline.from_official; hub cache or network)",
+    )
     p.add_argument("--method", choices=("lora", "full"), default="lora")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank r")
-    p.add_argument("--alpha", type=float, default=8, help="LoRA alpha (the update is scaled by alpha / r)")
-    p.add_argument("--targets", default=",".join(LORA_TARGETS), help="LoRA target modules, comma-separated STDiT3 names")
-    p.add_argument("--only-temporal", action="store_true", help="train the temporal blocks only (the reference's only_train_temporal)")
-    p.add_argument("--max-steps", type=int, default=100, help="training steps (default 100; in total, counting a resumed run's)")
+    p.add_argument(
+        "--alpha", type=float, default=8, help="LoRA alpha (the update is scaled by alpha / r)"
+    )
+    p.add_argument(
+        "--targets",
+        default=",".join(LORA_TARGETS),
+        help="LoRA target modules, comma-separated STDiT3 names",
+    )
+    p.add_argument(
+        "--only-temporal",
+        action="store_true",
+        help="train the temporal blocks only (the reference's only_train_temporal)",
+    )
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=100,
+        help="training steps (default 100; in total, counting a resumed run's)",
+    )
     p.add_argument("--steps", dest="max_steps", type=int, action=DeprecatedAlias, new="--max-steps")
     p.add_argument("--lr", type=float, default=None, help="default 1e-4 (lora), 1e-5 (full)")
-    p.add_argument("--seed", type=int, default=0); p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--num-frames", type=int, default=None, help="frames per clip (default: the pipeline's)")
-    p.add_argument("--image-size", type=parse_size, default=None, help="HxW (default: the pipeline's resolution)")
-    p.add_argument("--mask-ratios", default=None, help="JSON dict of mask ratios, or 'none' (default: v1.2 stage 3's)")
-    p.add_argument("--output", "-o", default="outputs/finetune", help="adapter folder (lora) or pipeline folder (full)")
-    p.add_argument("--run-dir", default=None, help="checkpoint folder (default OUTPUT_run); a second run resumes from it")
-    p.add_argument("--ckpt-every", type=int, default=None); p.add_argument("--no-resume", action="store_true")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ... (checked before any work)")
-    p.add_argument("--dtype", default="fp32", help="compute precision: fp32, bf16 or fp16 (training: autocast over float32 weights)")
-    p.add_argument("--grad-checkpoint", action="store_true"); p.add_argument("--ema", action="store_true", help="keep the EMA weights")
-    p.add_argument("--save-merged", default=None, help="lora: also write the base with the adapter merged in (a full pipeline folder)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument(
+        "--num-frames", type=int, default=None, help="frames per clip (default: the pipeline's)"
+    )
+    p.add_argument(
+        "--image-size",
+        type=parse_size,
+        default=None,
+        help="HxW (default: the pipeline's resolution)",
+    )
+    p.add_argument(
+        "--mask-ratios",
+        default=None,
+        help="JSON dict of mask ratios, or 'none' (default: v1.2 stage 3's)",
+    )
+    p.add_argument(
+        "--output",
+        "-o",
+        default="outputs/finetune",
+        help="adapter folder (lora) or pipeline folder (full)",
+    )
+    p.add_argument(
+        "--run-dir",
+        default=None,
+        help="checkpoint folder (default OUTPUT_run); a second run resumes from it",
+    )
+    p.add_argument("--ckpt-every", type=int, default=None)
+    p.add_argument("--no-resume", action="store_true")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when present), cpu, cuda, cuda:1, ... (checked before any work)",
+    )
+    p.add_argument(
+        "--dtype",
+        default="fp32",
+        help="compute precision: fp32, bf16 or fp16 (training: autocast over float32 weights)",
+    )
+    p.add_argument("--grad-checkpoint", action="store_true")
+    p.add_argument("--ema", action="store_true", help="keep the EMA weights")
+    p.add_argument(
+        "--save-merged",
+        default=None,
+        help="lora: also write the base with the adapter merged in (a full pipeline folder)",
+    )
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
-    try: masks = {} if a.mask_ratios in ("none", "{}") else json.loads(a.mask_ratios) if a.mask_ratios else None
-    except json.JSONDecodeError as e: p.error(f"--mask-ratios: not JSON ({e})")
-    if a.save_merged and a.method != "lora": p.error("--save-merged is for --method lora (a full fine-tune already is a pipeline folder)")
-    resolve_device(a.device); resolve_dtype(a.dtype)  # one line and exit 2 before any work (the clips are checked next, then loaded)
+    try:
+        masks = (
+            {}
+            if a.mask_ratios in ("none", "{}")
+            else json.loads(a.mask_ratios)
+            if a.mask_ratios
+            else None
+        )
+    except json.JSONDecodeError as e:
+        p.error(f"--mask-ratios: not JSON ({e})")
+    if a.save_merged and a.method != "lora":
+        p.error(
+            "--save-merged is for --method lora (a full fine-tune already is a pipeline folder)"
+        )
+    resolve_device(a.device)
+    resolve_dtype(
+        a.dtype
+    )  # one line and exit 2 before any work (the clips are checked next, then loaded)
     run_dir = Path(a.run_dir or f"{a.output.rstrip('/')}_run")
     if a.no_resume:  # only our checkpoints are removed
-        for c in run_dir.glob("step_*"): shutil.rmtree(c)
+        for c in run_dir.glob("step_*"):
+            shutil.rmtree(c)
         (run_dir / "last").unlink(missing_ok=True)
-    pipe, _ = finetune(a.source, a.base, a.method, out=a.output, steps=a.max_steps, lr=a.lr, seed=a.seed, rank=a.rank, alpha=a.alpha,
-                       targets=[t.strip() for t in a.targets.split(",") if t.strip()], only_temporal=a.only_temporal,
-                       batch_size=a.batch_size, num_frames=a.num_frames, image_size=a.image_size, mask_ratios=masks, run_dir=run_dir,
-                       ckpt_every=a.ckpt_every, device=a.device, dtype=a.dtype, grad_checkpoint=a.grad_checkpoint, use_ema=a.ema,
-                       progress=not a.quiet, restore_encoders=False)  # the command only saves: T5 stays off the GPU
-    if a.save_merged: print("merged pipeline ->", merge_lora(pipe, unload=True).save_pretrained(a.save_merged))
+    pipe, _ = finetune(
+        a.source,
+        a.base,
+        a.method,
+        out=a.output,
+        steps=a.max_steps,
+        lr=a.lr,
+        seed=a.seed,
+        rank=a.rank,
+        alpha=a.alpha,
+        targets=[t.strip() for t in a.targets.split(",") if t.strip()],
+        only_temporal=a.only_temporal,
+        batch_size=a.batch_size,
+        num_frames=a.num_frames,
+        image_size=a.image_size,
+        mask_ratios=masks,
+        run_dir=run_dir,
+        ckpt_every=a.ckpt_every,
+        device=a.device,
+        dtype=a.dtype,
+        grad_checkpoint=a.grad_checkpoint,
+        use_ema=a.ema,
+        progress=not a.quiet,
+        restore_encoders=False,
+    )  # the command only saves: T5 stays off the GPU
+    if a.save_merged:
+        print("merged pipeline ->", merge_lora(pipe, unload=True).save_pretrained(a.save_merged))
     return 0

@@ -18,26 +18,36 @@ from tqdm.auto import tqdm
 from .rflow import per_sample, guidance_batch, noise_like, mean_flat, text_conditioning
 
 # %% ../nbs/07b_iddpm.ipynb #0530aed9
-def linear_betas(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
-    "DDPM's linear schedule (float64), scaled so that any `num_timesteps` covers the same total noise as 1000 steps."
+def linear_betas(
+    num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
+) -> np.ndarray:
+    """DDPM's linear schedule (float64), scaled so that any `num_timesteps` covers the same total
+    noise as 1000 steps."""
     scale = 1000 / num_timesteps
     return np.linspace(scale * beta_start, scale * beta_end, num_timesteps, dtype=np.float64)
 
+
 def space_timesteps(num_timesteps: int, section_counts) -> list:
-    """The kept timesteps (ascending) when respacing `num_timesteps` steps: `section_counts` like "100",
-    "10,15,20" (steps per equal section) or "ddim50"; as the reference: float stride, Python round (half to even)."""
+    """The kept timesteps (ascending) when respacing `num_timesteps` steps: `section_counts` like
+    "100",
+    "10,15,20" (steps per equal section) or "ddim50"; as the reference: float stride, Python round
+    (half to even)."""
     if isinstance(section_counts, str):
         if section_counts.startswith("ddim"):
-            want = int(section_counts[len("ddim"):])
+            want = int(section_counts[len("ddim") :])
             for stride in range(1, num_timesteps):
-                if len(range(0, num_timesteps, stride)) == want: return list(range(0, num_timesteps, stride))
-            raise ValueError(f"cannot make exactly {want} steps with an integer stride from {num_timesteps}")
+                if len(range(0, num_timesteps, stride)) == want:
+                    return list(range(0, num_timesteps, stride))
+            raise ValueError(
+                f"cannot make exactly {want} steps with an integer stride from {num_timesteps}"
+            )
         section_counts = [int(x) for x in section_counts.split(",")]
     size_per, extra = divmod(num_timesteps, len(section_counts))
     start, kept = 0, []
     for i, count in enumerate(section_counts):
         size = size_per + (1 if i < extra else 0)
-        if size < count: raise ValueError(f"cannot take {count} steps from a section of {size} steps")
+        if size < count:
+            raise ValueError(f"cannot take {count} steps from a section of {size} steps")
         stride = 1 if count <= 1 else (size - 1) / (count - 1)
         cur = 0.0
         for _ in range(count):
@@ -51,15 +61,32 @@ def _extract(arr: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tenso
     "arr[t] (float64 table) as float32, shaped to broadcast over `x` [B, ...]."
     return per_sample(arr.to(x.device)[t.to(x.device).long()].float(), x)
 
+
 class IDDPM:
-    "Improved DDPM of Open-Sora 1.0/1.1: linear betas, learned-range variance, hybrid loss, respaced guided sampling."
-    def __init__(self, num_sampling_steps: Optional[int] = None, timestep_respacing=None, diffusion_steps: int = 1000,
-                 learn_sigma: bool = True, sigma_small: bool = False, cfg_scale: float = 4.0, guidance_channels: int = 3):
+    """Improved DDPM of Open-Sora 1.0/1.1: linear betas, learned-range variance, hybrid loss,
+    respaced guided sampling."""
+
+    def __init__(
+        self,
+        num_sampling_steps: Optional[int] = None,
+        timestep_respacing=None,
+        diffusion_steps: int = 1000,
+        learn_sigma: bool = True,
+        sigma_small: bool = False,
+        cfg_scale: float = 4.0,
+        guidance_channels: int = 3,
+    ):
         if num_sampling_steps is not None:
-            if timestep_respacing: raise ValueError("give num_sampling_steps or timestep_respacing, not both")
+            if timestep_respacing:
+                raise ValueError("give num_sampling_steps or timestep_respacing, not both")
             timestep_respacing = str(num_sampling_steps)
-        if not timestep_respacing: timestep_respacing = [diffusion_steps]
-        self.diffusion_steps, self.learn_sigma, self.sigma_small = diffusion_steps, learn_sigma, sigma_small
+        if not timestep_respacing:
+            timestep_respacing = [diffusion_steps]
+        self.diffusion_steps, self.learn_sigma, self.sigma_small = (
+            diffusion_steps,
+            learn_sigma,
+            sigma_small,
+        )
         self.cfg_scale, self.guidance_channels = cfg_scale, guidance_channels
         base_abar = np.cumprod(1.0 - linear_betas(diffusion_steps))
         kept = space_timesteps(diffusion_steps, timestep_respacing)
@@ -76,108 +103,193 @@ class IDDPM:
         abar_prev = np.append(1.0, abar[:-1])
         post_var = betas * (1.0 - abar_prev) / (1.0 - abar)
         arrays = dict(
-            betas=betas, alphas_cumprod=abar, alphas_cumprod_prev=abar_prev,
-            sqrt_alphas_cumprod=np.sqrt(abar), sqrt_one_minus_alphas_cumprod=np.sqrt(1.0 - abar),
-            sqrt_recip_alphas_cumprod=np.sqrt(1.0 / abar), sqrt_recipm1_alphas_cumprod=np.sqrt(1.0 / abar - 1),
+            betas=betas,
+            alphas_cumprod=abar,
+            alphas_cumprod_prev=abar_prev,
+            sqrt_alphas_cumprod=np.sqrt(abar),
+            sqrt_one_minus_alphas_cumprod=np.sqrt(1.0 - abar),
+            sqrt_recip_alphas_cumprod=np.sqrt(1.0 / abar),
+            sqrt_recipm1_alphas_cumprod=np.sqrt(1.0 / abar - 1),
             posterior_variance=post_var,
-            # the posterior variance is 0 at t = 0: the log uses the t = 1 value there (beta_0 for a 1-step schedule)
-            posterior_log_variance_clipped=np.log(np.append(post_var[1] if len(betas) > 1 else betas[0], post_var[1:])),
+            # the posterior variance is 0 at t = 0: the log uses the t = 1 value there (beta_0 for a
+            # 1-step schedule)
+            posterior_log_variance_clipped=np.log(
+                np.append(post_var[1] if len(betas) > 1 else betas[0], post_var[1:])
+            ),
             posterior_mean_coef1=betas * np.sqrt(abar_prev) / (1.0 - abar),
             posterior_mean_coef2=(1.0 - abar_prev) * np.sqrt(1.0 - betas) / (1.0 - abar),
             log_betas=np.log(betas),
-            # fixed variances when the model does not learn sigma: large = betas (first from the posterior), small = posterior
-            fixed_large_log_variance=np.log(np.append(post_var[1] if len(betas) > 1 else betas[0], betas[1:])),
+            # fixed variances when the model does not learn sigma: large = betas (first from the
+            # posterior), small = posterior
+            fixed_large_log_variance=np.log(
+                np.append(post_var[1] if len(betas) > 1 else betas[0], betas[1:])
+            ),
         )
-        for k, v in arrays.items(): setattr(self, k, torch.from_numpy(np.asarray(v, dtype=np.float64)))
+        for k, v in arrays.items():
+            setattr(self, k, torch.from_numpy(np.asarray(v, dtype=np.float64)))
 
     def __repr__(self):
         return f"IDDPM(steps={self.num_timesteps} of {self.diffusion_steps}, learn_sigma={self.learn_sigma}, cfg={self.cfg_scale})"
 
 # %% ../nbs/07b_iddpm.ipynb #f6c059e4
 @patch
-def q_sample(self: IDDPM, x_start: torch.Tensor, t: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+def q_sample(
+    self: IDDPM, x_start: torch.Tensor, t: torch.Tensor, noise: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     "x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, `t` [B] indices into this schedule."
-    if noise is None: noise = torch.randn_like(x_start)
-    return _extract(self.sqrt_alphas_cumprod, t, x_start) * x_start + _extract(self.sqrt_one_minus_alphas_cumprod, t, x_start) * noise
+    if noise is None:
+        noise = torch.randn_like(x_start)
+    return (
+        _extract(self.sqrt_alphas_cumprod, t, x_start) * x_start
+        + _extract(self.sqrt_one_minus_alphas_cumprod, t, x_start) * noise
+    )
+
 
 @patch
-def q_posterior_mean_variance(self: IDDPM, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
+def q_posterior_mean_variance(
+    self: IDDPM, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+):
     "Mean, variance and clipped log-variance of q(x_(t-1) | x_t, x_0)."
-    mean = _extract(self.posterior_mean_coef1, t, x_t) * x_start + _extract(self.posterior_mean_coef2, t, x_t) * x_t
-    return mean, _extract(self.posterior_variance, t, x_t), _extract(self.posterior_log_variance_clipped, t, x_t)
+    mean = (
+        _extract(self.posterior_mean_coef1, t, x_t) * x_start
+        + _extract(self.posterior_mean_coef2, t, x_t) * x_t
+    )
+    return (
+        mean,
+        _extract(self.posterior_variance, t, x_t),
+        _extract(self.posterior_log_variance_clipped, t, x_t),
+    )
+
 
 @patch
-def predict_xstart_from_eps(self: IDDPM, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+def predict_xstart_from_eps(
+    self: IDDPM, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor
+) -> torch.Tensor:
     "x0 estimated from the predicted noise: sqrt(1/abar) x_t - sqrt(1/abar - 1) eps."
-    return _extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - _extract(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
+    return (
+        _extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
+        - _extract(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
+    )
+
 
 @patch
-def p_mean_variance(self: IDDPM, model_out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
-                    clip_denoised: bool = False) -> dict:
-    "p(x_(t-1) | x_t) from a model output [eps, v] (or [eps] without learned sigma): mean, variance, log_variance, pred_xstart."
+def p_mean_variance(
+    self: IDDPM,
+    model_out: torch.Tensor,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    clip_denoised: bool = False,
+) -> dict:
+    """p(x_(t-1) | x_t) from a model output [eps, v] (or [eps] without learned sigma): mean,
+    variance, log_variance, pred_xstart."""
     c = x_t.shape[1]
     if self.learn_sigma:
         if model_out.shape[1] != 2 * c:
-            raise ValueError(f"learn_sigma needs a model output of {2 * c} channels ([eps, v]), got {model_out.shape[1]}")
+            raise ValueError(
+                f"learn_sigma needs a model output of {2 * c} channels ([eps, v]), got "
+                f"{model_out.shape[1]}"
+            )
         eps, v = model_out[:, :c], model_out[:, c:]
         frac = (v + 1) / 2
-        log_var = frac * _extract(self.log_betas, t, x_t) + (1 - frac) * _extract(self.posterior_log_variance_clipped, t, x_t)
+        log_var = frac * _extract(self.log_betas, t, x_t) + (1 - frac) * _extract(
+            self.posterior_log_variance_clipped, t, x_t
+        )
         var = torch.exp(log_var)
     else:
         eps = model_out[:, :c]
-        table = self.posterior_log_variance_clipped if self.sigma_small else self.fixed_large_log_variance
+        table = (
+            self.posterior_log_variance_clipped
+            if self.sigma_small
+            else self.fixed_large_log_variance
+        )
         log_var = _extract(table, t, x_t) * torch.ones_like(x_t)
         var = torch.exp(log_var)
     pred_xstart = self.predict_xstart_from_eps(x_t, t, eps)
-    if clip_denoised: pred_xstart = pred_xstart.clamp(-1, 1)
+    if clip_denoised:
+        pred_xstart = pred_xstart.clamp(-1, 1)
     mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x_t, t)
     return dict(mean=mean, variance=var, log_variance=log_var, pred_xstart=pred_xstart)
 
 # %% ../nbs/07b_iddpm.ipynb #c5dba647
 def normal_kl(mean1, logvar1, mean2, logvar2):
     "KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) elementwise, in nats."
-    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+    return 0.5 * (
+        -1.0
+        + logvar2
+        - logvar1
+        + torch.exp(logvar1 - logvar2)
+        + (mean1 - mean2) ** 2 * torch.exp(-logvar2)
+    )
+
 
 def approx_standard_normal_cdf(x):
     "The tanh approximation of the standard normal CDF used by the reference."
     return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3))))
 
+
 def discretized_gaussian_log_likelihood(x, means, log_scales):
-    "Log-likelihood of `x` in [-1, 1] under a Gaussian discretised into bins of width 2/255 (edge bins open)."
+    """Log-likelihood of `x` in [-1, 1] under a Gaussian discretised into bins of width 2/255 (edge
+    bins open)."""
     centered, inv_std = x - means, torch.exp(-log_scales)
     cdf_plus = approx_standard_normal_cdf(inv_std * (centered + 1.0 / 255.0))
     cdf_min = approx_standard_normal_cdf(inv_std * (centered - 1.0 / 255.0))
     log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
     log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
     log_delta = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
-    return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
+    return torch.where(
+        x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta)
+    )
 
 # %% ../nbs/07b_iddpm.ipynb #be9287d0
 @patch
-def vb_terms_bpd(self: IDDPM, model_out: torch.Tensor, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
-                 mask: Optional[torch.Tensor] = None, clip_denoised: bool = False) -> torch.Tensor:
-    "Per-sample variational-bound term in bits: the KL to the posterior for t > 0, the decoder NLL at t == 0."
+def vb_terms_bpd(
+    self: IDDPM,
+    model_out: torch.Tensor,
+    x_start: torch.Tensor,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    mask: Optional[torch.Tensor] = None,
+    clip_denoised: bool = False,
+) -> torch.Tensor:
+    """Per-sample variational-bound term in bits: the KL to the posterior for t > 0, the decoder NLL
+    at t == 0."""
     true_mean, _, true_log_var = self.q_posterior_mean_variance(x_start, x_t, t)
     out = self.p_mean_variance(model_out, x_t, t, clip_denoised=clip_denoised)
-    kl = mean_flat(normal_kl(true_mean, true_log_var, out["mean"], out["log_variance"]), mask) / math.log(2.0)
+    kl = mean_flat(
+        normal_kl(true_mean, true_log_var, out["mean"], out["log_variance"]), mask
+    ) / math.log(2.0)
     nll = -discretized_gaussian_log_likelihood(x_start, out["mean"], 0.5 * out["log_variance"])
     nll = mean_flat(nll, mask) / math.log(2.0)
     return torch.where(t.to(kl.device) == 0, nll, kl)
 
+
 @patch
-def training_losses(self: IDDPM, model: Callable, x_start: torch.Tensor, model_kwargs: Optional[dict] = None,
-                    noise: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
-                    t: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> dict:
-    "Hybrid loss per sample: dict(loss = mse + vb, mse, vb, t); `t` [B] indexes this schedule (drawn uniformly if None)."
+def training_losses(
+    self: IDDPM,
+    model: Callable,
+    x_start: torch.Tensor,
+    model_kwargs: Optional[dict] = None,
+    noise: Optional[torch.Tensor] = None,
+    mask: Optional[torch.Tensor] = None,
+    t: Optional[torch.Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+) -> dict:
+    """Hybrid loss per sample: dict(loss = mse + vb, mse, vb, t); `t` [B] indexes this schedule
+    (drawn uniformly if None)."""
     model_kwargs = dict(model_kwargs or {})
     n, c = x_start.shape[:2]
     if t is None:
         dev = generator.device if generator is not None else x_start.device
-        t = torch.randint(0, self.num_timesteps, (n,), generator=generator, device=dev).to(x_start.device)
-    if noise is None: noise = noise_like(x_start, generator)
+        t = torch.randint(0, self.num_timesteps, (n,), generator=generator, device=dev).to(
+            x_start.device
+        )
+    if noise is None:
+        noise = noise_like(x_start, generator)
     x_t = self.q_sample(x_start, t, noise)
     if mask is not None:
-        x_t = torch.where(mask[:, None, :, None, None], x_t, self.q_sample(x_start, torch.zeros_like(t), noise))
+        x_t = torch.where(
+            mask[:, None, :, None, None], x_t, self.q_sample(x_start, torch.zeros_like(t), noise)
+        )
     out = model(x_t, self.timestep_map.to(t.device)[t].float(), **model_kwargs)
     out = out["x"] if isinstance(out, dict) else out
     eps = out[:, :c]
@@ -192,27 +304,48 @@ def training_losses(self: IDDPM, model: Callable, x_start: torch.Tensor, model_k
 
 # %% ../nbs/07b_iddpm.ipynb #ec52dda8
 @patch
-def sample(self: IDDPM, model: Callable, z: torch.Tensor, prompts=None, text_encoder=None, y=None, y_null=None,
-           model_kwargs: Optional[dict] = None, cfg_scale: Optional[float] = None, clip_denoised: bool = False,
-           noises: Optional[Sequence[torch.Tensor]] = None, generator: Optional[torch.Generator] = None,
-           progress: bool = True, callback: Optional[Callable] = None) -> torch.Tensor:
-    "Ancestral sampling over the respaced schedule from noise `z` [B, ...], guided when captions are given."
+def sample(
+    self: IDDPM,
+    model: Callable,
+    z: torch.Tensor,
+    prompts=None,
+    text_encoder=None,
+    y=None,
+    y_null=None,
+    model_kwargs: Optional[dict] = None,
+    cfg_scale: Optional[float] = None,
+    clip_denoised: bool = False,
+    noises: Optional[Sequence[torch.Tensor]] = None,
+    generator: Optional[torch.Generator] = None,
+    progress: bool = True,
+    callback: Optional[Callable] = None,
+) -> torch.Tensor:
+    """Ancestral sampling over the respaced schedule from noise `z` [B, ...], guided when captions
+    are given."""
     n, s, g = z.shape[0], self.cfg_scale if cfg_scale is None else cfg_scale, self.guidance_channels
     y, y_null, kwargs = text_conditioning(n, prompts, text_encoder, y, y_null, model_kwargs)
     x = z
-    for k, i in enumerate(tqdm(range(self.num_timesteps - 1, -1, -1), desc="iddpm", disable=not progress)):
+    for k, i in enumerate(
+        tqdm(range(self.num_timesteps - 1, -1, -1), desc="iddpm", disable=not progress)
+    ):
         t = torch.full((n,), i, dtype=torch.long, device=z.device)
         ts = self.timestep_map.to(z.device)[t].float()
         if y is None:
             out = model(x, ts, **kwargs)
             out = out["x"] if isinstance(out, dict) else out
         else:
-            out = model(torch.cat([x, x]), torch.cat([ts, ts]), y=torch.cat([y, y_null]), **guidance_batch(kwargs, n))
+            out = model(
+                torch.cat([x, x]),
+                torch.cat([ts, ts]),
+                y=torch.cat([y, y_null]),
+                **guidance_batch(kwargs, n),
+            )
             out = out["x"] if isinstance(out, dict) else out
             cond, uncond = out[:, :g].chunk(2)
             out = torch.cat([uncond + s * (cond - uncond), out[:n, g:]], 1)
         o = self.p_mean_variance(out, x, t, clip_denoised=clip_denoised)
         xi = noises[k][:n].to(x) if noises is not None else noise_like(x, generator)
         x = o["mean"] + (0.0 if i == 0 else 1.0) * torch.exp(0.5 * o["log_variance"]) * xi
-        if callback is not None: callback(i, ts, x)
+        if callback is not None:
+            callback(i, ts, x)
     return x

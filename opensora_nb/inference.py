@@ -18,7 +18,14 @@ import numpy as np
 import torch
 
 from .io import denormalize, resolve_device, resolve_dtype, write_video
-from .buckets import ASPECT_RATIO_MAP, ASPECT_RATIOS, UnknownSizeError, get_image_size, get_num_frames, parse_size
+from opensora_nb.buckets import (
+    ASPECT_RATIO_MAP,
+    ASPECT_RATIOS,
+    UnknownSizeError,
+    get_image_size,
+    get_num_frames,
+    parse_size,
+)
 from .masks import apply_mask_strategy, multi_resolution_info, reference_latents
 from .rflow import RFlow
 from .stdit import STDiT3
@@ -27,10 +34,27 @@ from . import text as text_lib
 from . import vae_hub
 from .vae import VAE_TILE_SIZE, VideoAutoencoderKL
 from .cache import SamplingCache, attention_reuse_settings, step_cache_settings
-from .builders import PatchPCAAutoencoder, X0Parameterized, build_scheduler, build_text_encoder, build_vae, unwrap
+from opensora_nb.builders import (
+    PatchPCAAutoencoder,
+    X0Parameterized,
+    build_scheduler,
+    build_text_encoder,
+    build_vae,
+    unwrap,
+)
 from .lora import load_lora
-from .sample_options import (config_settings, extract_json_from_prompts, output_name, prompt_for_loop,
-                                        read_config, sample_seed, set_attention_kernels, split_prompt, str2bool, written)
+from opensora_nb.sample_options import (
+    config_settings,
+    extract_json_from_prompts,
+    output_name,
+    prompt_for_loop,
+    read_config,
+    sample_seed,
+    set_attention_kernels,
+    split_prompt,
+    str2bool,
+    written,
+)
 from .versions import v1_0_preset_for, version_parts
 
 # %% auto #0
@@ -44,12 +68,16 @@ __all__ = ['TINY_ASPECT_RATIOS', 'ACTIVATION_BYTES_PER_TOKEN_UNIT', 'OFFICIAL_V1
 
 # %% ../nbs/12_inference.ipynb #360a1a62
 def append_score_to_prompts(prompts, aes=None, flow=None, camera_motion=None):
-    "Open-Sora 1.2's score suffixes: ' aesthetic score: 6.5.', ' motion score: 4.0.', ' camera motion: pan left.'."
+    """Open-Sora 1.2's score suffixes: ' aesthetic score: 6.5.', ' motion score: 4.0.', ' camera
+    motion: pan left.'."""
     out = []
     for p in prompts:
-        if aes is not None and "aesthetic score:" not in p: p = f"{p} aesthetic score: {aes:.1f}."
-        if flow is not None and "motion score:" not in p: p = f"{p} motion score: {flow:.1f}."
-        if camera_motion is not None and "camera motion:" not in p: p = f"{p} camera motion: {camera_motion}."
+        if aes is not None and "aesthetic score:" not in p:
+            p = f"{p} aesthetic score: {aes:.1f}."
+        if flow is not None and "motion score:" not in p:
+            p = f"{p} motion score: {flow:.1f}."
+        if camera_motion is not None and "camera motion:" not in p:
+            p = f"{p} camera motion: {camera_motion}."
         out.append(p)
     return out
 
@@ -57,33 +85,44 @@ def append_score_to_prompts(prompts, aes=None, flow=None, camera_motion=None):
 def read_prompts(path):
     "One prompt per non-empty line of a text file."
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"prompt file {path} does not exist")
+    if not path.exists():
+        raise FileNotFoundError(f"prompt file {path} does not exist")
     prompts = [l.strip() for l in path.read_text().splitlines() if l.strip()]
-    if not prompts: raise ValueError(f"prompt file {path} has no prompts")
+    if not prompts:
+        raise ValueError(f"prompt file {path} has no prompts")
     return prompts
 
 
-TINY_ASPECT_RATIOS = {"32px": (32 * 32, {"0.67": (32, 48), "1.00": (32, 32), "1.50": (48, 32)}),
-                      "48px": (48 * 48, {"0.67": (40, 64), "1.00": (48, 48), "1.50": (64, 40)})}
+TINY_ASPECT_RATIOS = {
+    "32px": (32 * 32, {"0.67": (32, 48), "1.00": (32, 32), "1.50": (48, 32)}),
+    "48px": (48 * 48, {"0.67": (40, 64), "1.00": (48, 48), "1.50": (64, 40)}),
+}
 
 
 def _ratio(aspect_ratio) -> float:
     "H/W of an aspect ratio given as 'H:W' or a table key such as '0.56'."
     a, _, b = str(aspect_ratio).partition(":")
-    try: r = float(a) / float(b) if b else float(a)
-    except (ValueError, ZeroDivisionError): r = float("nan")
+    try:
+        r = float(a) / float(b) if b else float(a)
+    except (ValueError, ZeroDivisionError):
+        r = float("nan")
     if not 0 < r < float("inf"):
-        raise UnknownSizeError(f"aspect ratio {aspect_ratio!r}: expected H:W such as 9:16, or a table key such as 0.56")
+        raise UnknownSizeError(
+            f"aspect ratio {aspect_ratio!r}: expected H:W such as 9:16, or a table key such as 0.56"
+        )
     return r
 
 
 def resolve_size(resolution=None, aspect_ratio="1:1", image_size=None):
-    "(H, W) from an explicit `image_size`, or a resolution name + aspect ratio (Open-Sora tables + the tiny world's)."
+    """(H, W) from an explicit `image_size`, or a resolution name + aspect ratio (Open-Sora tables +
+    the tiny world's)."""
     if image_size is not None:
         h, w = (int(v) for v in image_size)
-        if h < 1 or w < 1: raise ValueError(f"image_size {image_size} must be positive")
+        if h < 1 or w < 1:
+            raise ValueError(f"image_size {image_size} must be positive")
         return h, w
-    if resolution is None: raise ValueError("give a resolution name (e.g. '240p') or an explicit image_size (H, W)")
+    if resolution is None:
+        raise ValueError("give a resolution name (e.g. '240p') or an explicit image_size (H, W)")
     if resolution in TINY_ASPECT_RATIOS:
         table = TINY_ASPECT_RATIOS[resolution][1]
         key = ASPECT_RATIO_MAP.get(aspect_ratio, aspect_ratio)
@@ -92,27 +131,35 @@ def resolve_size(resolution=None, aspect_ratio="1:1", image_size=None):
             key = min(table, key=lambda k: abs(math.log(float(k) / r)))
         return table[key]
     if resolution not in ASPECT_RATIOS:
-        raise UnknownSizeError(f"unknown resolution {resolution!r}; known: {', '.join([*ASPECT_RATIOS, *TINY_ASPECT_RATIOS])}")
+        raise UnknownSizeError(
+            f"unknown resolution {resolution!r}; known: "
+            f"{', '.join([*ASPECT_RATIOS, *TINY_ASPECT_RATIOS])}"
+        )
     return tuple(get_image_size(resolution, aspect_ratio))
 
 
 def resolve_num_frames(num_frames=None, seconds=None, fps=24):
     "Frames from `num_frames` (int or a name such as '4s') or from `seconds` at `fps`."
-    if seconds is not None: return max(1, int(round(float(seconds) * fps)))
-    if num_frames is None: raise ValueError("give num_frames or seconds")
+    if seconds is not None:
+        return max(1, int(round(float(seconds) * fps)))
+    if num_frames is None:
+        raise ValueError("give num_frames or seconds")
     n = get_num_frames(num_frames)
-    if n < 1: raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if n < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     return n
 
 
-#: Bytes one generation holds per (token x hidden unit) of the batch it runs: measured peak RSS of the tiny pipeline
+#: Bytes one generation holds per (token x hidden unit) of the batch it runs: measured peak RSS of
+#: the tiny pipeline
 #: at 500-8000 frames is 12.4 x 4 bytes x (2 cfg passes x tokens x hidden); rounded up for headroom.
 ACTIVATION_BYTES_PER_TOKEN_UNIT = 16 * 4
 
 
 def available_memory(device=None) -> int:
     "Bytes free for a generation: CUDA's free memory on a CUDA device, else the OS's MemAvailable."
-    if device is not None and torch.device(device).type == "cuda": return torch.cuda.mem_get_info(torch.device(device))[0]
+    if device is not None and torch.device(device).type == "cuda":
+        return torch.cuda.mem_get_info(torch.device(device))[0]
     try:
         with open("/proc/meminfo") as f:
             return next(int(l.split()[1]) * 1024 for l in f if l.startswith("MemAvailable:"))
@@ -121,264 +168,513 @@ def available_memory(device=None) -> int:
 
 
 def generation_memory(config, batch: int, pixel_size, latent_size) -> int:
-    "Estimated peak bytes to generate `batch` videos of pixel (T, H, W) with an STDiT3 `config`: activations + decoded pixels."
-    if isinstance(config, dict): config = argparse.Namespace(**config)  # v1.0's STDiT keeps its arguments in a dict
+    """Estimated peak bytes to generate `batch` videos of pixel (T, H, W) with an STDiT3 `config`:
+    activations + decoded pixels."""
+    if isinstance(config, dict):
+        config = argparse.Namespace(**config)  # v1.0's STDiT keeps its arguments in a dict
     pt, ph, pw = config.patch_size
     T, H, W = pixel_size
-    tokens = math.ceil(latent_size[0] / pt) * math.ceil(latent_size[1] / ph) * math.ceil(latent_size[2] / pw)
-    return 2 * batch * tokens * config.hidden_size * ACTIVATION_BYTES_PER_TOKEN_UNIT + batch * 3 * T * H * W * 9
+    tokens = (
+        math.ceil(latent_size[0] / pt)
+        * math.ceil(latent_size[1] / ph)
+        * math.ceil(latent_size[2] / pw)
+    )
+    return (
+        2 * batch * tokens * config.hidden_size * ACTIVATION_BYTES_PER_TOKEN_UNIT
+        + batch * 3 * T * H * W * 9
+    )
 
 
-#: The three official Open-Sora 1.2 checkpoints (hub ids; local folders in the same layouts work too).
-OFFICIAL_V1_2 = dict(transformer="hpcai-tech/OpenSora-STDiT-v3", vae="hpcai-tech/OpenSora-VAE-v1.2", text_encoder="DeepFloyd/t5-v1_1-xxl")
-#: The reference's v1.2 sampling defaults (configs/opensora-v1-2/inference/sample.py): 240p 9:16, 51 frames at 24 fps,
-#: 30 steps, guidance 7.0, aesthetic score 6.5 appended to the prompt, loops joined on 5 latent frames, mask-strategy
+#: The three official Open-Sora 1.2 checkpoints (hub ids; local folders in the same layouts work
+#: too).
+OFFICIAL_V1_2 = dict(
+    transformer="hpcai-tech/OpenSora-STDiT-v3",
+    vae="hpcai-tech/OpenSora-VAE-v1.2",
+    text_encoder="DeepFloyd/t5-v1_1-xxl",
+)
+#: The reference's v1.2 sampling defaults (configs/opensora-v1-2/inference/sample.py): 240p 9:16, 51
+#: frames at 24 fps,
+#: 30 steps, guidance 7.0, aesthetic score 6.5 appended to the prompt, loops joined on 5 latent
+#: frames, mask-strategy
 #: starts rounded to multiples of 5 latent frames (`align`).
-V1_2_DEFAULTS = dict(resolution="240p", aspect_ratio="9:16", num_frames=51, fps=24, num_sampling_steps=30, cfg_scale=7.0, aes=6.5,
-                     condition_frame_length=5, align=5)
+V1_2_DEFAULTS = dict(
+    resolution="240p",
+    aspect_ratio="9:16",
+    num_frames=51,
+    fps=24,
+    num_sampling_steps=30,
+    cfg_scale=7.0,
+    aes=6.5,
+    condition_frame_length=5,
+    align=5,
+)
 
 # %% ../nbs/12_inference.ipynb #799b62f6
-#: the trained tiny-world pipeline shipped inside the package (`tools/ship_pipeline.py RUN_DIR` writes it from a demo run)
+#: the trained tiny-world pipeline shipped inside the package (`tools/ship_pipeline.py RUN_DIR`
+#: writes it from a demo run)
 WORLD_PIPELINE_DIR = vae_hub.WORLD_VAE_DIR.parent / "world_pipeline"
 CHECKSUM_FILE = "sha256.json"
 
 
 def _sha256(path) -> str:
     import hashlib
+
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def folder_checksums(path, vae_dir=None) -> dict:
-    "sha256 of every file under `path` (but the checksum file itself), by relative path; with `vae_dir`, its weights as 'world_vae'."
+    """sha256 of every file under `path` (but the checksum file itself), by relative path; with
+    `vae_dir`, its weights as 'world_vae'."""
     path = Path(path)
-    files = {p.relative_to(path).as_posix(): _sha256(p) for p in sorted(path.rglob("*"))
-             if p.is_file() and p.name != CHECKSUM_FILE and p.suffix in (".json", ".safetensors")}
-    return dict(files=files, **({"world_vae": _sha256(Path(vae_dir) / "model.safetensors")} if vae_dir else {}))
+    files = {
+        p.relative_to(path).as_posix(): _sha256(p)
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and p.name != CHECKSUM_FILE and p.suffix in (".json", ".safetensors")
+    }
+    return dict(
+        files=files,
+        **({"world_vae": _sha256(Path(vae_dir) / "model.safetensors")} if vae_dir else {}),
+    )
 
 
 def check_checksums(path) -> None:
-    "Check a pipeline folder against its `sha256.json` (when it has one): a changed or missing file is one ValueError naming it."
+    """Check a pipeline folder against its `sha256.json` (when it has one): a changed or missing
+    file is one ValueError naming it."""
     path = Path(path)
-    if not (path / CHECKSUM_FILE).exists(): return
+    if not (path / CHECKSUM_FILE).exists():
+        return
     want = json.loads((path / CHECKSUM_FILE).read_text())
     have = folder_checksums(path, vae_hub.WORLD_VAE_DIR if "world_vae" in want else None)
     how = "reinstall the package, or re-ship it (python tools/ship_pipeline.py RUN_DIR)"
     for name, sha in want["files"].items():
-        if name not in have["files"]: raise ValueError(f"{path}: {name} is missing ({how})")
+        if name not in have["files"]:
+            raise ValueError(f"{path}: {name} is missing ({how})")
         if have["files"][name] != sha:
-            raise ValueError(f"{path / name}: checksum {have['files'][name][:12]}... is not the shipped {sha[:12]}... ({how})")
+            raise ValueError(
+                f"{path / name}: checksum {have['files'][name][:12]}... is not the shipped "
+                f"{sha[:12]}... ({how})"
+            )
     if "world_vae" in want and have["world_vae"] != want["world_vae"]:
-        raise ValueError(f"{path}: the world VAE ({vae_hub.WORLD_VAE_DIR}) is not the one this pipeline was trained with "
-                         f"(checksum {have['world_vae'][:12]}..., expected {want['world_vae'][:12]}...); {how}")
+        raise ValueError(
+            f"{path}: the world VAE ({vae_hub.WORLD_VAE_DIR}) is not the one this pipeline was "
+            f"trained with "
+            f"(checksum {have['world_vae'][:12]}..., expected {want['world_vae'][:12]}...); {how}"
+        )
 
 # %% ../nbs/12_inference.ipynb #2bc05eb5
 def _loop_segments(prompt):
     "A per-loop prompt '|0|a|2|b' -> ([0, 2], ['a', 'b']); any other prompt -> (None, [prompt])."
-    if not prompt.startswith("|0|"): return None, [prompt]
+    if not prompt.startswith("|0|"):
+        return None, [prompt]
     parts = prompt.split("|")[1:]
-    if len(parts) % 2: raise ValueError(f"per-loop prompt {prompt!r}: expected |0|text|k|text..., got an odd number of fields")
-    try: loops = [int(parts[i]) for i in range(0, len(parts), 2)]
-    except ValueError: raise ValueError(f"per-loop prompt {prompt!r}: loop indices between | | must be integers") from None
+    if len(parts) % 2:
+        raise ValueError(
+            f"per-loop prompt {prompt!r}: expected |0|text|k|text..., got an odd number of fields"
+        )
+    try:
+        loops = [int(parts[i]) for i in range(0, len(parts), 2)]
+    except ValueError:
+        raise ValueError(
+            f"per-loop prompt {prompt!r}: loop indices between | | must be integers"
+        ) from None
     return loops, [parts[i].strip() for i in range(1, len(parts), 2)]
 
 
 def prepare_prompts(prompts, aes=None, flow=None, camera_motion=None, clean=True):
-    """The text each prompt reaches the encoder as, in the reference's order: per-loop segments split, score suffixes
-    appended to each, each cleaned (`text_preprocessing`, unless `clean=False`), segments joined again."""
+    """The text each prompt reaches the encoder as, in the reference's order: per-loop segments
+    split, score suffixes
+    appended to each, each cleaned (`text_preprocessing`, unless `clean=False`), segments joined
+    again."""
     out = []
     for p in prompts:
         loops, segments = _loop_segments(p)
         segments = append_score_to_prompts(segments, aes, flow, camera_motion)
-        if clean: segments = [text_lib.text_preprocessing(s) for s in segments]
-        out.append(segments[0] if loops is None else "".join(f"|{k}|{s}" for k, s in zip(loops, segments)))
+        if clean:
+            segments = [text_lib.text_preprocessing(s) for s in segments]
+        out.append(
+            segments[0] if loops is None else "".join(f"|{k}|{s}" for k, s in zip(loops, segments))
+        )
     return out
 
 # %% ../nbs/12_inference.ipynb #5717c4ed
 def _host(t):
-    "A result on the CPU for writing and showing (a `meta` tensor, which holds no values, stays as it is)."
+    """A result on the CPU for writing and showing (a `meta` tensor, which holds no values, stays as
+    it is)."""
     return t if t.device.type == "meta" else t.cpu()
 
 
-#: How a call's seed becomes noise. "per-prompt" (the default): prompt i draws from its own generator seeded seed + i, on
-#: the CPU, so its video depends on nothing else (not the batch, not the device). "reference": as Open-Sora's sampler,
-#: the global generators are seeded once and every draw (each batch's and each loop's noise, the sampler's per-step
+#: How a call's seed becomes noise. "per-prompt" (the default): prompt i draws from its own
+#: generator seeded seed + i, on
+#: the CPU, so its video depends on nothing else (not the batch, not the device). "reference": as
+#: Open-Sora's sampler,
+#: the global generators are seeded once and every draw (each batch's and each loop's noise, the
+#: sampler's per-step
 #: noise, the VAE's posterior samples) comes from that one stream in order, on the device.
 SEED_MODES = ("per-prompt", "reference")
 
 
 def side_seed(seed: int, k: int) -> int:
-    "A seed for the k-th side stream of a prompt seeded `seed` (0: its references' VAE encoding, k: loop k's): hashed, not drawn."
-    return int(np.random.SeedSequence([int(seed) % 2**63, k]).generate_state(1, np.uint64)[0]) & (2**63 - 1)
+    """A seed for the k-th side stream of a prompt seeded `seed` (0: its references' VAE encoding,
+    k: loop k's): hashed, not drawn."""
+    return int(np.random.SeedSequence([int(seed) % 2**63, k]).generate_state(1, np.uint64)[0]) & (
+        2**63 - 1
+    )
 
 
 def seeds_for(seed, n: int) -> list:
     "One seed per prompt: an int gives seed, seed + 1, ...; a list gives itself (one per prompt)."
     if isinstance(seed, (list, tuple)):
-        if len(seed) != n: raise ValueError(f"{len(seed)} seeds for {n} prompts (give one seed, or one per prompt)")
+        if len(seed) != n:
+            raise ValueError(
+                f"{len(seed)} seeds for {n} prompts (give one seed, or one per prompt)"
+            )
         return [int(x) for x in seed]
     return [int(seed) + i for i in range(n)]
 
 
 def _as_reference(ref):
     "A reference: path (image/video) or pixel video uint8 [T, C, H, W] (or [C, H, W] image)."
-    if ref is None or (isinstance(ref, str) and ref == ""): return None
-    if isinstance(ref, torch.Tensor) and ref.dim() == 3: return ref[None]
+    if ref is None or (isinstance(ref, str) and ref == ""):
+        return None
+    if isinstance(ref, torch.Tensor) and ref.dim() == 3:
+        return ref[None]
     return ref
 
 
 class OpenSoraPipeline:
-    "Text encoder + STDiT3 + VAE + rectified flow; `__call__` generates in every mode; `from_pretrained`/`save_pretrained` a folder."
-    def __init__(self, model, vae, text_encoder, scheduler=None, config=None, device=None, dtype=None, offload=False,
-                 vae_micro_batch_size=None, vae_tiling=False, vae_tile_size=None):
-        self.model, self.vae, self.text_encoder = model.eval(), vae.eval() if hasattr(vae, "eval") else vae, text_encoder
-        enable_cpu_fast_paths(model)  # the CPU kernels of chapter 06d, swapped in (same weights, same keys)
+    """Text encoder + STDiT3 + VAE + rectified flow; `__call__` generates in every mode;
+    `from_pretrained`/`save_pretrained` a folder."""
+
+    def __init__(
+        self,
+        model,
+        vae,
+        text_encoder,
+        scheduler=None,
+        config=None,
+        device=None,
+        dtype=None,
+        offload=False,
+        vae_micro_batch_size=None,
+        vae_tiling=False,
+        vae_tile_size=None,
+    ):
+        self.model, self.vae, self.text_encoder = (
+            model.eval(),
+            vae.eval() if hasattr(vae, "eval") else vae,
+            text_encoder,
+        )
+        enable_cpu_fast_paths(
+            model
+        )  # the CPU kernels of chapter 06d, swapped in (same weights, same keys)
         self.scheduler = scheduler or RFlow(use_timestep_transform=True)
         self.config = dict(config or {})
         self.offload, self._device = False, None
         self.text_encoder.set_null(unwrap(model))
-        self.set_memory(vae_micro_batch_size=vae_micro_batch_size, vae_tiling=vae_tiling or vae_tile_size is not None,
-                        vae_tile_size=vae_tile_size)
-        if device is not None or dtype is not None or offload: self.to(device or "auto", dtype, offload=offload)
+        self.set_memory(
+            vae_micro_batch_size=vae_micro_batch_size,
+            vae_tiling=vae_tiling or vae_tile_size is not None,
+            vae_tile_size=vae_tile_size,
+        )
+        if device is not None or dtype is not None or offload:
+            self.to(device or "auto", dtype, offload=offload)
 
     def to(self, device="auto", dtype=None, offload=None):
-        """Place the pipeline once: STDiT3 and the VAE on `device` in `dtype` (as the reference's v1.2 inference, bf16 for
-        both), the text encoder on `device` in float32 (its states are cast where the model reads them).
-        `offload=True` parks every part on the CPU and brings each to `device` only while it works (T5 encodes, then
-        leaves; the VAE comes on only to encode references and decode), as diffusers' model CPU offload. Returns self."""
+        """Place the pipeline once: STDiT3 and the VAE on `device` in `dtype` (as the reference's
+        v1.2 inference, bf16 for
+        both), the text encoder on `device` in float32 (its states are cast where the model reads
+        them).
+        `offload=True` parks every part on the CPU and brings each to `device` only while it works
+        (T5 encodes, then
+        leaves; the VAE comes on only to encode references and decode), as diffusers' model CPU
+        offload. Returns self."""
         self._device = resolve_device(device)
-        if offload is not None: self.offload = bool(offload)
+        if offload is not None:
+            self.offload = bool(offload)
         dtype = resolve_dtype(dtype) if dtype is not None else None
         park = torch.device("cpu") if self.offload else self._device
         self.model.to(park, dtype)
-        if hasattr(self.vae, "to"): self.vae.to(park, dtype)
-        if hasattr(self.text_encoder, "to"): self.text_encoder.to(park)
+        if hasattr(self.vae, "to"):
+            self.vae.to(park, dtype)
+        if hasattr(self.text_encoder, "to"):
+            self.text_encoder.to(park)
         self.text_encoder.set_null(unwrap(self.model))
         return self
 
     def set_memory(self, vae_micro_batch_size=None, vae_tiling=None, vae_tile_size=None):
-        """Low-memory VAE settings: the 2D VAE encodes/decodes `vae_micro_batch_size` frames at a time (the reference's
-        micro_batch_size, 4 for v1.2), and `vae_tiling` decodes each frame in overlapping spatial tiles of `vae_tile_size`
-        pixels a side (default `VAE_TILE_SIZE`, 192, so 240p-480p frames are cut up; a tile size alone turns tiling on)."""
-        spatial = getattr(self.vae, "spatial_vae", self.vae if isinstance(self.vae, VideoAutoencoderKL) else None)  # v1.0/1.1: the 2D VAE itself
+        """Low-memory VAE settings: the 2D VAE encodes/decodes `vae_micro_batch_size` frames at a
+        time (the reference's
+        micro_batch_size, 4 for v1.2), and `vae_tiling` decodes each frame in overlapping spatial
+        tiles of `vae_tile_size`
+        pixels a side (default `VAE_TILE_SIZE`, 192, so 240p-480p frames are cut up; a tile size
+        alone turns tiling on)."""
+        spatial = getattr(
+            self.vae, "spatial_vae", self.vae if isinstance(self.vae, VideoAutoencoderKL) else None
+        )  # v1.0/1.1: the 2D VAE itself
         if vae_micro_batch_size is not None:
-            if spatial is None: raise ValueError(f"vae_micro_batch_size: {type(self.vae).__name__} has no 2D VAE to micro-batch")
+            if spatial is None:
+                raise ValueError(
+                    f"vae_micro_batch_size: {type(self.vae).__name__} has no 2D VAE to micro-batch"
+                )
             spatial.micro_batch_size = int(vae_micro_batch_size)
-        if vae_tiling is None and vae_tile_size is not None: vae_tiling = True
+        if vae_tiling is None and vae_tile_size is not None:
+            vae_tiling = True
         if vae_tiling is not None:
-            if spatial is None and vae_tiling: raise ValueError(f"vae_tiling: {type(self.vae).__name__} has no 2D VAE to tile")
-            if spatial is not None: spatial.set_tiling(bool(vae_tiling), vae_tile_size or VAE_TILE_SIZE)
+            if spatial is None and vae_tiling:
+                raise ValueError(f"vae_tiling: {type(self.vae).__name__} has no 2D VAE to tile")
+            if spatial is not None:
+                spatial.set_tiling(bool(vae_tiling), vae_tile_size or VAE_TILE_SIZE)
         return self
 
     @contextlib.contextmanager
     def _working(self, part):
-        "With offload, `part` comes to the execution device for the block and goes back to the CPU after it."
+        """With offload, `part` comes to the execution device for the block and goes back to the CPU
+        after it."""
         if not self.offload or self.device.type == "cpu" or not hasattr(part, "to"):
-            yield part; return
+            yield part
+            return
         part.to(self.device)
-        try: yield part
+        try:
+            yield part
         finally:
             part.to("cpu")
-            if self.device.type == "cuda": torch.cuda.empty_cache()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
 
     @property
-    def dtype(self): return next(unwrap(self.model).parameters()).dtype
+    def dtype(self):
+        return next(unwrap(self.model).parameters()).dtype
 
     @property
-    def num_params(self): return sum(p.numel() for p in unwrap(self.model).parameters())
+    def num_params(self):
+        return sum(p.numel() for p in unwrap(self.model).parameters())
 
     @property
     def device(self):
         "Where the work runs (with offload the parts wait on the CPU)."
-        return self._device if self._device is not None else next(unwrap(self.model).parameters()).device
+        return (
+            self._device
+            if self._device is not None
+            else next(unwrap(self.model).parameters()).device
+        )
 
     # --- a folder: model_index.json, transformer/, vae/, text_encoder/ ---
     def save_pretrained(self, path):
-        path = Path(path); path.mkdir(parents=True, exist_ok=True)
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
         unwrap(self.model).save_pretrained(path / "transformer")
-        if isinstance(self.vae, PatchPCAAutoencoder): self.vae.save_pretrained(path / "vae"); vae_cfg = dict(type="patch_pca")
-        elif self.config.get("vae", {}).get("type") == "tiny_v1_2":  # a small trained VAE travels inside the folder
-            vae_hub.save_pipeline(self.vae, path / "vae"); vae_cfg = dict(type="tiny_v1_2", from_pretrained="vae")
-        else: vae_cfg = dict(self.config.get("vae", {"type": "OpenSoraVAE_V1_2"}))
+        if isinstance(self.vae, PatchPCAAutoencoder):
+            self.vae.save_pretrained(path / "vae")
+            vae_cfg = dict(type="patch_pca")
+        elif (
+            self.config.get("vae", {}).get("type") == "tiny_v1_2"
+        ):  # a small trained VAE travels inside the folder
+            vae_hub.save_pipeline(self.vae, path / "vae")
+            vae_cfg = dict(type="tiny_v1_2", from_pretrained="vae")
+        else:
+            vae_cfg = dict(self.config.get("vae", {"type": "OpenSoraVAE_V1_2"}))
         te = dict(self.config.get("text_encoder", {"type": "minilm"}))
-        sch = {k: getattr(self.scheduler, k) for k in ("num_timesteps", "num_sampling_steps", "cfg_scale", "use_timestep_transform",
-                                                        "use_discrete_timesteps", "sample_method", "transform_scale", "shift")}
-        index = dict(_class_name="OpenSoraPipeline", parameterization="x0" if isinstance(self.model, X0Parameterized) else "v",
-                     vae=vae_cfg, text_encoder=te, scheduler=dict(type="rflow", **sch),
-                     defaults=self.config.get("defaults", {}))
+        sch = {
+            k: getattr(self.scheduler, k)
+            for k in (
+                "num_timesteps",
+                "num_sampling_steps",
+                "cfg_scale",
+                "use_timestep_transform",
+                "use_discrete_timesteps",
+                "sample_method",
+                "transform_scale",
+                "shift",
+            )
+        }
+        index = dict(
+            _class_name="OpenSoraPipeline",
+            parameterization="x0" if isinstance(self.model, X0Parameterized) else "v",
+            vae=vae_cfg,
+            text_encoder=te,
+            scheduler=dict(type="rflow", **sch),
+            defaults=self.config.get("defaults", {}),
+        )
         (path / "model_index.json").write_text(json.dumps(index, indent=1))
         return path
 
     @classmethod
     def from_pretrained(cls, path, text_encoder=None, vae=None, **options):
-        """Load a pipeline folder; `text_encoder`/`vae` objects may be passed to reuse loaded ones (e.g. a
-        `CachedTextEncoder` of pre-computed states instead of T5). `options`: device, dtype, offload, vae_micro_batch_size,
+        """Load a pipeline folder; `text_encoder`/`vae` objects may be passed to reuse loaded ones
+        (e.g. a
+        `CachedTextEncoder` of pre-computed states instead of T5). `options`: device, dtype,
+        offload, vae_micro_batch_size,
         vae_tiling, vae_tile_size."""
         path = Path(path)
         if not (path / "model_index.json").exists():
-            raise FileNotFoundError(f"{path} is not a pipeline folder (no model_index.json); expected model_index.json, transformer/, vae/")
+            raise FileNotFoundError(
+                f"{path} is not a pipeline folder (no model_index.json); expected "
+                f"model_index.json, transformer/, vae/"
+            )
         index = json.loads((path / "model_index.json").read_text())
         missing = [k for k in ("vae", "text_encoder", "scheduler") if k not in index]
         if missing:
-            raise ValueError(f"{path / 'model_index.json'} has no {', '.join(missing)} entry: a pipeline folder's index names its vae, "
-                             "text_encoder and scheduler (save_pretrained writes them)")
-        check_checksums(path)  # a folder with a sha256.json (the shipped one) is checked before a weight is read
+            raise ValueError(
+                f"{path / 'model_index.json'} has no {', '.join(missing)} entry: a pipeline "
+                f"folder's index names its vae, "
+                "text_encoder and scheduler (save_pretrained writes them)"
+            )
+        check_checksums(
+            path
+        )  # a folder with a sha256.json (the shipped one) is checked before a weight is read
         net = STDiT3.from_pretrained(path / "transformer")
         model = X0Parameterized(net) if index.get("parameterization") == "x0" else net
         if vae is None:
             vc = dict(index["vae"])
-            if vc.get("from_pretrained") and (path / vc["from_pretrained"]).exists():  # a path inside the folder (e.g. vae/)
+            if (
+                vc.get("from_pretrained") and (path / vc["from_pretrained"]).exists()
+            ):  # a path inside the folder (e.g. vae/)
                 vc["from_pretrained"] = str(path / vc["from_pretrained"])
-            vae = PatchPCAAutoencoder.from_pretrained(path / "vae") if vc["type"] == "patch_pca" else build_vae(dict(vae=vc))
-        if text_encoder is None: text_encoder = build_text_encoder(dict(text_encoder=index["text_encoder"]))
+            vae = (
+                PatchPCAAutoencoder.from_pretrained(path / "vae")
+                if vc["type"] == "patch_pca"
+                else build_vae(dict(vae=vc))
+            )
+        if text_encoder is None:
+            text_encoder = build_text_encoder(dict(text_encoder=index["text_encoder"]))
         scheduler = build_scheduler(dict(scheduler=index["scheduler"]))
-        return cls(model, vae, text_encoder, scheduler, config=dict(vae=index["vae"], text_encoder=index["text_encoder"],
-                                                                    defaults=index.get("defaults", {})), **options)
+        return cls(
+            model,
+            vae,
+            text_encoder,
+            scheduler,
+            config=dict(
+                vae=index["vae"],
+                text_encoder=index["text_encoder"],
+                defaults=index.get("defaults", {}),
+            ),
+            **options,
+        )
 
     @classmethod
-    def from_official(cls, transformer=OFFICIAL_V1_2["transformer"], vae=OFFICIAL_V1_2["vae"], text_encoder=OFFICIAL_V1_2["text_encoder"],
-                      device="auto", dtype="bf16", **options):
-        """Open-Sora 1.2 from its three official checkpoints (local folders or hub ids) with the reference's sampling
-        defaults (`V1_2_DEFAULTS`). Offline, a missing part is one error naming it and how to get it."""
-        def load_t5(p): return text_lib.T5Encoder.from_pretrained(p, model_max_length=parts["transformer"].config.model_max_length)
-        parts = {"text_encoder": text_encoder} if isinstance(text_encoder, text_lib.TextEncoder) else {}  # e.g. cached states
-        for name, what, load in (("transformer", transformer, STDiT3.from_pretrained),
-                                 ("vae", vae, lambda p: vae_hub.OpenSoraVAE_V1_2(from_pretrained=p)), ("text_encoder", text_encoder, load_t5)):
-            if name in parts: continue
-            how = (f"Download it where a network is available (`huggingface-cli download {OFFICIAL_V1_2[name]} --local-dir DIR`) "
-                   f"and pass DIR (`--{name.replace('_', '-')} DIR`)")
+    def from_official(
+        cls,
+        transformer=OFFICIAL_V1_2["transformer"],
+        vae=OFFICIAL_V1_2["vae"],
+        text_encoder=OFFICIAL_V1_2["text_encoder"],
+        device="auto",
+        dtype="bf16",
+        **options,
+    ):
+        """Open-Sora 1.2 from its three official checkpoints (local folders or hub ids) with the
+        reference's sampling
+        defaults (`V1_2_DEFAULTS`). Offline, a missing part is one error naming it and how to get
+        it."""
+
+        def load_t5(p):
+            return text_lib.T5Encoder.from_pretrained(
+                p, model_max_length=parts["transformer"].config.model_max_length
+            )
+
+        parts = (
+            {"text_encoder": text_encoder} if isinstance(text_encoder, text_lib.TextEncoder) else {}
+        )  # e.g. cached states
+        for name, what, load in (
+            ("transformer", transformer, STDiT3.from_pretrained),
+            ("vae", vae, lambda p: vae_hub.OpenSoraVAE_V1_2(from_pretrained=p)),
+            ("text_encoder", text_encoder, load_t5),
+        ):
+            if name in parts:
+                continue
+            how = (
+                f"Download it where a network is available (`huggingface-cli download "
+                f"{OFFICIAL_V1_2[name]} --local-dir DIR`) "
+                f"and pass DIR (`--{name.replace('_', '-')} DIR`)"
+            )
             s = str(what)
-            if not Path(s).expanduser().exists() and (s.count("/") != 1 or s.startswith((".", "/", "~"))):
+            if not Path(s).expanduser().exists() and (
+                s.count("/") != 1 or s.startswith((".", "/", "~"))
+            ):
                 raise FileNotFoundError(f"official Open-Sora 1.2 {name}: {s} does not exist. {how}")
-            try: parts[name] = load(what)
+            try:
+                parts[name] = load(what)
             except OSError as e:  # FileNotFoundError included: not in the hub cache and no network
-                raise FileNotFoundError(f"official Open-Sora 1.2 {name} {s!r} could not be loaded: {e}. {how}") from e
+                raise FileNotFoundError(
+                    f"official Open-Sora 1.2 {name} {s!r} could not be loaded: {e}. {how}"
+                ) from e
         d = V1_2_DEFAULTS
-        scheduler = RFlow(use_timestep_transform=True, num_sampling_steps=d["num_sampling_steps"], cfg_scale=d["cfg_scale"])
-        config = dict(vae=dict(type="OpenSoraVAE_V1_2", from_pretrained=str(vae)),
-                      text_encoder=dict(type="t5", from_pretrained=str(text_encoder), model_max_length=300), defaults=dict(d))
-        return cls(parts["transformer"], parts["vae"], parts["text_encoder"], scheduler, config=config, device=device, dtype=dtype, **options)
+        scheduler = RFlow(
+            use_timestep_transform=True,
+            num_sampling_steps=d["num_sampling_steps"],
+            cfg_scale=d["cfg_scale"],
+        )
+        config = dict(
+            vae=dict(type="OpenSoraVAE_V1_2", from_pretrained=str(vae)),
+            text_encoder=dict(type="t5", from_pretrained=str(text_encoder), model_max_length=300),
+            defaults=dict(d),
+        )
+        return cls(
+            parts["transformer"],
+            parts["vae"],
+            parts["text_encoder"],
+            scheduler,
+            config=config,
+            device=device,
+            dtype=dtype,
+            **options,
+        )
 
     @classmethod
-    def from_version(cls, version="1.2", transformer=None, vae=None, text_encoder=None, preset=None, device="auto", dtype=None,
-                     **options):
-        """Open-Sora `version` ('1.0', '1.1' or '1.2') with its own denoiser, sampler, VAE, text encoder and defaults; parts left
-        None are the official ones (chapter 07c; 1.2 is `from_official`). `preset`: v1.0's 16x256x256 or 16x512x512."""
+    def from_version(
+        cls,
+        version="1.2",
+        transformer=None,
+        vae=None,
+        text_encoder=None,
+        preset=None,
+        device="auto",
+        dtype=None,
+        **options,
+    ):
+        """Open-Sora `version` ('1.0', '1.1' or '1.2') with its own denoiser, sampler, VAE, text
+        encoder and defaults; parts left
+        None are the official ones (chapter 07c; 1.2 is `from_official`). `preset`: v1.0's
+        16x256x256 or 16x512x512."""
         if str(version) == "1.2":
-            if preset is not None: raise ValueError(f"preset {preset!r}: Open-Sora 1.2 has no presets (they are v1.0's)")
-            kw = {k: v for k, v in dict(transformer=transformer, vae=vae, text_encoder=text_encoder).items() if v is not None}
+            if preset is not None:
+                raise ValueError(
+                    f"preset {preset!r}: Open-Sora 1.2 has no presets (they are v1.0's)"
+                )
+            kw = {
+                k: v
+                for k, v in dict(
+                    transformer=transformer, vae=vae, text_encoder=text_encoder
+                ).items()
+                if v is not None
+            }
             return cls.from_official(**kw, device=device, dtype=dtype or "bf16", **options)
-        parts = version_parts(version, transformer=transformer, vae=vae, text_encoder=text_encoder, preset=preset)
+        parts = version_parts(
+            version, transformer=transformer, vae=vae, text_encoder=text_encoder, preset=preset
+        )
         config = dict(version=str(version), defaults=parts["defaults"])
-        return cls(parts["model"], parts["vae"], parts["text_encoder"], parts["scheduler"], config=config, device=device,
-                   dtype=dtype or parts["dtype"], **options)
+        return cls(
+            parts["model"],
+            parts["vae"],
+            parts["text_encoder"],
+            parts["scheduler"],
+            config=config,
+            device=device,
+            dtype=dtype or parts["dtype"],
+            **options,
+        )
 
     # --- generation ---
     def _references(self, reference, n, image_size):
         "Per sample: list of reference latents [C, T, H, W] (refs separated by ';' in a string)."
-        if reference is None: return [[] for _ in range(n)]
+        if reference is None:
+            return [[] for _ in range(n)]
         refs = reference if isinstance(reference, (list, tuple)) else [reference]
-        if len(refs) == 1 and n > 1: refs = list(refs) * n
-        if len(refs) != n: raise ValueError(f"{len(refs)} references for {n} prompts (give one per prompt, or one for all)")
+        if len(refs) == 1 and n > 1:
+            refs = list(refs) * n
+        if len(refs) != n:
+            raise ValueError(
+                f"{len(refs)} references for {n} prompts (give one per prompt, or one for all)"
+            )
         items = []
         for r in refs:
             r = _as_reference(r)
@@ -387,170 +683,383 @@ class OpenSoraPipeline:
             return reference_latents(items, self.vae, image_size)
 
     @torch.no_grad()
-    def __call__(self, prompts, resolution=None, aspect_ratio=None, image_size=None, num_frames=None, seconds=None, fps=None,
-                 seed=0, num_sampling_steps=None, cfg_scale=None, aes=None, flow=None, camera_motion=None, reference=None,
-                 mask_strategy=None, loops=1, condition_frame_length=None, condition_frame_edit=0.0, progress=True,
-                 batch_size=None, attention_reuse=None, step_cache=None, align=None, clean_prompt=True, seed_mode="per-prompt"):
+    def __call__(
+        self,
+        prompts,
+        resolution=None,
+        aspect_ratio=None,
+        image_size=None,
+        num_frames=None,
+        seconds=None,
+        fps=None,
+        seed=0,
+        num_sampling_steps=None,
+        cfg_scale=None,
+        aes=None,
+        flow=None,
+        camera_motion=None,
+        reference=None,
+        mask_strategy=None,
+        loops=1,
+        condition_frame_length=None,
+        condition_frame_edit=0.0,
+        progress=True,
+        batch_size=None,
+        attention_reuse=None,
+        step_cache=None,
+        align=None,
+        clean_prompt=True,
+        seed_mode="per-prompt",
+    ):
         """Generate one video per prompt -> dict(videos=[uint8 [T, 3, H, W]], latents, settings).
-        `reference`: one per prompt (path, pixel video [T,3,H,W] or image [3,H,W]; ';'-joined paths for several);
-        `mask_strategy`: one string per prompt (or one for all), Open-Sora's 'loop,ref,ref_start,target_start,length,edit'.
-        A prompt may end with a JSON object holding its own `reference_path` / `mask_strategy`, and a long video's prompt may give
-        each loop its text, '|0| a sunny day |2| a rainy day' (the reference's prompt-line grammar, chapter 11d).
-        `seed`: an int (prompt i uses seed + i) or one seed per prompt, so a prompt's video does not depend on the other
-        prompts or on `batch_size` (at most that many prompts go through the model together; default all).
-        `seed_mode="reference"`: one int seed, every draw from one stream in order, as the reference (see `SEED_MODES`).
-        `condition_frame_length`: latent frames each loop of a long video conditions on (default: one whole chunk of the
-        VAE, 5 for the v1.2 VAE as in the reference); each loop after the first decodes, then encodes again, the video of
-        the loop before and starts from the last of those latent frames (the reference's `append_generated`).
-        `align`: mask-strategy starts are rounded to multiples of it (the reference's v1.2 config: 5; default the
-        pipeline's stored one; 0 turns it off). `clean_prompt=False` skips the reference's prompt cleaning
+        `reference`: one per prompt (path, pixel video [T,3,H,W] or image [3,H,W]; ';'-joined paths
+        for several);
+        `mask_strategy`: one string per prompt (or one for all), Open-Sora's
+        'loop,ref,ref_start,target_start,length,edit'.
+        A prompt may end with a JSON object holding its own `reference_path` / `mask_strategy`, and
+        a long video's prompt may give
+        each loop its text, '|0| a sunny day |2| a rainy day' (the reference's prompt-line grammar,
+        chapter 11d).
+        `seed`: an int (prompt i uses seed + i) or one seed per prompt, so a prompt's video does not
+        depend on the other
+        prompts or on `batch_size` (at most that many prompts go through the model together; default
+        all).
+        `seed_mode="reference"`: one int seed, every draw from one stream in order, as the reference
+        (see `SEED_MODES`).
+        `condition_frame_length`: latent frames each loop of a long video conditions on (default:
+        one whole chunk of the
+        VAE, 5 for the v1.2 VAE as in the reference); each loop after the first decodes, then
+        encodes again, the video of
+        the loop before and starts from the last of those latent frames (the reference's
+        `append_generated`).
+        `align`: mask-strategy starts are rounded to multiples of it (the reference's v1.2 config:
+        5; default the
+        pipeline's stored one; 0 turns it off). `clean_prompt=False` skips the reference's prompt
+        cleaning
         (`prepare_prompts`). A call leaves the pipeline as it was.
-        Faster sampling (chapter 11c, both off by default): `attention_reuse` True or dict(spatial=2, temporal=3, cross=4,
-        start=0.8, end=0.1) recomputes each kind of attention only every k-th step between noise levels start and end
-        (PAB); `step_cache` (a threshold, e.g. 0.1) skips the block stack while its cheap change signal stays below it.
-        Size, length and fps left out come from the pipeline's stored defaults (`config["defaults"]`, kept in model_index.json:
-        what it was trained or published for), else 1:1, 16 frames and 8 fps; steps and guidance from its scheduler."""
+        Faster sampling (chapter 11c, both off by default): `attention_reuse` True or
+        dict(spatial=2, temporal=3, cross=4,
+        start=0.8, end=0.1) recomputes each kind of attention only every k-th step between noise
+        levels start and end
+        (PAB); `step_cache` (a threshold, e.g. 0.1) skips the block stack while its cheap change
+        signal stays below it.
+        Size, length and fps left out come from the pipeline's stored defaults
+        (`config["defaults"]`, kept in model_index.json:
+        what it was trained or published for), else 1:1, 16 frames and 8 fps; steps and guidance
+        from its scheduler."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompts: raise ValueError("no prompts given")
+        if not prompts:
+            raise ValueError("no prompts given")
         n = len(prompts)
-        if any("{" in p for p in prompts):  # a prompt line's own reference / mask strategy (chapter 11d)
-            prompts, reference, mask_strategy = extract_json_from_prompts(prompts, reference, mask_strategy)
-        if seed_mode not in SEED_MODES: raise ValueError(f"seed_mode {seed_mode!r}: choose one of {', '.join(SEED_MODES)}")
+        if any(
+            "{" in p for p in prompts
+        ):  # a prompt line's own reference / mask strategy (chapter 11d)
+            prompts, reference, mask_strategy = extract_json_from_prompts(
+                prompts, reference, mask_strategy
+            )
+        if seed_mode not in SEED_MODES:
+            raise ValueError(f"seed_mode {seed_mode!r}: choose one of {', '.join(SEED_MODES)}")
         if seed_mode == "reference" and isinstance(seed, (list, tuple)):
-            raise ValueError("seed_mode='reference' seeds one stream once: give one seed (an int), not one per prompt")
+            raise ValueError(
+                "seed_mode='reference' seeds one stream once: give one seed (an int), not one per "
+                "prompt"
+            )
         seeds = seeds_for(seed, n) if seed_mode == "per-prompt" else None
         d = self.config.get("defaults", {})
         if image_size is None and resolution is None:  # the pipeline's own size
-            if d.get("image_size") is not None and (aspect_ratio is None or not d.get("resolution")):
+            if d.get("image_size") is not None and (
+                aspect_ratio is None or not d.get("resolution")
+            ):
                 if aspect_ratio is not None:
-                    raise ValueError(f"aspect_ratio {aspect_ratio!r} needs a resolution name (e.g. '240p' or '32px'): this pipeline's "
-                                     f"default size is an explicit image_size {d['image_size']}")
+                    raise ValueError(
+                        f"aspect_ratio {aspect_ratio!r} needs a resolution name (e.g. '240p' or "
+                        f"'32px'): this pipeline's "
+                        f"default size is an explicit image_size {d['image_size']}"
+                    )
                 image_size = d["image_size"]
-            else: resolution = d.get("resolution")
+            else:
+                resolution = d.get("resolution")
         aspect_ratio = aspect_ratio or d.get("aspect_ratio", "1:1")
-        if num_frames is None and seconds is None: num_frames = d.get("num_frames", 16)
+        if num_frames is None and seconds is None:
+            num_frames = d.get("num_frames", 16)
         fps = fps or d.get("fps", 8)
         align = d.get("align") if align is None else align
         align = int(align) if align else None  # 0: off
         H, W = resolve_size(resolution, aspect_ratio, image_size)
         T = resolve_num_frames(num_frames, seconds, fps)
-        strategies = mask_strategy if isinstance(mask_strategy, (list, tuple)) else [mask_strategy or ""] * n
-        if len(strategies) != n: raise ValueError(f"{len(strategies)} mask strategies for {n} prompts")
-        if any(strategies) and reference is None: raise ValueError("a mask_strategy needs a reference (image or video)")
-        if batch_size is not None and batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if loops < 1: raise ValueError(f"loops must be >= 1, got {loops}")
-        caching = (attention_reuse_settings(attention_reuse), step_cache_settings(step_cache))  # checked before any work
-        scheduler = copy.copy(self.scheduler)  # this call's settings go on a copy: the pipeline stays as it was
-        scheduler.num_sampling_steps = steps = num_sampling_steps or self.scheduler.num_sampling_steps
+        strategies = (
+            mask_strategy if isinstance(mask_strategy, (list, tuple)) else [mask_strategy or ""] * n
+        )
+        if len(strategies) != n:
+            raise ValueError(f"{len(strategies)} mask strategies for {n} prompts")
+        if any(strategies) and reference is None:
+            raise ValueError("a mask_strategy needs a reference (image or video)")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if loops < 1:
+            raise ValueError(f"loops must be >= 1, got {loops}")
+        caching = (
+            attention_reuse_settings(attention_reuse),
+            step_cache_settings(step_cache),
+        )  # checked before any work
+        scheduler = copy.copy(
+            self.scheduler
+        )  # this call's settings go on a copy: the pipeline stays as it was
+        scheduler.num_sampling_steps = steps = (
+            num_sampling_steps or self.scheduler.num_sampling_steps
+        )
         cfg = self.scheduler.cfg_scale if cfg_scale is None else cfg_scale
         full_prompts = prepare_prompts(prompts, aes, flow, camera_motion, clean=clean_prompt)
         lat = tuple(self.vae.get_latent_size((T, H, W)))
-        cfl = condition_frame_length if condition_frame_length is not None else getattr(self.vae, "condition_frames", max(1, lat[0] // 4))
+        cfl = (
+            condition_frame_length
+            if condition_frame_length is not None
+            else getattr(self.vae, "condition_frames", max(1, lat[0] // 4))
+        )
         drop = 0
-        if loops > 1:  # checked before any work: a join must drop exactly the frames the next loop re-generates
+        if (
+            loops > 1
+        ):  # checked before any work: a join must drop exactly the frames the next loop re-generates
             if not 0 < cfl < lat[0]:
-                raise ValueError(f"condition_frame_length={cfl} must be between 1 and {lat[0] - 1} (the latent frames of {T} frames)")
+                raise ValueError(
+                    f"condition_frame_length={cfl} must be between 1 and {lat[0] - 1} (the latent "
+                    f"frames of {T} frames)"
+                )
             drop = self.vae.latent_to_pixel_frames(cfl)
         bs = batch_size or n
-        need, free = generation_memory(unwrap(self.model).config, min(bs, n), (T * loops, H, W), lat), available_memory(self.device)
+        need, free = (
+            generation_memory(unwrap(self.model).config, min(bs, n), (T * loops, H, W), lat),
+            available_memory(self.device),
+        )
         if need > free:  # refused before any work: such a request would only start allocating
-            raise ValueError(f"generating {min(bs, n)} video(s) of {T} frames at {H}x{W} ({loops} loop(s)) needs about "
-                             f"{need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB available: ask for fewer frames, a "
-                             f"smaller size or a smaller batch_size")
-        ref_list = None if reference is None else list(reference) if isinstance(reference, (list, tuple)) else [reference]
-        if ref_list is not None and len(ref_list) == 1: ref_list = ref_list * n
+            raise ValueError(
+                f"generating {min(bs, n)} video(s) of {T} frames at {H}x{W} ({loops} loop(s)) "
+                f"needs about "
+                f"{need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB available: ask for fewer frames, a "
+                f"smaller size or a smaller batch_size"
+            )
+        ref_list = (
+            None
+            if reference is None
+            else list(reference)
+            if isinstance(reference, (list, tuple))
+            else [reference]
+        )
+        if ref_list is not None and len(ref_list) == 1:
+            ref_list = ref_list * n
         if ref_list is not None and len(ref_list) != n:
-            raise ValueError(f"{len(ref_list)} references for {n} prompts (give one per prompt, or one for all)")
+            raise ValueError(
+                f"{len(ref_list)} references for {n} prompts (give one per prompt, or one for all)"
+            )
         videos, latents, cache_stats = [], [[] for _ in range(loops)], []
         one_stream = seed_mode == "reference"
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []) if one_stream else contextlib.nullcontext():
-            if one_stream: torch.manual_seed(int(seed))  # the reference's set_random_seed; the caller's generators are restored after
-            for a in range(0, n, bs):  # each batch encodes its references, then draws its noise: the reference's order
-                refs = None if ref_list is None else ref_list[a:a + bs]
-                v, ls, st = self._generate(full_prompts[a:a + bs], None if one_stream else seeds[a:a + bs], refs, strategies[a:a + bs],
-                                           scheduler, (T, H, W), lat, fps, cfg, loops, cfl, drop, condition_frame_edit, progress,
-                                           caching, align)
-                videos += v; cache_stats += st
-                for k, l in enumerate(ls): latents[k].append(l)
+        with (
+            torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
+            if one_stream
+            else contextlib.nullcontext()
+        ):
+            if one_stream:
+                torch.manual_seed(
+                    int(seed)
+                )  # the reference's set_random_seed; the caller's generators are restored after
+            for a in range(
+                0, n, bs
+            ):  # each batch encodes its references, then draws its noise: the reference's order
+                refs = None if ref_list is None else ref_list[a : a + bs]
+                v, ls, st = self._generate(
+                    full_prompts[a : a + bs],
+                    None if one_stream else seeds[a : a + bs],
+                    refs,
+                    strategies[a : a + bs],
+                    scheduler,
+                    (T, H, W),
+                    lat,
+                    fps,
+                    cfg,
+                    loops,
+                    cfl,
+                    drop,
+                    condition_frame_edit,
+                    progress,
+                    caching,
+                    align,
+                )
+                videos += v
+                cache_stats += st
+                for k, l in enumerate(ls):
+                    latents[k].append(l)
         latents = [torch.cat(ls) for ls in latents]
-        settings = dict(prompts=prompts, full_prompts=full_prompts, image_size=[H, W], resolution=resolution, aspect_ratio=aspect_ratio,
-                        num_frames=T, latent_size=list(lat), fps=fps, seed=seeds if seeds is not None else int(seed),
-                        seed_mode=seed_mode, clean_prompt=bool(clean_prompt), align=align, num_sampling_steps=steps,
-                        cfg_scale=cfg, aes=aes, flow=flow, camera_motion=camera_motion,
-                        reference=[r if isinstance(r, str) else ("<tensor>" if r is not None else None) for r in
-                                   (reference if isinstance(reference, (list, tuple)) else [reference] * n)],
-                        mask_strategy=strategies, loops=loops, condition_frame_length=cfl, condition_frame_edit=condition_frame_edit,
-                        dropped_frames_per_join=drop, batch_size=bs, scheduler=repr(scheduler), num_params=self.num_params)
+        settings = dict(
+            prompts=prompts,
+            full_prompts=full_prompts,
+            image_size=[H, W],
+            resolution=resolution,
+            aspect_ratio=aspect_ratio,
+            num_frames=T,
+            latent_size=list(lat),
+            fps=fps,
+            seed=seeds if seeds is not None else int(seed),
+            seed_mode=seed_mode,
+            clean_prompt=bool(clean_prompt),
+            align=align,
+            num_sampling_steps=steps,
+            cfg_scale=cfg,
+            aes=aes,
+            flow=flow,
+            camera_motion=camera_motion,
+            reference=[
+                r if isinstance(r, str) else ("<tensor>" if r is not None else None)
+                for r in (reference if isinstance(reference, (list, tuple)) else [reference] * n)
+            ],
+            mask_strategy=strategies,
+            loops=loops,
+            condition_frame_length=cfl,
+            condition_frame_edit=condition_frame_edit,
+            dropped_frames_per_join=drop,
+            batch_size=bs,
+            scheduler=repr(scheduler),
+            num_params=self.num_params,
+        )
         if any(caching):  # what the caches did, summed over batches and loops
-            settings.update(attention_reuse=caching[0], step_cache=caching[1],
-                            cache_stats={k: sum(s[k] for s in cache_stats) for k in cache_stats[0]})
+            settings.update(
+                attention_reuse=caching[0],
+                step_cache=caching[1],
+                cache_stats={k: sum(s[k] for s in cache_stats) for k in cache_stats[0]},
+            )
         return dict(videos=videos, latents=latents, settings=settings)
 
     def _on_side_stream(self, seed, k, fn):
-        "`fn()` with the global generators seeded `side_seed(seed, k)`, restored after (the prompt's noise stream is not touched)."
+        """`fn()` with the global generators seeded `side_seed(seed, k)`, restored after (the
+        prompt's noise stream is not touched)."""
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(side_seed(seed, k))
             return fn()
 
     def _encode_references(self, reference, n, image_size, seeds):
-        """`_references` of one batch; with per-prompt seeds, prompt b's references are encoded on its side stream 0 (a VAE
-        that samples its posterior then gives the same latents whatever else is generated); `seeds` None: the one stream."""
-        if seeds is None or reference is None: return self._references(reference, n, image_size)
-        return [[] if _as_reference(r) is None else self._on_side_stream(s, 0, lambda: self._references([r], 1, image_size))[0]
-                for r, s in zip(reference, seeds)]
+        """`_references` of one batch; with per-prompt seeds, prompt b's references are encoded on
+        its side stream 0 (a VAE
+        that samples its posterior then gives the same latents whatever else is generated); `seeds`
+        None: the one stream."""
+        if seeds is None or reference is None:
+            return self._references(reference, n, image_size)
+        return [
+            []
+            if _as_reference(r) is None
+            else self._on_side_stream(s, 0, lambda: self._references([r], 1, image_size))[0]
+            for r, s in zip(reference, seeds)
+        ]
 
     def _encode_generated(self, video, seeds, loop_i):
-        """Latents of a loop's decoded videos [B, 3, T, H, W] (the reference's `append_generated`). A VAE that samples its
-        posterior draws from the one stream (`seeds` None) or, per prompt, from its side stream `loop_i`."""
-        if seeds is None: return self.vae.encode(video)
-        return torch.cat([self._on_side_stream(s, loop_i, lambda: self.vae.encode(video[b:b + 1])) for b, s in enumerate(seeds)])
+        """Latents of a loop's decoded videos [B, 3, T, H, W] (the reference's `append_generated`).
+        A VAE that samples its
+        posterior draws from the one stream (`seeds` None) or, per prompt, from its side stream
+        `loop_i`."""
+        if seeds is None:
+            return self.vae.encode(video)
+        return torch.cat(
+            [
+                self._on_side_stream(s, loop_i, lambda: self.vae.encode(video[b : b + 1]))
+                for b, s in enumerate(seeds)
+            ]
+        )
 
-    def _generate(self, prompts, seeds, refs, strategies, scheduler, size, lat, fps, cfg, loops, cfl, drop, edit, progress,
-                  caching=(None, None), align=None):
-        """One batch of prompts: (videos, [latent per loop], [stats of each sampling cache]). `seeds`: one per prompt, each
-        its own CPU generator (the same noise on every device); None: the global stream, as the reference draws it."""
+    def _generate(
+        self,
+        prompts,
+        seeds,
+        refs,
+        strategies,
+        scheduler,
+        size,
+        lat,
+        fps,
+        cfg,
+        loops,
+        cfl,
+        drop,
+        edit,
+        progress,
+        caching=(None, None),
+        align=None,
+    ):
+        """One batch of prompts: (videos, [latent per loop], [stats of each sampling cache]).
+        `seeds`: one per prompt, each
+        its own CPU generator (the same noise on every device); None: the global stream, as the
+        reference draws it."""
         T, H, W = size
         dev, dtype = self.device, self.dtype
-        n, gens = len(prompts), None if seeds is None else [torch.Generator().manual_seed(s) for s in seeds]
-        refs = self._encode_references(refs, n, (H, W), seeds)  # `refs`: the batch's references as given (paths, pixels)
+        n, gens = (
+            len(prompts),
+            None if seeds is None else [torch.Generator().manual_seed(s) for s in seeds],
+        )
+        refs = self._encode_references(
+            refs, n, (H, W), seeds
+        )  # `refs`: the batch's references as given (paths, pixels)
         with self._working(self.text_encoder):
             enc = self.text_encoder.encode([prompt_for_loop(p, 0) for p in prompts])
             y, y_null = enc["y"].to(dev), self.text_encoder.null(n).to(dev)
-        # height/width/num_frames stay host values (the positional table reads them); fps is embedded on the device
+        # height/width/num_frames stay host values (the positional table reads them); fps is
+        # embedded on the device
         model_args = multi_resolution_info(n, (H, W), T, fps)
         model_args.update(fps=model_args["fps"].to(dev), mask=enc["mask"].to(dev))
         clips, latents, stats, video = [], [], [], None
         for loop_i in range(loops):
-            texts = [prompt_for_loop(p, loop_i) for p in prompts]  # per-loop prompts: this loop's text
+            texts = [
+                prompt_for_loop(p, loop_i) for p in prompts
+            ]  # per-loop prompts: this loop's text
             if loop_i > 0 and texts != [prompt_for_loop(p, loop_i - 1) for p in prompts]:
                 with self._working(self.text_encoder):
                     enc = self.text_encoder.encode(texts)
                     y = enc["y"].to(dev)
                 model_args.update(mask=enc["mask"].to(dev))
-            if loop_i > 0:  # the previous loop's video, decoded, is encoded again: its last `cfl` latent frames start this loop
+            if (
+                loop_i > 0
+            ):  # the previous loop's video, decoded, is encoded again: its last `cfl` latent frames start this loop
                 with self._working(self.vae):
                     cond = self._encode_generated(video, seeds, loop_i)
                 refs, strategies = _append_latent(refs, strategies, cond, loop_i, cfl, edit)
-            if gens is None: z = torch.randn(n, self.vae.out_channels, *lat, device=dev, dtype=dtype)
-            else: z = torch.cat([torch.randn(1, self.vae.out_channels, *lat, generator=g) for g in gens]).to(dev, dtype)
+            if gens is None:
+                z = torch.randn(n, self.vae.out_channels, *lat, device=dev, dtype=dtype)
+            else:
+                z = torch.cat(
+                    [torch.randn(1, self.vae.out_channels, *lat, generator=g) for g in gens]
+                ).to(dev, dtype)
             z, mask = apply_mask_strategy(z, refs, strategies, loop_i, align=align, strict=False)
-            if mask is None and gens is None:  # the reference always passes a frame mask, all 1 here, and so draws noise each step
+            if (
+                mask is None and gens is None
+            ):  # the reference always passes a frame mask, all 1 here, and so draws noise each step
                 mask = torch.ones(n, lat[0])
             mask = mask.to(dev) if mask is not None else None
-            cache = SamplingCache(*caching) if any(caching) else None  # a fresh cache per sampling call
+            cache = (
+                SamplingCache(*caching) if any(caching) else None
+            )  # a fresh cache per sampling call
             with self._working(self.model):
-                out = scheduler.sample(self.model, z, y=y, y_null=y_null, model_kwargs=dict(model_args), mask=mask,
-                                       guidance_scale=cfg, progress=progress, generator=gens, cache=cache)
-            if cache is not None: stats.append(cache.stats)
+                out = scheduler.sample(
+                    self.model,
+                    z,
+                    y=y,
+                    y_null=y_null,
+                    model_kwargs=dict(model_args),
+                    mask=mask,
+                    guidance_scale=cfg,
+                    progress=progress,
+                    generator=gens,
+                    cache=cache,
+                )
+            if cache is not None:
+                stats.append(cache.stats)
             latents.append(out)
             with self._working(self.vae):
                 video = self.vae.decode(out.to(dtype), num_frames=T)
-            clips.append(video[:, :, drop:] if loop_i > 0 else video)  # its first frames are the previous loop's last ones
+            clips.append(
+                video[:, :, drop:] if loop_i > 0 else video
+            )  # its first frames are the previous loop's last ones
         return [_host(denormalize(v)) for v in torch.cat(clips, dim=2).float()], latents, stats
 
 
 def _append_latent(refs, strategies, last_latent, loop_i, cfl, edit=0.0):
-    "Looping: the previous loop's video, encoded again, becomes a new reference; its last `cfl` latent frames start loop `loop_i`."
+    """Looping: the previous loop's video, encoded again, becomes a new reference; its last `cfl`
+    latent frames start loop `loop_i`."""
     refs, strategies = [list(r) for r in refs], list(strategies)
     for b in range(len(refs)):
         refs[b].append(last_latent[b])
@@ -559,330 +1068,767 @@ def _append_latent(refs, strategies, last_latent, loop_i, cfl, edit=0.0):
     return refs, strategies
 
 # %% ../nbs/12_inference.ipynb #32d7499d
-def save_outputs(result, out_dir, prefix="sample", fmt="mp4", fps=None, indices=None, latents=False, names=None):
-    """Write each video (png for 1 frame) + `<name>.json` with every setting (+ `<name>.safetensors`, its latent per loop, with
-    `latents`); video j is named by `indices[j]` (default j), so a share of the prompts keeps the names of the whole, or by `names[j]`
+def save_outputs(
+    result, out_dir, prefix="sample", fmt="mp4", fps=None, indices=None, latents=False, names=None
+):
+    """Write each video (png for 1 frame) + `<name>.json` with every setting (+
+    `<name>.safetensors`, its latent per loop, with
+    `latents`); video j is named by `indices[j]` (default j), so a share of the prompts keeps the
+    names of the whole, or by `names[j]`
     (a file name without suffix, chapter 11d's `output_name`); returns the paths."""
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    s = result["settings"]; fps = fps or s["fps"]; paths = []
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    s = result["settings"]
+    fps = fps or s["fps"]
+    paths = []
     indices = list(range(len(result["videos"]))) if indices is None else list(indices)
     for j, (i, v) in enumerate(zip(indices, result["videos"])):
         suffix = ".png" if v.shape[0] == 1 else f".{fmt}"
         p = out_dir / (f"{names[j]}{suffix}" if names is not None else f"{prefix}_{i:04d}{suffix}")
         write_video(p, v, fps=fps)
-        side = {k: (val[j] if isinstance(val, list) and len(val) == len(result["videos"]) and k in
-                    ("prompts", "full_prompts", "reference", "mask_strategy", "seed") else val) for k, val in s.items()}
+        side = {
+            k: (
+                val[j]
+                if isinstance(val, list)
+                and len(val) == len(result["videos"])
+                and k in ("prompts", "full_prompts", "reference", "mask_strategy", "seed")
+                else val
+            )
+            for k, val in s.items()
+        }
         side.update(file=p.name, index=i)
         p.with_suffix(".json").write_text(json.dumps(side, indent=1, default=str))
         if latents:
             from safetensors.torch import save_file
-            save_file({f"loop{k}": z[j].detach().cpu().clone() for k, z in enumerate(result["latents"])}, str(p.with_suffix(".safetensors")))
+
+            save_file(
+                {f"loop{k}": z[j].detach().cpu().clone() for k, z in enumerate(result["latents"])},
+                str(p.with_suffix(".safetensors")),
+            )
         paths.append(p)
     return paths
 
 # %% ../nbs/12_inference.ipynb #84ca151d
 def _numbers(kind, n, what):
     "An argparse type: `n` comma-separated numbers of `kind`."
+
     def parse(s):
-        try: v = [kind(x) for x in s.split(",")]
-        except ValueError: v = []
-        if len(v) != n: raise argparse.ArgumentTypeError(f"{s!r}: expected {what}")
+        try:
+            v = [kind(x) for x in s.split(",")]
+        except ValueError:
+            v = []
+        if len(v) != n:
+            raise argparse.ArgumentTypeError(f"{s!r}: expected {what}")
         return v
+
     return parse
 
 
 def _attention_reuse(a):
     "The `attention_reuse` of --pab / --pab-k / --pab-range (None when none is given)."
-    if not (a.pab or a.pab_k or a.pab_range): return None
+    if not (a.pab or a.pab_k or a.pab_range):
+        return None
     r = dict(zip(("spatial", "temporal", "cross"), a.pab_k)) if a.pab_k else {}
-    if a.pab_range: r.update(start=a.pab_range[0], end=a.pab_range[1])
+    if a.pab_range:
+        r.update(start=a.pab_range[0], end=a.pab_range[1])
     return r
 
 
 class _OldSteps(argparse.Action):
-    "`--steps`, the old spelling of `--sampling-steps` (training steps elsewhere): it works and says so in one line, once (rank 0)."
+    """`--steps`, the old spelling of `--sampling-steps` (training steps elsewhere): it works and
+    says so in one line, once (rank 0)."""
+
     def __call__(self, parser, namespace, values, option_string=None):
         if os.environ.get("RANK", "0") == "0":
-            print(f"{parser.prog}: {option_string} is deprecated, use --sampling-steps", file=sys.stderr)
+            print(
+                f"{parser.prog}: {option_string} is deprecated, use --sampling-steps",
+                file=sys.stderr,
+            )
         namespace.sampling_steps = values
 
 
-#: the reference's command-line names of `sample`'s flags: name -> (dest, argparse options, the flag here)
-_REFERENCE_SPELLINGS = {"--save-dir": ("output", {}, "--output"), "--prompt-path": ("prompt_file", {}, "--prompt-file"),
-                        "--num-sampling-steps": ("sampling_steps", dict(type=int), "--sampling-steps"),
-                        "--cfg-scale": ("cfg", dict(type=float), "--cfg"), "--loop": ("loops", dict(type=int), "--loops"),
-                        "--reference-path": ("reference", dict(action="extend", nargs="+"), "--reference"),
-                        "--ckpt-path": ("transformer", {}, "--transformer")}
+#: the reference's command-line names of `sample`'s flags: name -> (dest, argparse options, the flag
+#: here)
+_REFERENCE_SPELLINGS = {
+    "--save-dir": ("output", {}, "--output"),
+    "--prompt-path": ("prompt_file", {}, "--prompt-file"),
+    "--num-sampling-steps": ("sampling_steps", dict(type=int), "--sampling-steps"),
+    "--cfg-scale": ("cfg", dict(type=float), "--cfg"),
+    "--loop": ("loops", dict(type=int), "--loops"),
+    "--reference-path": ("reference", dict(action="extend", nargs="+"), "--reference"),
+    "--ckpt-path": ("transformer", {}, "--transformer"),
+}
 
 
 def sample_parser(prog="opensora-nb sample", description=None) -> argparse.ArgumentParser:
-    "The flags of `opensora-nb sample`: one parser for one process and for every rank of a torchrun launch (13b adds `--sp`)."
-    p = argparse.ArgumentParser(prog=prog, description=description or "Generate videos/images with a pipeline folder "
-                                "(model_index.json, transformer/, vae/; e.g. the one `opensora-nb demo` writes).")
-    p.add_argument("pipeline", nargs="?", help="pipeline folder (default: the shipped tiny-world pipeline), or --official")
-    p.add_argument("--official", action="store_true", help="Open-Sora 1.2's official checkpoints with the reference's defaults")
-    p.add_argument("--transformer", default=OFFICIAL_V1_2["transformer"], help="with --official: STDiT3 folder or hub id")
-    p.add_argument("--vae", default=OFFICIAL_V1_2["vae"], help="with --official: VAE folder or hub id")
-    p.add_argument("--text-encoder", default=OFFICIAL_V1_2["text_encoder"], help="with --official: T5 folder or hub id")
-    p.add_argument("--version", choices=("1.0", "1.1", "1.2"), default="1.2", help="with --official: which Open-Sora (1.0: STDiT + "
-                   "IDDPM, --transformer its .pth, 256x256 or 512x512 by --image-size/--resolution; 1.1: STDiT2 + IDDPM; 1.2: STDiT3 + rectified flow; the parts left out are the "
-                   "version's official ones)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present; under torchrun this rank's GPU), cpu, cuda, cuda:1, ...")
-    p.add_argument("--offload", action="store_true", help="park the parts on the CPU; each goes to --device only while it works")
-    p.add_argument("--vae-micro-batch", type=int, default=None, help="2D-VAE frames per micro-batch (less memory, same result)")
-    p.add_argument("--vae-tiling", action="store_true", help="decode each frame in overlapping spatial tiles (less memory)")
-    p.add_argument("--vae-tile-size", type=int, default=None, metavar="PIXELS",
-                   help=f"pixels a side of one VAE tile (default {VAE_TILE_SIZE}: 240p-480p frames are tiled; implies --vae-tiling)")
-    p.add_argument("--text-states", default=None, help="a cache_text_features file: pre-computed caption states, no T5 loaded")
-    p.add_argument("--lora", default=None, help="a LoRA adapter folder (opensora-nb finetune --method lora), merged into the weights")
-    p.add_argument("--dtype", default=None, help="compute precision: fp32, bf16 or fp16 (sampling casts the weights; default: bf16 "
-                   "with --official, else fp32)")
+    """The flags of `opensora-nb sample`: one parser for one process and for every rank of a
+    torchrun launch (13b adds `--sp`)."""
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description=description
+        or "Generate videos/images with a pipeline folder "
+        "(model_index.json, transformer/, vae/; e.g. the one `opensora-nb demo` writes).",
+    )
+    p.add_argument(
+        "pipeline",
+        nargs="?",
+        help="pipeline folder (default: the shipped tiny-world pipeline), or --official",
+    )
+    p.add_argument(
+        "--official",
+        action="store_true",
+        help="Open-Sora 1.2's official checkpoints with the reference's defaults",
+    )
+    p.add_argument(
+        "--transformer",
+        default=OFFICIAL_V1_2["transformer"],
+        help="with --official: STDiT3 folder or hub id",
+    )
+    p.add_argument(
+        "--vae", default=OFFICIAL_V1_2["vae"], help="with --official: VAE folder or hub id"
+    )
+    p.add_argument(
+        "--text-encoder",
+        default=OFFICIAL_V1_2["text_encoder"],
+        help="with --official: T5 folder or hub id",
+    )
+    p.add_argument(
+        "--version",
+        choices=("1.0", "1.1", "1.2"),
+        default="1.2",
+        help="with --official: which Open-Sora (1.0: STDiT + "
+        "IDDPM, --transformer its .pth, 256x256 or 512x512 by --image-size/--resolution; 1.1: STDiT2 + IDDPM; 1.2: STDiT3 + rectified flow; the parts left out are the "
+        "version's official ones)",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when present; under torchrun this rank's GPU), cpu, cuda, cuda:1, ...",
+    )
+    p.add_argument(
+        "--offload",
+        action="store_true",
+        help="park the parts on the CPU; each goes to --device only while it works",
+    )
+    p.add_argument(
+        "--vae-micro-batch",
+        type=int,
+        default=None,
+        help="2D-VAE frames per micro-batch (less memory, same result)",
+    )
+    p.add_argument(
+        "--vae-tiling",
+        action="store_true",
+        help="decode each frame in overlapping spatial tiles (less memory)",
+    )
+    p.add_argument(
+        "--vae-tile-size",
+        type=int,
+        default=None,
+        metavar="PIXELS",
+        help=f"pixels a side of one VAE tile (default {VAE_TILE_SIZE}: 240p-480p frames are tiled; implies --vae-tiling)",
+    )
+    p.add_argument(
+        "--text-states",
+        default=None,
+        help="a cache_text_features file: pre-computed caption states, no T5 loaded",
+    )
+    p.add_argument(
+        "--lora",
+        default=None,
+        help="a LoRA adapter folder (opensora-nb finetune --method lora), merged into the weights",
+    )
+    p.add_argument(
+        "--dtype",
+        default=None,
+        help="compute precision: fp32, bf16 or fp16 (sampling casts the weights; default: bf16 "
+        "with --official, else fp32)",
+    )
     p.add_argument("--prompt", action="append", default=[], help="a prompt (repeat for several)")
-    p.add_argument("--prompt-file", help="a text file, one prompt per line (after the --prompt ones)")
-    p.add_argument("--resolution", default=None, help="resolution name, e.g. 240p, 144p, 32px (default: the pipeline's size)")
-    p.add_argument("--aspect-ratio", default=None, help="e.g. 9:16, 3:2 or a table key such as 0.56 (default: the pipeline's, else 1:1)")
-    p.add_argument("--image-size", type=parse_size, default=None, help="explicit HxW (overrides --resolution)")
+    p.add_argument(
+        "--prompt-file", help="a text file, one prompt per line (after the --prompt ones)"
+    )
+    p.add_argument(
+        "--resolution",
+        default=None,
+        help="resolution name, e.g. 240p, 144p, 32px (default: the pipeline's size)",
+    )
+    p.add_argument(
+        "--aspect-ratio",
+        default=None,
+        help="e.g. 9:16, 3:2 or a table key such as 0.56 (default: the pipeline's, else 1:1)",
+    )
+    p.add_argument(
+        "--image-size", type=parse_size, default=None, help="explicit HxW (overrides --resolution)"
+    )
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--num-frames", default=None, help="frames (1 = image) or a name such as 4s (default: the pipeline's, else 16)")
+    g.add_argument(
+        "--num-frames",
+        default=None,
+        help="frames (1 = image) or a name such as 4s (default: the pipeline's, else 16)",
+    )
     g.add_argument("--seconds", type=float, default=None, help="length in seconds at --fps")
-    p.add_argument("--fps", type=int, default=None, help="frames per second (default: the pipeline's, else 8)")
-    p.add_argument("--seed", type=int, default=0, help="prompt i (flags first, then the file's) uses seed + i")
-    p.add_argument("--seed-mode", choices=SEED_MODES, default="per-prompt", help="per-prompt: prompt i draws from seed + i (the "
-                   "default); reference: one stream seeded once, every batch and loop drawn from it in order, as Open-Sora's sampler")
-    p.add_argument("--no-clean-prompt", dest="clean_prompt", action="store_false", help="send the prompts to the text encoder as "
-                   "typed (default: cleaned as the reference cleans them: lower case, no URLs, HTML or symbols)")
-    p.add_argument("--align", type=int, default=None, help="round mask-strategy starts to multiples of this many latent frames "
-                   "(default: the pipeline's, 5 with --official as the reference's config; 0: off)")
-    p.add_argument("--batch-size", type=int, default=1, help="prompts that go through the model together (default 1, as the "
-                   "reference's); the unit of work that several processes share out")
-    p.add_argument("--sampling-steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
-    p.add_argument("--steps", type=int, action=_OldSteps, help=argparse.SUPPRESS)  # the old spelling: --steps is training steps elsewhere
-    p.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the pipeline's)")
-    p.add_argument("--aes", type=float, default=None, help="aesthetic score appended to the prompt (v1.2: 6.5; default: the pipeline's)")
+    p.add_argument(
+        "--fps", type=int, default=None, help="frames per second (default: the pipeline's, else 8)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="prompt i (flags first, then the file's) uses seed + i"
+    )
+    p.add_argument(
+        "--seed-mode",
+        choices=SEED_MODES,
+        default="per-prompt",
+        help="per-prompt: prompt i draws from seed + i (the "
+        "default); reference: one stream seeded once, every batch and loop drawn from it in order, as Open-Sora's sampler",
+    )
+    p.add_argument(
+        "--no-clean-prompt",
+        dest="clean_prompt",
+        action="store_false",
+        help="send the prompts to the text encoder as "
+        "typed (default: cleaned as the reference cleans them: lower case, no URLs, HTML or symbols)",
+    )
+    p.add_argument(
+        "--align",
+        type=int,
+        default=None,
+        help="round mask-strategy starts to multiples of this many latent frames "
+        "(default: the pipeline's, 5 with --official as the reference's config; 0: off)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="prompts that go through the model together (default 1, as the "
+        "reference's); the unit of work that several processes share out",
+    )
+    p.add_argument(
+        "--sampling-steps", type=int, default=None, help="sampling steps (default: the pipeline's)"
+    )
+    p.add_argument(
+        "--steps", type=int, action=_OldSteps, help=argparse.SUPPRESS
+    )  # the old spelling: --steps is training steps elsewhere
+    p.add_argument(
+        "--cfg",
+        type=float,
+        default=None,
+        help="classifier-free guidance scale (default: the pipeline's)",
+    )
+    p.add_argument(
+        "--aes",
+        type=float,
+        default=None,
+        help="aesthetic score appended to the prompt (v1.2: 6.5; default: the pipeline's)",
+    )
     p.add_argument("--flow", type=float, default=None, help="motion score appended to the prompt")
-    p.add_argument("--reference", action="append", default=None, help="reference image/video per prompt, or one for all (';' joins several)")
-    p.add_argument("--mask-strategy", action="append", default=None, help="mask strategy per prompt, or one for all, e.g. 0 (i2v)")
+    p.add_argument(
+        "--reference",
+        action="append",
+        default=None,
+        help="reference image/video per prompt, or one for all (';' joins several)",
+    )
+    p.add_argument(
+        "--mask-strategy",
+        action="append",
+        default=None,
+        help="mask strategy per prompt, or one for all, e.g. 0 (i2v)",
+    )
     p.add_argument("--loops", type=int, default=1, help="long video: number of loops")
-    p.add_argument("--condition-frame-length", type=int, default=None, help="latent frames each loop conditions on")
+    p.add_argument(
+        "--condition-frame-length",
+        type=int,
+        default=None,
+        help="latent frames each loop conditions on",
+    )
     p.add_argument("--condition-frame-edit", type=float, default=0.0)
-    p.add_argument("--pab", action="store_true", help="reuse attention outputs in the middle steps (PAB: spatial every 2nd step, "
-                   "temporal every 3rd, cross every 4th, between noise levels 0.8 and 0.1)")
-    p.add_argument("--pab-k", type=_numbers(int, 3, "S,T,C, e.g. 2,3,4"), default=None, metavar="S,T,C",
-                   help="PAB: recompute spatial, temporal and cross attention every S, T, C steps (implies --pab)")
-    p.add_argument("--pab-range", type=_numbers(float, 2, "START,END, e.g. 0.8,0.1"), default=None, metavar="START,END",
-                   help="PAB: the noise levels t/1000 between which outputs are reused (default 0.8,0.1; implies --pab)")
-    p.add_argument("--teacache", type=float, default=None, metavar="THRESH",
-                   help="skip the denoiser's blocks while the accumulated relative change of their input stays below THRESH (e.g. 0.1)")
+    p.add_argument(
+        "--pab",
+        action="store_true",
+        help="reuse attention outputs in the middle steps (PAB: spatial every 2nd step, "
+        "temporal every 3rd, cross every 4th, between noise levels 0.8 and 0.1)",
+    )
+    p.add_argument(
+        "--pab-k",
+        type=_numbers(int, 3, "S,T,C, e.g. 2,3,4"),
+        default=None,
+        metavar="S,T,C",
+        help="PAB: recompute spatial, temporal and cross attention every S, T, C steps (implies --pab)",
+    )
+    p.add_argument(
+        "--pab-range",
+        type=_numbers(float, 2, "START,END, e.g. 0.8,0.1"),
+        default=None,
+        metavar="START,END",
+        help="PAB: the noise levels t/1000 between which outputs are reused (default 0.8,0.1; implies --pab)",
+    )
+    p.add_argument(
+        "--teacache",
+        type=float,
+        default=None,
+        metavar="THRESH",
+        help="skip the denoiser's blocks while the accumulated relative change of their input stays below THRESH (e.g. 0.1)",
+    )
     p.add_argument("--format", choices=("mp4", "gif"), default="mp4")
-    p.add_argument("--save-latents", action="store_true", help="also write each video's latents (one tensor per loop) "
-                   "as <name>.safetensors")
+    p.add_argument(
+        "--save-latents",
+        action="store_true",
+        help="also write each video's latents (one tensor per loop) as <name>.safetensors",
+    )
     p.add_argument("--output", "-o", default="outputs/samples")
     p.add_argument("--quiet", action="store_true")
     # the reference's sampling options (its scripts/inference.py and configs; chapter 11d)
-    p.add_argument("--config", default=None, metavar="FILE", help="a reference inference config (e.g. Open-Sora's configs/opensora-v1-2/"
-                   "inference/sample.py): read, never run; its keys set these flags, the flags typed here win")
-    p.add_argument("--save-fps", type=int, default=None, help="frames per second of the written files (default: fps / --frame-interval)")
-    p.add_argument("--frame-interval", type=int, default=1, help="frame stride of the training clips: files play at fps / frame-interval")
-    p.add_argument("--num-sample", type=int, default=1, help="videos per prompt, named NAME-0, NAME-1, ...; sample k of prompt i "
-                   "uses seed + i + k x 1000000")
-    p.add_argument("--start-index", type=int, default=0, help="first prompt of the list to generate (0-based); names and seeds "
-                   "keep the whole list's indices, so parts of a list can run apart")
-    p.add_argument("--end-index", type=int, default=None, help="stop before this prompt of the list")
-    p.add_argument("--prompt-as-path", action="store_true", help="name each file by its prompt (VBench's naming) and skip the "
-                   "samples already written: a rerun makes only what is missing")
-    p.add_argument("--sample-name", default=None, help="file name prefix (default: sample, with --prompt-as-path none)")
-    p.add_argument("--skip-existing", action="store_true", help="skip the samples whose file and sidecar are already in --output "
-                   "(resume an interrupted list)")
-    p.add_argument("--camera-motion", default=None, help="camera motion appended to the prompt (v1.2), e.g. static, pan left, zoom in")
-    p.add_argument("--flash-attn", type=str2bool, nargs="?", const=True, default=None, metavar="BOOL",
-                   help="attention on PyTorch's flash SDPA kernel (CUDA, bf16/fp16); on a CPU or in fp32 it is PyTorch's "
-                   "default SDPA, the same numbers (one warning says so). Default: as the checkpoint's config")
-    p.add_argument("--layernorm-kernel", type=str2bool, nargs="?", const=True, default=None, metavar="BOOL",
-                   help="accepted for the reference's command lines; a no-op: the norms are torch.nn.LayerNorm, one fused "
-                   "kernel on CPU and CUDA (apex's kernel gives the same numbers)")
-    for name, (dest, kw, _) in _REFERENCE_SPELLINGS.items():  # the reference's names of flags above (listed in the epilog)
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="a reference inference config (e.g. Open-Sora's configs/opensora-v1-2/"
+        "inference/sample.py): read, never run; its keys set these flags, the flags typed here win",
+    )
+    p.add_argument(
+        "--save-fps",
+        type=int,
+        default=None,
+        help="frames per second of the written files (default: fps / --frame-interval)",
+    )
+    p.add_argument(
+        "--frame-interval",
+        type=int,
+        default=1,
+        help="frame stride of the training clips: files play at fps / frame-interval",
+    )
+    p.add_argument(
+        "--num-sample",
+        type=int,
+        default=1,
+        help="videos per prompt, named NAME-0, NAME-1, ...; sample k of prompt i "
+        "uses seed + i + k x 1000000",
+    )
+    p.add_argument(
+        "--start-index",
+        type=int,
+        default=0,
+        help="first prompt of the list to generate (0-based); names and seeds "
+        "keep the whole list's indices, so parts of a list can run apart",
+    )
+    p.add_argument(
+        "--end-index", type=int, default=None, help="stop before this prompt of the list"
+    )
+    p.add_argument(
+        "--prompt-as-path",
+        action="store_true",
+        help="name each file by its prompt (VBench's naming) and skip the "
+        "samples already written: a rerun makes only what is missing",
+    )
+    p.add_argument(
+        "--sample-name",
+        default=None,
+        help="file name prefix (default: sample, with --prompt-as-path none)",
+    )
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="skip the samples whose file and sidecar are already in --output "
+        "(resume an interrupted list)",
+    )
+    p.add_argument(
+        "--camera-motion",
+        default=None,
+        help="camera motion appended to the prompt (v1.2), e.g. static, pan left, zoom in",
+    )
+    p.add_argument(
+        "--flash-attn",
+        type=str2bool,
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="BOOL",
+        help="attention on PyTorch's flash SDPA kernel (CUDA, bf16/fp16); on a CPU or in fp32 it is PyTorch's "
+        "default SDPA, the same numbers (one warning says so). Default: as the checkpoint's config",
+    )
+    p.add_argument(
+        "--layernorm-kernel",
+        type=str2bool,
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="BOOL",
+        help="accepted for the reference's command lines; a no-op: the norms are torch.nn.LayerNorm, one fused "
+        "kernel on CPU and CUDA (apex's kernel gives the same numbers)",
+    )
+    for (
+        name,
+        (dest, kw, _),
+    ) in (
+        _REFERENCE_SPELLINGS.items()
+    ):  # the reference's names of flags above (listed in the epilog)
         p.add_argument(name, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kw)
-    p.epilog = ("the reference's spellings work too: " + ", ".join(f"{k} ({v[2]})" for k, v in _REFERENCE_SPELLINGS.items()) +
-                "; prompt lines may give each loop its text ('|0| a sunny day |2| a rainy day') and end with a JSON object "
-                "holding their reference_path / mask_strategy")
+    p.epilog = (
+        "the reference's spellings work too: "
+        + ", ".join(f"{k} ({v[2]})" for k, v in _REFERENCE_SPELLINGS.items())
+        + "; prompt lines may give each loop its text ('|0| a sunny day |2| a rainy day') and end with a JSON object "
+        "holding their reference_path / mask_strategy"
+    )
     return p
 
 # %% ../nbs/12_inference.ipynb #adbb97df
 def _parse_with_config(p, argv):
-    "`argv` parsed by `p` over the settings of `--config FILE` (a reference inference config, chapter 11d): flags typed win."
+    """`argv` parsed by `p` over the settings of `--config FILE` (a reference inference config,
+    chapter 11d): flags typed win."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
     path = pre.parse_known_args(argv)[0].config
-    if not path: return p.parse_args(argv)
+    if not path:
+        return p.parse_args(argv)
     s = config_settings(read_config(path), f"config {path}")
-    listed = {k: s.pop(k) for k in ("prompt", "prompt_file", "reference", "mask_strategy", "official") if k in s}
-    a = p.parse_args(argv, namespace=argparse.Namespace(**s))  # a flag typed replaces the file's value
-    if not a.prompt and a.prompt_file is None:  # the file's prompt list before its prompt_path, as the reference
-        if "prompt" in listed: a.prompt = listed["prompt"]
-        elif "prompt_file" in listed: a.prompt_file = listed["prompt_file"]
+    listed = {
+        k: s.pop(k)
+        for k in ("prompt", "prompt_file", "reference", "mask_strategy", "official")
+        if k in s
+    }
+    a = p.parse_args(
+        argv, namespace=argparse.Namespace(**s)
+    )  # a flag typed replaces the file's value
+    if (
+        not a.prompt and a.prompt_file is None
+    ):  # the file's prompt list before its prompt_path, as the reference
+        if "prompt" in listed:
+            a.prompt = listed["prompt"]
+        elif "prompt_file" in listed:
+            a.prompt_file = listed["prompt_file"]
     for k in ("reference", "mask_strategy"):
-        if getattr(a, k) is None and k in listed: setattr(a, k, listed[k])
-    if listed.get("official") and not a.pipeline: a.official = True  # the checkpoints it names, unless a folder is given
+        if getattr(a, k) is None and k in listed:
+            setattr(a, k, listed[k])
+    if listed.get("official") and not a.pipeline:
+        a.official = True  # the checkpoints it names, unless a folder is given
     return a
 
 
 def sample_args(p, argv=None) -> argparse.Namespace:
-    """Parse `argv` with a `sample_parser` and check it before any work: `.prompts` (the --prompt ones, then the file's),
-    a pipeline folder or --official, per-prompt lists of the right length, references that exist, a device this machine has.
-    `--config FILE` (chapter 11d) sets the flags a reference config names; `--start-index`/`--end-index` keep a part of the
-    list (`.start_index` is the first one's index in the whole list); a prompt line's JSON gives its reference and mask."""
+    """Parse `argv` with a `sample_parser` and check it before any work: `.prompts` (the --prompt
+    ones, then the file's),
+    a pipeline folder or --official, per-prompt lists of the right length, references that exist, a
+    device this machine has.
+    `--config FILE` (chapter 11d) sets the flags a reference config names;
+    `--start-index`/`--end-index` keep a part of the
+    list (`.start_index` is the first one's index in the whole list); a prompt line's JSON gives its
+    reference and mask."""
     a = _parse_with_config(p, argv)
     a.prompts = list(a.prompt) + (read_prompts(a.prompt_file) if a.prompt_file else [])
-    if not a.prompts: p.error("give --prompt TEXT or --prompt-file FILE")
-    for flag, v, low in (("--start-index", a.start_index, 0), ("--end-index", a.end_index, a.start_index),
-                         ("--num-sample", a.num_sample, 1), ("--frame-interval", a.frame_interval, 1), ("--save-fps", a.save_fps, 1)):
-        if v is not None and v < low: raise ValueError(f"{flag} must be >= {low}, got {v}")
-    total, a.prompts = len(a.prompts), a.prompts[a.start_index:a.end_index]
-    if not a.prompts: raise ValueError(f"no prompts from --start-index {a.start_index} to --end-index {a.end_index} (the list has {total})")
-    if a.pipeline and a.official: p.error("give a pipeline folder or --official (not both)")
-    if a.version != "1.2" and not a.official: p.error(f"--version {a.version} chooses official checkpoints: add --official")
+    if not a.prompts:
+        p.error("give --prompt TEXT or --prompt-file FILE")
+    for flag, v, low in (
+        ("--start-index", a.start_index, 0),
+        ("--end-index", a.end_index, a.start_index),
+        ("--num-sample", a.num_sample, 1),
+        ("--frame-interval", a.frame_interval, 1),
+        ("--save-fps", a.save_fps, 1),
+    ):
+        if v is not None and v < low:
+            raise ValueError(f"{flag} must be >= {low}, got {v}")
+    total, a.prompts = len(a.prompts), a.prompts[a.start_index : a.end_index]
+    if not a.prompts:
+        raise ValueError(
+            f"no prompts from --start-index {a.start_index} to --end-index {a.end_index} (the list "
+            f"has {total})"
+        )
+    if a.pipeline and a.official:
+        p.error("give a pipeline folder or --official (not both)")
+    if a.version != "1.2" and not a.official:
+        p.error(f"--version {a.version} chooses official checkpoints: add --official")
     if a.version != "1.2" and (a.loops or 1) > 1:
-        raise ValueError(f"--loops {a.loops}: looping needs Open-Sora 1.2's video VAE; --version {a.version} makes one clip")
-    if not a.pipeline and not a.official: a.pipeline = str(WORLD_PIPELINE_DIR)  # none named: the shipped tiny-world pipeline
-    if a.batch_size < 1: p.error(f"--batch-size must be >= 1, got {a.batch_size}")
+        raise ValueError(
+            f"--loops {a.loops}: looping needs Open-Sora 1.2's video VAE; --version {a.version} "
+            f"makes one clip"
+        )
+    if not a.pipeline and not a.official:
+        a.pipeline = str(WORLD_PIPELINE_DIR)  # none named: the shipped tiny-world pipeline
+    if a.batch_size < 1:
+        p.error(f"--batch-size must be >= 1, got {a.batch_size}")
     for flag, v in (("--reference", a.reference), ("--mask-strategy", a.mask_strategy)):
         if v is not None and len(v) not in (1, len(a.prompts)):
-            raise ValueError(f"{len(v)} {flag} for {len(a.prompts)} prompts: give one per prompt, or one for all")
-    if any("{" in q for q in a.prompts):  # a prompt line's own reference / mask strategy (the reference's JSON, chapter 11d)
+            raise ValueError(
+                f"{len(v)} {flag} for {len(a.prompts)} prompts: give one per prompt, or one for all"
+            )
+    if any(
+        "{" in q for q in a.prompts
+    ):  # a prompt line's own reference / mask strategy (the reference's JSON, chapter 11d)
         a.prompts, refs, masks = extract_json_from_prompts(a.prompts, a.reference, a.mask_strategy)
-        a.reference, a.mask_strategy = (refs if any(refs) else None), (masks if any(masks) else None)
-    for i, q in enumerate(a.prompts):  # per-loop prompts and file names: one line each, before any work
+        a.reference, a.mask_strategy = (
+            (refs if any(refs) else None),
+            (masks if any(masks) else None),
+        )
+    for i, q in enumerate(
+        a.prompts
+    ):  # per-loop prompts and file names: one line each, before any work
         split_prompt(q)
         output_name(a.start_index + i, q, a.sample_name, a.prompt_as_path, a.num_sample)
     for r in a.reference or []:
         for path in filter(None, r.split(";")):
-            if not Path(path).exists(): raise FileNotFoundError(f"reference {path} does not exist")
-    resolve_device(a.device)  # a device this machine lacks is one line before any checkpoint is read
+            if not Path(path).exists():
+                raise FileNotFoundError(f"reference {path} does not exist")
+    resolve_device(
+        a.device
+    )  # a device this machine lacks is one line before any checkpoint is read
     return a
 
 
 def sample_pipeline(a, p=None) -> OpenSoraPipeline:
-    "The pipeline `a` names (a folder, or --official), placed on --device in --dtype with the low-memory options, --lora merged in."
-    options = dict(device=a.device, offload=a.offload, vae_micro_batch_size=a.vae_micro_batch,
-                   vae_tiling=a.vae_tiling or a.vae_tile_size is not None or None, vae_tile_size=a.vae_tile_size)
+    """The pipeline `a` names (a folder, or --official), placed on --device in --dtype with the
+    low-memory options, --lora merged in."""
+    options = dict(
+        device=a.device,
+        offload=a.offload,
+        vae_micro_batch_size=a.vae_micro_batch,
+        vae_tiling=a.vae_tiling or a.vae_tile_size is not None or None,
+        vae_tile_size=a.vae_tile_size,
+    )
     te = text_lib.CachedTextEncoder(a.text_states) if a.text_states else None
     try:
-        if a.official and a.version != "1.2":  # the v1.2 defaults of --transformer/--vae/--text-encoder mean "the version's own"
+        if (
+            a.official and a.version != "1.2"
+        ):  # the v1.2 defaults of --transformer/--vae/--text-encoder mean "the version's own"
             own = lambda v, key: None if v == OFFICIAL_V1_2[key] else v
-            size = resolve_size(a.resolution, a.aspect_ratio or "1:1", a.image_size) if a.image_size or a.resolution else None
-            preset = v1_0_preset_for(size) if a.version == "1.0" else None  # v1.0's model is built for one size
-            pipe = OpenSoraPipeline.from_version(a.version, own(a.transformer, "transformer"), own(a.vae, "vae"),
-                                                 te or own(a.text_encoder, "text_encoder"), preset=preset, dtype=a.dtype, **options)
+            size = (
+                resolve_size(a.resolution, a.aspect_ratio or "1:1", a.image_size)
+                if a.image_size or a.resolution
+                else None
+            )
+            preset = (
+                v1_0_preset_for(size) if a.version == "1.0" else None
+            )  # v1.0's model is built for one size
+            pipe = OpenSoraPipeline.from_version(
+                a.version,
+                own(a.transformer, "transformer"),
+                own(a.vae, "vae"),
+                te or own(a.text_encoder, "text_encoder"),
+                preset=preset,
+                dtype=a.dtype,
+                **options,
+            )
         elif a.official:
-            pipe = OpenSoraPipeline.from_official(a.transformer, a.vae, te or a.text_encoder, dtype=a.dtype or "bf16", **options)
+            pipe = OpenSoraPipeline.from_official(
+                a.transformer, a.vae, te or a.text_encoder, dtype=a.dtype or "bf16", **options
+            )
         else:
-            pipe = OpenSoraPipeline.from_pretrained(a.pipeline, text_encoder=te, dtype=a.dtype, **options)
-        if a.lora: load_lora(pipe, a.lora, merge=True)
-        set_attention_kernels(pipe.model, a.flash_attn)  # --flash-attn (--layernorm-kernel is a no-op: see its help)
+            pipe = OpenSoraPipeline.from_pretrained(
+                a.pipeline, text_encoder=te, dtype=a.dtype, **options
+            )
+        if a.lora:
+            load_lora(pipe, a.lora, merge=True)
+        set_attention_kernels(
+            pipe.model, a.flash_attn
+        )  # --flash-attn (--layernorm-kernel is a no-op: see its help)
     except FileNotFoundError as e:
-        if p is None: raise
+        if p is None:
+            raise
         p.error(str(e))
     return pipe
 
 
 def sample_batches(n: int, batch_size: int = 1) -> list:
-    "The prompt indices of each batch: [0, B), [B, 2B), ... The unit of work; several processes deal the batches out."
+    """The prompt indices of each batch: [0, B), [B, 2B), ... The unit of work; several processes
+    deal the batches out."""
     return [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
 
 
 def _pick(values, idx):
     "A per-prompt flag's values for the prompts `idx` (one value for all stays one)."
-    if values is None: return None
+    if values is None:
+        return None
     return values[0] if len(values) == 1 else [values[i] for i in idx]
 
 
 def sample_run(a, pipe, batches=None, write=True) -> list:
-    """Generate the batches `batches` (lists of prompt indices; default all of `sample_batches`) as `a` says. Prompt i uses
-    seed + i and goes through the model with the same batch whichever process draws it, so its files do not depend on how the
-    batches are shared out. With `write`, prompt i's video, sidecar (and latents) are OUTPUT/sample_{i:04d}.*; returns the paths.
-    The reference's options (chapter 11d): i counts from --start-index; --num-sample k > 1 writes NAME-k with seed
-    `sample_seed`; --prompt-as-path names files by prompt; with it or --skip-existing a sample already written is not made again.
+    """Generate the batches `batches` (lists of prompt indices; default all of `sample_batches`) as
+    `a` says. Prompt i uses
+    seed + i and goes through the model with the same batch whichever process draws it, so its files
+    do not depend on how the
+    batches are shared out. With `write`, prompt i's video, sidecar (and latents) are
+    OUTPUT/sample_{i:04d}.*; returns the paths.
+    The reference's options (chapter 11d): i counts from --start-index; --num-sample k > 1 writes
+    NAME-k with seed
+    `sample_seed`; --prompt-as-path names files by prompt; with it or --skip-existing a sample
+    already written is not made again.
     `--seed-mode reference`: one stream for every batch in order, so all of them, in one call."""
-    d = pipe.config.get("defaults", {})  # size, length, fps, steps and guidance left out: the pipeline's own (its __call__)
-    cfl = a.condition_frame_length if a.condition_frame_length is not None else d.get("condition_frame_length")
+    d = pipe.config.get(
+        "defaults", {}
+    )  # size, length, fps, steps and guidance left out: the pipeline's own (its __call__)
+    cfl = (
+        a.condition_frame_length
+        if a.condition_frame_length is not None
+        else d.get("condition_frame_length")
+    )
     paths, first, skip = [], a.start_index, a.prompt_as_path or a.skip_existing
     todo = sample_batches(len(a.prompts), a.batch_size) if batches is None else batches
     one_stream = a.seed_mode == "reference"
-    if one_stream:  # one stream seeded once and drawn batch after batch: one call over every batch, in order
+    if (
+        one_stream
+    ):  # one stream seeded once and drawn batch after batch: one call over every batch, in order
         if [i for b in todo for i in b] != list(range(len(a.prompts))):
-            raise ValueError("--seed-mode reference draws every batch's noise from one stream in order: it runs every batch in "
-                             "one process (use the default --seed-mode per-prompt to share the batches out)")
+            raise ValueError(
+                "--seed-mode reference draws every batch's noise from one stream in order: it runs "
+                "every batch in "
+                "one process (use the default --seed-mode per-prompt to share the batches out)"
+            )
         if a.num_sample > 1 or skip:
-            raise ValueError("--seed-mode reference draws one stream over the whole list: it does not combine with --num-sample, "
-                             "--prompt-as-path or --skip-existing (use the default --seed-mode per-prompt)")
+            raise ValueError(
+                "--seed-mode reference draws one stream over the whole list: it does not combine "
+                "with --num-sample, "
+                "--prompt-as-path or --skip-existing (use the default --seed-mode per-prompt)"
+            )
         todo = [list(range(len(a.prompts)))]
     for batch in todo:
         for k in range(a.num_sample):
-            names = [output_name(first + i, a.prompts[i], a.sample_name, a.prompt_as_path, a.num_sample, k) for i in batch]
-            idx = [i for i, name in zip(batch, names) if not (skip and written(a.output, name))]  # resuming: only what is missing
-            if not idx: continue
-            res = pipe([a.prompts[i] for i in idx], resolution=a.resolution, aspect_ratio=a.aspect_ratio, image_size=a.image_size,
-                       num_frames=a.num_frames, seconds=a.seconds, fps=a.fps,
-                       seed=a.seed if one_stream else [sample_seed(a.seed, first + i, k) for i in idx], seed_mode=a.seed_mode,
-                       batch_size=a.batch_size if one_stream else None, align=a.align, clean_prompt=a.clean_prompt,
-                       num_sampling_steps=a.sampling_steps, cfg_scale=a.cfg, aes=a.aes if a.aes is not None else d.get("aes"),
-                       flow=a.flow, camera_motion=a.camera_motion, reference=_pick(a.reference, idx),
-                       mask_strategy=_pick(a.mask_strategy, idx), loops=a.loops, condition_frame_length=cfl,
-                       condition_frame_edit=a.condition_frame_edit, progress=not a.quiet, attention_reuse=_attention_reuse(a),
-                       step_cache=a.teacache)
+            names = [
+                output_name(
+                    first + i, a.prompts[i], a.sample_name, a.prompt_as_path, a.num_sample, k
+                )
+                for i in batch
+            ]
+            idx = [
+                i for i, name in zip(batch, names) if not (skip and written(a.output, name))
+            ]  # resuming: only what is missing
+            if not idx:
+                continue
+            res = pipe(
+                [a.prompts[i] for i in idx],
+                resolution=a.resolution,
+                aspect_ratio=a.aspect_ratio,
+                image_size=a.image_size,
+                num_frames=a.num_frames,
+                seconds=a.seconds,
+                fps=a.fps,
+                seed=a.seed if one_stream else [sample_seed(a.seed, first + i, k) for i in idx],
+                seed_mode=a.seed_mode,
+                batch_size=a.batch_size if one_stream else None,
+                align=a.align,
+                clean_prompt=a.clean_prompt,
+                num_sampling_steps=a.sampling_steps,
+                cfg_scale=a.cfg,
+                aes=a.aes if a.aes is not None else d.get("aes"),
+                flow=a.flow,
+                camera_motion=a.camera_motion,
+                reference=_pick(a.reference, idx),
+                mask_strategy=_pick(a.mask_strategy, idx),
+                loops=a.loops,
+                condition_frame_length=cfl,
+                condition_frame_edit=a.condition_frame_edit,
+                progress=not a.quiet,
+                attention_reuse=_attention_reuse(a),
+                step_cache=a.teacache,
+            )
             s = res["settings"]
-            if a.lora: s["lora"] = str(a.lora)  # the sidecars say which adapter drew it
-            s["save_fps"] = a.save_fps or max(1, s["fps"] // a.frame_interval)  # the reference's fps // frame_interval
-            if a.num_sample > 1: s["sample"] = k
-            if write: paths += save_outputs(res, a.output, fmt=a.format, fps=s["save_fps"], indices=[first + i for i in idx],
-                                            latents=a.save_latents, names=[n for i, n in zip(batch, names) if i in idx])
+            if a.lora:
+                s["lora"] = str(a.lora)  # the sidecars say which adapter drew it
+            s["save_fps"] = a.save_fps or max(
+                1, s["fps"] // a.frame_interval
+            )  # the reference's fps // frame_interval
+            if a.num_sample > 1:
+                s["sample"] = k
+            if write:
+                paths += save_outputs(
+                    res,
+                    a.output,
+                    fmt=a.format,
+                    fps=s["save_fps"],
+                    indices=[first + i for i in idx],
+                    latents=a.save_latents,
+                    names=[n for i, n in zip(batch, names) if i in idx],
+                )
     return paths
 
 
 def sample_cli(argv=None) -> int:
-    "`opensora-nb sample PIPELINE_DIR --prompt ... | --prompt-file F`: generate in any mode; writes videos + JSON sidecars."
+    """`opensora-nb sample PIPELINE_DIR --prompt ... | --prompt-file F`: generate in any mode;
+    writes videos + JSON sidecars."""
     p = sample_parser()
     a = sample_args(p, argv)
-    for path in sample_run(a, sample_pipeline(a, p)): print(path)
+    for path in sample_run(a, sample_pipeline(a, p)):
+        print(path)
     return 0
 
 # %% ../nbs/12_inference.ipynb #73f090fe
 class PeakRSS:
-    "Context manager sampling this process's resident memory every `interval` s: `.peak_mb` above the start."
-    def __init__(self, interval=0.005): self.interval, self.peak, self._stop = interval, 0, threading.Event()
+    """Context manager sampling this process's resident memory every `interval` s: `.peak_mb` above
+    the start."""
+
+    def __init__(self, interval=0.005):
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+
     @staticmethod
     def rss():
-        with open("/proc/self/statm") as f: return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
     def _run(self):
-        while not self._stop.is_set(): self.peak = max(self.peak, self.rss()); time.sleep(self.interval)
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(self.interval)
+
     def __enter__(self):
-        self.start = self.rss(); self.peak = self.start
-        self._t = threading.Thread(target=self._run, daemon=True); self._t.start(); return self
+        self.start = self.rss()
+        self.peak = self.start
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
     def __exit__(self, *exc):
-        self._stop.set(); self._t.join(); self.peak = max(self.peak, self.rss())
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self.rss())
+
     @property
-    def peak_mb(self): return (self.peak - self.start) / 2**20
+    def peak_mb(self):
+        return (self.peak - self.start) / 2**20
 
 
-def measure_generation(pipe, sizes, steps=4, repeats=1, prompt="a red circle moving left on a dark background"):
+def measure_generation(
+    pipe, sizes, steps=4, repeats=1, prompt="a red circle moving left on a dark background"
+):
     "Time (s) and peak extra memory (MB) of generating one video at each (frames, H, W) in `sizes`."
     rows = []
-    pipe(prompt, image_size=sizes[0][1:], num_frames=sizes[0][0], num_sampling_steps=1, progress=False)  # warm up
+    pipe(
+        prompt,
+        image_size=sizes[0][1:],
+        num_frames=sizes[0][0],
+        num_sampling_steps=1,
+        progress=False,
+    )  # warm up
     for T, H, W in sizes:
         best, peak = float("inf"), 0.0
         for _ in range(repeats):
             with PeakRSS() as m:
                 t0 = time.perf_counter()
-                pipe(prompt, image_size=(H, W), num_frames=T, num_sampling_steps=steps, progress=False)
+                pipe(
+                    prompt,
+                    image_size=(H, W),
+                    num_frames=T,
+                    num_sampling_steps=steps,
+                    progress=False,
+                )
                 best = min(best, time.perf_counter() - t0)
             peak = max(peak, m.peak_mb)
-        rows.append(dict(frames=T, height=H, width=W, steps=steps, params=pipe.num_params, seconds=best, peak_mb=peak))
+        rows.append(
+            dict(
+                frames=T,
+                height=H,
+                width=W,
+                steps=steps,
+                params=pipe.num_params,
+                seconds=best,
+                peak_mb=peak,
+            )
+        )
     return rows
 
 
 def fit_linear_latency(rows):
-    "Fit seconds = c * frames * pixels * params * steps (+ b): returns dict(c, b, r2, r2_through_origin)."
-    x = np.array([r["frames"] * r["height"] * r["width"] * r["params"] * r["steps"] for r in rows], dtype=float)
+    """Fit seconds = c * frames * pixels * params * steps (+ b): returns dict(c, b, r2,
+    r2_through_origin)."""
+    x = np.array(
+        [r["frames"] * r["height"] * r["width"] * r["params"] * r["steps"] for r in rows],
+        dtype=float,
+    )
     y = np.array([r["seconds"] for r in rows], dtype=float)
     A = np.stack([x, np.ones_like(x)], 1)
     (c, b), *_ = np.linalg.lstsq(A, y, rcond=None)
@@ -894,32 +1840,61 @@ def fit_linear_latency(rows):
 
 
 def extrapolate(fit, params, seconds, fps, height, width, steps=30, pixel_scale=1.0):
-    "Predicted generation time (s) of the linear model for a video; `pixel_scale` converts pixels to this model's cost per pixel."
+    """Predicted generation time (s) of the linear model for a video; `pixel_scale` converts pixels
+    to this model's cost per pixel."""
     return fit["c_origin"] * seconds * fps * height * width * pixel_scale * params * steps
 
 
 def video_tokens(frames, height, width, spatial=16, temporal=4):
-    "Denoiser tokens of a video: Open-Sora 1.2 has 8x8 VAE x 2x2 patch = 16 pixels a side and 4 frames per token."
+    """Denoiser tokens of a video: Open-Sora 1.2 has 8x8 VAE x 2x2 patch = 16 pixels a side and 4
+    frames per token."""
     return math.ceil(frames / temporal) * (height // spatial) * (width // spatial)
 
 
-def extrapolate_latency(rows, params=1.1e9, seconds=60, fps=24, height=1080, width=1920, steps=30, spatial=16, temporal=4,
-                        row_spatial=8, row_temporal=1, gpu_flops=400e12):
-    """The talk's worked example: fit seconds = c x tokens x params x steps on `rows` (measured here; their tokens use
-    `row_spatial`/`row_temporal`), then predict a `params` model for `seconds` of video at `fps` and `height` x `width`.
-    Also the FLOP count (2 x params per token, x2 for guidance) and the time at `gpu_flops` (an H100 at ~40% of bf16 peak)."""
+def extrapolate_latency(
+    rows,
+    params=1.1e9,
+    seconds=60,
+    fps=24,
+    height=1080,
+    width=1920,
+    steps=30,
+    spatial=16,
+    temporal=4,
+    row_spatial=8,
+    row_temporal=1,
+    gpu_flops=400e12,
+):
+    """The talk's worked example: fit seconds = c x tokens x params x steps on `rows` (measured
+    here; their tokens use
+    `row_spatial`/`row_temporal`), then predict a `params` model for `seconds` of video at `fps` and
+    `height` x `width`.
+    Also the FLOP count (2 x params per token, x2 for guidance) and the time at `gpu_flops` (an H100
+    at ~40% of bf16 peak)."""
     tok = lambda r: video_tokens(r["frames"], r["height"], r["width"], row_spatial, row_temporal)
-    x = np.array([tok(r) * r["params"] * r["steps"] for r in rows], float); y = np.array([r["seconds"] for r in rows], float)
-    (c, b), *_ = np.linalg.lstsq(np.stack([x, np.ones_like(x)], 1), y, rcond=None)  # b: fixed per-call overhead
+    x = np.array([tok(r) * r["params"] * r["steps"] for r in rows], float)
+    y = np.array([r["seconds"] for r in rows], float)
+    (c, b), *_ = np.linalg.lstsq(
+        np.stack([x, np.ones_like(x)], 1), y, rcond=None
+    )  # b: fixed per-call overhead
     c, b = float(c), float(b)
     r2 = float(1 - ((y - c * x - b) ** 2).sum() / ((y - y.mean()) ** 2).sum())
     n_tok = video_tokens(round(seconds * fps), height, width, spatial, temporal)
     flops = 2 * 2 * params * n_tok * steps
     here_flops = float(sum(2 * 2 * r["params"] * tok(r) * r["steps"] for r in rows) / y.sum())
-    return dict(c_token=c, overhead_s=b, r2=r2, tokens=n_tok, flops=flops, seconds_here=c * n_tok * params * steps,
-                effective_flops_here=here_flops, seconds_gpu=flops / gpu_flops)
+    return dict(
+        c_token=c,
+        overhead_s=b,
+        r2=r2,
+        tokens=n_tok,
+        flops=flops,
+        seconds_here=c * n_tok * params * steps,
+        effective_flops_here=here_flops,
+        seconds_gpu=flops / gpu_flops,
+    )
 
 
 def latency_table(rows):
     import pandas as pd
+
     return pd.DataFrame(rows)

@@ -26,14 +26,25 @@ log = logging.getLogger(__name__)
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VID_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".gif")
-#: The columns of a meta CSV, the table every later chapter reads and writes (curation writes it, the dataset reads it).
-META_COLUMNS = ["path", "text", "num_frames", "height", "width", "aspect_ratio", "fps", "resolution"]
+#: The columns of a meta CSV, the table every later chapter reads and writes (curation writes it,
+#: the dataset reads it).
+META_COLUMNS = [
+    "path",
+    "text",
+    "num_frames",
+    "height",
+    "width",
+    "aspect_ratio",
+    "fps",
+    "resolution",
+]
 #: The fps the reference gives a single image (the model reads it as "no motion").
 IMG_FPS = 120
 
 
 class VideoReadError(ValueError):
     "A video or image file that cannot be read: `.path` names it, `.reason` says why."
+
     def __init__(self, path, reason):
         self.path, self.reason = str(path), reason
         super().__init__(f"cannot read {self.path}: {reason}")
@@ -42,41 +53,73 @@ class VideoReadError(ValueError):
 def _check_file(path):
     "Fail early, with a plain reason, on what no decoder needs to look at."
     p = Path(path)
-    if not p.exists(): raise VideoReadError(p, "no such file")
-    if p.is_dir(): raise VideoReadError(p, "is a directory, not a file")
-    if p.stat().st_size == 0: raise VideoReadError(p, "file is empty (0 bytes)")
+    if not p.exists():
+        raise VideoReadError(p, "no such file")
+    if p.is_dir():
+        raise VideoReadError(p, "is a directory, not a file")
+    if p.stat().st_size == 0:
+        raise VideoReadError(p, "file is empty (0 bytes)")
     return p
 
+
 #: Names a config or a command line may give a dtype by.
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-          "fp16": torch.float16, "float16": torch.float16}
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
 
 
 def available_devices() -> list:
-    "The devices this machine offers: 'cpu', each CUDA device, 'mps' on Apple silicon (and `meta`, shapes only, always)."
+    """The devices this machine offers: 'cpu', each CUDA device, 'mps' on Apple silicon (and `meta`,
+    shapes only, always)."""
     mps = getattr(torch.backends, "mps", None)
-    return (["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)] +
-            (["mps"] if mps is not None and mps.is_available() else []))
+    return (
+        ["cpu"]
+        + [
+            f"cuda:{i}"
+            for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)
+        ]
+        + (["mps"] if mps is not None and mps.is_available() else [])
+    )
 
 
 def resolve_device(device="auto") -> torch.device:
-    """The device to use, chosen once: 'auto' (or None) is CUDA when present, else the CPU; else `torch.device(device)`,
-    checked here, before any work: a device this machine does not have is a ValueError naming it and what there is."""
-    if device is None or device == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The device to use, chosen once: 'auto' (or None) is CUDA when present, else the CPU; else
+    `torch.device(device)`,
+    checked here, before any work: a device this machine does not have is a ValueError naming it and
+    what there is."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     have = available_devices()
-    try: dev = torch.device(device)
-    except (RuntimeError, TypeError): raise ValueError(f"device {str(device)!r} is not a device name (available: auto, {', '.join(have)})") from None
-    if dev.type in ("cpu", "meta"): return dev
-    if dev.type == "cuda" and (f"cuda:{dev.index or 0}" in have): return dev
-    if dev.type != "cuda" and dev.type in have: return dev
-    raise ValueError(f"device {str(device)!r} is not available on this machine (available: {', '.join(have)}; 'auto' picks CUDA "
-                     "when present)")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device {str(device)!r} is not a device name (available: auto, {', '.join(have)})"
+        ) from None
+    if dev.type in ("cpu", "meta"):
+        return dev
+    if dev.type == "cuda" and (f"cuda:{dev.index or 0}" in have):
+        return dev
+    if dev.type != "cuda" and dev.type in have:
+        return dev
+    raise ValueError(
+        f"device {str(device)!r} is not available on this machine (available: {', '.join(have)}; "
+        f"'auto' picks CUDA "
+        "when present)"
+    )
 
 
 def resolve_dtype(dtype="fp32") -> torch.dtype:
     "A `torch.dtype` from a name such as 'bf16' (or a dtype, returned as it is)."
-    if isinstance(dtype, torch.dtype): return dtype
-    if dtype not in DTYPES: raise ValueError(f"dtype {dtype!r}: choose one of {sorted(DTYPES)}")
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: choose one of {sorted(DTYPES)}")
     return DTYPES[dtype]
 
 # %% ../nbs/01_video_io.ipynb #657e988d
@@ -99,10 +142,13 @@ log.info("opensora_nb.io: decoding videos with %s (fallback: %s)", BACKEND, BACK
 
 def _backend_order(path, backend):
     if backend != "auto":
-        if backend not in ("decord", "av"): raise ValueError(f"unknown video backend {backend!r}: use 'auto', 'decord' or 'av'")
-        if backend not in BACKENDS: raise ImportError(f"video backend {backend!r} is not installed")
+        if backend not in ("decord", "av"):
+            raise ValueError(f"unknown video backend {backend!r}: use 'auto', 'decord' or 'av'")
+        if backend not in BACKENDS:
+            raise ImportError(f"video backend {backend!r} is not installed")
         return [backend]
-    if not BACKENDS: raise ImportError("no video decoder installed: pip install decord av")
+    if not BACKENDS:
+        raise ImportError("no video decoder installed: pip install decord av")
     # decord cannot measure GIFs ("broken metadata"); do not even try
     return [b for b in BACKENDS if not (b == "decord" and Path(path).suffix.lower() == ".gif")]
 
@@ -113,8 +159,12 @@ def _as_rng(rng):
 
 def temporal_indices(total, num_frames, frame_interval=1, random_start=True, rng=None):
     "Frame indices Open-Sora's `TemporalRandomCrop` + `linspace` picks from a `total`-frame clip."
-    if num_frames < 1 or frame_interval < 1: raise ValueError(f"num_frames={num_frames} and frame_interval={frame_interval} must be >= 1")
-    if total < num_frames: raise ValueError(f"clip has {total} frames, fewer than num_frames={num_frames}")
+    if num_frames < 1 or frame_interval < 1:
+        raise ValueError(
+            f"num_frames={num_frames} and frame_interval={frame_interval} must be >= 1"
+        )
+    if total < num_frames:
+        raise ValueError(f"clip has {total} frames, fewer than num_frames={num_frames}")
     size = num_frames * frame_interval
     last_start = max(0, total - size - 1)
     begin = int(_as_rng(rng).integers(0, last_start + 1)) if random_start else 0
@@ -123,56 +173,86 @@ def temporal_indices(total, num_frames, frame_interval=1, random_start=True, rng
 
 # %% ../nbs/01_video_io.ipynb #3c2c55ff
 class _quiet_stderr:
-    "decord's C++ core prints its own copy of every open error to fd 2; we raise a better one, so mute it meanwhile."
+    """decord's C++ core prints its own copy of every open error to fd 2; we raise a better one, so
+    mute it meanwhile."""
+
     def __enter__(self):
         try:
             self.saved = os.dup(2)
-            null = os.open(os.devnull, os.O_WRONLY); os.dup2(null, 2); os.close(null)
-        except OSError: self.saved = None
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 2)
+            os.close(null)
+        except OSError:
+            self.saved = None
+
     def __exit__(self, *exc):
-        if self.saved is not None: os.dup2(self.saved, 2); os.close(self.saved)
+        if self.saved is not None:
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
 
 
 def _decord_count(path):
     import decord
-    with _quiet_stderr(): vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
+
+    with _quiet_stderr():
+        vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
     return vr, len(vr), float(vr.get_avg_fps())
 
 
-def _decord_read(path, indices=None, num_frames=None, frame_interval=1, random_start=True, rng=None):
+def _decord_read(
+    path, indices=None, num_frames=None, frame_interval=1, random_start=True, rng=None
+):
     vr, total, fps = _decord_count(path)
-    if total == 0: raise RuntimeError("no video frames")
-    if indices is None and num_frames is not None: indices = temporal_indices(total, num_frames, frame_interval, random_start, rng)
-    if indices is None: indices = np.arange(total)
+    if total == 0:
+        raise RuntimeError("no video frames")
+    if indices is None and num_frames is not None:
+        indices = temporal_indices(total, num_frames, frame_interval, random_start, rng)
+    if indices is None:
+        indices = np.arange(total)
     return vr.get_batch(list(map(int, indices))).asnumpy(), fps
 
 
 def _av_count(container, stream):
-    if stream.frames: return stream.frames
-    n = sum(1 for p in container.demux(stream) if p.size)  # headers without a count (gif, some mkv): count packets
+    if stream.frames:
+        return stream.frames
+    n = sum(
+        1 for p in container.demux(stream) if p.size
+    )  # headers without a count (gif, some mkv): count packets
     container.seek(0)
     return n
 
 
 def _av_read(path, indices=None, num_frames=None, frame_interval=1, random_start=True, rng=None):
     import av
+
     with av.open(str(path)) as c:
-        if not c.streams.video: raise RuntimeError("no video stream in the file")
+        if not c.streams.video:
+            raise RuntimeError("no video stream in the file")
         s = c.streams.video[0]
         s.thread_type = "AUTO"
         fps = float(s.average_rate or s.guessed_rate or 0)
         if indices is None and num_frames is not None:
-            indices = temporal_indices(_av_count(c, s), num_frames, frame_interval, random_start, rng)
+            indices = temporal_indices(
+                _av_count(c, s), num_frames, frame_interval, random_start, rng
+            )
         want = None if indices is None else np.asarray(indices)
         last = None if want is None else int(want.max())
         got = {}
         for i, fr in enumerate(c.decode(s)):
-            if want is None or i in want: got[i] = fr.to_ndarray(format="rgb24")
-            if last is not None and i >= last: break
-    if not got: raise RuntimeError("no video frames")
-    if want is None: return np.stack([got[i] for i in sorted(got)]), fps
+            if want is None or i in want:
+                got[i] = fr.to_ndarray(format="rgb24")
+            if last is not None and i >= last:
+                break
+    if not got:
+        raise RuntimeError("no video frames")
+    if want is None:
+        return np.stack([got[i] for i in sorted(got)]), fps
     missing = sorted(set(want.tolist()) - set(got))
-    if missing: raise RuntimeError(f"frames {missing[:5]} requested, but the stream ends after {len(got) and max(got) + 1} frames")
+    if missing:
+        raise RuntimeError(
+            f"frames {missing[:5]} requested, but the stream ends after "
+            f"{len(got) and max(got) + 1} frames"
+        )
     return np.stack([got[int(i)] for i in want]), fps
 
 
@@ -182,9 +262,11 @@ _READERS = {"decord": _decord_read, "av": _av_read}
 def read_image(path):
     "An image file as a one-frame pixel video: uint8 [1, 3, H, W]."
     from PIL import Image, UnidentifiedImageError
+
     p = _check_file(path)
     try:
-        with Image.open(p) as im: arr = np.asarray(im.convert("RGB"))
+        with Image.open(p) as im:
+            arr = np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise VideoReadError(p, f"not a readable image ({e})") from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None]
@@ -203,41 +285,73 @@ def _read(path, backend, **kw):
     for b in _backend_order(p, backend):
         try:
             frames, fps = _READERS[b](p, **kw)
-            if errors: log.info("%s: read with %s after %s", p, b, "; ".join(errors))
-            else: log.debug("%s: read with %s", p, b)
+            if errors:
+                log.info("%s: read with %s after %s", p, b, "; ".join(errors))
+            else:
+                log.debug("%s: read with %s", p, b)
             return frames, fps, b
-        except ValueError as e:  # our own argument errors (e.g. too few frames) are not decoder failures
-            if "num_frames" in str(e): raise VideoReadError(p, str(e)) from None
+        except (
+            ValueError
+        ) as e:  # our own argument errors (e.g. too few frames) are not decoder failures
+            if "num_frames" in str(e):
+                raise VideoReadError(p, str(e)) from None
             errors.append(f"{b}: {_reason(e, p)}")
         except Exception as e:
             errors.append(f"{b}: {_reason(e, p)}")
     raise VideoReadError(p, "not a video or corrupt (" + "; ".join(errors) + ")")
 
 
-def read_video(path, backend="auto", num_frames=None, frame_interval=1, random_start=True, rng=None, indices=None):
-    "Decode a video (or an image) into a pixel video uint8 [T, C, H, W]; optionally sample `num_frames` like Open-Sora."
-    if Path(path).suffix.lower() in IMG_EXTENSIONS: return read_image(path)
-    frames, _, _ = _read(path, backend, indices=indices, num_frames=num_frames,
-                         frame_interval=frame_interval, random_start=random_start, rng=rng)
+def read_video(
+    path,
+    backend="auto",
+    num_frames=None,
+    frame_interval=1,
+    random_start=True,
+    rng=None,
+    indices=None,
+):
+    """Decode a video (or an image) into a pixel video uint8 [T, C, H, W]; optionally sample
+    `num_frames` like Open-Sora."""
+    if Path(path).suffix.lower() in IMG_EXTENSIONS:
+        return read_image(path)
+    frames, _, _ = _read(
+        path,
+        backend,
+        indices=indices,
+        num_frames=num_frames,
+        frame_interval=frame_interval,
+        random_start=random_start,
+        rng=rng,
+    )
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
 
 # %% ../nbs/01_video_io.ipynb #f0c39c0c
 def _to_hwc_frames(video):
     "uint8 [T, C, H, W] tensor or array -> numpy [T, H, W, 3]"
     v = video.detach().cpu().numpy() if isinstance(video, torch.Tensor) else np.asarray(video)
-    if v.dtype != np.uint8: raise TypeError(f"expected a uint8 pixel video [T, C, H, W], got dtype {v.dtype} (use denormalize() for model outputs)")
-    if v.ndim != 4 or v.shape[1] not in (1, 3): raise ValueError(f"expected a pixel video [T, C, H, W] with C in (1, 3), got shape {tuple(v.shape)}")
+    if v.dtype != np.uint8:
+        raise TypeError(
+            f"expected a uint8 pixel video [T, C, H, W], got dtype {v.dtype} (use denormalize() "
+            f"for model outputs)"
+        )
+    if v.ndim != 4 or v.shape[1] not in (1, 3):
+        raise ValueError(
+            f"expected a pixel video [T, C, H, W] with C in (1, 3), got shape {tuple(v.shape)}"
+        )
     v = v.transpose(0, 2, 3, 1)
     return np.repeat(v, 3, axis=-1) if v.shape[-1] == 1 else v
 
 
 def rgb_to_yuv420p(frames):
-    "RGB frames uint8 [T, H, W, 3] (H, W even) -> planar yuv420p [T, 3H/2, W]: BT.601 limited range, 2x2 chroma mean."
+    """RGB frames uint8 [T, H, W, 3] (H, W even) -> planar yuv420p [T, 3H/2, W]: BT.601 limited
+    range, 2x2 chroma mean."""
     f = frames.astype(np.int32)
     r, g, b = f[..., 0], f[..., 1], f[..., 2]
     y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16
     t, h, w = r.shape
-    rb, gb, bb = (c.reshape(t, h // 2, 2, w // 2, 2).sum((2, 4)) for c in (r, g, b))  # 2x2 sums: 4x the mean
+    rb, gb, bb = (
+        c.reshape(t, h // 2, 2, w // 2, 2).sum((2, 4)) for c in (r, g, b)
+    )  # 2x2 sums: 4x the mean
     u = ((-38 * rb - 74 * gb + 112 * bb + 512) >> 10) + 128
     v = ((112 * rb - 94 * gb - 18 * bb + 512) >> 10) + 128
     planes = [y.reshape(t, -1), u.reshape(t, -1), v.reshape(t, -1)]
@@ -247,6 +361,7 @@ def rgb_to_yuv420p(frames):
 def _write_mp4(path, frames, fps, crf, name=None, reproducible=True):
     import av
     from fractions import Fraction
+
     t, h, w, _ = frames.shape
     if h % 2 or w % 2:
         log.warning("%s: %dx%d is odd, padding to even for yuv420p", name or path, h, w)
@@ -266,28 +381,37 @@ def _write_mp4(path, frames, fps, crf, name=None, reproducible=True):
 
 def _write_gif(path, frames, fps):
     from PIL import Image
+
     ims = [Image.fromarray(f) for f in frames]
-    ims[0].save(path, format="GIF", save_all=True, append_images=ims[1:], duration=round(1000 / fps), loop=0)
+    ims[0].save(
+        path, format="GIF", save_all=True, append_images=ims[1:], duration=round(1000 / fps), loop=0
+    )
 
 
 def write_video(path, video, fps=8, crf=23, reproducible=True):
-    "Write a pixel video uint8 [T, C, H, W] as .mp4 (H.264, yuv420p) or .gif, by suffix; an image suffix writes frame 0."
+    """Write a pixel video uint8 [T, C, H, W] as .mp4 (H.264, yuv420p) or .gif, by suffix; an image
+    suffix writes frame 0."""
     p = Path(path)
     frames = _to_hwc_frames(video)
     suffix = p.suffix.lower()
-    if suffix not in (".mp4", ".gif") + IMG_EXTENSIONS: raise ValueError(f"{p}: unsupported suffix {suffix!r} (use .mp4, .gif or an image suffix)")
+    if suffix not in (".mp4", ".gif") + IMG_EXTENSIONS:
+        raise ValueError(f"{p}: unsupported suffix {suffix!r} (use .mp4, .gif or an image suffix)")
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}-", suffix=suffix, dir=p.parent)
     os.close(fd)
     try:
-        if suffix == ".mp4": _write_mp4(tmp, frames, fps, crf, name=p, reproducible=reproducible)
-        elif suffix == ".gif": _write_gif(tmp, frames, fps)
+        if suffix == ".mp4":
+            _write_mp4(tmp, frames, fps, crf, name=p, reproducible=reproducible)
+        elif suffix == ".gif":
+            _write_gif(tmp, frames, fps)
         else:
             from PIL import Image
+
             Image.fromarray(frames[0]).save(tmp)
         os.replace(tmp, p)
     finally:
-        if os.path.exists(tmp): os.remove(tmp)
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return p
 
 # %% ../nbs/01_video_io.ipynb #4a07f125
@@ -299,15 +423,23 @@ class VideoInfo:
     width: int
 
     @property
-    def aspect_ratio(self): return self.height / self.width
+    def aspect_ratio(self):
+        return self.height / self.width
+
     @property
-    def resolution(self): return self.height * self.width
+    def resolution(self):
+        return self.height * self.width
+
     @property
-    def duration(self): return self.num_frames / self.fps if self.fps and self.fps == self.fps else 0.0
+    def duration(self):
+        return self.num_frames / self.fps if self.fps and self.fps == self.fps else 0.0
 
     def __repr__(self):
-        return (f"VideoInfo(num_frames={self.num_frames}, fps={self.fps:g}, height={self.height}, width={self.width}, "
-                f"aspect_ratio={self.aspect_ratio:.3f}, duration={self.duration:.3f})")
+        return (
+            f"VideoInfo(num_frames={self.num_frames}, fps={self.fps:g}, height={self.height}, "
+            f"width={self.width}, "
+            f"aspect_ratio={self.aspect_ratio:.3f}, duration={self.duration:.3f})"
+        )
 
 
 def _info_decord(path):
@@ -318,26 +450,38 @@ def _info_decord(path):
 
 def _info_av(path):
     import av
+
     with av.open(str(path)) as c:
-        if not c.streams.video: raise RuntimeError("no video stream in the file")
+        if not c.streams.video:
+            raise RuntimeError("no video stream in the file")
         s = c.streams.video[0]
-        return _av_count(c, s), float(s.average_rate or s.guessed_rate or 0), s.codec_context.height, s.codec_context.width
+        return (
+            _av_count(c, s),
+            float(s.average_rate or s.guessed_rate or 0),
+            s.codec_context.height,
+            s.codec_context.width,
+        )
 
 
 def video_info(path, backend="auto"):
-    "num_frames, fps, height, width (+ aspect_ratio = H/W, resolution = H*W, duration) of a video or image."
+    """num_frames, fps, height, width (+ aspect_ratio = H/W, resolution = H*W, duration) of a video
+    or image."""
     p = _check_file(path)
     if p.suffix.lower() in IMG_EXTENSIONS:
         from PIL import Image, UnidentifiedImageError
+
         try:
-            with Image.open(p) as im: w, h = im.size
-        except (UnidentifiedImageError, OSError) as e: raise VideoReadError(p, f"not a readable image ({e})") from None
+            with Image.open(p) as im:
+                w, h = im.size
+        except (UnidentifiedImageError, OSError) as e:
+            raise VideoReadError(p, f"not a readable image ({e})") from None
         return VideoInfo(1, float("nan"), h, w)
     errors = []
     for b in _backend_order(p, backend):
         try:
             n, fps, h, w = (_info_decord if b == "decord" else _info_av)(p)
-            if n == 0: raise RuntimeError("no video frames")
+            if n == 0:
+                raise RuntimeError("no video frames")
             return VideoInfo(int(n), fps, int(h), int(w))
         except Exception as e:
             errors.append(f"{b}: {_reason(e, p)}")
@@ -345,7 +489,8 @@ def video_info(path, backend="auto"):
 
 # %% ../nbs/01_video_io.ipynb #185bc029
 def resize_crop(video, size, mode="bilinear", antialias=False):
-    "Open-Sora's `resize_crop_to_fill`: scale [..., H, W] to cover `size` = (H, W), keeping aspect ratio, then centre-crop."
+    """Open-Sora's `resize_crop_to_fill`: scale [..., H, W] to cover `size` = (H, W), keeping aspect
+    ratio, then centre-crop."""
     th, tw = int(size[0]), int(size[1])
     h, w = video.shape[-2:]
     rh, rw = th / h, tw / w
@@ -354,41 +499,62 @@ def resize_crop(video, size, mode="bilinear", antialias=False):
     lead = x.shape[:-3]
     x = x.reshape(-1, *x.shape[-3:])
     if (sh, sw) != (h, w):
-        x = F.interpolate(x, size=(sh, sw), mode=mode, align_corners=False if mode in ("bilinear", "bicubic") else None,
-                          antialias=antialias)
+        x = F.interpolate(
+            x,
+            size=(sh, sw),
+            mode=mode,
+            align_corners=False if mode in ("bilinear", "bicubic") else None,
+            antialias=antialias,
+        )
     i, j = (sh - th) // 2, (sw - tw) // 2
-    x = x[..., i:i + th, j:j + tw].reshape(*lead, video.shape[-3], th, tw)
+    x = x[..., i : i + th, j : j + tw].reshape(*lead, video.shape[-3], th, tw)
     return x.round().clamp(0, 255).to(torch.uint8) if video.dtype == torch.uint8 else x
 
 # %% ../nbs/01_video_io.ipynb #4aeb877b
 def normalize(video):
-    "Pixel video uint8 [(B,) T, C, H, W] (or float in 0..255) -> model video float [(B,) C, T, H, W] in [-1, 1]."
+    """Pixel video uint8 [(B,) T, C, H, W] (or float in 0..255) -> model video float [(B,) C, T, H,
+    W] in [-1, 1]."""
     x = video.float() / 255.0 * 2 - 1
     return x.transpose(-4, -3).contiguous()
 
 
 def denormalize(x):
-    "Model video float [(B,) C, T, H, W] in [-1, 1] -> pixel video uint8 [(B,) T, C, H, W] (clamped, rounded)."
+    """Model video float [(B,) C, T, H, W] in [-1, 1] -> pixel video uint8 [(B,) T, C, H, W]
+    (clamped, rounded)."""
     x = (x.detach().float().clamp(-1, 1) + 1) / 2
     return (x * 255 + 0.5).clamp(0, 255).to(torch.uint8).transpose(-4, -3).contiguous()
 
 # %% ../nbs/01_video_io.ipynb #29ba7bda
 def transform_video(video, size):
-    "Pixel video uint8 [T, C, H, W] -> model video float [C, T, H, W]: resize-crop to `size`, then normalise (no rounding between)."
+    """Pixel video uint8 [T, C, H, W] -> model video float [C, T, H, W]: resize-crop to `size`, then
+    normalise (no rounding between)."""
     return normalize(resize_crop(video.float(), size))
 
 # %% ../nbs/01_video_io.ipynb #8dc89837
 def show_frames(video, n=8, title=None, size=1.6):
-    "Plot `n` evenly spaced frames of a pixel video uint8 [T, C, H, W] in a row; returns the figure."
+    """Plot `n` evenly spaced frames of a pixel video uint8 [T, C, H, W] in a row; returns the
+    figure."""
     import matplotlib.pyplot as plt
+
     t = video.shape[0]
     idx = np.unique(np.linspace(0, t - 1, min(n, t)).round().astype(int))
     h, w = video.shape[-2:]
-    fig, axs = plt.subplots(1, len(idx), figsize=(size * len(idx) * max(w / h, 0.5), size + (0.3 if title else 0)), squeeze=False)
+    fig, axs = plt.subplots(
+        1,
+        len(idx),
+        figsize=(size * len(idx) * max(w / h, 0.5), size + (0.3 if title else 0)),
+        squeeze=False,
+    )
     for ax, i in zip(axs[0], idx):
-        ax.imshow(video[i].permute(1, 2, 0).cpu().numpy() if isinstance(video, torch.Tensor) else video[i].transpose(1, 2, 0))
-        ax.set_title(f"t={i}", fontsize=8); ax.axis("off")
-    if title: fig.suptitle(title, fontsize=10)
+        ax.imshow(
+            video[i].permute(1, 2, 0).cpu().numpy()
+            if isinstance(video, torch.Tensor)
+            else video[i].transpose(1, 2, 0)
+        )
+        ax.set_title(f"t={i}", fontsize=8)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -397,35 +563,62 @@ def video_html(video, fps=8, width=None, loop=True, autoplay=True):
     "An HTML snippet that plays a pixel video uint8 [T, C, H, W] (or a .mp4/.gif path) inline."
     if isinstance(video, (str, Path)):
         p = Path(video)
-        data, kind, w0 = p.read_bytes(), ("gif" if p.suffix.lower() == ".gif" else "mp4"), video_info(p).width
+        data, kind, w0 = (
+            p.read_bytes(),
+            ("gif" if p.suffix.lower() == ".gif" else "mp4"),
+            video_info(p).width,
+        )
     else:
         with tempfile.TemporaryDirectory() as d:
-            data, kind, w0 = write_video(Path(d) / "v.mp4", video, fps=fps).read_bytes(), "mp4", video.shape[-1]
+            data, kind, w0 = (
+                write_video(Path(d) / "v.mp4", video, fps=fps).read_bytes(),
+                "mp4",
+                video.shape[-1],
+            )
     width = width or max(int(w0), 256)
     b64 = base64.b64encode(data).decode()
     style = f'width="{width}" style="image-rendering: pixelated"'
-    if kind == "gif": return f'<img src="data:image/gif;base64,{b64}" {style}/>'
-    flags = " ".join(f for f, on in [("autoplay", autoplay), ("loop", loop), ("muted", True), ("playsinline", True)] if on)
+    if kind == "gif":
+        return f'<img src="data:image/gif;base64,{b64}" {style}/>'
+    flags = " ".join(
+        f
+        for f, on in [
+            ("autoplay", autoplay),
+            ("loop", loop),
+            ("muted", True),
+            ("playsinline", True),
+        ]
+        if on
+    )
     return f'<video {style} controls {flags}><source src="data:video/mp4;base64,{b64}" type="video/mp4"></video>'
 
 
 def _gif_frames(video, width, max_frames):
-    "uint8 [T, H, W, 3] frames for a GIF: at most `max_frames` (evenly picked), scaled to about `width` pixels wide."
+    """uint8 [T, H, W, 3] frames for a GIF: at most `max_frames` (evenly picked), scaled to about
+    `width` pixels wide."""
     v = video if isinstance(video, torch.Tensor) else torch.from_numpy(np.asarray(video))
     t, _, h, w = v.shape
-    if t > max_frames: v = v[np.unique(np.linspace(0, t - 1, max_frames).round().astype(int))]
+    if t > max_frames:
+        v = v[np.unique(np.linspace(0, t - 1, max_frames).round().astype(int))]
     if w < width:  # nearest-neighbour, by a whole factor: a 32x32 world stays crisp
         k = max(1, round(width / w))
         v = v.repeat_interleave(k, -2).repeat_interleave(k, -1)
     elif w > width:  # a big clip: smaller, smoothly
-        v = F.interpolate(v.float(), size=(max(2, round(h * width / w)), width), mode="area").round().clamp(0, 255).byte()
+        v = (
+            F.interpolate(v.float(), size=(max(2, round(h * width / w)), width), mode="area")
+            .round()
+            .clamp(0, 255)
+            .byte()
+        )
     return _to_hwc_frames(v)
 
 
 def video_gif(video, fps=8, width=256, max_frames=48, max_kb=200, loop=True):
-    "An animated GIF (bytes) of a pixel video uint8 [T, C, H, W] or a video file: about `width` px wide, under `max_kb`."
+    """An animated GIF (bytes) of a pixel video uint8 [T, C, H, W] or a video file: about `width` px
+    wide, under `max_kb`."""
     from io import BytesIO
     from PIL import Image
+
     if isinstance(video, (str, Path)):
         fps = video_info(video).fps or fps
         video = read_video(video)
@@ -434,39 +627,78 @@ def video_gif(video, fps=8, width=256, max_frames=48, max_kb=200, loop=True):
         buf = BytesIO()
         ims = [Image.fromarray(f) for f in frames]
         extra = dict(loop=0) if loop else {}
-        ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=round(1000 / fps), **extra)
+        ims[0].save(
+            buf,
+            format="GIF",
+            save_all=True,
+            append_images=ims[1:],
+            duration=round(1000 / fps),
+            **extra,
+        )
         data = buf.getvalue()
-        if len(data) <= max_kb * 1024 or (len(frames) <= 8 and width <= 64): return data
-        if width > 160: width = max(160, width * 3 // 4)  # first smaller (down to 160 px wide) ...
-        elif len(frames) > 8: max_frames = max(8, len(frames) // 2); fps = fps / 2  # ... then fewer frames, same duration
-        else: width = max(64, width // 2)
+        if len(data) <= max_kb * 1024 or (len(frames) <= 8 and width <= 64):
+            return data
+        if width > 160:
+            width = max(160, width * 3 // 4)  # first smaller (down to 160 px wide) ...
+        elif len(frames) > 8:
+            max_frames = max(8, len(frames) // 2)
+            fps = fps / 2  # ... then fewer frames, same duration
+        else:
+            width = max(64, width // 2)
 
 
 class GifVideo:
-    "An animated GIF that shows itself in a notebook as an `image/gif` output: it plays untrusted and on static pages."
-    def __init__(self, data, label=""): self.data, self.label = data, label
+    """An animated GIF that shows itself in a notebook as an `image/gif` output: it plays untrusted
+    and on static pages."""
+
+    def __init__(self, data, label=""):
+        self.data, self.label = data, label
+
     def _repr_mimebundle_(self, include=None, exclude=None):
-        return {"image/gif": base64.b64encode(self.data).decode(),
-                "text/plain": f"<animated GIF{': ' + self.label if self.label else ''}, {len(self.data) / 1024:.0f} KB>"}
-    def save(self, path): Path(path).write_bytes(self.data); return Path(path)
+        return {
+            "image/gif": base64.b64encode(self.data).decode(),
+            "text/plain": f"<animated GIF{': ' + self.label if self.label else ''}, {len(self.data) / 1024:.0f} KB>",
+        }
+
+    def save(self, path):
+        Path(path).write_bytes(self.data)
+        return Path(path)
 
 
-def show_video(video, fps=8, width=None, loop=True, autoplay=True, player=False, max_frames=48, max_kb=200):
+def show_video(
+    video, fps=8, width=None, loop=True, autoplay=True, player=False, max_frames=48, max_kb=200
+):
     """Show a pixel video (tensor uint8 [T, C, H, W] or a file path) inline in a notebook.
 
-    By default an animated GIF (`GifVideo`): it renders in an untrusted notebook and on a static page, unlike an HTML
-    `<video>` (whose embedded data JupyterLab strips from untrusted output). `player=True` gives the HTML5 player."""
+    By default an animated GIF (`GifVideo`): it renders in an untrusted notebook and on a static
+    page, unlike an HTML
+    `<video>` (whose embedded data JupyterLab strips from untrusted output). `player=True` gives the
+    HTML5 player."""
     if player:
         from IPython.display import HTML
+
         return HTML(video_html(video, fps=fps, width=width, loop=loop, autoplay=autoplay))
-    label = Path(video).name if isinstance(video, (str, Path)) else f"{video.shape[0]} frames of {video.shape[-2]}x{video.shape[-1]}"
-    return GifVideo(video_gif(video, fps=fps, width=width or 256, max_frames=max_frames, max_kb=max_kb, loop=loop), label)
+    label = (
+        Path(video).name
+        if isinstance(video, (str, Path))
+        else f"{video.shape[0]} frames of {video.shape[-2]}x{video.shape[-1]}"
+    )
+    return GifVideo(
+        video_gif(
+            video, fps=fps, width=width or 256, max_frames=max_frames, max_kb=max_kb, loop=loop
+        ),
+        label,
+    )
 
 # %% ../nbs/01_video_io.ipynb #69d87071
 def write_atomic(path, write):
-    "Write file `path` through `write(tmp_path)` to a temporary name beside it, then rename it into place (atomic)."
+    """Write file `path` through `write(tmp_path)` to a temporary name beside it, then rename it
+    into place (atomic)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try: write(tmp); os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

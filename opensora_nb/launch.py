@@ -15,39 +15,106 @@ from pathlib import Path
 
 import torch
 
-from .dist import (
-    LaunchError, barrier, destroy_distributed, enable_sequence_parallel, init_distributed, seed_everything, shard_kwargs)
-from .engine import BoostedTrainer, ShardedBatches, check_plugin, check_resume, launch_colossalai
+from opensora_nb.dist import (
+    LaunchError,
+    barrier,
+    destroy_distributed,
+    enable_sequence_parallel,
+    init_distributed,
+    seed_everything,
+    shard_kwargs,
+)
+from opensora_nb.engine import (
+    BoostedTrainer,
+    ShardedBatches,
+    check_plugin,
+    check_resume,
+    launch_colossalai,
+)
 from .data import prepare_dataloader
-from .builders import (build_scheduler, build_text_encoder, build_vae, get_config, parse_overrides, prepare_tiny_world,
-                                resolve_stages)
-from .train import RunLogger, add_run_flags, checkpoint_path, last_checkpoint, run_stages, stage_batches, with_log_keys
+from opensora_nb.builders import (
+    build_scheduler,
+    build_text_encoder,
+    build_vae,
+    get_config,
+    parse_overrides,
+    prepare_tiny_world,
+    resolve_stages,
+)
+from opensora_nb.train import (
+    RunLogger,
+    add_run_flags,
+    checkpoint_path,
+    last_checkpoint,
+    run_stages,
+    stage_batches,
+    with_log_keys,
+)
 from .inference import OpenSoraPipeline
 
 # %% auto #0
 __all__ = ['SP_REFUSED', 'torchrun_command', 'launch', 'dist_train_cli', 'main', 'dist_sample_parser', 'dist_sample_cli']
 
 # %% ../nbs/13b_launch.ipynb #203fb44c
-def torchrun_command(args, nproc: int = 2, nnodes: int = 1, node_rank: int = 0, master: str | None = None,
-                     rdzv_id: str = "opensora-nb", module: str | None = "opensora_nb.launch") -> list:
-    """`torchrun` arguments for `args` (a list): single node by default; with `nnodes > 1` the c10d rendezvous at
-    `master` (host:port) that every node joins. `module=None` runs `args[0]` as a program (`--no-python`)."""
+def torchrun_command(
+    args,
+    nproc: int = 2,
+    nnodes: int = 1,
+    node_rank: int = 0,
+    master: str | None = None,
+    rdzv_id: str = "opensora-nb",
+    module: str | None = "opensora_nb.launch",
+) -> list:
+    """`torchrun` arguments for `args` (a list): single node by default; with `nnodes > 1` the c10d
+    rendezvous at
+    `master` (host:port) that every node joins. `module=None` runs `args[0]` as a program
+    (`--no-python`)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
     if nnodes > 1:
-        if not master: raise LaunchError("multi-node launch needs master='host:port' (the rendezvous endpoint)")
-        cmd += [f"--nnodes={nnodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={master}", f"--rdzv_id={rdzv_id}"]
+        if not master:
+            raise LaunchError(
+                "multi-node launch needs master='host:port' (the rendezvous endpoint)"
+            )
+        cmd += [
+            f"--nnodes={nnodes}",
+            "--rdzv_backend=c10d",
+            f"--rdzv_endpoint={master}",
+            f"--rdzv_id={rdzv_id}",
+        ]
     else:
         cmd += ["--standalone"]
     cmd += ["-m", module] if module else ["--no-python"]
     return cmd + [str(a) for a in args]
 
 
-def launch(cmd, total: int | None = None, desc: str = "ranks", echo=print, env: dict | None = None,
-           cwd=None, timeout_s: float | None = None) -> list[str]:
-    "Run `cmd`, echo its output lines, drive a tqdm bar from `PROGRESS i/n` lines; raise with the log tail on failure."
+def launch(
+    cmd,
+    total: int | None = None,
+    desc: str = "ranks",
+    echo=print,
+    env: dict | None = None,
+    cwd=None,
+    timeout_s: float | None = None,
+) -> list[str]:
+    """Run `cmd`, echo its output lines, drive a tqdm bar from `PROGRESS i/n` lines; raise with the
+    log tail on failure."""
     from tqdm.auto import tqdm
-    penv = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1", **(env or {})}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=penv, cwd=cwd, bufsize=1)
+
+    penv = {
+        **os.environ,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=penv,
+        cwd=cwd,
+        bufsize=1,
+    )
     bar, lines, t0 = tqdm(total=total, desc=desc), [], time.time()
     try:
         for line in proc.stdout:
@@ -55,103 +122,193 @@ def launch(cmd, total: int | None = None, desc: str = "ranks", echo=print, env: 
             lines.append(line)
             if line.startswith("PROGRESS "):
                 i, n = map(int, line.split()[1].split("/"))
-                bar.total = n; bar.n = i; bar.refresh()
-            elif line.strip() and "OMP_NUM_THREADS" not in line and not set(line.split("]", 1)[-1].strip()) <= set("*"):
+                bar.total = n
+                bar.n = i
+                bar.refresh()
+            elif (
+                line.strip()
+                and "OMP_NUM_THREADS" not in line
+                and not set(line.split("]", 1)[-1].strip()) <= set("*")
+            ):
                 echo(line)
             if timeout_s and time.time() - t0 > timeout_s:
-                proc.kill(); raise TimeoutError(f"launch: {cmd[:6]}... ran past {timeout_s}s")
+                proc.kill()
+                raise TimeoutError(f"launch: {cmd[:6]}... ran past {timeout_s}s")
         rc = proc.wait()
     finally:
         bar.close()
-        if proc.poll() is None: proc.kill()
+        if proc.poll() is None:
+            proc.kill()
     if rc:
-        raise RuntimeError(f"launch failed (exit {rc}): {' '.join(map(str, cmd))}\n" + "\n".join(lines[-30:]))
+        raise RuntimeError(
+            f"launch failed (exit {rc}): {' '.join(map(str, cmd))}\n" + "\n".join(lines[-30:])
+        )
     return lines
 
 # %% ../nbs/13b_launch.ipynb #35fb8651
 def _progress(env, i, n):
-    if env.is_main: print(f"PROGRESS {i}/{n}", flush=True)
+    if env.is_main:
+        print(f"PROGRESS {i}/{n}", flush=True)
 
 
 def dist_train_cli(argv=None, hooks=None) -> int:
-    """`torchrun ... -m opensora_nb.launch train CONFIG [-o OUT] [--plugin NAME] [--sp N] [--key value ...]`: data (+ sequence)
+    """`torchrun ... -m opensora_nb.launch train CONFIG [-o OUT] [--plugin NAME] [--sp N] [--key
+    value ...]`: data (+ sequence)
     parallel training through ColossalAI's Booster."""
-    p = argparse.ArgumentParser(prog="python -m opensora_nb.launch train", description="Distributed training (run under torchrun).")
+    p = argparse.ArgumentParser(
+        prog="python -m opensora_nb.launch train",
+        description="Distributed training (run under torchrun).",
+    )
     p.add_argument("config", help="preset name or config .json")
     p.add_argument("--output", "-o", default="outputs/train_dist")
-    p.add_argument("--sp", type=int, default=1, help="sequence-parallel size (divides the number of processes)")
-    p.add_argument("--plugin", default=None, help="ColossalAI plugin: ddp (CPU and GPU), zero2 (ZeRO-2, bf16; CUDA), gemini "
-                   "(CUDA), fsdp2 (torch's fully_shard), auto (zero2 on CUDA, else ddp); default: the config's `plugin`, else ddp")
+    p.add_argument(
+        "--sp", type=int, default=1, help="sequence-parallel size (divides the number of processes)"
+    )
+    p.add_argument(
+        "--plugin",
+        default=None,
+        help="ColossalAI plugin: ddp (CPU and GPU), zero2 (ZeRO-2, bf16; CUDA), gemini "
+        "(CUDA), fsdp2 (torch's fully_shard), auto (zero2 on CUDA, else ddp); default: the config's `plugin`, else ddp",
+    )
     p.add_argument("--no-resume", action="store_true")
-    p.add_argument("--no-pipeline", action="store_true", help="do not write OUTPUT/pipeline at the end")
+    p.add_argument(
+        "--no-pipeline", action="store_true", help="do not write OUTPUT/pipeline at the end"
+    )
     add_run_flags(p)  # --tensorboard, --wandb, --load, --start-from-scratch (chapter 11)
     args, rest = p.parse_known_args(argv)
-    if args.start_from_scratch and not args.load: p.error("--start-from-scratch needs --load PATH (the checkpoint to start from)")
+    if args.start_from_scratch and not args.load:
+        p.error("--start-from-scratch needs --load PATH (the checkpoint to start from)")
     env = init_distributed(args.sp)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     out = Path(args.output)
     if env.is_main:
         cfg = get_config(with_log_keys(get_config(args.config)), parse_overrides(rest))
         if args.no_resume and out.exists():
-            import shutil; shutil.rmtree(out)
+            import shutil
+
+            shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
-        cfg = prepare_tiny_world(cfg, out, progress=False)  # the tiny world's features (other configs: unchanged)
+        cfg = prepare_tiny_world(
+            cfg, out, progress=False
+        )  # the tiny world's features (other configs: unchanged)
         (out / "config.json").write_text(json.dumps(cfg, indent=1, default=str))
     barrier()
     cfg = json.loads((out / "config.json").read_text())
     for k in ("patch_size", "input_size"):
-        if k in cfg["model"]: cfg["model"][k] = tuple(cfg["model"][k])
+        if k in cfg["model"]:
+            cfg["model"][k] = tuple(cfg["model"][k])
     try:  # before colossalai is imported (tens of seconds) and before any step: one line, exit status 2
         plugin = check_plugin(args.plugin or cfg.get("plugin") or "ddp")
         check_resume(out, env)
-        load = check_resume(checkpoint_path(args.load), env) if args.load else None  # written by this same world
+        load = (
+            check_resume(checkpoint_path(args.load), env) if args.load else None
+        )  # written by this same world
     except (LaunchError, ValueError) as e:
-        if env.is_main: print(f"{p.prog}: error: {e}", file=sys.stderr, flush=True)
-        barrier(); destroy_distributed()
+        if env.is_main:
+            print(f"{p.prog}: error: {e}", file=sys.stderr, flush=True)
+        barrier()
+        destroy_distributed()
         return 2
-    if load is not None and last_checkpoint(out) is not None:  # the run began from --load: a rerun continues it
-        if env.is_main: print(f"{out} has its own checkpoint ({last_checkpoint(out).name}): continuing it, not --load {args.load}", flush=True)
+    if (
+        load is not None and last_checkpoint(out) is not None
+    ):  # the run began from --load: a rerun continues it
+        if env.is_main:
+            print(
+                f"{out} has its own checkpoint ({last_checkpoint(out).name}): continuing it, not "
+                f"--load {args.load}",
+                flush=True,
+            )
         load = None
     launch_colossalai()  # ColossalAI joins the process group init_distributed started
     seed_everything(cfg["seed"], env)
     tr = BoostedTrainer(cfg, run_dir=out, env=env, plugin=plugin)
+
     def shard(batches):
         if hasattr(batches, "sampler") and hasattr(batches, "dataset"):
-            # videos read from disk: each dp rank reads only its own batches (the sharded bucket sampler, as Open-Sora)
-            batches.loader, batches.sampler = prepare_dataloader(batches.dataset, cfg["bucket_config"], seed=cfg["seed"],
-                                                                 num_workers=cfg["data"].get("num_workers", 0), **shard_kwargs(env))
+            # videos read from disk: each dp rank reads only its own batches (the sharded bucket
+            # sampler, as Open-Sora)
+            batches.loader, batches.sampler = prepare_dataloader(
+                batches.dataset,
+                cfg["bucket_config"],
+                seed=cfg["seed"],
+                num_workers=cfg["data"].get("num_workers", 0),
+                **shard_kwargs(env),
+            )
             return batches
-        return ShardedBatches(batches, env)  # pre-extracted features: every rank draws the global batch, keeps its rows
+        return ShardedBatches(
+            batches, env
+        )  # pre-extracted features: every rank draws the global batch, keeps its rows
+
     stages = resolve_stages(cfg)  # the preset's stages, as `opensora-nb train` runs them
     make_batches, held = stage_batches(cfg, stages, wrap=shard)
-    if load is not None and args.start_from_scratch:  # its weights, EMA and optimizer; step 0, a fresh data order and RNG
+    if (
+        load is not None and args.start_from_scratch
+    ):  # its weights, EMA and optimizer; step 0, a fresh data order and RNG
         tr.load_weights(load)
-        if env.is_main: print(f"started from {load}'s weights at step 0", flush=True)
+        if env.is_main:
+            print(f"started from {load}'s weights at step 0", flush=True)
     resume = load if load is not None else last_checkpoint(out)
     if resume is not None and not args.start_from_scratch and env.is_main:
-        print(f"resumed at step {json.loads((resume / 'state.json').read_text())['step']}", flush=True)
+        print(
+            f"resumed at step {json.loads((resume / 'state.json').read_text())['step']}", flush=True
+        )
     total = cfg.get("max_steps")
+
     def on_log(rec):
         if env.is_main:
-            print(json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in rec.items()}), flush=True)
-            if total: _progress(env, rec["step"], total)
+            print(
+                json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in rec.items()}),
+                flush=True,
+            )
+            if total:
+                _progress(env, rec["step"], total)
+
     if env.is_main:
-        print(f"world {env.world_size} = dp {env.dp_size} x sp {env.sp_size}, backend {env.backend}, plugin {plugin}; "
-              f"global batch split over {env.dp_size} dp ranks", flush=True)
-    h = hooks(cfg) if hooks else {}  # `opensora-nb train`'s videos and pipeline (chapter 16), built once
-    tr.on_step = log = RunLogger(out / "tensorboard", cfg, rank=env.rank, tensorboard=args.tensorboard, wandb=args.wandb, held=held,
-                                 video_fn=h.get("video"), dp_size=env.dp_size)
+        print(
+            f"world {env.world_size} = dp {env.dp_size} x sp {env.sp_size}, backend {env.backend}, "
+            f"plugin {plugin}; "
+            f"global batch split over {env.dp_size} dp ranks",
+            flush=True,
+        )
+    h = (
+        hooks(cfg) if hooks else {}
+    )  # `opensora-nb train`'s videos and pipeline (chapter 16), built once
+    tr.on_step = log = RunLogger(
+        out / "tensorboard",
+        cfg,
+        rank=env.rank,
+        tensorboard=args.tensorboard,
+        wandb=args.wandb,
+        held=held,
+        video_fn=h.get("video"),
+        dp_size=env.dp_size,
+    )
     t0 = time.perf_counter()
-    run_stages(tr, make_batches, stages, progress=False, on_log=on_log,
-               resume=False if args.start_from_scratch else (resume if resume is not None else False))
+    run_stages(
+        tr,
+        make_batches,
+        stages,
+        progress=False,
+        on_log=on_log,
+        resume=False if args.start_from_scratch else (resume if resume is not None else False),
+    )
     secs = time.perf_counter() - t0
     log.close()
     print(f"rank {env.rank}: {tr.step_count} steps, {secs:.1f}s", flush=True)
-    if env.is_main and not args.no_pipeline and h.get("finish"):  # `opensora-nb train`: as in one process
+    if (
+        env.is_main and not args.no_pipeline and h.get("finish")
+    ):  # `opensora-nb train`: as in one process
         h["finish"](tr, cfg, out)
     elif env.is_main and not args.no_pipeline:
         vae, te = build_vae(cfg), build_text_encoder(cfg)
-        pipe = OpenSoraPipeline(tr.ema, vae, te, build_scheduler(cfg), config=dict(text_encoder=cfg["text_encoder"], vae=dict(type=cfg["vae"]["type"])), device=tr.device)
+        pipe = OpenSoraPipeline(
+            tr.ema,
+            vae,
+            te,
+            build_scheduler(cfg),
+            config=dict(text_encoder=cfg["text_encoder"], vae=dict(type=cfg["vae"]["type"])),
+            device=tr.device,
+        )
         pipe.save_pretrained(out / "pipeline")
         print(f"checkpoint: {last_checkpoint(out)}; pipeline: {out / 'pipeline'}", flush=True)
     barrier()
@@ -164,64 +321,98 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     cmds = dict(train=dist_train_cli, sample=dist_sample_cli)
     if not argv or argv[0] not in cmds:
-        print("usage: torchrun --nproc_per_node N -m opensora_nb.launch {train,sample} ... (see --help of each)")
+        print(
+            "usage: torchrun --nproc_per_node N -m opensora_nb.launch {train,sample} ... (see "
+            "--help of each)"
+        )
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     return cmds[argv[0]](argv[1:])
 
 # %% ../nbs/13b_launch.ipynb #cbe294b3
-from .inference import sample_args, sample_batches, sample_parser, sample_pipeline, sample_run
+from opensora_nb.inference import (
+    sample_args,
+    sample_batches,
+    sample_parser,
+    sample_pipeline,
+    sample_run,
+)
 
-#: The sampler's options that sequence parallelism cannot run, and why; with --sp > 1 each is refused by name before any work.
-SP_REFUSED = {"teacache": "--teacache decides to skip a step from the input each rank holds, which under sequence parallelism is "
-                          "only its part of the sequence: the ranks would skip different steps and stop matching (use --pab, "
-                          "or --sp 1)"}
+#: The sampler's options that sequence parallelism cannot run, and why; with --sp > 1 each is
+#: refused by name before any work.
+SP_REFUSED = {
+    "teacache": "--teacache decides to skip a step from the input each rank holds, which under sequence parallelism is "
+    "only its part of the sequence: the ranks would skip different steps and stop matching (use --pab, "
+    "or --sp 1)"
+}
 
 
 def dist_sample_parser() -> argparse.ArgumentParser:
-    "The flags of `python -m opensora_nb.launch sample` (and of `opensora-nb sample` under torchrun): chapter 12's, plus `--sp`."
-    p = sample_parser(prog="python -m opensora_nb.launch sample",
-                      description="`opensora-nb sample` on every rank of a torchrun launch: the batches of prompts dealt out to "
-                                  "the data-parallel groups, each sample's sequence split over an sp group.")
-    p.add_argument("--sp", type=int, default=1, help="sequence-parallel size (divides the number of processes)")
+    """The flags of `python -m opensora_nb.launch sample` (and of `opensora-nb sample` under
+    torchrun): chapter 12's, plus `--sp`."""
+    p = sample_parser(
+        prog="python -m opensora_nb.launch sample",
+        description="`opensora-nb sample` on every rank of a torchrun launch: the batches of prompts dealt out to "
+        "the data-parallel groups, each sample's sequence split over an sp group.",
+    )
+    p.add_argument(
+        "--sp", type=int, default=1, help="sequence-parallel size (divides the number of processes)"
+    )
     return p
 
 
 def dist_sample_cli(argv=None) -> int:
-    """`torchrun ... -m opensora_nb.launch sample PIPELINE --prompt ... [--sp N] [any flag of opensora-nb sample]`: chapter 12's
-    sampler on every rank. Data-parallel group g generates batches g, g + dp, ... (prompt i keeps seed + i); the first rank
+    """`torchrun ... -m opensora_nb.launch sample PIPELINE --prompt ... [--sp N] [any flag of
+    opensora-nb sample]`: chapter 12's
+    sampler on every rank. Data-parallel group g generates batches g, g + dp, ... (prompt i keeps
+    seed + i); the first rank
     of each sp group writes them under the names one process gives them."""
     p = dist_sample_parser()
     a = sample_args(p, argv)
     refused = [k for k in SP_REFUSED if a.sp > 1 and getattr(a, k) not in (None, False)]
     if refused:  # one line (from rank 0), before any process group or checkpoint
-        if os.environ.get("RANK", "0") == "0": print(f"{p.prog}: error: --sp {a.sp}: {SP_REFUSED[refused[0]]}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"{p.prog}: error: --sp {a.sp}: {SP_REFUSED[refused[0]]}", file=sys.stderr)
         raise SystemExit(2)
     env = init_distributed(a.sp)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     pipe = sample_pipeline(a, p)  # --device auto: this rank's GPU (set at init), else the CPU
     enable_sequence_parallel(pipe.model)
-    mine = sample_batches(len(a.prompts), a.batch_size)[env.dp_rank::env.dp_size]
-    steps = (a.sampling_steps or pipe.scheduler.num_sampling_steps) * a.loops * a.num_sample * len(mine)
+    mine = sample_batches(len(a.prompts), a.batch_size)[env.dp_rank :: env.dp_size]
+    steps = (
+        (a.sampling_steps or pipe.scheduler.num_sampling_steps) * a.loops * a.num_sample * len(mine)
+    )
     calls = [0]
+
     def count(*_):
         calls[0] += 1
         _progress(env, calls[0], steps)
+
     hook = pipe.model.register_forward_hook(count)
     a.quiet = True  # one bar for all ranks: rank 0's PROGRESS lines, read by `launch`
     t0 = time.perf_counter()
     paths = sample_run(a, pipe, mine, write=env.sp_rank == 0)
     hook.remove()
     n = sum(map(len, mine))
-    print(f"rank {env.rank} (dp {env.dp_rank}, sp {env.sp_rank}/{env.sp_size}): {n} prompts in {time.perf_counter() - t0:.1f}s", flush=True)
-    for path in paths: print(path, flush=True)
+    print(
+        f"rank {env.rank} (dp {env.dp_rank}, sp {env.sp_rank}/{env.sp_size}): {n} prompts in "
+        f"{time.perf_counter() - t0:.1f}s",
+        flush=True,
+    )
+    for path in paths:
+        print(path, flush=True)
     barrier()
     destroy_distributed()
     return 0
 
 # %% ../nbs/13b_launch.ipynb #5ca9a713
 #| eval: false
-# `python -m opensora_nb.launch` (not a notebook, whose __name__ is also __main__): run the imported module's main,
+# `python -m opensora_nb.launch` (not a notebook, whose __name__ is also __main__): run the imported
+# module's main,
 # so that there is one copy of each module (and of dist's process-group state)
-if __name__ == "__main__" and getattr(globals().get("__spec__"), "name", None) == "opensora_nb.launch":
+if (
+    __name__ == "__main__"
+    and getattr(globals().get("__spec__"), "name", None) == "opensora_nb.launch"
+):
     from opensora_nb.launch import main as _main
+
     sys.exit(_main())

@@ -42,7 +42,8 @@ class Mlp(nn.Module):
 
 
 class DropPath(nn.Module):
-    "Stochastic depth: in training, zero a sample's whole residual branch with probability `p` (and rescale)."
+    """Stochastic depth: in training, zero a sample's whole residual branch with probability `p`
+    (and rescale)."""
 
     def __init__(self, p: float = 0.0):
         super().__init__()
@@ -57,11 +58,14 @@ class DropPath(nn.Module):
 
 # %% ../nbs/05_layers.ipynb #06bb2655
 class _RMSNormFn(torch.autograd.Function):
-    "float32 RMSNorm with a hand-written backward: about half the passes over the tensor of autograd's chain of ops."
+    """float32 RMSNorm with a hand-written backward: about half the passes over the tensor of
+    autograd's chain of ops."""
 
     @staticmethod
     def forward(ctx, x, weight, eps: float):
-        r = torch.rsqrt(torch.linalg.vector_norm(x, dim=-1, keepdim=True).pow_(2).div_(x.shape[-1]).add_(eps))
+        r = torch.rsqrt(
+            torch.linalg.vector_norm(x, dim=-1, keepdim=True).pow_(2).div_(x.shape[-1]).add_(eps)
+        )
         n = x * r
         ctx.save_for_backward(n, r, weight)
         return n * weight
@@ -72,12 +76,15 @@ class _RMSNormFn(torch.autograd.Function):
         n, r, weight = ctx.saved_tensors
         gw = (g * n).sum(tuple(range(g.ndim - 1))) if ctx.needs_input_grad[1] else None
         gn = g * weight
-        c = torch.linalg.vecdot(gn, n, dim=-1).unsqueeze(-1).div_(n.shape[-1])  # mean(gn * n) per row
+        c = (
+            torch.linalg.vecdot(gn, n, dim=-1).unsqueeze(-1).div_(n.shape[-1])
+        )  # mean(gn * n) per row
         return torch.addcmul(gn, n, c, value=-1).mul_(r), gw, None  # r * (gn - n * mean(gn * n))
 
 
 class RMSNorm(nn.Module):
-    "RMS normalisation over the last dim (Llama/T5 style), computed in float32: `w * x / sqrt(mean(x^2) + eps)`."
+    """RMS normalisation over the last dim (Llama/T5 style), computed in float32: `w * x /
+    sqrt(mean(x^2) + eps)`."""
 
     def __init__(self, hidden_size: int, eps: float = 1e-6):
         super().__init__()
@@ -100,7 +107,9 @@ class PatchEmbed3D(nn.Module):
         super().__init__()
         self.patch_size, self.flatten = tuple(patch_size), flatten
         self.in_chans, self.embed_dim = in_chans, embed_dim
-        self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size)
+        self.proj = nn.Conv3d(
+            in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size
+        )
 
     def forward(self, x):
         if x.ndim != 5:
@@ -110,7 +119,8 @@ class PatchEmbed3D(nn.Module):
         # pad (W, H, T) at the end up to a multiple of the patch
         x = F.pad(x, (0, -W % pw, 0, -H % ph, 0, -T % pt))
         x = self.proj(x)  # [B, D, T', H', W']
-        # contiguous tokens: a channel-strided [B, N, D] would be inherited by every residual add downstream,
+        # contiguous tokens: a channel-strided [B, N, D] would be inherited by every residual add
+        # downstream,
         # and each LayerNorm and Linear would copy it again (forward and backward)
         return x.flatten(2).transpose(1, 2).contiguous() if self.flatten else x
 
@@ -122,7 +132,8 @@ def get_dynamic_size(x_shape, patch_size):
 
 # %% ../nbs/05_layers.ipynb #76766015
 def sincos_1d(pos: torch.Tensor, dim: int) -> torch.Tensor:
-    "`[N]` positions -> `[N, dim]` = concat(sin(p w), cos(p w)), w_i = 10000^(-i/(dim/2)); computed in float64."
+    """`[N]` positions -> `[N, dim]` = concat(sin(p w), cos(p w)), w_i = 10000^(-i/(dim/2));
+    computed in float64."""
     if dim % 2:
         raise ValueError(f"sincos_1d: dim must be even, got {dim}")
     omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))
@@ -131,16 +142,23 @@ def sincos_1d(pos: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def get_1d_sincos_pos_embed(embed_dim: int, length: int, scale: float = 1.0) -> torch.Tensor:
-    "Temporal table `[length, embed_dim]` of `sincos(t / scale)` (Open-Sora 1.0's `pos_embed_temporal`), float32."
+    """Temporal table `[length, embed_dim]` of `sincos(t / scale)` (Open-Sora 1.0's
+    `pos_embed_temporal`), float32."""
     return sincos_1d(torch.arange(length, dtype=torch.float64) / scale, embed_dim).float()
 
 
-def get_2d_sincos_pos_embed(embed_dim: int, grid_size, scale: float = 1.0, base_size=None) -> torch.Tensor:
-    """Spatial table `[H'*W', embed_dim]` for a `(H', W')` grid; row `h*W'+w` = concat(sincos(w'), sincos(h')).
-    Coordinates are `p / scale`, then stretched by `base_size / n` when `base_size` is given (v1.2)."""
+def get_2d_sincos_pos_embed(
+    embed_dim: int, grid_size, scale: float = 1.0, base_size=None
+) -> torch.Tensor:
+    """Spatial table `[H'*W', embed_dim]` for a `(H', W')` grid; row `h*W'+w` = concat(sincos(w'),
+    sincos(h')).
+    Coordinates are `p / scale`, then stretched by `base_size / n` when `base_size` is given
+    (v1.2)."""
     gh, gw = (grid_size, grid_size) if isinstance(grid_size, int) else tuple(grid_size)
     if embed_dim % 4:
-        raise ValueError(f"get_2d_sincos_pos_embed: embed_dim must be divisible by 4, got {embed_dim}")
+        raise ValueError(
+            f"get_2d_sincos_pos_embed: embed_dim must be divisible by 4, got {embed_dim}"
+        )
     ph = torch.arange(gh, dtype=torch.float64) / scale
     pw = torch.arange(gw, dtype=torch.float64) / scale
     if base_size is not None:
@@ -152,7 +170,8 @@ def get_2d_sincos_pos_embed(embed_dim: int, grid_size, scale: float = 1.0, base_
 
 # %% ../nbs/05_layers.ipynb #1862ce92
 class PositionEmbedding2D(nn.Module):
-    "v1.2's resolution-aware 2D sin-cos embedding, computed on the fly (no parameters): `[1, H'*W', dim]`."
+    """v1.2's resolution-aware 2D sin-cos embedding, computed on the fly (no parameters): `[1,
+    H'*W', dim]`."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -166,7 +185,9 @@ class PositionEmbedding2D(nn.Module):
         return get_2d_sincos_pos_embed(dim, (h, w), scale=scale, base_size=base_size)[None]
 
     def forward(self, x, h: int, w: int, scale: float = 1.0, base_size=None):
-        return self._table(self.dim, int(h), int(w), float(scale), base_size).to(device=x.device, dtype=x.dtype)
+        return self._table(self.dim, int(h), int(w), float(scale), base_size).to(
+            device=x.device, dtype=x.dtype
+        )
 
 # %% ../nbs/05_layers.ipynb #eb4a6ee4
 def rotate_half(x):
@@ -177,7 +198,8 @@ def rotate_half(x):
 
 # %% ../nbs/05_layers.ipynb #edcc6748
 class RotaryEmbedding(nn.Module):
-    "Rotary position embedding over the sequence dim (-2), same numbers and `freqs` key as `rotary_embedding_torch`."
+    """Rotary position embedding over the sequence dim (-2), same numbers and `freqs` key as
+    `rotary_embedding_torch`."""
 
     def __init__(self, dim: int, theta: float = 10000.0):
         super().__init__()
@@ -202,11 +224,14 @@ class RotaryEmbedding(nn.Module):
         return torch.cat([x_rot, x_pass], dim=-1)
 
     def rotate_complex(self, x):
-        "The same rotation as one complex product: the pair `(x0, x1)` is `x0 + i x1`, times `exp(i t f)`."
+        """The same rotation as one complex product: the pair `(x0, x1)` is `x0 + i x1`, times
+        `exp(i t f)`."""
         t = torch.arange(x.shape[-2], device=x.device, dtype=x.dtype).type(self.freqs.dtype)
         ang = torch.outer(t, self.freqs).to(x.dtype)  # [N, dim/2], one angle per pair
         if x.stride(-1) != 1 or x.storage_offset() % 2 or any(s % 2 for s in x.stride()[:-1]):
-            x = x.clone(memory_format=torch.contiguous_format)  # view_as_complex needs whole (re, im) pairs
+            x = x.clone(
+                memory_format=torch.contiguous_format
+            )  # view_as_complex needs whole (re, im) pairs
         xc = torch.view_as_complex(x.unflatten(-1, (-1, 2)))
         return torch.view_as_real(xc * torch.polar(torch.ones_like(ang), ang)).flatten(-2)
 
@@ -214,10 +239,18 @@ class RotaryEmbedding(nn.Module):
 
 # %% ../nbs/05_layers.ipynb #126ddc82
 class Attention(nn.Module):
-    "Multi-head self-attention on `[B, N, D]` via SDPA; optional RMSNorm QK-norm and rotary embedding."
+    """Multi-head self-attention on `[B, N, D]` via SDPA; optional RMSNorm QK-norm and rotary
+    embedding."""
 
-    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, qk_norm: bool = False,
-                 rope=None, rope_before_norm: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        qkv_bias: bool = False,
+        qk_norm: bool = False,
+        rope=None,
+        rope_before_norm: bool = False,
+    ):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"Attention: dim {dim} is not divisible by num_heads {num_heads}")
@@ -226,13 +259,20 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
         self.k_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim)
-        self.rope, self.rope_before_norm = rope, rope_before_norm  # rope: a callable on [..., N, head_dim]
+        self.rope, self.rope_before_norm = (
+            rope,
+            rope_before_norm,
+        )  # rope: a callable on [..., N, head_dim]
 
     def qkv_heads(self, x):
         "`[B, N, D]` -> q, k, v each `[B, heads, N, head_dim]`, normalised and rotated."
         B, N, _ = x.shape
-        # unbind the 3 of [B, N, 3, heads, hd] in place: the backward stacks the gradients straight into qkv's layout
-        q, k, v = (t.transpose(1, 2) for t in self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).unbind(2))
+        # unbind the 3 of [B, N, 3, heads, hd] in place: the backward stacks the gradients straight
+        # into qkv's layout
+        q, k, v = (
+            t.transpose(1, 2)
+            for t in self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).unbind(2)
+        )
         if self.rope is not None and self.rope_before_norm:
             q, k = self.rope(q), self.rope(k)
         q, k = self.q_norm(q), self.k_norm(k)
@@ -248,16 +288,22 @@ class Attention(nn.Module):
 
 # %% ../nbs/05_layers.ipynb #899894b2
 class MultiHeadCrossAttention(nn.Module):
-    "Queries from `x [B, N, D]`, keys/values from `cond [B, L, D]`; `mask [B, L]` (nonzero = real token)."
-    #: With a mask: True attends over each sample's real tokens only (packed), False over the padded caption with a
-    #: boolean mask; None (default) packs on the CPU, where reading the lengths costs nothing, and masks elsewhere
+    """Queries from `x [B, N, D]`, keys/values from `cond [B, L, D]`; `mask [B, L]` (nonzero = real
+    token)."""
+
+    #: With a mask: True attends over each sample's real tokens only (packed), False over the padded
+    #: caption with a
+    #: boolean mask; None (default) packs on the CPU, where reading the lengths costs nothing, and
+    #: masks elsewhere
     #: (no host sync in every block).
     packed_keys = None
 
     def __init__(self, d_model: int, num_heads: int):
         super().__init__()
         if d_model % num_heads:
-            raise ValueError(f"MultiHeadCrossAttention: d_model {d_model} not divisible by num_heads {num_heads}")
+            raise ValueError(
+                f"MultiHeadCrossAttention: d_model {d_model} not divisible by num_heads {num_heads}"
+            )
         self.d_model, self.num_heads, self.head_dim = d_model, num_heads, d_model // num_heads
         self.q_linear = nn.Linear(d_model, d_model)
         self.kv_linear = nn.Linear(d_model, d_model * 2)
@@ -266,10 +312,14 @@ class MultiHeadCrossAttention(nn.Module):
     def forward(self, x, cond, mask=None):
         B, N, D = x.shape
         if cond.ndim != 3 or cond.shape[0] != B:
-            raise ValueError(f"cross-attention: cond must be [B={B}, L, D], got {tuple(cond.shape)}")
+            raise ValueError(
+                f"cross-attention: cond must be [B={B}, L, D], got {tuple(cond.shape)}"
+            )
         L = cond.shape[1]
         if mask is not None and mask.shape != (B, L):
-            raise ValueError(f"cross-attention: mask must be [B={B}, L={L}], got {tuple(mask.shape)}")
+            raise ValueError(
+                f"cross-attention: mask must be [B={B}, L={L}], got {tuple(mask.shape)}"
+            )
         q = self.q_linear(x).view(B, N, self.num_heads, self.head_dim).transpose(1, 2)
         packed = self.packed_keys if self.packed_keys is not None else x.device.type == "cpu"
         if mask is not None and packed:
@@ -279,31 +329,48 @@ class MultiHeadCrossAttention(nn.Module):
 # %% ../nbs/05_layers.ipynb #3432d2e5
 @patch
 def attend_padded(self: MultiHeadCrossAttention, q, cond, keep=None):
-    "Queries `q [B, heads, N, hd]` over all `L` caption tokens, padding hidden by `keep [B, L]` -> `[B, N, D]`."
+    """Queries `q [B, heads, N, hd]` over all `L` caption tokens, padding hidden by `keep [B, L]` ->
+    `[B, N, D]`."""
     B, _, N, _ = q.shape
     kv = self.kv_linear(cond).view(B, cond.shape[1], 2, self.num_heads, self.head_dim)
     k, v = (t.transpose(1, 2) for t in kv.unbind(2))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if keep is None else keep[:, None, None, :])
-    if keep is not None:  # a caption with no token attends to nothing: 0, not NaN (no host sync to test for it)
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=None if keep is None else keep[:, None, None, :]
+    )
+    if (
+        keep is not None
+    ):  # a caption with no token attends to nothing: 0, not NaN (no host sync to test for it)
         out = out.masked_fill(~keep.any(1)[:, None, None, None], 0.0)
     return out.transpose(1, 2).reshape(B, N, self.d_model)
 
+
 @patch
 def attend_packed(self: MultiHeadCrossAttention, q, cond, keep):
-    "Each sample's queries over only its real caption tokens (`keep [B, L]`), packed as the reference does -> `[B, N, D]`."
+    """Each sample's queries over only its real caption tokens (`keep [B, L]`), packed as the
+    reference does -> `[B, N, D]`."""
     N = q.shape[2]
     lens = keep.sum(1).tolist()  # host values: free on the CPU
-    if not any(lens):  # nothing to pack; the padded path keeps every parameter in the graph (as DDP expects)
+    if not any(
+        lens
+    ):  # nothing to pack; the padded path keeps every parameter in the graph (as DDP expects)
         return self.attend_padded(q, cond, keep)
-    kv = self.kv_linear(cond[keep])  # [sum(lens), 2D]: the real tokens of every caption, one after another
+    kv = self.kv_linear(
+        cond[keep]
+    )  # [sum(lens), 2D]: the real tokens of every caption, one after another
     outs = []
     for qb, kvb in zip(q.split(1), kv.split(lens)):
         if kvb.shape[0] == 0:  # a caption with no token attends to nothing: 0, as the padded path
             outs.append(qb.new_zeros(1, N, self.num_heads, self.head_dim))
             continue
-        k, v = (t.transpose(1, 2) for t in kvb.view(1, -1, 2, self.num_heads, self.head_dim).unbind(2))
-        if N >= 256 and kvb.shape[0] <= 128:  # many queries, a few keys: the plain product beats the flash kernel's
-            a = torch.matmul(qb, k.transpose(-1, -2) * self.head_dim**-0.5).softmax(-1)  # tiles (1.1-1.25x), not below
+        k, v = (
+            t.transpose(1, 2) for t in kvb.view(1, -1, 2, self.num_heads, self.head_dim).unbind(2)
+        )
+        if (
+            N >= 256 and kvb.shape[0] <= 128
+        ):  # many queries, a few keys: the plain product beats the flash kernel's
+            a = torch.matmul(qb, k.transpose(-1, -2) * self.head_dim**-0.5).softmax(
+                -1
+            )  # tiles (1.1-1.25x), not below
             outs.append(torch.matmul(a, v).transpose(1, 2))
         else:
             outs.append(F.scaled_dot_product_attention(qb, k, v).transpose(1, 2))
@@ -311,21 +378,28 @@ def attend_packed(self: MultiHeadCrossAttention, q, cond, keep):
 
 # %% ../nbs/05_layers.ipynb #9cf6d81a
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000) -> torch.Tensor:
-    "`[N]` (fractional) timesteps -> `[N, dim]` = concat(cos(t f), sin(t f)), f_i = max_period^(-i/(dim/2))."
+    """`[N]` (fractional) timesteps -> `[N, dim]` = concat(cos(t f), sin(t f)), f_i =
+    max_period^(-i/(dim/2))."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+    )
     args = t[:, None].float() * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     return torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1) if dim % 2 else emb
 
 
 class TimestepEmbedder(nn.Module):
-    "Scalar timesteps `[B]` -> `[B, hidden_size]`: sinusoidal features, then `mlp` (Linear, SiLU, Linear)."
+    """Scalar timesteps `[B]` -> `[B, hidden_size]`: sinusoidal features, then `mlp` (Linear, SiLU,
+    Linear)."""
 
     def __init__(self, hidden_size: int, frequency_embedding_size: int = 256):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(frequency_embedding_size, hidden_size), nn.SiLU(),
-                                 nn.Linear(hidden_size, hidden_size))
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_embedding_size, hidden_size),
+            nn.SiLU(),
+            nn.Linear(hidden_size, hidden_size),
+        )
         self.frequency_embedding_size = frequency_embedding_size
 
     def forward(self, t, dtype=None):
@@ -334,7 +408,8 @@ class TimestepEmbedder(nn.Module):
 
 # %% ../nbs/05_layers.ipynb #6dd5f612
 class SizeEmbedder(TimestepEmbedder):
-    "A scalar condition per sample (fps in v1.2) `[B]` or `[B, k]` -> `[B, k*hidden_size]`, like a timestep."
+    """A scalar condition per sample (fps in v1.2) `[B]` or `[B, k]` -> `[B, k*hidden_size]`, like a
+    timestep."""
 
     def __init__(self, hidden_size: int, frequency_embedding_size: int = 256):
         super().__init__(hidden_size, frequency_embedding_size)
@@ -369,17 +444,25 @@ def t_block(hidden_size: int) -> nn.Sequential:
 
 # %% ../nbs/05_layers.ipynb #2c36b7ac
 def t_mask_select(x_mask, x, masked_x, T: int, S: int):
-    "Per frame: take `x` where `x_mask [B, T]` is True, `masked_x` where False (both `[B, T*S, D]`)."
+    """Per frame: take `x` where `x_mask [B, T]` is True, `masked_x` where False (both `[B, T*S,
+    D]`)."""
     x = rearrange(x, "B (T S) C -> B T S C", T=T, S=S)
     masked_x = rearrange(masked_x, "B (T S) C -> B T S C", T=T, S=S)
     return rearrange(torch.where(x_mask[:, :, None, None], x, masked_x), "B T S C -> B (T S) C")
 
 # %% ../nbs/05_layers.ipynb #b438ee4a
 class CaptionEmbedder(nn.Module):
-    "Project captions `[B, 1, L, C_txt]` -> `[B, 1, L, D]`; caption dropout to the learned null `y_embedding`."
+    """Project captions `[B, 1, L, C_txt]` -> `[B, 1, L, D]`; caption dropout to the learned null
+    `y_embedding`."""
 
-    def __init__(self, in_channels: int, hidden_size: int, uncond_prob: float, act_layer=approx_gelu,
-                 token_num: int = 120):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_size: int,
+        uncond_prob: float,
+        act_layer=approx_gelu,
+        token_num: int = 120,
+    ):
         super().__init__()
         self.y_proj = Mlp(in_channels, hidden_size, hidden_size, act_layer=act_layer)
         self.register_buffer("y_embedding", torch.randn(token_num, in_channels) / in_channels**0.5)
@@ -390,7 +473,8 @@ class CaptionEmbedder(nn.Module):
         return self.y_embedding[None, None].expand(n, 1, -1, -1)
 
     def token_drop(self, caption, force_drop_ids=None, generator=None):
-        "Replace the captions of dropped samples (random with `uncond_prob`, or `force_drop_ids == 1`) by the null."
+        """Replace the captions of dropped samples (random with `uncond_prob`, or `force_drop_ids ==
+        1`) by the null."""
         if force_drop_ids is None:
             r = torch.rand(caption.shape[0], generator=generator, device="cpu").to(caption.device)
             drop = r < self.uncond_prob
@@ -400,18 +484,23 @@ class CaptionEmbedder(nn.Module):
 
     def forward(self, caption, train: bool, force_drop_ids=None):
         if caption.ndim != 4 or caption.shape[1] != 1:
-            raise ValueError(f"CaptionEmbedder: caption must be [B, 1, L, C], got {tuple(caption.shape)}")
+            raise ValueError(
+                f"CaptionEmbedder: caption must be [B, 1, L, C], got {tuple(caption.shape)}"
+            )
         if train or force_drop_ids is not None:
             if caption.shape[2:] != self.y_embedding.shape:
-                raise ValueError(f"CaptionEmbedder: caption dropout needs [B, 1, {self.y_embedding.shape[0]}, "
-                                 f"{self.y_embedding.shape[1]}] captions, got {tuple(caption.shape)}")
+                raise ValueError(
+                    f"CaptionEmbedder: caption dropout needs [B, 1, {self.y_embedding.shape[0]}, "
+                    f"{self.y_embedding.shape[1]}] captions, got {tuple(caption.shape)}"
+                )
         if (train and self.uncond_prob > 0) or force_drop_ids is not None:
             caption = self.token_drop(caption, force_drop_ids)
         return self.y_proj(caption)
 
 # %% ../nbs/05_layers.ipynb #e4dbc3c4
 class T2IFinalLayer(nn.Module):
-    "PixArt's final layer: LN, modulation by `scale_shift_table + t` (t0 for clean frames), Linear to patches."
+    """PixArt's final layer: LN, modulation by `scale_shift_table + t` (t0 for clean frames), Linear
+    to patches."""
 
     def __init__(self, hidden_size: int, num_patch: int, out_channels: int, d_t=None, d_s=None):
         super().__init__()
@@ -426,16 +515,27 @@ class T2IFinalLayer(nn.Module):
         x = t2i_modulate(self.norm_final(x), shift, scale)
         if x_mask is not None:
             shift0, scale0 = (self.scale_shift_table[None] + t0[:, None]).chunk(2, dim=1)
-            # reference quirk: the t0 branch normalises the *already modulated* x (kept: checkpoints expect it)
+            # reference quirk: the t0 branch normalises the *already modulated* x (kept: checkpoints
+            # expect it)
             x = t_mask_select(x_mask, x, t2i_modulate(self.norm_final(x), shift0, scale0), T, S)
         return self.linear(x)
 
 
 def unpatchify(x, out_channels: int, patch_size, size, crop=None):
-    """Tokens `[B, T'*H'*W', pt*ph*pw*C]` -> video `[B, C, T'pt, H'ph, W'pw]`, cropped to `crop=(T, H, W)`."""
+    """Tokens `[B, T'*H'*W', pt*ph*pw*C]` -> video `[B, C, T'pt, H'ph, W'pw]`, cropped to `crop=(T,
+    H, W)`."""
     (nt, nh, nw), (pt, ph, pw) = size, patch_size
-    x = rearrange(x, "B (Nt Nh Nw) (pt ph pw C) -> B C (Nt pt) (Nh ph) (Nw pw)",
-                  Nt=nt, Nh=nh, Nw=nw, pt=pt, ph=ph, pw=pw, C=out_channels)
+    x = rearrange(
+        x,
+        "B (Nt Nh Nw) (pt ph pw C) -> B C (Nt pt) (Nh ph) (Nw pw)",
+        Nt=nt,
+        Nh=nh,
+        Nw=nw,
+        pt=pt,
+        ph=ph,
+        pw=pw,
+        C=out_channels,
+    )
     if crop is not None:
         x = x[:, :, : crop[0], : crop[1], : crop[2]]
     return x

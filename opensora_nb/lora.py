@@ -21,52 +21,91 @@ __all__ = ['LORA_TARGETS', 'ADAPTER_WEIGHTS', 'ADAPTER_CONFIG', 'lora_targets', 
            'save_lora', 'merge_lora', 'unmerge_lora', 'load_lora']
 
 # %% ../nbs/11b_lora.ipynb #03d22a5d
-#: LoRA's default targets, by STDiT3's official module names (after the block index): self-attention, cross-attention, MLP.
-LORA_TARGETS = ("attn.qkv", "attn.proj", "cross_attn.q_linear", "cross_attn.kv_linear", "mlp.fc1", "mlp.fc2")
+#: LoRA's default targets, by STDiT3's official module names (after the block index):
+#: self-attention, cross-attention, MLP.
+LORA_TARGETS = (
+    "attn.qkv",
+    "attn.proj",
+    "cross_attn.q_linear",
+    "cross_attn.kv_linear",
+    "mlp.fc1",
+    "mlp.fc2",
+)
 _BLOCK = re.compile(r"^(spatial_blocks|temporal_blocks)\.\d+\.")
 
 
-def _short(name: str) -> str: return _BLOCK.sub("", name)
+def _short(name: str) -> str:
+    return _BLOCK.sub("", name)
 
 
 def _holder(model) -> nn.Module:
-    "The module holding the STDiT3: a pipeline's `.model`, or `model` itself when it is a module (STDiT3, `X0Parameterized`)."
+    """The module holding the STDiT3: a pipeline's `.model`, or `model` itself when it is a module
+    (STDiT3, `X0Parameterized`)."""
     return model if isinstance(model, nn.Module) else model.model
 
 
 def lora_targets(net: nn.Module, targets=LORA_TARGETS, only_temporal: bool = False) -> list:
-    """The Linear modules of `net` that LoRA on `targets` adapts: a target is a name after the block index (`attn.qkv`:
-    that layer of every block) or a full module name. A target that matches nothing is an error listing the valid names."""
+    """The Linear modules of `net` that LoRA on `targets` adapts: a target is a name after the block
+    index (`attn.qkv`:
+    that layer of every block) or a full module name. A target that matches nothing is an error
+    listing the valid names."""
     linear = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)]
-    if only_temporal: linear = [n for n in linear if n.startswith("temporal_blocks.")]
+    if only_temporal:
+        linear = [n for n in linear if n.startswith("temporal_blocks.")]
     found, unknown = [], []
     for t in [targets] if isinstance(targets, str) else targets:
         hit = [n for n in linear if n == t or _short(n) == t]
         found += [n for n in hit if n not in found]
-        if not hit: unknown.append(t)
+        if not hit:
+            unknown.append(t)
     if unknown:
         where = " in its temporal blocks" if only_temporal else ""
-        raise ValueError(f"LoRA target(s) {unknown} match no Linear module of {type(net).__name__}{where}; valid names: "
-                         f"{', '.join(dict.fromkeys(_short(n) for n in linear))}")
+        raise ValueError(
+            f"LoRA target(s) {unknown} match no Linear module of {type(net).__name__}{where}; "
+            f"valid names: "
+            f"{', '.join(dict.fromkeys(_short(n) for n in linear))}"
+        )
     return found
 
 
 def lora_layers(model) -> dict:
     "{module name: peft LoRA layer} of a pipeline's (or a model's) STDiT3."
-    return {n: m for n, m in unwrap(_holder(model)).named_modules() if hasattr(m, "lora_A") and hasattr(m, "merge")}
+    return {
+        n: m
+        for n, m in unwrap(_holder(model)).named_modules()
+        if hasattr(m, "lora_A") and hasattr(m, "merge")
+    }
 
 
-def add_lora(pipe, rank: int = 8, alpha: float = 8, targets=LORA_TARGETS, only_temporal: bool = False, seed: int = 0) -> list:
-    """Put LoRA (peft's `inject_adapter_in_model`, rank `rank`, scale alpha / rank) into the STDiT3 of `pipe` (a pipeline or
-    a model) on `targets`; every base weight is frozen, only A and B train. B starts at 0: the model is unchanged until it
+def add_lora(
+    pipe,
+    rank: int = 8,
+    alpha: float = 8,
+    targets=LORA_TARGETS,
+    only_temporal: bool = False,
+    seed: int = 0,
+) -> list:
+    """Put LoRA (peft's `inject_adapter_in_model`, rank `rank`, scale alpha / rank) into the STDiT3
+    of `pipe` (a pipeline or
+    a model) on `targets`; every base weight is frozen, only A and B train. B starts at 0: the model
+    is unchanged until it
     trains. Returns the module names."""
     import peft  # imported where needed: sampling without an adapter runs without it
-    holder = _holder(pipe); net = unwrap(holder)
-    if lora_layers(net): raise ValueError("the pipeline already has a LoRA adapter: load the base pipeline again for another one")
+
+    holder = _holder(pipe)
+    net = unwrap(holder)
+    if lora_layers(net):
+        raise ValueError(
+            "the pipeline already has a LoRA adapter: load the base pipeline again for another one"
+        )
     names = lora_targets(net, targets, only_temporal)
-    with torch.random.fork_rng(devices=[]):  # A's random start from `seed`; the global RNG is left as it was
+    with torch.random.fork_rng(
+        devices=[]
+    ):  # A's random start from `seed`; the global RNG is left as it was
         torch.manual_seed(seed)
-        peft.inject_adapter_in_model(peft.LoraConfig(r=rank, lora_alpha=alpha, target_modules=names, lora_dropout=0.0), net)
+        peft.inject_adapter_in_model(
+            peft.LoraConfig(r=rank, lora_alpha=alpha, target_modules=names, lora_dropout=0.0), net
+        )
     holder.train(holder.training)  # the new layers follow the model's mode
     return names
 
@@ -76,57 +115,100 @@ _PEFT_KEY = re.compile(r"\.(lora_[AB])\.default\.")
 
 
 def lora_state_dict(pipe) -> dict:
-    "The LoRA weights only, named as peft saves them: `<STDiT3 module>.lora_A.weight` / `.lora_B.weight`."
-    return {_PEFT_KEY.sub(r".\1.", k): v.detach().cpu().contiguous() for k, v in unwrap(_holder(pipe)).state_dict().items() if ".lora_" in k}
+    """The LoRA weights only, named as peft saves them: `<STDiT3 module>.lora_A.weight` /
+    `.lora_B.weight`."""
+    return {
+        _PEFT_KEY.sub(r".\1.", k): v.detach().cpu().contiguous()
+        for k, v in unwrap(_holder(pipe)).state_dict().items()
+        if ".lora_" in k
+    }
 
 
 def save_lora(pipe, path, **info) -> Path:
-    "Write `adapter.safetensors` (LoRA weights only) + `adapter_config.json` (rank, alpha, modules, and `info`) to folder `path`."
+    """Write `adapter.safetensors` (LoRA weights only) + `adapter_config.json` (rank, alpha,
+    modules, and `info`) to folder `path`."""
     layers = lora_layers(pipe)
-    if not layers: raise ValueError("save_lora: the pipeline has no LoRA adapter (add_lora or load_lora first)")
+    if not layers:
+        raise ValueError(
+            "save_lora: the pipeline has no LoRA adapter (add_lora or load_lora first)"
+        )
     m = next(iter(layers.values()))
-    cfg = dict(peft_type="LORA", r=m.r["default"], lora_alpha=m.lora_alpha["default"], target_modules=list(layers), **info)
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
-    write_atomic(path / ADAPTER_WEIGHTS, lambda p: save_file(lora_state_dict(pipe), str(p), metadata={"format": "pt"}))
-    write_atomic(path / ADAPTER_CONFIG, lambda p: p.write_text(json.dumps(cfg, indent=1, default=str)))
+    cfg = dict(
+        peft_type="LORA",
+        r=m.r["default"],
+        lora_alpha=m.lora_alpha["default"],
+        target_modules=list(layers),
+        **info,
+    )
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    write_atomic(
+        path / ADAPTER_WEIGHTS,
+        lambda p: save_file(lora_state_dict(pipe), str(p), metadata={"format": "pt"}),
+    )
+    write_atomic(
+        path / ADAPTER_CONFIG, lambda p: p.write_text(json.dumps(cfg, indent=1, default=str))
+    )
     return path
 
 
 def merge_lora(pipe, unload: bool = False):
-    """Fold each LoRA update into its base weight, W <- W + (alpha/r) B A; with `unload`, also replace the LoRA layers by
-    their merged base layers (a plain STDiT3 again: `pipe.save_pretrained` then writes a full pipeline)."""
+    """Fold each LoRA update into its base weight, W <- W + (alpha/r) B A; with `unload`, also
+    replace the LoRA layers by
+    their merged base layers (a plain STDiT3 again: `pipe.save_pretrained` then writes a full
+    pipeline)."""
     net, layers = unwrap(_holder(pipe)), lora_layers(pipe)
-    if not layers: raise ValueError("merge_lora: the pipeline has no LoRA adapter")
+    if not layers:
+        raise ValueError("merge_lora: the pipeline has no LoRA adapter")
     for name, m in layers.items():
-        if not m.merged: m.merge()
+        if not m.merged:
+            m.merge()
         if unload:
             parent, _, child = name.rpartition(".")
             setattr(net.get_submodule(parent) if parent else net, child, m.get_base_layer())
-    if unload and "peft_config" in vars(net): del net.peft_config
+    if unload and "peft_config" in vars(net):
+        del net.peft_config
     return pipe
 
 
 def unmerge_lora(pipe):
-    "Take merged LoRA updates back out of the base weights (W <- W - (alpha/r) B A, up to float rounding)."
+    """Take merged LoRA updates back out of the base weights (W <- W - (alpha/r) B A, up to float
+    rounding)."""
     for m in lora_layers(pipe).values():
-        if m.merged: m.unmerge()
+        if m.merged:
+            m.unmerge()
     return pipe
 
 
 def load_lora(pipe, path, merge: bool = False):
-    "Apply the adapter folder `path` (`save_lora`, `opensora-nb finetune --method lora`) to `pipe` (a pipeline or a model) in place; `merge` folds it in."
+    """Apply the adapter folder `path` (`save_lora`, `opensora-nb finetune --method lora`) to `pipe`
+    (a pipeline or a model) in place; `merge` folds it in."""
     path = Path(path)
     if not (path / ADAPTER_CONFIG).exists() or not (path / ADAPTER_WEIGHTS).exists():
-        raise FileNotFoundError(f"{path} is not a LoRA adapter folder: expected {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS} in it "
-                                "(written by `opensora-nb finetune --method lora`)")
+        raise FileNotFoundError(
+            f"{path} is not a LoRA adapter folder: expected {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS} "
+            f"in it "
+            "(written by `opensora-nb finetune --method lora`)"
+        )
     cfg = json.loads((path / ADAPTER_CONFIG).read_text())
-    try: add_lora(pipe, cfg["r"], cfg["lora_alpha"], cfg["target_modules"])
-    except ValueError as e: raise ValueError(f"LoRA adapter {path} does not fit this pipeline (made for {cfg.get('base', '?')}): {e}") from None
+    try:
+        add_lora(pipe, cfg["r"], cfg["lora_alpha"], cfg["target_modules"])
+    except ValueError as e:
+        raise ValueError(
+            f"LoRA adapter {path} does not fit this pipeline (made for {cfg.get('base', '?')}): {e}"
+        ) from None
     state, net = load_file(str(path / ADAPTER_WEIGHTS)), unwrap(_holder(pipe))
     own = {_PEFT_KEY.sub(r".\1.", k): p for k, p in net.named_parameters() if ".lora_" in k}
-    bad = sorted(set(own) ^ set(state)) + [k for k in own if k in state and own[k].shape != state[k].shape]
-    if bad: raise ValueError(f"LoRA adapter {path / ADAPTER_WEIGHTS}: {len(bad)} weight(s) missing, unexpected or mis-shaped, e.g. {bad[:3]}")
+    bad = sorted(set(own) ^ set(state)) + [
+        k for k in own if k in state and own[k].shape != state[k].shape
+    ]
+    if bad:
+        raise ValueError(
+            f"LoRA adapter {path / ADAPTER_WEIGHTS}: {len(bad)} weight(s) missing, unexpected or "
+            f"mis-shaped, e.g. {bad[:3]}"
+        )
     with torch.no_grad():
-        for k, p in own.items(): p.copy_(state[k])
+        for k, p in own.items():
+            p.copy_(state[k])
     _holder(pipe).eval()
     return merge_lora(pipe) if merge else pipe

@@ -19,61 +19,108 @@ import torch
 from .io import IMG_FPS, read_video, transform_video
 
 # %% ../nbs/08_masking.ipynb #7666fed8
-MASK_TYPES = ("identity", "quarter_random", "quarter_head", "quarter_tail", "quarter_head_tail", "image_random",
-              "image_head", "image_tail", "image_head_tail", "random", "intepolate")
+MASK_TYPES = (
+    "identity",
+    "quarter_random",
+    "quarter_head",
+    "quarter_tail",
+    "quarter_head_tail",
+    "image_random",
+    "image_head",
+    "image_tail",
+    "image_head_tail",
+    "random",
+    "intepolate",
+)
 
 # configs/opensora-v1-2/train/stage1.py: 20% of samples conditioned, identity takes the other 80%
 V1_2_STAGE1_MASK_RATIOS = {
-    "random": 0.05, "intepolate": 0.005, "quarter_random": 0.005, "quarter_head": 0.005, "quarter_tail": 0.005,
-    "quarter_head_tail": 0.005, "image_random": 0.025, "image_head": 0.05, "image_tail": 0.025, "image_head_tail": 0.025,
+    "random": 0.05,
+    "intepolate": 0.005,
+    "quarter_random": 0.005,
+    "quarter_head": 0.005,
+    "quarter_tail": 0.005,
+    "quarter_head_tail": 0.005,
+    "image_random": 0.025,
+    "image_head": 0.05,
+    "image_tail": 0.025,
+    "image_head_tail": 0.025,
 }
 # stage2.py (tag v1.2.0) keeps stage 1's ratios: the same values, a separate dict
 V1_2_STAGE2_MASK_RATIOS = dict(V1_2_STAGE1_MASK_RATIOS)
 # stage3.py: 25% conditioned, mostly on the first frame (image-to-video)
 V1_2_STAGE3_MASK_RATIOS = {
-    "random": 0.01, "intepolate": 0.002, "quarter_random": 0.002, "quarter_head": 0.002, "quarter_tail": 0.002,
-    "quarter_head_tail": 0.002, "image_random": 0.0, "image_head": 0.22, "image_tail": 0.005, "image_head_tail": 0.005,
+    "random": 0.01,
+    "intepolate": 0.002,
+    "quarter_random": 0.002,
+    "quarter_head": 0.002,
+    "quarter_tail": 0.002,
+    "quarter_head_tail": 0.002,
+    "image_random": 0.0,
+    "image_head": 0.22,
+    "image_tail": 0.005,
+    "image_head_tail": 0.005,
 }
 
+
 def frame_mask(name, num_frames, rng=random):
-    "One frame mask [T] bool for mask type `name` (False = clean conditioning frame); `rng` is a `random.Random`."
-    if name not in MASK_TYPES: raise ValueError(f"unknown mask type {name!r}; valid: {', '.join(MASK_TYPES)}")
+    """One frame mask [T] bool for mask type `name` (False = clean conditioning frame); `rng` is a
+    `random.Random`."""
+    if name not in MASK_TYPES:
+        raise ValueError(f"unknown mask type {name!r}; valid: {', '.join(MASK_TYPES)}")
     T = int(num_frames)
     mask = torch.ones(T, dtype=torch.bool)
-    if T <= 1 or name == "identity": return mask
+    if T <= 1 or name == "identity":
+        return mask
     q = max(1, T // 4)
     kind, _, where = name.partition("_")
     if kind in ("quarter", "image"):
         k = rng.randint(1, q) if kind == "quarter" else 1
         if where == "random":
-            start = rng.randint(0, T - k); mask[start:start + k] = False
-        if where in ("head", "head_tail"): mask[:k] = False
-        if where in ("tail", "head_tail"): mask[-k:] = False
+            start = rng.randint(0, T - k)
+            mask[start : start + k] = False
+        if where in ("head", "head_tail"):
+            mask[:k] = False
+        if where in ("tail", "head_tail"):
+            mask[-k:] = False
     elif name == "intepolate":
-        mask[rng.randint(0, 1)::2] = False
+        mask[rng.randint(0, 1) :: 2] = False
     elif name == "random":
         p = rng.uniform(0.1, 0.9)
         mask = torch.tensor([rng.random() > p for _ in range(T)])
-        if not mask.any(): mask[-1] = True  # at least one frame to generate
+        if not mask.any():
+            mask[-1] = True  # at least one frame to generate
     return mask
 
 # %% ../nbs/08_masking.ipynb #82e08850
 class MaskGenerator:
-    "Draws Open-Sora 1.1/1.2 training frame masks [B, T] (True = generate, False = clean condition) from per-type ratios."
+    """Draws Open-Sora 1.1/1.2 training frame masks [B, T] (True = generate, False = clean
+    condition) from per-type ratios."""
+
     def __init__(self, mask_ratios=None, seed=None):
         ratios = dict(V1_2_STAGE1_MASK_RATIOS if mask_ratios is None else mask_ratios)
         bad = [k for k in ratios if k not in MASK_TYPES]
-        if bad: raise ValueError(f"unknown mask type(s) {bad} in mask_ratios; valid: {', '.join(MASK_TYPES)}")
+        if bad:
+            raise ValueError(
+                f"unknown mask type(s) {bad} in mask_ratios; valid: {', '.join(MASK_TYPES)}"
+            )
         for k, v in ratios.items():
             if not isinstance(v, (int, float)) or not 0 <= v <= 1:
-                raise ValueError(f"mask_ratios[{k!r}] = {v!r}: each ratio must be a number in [0, 1]")
+                raise ValueError(
+                    f"mask_ratios[{k!r}] = {v!r}: each ratio must be a number in [0, 1]"
+                )
         total = sum(ratios.values())
         if "identity" not in ratios:
             if total > 1 + 1e-6:
-                raise ValueError(f"mask_ratios sum to {total:.6g} > 1 ({ratios}); identity takes 1 - sum, so the sum must be <= 1")
+                raise ValueError(
+                    f"mask_ratios sum to {total:.6g} > 1 ({ratios}); identity takes 1 - sum, so "
+                    f"the sum must be <= 1"
+                )
             ratios["identity"] = max(0.0, 1.0 - total)
         elif not math.isclose(total, 1.0, abs_tol=1e-6):
-            raise ValueError(f"mask_ratios sum to {total:.6g} with identity given explicitly; they must sum to 1")
+            raise ValueError(
+                f"mask_ratios sum to {total:.6g} with identity given explicitly; they must sum to 1"
+            )
         self.mask_ratios, self.rng = ratios, random.Random(seed)
 
     def pick(self):
@@ -81,24 +128,28 @@ class MaskGenerator:
         u, acc = self.rng.random(), 0.0
         for name, p in self.mask_ratios.items():
             acc += p
-            if u < acc: return name
+            if u < acc:
+                return name
         return "identity"  # u above a sum that rounding left just under 1
 
     def get_mask(self, num_frames):
         return frame_mask(self.pick(), num_frames, self.rng)
 
     def get_masks(self, x, return_types=False):
-        "Masks [B, T] for a latent batch x [B, C, T, H, W] (on x's device); with `return_types`, also the type names."
+        """Masks [B, T] for a latent batch x [B, C, T, H, W] (on x's device); with `return_types`,
+        also the type names."""
         B, T = x.shape[0], x.shape[2]
         names = [self.pick() for _ in range(B)]
         masks = torch.stack([frame_mask(n, T, self.rng) for n in names]).to(x.device)
         return (masks, names) if return_types else masks
 
-    def __repr__(self): return f"MaskGenerator({self.mask_ratios})"
+    def __repr__(self):
+        return f"MaskGenerator({self.mask_ratios})"
 
 # %% ../nbs/08_masking.ipynb #612114a9
 class MaskTuple(NamedTuple):
     "One conditioning instruction of a mask strategy (latent frames)."
+
     loop: int = 0
     ref: int = 0
     ref_start: int = 0
@@ -106,150 +157,257 @@ class MaskTuple(NamedTuple):
     length: int = 1
     edit_ratio: float = 0.0
 
+
 def parse_mask_strategy(mask_strategy):
     "`'0,0,0,0,1,0;0,1,0,-1,1'` -> [MaskTuple, ...]; '' or None -> []. Errors quote the bad tuple."
-    if mask_strategy is None: return []
-    if not isinstance(mask_strategy, str): raise TypeError(f"mask_strategy must be a string, got {type(mask_strategy).__name__}")
-    if mask_strategy.strip() == "": return []
+    if mask_strategy is None:
+        return []
+    if not isinstance(mask_strategy, str):
+        raise TypeError(f"mask_strategy must be a string, got {type(mask_strategy).__name__}")
+    if mask_strategy.strip() == "":
+        return []
     out = []
     for part in mask_strategy.split(";"):
         fields = [f.strip() for f in part.split(",")]
         if not 1 <= len(fields) <= 6 or "" in fields:
-            raise ValueError(f"mask strategy {mask_strategy!r}: tuple {part!r} must be 1 to 6 comma-separated numbers "
-                             "(loop, ref, ref_start, target_start, length, edit_ratio)")
+            raise ValueError(
+                f"mask strategy {mask_strategy!r}: tuple {part!r} must be 1 to 6 comma-separated "
+                f"numbers "
+                "(loop, ref, ref_start, target_start, length, edit_ratio)"
+            )
         try:
             ints = [int(f) for f in fields[:5]]
             ratio = float(fields[5]) if len(fields) == 6 else 0.0
         except ValueError:
-            raise ValueError(f"mask strategy {mask_strategy!r}: tuple {part!r} has a non-number (the first five fields "
-                             "are integers, the sixth a float)") from None
+            raise ValueError(
+                f"mask strategy {mask_strategy!r}: tuple {part!r} has a non-number (the first five "
+                f"fields "
+                "are integers, the sixth a float)"
+            ) from None
         t = MaskTuple(*ints, **({"edit_ratio": ratio} if len(fields) == 6 else {}))
-        if t.loop < 0 or t.ref < 0: raise ValueError(f"mask strategy {mask_strategy!r}: tuple {part!r} has a negative loop or reference id")
-        if t.length < 1: raise ValueError(f"mask strategy {mask_strategy!r}: tuple {part!r} has length {t.length} (must be >= 1)")
-        if not 0.0 <= t.edit_ratio <= 1.0: raise ValueError(f"mask strategy {mask_strategy!r}: tuple {part!r} has edit ratio {t.edit_ratio} outside [0, 1]")
+        if t.loop < 0 or t.ref < 0:
+            raise ValueError(
+                f"mask strategy {mask_strategy!r}: tuple {part!r} has a negative loop or reference "
+                f"id"
+            )
+        if t.length < 1:
+            raise ValueError(
+                f"mask strategy {mask_strategy!r}: tuple {part!r} has length {t.length} (must be "
+                f">= 1)"
+            )
+        if not 0.0 <= t.edit_ratio <= 1.0:
+            raise ValueError(
+                f"mask strategy {mask_strategy!r}: tuple {part!r} has edit ratio {t.edit_ratio} "
+                f"outside [0, 1]"
+            )
         out.append(t)
     return out
 
 # %% ../nbs/08_masking.ipynb #fd0a3466
 def find_nearest_point(value, point, max_value):
-    "Snap `value` down to a multiple of `point`, or up when past the half-way mark and not into the last block."
+    """Snap `value` down to a multiple of `point`, or up when past the half-way mark and not into
+    the last block."""
     t = value // point
-    if value % point > point / 2 and t < max_value // point - 1: t += 1
+    if value % point > point / 2 and t < max_value // point - 1:
+        t += 1
     return t * point
+
 
 def _resolve(tup, where, T, T_ref, align, strict):
     ref_start = tup.ref_start + T_ref if tup.ref_start < 0 else tup.ref_start
     tgt_start = tup.target_start + T if tup.target_start < 0 else tup.target_start
     if align is not None:
-        ref_start, tgt_start = find_nearest_point(ref_start, align, T_ref), find_nearest_point(tgt_start, align, T)
+        ref_start, tgt_start = (
+            find_nearest_point(ref_start, align, T_ref),
+            find_nearest_point(tgt_start, align, T),
+        )
     if not 0 <= ref_start < T_ref:
-        raise ValueError(f"{where}: reference start {tup.ref_start} is outside the reference's {T_ref} latent frame(s)")
+        raise ValueError(
+            f"{where}: reference start {tup.ref_start} is outside the reference's {T_ref} latent "
+            f"frame(s)"
+        )
     if not 0 <= tgt_start < T:
-        raise ValueError(f"{where}: target start {tup.target_start} is outside the video's {T} latent frame(s)")
+        raise ValueError(
+            f"{where}: target start {tup.target_start} is outside the video's {T} latent frame(s)"
+        )
     length = min(tup.length, T - tgt_start, T_ref - ref_start)
     if strict and length < tup.length:
-        raise ValueError(f"{where}: length {tup.length} runs past the end (video has {T} latent frames from target "
-                         f"start {tgt_start}: {T - tgt_start} left; reference has {T_ref - ref_start} left from {ref_start}); "
-                         "shorten it or pass strict=False to clip like the reference")
+        raise ValueError(
+            f"{where}: length {tup.length} runs past the end (video has {T} latent frames from "
+            f"target "
+            f"start {tgt_start}: {T - tgt_start} left; reference has {T_ref - ref_start} left from {ref_start}); "
+            "shorten it or pass strict=False to clip like the reference"
+        )
     return ref_start, tgt_start, length
 
 # %% ../nbs/08_masking.ipynb #82968920
 def apply_mask_strategy(z, refs, mask_strategies, loop_i=0, align=None, strict=True):
-    "Copy reference latents into z [B, C, T, H, W] per strategy; returns (z_cond, mask [B, T] float) or (z, None)."
+    """Copy reference latents into z [B, C, T, H, W] per strategy; returns (z_cond, mask [B, T]
+    float) or (z, None)."""
     if len(mask_strategies) != z.shape[0]:
         raise ValueError(f"{len(mask_strategies)} mask strategies for a batch of {z.shape[0]}")
-    if all(s is None or s == "" for s in mask_strategies): return z, None
+    if all(s is None or s == "" for s in mask_strategies):
+        return z, None
     z, T = z.clone(), z.shape[2]
     mask = torch.ones(z.shape[0], T, dtype=torch.float, device=z.device)
     for b, strategy in enumerate(mask_strategies):
         sample_refs = refs[b] if refs is not None and b < len(refs) and refs[b] is not None else []
-        for part, tup in zip(strategy.split(";") if strategy else [], parse_mask_strategy(strategy)):
-            if tup.loop != loop_i: continue
+        for part, tup in zip(
+            strategy.split(";") if strategy else [], parse_mask_strategy(strategy)
+        ):
+            if tup.loop != loop_i:
+                continue
             where = f"mask strategy {strategy!r} of sample {b}, tuple {part!r}"
             if tup.ref >= len(sample_refs):
-                raise ValueError(f"{where}: names reference {tup.ref} but sample {b} has {len(sample_refs)} reference(s)")
+                raise ValueError(
+                    f"{where}: names reference {tup.ref} but sample {b} has {len(sample_refs)} "
+                    f"reference(s)"
+                )
             ref = sample_refs[tup.ref]
             if ref.dim() != 4 or ref.shape[0] != z.shape[1] or ref.shape[2:] != z.shape[3:]:
-                raise ValueError(f"{where}: reference latent {tuple(ref.shape)} does not fit latents [C, T, H, W] = "
-                                 f"[{z.shape[1]}, T, {z.shape[3]}, {z.shape[4]}]")
+                raise ValueError(
+                    f"{where}: reference latent {tuple(ref.shape)} does not fit latents [C, T, H, "
+                    f"W] = "
+                    f"[{z.shape[1]}, T, {z.shape[3]}, {z.shape[4]}]"
+                )
             rs, ts, n = _resolve(tup, where, T, ref.shape[1], align, strict)
-            z[b, :, ts:ts + n] = ref[:, rs:rs + n].to(z)
-            mask[b, ts:ts + n] = tup.edit_ratio
+            z[b, :, ts : ts + n] = ref[:, rs : rs + n].to(z)
+            mask[b, ts : ts + n] = tup.edit_ratio
     return z, mask
+
 
 def x_mask_at(mask, t, num_timesteps=1000):
     "Which frames the sampler denoises at timestep t [B] (or a number): 1000 * mask >= t."
     t = torch.as_tensor(t, dtype=mask.dtype, device=mask.device)
-    if t.dim() == 0: t = t.expand(mask.shape[0])
+    if t.dim() == 0:
+        t = t.expand(mask.shape[0])
     return mask * num_timesteps >= t[:, None]
 
 # %% ../nbs/08_masking.ipynb #0375e819
-def draw_mask_strategy(mask_strategy, num_frames, ref_lengths=(1,), loop_i=0, t=None, strict=True, ax=None):
-    "Picture of which latent frames a strategy conditions (coloured by reference, labelled ref:frame) and which are generated."
+def draw_mask_strategy(
+    mask_strategy, num_frames, ref_lengths=(1,), loop_i=0, t=None, strict=True, ax=None
+):
+    """Picture of which latent frames a strategy conditions (coloured by reference, labelled
+    ref:frame) and which are generated."""
     import matplotlib.pyplot as plt
-    refs = [[(torch.arange(n).float() + 1000 * (j + 1))[None, :, None, None] for j, n in enumerate(ref_lengths)]]
-    z, mask = apply_mask_strategy(torch.zeros(1, 1, num_frames, 1, 1), refs, [mask_strategy], loop_i, strict=strict)
+
+    refs = [
+        [
+            (torch.arange(n).float() + 1000 * (j + 1))[None, :, None, None]
+            for j, n in enumerate(ref_lengths)
+        ]
+    ]
+    z, mask = apply_mask_strategy(
+        torch.zeros(1, 1, num_frames, 1, 1), refs, [mask_strategy], loop_i, strict=strict
+    )
     mask = torch.ones(1, num_frames) if mask is None else mask
     rows = 1 if t is None else 2
-    if ax is None: _, ax = plt.subplots(figsize=(max(6, 0.6 * num_frames), 0.9 * rows + 0.9))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(6, 0.6 * num_frames), 0.9 * rows + 0.9))
     colours = plt.get_cmap("tab10")
     for f in range(num_frames):
         v = z[0, 0, f, 0, 0].item()
         if v >= 1000:
             j, k, e = int(v // 1000) - 1, int(v % 1000), mask[0, f].item()
-            ax.add_patch(plt.Rectangle((f, rows - 1), 1, 1, color=colours(j % 10), alpha=1 - 0.7 * e))
-            ax.text(f + 0.5, rows - 0.5, f"{j}:{k}" + (f"\ne{e:g}" if e else ""), ha="center", va="center", fontsize=10)
+            ax.add_patch(
+                plt.Rectangle((f, rows - 1), 1, 1, color=colours(j % 10), alpha=1 - 0.7 * e)
+            )
+            ax.text(
+                f + 0.5,
+                rows - 0.5,
+                f"{j}:{k}" + (f"\ne{e:g}" if e else ""),
+                ha="center",
+                va="center",
+                fontsize=10,
+            )
         else:
             ax.add_patch(plt.Rectangle((f, rows - 1), 1, 1, facecolor="white", edgecolor="grey"))
         if t is not None:
             den = bool(x_mask_at(mask, t)[0, f])
-            ax.add_patch(plt.Rectangle((f, 0), 1, 1, facecolor="#9ecae1" if den else "#555555", edgecolor="white"))
-    ax.set_xlim(0, num_frames); ax.set_ylim(0, rows); ax.set_xticks([f + 0.5 for f in range(num_frames)])
-    ax.set_xticklabels(range(num_frames), fontsize=10); ax.set_yticks([r + 0.5 for r in range(rows)])
+            ax.add_patch(
+                plt.Rectangle(
+                    (f, 0), 1, 1, facecolor="#9ecae1" if den else "#555555", edgecolor="white"
+                )
+            )
+    ax.set_xlim(0, num_frames)
+    ax.set_ylim(0, rows)
+    ax.set_xticks([f + 0.5 for f in range(num_frames)])
+    ax.set_xticklabels(range(num_frames), fontsize=10)
+    ax.set_yticks([r + 0.5 for r in range(rows)])
     ax.set_yticklabels(([f"x_mask t={t:g}"] if t is not None else []) + ["frames"], fontsize=10)
-    ax.set_title(f"mask_strategy {mask_strategy!r} (loop {loop_i})\ncoloured = reference:frame, white = generated"
-                 + ("" if t is None else "; blue = denoised at t, dark = held clean"), fontsize=10)
+    ax.set_title(
+        f"mask_strategy {mask_strategy!r} (loop {loop_i})\ncoloured = reference:frame, white = "
+        f"generated" + ("" if t is None else "; blue = denoised at t, dark = held clean"),
+        fontsize=10,
+    )
     return ax
 
 # %% ../nbs/08_masking.ipynb #4cac073f
 def load_reference(ref, image_size):
-    "A reference (path to an image/video, or a uint8 pixel video [T, C, H, W]) -> float [C, T, H, W] in [-1, 1] at `image_size`."
+    """A reference (path to an image/video, or a uint8 pixel video [T, C, H, W]) -> float [C, T, H,
+    W] in [-1, 1] at `image_size`."""
     video = read_video(ref) if isinstance(ref, (str, bytes)) or hasattr(ref, "__fspath__") else ref
     if not isinstance(video, torch.Tensor) or video.dim() != 4 or video.shape[1] != 3:
-        raise ValueError(f"reference {ref if not isinstance(ref, torch.Tensor) else 'tensor'}: expected an image/video path "
-                         f"or a pixel video [T, 3, H, W], got {getattr(video, 'shape', type(video))}")
+        raise ValueError(
+            f"reference {ref if not isinstance(ref, torch.Tensor) else 'tensor'}: expected an "
+            f"image/video path "
+            f"or a pixel video [T, 3, H, W], got {getattr(video, 'shape', type(video))}"
+        )
     return transform_video(video, image_size)
 
+
 def module_placement(module):
-    "The device and dtype of a module's first parameter or buffer (the CPU and float32 for a module with neither, or no module)."
+    """The device and dtype of a module's first parameter or buffer (the CPU and float32 for a
+    module with neither, or no module)."""
     t = next(iter(module.parameters()), None) if hasattr(module, "parameters") else None
-    if t is None and hasattr(module, "buffers"): t = next(iter(module.buffers()), None)
+    if t is None and hasattr(module, "buffers"):
+        t = next(iter(module.buffers()), None)
     return (t.device, t.dtype) if t is not None else (torch.device("cpu"), torch.float32)
 
 # %% ../nbs/08_masking.ipynb #2c1e23fa
 @torch.no_grad()
 def reference_latents(reference_paths, vae, image_size):
-    "Per sample: '' / None -> [], else its ';'-separated references encoded -> [latent [C, T', H', W'], ...]."
+    """Per sample: '' / None -> [], else its ';'-separated references encoded -> [latent [C, T', H',
+    W'], ...]."""
     device, dtype = module_placement(vae)
     out = []
     for b, paths in enumerate(reference_paths):
-        items = [] if paths is None or (isinstance(paths, str) and paths.strip() == "") else \
-                (paths.split(";") if isinstance(paths, str) else list(paths))
+        items = (
+            []
+            if paths is None or (isinstance(paths, str) and paths.strip() == "")
+            else (paths.split(";") if isinstance(paths, str) else list(paths))
+        )
         lat = []
         for p in items:
             x = load_reference(p.strip() if isinstance(p, str) else p, image_size)
             z = vae.encode(x[None].to(device, dtype))
             if not isinstance(z, torch.Tensor) or z.dim() != 5:
-                raise TypeError(f"vae.encode must return a latent tensor [B, C, T, H, W]; got {type(z).__name__} for sample {b}")
+                raise TypeError(
+                    f"vae.encode must return a latent tensor [B, C, T, H, W]; got "
+                    f"{type(z).__name__} for sample {b}"
+                )
             lat.append(z[0])
         out.append(lat)
     return out
 
-def build_conditioning(mask_strategies, reference_paths, vae, num_frames, image_size, loop_i=0, z=None,
-                       generator=None, align=None, strict=True):
-    "Noise of the latent size with references written in: dict(z [B, C, T, H, W], mask [B, T] or None, refs)."
+
+def build_conditioning(
+    mask_strategies,
+    reference_paths,
+    vae,
+    num_frames,
+    image_size,
+    loop_i=0,
+    z=None,
+    generator=None,
+    align=None,
+    strict=True,
+):
+    """Noise of the latent size with references written in: dict(z [B, C, T, H, W], mask [B, T] or
+    None, refs)."""
     B = len(mask_strategies)
-    if len(reference_paths) != B: raise ValueError(f"{len(reference_paths)} reference entries for {B} mask strategies")
+    if len(reference_paths) != B:
+        raise ValueError(f"{len(reference_paths)} reference entries for {B} mask strategies")
     T, H, W = vae.get_latent_size((num_frames, *image_size))
     if z is None:
         device, dtype = module_placement(vae)
@@ -259,8 +417,17 @@ def build_conditioning(mask_strategies, reference_paths, vae, num_frames, image_
     return dict(z=z, mask=mask, refs=refs)
 
 # %% ../nbs/08_masking.ipynb #39bb810b
-def append_generated(vae, generated_video, refs, mask_strategies, loop_i, condition_frame_length, condition_frame_edit=0.0):
-    "Looping: encode the last loop's videos [B, 3, T, H, W] as a new reference; its last frames start loop `loop_i`."
+def append_generated(
+    vae,
+    generated_video,
+    refs,
+    mask_strategies,
+    loop_i,
+    condition_frame_length,
+    condition_frame_edit=0.0,
+):
+    """Looping: encode the last loop's videos [B, 3, T, H, W] as a new reference; its last frames
+    start loop `loop_i`."""
     new = vae.encode(generated_video)
     refs, strategies = [list(r) if r else [] for r in refs], list(mask_strategies)
     for b in range(len(refs)):
@@ -269,67 +436,120 @@ def append_generated(vae, generated_video, refs, mask_strategies, loop_i, condit
         strategies[b] = tup if not strategies[b] else f"{strategies[b]};{tup}"
     return refs, strategies
 
-def multi_resolution_info(batch_size, image_size, num_frames, fps, device="cpu", dtype=torch.float32):
-    "The size conditioning STDiT3 reads: height, width, num_frames, ar, fps [B] (images get fps IMG_FPS)."
+
+def multi_resolution_info(
+    batch_size, image_size, num_frames, fps, device="cpu", dtype=torch.float32
+):
+    """The size conditioning STDiT3 reads: height, width, num_frames, ar, fps [B] (images get fps
+    IMG_FPS)."""
     full = lambda v: torch.full((batch_size,), float(v), device=device, dtype=dtype)
-    return dict(height=full(image_size[0]), width=full(image_size[1]), num_frames=full(num_frames),
-                ar=full(image_size[0] / image_size[1]), fps=full(fps if num_frames > 1 else IMG_FPS))
+    return dict(
+        height=full(image_size[0]),
+        width=full(image_size[1]),
+        num_frames=full(num_frames),
+        ar=full(image_size[0] / image_size[1]),
+        fps=full(fps if num_frames > 1 else IMG_FPS),
+    )
 
 # %% ../nbs/08_masking.ipynb #4ff8002c
 def _figure_png(fig):
     import io
     import matplotlib.pyplot as plt
-    buf = io.BytesIO(); fig.savefig(buf, format="png", bbox_inches="tight", dpi=100); plt.close(fig)
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", dpi=100)
+    plt.close(fig)
     return buf.getvalue()
 
+
 def parse_ref_lengths(text) -> list:
-    "The builder's 'ref lengths' field, '1,15' -> [1, 15]: each reference's length in latent frames ('' = no reference)."
+    """The builder's 'ref lengths' field, '1,15' -> [1, 15]: each reference's length in latent
+    frames ('' = no reference)."""
     parts = [v.strip() for v in str(text).split(",")]
-    if parts == [""]: return []
+    if parts == [""]:
+        return []
     for v in parts:
         if not v.isdigit() or int(v) < 1:
             what = "an empty entry" if v == "" else repr(v)
-            raise ValueError(f"ref lengths {text!r}: {what} is not a whole number >= 1 "
-                             "(give one latent length per reference, comma-separated, e.g. '1,15')")
+            raise ValueError(
+                f"ref lengths {text!r}: {what} is not a whole number >= 1 "
+                "(give one latent length per reference, comma-separated, e.g. '1,15')"
+            )
     return [int(v) for v in parts]
 
 # %% ../nbs/08_masking.ipynb #1b55a728
 def mask_strategy_widget(mask_strategy="0;0,1,0,-1,1", num_frames=15, ref_lengths="1,1", t=500):
-    """An ipywidgets builder: strategy text, frame/time sliders -> the `draw_mask_strategy` picture, or for a bad input
-    no picture and an error that names the field. `.fields` holds the inputs, `.error` and `.picture_png` the state.
-    Where no front end runs (nbdev_test, tools/execute_book.py) the first picture is an ordinary image output."""
+    """An ipywidgets builder: strategy text, frame/time sliders -> the `draw_mask_strategy` picture,
+    or for a bad input
+    no picture and an error that names the field. `.fields` holds the inputs, `.error` and
+    `.picture_png` the state.
+    Where no front end runs (nbdev_test, tools/execute_book.py) the first picture is an ordinary
+    image output."""
     import html
     import ipywidgets as W
     from IPython import get_ipython
     from IPython.display import Image, display
-    fields = {"strategy": W.Text(value=mask_strategy, description="strategy", layout=W.Layout(width="420px")),
-              "ref lengths": W.Text(value=ref_lengths, description="ref lengths"),
-              "latent T": W.IntSlider(value=num_frames, min=1, max=40, description="latent T"),
-              "loop": W.IntSlider(value=0, min=0, max=5, description="loop"),
-              "t": W.FloatSlider(value=t, min=0, max=1000, step=10, description="t"),
-              "strict": W.Checkbox(value=True, description="strict")}
+
+    fields = {
+        "strategy": W.Text(
+            value=mask_strategy, description="strategy", layout=W.Layout(width="420px")
+        ),
+        "ref lengths": W.Text(value=ref_lengths, description="ref lengths"),
+        "latent T": W.IntSlider(value=num_frames, min=1, max=40, description="latent T"),
+        "loop": W.IntSlider(value=0, min=0, max=5, description="loop"),
+        "t": W.FloatSlider(value=t, min=0, max=1000, step=10, description="t"),
+        "strict": W.Checkbox(value=True, description="strict"),
+    }
     f = fields
     message, out = W.HTML(), W.Output()
-    box = W.VBox([W.HBox([f["strategy"], f["ref lengths"]]), W.HBox([f["latent T"], f["loop"]]), W.HBox([f["t"], f["strict"]]),
-                  message, out])
+    box = W.VBox(
+        [
+            W.HBox([f["strategy"], f["ref lengths"]]),
+            W.HBox([f["latent T"], f["loop"]]),
+            W.HBox([f["t"], f["strict"]]),
+            message,
+            out,
+        ]
+    )
     box.fields, box.message, box.error, box.picture_png = fields, message, None, None
     drawn = []
+
     def update(*_):
         try:
             rl = parse_ref_lengths(f["ref lengths"].value)
-            ax = draw_mask_strategy(f["strategy"].value, f["latent T"].value, rl, f["loop"].value, f["t"].value, f["strict"].value)
+            ax = draw_mask_strategy(
+                f["strategy"].value,
+                f["latent T"].value,
+                rl,
+                f["loop"].value,
+                f["t"].value,
+                f["strict"].value,
+            )
             box.picture_png, box.error = _figure_png(ax.figure), None
-        except (ValueError, TypeError) as e:  # no picture: the last good one would sit under a title that is no longer true
+        except (
+            ValueError,
+            TypeError,
+        ) as e:  # no picture: the last good one would sit under a title that is no longer true
             box.picture_png, box.error = None, str(e)
-        message.value = "" if box.error is None else \
-            f"<b style='color:#b00'>cannot draw this input</b> &mdash; {html.escape(box.error)}"
-        if drawn and getattr(get_ipython(), "kernel", None) is not None:  # no front end: nothing to clear
-            # wait=True keeps the old picture until the next output replaces it (no flicker); an error has no next
-            # output, so there the front end must clear at once, or the old picture stays under the error
+        message.value = (
+            ""
+            if box.error is None
+            else f"<b style='color:#b00'>cannot draw this input</b> &mdash; {html.escape(box.error)}"
+        )
+        if (
+            drawn and getattr(get_ipython(), "kernel", None) is not None
+        ):  # no front end: nothing to clear
+            # wait=True keeps the old picture until the next output replaces it (no flicker); an
+            # error has no next
+            # output, so there the front end must clear at once, or the old picture stays under the
+            # error
             out.clear_output(wait=box.picture_png is not None)
         drawn.append(True)
         if box.picture_png is not None:
-            with out: display(Image(data=box.picture_png, format="png"))
-    for w in fields.values(): w.observe(update, "value")
+            with out:
+                display(Image(data=box.picture_png, format="png"))
+
+    for w in fields.values():
+        w.observe(update, "value")
     update()
     return box

@@ -19,13 +19,25 @@ from .vae import V1_2_MICRO_FRAME_SIZE, V1_2_MICRO_LATENT_FRAMES
 def _as_batch(v, n: int, name: str) -> torch.Tensor:
     "`v` (number or tensor) as a float32 tensor of shape [n]."
     v = torch.as_tensor(v).float().flatten()
-    if v.numel() == 1: v = v.expand(n)
-    if v.numel() != n: raise ValueError(f"{name} has {v.numel()} values for a batch of {n}")
+    if v.numel() == 1:
+        v = v.expand(n)
+    if v.numel() != n:
+        raise ValueError(f"{name} has {v.numel()} values for a batch of {n}")
     return v
 
-def timestep_transform(t, height, width, num_frames, base_resolution: int = 512 * 512, base_num_frames: int = 1,
-                       scale: float = 1.0, num_timesteps: int = 1000) -> torch.Tensor:
-    "Open-Sora 1.2's shift of timesteps `t` in [0, num_timesteps] for a video of `num_frames` x `height` x `width` pixels."
+
+def timestep_transform(
+    t,
+    height,
+    width,
+    num_frames,
+    base_resolution: int = 512 * 512,
+    base_num_frames: int = 1,
+    scale: float = 1.0,
+    num_timesteps: int = 1000,
+) -> torch.Tensor:
+    """Open-Sora 1.2's shift of timesteps `t` in [0, num_timesteps] for a video of `num_frames` x
+    `height` x `width` pixels."""
     t = torch.as_tensor(t)
     t = (t.float() if not t.is_floating_point() else t).flatten()
     n = t.shape[0]
@@ -33,9 +45,13 @@ def timestep_transform(t, height, width, num_frames, base_resolution: int = 512 
     num_frames = _as_batch(num_frames, n, "num_frames").to(t.device)
     t = t / num_timesteps
     ratio_space = (height.to(t.device) * width.to(t.device) / base_resolution).sqrt()
-    # latent frames of the v1.2 VAE in whole chunks (17 pixel frames -> 5), as the reference counts them here; an image is 1
-    num_frames = torch.where(num_frames == 1, torch.ones_like(num_frames),
-                             num_frames // V1_2_MICRO_FRAME_SIZE * V1_2_MICRO_LATENT_FRAMES)
+    # latent frames of the v1.2 VAE in whole chunks (17 pixel frames -> 5), as the reference counts
+    # them here; an image is 1
+    num_frames = torch.where(
+        num_frames == 1,
+        torch.ones_like(num_frames),
+        num_frames // V1_2_MICRO_FRAME_SIZE * V1_2_MICRO_LATENT_FRAMES,
+    )
     ratio_time = (num_frames / base_num_frames).sqrt()
     ratio = ratio_space * ratio_time * scale
     new_t = ratio * t / (1 + (ratio - 1) * t)
@@ -46,25 +62,53 @@ def per_sample(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     "Per-sample values `v` [B] shaped to broadcast over `x` [B, ...]."
     return v.reshape(v.shape[0], *([1] * (x.ndim - 1)))
 
+
 class RFlow:
-    "Rectified flow of Open-Sora 1.2: noising, per-frame masked training loss, guided Euler sampling."
-    def __init__(self, num_timesteps: int = 1000, num_sampling_steps: int = 30, cfg_scale: float = 7.0,
-                 use_timestep_transform: bool = True, use_discrete_timesteps: bool = False,
-                 sample_method: str = "uniform", loc: float = 0.0, scale: float = 1.0, transform_scale: float = 1.0,
-                 shift: float = 1.0):
-        if shift <= 0: raise ValueError(f"shift must be > 0, got {shift}")
+    """Rectified flow of Open-Sora 1.2: noising, per-frame masked training loss, guided Euler
+    sampling."""
+
+    def __init__(
+        self,
+        num_timesteps: int = 1000,
+        num_sampling_steps: int = 30,
+        cfg_scale: float = 7.0,
+        use_timestep_transform: bool = True,
+        use_discrete_timesteps: bool = False,
+        sample_method: str = "uniform",
+        loc: float = 0.0,
+        scale: float = 1.0,
+        transform_scale: float = 1.0,
+        shift: float = 1.0,
+    ):
+        if shift <= 0:
+            raise ValueError(f"shift must be > 0, got {shift}")
         if sample_method not in ("uniform", "logit-normal"):
             raise ValueError(f"sample_method {sample_method!r} is not 'uniform' or 'logit-normal'")
         if use_discrete_timesteps and sample_method != "uniform":
             raise ValueError("use_discrete_timesteps only works with sample_method='uniform'")
-        self.num_timesteps, self.num_sampling_steps, self.cfg_scale = num_timesteps, num_sampling_steps, cfg_scale
-        self.use_timestep_transform, self.use_discrete_timesteps = use_timestep_transform, use_discrete_timesteps
-        self.sample_method, self.loc, self.scale, self.transform_scale = sample_method, loc, scale, transform_scale
+        self.num_timesteps, self.num_sampling_steps, self.cfg_scale = (
+            num_timesteps,
+            num_sampling_steps,
+            cfg_scale,
+        )
+        self.use_timestep_transform, self.use_discrete_timesteps = (
+            use_timestep_transform,
+            use_discrete_timesteps,
+        )
+        self.sample_method, self.loc, self.scale, self.transform_scale = (
+            sample_method,
+            loc,
+            scale,
+            transform_scale,
+        )
         self.shift = shift  # a constant shift of every timestep (1 = none), see `shift_t`
 
     def __repr__(self):
-        return (f"RFlow(steps={self.num_sampling_steps}, cfg={self.cfg_scale}, transform={self.use_timestep_transform}, "
-                f"t~{self.sample_method}" + (f", shift={self.shift}" if self.shift != 1 else "") + ")")
+        return (
+            f"RFlow(steps={self.num_sampling_steps}, cfg={self.cfg_scale}, "
+            f"transform={self.use_timestep_transform}, "
+            f"t~{self.sample_method}" + (f", shift={self.shift}" if self.shift != 1 else "") + ")"
+        )
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         "x_t = (1 - t/T) x0 + (t/T) noise, `t` [B] in [0, T]."
@@ -72,151 +116,247 @@ class RFlow:
         return s * x0 + (1 - s) * noise
 
     def velocity(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        "The training target: the constant velocity x0 - noise of the straight path (from noise towards data)."
+        """The training target: the constant velocity x0 - noise of the straight path (from noise
+        towards data)."""
         return x0 - noise
 
 # %% ../nbs/07_rflow.ipynb #00221a0c
 @patch
-def sample_t(self: RFlow, n: int, device=None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    "`n` training timesteps in [0, T) from the configured distribution (before the resolution transform)."
-    dev = generator.device if generator is not None else device  # a CPU generator cannot fill a CUDA tensor
+def sample_t(
+    self: RFlow, n: int, device=None, generator: Optional[torch.Generator] = None
+) -> torch.Tensor:
+    """`n` training timesteps in [0, T) from the configured distribution (before the resolution
+    transform)."""
+    dev = (
+        generator.device if generator is not None else device
+    )  # a CPU generator cannot fill a CUDA tensor
     if self.use_discrete_timesteps:
         t = torch.randint(0, self.num_timesteps, (n,), device=dev, generator=generator)
     elif self.sample_method == "uniform":
         t = torch.rand(n, device=dev, generator=generator) * self.num_timesteps
     else:
-        t = torch.sigmoid(torch.randn(n, device=dev, generator=generator) * self.scale + self.loc) * self.num_timesteps
+        t = (
+            torch.sigmoid(torch.randn(n, device=dev, generator=generator) * self.scale + self.loc)
+            * self.num_timesteps
+        )
     return t if device is None else t.to(device)
 
 # %% ../nbs/07_rflow.ipynb #24b951b0
 def mean_flat(x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    "Per-sample mean of `x` [B, ...]; with a frame `mask` [B, T] (x is [B, C, T, H, W]) over the True frames only."
-    if mask is None: return x.mean(dim=list(range(1, x.ndim)))
+    """Per-sample mean of `x` [B, ...]; with a frame `mask` [B, T] (x is [B, C, T, H, W]) over the
+    True frames only."""
+    if mask is None:
+        return x.mean(dim=list(range(1, x.ndim)))
     if x.ndim != 5 or mask.shape != (x.shape[0], x.shape[2]):
-        raise ValueError(f"mask of shape {tuple(mask.shape)} does not match frames of x {tuple(x.shape)} ([B, C, T, H, W])")
+        raise ValueError(
+            f"mask of shape {tuple(mask.shape)} does not match frames of x {tuple(x.shape)} ([B, "
+            f"C, T, H, W])"
+        )
     per_frame = x.transpose(1, 2).flatten(2)  # [B, T, C*H*W]
     m = mask.to(x.dtype)
     denom = (m.sum(1) * per_frame.shape[-1]).clamp(min=1)  # an all-clean sample gives 0, not NaN
     return (per_frame * m[..., None]).sum(dim=(1, 2)) / denom
 
+
 def noise_like(x: torch.Tensor, generator=None) -> torch.Tensor:
-    """Standard normal noise shaped like `x`, drawn on `generator`'s device (a CPU generator cannot fill a CUDA tensor).
-    A list of generators gives sample i its own (a sample's noise then does not depend on the rest of the batch)."""
+    """Standard normal noise shaped like `x`, drawn on `generator`'s device (a CPU generator cannot
+    fill a CUDA tensor).
+    A list of generators gives sample i its own (a sample's noise then does not depend on the rest
+    of the batch)."""
     if isinstance(generator, (list, tuple)):
-        if len(generator) != x.shape[0]: raise ValueError(f"{len(generator)} generators for a batch of {x.shape[0]}")
-        return torch.cat([noise_like(x[i:i + 1], g) for i, g in enumerate(generator)])
+        if len(generator) != x.shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {x.shape[0]}")
+        return torch.cat([noise_like(x[i : i + 1], g) for i, g in enumerate(generator)])
     dev = generator.device if generator is not None else x.device
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=dev).to(x.device)
 
+
 def _model_out(out, c: int) -> torch.Tensor:
-    "The first `c` channels of a model output (the velocity/eps half when the model also predicts sigma)."
+    """The first `c` channels of a model output (the velocity/eps half when the model also predicts
+    sigma)."""
     out = out["x"] if isinstance(out, dict) else out
     return out[:, :c]
 
 # %% ../nbs/07_rflow.ipynb #91196eee
 @patch
 def transform_t(self: RFlow, t: torch.Tensor, model_kwargs: dict) -> torch.Tensor:
-    "`timestep_transform` of `t` with the video size from `model_kwargs` (`height`, `width`, `num_frames`)."
+    """`timestep_transform` of `t` with the video size from `model_kwargs` (`height`, `width`,
+    `num_frames`)."""
     missing = [k for k in ("height", "width", "num_frames") if model_kwargs.get(k) is None]
     if missing:
-        raise ValueError(f"use_timestep_transform needs model_kwargs {missing} (pixel size and frame count of the video)")
-    return timestep_transform(t, model_kwargs["height"], model_kwargs["width"], model_kwargs["num_frames"],
-                              scale=self.transform_scale, num_timesteps=self.num_timesteps).to(t.device)
+        raise ValueError(
+            f"use_timestep_transform needs model_kwargs {missing} (pixel size and frame count of "
+            f"the video)"
+        )
+    return timestep_transform(
+        t,
+        model_kwargs["height"],
+        model_kwargs["width"],
+        model_kwargs["num_frames"],
+        scale=self.transform_scale,
+        num_timesteps=self.num_timesteps,
+    ).to(t.device)
+
 
 @patch
 def shift_t(self: RFlow, t: torch.Tensor) -> torch.Tensor:
-    "The constant shift `s = self.shift` of timesteps in [0, T]: u = t/T -> s u / (1 + (s - 1) u); s > 1 means more noise."
-    if self.shift == 1: return t
+    """The constant shift `s = self.shift` of timesteps in [0, T]: u = t/T -> s u / (1 + (s - 1) u);
+    s > 1 means more noise."""
+    if self.shift == 1:
+        return t
     u = t / self.num_timesteps
     return self.shift * u / (1 + (self.shift - 1) * u) * self.num_timesteps
 
 # %% ../nbs/07_rflow.ipynb #f4a7be07
 @patch
-def training_losses(self: RFlow, model: Callable, x_start: torch.Tensor, model_kwargs: Optional[dict] = None,
-                    noise: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None,
-                    t: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None) -> dict:
-    "Velocity-matching loss per sample (dict with `loss` [B]); `mask` [B, T] False marks clean conditioning frames."
+def training_losses(
+    self: RFlow,
+    model: Callable,
+    x_start: torch.Tensor,
+    model_kwargs: Optional[dict] = None,
+    noise: Optional[torch.Tensor] = None,
+    mask: Optional[torch.Tensor] = None,
+    t: Optional[torch.Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+) -> dict:
+    """Velocity-matching loss per sample (dict with `loss` [B]); `mask` [B, T] False marks clean
+    conditioning frames."""
     model_kwargs = dict(model_kwargs or {})
     if t is None:
         t = self.sample_t(x_start.shape[0], device=x_start.device, generator=generator)
-        if self.use_timestep_transform: t = self.transform_t(t, model_kwargs)
+        if self.use_timestep_transform:
+            t = self.transform_t(t, model_kwargs)
         t = self.shift_t(t)
     if noise is None:
         noise = noise_like(x_start, generator)
     if noise.shape != x_start.shape:
-        raise ValueError(f"noise {tuple(noise.shape)} and x_start {tuple(x_start.shape)} differ in shape")
+        raise ValueError(
+            f"noise {tuple(noise.shape)} and x_start {tuple(x_start.shape)} differ in shape"
+        )
     x_t = self.add_noise(x_start, noise, t)
     if mask is not None:
-        x_t = torch.where(mask[:, None, :, None, None], x_t, self.add_noise(x_start, noise, torch.zeros_like(t)))
+        x_t = torch.where(
+            mask[:, None, :, None, None], x_t, self.add_noise(x_start, noise, torch.zeros_like(t))
+        )
     v_pred = _model_out(model(x_t, t, **model_kwargs), x_start.shape[1])
     return {"loss": mean_flat((v_pred - self.velocity(x_start, noise)).pow(2), mask=mask), "t": t}
 
 # %% ../nbs/07_rflow.ipynb #2aa4846f
 def guidance_batch(kwargs: dict, n: int) -> dict:
     "Per-sample tensors of `kwargs` (first dim `n`) repeated for the [cond; uncond] batch."
-    return {k: torch.cat([v, v], 0) if torch.is_tensor(v) and v.ndim > 0 and v.shape[0] == n else v
-            for k, v in kwargs.items()}
+    return {
+        k: torch.cat([v, v], 0) if torch.is_tensor(v) and v.ndim > 0 and v.shape[0] == n else v
+        for k, v in kwargs.items()
+    }
 
-def text_conditioning(n: int, prompts=None, text_encoder=None, y=None, y_null=None, model_kwargs=None):
-    "(y, y_null, kwargs): captions from `text_encoder.encode(prompts)`/`.null(n)` or given directly as tensors."
+
+def text_conditioning(
+    n: int, prompts=None, text_encoder=None, y=None, y_null=None, model_kwargs=None
+):
+    """(y, y_null, kwargs): captions from `text_encoder.encode(prompts)`/`.null(n)` or given
+    directly as tensors."""
     kwargs = dict(model_kwargs or {})
     if text_encoder is not None:
         if prompts is None or len(prompts) != n:
-            raise ValueError(f"text_encoder needs {n} prompts (one per sample), got {None if prompts is None else len(prompts)}")
+            raise ValueError(
+                f"text_encoder needs {n} prompts (one per sample), got "
+                f"{None if prompts is None else len(prompts)}"
+            )
         enc = dict(text_encoder.encode(list(prompts)))
         y, y_null = enc.pop("y"), text_encoder.null(n)
         kwargs = {**enc, **kwargs}
     if (y is None) != (y_null is None):
-        raise ValueError("classifier-free guidance needs both y and y_null (or a text_encoder with prompts)")
+        raise ValueError(
+            "classifier-free guidance needs both y and y_null (or a text_encoder with prompts)"
+        )
     if y is not None and (y.shape[0] != n or y_null.shape != y.shape):
-        raise ValueError(f"y {tuple(y.shape)} and y_null {tuple(y_null.shape)} must both have batch {n} and one shape")
+        raise ValueError(
+            f"y {tuple(y.shape)} and y_null {tuple(y_null.shape)} must both have batch {n} and one "
+            f"shape"
+        )
     return y, y_null, kwargs
 
 # %% ../nbs/07_rflow.ipynb #553ef986
 @patch
-def sampling_timesteps(self: RFlow, n: int, model_kwargs: Optional[dict] = None, device=None) -> list:
-    "The `num_sampling_steps` timesteps (each a [n] tensor), from 1000 down, transformed when configured."
-    ts = [(1.0 - i / self.num_sampling_steps) * self.num_timesteps for i in range(self.num_sampling_steps)]
-    if self.use_discrete_timesteps: ts = [int(round(t)) for t in ts]
+def sampling_timesteps(
+    self: RFlow, n: int, model_kwargs: Optional[dict] = None, device=None
+) -> list:
+    """The `num_sampling_steps` timesteps (each a [n] tensor), from 1000 down, transformed when
+    configured."""
+    ts = [
+        (1.0 - i / self.num_sampling_steps) * self.num_timesteps
+        for i in range(self.num_sampling_steps)
+    ]
+    if self.use_discrete_timesteps:
+        ts = [int(round(t)) for t in ts]
     ts = [torch.tensor([t] * n, device=device) for t in ts]
-    if self.use_timestep_transform: ts = [self.transform_t(t, model_kwargs or {}) for t in ts]
-    if self.shift != 1: ts = [self.shift_t(t) for t in ts]
+    if self.use_timestep_transform:
+        ts = [self.transform_t(t, model_kwargs or {}) for t in ts]
+    if self.shift != 1:
+        ts = [self.shift_t(t) for t in ts]
     return ts
 
 # %% ../nbs/07_rflow.ipynb #22052765
 @patch
-def sample(self: RFlow, model: Callable, z: torch.Tensor, prompts=None, text_encoder=None, y=None, y_null=None,
-           model_kwargs: Optional[dict] = None, mask: Optional[torch.Tensor] = None,
-           guidance_scale: Optional[float] = None, progress: bool = True, callback: Optional[Callable] = None,
-           generator: Optional[torch.Generator] = None, cache=None) -> torch.Tensor:
-    """Euler sampling from noise `z` [B, C, T, H, W] with classifier-free guidance and optional frame `mask` [B, T].
-    `cache`: a sampling cache (chapter 11c) attached to the model for this call and told each step's place in the schedule."""
+def sample(
+    self: RFlow,
+    model: Callable,
+    z: torch.Tensor,
+    prompts=None,
+    text_encoder=None,
+    y=None,
+    y_null=None,
+    model_kwargs: Optional[dict] = None,
+    mask: Optional[torch.Tensor] = None,
+    guidance_scale: Optional[float] = None,
+    progress: bool = True,
+    callback: Optional[Callable] = None,
+    generator: Optional[torch.Generator] = None,
+    cache=None,
+) -> torch.Tensor:
+    """Euler sampling from noise `z` [B, C, T, H, W] with classifier-free guidance and optional
+    frame `mask` [B, T].
+    `cache`: a sampling cache (chapter 11c) attached to the model for this call and told each step's
+    place in the schedule."""
     n, s = z.shape[0], self.cfg_scale if guidance_scale is None else guidance_scale
     y, y_null, kwargs = text_conditioning(n, prompts, text_encoder, y, y_null, model_kwargs)
     timesteps = self.sampling_timesteps(n, kwargs, device=z.device)
     if mask is not None:
-        if mask.shape != (n, z.shape[2]): raise ValueError(f"mask {tuple(mask.shape)} is not [B, T] = {(n, z.shape[2])}")
+        if mask.shape != (n, z.shape[2]):
+            raise ValueError(f"mask {tuple(mask.shape)} is not [B, T] = {(n, z.shape[2])}")
         noise_added = mask == 1
     if cache is not None:  # t_i / 1000 of every step, read to the host once
-        levels = (torch.stack([t.reshape(-1)[0] for t in timesteps]).float() / self.num_timesteps).tolist()
+        levels = (
+            torch.stack([t.reshape(-1)[0] for t in timesteps]).float() / self.num_timesteps
+        ).tolist()
     with cache.attach(model) if cache is not None else nullcontext():
         for i, t in enumerate(tqdm(timesteps, desc="rflow", disable=not progress)):
             if mask is not None:
                 x0 = z.clone()
                 x_noise = self.add_noise(x0, noise_like(x0, generator), t)
-                active = mask * self.num_timesteps >= t[:, None]   # frames that take part from this step on
+                active = (
+                    mask * self.num_timesteps >= t[:, None]
+                )  # frames that take part from this step on
                 z = torch.where((active & ~noise_added)[:, None, :, None, None], x_noise, x0)
                 noise_added = active
                 kwargs["x_mask"] = active
-            if cache is not None: cache.begin_step(i, len(timesteps), levels[i])
+            if cache is not None:
+                cache.begin_step(i, len(timesteps), levels[i])
             if y is None:
                 v = _model_out(model(z, t, **kwargs), z.shape[1])
             else:
-                out = model(torch.cat([z, z]), torch.cat([t, t]), y=torch.cat([y, y_null]), **guidance_batch(kwargs, n))
+                out = model(
+                    torch.cat([z, z]),
+                    torch.cat([t, t]),
+                    y=torch.cat([y, y_null]),
+                    **guidance_batch(kwargs, n),
+                )
                 v_cond, v_uncond = _model_out(out, z.shape[1]).chunk(2)
                 v = v_uncond + s * (v_cond - v_uncond)
             dt = (timesteps[i] - timesteps[i + 1]) if i < len(timesteps) - 1 else timesteps[i]
             z = z + v * per_sample(dt / self.num_timesteps, z)
-            if mask is not None: z = torch.where(active[:, None, :, None, None], z, x0)
-            if callback is not None: callback(i, t, z)
+            if mask is not None:
+                z = torch.where(active[:, None, :, None, None], z, x0)
+            if callback is not None:
+                callback(i, t, z)
     return z

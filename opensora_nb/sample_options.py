@@ -21,138 +21,273 @@ def _describe(node) -> str:
     "What a refused syntax node is, in a few words a user recognises."
     text = (ast.unparse(node).splitlines() or [""])[0]
     text = text if len(text) <= 60 else text[:57] + "..."
-    if isinstance(node, (ast.Import, ast.ImportFrom)): return f"an import (`{text}`)"
-    if isinstance(node, ast.Call): return f"a call to {ast.unparse(node.func)[:40]} (`{text}`)"
-    if isinstance(node, ast.Name): return f"the name {node.id!r}"
-    if isinstance(node, ast.JoinedStr): return f"an f-string (`{text}`)"
-    if isinstance(node, ast.Attribute): return f"an attribute (`{text}`)"
-    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): return f"a definition (`{text}`)"
-    if isinstance(node, ast.Expr): return _describe(node.value)
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return f"an import (`{text}`)"
+    if isinstance(node, ast.Call):
+        return f"a call to {ast.unparse(node.func)[:40]} (`{text}`)"
+    if isinstance(node, ast.Name):
+        return f"the name {node.id!r}"
+    if isinstance(node, ast.JoinedStr):
+        return f"an f-string (`{text}`)"
+    if isinstance(node, ast.Attribute):
+        return f"an attribute (`{text}`)"
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return f"a definition (`{text}`)"
+    if isinstance(node, ast.Expr):
+        return _describe(node.value)
     return f"{type(node).__name__.lower()} `{text}`"
 
 
 def _literal(node, where: str):
-    "The value of a literal node (constants, -numbers, lists, tuples, str-keyed dicts, dict(k=v)); anything else: ValueError."
-    if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, (str, int, float, bool))):
+    """The value of a literal node (constants, -numbers, lists, tuples, str-keyed dicts, dict(k=v));
+    anything else: ValueError."""
+    if isinstance(node, ast.Constant) and (
+        node.value is None or isinstance(node.value, (str, int, float, bool))
+    ):
         return node.value
-    if (isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)) and isinstance(node.operand, ast.Constant)
-            and type(node.operand.value) in (int, float)):
+    if (
+        isinstance(node, ast.UnaryOp)
+        and isinstance(node.op, (ast.USub, ast.UAdd))
+        and isinstance(node.operand, ast.Constant)
+        and type(node.operand.value) in (int, float)
+    ):
         return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
     if isinstance(node, (ast.List, ast.Tuple)):
         items = [_literal(e, where) for e in node.elts]
         return items if isinstance(node, ast.List) else tuple(items)
-    if isinstance(node, ast.Dict) and all(isinstance(k, ast.Constant) and isinstance(k.value, str) for k in node.keys):
+    if isinstance(node, ast.Dict) and all(
+        isinstance(k, ast.Constant) and isinstance(k.value, str) for k in node.keys
+    ):
         return {k.value: _literal(v, f"{where}.{k.value}") for k, v in zip(node.keys, node.values)}
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args
-            and all(k.arg is not None for k in node.keywords)):
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "dict"
+        and not node.args
+        and all(k.arg is not None for k in node.keywords)
+    ):
         return {k.arg: _literal(k.value, f"{where}.{k.arg}") for k in node.keywords}
-    raise ValueError(f"{where}: {_describe(node)} is not allowed: a config file is read, never run, so it holds only "
-                     "literals and dict(...)")
+    raise ValueError(
+        f"{where}: {_describe(node)} is not allowed: a config file is read, never run, so it holds "
+        f"only "
+        "literals and dict(...)"
+    )
 
 
 def read_config(path) -> dict:
-    """The top-level assignments of a reference-style Python config file, {name: value}, read with `ast` (never executed):
-    literals, lists, tuples, None/True/False, negative numbers and `dict(...)`. Anything else is a ValueError naming it."""
+    """The top-level assignments of a reference-style Python config file, {name: value}, read with
+    `ast` (never executed):
+    literals, lists, tuples, None/True/False, negative numbers and `dict(...)`. Anything else is a
+    ValueError naming it."""
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"config {path} does not exist")
-    try: tree = ast.parse(path.read_text(), filename=str(path))
-    except SyntaxError as e: raise ValueError(f"config {path}:{e.lineno}: not a Python file ({e.msg})") from None
+    if not path.is_file():
+        raise FileNotFoundError(f"config {path} does not exist")
+    try:
+        tree = ast.parse(path.read_text(), filename=str(path))
+    except SyntaxError as e:
+        raise ValueError(f"config {path}:{e.lineno}: not a Python file ({e.msg})") from None
     out = {}
     for st in tree.body:
         where = f"config {path}:{st.lineno}"
-        if isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant) and isinstance(st.value.value, str): continue  # a docstring
-        target = st.targets[0] if isinstance(st, ast.Assign) and len(st.targets) == 1 else getattr(st, "target", None)
-        if isinstance(st, (ast.Assign, ast.AnnAssign)) and isinstance(target, ast.Name) and st.value is not None:
+        if (
+            isinstance(st, ast.Expr)
+            and isinstance(st.value, ast.Constant)
+            and isinstance(st.value.value, str)
+        ):
+            continue  # a docstring
+        target = (
+            st.targets[0]
+            if isinstance(st, ast.Assign) and len(st.targets) == 1
+            else getattr(st, "target", None)
+        )
+        if (
+            isinstance(st, (ast.Assign, ast.AnnAssign))
+            and isinstance(target, ast.Name)
+            and st.value is not None
+        ):
             out[target.id] = _literal(st.value, f"{where}: {target.id}")
             continue
-        raise ValueError(f"{where}: {_describe(st)} is not allowed: a config file is read, never run, so it holds only "
-                         "assignments of literals and dict(...)")
+        raise ValueError(
+            f"{where}: {_describe(st)} is not allowed: a config file is read, never run, so it "
+            f"holds only "
+            "assignments of literals and dict(...)"
+        )
     return out
 
 # %% ../nbs/11d_sample_options.ipynb #6d52c100
-#: top-level keys of a reference inference config -> (the `sample` flag's dest, the kinds of value it takes)
-CONFIG_KEYS = dict(resolution=("resolution", str), aspect_ratio=("aspect_ratio", str), num_frames=("num_frames", (int, str)),
-                   fps=("fps", int), save_fps=("save_fps", int), frame_interval=("frame_interval", int),
-                   image_size=("image_size", list), save_dir=("output", str), seed=("seed", int), batch_size=("batch_size", int),
-                   dtype=("dtype", str), condition_frame_length=("condition_frame_length", int),
-                   condition_frame_edit=("condition_frame_edit", float), align=("align", int), loop=("loops", int),
-                   prompt_path=("prompt_file", str), prompt=("prompt", list), reference_path=("reference", list),
-                   mask_strategy=("mask_strategy", list), aes=("aes", float), flow=("flow", float),
-                   camera_motion=("camera_motion", str), num_sample=("num_sample", int), start_index=("start_index", int),
-                   end_index=("end_index", int), prompt_as_path=("prompt_as_path", bool), sample_name=("sample_name", str))
-#: keys of the four part dicts -> (dest or None when only one value is accepted, the kinds / the one value)
+#: top-level keys of a reference inference config -> (the `sample` flag's dest, the kinds of value
+#: it takes)
+CONFIG_KEYS = dict(
+    resolution=("resolution", str),
+    aspect_ratio=("aspect_ratio", str),
+    num_frames=("num_frames", (int, str)),
+    fps=("fps", int),
+    save_fps=("save_fps", int),
+    frame_interval=("frame_interval", int),
+    image_size=("image_size", list),
+    save_dir=("output", str),
+    seed=("seed", int),
+    batch_size=("batch_size", int),
+    dtype=("dtype", str),
+    condition_frame_length=("condition_frame_length", int),
+    condition_frame_edit=("condition_frame_edit", float),
+    align=("align", int),
+    loop=("loops", int),
+    prompt_path=("prompt_file", str),
+    prompt=("prompt", list),
+    reference_path=("reference", list),
+    mask_strategy=("mask_strategy", list),
+    aes=("aes", float),
+    flow=("flow", float),
+    camera_motion=("camera_motion", str),
+    num_sample=("num_sample", int),
+    start_index=("start_index", int),
+    end_index=("end_index", int),
+    prompt_as_path=("prompt_as_path", bool),
+    sample_name=("sample_name", str),
+)
+#: keys of the four part dicts -> (dest or None when only one value is accepted, the kinds / the one
+#: value)
 PART_KEYS = dict(
-    model=dict(type=(None, ("STDiT3-XL/2", "STDiT3-3B/2")), from_pretrained=("transformer", str), qk_norm=(None, (True,)),
-               enable_flash_attn=("flash_attn", bool), enable_layernorm_kernel=("layernorm_kernel", bool)),
-    vae=dict(type=(None, ("OpenSoraVAE_V1_2",)), from_pretrained=("vae", str), micro_frame_size=(None, (17,)),
-             micro_batch_size=("vae_micro_batch", int)),
-    text_encoder=dict(type=(None, ("t5",)), from_pretrained=("text_encoder", str), model_max_length=(None, (300,))),
-    scheduler=dict(type=(None, ("rflow",)), use_timestep_transform=(None, (True,)), num_sampling_steps=("sampling_steps", int),
-                   cfg_scale=("cfg", float)))
+    model=dict(
+        type=(None, ("STDiT3-XL/2", "STDiT3-3B/2")),
+        from_pretrained=("transformer", str),
+        qk_norm=(None, (True,)),
+        enable_flash_attn=("flash_attn", bool),
+        enable_layernorm_kernel=("layernorm_kernel", bool),
+    ),
+    vae=dict(
+        type=(None, ("OpenSoraVAE_V1_2",)),
+        from_pretrained=("vae", str),
+        micro_frame_size=(None, (17,)),
+        micro_batch_size=("vae_micro_batch", int),
+    ),
+    text_encoder=dict(
+        type=(None, ("t5",)), from_pretrained=("text_encoder", str), model_max_length=(None, (300,))
+    ),
+    scheduler=dict(
+        type=(None, ("rflow",)),
+        use_timestep_transform=(None, (True,)),
+        num_sampling_steps=("sampling_steps", int),
+        cfg_scale=("cfg", float),
+    ),
+)
 #: keys accepted only at the value that needs nothing of this project (the reference's defaults)
-OFF_KEYS = dict(multi_resolution=("STDiT2", "OpenSora"), llm_refine=(False,), watermark=(False,), prompt_generator=("",))
+OFF_KEYS = dict(
+    multi_resolution=("STDiT2", "OpenSora"),
+    llm_refine=(False,),
+    watermark=(False,),
+    prompt_generator=("",),
+)
 
 
 def _kind(key, v, kinds, where):
-    "`v` checked against `kinds` (a type or tuple of types; an int passes as a float, a tuple as a list)."
+    """`v` checked against `kinds` (a type or tuple of types; an int passes as a float, a tuple as a
+    list)."""
     kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-    if float in kinds and type(v) is int: return float(v)
-    if list in kinds and isinstance(v, tuple): v = list(v)
+    if float in kinds and type(v) is int:
+        return float(v)
+    if list in kinds and isinstance(v, tuple):
+        v = list(v)
     ok = any(type(v) is k or (k is list and isinstance(v, list)) for k in kinds)
     if not ok:
-        raise ValueError(f"{where}: {key} = {v!r}: expected {' or '.join(k.__name__ for k in kinds)}")
-    if isinstance(v, list) and key in ("prompt", "reference_path", "mask_strategy") and not all(isinstance(x, str) for x in v):
+        raise ValueError(
+            f"{where}: {key} = {v!r}: expected {' or '.join(k.__name__ for k in kinds)}"
+        )
+    if (
+        isinstance(v, list)
+        and key in ("prompt", "reference_path", "mask_strategy")
+        and not all(isinstance(x, str) for x in v)
+    ):
         raise ValueError(f"{where}: {key} = {v!r}: expected strings")
     return v
 
 
 def config_settings(cfg: dict, where="config") -> dict:
-    """The settings of `opensora-nb sample` a reference inference config `cfg` (from `read_config`) asks for, {dest: value};
-    `official=True` when it names checkpoints. Unknown keys, and values this project cannot honour, are refused by name."""
+    """The settings of `opensora-nb sample` a reference inference config `cfg` (from `read_config`)
+    asks for, {dest: value};
+    `official=True` when it names checkpoints. Unknown keys, and values this project cannot honour,
+    are refused by name."""
     out = {}
     for key, v in cfg.items():
-        if v is None: continue  # the reference's "not set"
+        if v is None:
+            continue  # the reference's "not set"
         if key in PART_KEYS:
-            if not isinstance(v, dict): raise ValueError(f"{where}: {key} = {v!r}: expected dict(...)")
+            if not isinstance(v, dict):
+                raise ValueError(f"{where}: {key} = {v!r}: expected dict(...)")
             for k, pv in v.items():
                 if k not in PART_KEYS[key]:
-                    raise ValueError(f"{where}: {key}.{k} is not a setting this project knows (known: {', '.join(PART_KEYS[key])})")
+                    raise ValueError(
+                        f"{where}: {key}.{k} is not a setting this project knows (known: "
+                        f"{', '.join(PART_KEYS[key])})"
+                    )
                 dest, kinds = PART_KEYS[key][k]
                 if dest is None:
-                    if pv not in kinds: raise ValueError(f"{where}: {key}.{k} = {pv!r} is not supported here (only {' or '.join(map(repr, kinds))})")
+                    if pv not in kinds:
+                        raise ValueError(
+                            f"{where}: {key}.{k} = {pv!r} is not supported here (only "
+                            f"{' or '.join(map(repr, kinds))})"
+                        )
                     continue
                 out[dest] = _kind(f"{key}.{k}", pv, kinds, where)
-                if k == "from_pretrained": out["official"] = True
+                if k == "from_pretrained":
+                    out["official"] = True
         elif key in OFF_KEYS:
-            if v not in OFF_KEYS[key]: raise ValueError(f"{where}: {key} = {v!r} is not supported here (only {' or '.join(map(repr, OFF_KEYS[key]))})")
-        elif key == "verbose": out["quiet"] = _kind(key, v, int, where) == 0
+            if v not in OFF_KEYS[key]:
+                raise ValueError(
+                    f"{where}: {key} = {v!r} is not supported here (only "
+                    f"{' or '.join(map(repr, OFF_KEYS[key]))})"
+                )
+        elif key == "verbose":
+            out["quiet"] = _kind(key, v, int, where) == 0
         elif key in CONFIG_KEYS:
             dest, kinds = CONFIG_KEYS[key]
-            if key in ("prompt", "reference_path", "mask_strategy") and isinstance(v, str): v = [v]
+            if key in ("prompt", "reference_path", "mask_strategy") and isinstance(v, str):
+                v = [v]
             v = _kind(key, v, kinds, where)
             if key == "image_size":
-                if len(v) != 2 or not all(type(x) is int and x > 0 for x in v): raise ValueError(f"{where}: image_size = {v!r}: expected (H, W)")
+                if len(v) != 2 or not all(type(x) is int and x > 0 for x in v):
+                    raise ValueError(f"{where}: image_size = {v!r}: expected (H, W)")
                 v = tuple(v)
-            if key == "num_frames": v = str(v)
+            if key == "num_frames":
+                v = str(v)
             out[dest] = v
-        elif key == "_base_": raise ValueError(f"{where}: _base_ (a config that inherits another) is not supported: copy the keys it needs")
-        else: raise ValueError(f"{where}: {key} is not a setting this project knows")
+        elif key == "_base_":
+            raise ValueError(
+                f"{where}: _base_ (a config that inherits another) is not supported: copy the keys "
+                f"it needs"
+            )
+        else:
+            raise ValueError(f"{where}: {key} is not a setting this project knows")
     return out
 
 # %% ../nbs/11d_sample_options.ipynb #b9c5364d
 def split_prompt(prompt: str):
-    "'|0| a sunny day |2| a rainy day' -> (['a sunny day', 'a rainy day'], [0, 2]); a prompt not starting with '|0|' -> ([prompt], None)."
-    if not prompt.startswith("|0|"): return [prompt], None
+    """'|0| a sunny day |2| a rainy day' -> (['a sunny day', 'a rainy day'], [0, 2]); a prompt not
+    starting with '|0|' -> ([prompt], None)."""
+    if not prompt.startswith("|0|"):
+        return [prompt], None
     parts = prompt.split("|")[1:]
     if len(parts) % 2:
-        raise ValueError(f"per-loop prompt {prompt!r}: expected |loop|text pairs, e.g. |0| a sunny day |2| a rainy day")
+        raise ValueError(
+            f"per-loop prompt {prompt!r}: expected |loop|text pairs, e.g. |0| a sunny day |2| a "
+            f"rainy day"
+        )
     texts, loops = [], []
     for k in range(0, len(parts), 2):
-        try: start = int(parts[k])
-        except ValueError: raise ValueError(f"per-loop prompt {prompt!r}: {parts[k]!r} is not a loop number") from None
+        try:
+            start = int(parts[k])
+        except ValueError:
+            raise ValueError(
+                f"per-loop prompt {prompt!r}: {parts[k]!r} is not a loop number"
+            ) from None
         if loops and start <= loops[-1]:
-            raise ValueError(f"per-loop prompt {prompt!r}: loop numbers must increase ({start} comes after {loops[-1]})")
-        texts.append(parts[k + 1].strip()); loops.append(start)
+            raise ValueError(
+                f"per-loop prompt {prompt!r}: loop numbers must increase ({start} comes after "
+                f"{loops[-1]})"
+            )
+        texts.append(parts[k + 1].strip())
+        loops.append(start)
     return texts, loops
 
 
@@ -162,9 +297,11 @@ def merge_prompt(texts, loops=None) -> str:
 
 
 def prompt_for_loop(prompt: str, loop_i: int) -> str:
-    "The text loop `loop_i` of a (possibly per-loop) prompt is generated with (the reference's `extract_prompts_loop`)."
+    """The text loop `loop_i` of a (possibly per-loop) prompt is generated with (the reference's
+    `extract_prompts_loop`)."""
     texts, loops = split_prompt(prompt)
-    if loops is None: return prompt
+    if loops is None:
+        return prompt
     return texts[max(k for k, l in enumerate(loops) if l <= loop_i)]
 
 
@@ -174,31 +311,56 @@ PROMPT_JSON_KEYS = ("reference_path", "mask_strategy")
 
 def _per_prompt(v, n, what):
     "One value per prompt from None ('' each), one value (for all) or a list of n."
-    if v is None: return [""] * n
+    if v is None:
+        return [""] * n
     if isinstance(v, (list, tuple)):
-        if len(v) == 1: return list(v) * n
-        if len(v) != n: raise ValueError(f"{len(v)} {what} for {n} prompts: give one per prompt, or one for all")
+        if len(v) == 1:
+            return list(v) * n
+        if len(v) != n:
+            raise ValueError(
+                f"{len(v)} {what} for {n} prompts: give one per prompt, or one for all"
+            )
         return list(v)
     return [v] * n
 
 
 def extract_json_from_prompts(prompts, reference=None, mask_strategy=None):
-    """Prompt lines `text {"reference_path": ..., "mask_strategy": ...}` -> (texts, references, mask strategies), one per
-    prompt; a line's JSON overrides that prompt's entry of `reference` / `mask_strategy` (None, one for all, or one per prompt)."""
+    """Prompt lines `text {"reference_path": ..., "mask_strategy": ...}` -> (texts, references, mask
+    strategies), one per
+    prompt; a line's JSON overrides that prompt's entry of `reference` / `mask_strategy` (None, one
+    for all, or one per prompt)."""
     n = len(prompts)
-    refs, masks = _per_prompt(reference, n, "references"), _per_prompt(mask_strategy, n, "mask strategies")
+    refs, masks = (
+        _per_prompt(reference, n, "references"),
+        _per_prompt(mask_strategy, n, "mask strategies"),
+    )
     texts = []
     for i, p in enumerate(prompts):
         parts = re.split(r"(?=[{])", p)
-        if len(parts) > 2: raise ValueError(f"prompt {i} ({p[:50]!r}): more than one '{{' (a prompt line holds at most one JSON object)")
+        if len(parts) > 2:
+            raise ValueError(
+                f"prompt {i} ({p[:50]!r}): more than one "
+                f"'{{' (a prompt line holds at most one JSON object)"
+            )
         texts.append(parts[0].rstrip() if len(parts) > 1 else p)
-        if len(parts) == 1: continue
-        try: extra = json.loads(parts[1])
-        except json.JSONDecodeError as e: raise ValueError(f"prompt {i} ({p[:50]!r}): its JSON object does not parse ({e.msg})") from None
-        if not isinstance(extra, dict): raise ValueError(f"prompt {i}: expected a JSON object after the text")
+        if len(parts) == 1:
+            continue
+        try:
+            extra = json.loads(parts[1])
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"prompt {i} ({p[:50]!r}): its JSON object does not parse ({e.msg})"
+            ) from None
+        if not isinstance(extra, dict):
+            raise ValueError(f"prompt {i}: expected a JSON object after the text")
         for key, v in extra.items():
-            if key not in PROMPT_JSON_KEYS: raise ValueError(f"prompt {i}: unknown key {key!r} in its JSON (known: {', '.join(PROMPT_JSON_KEYS)})")
-            if not isinstance(v, str): raise ValueError(f"prompt {i}: {key} must be a string, got {v!r}")
+            if key not in PROMPT_JSON_KEYS:
+                raise ValueError(
+                    f"prompt {i}: unknown key {key!r} in its JSON (known: "
+                    f"{', '.join(PROMPT_JSON_KEYS)})"
+                )
+            if not isinstance(v, str):
+                raise ValueError(f"prompt {i}: {key} must be a string, got {v!r}")
             (refs if key == "reference_path" else masks)[i] = v
     return texts, refs, masks
 
@@ -213,35 +375,60 @@ def sample_seed(seed: int, index: int, k: int = 0) -> int:
     return int(seed) + int(index) + int(k) * NUM_SAMPLE_SEED_STRIDE
 
 
-def output_name(index: int, prompt: str = "", sample_name=None, prompt_as_path=False, num_sample=1, k=0) -> str:
-    "A sample's file name without its suffix: the reference's get_save_path_name (sample_0003, sample_0003-1, or the prompt)."
-    if sample_name is None: sample_name = "" if prompt_as_path else "sample"
+def output_name(
+    index: int, prompt: str = "", sample_name=None, prompt_as_path=False, num_sample=1, k=0
+) -> str:
+    """A sample's file name without its suffix: the reference's get_save_path_name (sample_0003,
+    sample_0003-1, or the prompt)."""
+    if sample_name is None:
+        sample_name = "" if prompt_as_path else "sample"
     name = f"{sample_name}{prompt}" if prompt_as_path else f"{sample_name}_{index:04d}"
-    if num_sample != 1: name = f"{name}-{k}"
-    if not name or "/" in name or "\0" in name or name in (".", "..") or len(f"{name}.json".encode()) > 255:
-        raise ValueError(f"prompt {index} ({prompt[:50]!r}) cannot be a file name with --prompt-as-path "
-                         "(empty, '/' in it, or longer than 250 bytes): use the index names")
+    if num_sample != 1:
+        name = f"{name}-{k}"
+    if (
+        not name
+        or "/" in name
+        or "\0" in name
+        or name in (".", "..")
+        or len(f"{name}.json".encode()) > 255
+    ):
+        raise ValueError(
+            f"prompt {index} ({prompt[:50]!r}) cannot be a file name with --prompt-as-path "
+            "(empty, '/' in it, or longer than 250 bytes): use the index names"
+        )
     return name
 
 
 def written(out_dir, name: str) -> bool:
-    "Whether sample `name` is complete in `out_dir`: its video (or image) and then its sidecar were written."
+    """Whether sample `name` is complete in `out_dir`: its video (or image) and then its sidecar
+    were written."""
     out_dir = Path(out_dir)
-    return (out_dir / f"{name}.json").is_file() and any((out_dir / f"{name}{s}").is_file() for s in VIDEO_SUFFIXES)
+    return (out_dir / f"{name}.json").is_file() and any(
+        (out_dir / f"{name}{s}").is_file() for s in VIDEO_SUFFIXES
+    )
 
 
 def str2bool(v) -> bool:
-    "The reference's str2bool for `--flash-attn [BOOL]`: yes/true/t/y/1 or no/false/f/n/0, any case."
-    if isinstance(v, bool): return v
-    if str(v).lower() in ("yes", "true", "t", "y", "1"): return True
-    if str(v).lower() in ("no", "false", "f", "n", "0"): return False
+    """The reference's str2bool for `--flash-attn [BOOL]`: yes/true/t/y/1 or no/false/f/n/0, any
+    case."""
+    if isinstance(v, bool):
+        return v
+    if str(v).lower() in ("yes", "true", "t", "y", "1"):
+        return True
+    if str(v).lower() in ("no", "false", "f", "n", "0"):
+        return False
     raise argparse.ArgumentTypeError(f"{v!r}: expected true or false")
 
 
 def set_attention_kernels(model, flash_attn=None) -> None:
-    """`--flash-attn`: every attention block's switch (STDiT3's `enable_flash_attn`): on CUDA in bf16/fp16 PyTorch's flash
-    SDPA kernel; elsewhere (a CPU, fp32) PyTorch's default SDPA, the same numbers, with one warning. None: as loaded."""
-    if flash_attn is None: return
+    """`--flash-attn`: every attention block's switch (STDiT3's `enable_flash_attn`): on CUDA in
+    bf16/fp16 PyTorch's flash
+    SDPA kernel; elsewhere (a CPU, fp32) PyTorch's default SDPA, the same numbers, with one warning.
+    None: as loaded."""
+    if flash_attn is None:
+        return
     for m in model.modules():
-        if hasattr(m, "enable_flash_attn"): m.enable_flash_attn = bool(flash_attn)
-        if hasattr(getattr(m, "config", None), "enable_flash_attn"): m.config.enable_flash_attn = bool(flash_attn)
+        if hasattr(m, "enable_flash_attn"):
+            m.enable_flash_attn = bool(flash_attn)
+        if hasattr(getattr(m, "config", None), "enable_flash_attn"):
+            m.config.enable_flash_attn = bool(flash_attn)

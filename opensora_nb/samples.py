@@ -35,16 +35,31 @@ COLORS = {  # name -> RGB
     "purple": (170, 60, 230),
     "white": (235, 235, 235),
 }
-#: Colours the world never shows in training, for teaching it something new (the fine-tuning chapter, 12c).
+#: Colours the world never shows in training, for teaching it something new (the fine-tuning
+#: chapter, 12c).
 NEW_COLORS = {"cyan": (30, 220, 220), "orange": (255, 140, 20)}
 DIRECTIONS = ("left", "right", "up", "down", "static")
-MOTION = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "static": (0, 0)}  # (dx, dy), y points down
-#: Motions the world never shows in training, for teaching it something new (the fine-tuning chapter, 12c).
+MOTION = {
+    "left": (-1, 0),
+    "right": (1, 0),
+    "up": (0, -1),
+    "down": (0, 1),
+    "static": (0, 0),
+}  # (dx, dy), y points down
+#: Motions the world never shows in training, for teaching it something new (the fine-tuning
+#: chapter, 12c).
 NEW_MOTIONS = {"up-right": (1, -1), "down-left": (-1, 1)}
 BACKGROUND = (16, 16, 24)
 
 # %% ../nbs/02_samples.ipynb #d478b271
-HELDOUT = (("red", "up"), ("green", "static"), ("blue", "left"), ("yellow", "down"), ("purple", "right"), ("white", "left"))
+HELDOUT = (
+    ("red", "up"),
+    ("green", "static"),
+    ("blue", "left"),
+    ("yellow", "down"),
+    ("purple", "right"),
+    ("white", "left"),
+)
 
 
 def is_heldout(color, direction):
@@ -54,27 +69,35 @@ def is_heldout(color, direction):
 
 def shape_caption(shape, color, direction):
     "The one-sentence prompt of a shape clip (`direction=None` for a still image)."
-    if direction is None: return f"a {color} {shape} on a dark background"
+    if direction is None:
+        return f"a {color} {shape} on a dark background"
     motion = "standing still" if direction == "static" else f"moving {direction}"
     return f"a {color} {shape} {motion} on a dark background"
 
 
 def shape_combinations(split="all"):
     "All (shape, color, direction) triples of a split: 'train', 'heldout' or 'all'."
-    if split not in ("train", "heldout", "all"): raise ValueError(f"split must be 'train', 'heldout' or 'all', got {split!r}")
+    if split not in ("train", "heldout", "all"):
+        raise ValueError(f"split must be 'train', 'heldout' or 'all', got {split!r}")
     combos = [(s, c, d) for s in SHAPES for c in COLORS for d in DIRECTIONS]
-    if split == "all": return combos
+    if split == "all":
+        return combos
     return [x for x in combos if is_heldout(x[1], x[2]) == (split == "heldout")]
 
 # %% ../nbs/02_samples.ipynb #44b43a1a
 def _sdf(shape, xx, yy, cx, cy, r):
     "Signed distance (pixels, <0 inside) of every pixel centre to the outline; cx, cy: [T, 1, 1]."
     dx, dy = xx - cx, yy - cy
-    if shape == "circle": return torch.sqrt(dx * dx + dy * dy) - r
-    if shape == "square": return torch.maximum(dx.abs(), dy.abs()) - r
+    if shape == "circle":
+        return torch.sqrt(dx * dx + dy * dy) - r
+    if shape == "square":
+        return torch.maximum(dx.abs(), dy.abs()) - r
     if shape == "triangle":
-        # apex (0, -r), base corners (+-r, r): edges' outward normals, each line passing through a known vertex
-        s = 1 / np.sqrt(5.0)  # the slanted edges have slope 2: normal (2, -1)/sqrt(5) and (-2, -1)/sqrt(5)
+        # apex (0, -r), base corners (+-r, r): edges' outward normals, each line passing through a
+        # known vertex
+        s = 1 / np.sqrt(
+            5.0
+        )  # the slanted edges have slope 2: normal (2, -1)/sqrt(5) and (-2, -1)/sqrt(5)
         right = 2 * s * dx - s * (dy + r)
         left = -2 * s * dx - s * (dy + r)
         base = dy - r
@@ -83,34 +106,63 @@ def _sdf(shape, xx, yy, cx, cy, r):
 
 
 def _track(direction, num_frames, height, width, r, travel, rng, spread=1.0):
-    """Centre positions (x, y) in pixels for every frame: [T] each. The start is drawn uniformly over the free room;
-    `spread` < 1 keeps it within that fraction of the room around the middle (0: every track through the centre)."""
+    """Centre positions (x, y) in pixels for every frame: [T] each. The start is drawn uniformly
+    over the free room;
+    `spread` < 1 keeps it within that fraction of the room around the middle (0: every track through
+    the centre)."""
     motions = MOTION | NEW_MOTIONS
-    if direction not in motions: raise ValueError(f"unknown direction {direction!r}: choose from {tuple(motions)}")
-    if not 0 <= spread <= 1: raise ValueError(f"spread must be in [0, 1], got {spread}")
+    if direction not in motions:
+        raise ValueError(f"unknown direction {direction!r}: choose from {tuple(motions)}")
+    if not 0 <= spread <= 1:
+        raise ValueError(f"spread must be in [0, 1], got {spread}")
     mx, my = motions[direction]
-    lo_x, hi_x, lo_y, hi_y = r + 1, width - r - 1, r + 1, height - r - 1  # keep the whole shape inside
+    lo_x, hi_x, lo_y, hi_y = (
+        r + 1,
+        width - r - 1,
+        r + 1,
+        height - r - 1,
+    )  # keep the whole shape inside
     t = torch.arange(num_frames, dtype=torch.float64) / max(num_frames - 1, 1)
 
-    def where(u): return u if spread == 1 else 0.5 + (u - 0.5) * spread  # spread 1 keeps the bytes of data_samples/
+    def where(u):
+        return (
+            u if spread == 1 else 0.5 + (u - 0.5) * spread
+        )  # spread 1 keeps the bytes of data_samples/
 
     def axis(lo, hi, m):
         room = hi - lo
-        if m == 0: return torch.full_like(t, lo + where(rng.random()) * room)
+        if m == 0:
+            return torch.full_like(t, lo + where(rng.random()) * room)
         dist = travel * room
         start = lo + where(rng.random()) * (room - dist)
         pos = start + dist * t
-        return pos if m > 0 else lo + hi - pos  # moving towards smaller coordinates: mirror the track
+        return (
+            pos if m > 0 else lo + hi - pos
+        )  # moving towards smaller coordinates: mirror the track
 
     return axis(lo_x, hi_x, mx), axis(lo_y, hi_y, my)
 
 
-def render_shape_clip(shape, color, direction, num_frames=16, height=64, width=64, size=0.3, travel=0.7, seed=0,
-                      background=BACKGROUND, spread=1.0):
-    """A clip of one coloured shape moving in `direction` (or 'static') on a dark background: uint8 [T, 3, H, W].
-    The shape covers `travel` of the free room during the clip; `spread` narrows where it may start (see `_track`)."""
+def render_shape_clip(
+    shape,
+    color,
+    direction,
+    num_frames=16,
+    height=64,
+    width=64,
+    size=0.3,
+    travel=0.7,
+    seed=0,
+    background=BACKGROUND,
+    spread=1.0,
+):
+    """A clip of one coloured shape moving in `direction` (or 'static') on a dark background: uint8
+    [T, 3, H, W].
+    The shape covers `travel` of the free room during the clip; `spread` narrows where it may start
+    (see `_track`)."""
     palette = COLORS | NEW_COLORS
-    if color not in palette: raise ValueError(f"unknown color {color!r}: choose from {tuple(palette)}")
+    if color not in palette:
+        raise ValueError(f"unknown color {color!r}: choose from {tuple(palette)}")
     rng = np.random.default_rng(seed)
     r = size * min(height, width) / 2
     cx, cy = _track(direction, num_frames, height, width, r, travel, rng, spread)
@@ -121,39 +173,57 @@ def render_shape_clip(shape, color, direction, num_frames=16, height=64, width=6
     y0 = (cy - r - 1).floor().long().clamp(0, height - by)
     cols = x0[:, None] + torch.arange(bx)  # [T, bx]
     rows = y0[:, None] + torch.arange(by)  # [T, by]
-    alpha = (0.5 - _sdf(shape, cols[:, None, :] + 0.5, rows[:, :, None] + 0.5, cx[:, None, None], cy[:, None, None], r)).clamp(0, 1)
+    alpha = (
+        0.5
+        - _sdf(
+            shape,
+            cols[:, None, :] + 0.5,
+            rows[:, :, None] + 0.5,
+            cx[:, None, None],
+            cy[:, None, None],
+            r,
+        )
+    ).clamp(0, 1)
     bg = torch.tensor(background, dtype=torch.float64)
     fg = torch.tensor(palette[color], dtype=torch.float64)
     out = bg.round().to(torch.uint8).expand(num_frames, height, width, 3).clone()
     t = torch.arange(num_frames)[:, None, None]
-    out[t, rows[:, :, None], cols[:, None, :]] = (bg + alpha[..., None] * (fg - bg)).round().to(torch.uint8)
+    out[t, rows[:, :, None], cols[:, None, :]] = (
+        (bg + alpha[..., None] * (fg - bg)).round().to(torch.uint8)
+    )
     return out.permute(0, 3, 1, 2).contiguous()
 
 # %% ../nbs/02_samples.ipynb #871e177d
 def _as_pixels(video):
     v = torch.as_tensor(video)
     if v.dtype != torch.uint8 or v.ndim != 4 or v.shape[1] != 3:
-        raise TypeError(f"judge_clip expects a pixel video uint8 [T, 3, H, W], got {v.dtype} {tuple(v.shape)} "
-                        "(use opensora_nb.io.denormalize on model outputs)")
+        raise TypeError(
+            f"judge_clip expects a pixel video uint8 [T, 3, H, W], got {v.dtype} {tuple(v.shape)} "
+            "(use opensora_nb.io.denormalize on model outputs)"
+        )
     return v.float()
 
 
 def background_distance(video):
-    "Per pixel, the summed |R|+|G|+|B| distance to the clip's background (its median colour): float [T, H, W] of a pixel video."
+    """Per pixel, the summed |R|+|G|+|B| distance to the clip's background (its median colour):
+    float [T, H, W] of a pixel video."""
     v = _as_pixels(video)
     bg = v.permute(1, 0, 2, 3).reshape(3, -1).median(dim=1).values
     return (v - bg[None, :, None, None]).abs().sum(1)
 
 
 def judge_clip(video, fg_threshold=80.0, palette=None, motions=None):
-    """Name the dominant colour (nearest in `palette`, default `COLORS`) and the motion of the object in a pixel video
-    uint8 [T, 3, H, W]: (color, direction). `motions` ({name: (dx, dy)}, e.g. `NEW_MOTIONS`) adds directions to tell
+    """Name the dominant colour (nearest in `palette`, default `COLORS`) and the motion of the
+    object in a pixel video
+    uint8 [T, 3, H, W]: (color, direction). `motions` ({name: (dx, dy)}, e.g. `NEW_MOTIONS`) adds
+    directions to tell
     apart: the motion is then the one whose direction is nearest to the measured one."""
     v = _as_pixels(video)
     t, _, h, w = v.shape
     dist = background_distance(video)  # [T, H, W]
     fg = dist > fg_threshold
-    if not fg.any(): return None, None
+    if not fg.any():
+        return None, None
     strong = dist >= 0.5 * torch.quantile(dist[fg], 0.9)
     rgb = v.permute(0, 2, 3, 1)[strong & fg].median(dim=0).values
     palette = COLORS if palette is None else palette
@@ -164,27 +234,39 @@ def judge_clip(video, fg_threshold=80.0, palette=None, motions=None):
     wgt = dist * fg
     mass = wgt.sum((1, 2))
     frames = mass > 0
-    if frames.sum() < 2: return color, "static"
+    if frames.sum() < 2:
+        return color, "static"
     ys, xs = torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32)
     cx = (wgt.sum(1) * xs).sum(1)[frames] / mass[frames]
     cy = (wgt.sum(2) * ys).sum(1)[frames] / mass[frames]
     tt = torch.arange(t, dtype=torch.float32)[frames]
     tc = tt - tt.mean()
     span = tt.max() - tt.min()
-    dx = float((tc * (cx - cx.mean())).sum() / (tc * tc).sum() * span)  # least-squares slope x visible span
+    dx = float(
+        (tc * (cx - cx.mean())).sum() / (tc * tc).sum() * span
+    )  # least-squares slope x visible span
     dy = float((tc * (cy - cy.mean())).sum() / (tc * tc).sum() * span)
-    if max(abs(dx), abs(dy)) < max(2.0, 0.1 * min(h, w)): return color, "static"
+    if max(abs(dx), abs(dy)) < max(2.0, 0.1 * min(h, w)):
+        return color, "static"
     if motions:  # the nearest direction by angle among the four and the extra ones
         cands = {k: v for k, v in (MOTION | dict(motions)).items() if v != (0, 0)}
-        return color, max(cands, key=lambda k: (cands[k][0] * dx + cands[k][1] * dy) / (cands[k][0] ** 2 + cands[k][1] ** 2) ** 0.5)
-    if abs(dx) >= abs(dy): return color, "right" if dx > 0 else "left"
+        return color, max(
+            cands,
+            key=lambda k: (
+                (cands[k][0] * dx + cands[k][1] * dy) / (cands[k][0] ** 2 + cands[k][1] ** 2) ** 0.5
+            ),
+        )
+    if abs(dx) >= abs(dy):
+        return color, "right" if dx > 0 else "left"
     return color, "down" if dy > 0 else "up"
 
 # %% ../nbs/02_samples.ipynb #d8849dc4
 def count_components(mask, min_pixels: float = 0) -> int:
-    "Connected components (4-neighbourhood) of at least `min_pixels` pixels in a boolean [H, W] array (scipy, else a flood fill)."
+    """Connected components (4-neighbourhood) of at least `min_pixels` pixels in a boolean [H, W]
+    array (scipy, else a flood fill)."""
     try:
         from scipy.ndimage import label
+
         lab, n = label(mask)
         sizes = [int((lab == i).sum()) for i in range(1, n + 1)]
     except ImportError:
@@ -193,114 +275,169 @@ def count_components(mask, min_pixels: float = 0) -> int:
         for i in range(H):
             for j in range(W):
                 if mask[i, j] and (i, j) not in seen:
-                    stack, size = [(i, j)], 0; seen.add((i, j))
+                    stack, size = [(i, j)], 0
+                    seen.add((i, j))
                     while stack:
-                        a, b = stack.pop(); size += 1
+                        a, b = stack.pop()
+                        size += 1
                         for p in ((a + 1, b), (a - 1, b), (a, b + 1), (a, b - 1)):
-                            if 0 <= p[0] < H and 0 <= p[1] < W and mask[p] and p not in seen: seen.add(p); stack.append(p)
+                            if 0 <= p[0] < H and 0 <= p[1] < W and mask[p] and p not in seen:
+                                seen.add(p)
+                                stack.append(p)
                     sizes.append(size)
     return sum(s >= min_pixels for s in sizes)
 
 
 def single_object(video, fg_threshold: float = 80.0, min_fraction: float = 0.01):
-    """(is the clip single-object, fraction of its frames whose foreground is exactly one connected component) of a
-    pixel video uint8 [T, 3, H, W]. Foreground as `samples.judge_clip` sees it: pixels whose summed RGB distance to the
-    clip's median colour exceeds `fg_threshold`; components smaller than `min_fraction` of the frame are specks, not
-    objects (the patch-PCA decoder leaves 1-7 pixel specks at patch seams: at 32x32 a component needs 10 pixels, the
-    tiny world's objects have 50-300; `min_fraction=0` counts every component). A clip is single-object when more
+    """(is the clip single-object, fraction of its frames whose foreground is exactly one connected
+    component) of a
+    pixel video uint8 [T, 3, H, W]. Foreground as `samples.judge_clip` sees it: pixels whose summed
+    RGB distance to the
+    clip's median colour exceeds `fg_threshold`; components smaller than `min_fraction` of the frame
+    are specks, not
+    objects (the patch-PCA decoder leaves 1-7 pixel specks at patch seams: at 32x32 a component
+    needs 10 pixels, the
+    tiny world's objects have 50-300; `min_fraction=0` counts every component). A clip is
+    single-object when more
     than half of its frames are."""
     fg = (background_distance(video) > fg_threshold).numpy()
     min_pixels = min_fraction * fg.shape[1] * fg.shape[2]
     frac = sum(count_components(f, min_pixels) == 1 for f in fg) / len(fg)
     return frac > 0.5, frac
 
-
 # %% ../nbs/02_samples.ipynb #d1b91273
 def sample_shape_batch(n, num_frames=8, height=32, width=32, split="train", seed=0, size=0.3):
-    "Render `n` random clips of a split: (uint8 [n, T, 3, H, W], captions, [(shape, color, direction)])."
+    """Render `n` random clips of a split: (uint8 [n, T, 3, H, W], captions, [(shape, color,
+    direction)])."""
     rng = np.random.default_rng(seed)
     combos = shape_combinations(split)
     picks = [combos[i] for i in rng.integers(0, len(combos), n)]
     seeds = rng.integers(0, 2**31 - 1, n)
-    clips = torch.stack([render_shape_clip(s, c, d, num_frames, height, width, size=size, seed=int(k))
-                         for (s, c, d), k in zip(picks, seeds)])
+    clips = torch.stack(
+        [
+            render_shape_clip(s, c, d, num_frames, height, width, size=size, seed=int(k))
+            for (s, c, d), k in zip(picks, seeds)
+        ]
+    )
     return clips, [shape_caption(*p) for p in picks], picks
 
 # %% ../nbs/02_samples.ipynb #6e1210d7
-WORLD_SIZES = {"small": 0.22, "large": 0.32}   # shape diameter / shorter side of the frame
-WORLD_SPEEDS = (0.7, 1.4, 2.1)                  # pixels per frame at a 32-pixel-high frame (scaled with the frame)
-WORLD_FRAMES = 9                                # frames of a training clip (4k+1: see chapter 03)
-WORLD_SHOT_FRAMES = 10                          # frames of a shot in a raw video
+WORLD_SIZES = {"small": 0.22, "large": 0.32}  # shape diameter / shorter side of the frame
+WORLD_SPEEDS = (0.7, 1.4, 2.1)  # pixels per frame at a 32-pixel-high frame (scaled with the frame)
+WORLD_FRAMES = 9  # frames of a training clip (4k+1: see chapter 03)
+WORLD_SHOT_FRAMES = 10  # frames of a shot in a raw video
 
 
 def world_caption(shape, color, direction, size="small"):
-    "The caption of a wider-world clip (`direction=None`: a still image), size named: 'a small red circle moving left ...'."
-    if size not in WORLD_SIZES: raise ValueError(f"unknown size {size!r}: choose from {tuple(WORLD_SIZES)}")
+    """The caption of a wider-world clip (`direction=None`: a still image), size named: 'a small red
+    circle moving left ...'."""
+    if size not in WORLD_SIZES:
+        raise ValueError(f"unknown size {size!r}: choose from {tuple(WORLD_SIZES)}")
     return shape_caption(shape, color, direction).replace("a ", f"a {size} ", 1)
 
 
-def world_clip(shape, color, direction, speed=1.4, size="small", num_frames=WORLD_FRAMES, height=32, width=32, seed=0):
-    """A clip of the wider world (uint8 [T, 3, H, W]): `speed` pixels per frame (at 32 px; scaled with the frame's shorter
+def world_clip(
+    shape,
+    color,
+    direction,
+    speed=1.4,
+    size="small",
+    num_frames=WORLD_FRAMES,
+    height=32,
+    width=32,
+    seed=0,
+):
+    """A clip of the wider world (uint8 [T, 3, H, W]): `speed` pixels per frame (at 32 px; scaled
+    with the frame's shorter
     side), `size` a name of `WORLD_SIZES`, a start drawn anywhere the whole track fits."""
-    if size not in WORLD_SIZES: raise ValueError(f"unknown size {size!r}: choose from {tuple(WORLD_SIZES)}")
+    if size not in WORLD_SIZES:
+        raise ValueError(f"unknown size {size!r}: choose from {tuple(WORLD_SIZES)}")
     frac, k = WORLD_SIZES[size], min(height, width) / 32
     travel = 0.0
     if direction != "static":
-        if direction not in MOTION: raise ValueError(f"unknown direction {direction!r}: choose from {DIRECTIONS}")
+        if direction not in MOTION:
+            raise ValueError(f"unknown direction {direction!r}: choose from {DIRECTIONS}")
         r = frac * min(height, width) / 2
         room = (width if MOTION[direction][0] else height) - 2 * r - 2
         dist = speed * k * (num_frames - 1)
         if dist > room + 1e-6:
-            raise ValueError(f"world_clip: a {size} shape at {speed} px/frame travels {dist:.1f} px in {num_frames} frames, "
-                             f"more than the {room:.1f} px of free room of a {height}x{width} frame")
+            raise ValueError(
+                f"world_clip: a {size} shape at {speed} px/frame travels {dist:.1f} px in "
+                f"{num_frames} frames, "
+                f"more than the {room:.1f} px of free room of a {height}x{width} frame"
+            )
         travel = dist / room
-    return render_shape_clip(shape, color, direction, num_frames, height, width, size=frac, travel=travel, seed=seed, spread=1.0)
+    return render_shape_clip(
+        shape,
+        color,
+        direction,
+        num_frames,
+        height,
+        width,
+        size=frac,
+        travel=travel,
+        seed=seed,
+        spread=1.0,
+    )
 
 # %% ../nbs/02_samples.ipynb #389d1888
 def centroid_track(video, fg_threshold=80.0):
-    "The object's centroid (x, y) in every frame of a pixel video uint8 [T, 3, H, W]: float [T, 2] (NaN where nothing is seen)."
+    """The object's centroid (x, y) in every frame of a pixel video uint8 [T, 3, H, W]: float [T, 2]
+    (NaN where nothing is seen)."""
     dist = background_distance(video)
     w = dist * (dist > fg_threshold)
     m = w.sum((1, 2))
-    ys, xs = torch.arange(dist.shape[1], dtype=torch.float32), torch.arange(dist.shape[2], dtype=torch.float32)
+    ys, xs = (
+        torch.arange(dist.shape[1], dtype=torch.float32),
+        torch.arange(dist.shape[2], dtype=torch.float32),
+    )
     cx, cy = (w.sum(1) * xs).sum(1) / m, (w.sum(2) * ys).sum(1) / m
     return torch.stack([cx, cy], 1)  # 0 / 0 = NaN in empty frames
 
 
 def displacement(video, fg_threshold=80.0):
-    "Mean distance (pixels per frame) the object's centroid travels between the first and last frame where it is seen."
+    """Mean distance (pixels per frame) the object's centroid travels between the first and last
+    frame where it is seen."""
     tr = centroid_track(video, fg_threshold)
     seen = ~tr.isnan().any(1)
-    if seen.sum() < 2: return 0.0
+    if seen.sum() < 2:
+        return 0.0
     idx = seen.nonzero()[:, 0]
     a, b = int(idx[0]), int(idx[-1])
     return float((tr[b] - tr[a]).norm() / (b - a))
 
 # %% ../nbs/02_samples.ipynb #5b7c3f42
 def judge_shape(video, fg_threshold=80.0):
-    """Name the shape ('circle', 'square', 'triangle') and the size ('small', 'large') of the object in a pixel video
-    uint8 [T, 3, H, W] from its outline: fill = area / (width x height) and side = sqrt(width x height) / min(H, W), each
+    """Name the shape ('circle', 'square', 'triangle') and the size ('small', 'large') of the object
+    in a pixel video
+    uint8 [T, 3, H, W] from its outline: fill = area / (width x height) and side = sqrt(width x
+    height) / min(H, W), each
     the median over the frames where the object is seen; (None, None) when nothing is."""
     dist = background_distance(video)
     fg = dist > fg_threshold
-    if not fg.any(): return None, None
-    near = torch.nn.functional.max_pool2d(fg[:, None].float(), 3, 1, 1)[:, 0] > 0  # the object and its antialiased rim
-    alpha = (dist / torch.quantile(dist[fg], 0.9)).clamp(0, 1) * near              # coverage of each pixel
+    if not fg.any():
+        return None, None
+    near = (
+        torch.nn.functional.max_pool2d(fg[:, None].float(), 3, 1, 1)[:, 0] > 0
+    )  # the object and its antialiased rim
+    alpha = (dist / torch.quantile(dist[fg], 0.9)).clamp(0, 1) * near  # coverage of each pixel
     seen = alpha.sum((1, 2)) >= 1
-    if not seen.any(): return None, None
+    if not seen.any():
+        return None, None
     a = alpha[seen]
-    w, h = a.amax(1).sum(1), a.amax(2).sum(1)                                     # covered columns, covered rows
+    w, h = a.amax(1).sum(1), a.amax(2).sum(1)  # covered columns, covered rows
     fill, side = (a.sum((1, 2)) / (w * h)).median(), (w * h).sqrt().median() / min(video.shape[-2:])
     shape = "square" if fill > 0.9 else "circle" if fill > 0.71 else "triangle"
     return shape, ("large" if side > 0.26 else "small")
 
 # %% ../nbs/02_samples.ipynb #386e3ba9
-WORLD_JUNK = {"empty": 0.05, "short": 0.05}   # share of shots of each junk kind
+WORLD_JUNK = {"empty": 0.05, "short": 0.05}  # share of shots of each junk kind
 WORLD_RAW_SIZES = ((64, 64), (64, 96))
 
 
 def plan_world_videos(n_videos=60, shots_per_video=12, seed=0, split="train"):
-    "The shots of `n_videos` raw videos: a list of dict(height, width, shots=[dict(kind, shape, color, direction, speed, size, seed)])."
+    """The shots of `n_videos` raw videos: a list of dict(height, width, shots=[dict(kind, shape,
+    color, direction, speed, size, seed)])."""
     rng = np.random.default_rng(seed)
     combos = shape_combinations(split)
     junk = list(WORLD_JUNK.items())
@@ -312,38 +449,78 @@ def plan_world_videos(n_videos=60, shots_per_video=12, seed=0, split="train"):
             u, kind, acc = rng.random(), "shot", 0.0
             for name, p in junk:
                 acc += p
-                if u < acc: kind = name; break
+                if u < acc:
+                    kind = name
+                    break
             s, c, d = combos[int(rng.integers(len(combos)))]
-            shots.append(dict(kind=kind, shape=s, color=c, direction=d, speed=float(rng.choice(WORLD_SPEEDS)),
-                              size=str(rng.choice(list(WORLD_SIZES))), seed=int(rng.integers(2**31))))
+            shots.append(
+                dict(
+                    kind=kind,
+                    shape=s,
+                    color=c,
+                    direction=d,
+                    speed=float(rng.choice(WORLD_SPEEDS)),
+                    size=str(rng.choice(list(WORLD_SIZES))),
+                    seed=int(rng.integers(2**31)),
+                )
+            )
         videos.append(dict(height=h, width=w, shots=shots))
     return videos
 
 
 def _render_shot(sh, height, width):
     if sh["kind"] == "empty":
-        return torch.tensor(BACKGROUND, dtype=torch.uint8)[None, :, None, None].expand(WORLD_SHOT_FRAMES, 3, height, width).clone()
+        return (
+            torch.tensor(BACKGROUND, dtype=torch.uint8)[None, :, None, None]
+            .expand(WORLD_SHOT_FRAMES, 3, height, width)
+            .clone()
+        )
     n = 6 if sh["kind"] == "short" else WORLD_SHOT_FRAMES
-    return world_clip(sh["shape"], sh["color"], sh["direction"], sh["speed"], sh["size"], n, height, width, seed=sh["seed"])
+    return world_clip(
+        sh["shape"],
+        sh["color"],
+        sh["direction"],
+        sh["speed"],
+        sh["size"],
+        n,
+        height,
+        width,
+        seed=sh["seed"],
+    )
 
 
 def render_world_video(spec):
-    "One raw video of a `plan_world_videos` entry: (uint8 [T, 3, H, W], shots with their frame range and caption)."
+    """One raw video of a `plan_world_videos` entry: (uint8 [T, 3, H, W], shots with their frame
+    range and caption)."""
     frames, shots, t = [], [], 0
     for sh in spec["shots"]:
         v = _render_shot(sh, spec["height"], spec["width"])
-        text = None if sh["kind"] == "empty" else world_caption(sh["shape"], sh["color"], sh["direction"], sh["size"])
+        text = (
+            None
+            if sh["kind"] == "empty"
+            else world_caption(sh["shape"], sh["color"], sh["direction"], sh["size"])
+        )
         shots.append(dict(sh, start=t, end=t + len(v), text=text))
-        frames.append(v); t += len(v)
+        frames.append(v)
+        t += len(v)
     return torch.cat(frames), shots
 
 
 def build_world_videos(out_dir, n_videos=60, shots_per_video=12, seed=0, fps=8, progress=True):
-    "Write the raw videos (mp4) and their ground truth (a JSON file per video, same stem) to `out_dir`; returns the mp4 paths."
+    """Write the raw videos (mp4) and their ground truth (a JSON file per video, same stem) to
+    `out_dir`; returns the mp4 paths."""
     from tqdm.auto import tqdm
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for k, spec in enumerate(tqdm(plan_world_videos(n_videos, shots_per_video, seed), desc="raw videos", disable=not progress)):
+    for k, spec in enumerate(
+        tqdm(
+            plan_world_videos(n_videos, shots_per_video, seed),
+            desc="raw videos",
+            disable=not progress,
+        )
+    ):
         video, shots = render_world_video(spec)
         p = out_dir / f"world_{k:03d}.mp4"
         write_video(p, video, fps=fps, crf=18)
@@ -358,44 +535,65 @@ PHOTOS = {  # skimage.data name -> caption subject (licences: see the table in n
     "chelsea": "a close-up of a tabby cat with green eyes",
     "rocket": "a rocket on its launch pad between lightning towers at dusk",
 }
-PHOTO_FOCUS = {"astronaut": (0.42, 0.3), "coffee": (0.45, 0.4), "chelsea": (0.5, 0.45), "rocket": (0.5, 0.5)}  # (x, y) / size
+PHOTO_FOCUS = {
+    "astronaut": (0.42, 0.3),
+    "coffee": (0.45, 0.4),
+    "chelsea": (0.5, 0.45),
+    "rocket": (0.5, 0.5),
+}  # (x, y) / size
 CAMERA_MOTIONS = ("pan left", "pan right", "tilt up", "tilt down", "zoom in", "zoom out", "static")
-CAMERA_TEXT = {"pan left": "The camera is panning left.", "pan right": "The camera is panning right.",
-               "tilt up": "The camera is tilting up.", "tilt down": "The camera is tilting down.",
-               "zoom in": "The camera is zooming in.", "zoom out": "The camera is zooming out.",
-               "static": "The camera is static."}
+CAMERA_TEXT = {
+    "pan left": "The camera is panning left.",
+    "pan right": "The camera is panning right.",
+    "tilt up": "The camera is tilting up.",
+    "tilt down": "The camera is tilting down.",
+    "zoom in": "The camera is zooming in.",
+    "zoom out": "The camera is zooming out.",
+    "static": "The camera is static.",
+}
 
 
 def load_photo(name):
     "One of scikit-image's bundled photographs as uint8 [3, H, W]."
     import skimage.data
-    if name not in PHOTOS: raise ValueError(f"unknown photo {name!r}: choose from {tuple(PHOTOS)}")
+
+    if name not in PHOTOS:
+        raise ValueError(f"unknown photo {name!r}: choose from {tuple(PHOTOS)}")
     return torch.from_numpy(np.ascontiguousarray(getattr(skimage.data, name)())).permute(2, 0, 1)
 
 
 def _camera_windows(motion, num_frames, src_h, src_w, height, width, speed, zoom, focus=(0.5, 0.5)):
-    "Window centre (x, y) and width, in source pixels, for every frame: three lists of Python floats."
-    if motion not in CAMERA_MOTIONS: raise ValueError(f"unknown camera motion {motion!r}: choose from {CAMERA_MOTIONS}")
+    """Window centre (x, y) and width, in source pixels, for every frame: three lists of Python
+    floats."""
+    if motion not in CAMERA_MOTIONS:
+        raise ValueError(f"unknown camera motion {motion!r}: choose from {CAMERA_MOTIONS}")
     ww = 0.6 * min(src_w, src_h * width / height)  # window width; its height is ww * height / width
     wh = ww * height / width
     ts = [k / max(num_frames - 1, 1) for k in range(num_frames)]
     px = ww / width  # source pixels per output pixel
     dx = min(speed * (num_frames - 1) * px, 0.9 * (src_w - ww)) if motion.startswith("pan") else 0.0
-    dy = min(speed * (num_frames - 1) * px, 0.9 * (src_h - wh)) if motion.startswith("tilt") else 0.0
+    dy = (
+        min(speed * (num_frames - 1) * px, 0.9 * (src_h - wh)) if motion.startswith("tilt") else 0.0
+    )
     # aim at the photo's subject, but keep every window of the move inside the photo
     bx = min(max(focus[0] * src_w, (ww + dx) / 2), src_w - (ww + dx) / 2)
     by = min(max(focus[1] * src_h, (wh + dy) / 2), src_h - (wh + dy) / 2)
-    sx = {"pan right": 1, "pan left": -1}.get(motion, 0)  # the camera turns right: the window moves right
+    sx = {"pan right": 1, "pan left": -1}.get(
+        motion, 0
+    )  # the camera turns right: the window moves right
     sy = {"tilt down": 1, "tilt up": -1}.get(motion, 0)
     cx = [bx + sx * dx * (t - 0.5) for t in ts]
     cy = [by + sy * dy * (t - 0.5) for t in ts]
-    if motion.startswith("zoom"): wins = [ww * zoom ** (t if motion == "zoom in" else 1 - t) for t in ts]
-    else: wins = [ww] * num_frames
+    if motion.startswith("zoom"):
+        wins = [ww * zoom ** (t if motion == "zoom in" else 1 - t) for t in ts]
+    else:
+        wins = [ww] * num_frames
     return cx, cy, wins
 
 
 def _axis_weights(centre, win, n_out, n_src):
-    "Bilinear taps along one axis: output pixel k samples source position centre - win/2 + (k + 0.5) win / n_out."
+    """Bilinear taps along one axis: output pixel k samples source position centre - win/2 + (k +
+    0.5) win / n_out."""
     k = torch.arange(n_out, dtype=torch.float64)
     x = (centre - win / 2) + (k + 0.5) * (win / n_out) - 0.5  # pixel centres sit at i + 0.5
     x0 = x.floor()
@@ -405,23 +603,36 @@ def _axis_weights(centre, win, n_out, n_src):
     return i0, i1, w
 
 
-def render_camera_clip(photo, motion, num_frames=32, height=144, width=256, speed=4.0, zoom=0.6, focus=None):
-    "A virtual camera moving over a photograph (name or uint8 [3, H, W]): uint8 [T, 3, height, width]."
+def render_camera_clip(
+    photo, motion, num_frames=32, height=144, width=256, speed=4.0, zoom=0.6, focus=None
+):
+    """A virtual camera moving over a photograph (name or uint8 [3, H, W]): uint8 [T, 3, height,
+    width]."""
     from PIL import Image
-    if focus is None: focus = PHOTO_FOCUS.get(photo, (0.5, 0.5)) if isinstance(photo, str) else (0.5, 0.5)
+
+    if focus is None:
+        focus = PHOTO_FOCUS.get(photo, (0.5, 0.5)) if isinstance(photo, str) else (0.5, 0.5)
     img = load_photo(photo) if isinstance(photo, str) else photo
     src_h, src_w = img.shape[-2:]
     f = min(1.0, 1.25 * width / (0.6 * min(src_w, src_h * width / height)))
-    if f < 1:  # pre-shrink (Lanczos, Pillow's fixed-point code) so the window is sampled at most 1.25:1
-        im = Image.fromarray(img.permute(1, 2, 0).numpy()).resize((round(src_w * f), round(src_h * f)), Image.LANCZOS)
+    if (
+        f < 1
+    ):  # pre-shrink (Lanczos, Pillow's fixed-point code) so the window is sampled at most 1.25:1
+        im = Image.fromarray(img.permute(1, 2, 0).numpy()).resize(
+            (round(src_w * f), round(src_h * f)), Image.LANCZOS
+        )
         img = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
         src_h, src_w = img.shape[-2:]
     src = img.double()
-    cx, cy, wins = _camera_windows(motion, num_frames, src_h, src_w, height, width, speed, zoom, focus)
+    cx, cy, wins = _camera_windows(
+        motion, num_frames, src_h, src_w, height, width, speed, zoom, focus
+    )
     frames = []
     for x, y, ww in zip(cx, cy, wins):
-        # the window is axis-aligned, so bilinear sampling splits into rows then columns; only exactly-rounded
-        # elementwise float64 ops, so the pixels cannot depend on threads, SIMD paths or memory alignment
+        # the window is axis-aligned, so bilinear sampling splits into rows then columns; only
+        # exactly-rounded
+        # elementwise float64 ops, so the pixels cannot depend on threads, SIMD paths or memory
+        # alignment
         r0, r1, wy = _axis_weights(y, ww * height / width, height, src_h)
         c0, c1, wx = _axis_weights(x, ww, width, src_w)
         rows = src[:, r0] + (src[:, r1] - src[:, r0]) * wy[None, :, None]  # [3, height, src_w]
@@ -430,19 +641,26 @@ def render_camera_clip(photo, motion, num_frames=32, height=144, width=256, spee
 
 # %% ../nbs/02_samples.ipynb #dbe431a5
 def _shot(kind, spec, num_frames, height, width, seed):
-    if kind == "camera": return render_camera_clip(spec[0], spec[1], num_frames, height, width)
+    if kind == "camera":
+        return render_camera_clip(spec[0], spec[1], num_frames, height, width)
     s, c, d = spec
     return render_shape_clip(s, c, d, num_frames, height, width, size=0.35, seed=seed)
 
 
 def _shot_text(kind, spec):
-    if kind == "camera": return PHOTOS[spec[0]] + ("" if spec[1] == "static" else f" (the camera {spec[1].replace(' ', 's ', 1)})")
+    if kind == "camera":
+        return PHOTOS[spec[0]] + (
+            "" if spec[1] == "static" else f" (the camera {spec[1].replace(' ', 's ', 1)})"
+        )
     return shape_caption(*spec)
 
 
 def render_multishot_clip(shots, height=144, width=256, seed=0):
-    "Concatenate shots [(kind, spec, num_frames)] with hard cuts: (uint8 [T, 3, H, W], cuts = first frame of each new shot)."
-    parts = [_shot(kind, spec, n, height, width, seed + i) for i, (kind, spec, n) in enumerate(shots)]
+    """Concatenate shots [(kind, spec, num_frames)] with hard cuts: (uint8 [T, 3, H, W], cuts =
+    first frame of each new shot)."""
+    parts = [
+        _shot(kind, spec, n, height, width, seed + i) for i, (kind, spec, n) in enumerate(shots)
+    ]
     cuts = np.cumsum([p.shape[0] for p in parts])[:-1].tolist()
     return torch.cat(parts), cuts
 
@@ -453,8 +671,17 @@ SETS = ("shapes", "shape_images", "camera", "multishot")
 
 
 def _meta_row(path, text, num_frames, height, width, fps, **extra):
-    return dict(path=path, text=text, num_frames=int(num_frames), height=int(height), width=int(width),
-                aspect_ratio=height / width, fps=fps, resolution=int(height * width), **extra)
+    return dict(
+        path=path,
+        text=text,
+        num_frames=int(num_frames),
+        height=int(height),
+        width=int(width),
+        aspect_ratio=height / width,
+        fps=fps,
+        resolution=int(height * width),
+        **extra,
+    )
 
 
 def plan_shapes():
@@ -465,8 +692,20 @@ def plan_shapes():
         h, w = FRAME_SIZES[rng.integers(len(FRAME_SIZES))]
         t = int(SHAPE_LENGTHS[rng.integers(len(SHAPE_LENGTHS))])
         size = float(np.round(rng.uniform(0.2, 0.4), 2))
-        rows.append(dict(file=f"clips/{i:03d}_{c}_{s}_{d}.mp4", shape=s, color=c, direction=d, num_frames=t,
-                         height=h, width=w, size=size, seed=i, split="heldout" if is_heldout(c, d) else "train"))
+        rows.append(
+            dict(
+                file=f"clips/{i:03d}_{c}_{s}_{d}.mp4",
+                shape=s,
+                color=c,
+                direction=d,
+                num_frames=t,
+                height=h,
+                width=w,
+                size=size,
+                seed=i,
+                split="heldout" if is_heldout(c, d) else "train",
+            )
+        )
     return rows
 
 
@@ -476,8 +715,17 @@ def plan_shape_images():
     rows = []
     for i, (s, c) in enumerate((s, c) for s in SHAPES for c in COLORS):
         h, w = FRAME_SIZES[rng.integers(len(FRAME_SIZES) - 1)]
-        rows.append(dict(file=f"images/{i:03d}_{c}_{s}.png", shape=s, color=c, height=h, width=w,
-                         size=float(np.round(rng.uniform(0.2, 0.4), 2)), seed=1000 + i))
+        rows.append(
+            dict(
+                file=f"images/{i:03d}_{c}_{s}.png",
+                shape=s,
+                color=c,
+                height=h,
+                width=w,
+                size=float(np.round(rng.uniform(0.2, 0.4), 2)),
+                seed=1000 + i,
+            )
+        )
     return rows
 
 
@@ -487,15 +735,25 @@ def plan_camera():
     rows = []
     for i, (p, m) in enumerate((p, m) for p in PHOTOS for m in CAMERA_MOTIONS):
         h, w = sizes[(i + i // 7) % len(sizes)]
-        rows.append(dict(file=f"clips/{i:03d}_{p}_{m.replace(' ', '_')}.mp4", photo=p, camera_motion=m,
-                         num_frames=lengths[i % len(lengths)], height=h, width=w))
+        rows.append(
+            dict(
+                file=f"clips/{i:03d}_{p}_{m.replace(' ', '_')}.mp4",
+                photo=p,
+                camera_motion=m,
+                num_frames=lengths[i % len(lengths)],
+                height=h,
+                width=w,
+            )
+        )
     return rows
 
 
 def plan_multishot(n=8):
     "n clips of 2-4 shots each, consecutive shots from different sources."
     rng = np.random.default_rng(99)
-    sources = [("camera", (p, m)) for p in PHOTOS for m in CAMERA_MOTIONS] + [("shape", x) for x in shape_combinations("train")]
+    sources = [("camera", (p, m)) for p in PHOTOS for m in CAMERA_MOTIONS] + [
+        ("shape", x) for x in shape_combinations("train")
+    ]
     sizes = ((144, 256), (144, 256), (256, 144), (192, 192))
     rows = []
     for i in range(n):
@@ -504,43 +762,100 @@ def plan_multishot(n=8):
             while True:
                 kind, spec = sources[rng.integers(len(sources))]
                 key = spec[0] if kind == "camera" else "shape"
-                if key != last: break
+                if key != last:
+                    break
             last = key
             shots.append((kind, spec, int(rng.integers(16, 29))))
         h, w = sizes[i % len(sizes)]
-        rows.append(dict(file=f"clips/{i:03d}_{len(shots)}shots.mp4", shots=shots, height=h, width=w, seed=i))
+        rows.append(
+            dict(
+                file=f"clips/{i:03d}_{len(shots)}shots.mp4", shots=shots, height=h, width=w, seed=i
+            )
+        )
     return rows
 
 # %% ../nbs/02_samples.ipynb #229083e5
 def _build_shapes(root, fps=8):
     rows = []
     for r in plan_shapes():
-        v = render_shape_clip(r["shape"], r["color"], r["direction"], r["num_frames"], r["height"], r["width"],
-                              size=r["size"], seed=r["seed"])
+        v = render_shape_clip(
+            r["shape"],
+            r["color"],
+            r["direction"],
+            r["num_frames"],
+            r["height"],
+            r["width"],
+            size=r["size"],
+            seed=r["seed"],
+        )
         write_video(root / r["file"], v, fps=fps)
-        rows.append(_meta_row(r["file"], shape_caption(r["shape"], r["color"], r["direction"]), r["num_frames"], r["height"],
-                              r["width"], fps, shape=r["shape"], color=r["color"], direction=r["direction"],
-                              size=r["size"], split=r["split"]))
+        rows.append(
+            _meta_row(
+                r["file"],
+                shape_caption(r["shape"], r["color"], r["direction"]),
+                r["num_frames"],
+                r["height"],
+                r["width"],
+                fps,
+                shape=r["shape"],
+                color=r["color"],
+                direction=r["direction"],
+                size=r["size"],
+                split=r["split"],
+            )
+        )
     return rows
 
 
 def _build_shape_images(root):
     rows = []
     for r in plan_shape_images():
-        v = render_shape_clip(r["shape"], r["color"], "static", 1, r["height"], r["width"], size=r["size"], seed=r["seed"])
+        v = render_shape_clip(
+            r["shape"],
+            r["color"],
+            "static",
+            1,
+            r["height"],
+            r["width"],
+            size=r["size"],
+            seed=r["seed"],
+        )
         write_video(root / r["file"], v)
-        rows.append(_meta_row(r["file"], shape_caption(r["shape"], r["color"], None), 1, r["height"], r["width"],
-                              float("nan"), shape=r["shape"], color=r["color"], size=r["size"]))
+        rows.append(
+            _meta_row(
+                r["file"],
+                shape_caption(r["shape"], r["color"], None),
+                1,
+                r["height"],
+                r["width"],
+                float("nan"),
+                shape=r["shape"],
+                color=r["color"],
+                size=r["size"],
+            )
+        )
     return rows
 
 
 def _build_camera(root, fps=24):
     rows = []
     for r in plan_camera():
-        v = render_camera_clip(r["photo"], r["camera_motion"], r["num_frames"], r["height"], r["width"])
+        v = render_camera_clip(
+            r["photo"], r["camera_motion"], r["num_frames"], r["height"], r["width"]
+        )
         write_video(root / r["file"], v, fps=fps)
-        rows.append(_meta_row(r["file"], f"{PHOTOS[r['photo']]}. {CAMERA_TEXT[r['camera_motion']]}", r["num_frames"],
-                              r["height"], r["width"], fps, camera_motion=r["camera_motion"], photo=r["photo"]))
+        rows.append(
+            _meta_row(
+                r["file"],
+                f"{PHOTOS[r['photo']]}. {CAMERA_TEXT[r['camera_motion']]}",
+                r["num_frames"],
+                r["height"],
+                r["width"],
+                fps,
+                camera_motion=r["camera_motion"],
+                photo=r["photo"],
+            )
+        )
     return rows
 
 
@@ -549,89 +864,168 @@ def _build_multishot(root, fps=24):
     for r in plan_multishot():
         v, cuts = render_multishot_clip(r["shots"], r["height"], r["width"], seed=r["seed"])
         write_video(root / r["file"], v, fps=fps)
-        text = f"{len(cuts) + 1} shots: " + "; then ".join(_shot_text(k, s) for k, s, _ in r["shots"])
-        rows.append(_meta_row(r["file"], text, v.shape[0], r["height"], r["width"], fps, cuts=json.dumps(cuts),
-                              num_shots=len(cuts) + 1))
+        text = f"{len(cuts) + 1} shots: " + "; then ".join(
+            _shot_text(k, s) for k, s, _ in r["shots"]
+        )
+        rows.append(
+            _meta_row(
+                r["file"],
+                text,
+                v.shape[0],
+                r["height"],
+                r["width"],
+                fps,
+                cuts=json.dumps(cuts),
+                num_shots=len(cuts) + 1,
+            )
+        )
     return rows
 
 
-_BUILDERS = {"shapes": _build_shapes, "shape_images": _build_shape_images, "camera": _build_camera, "multishot": _build_multishot}
+_BUILDERS = {
+    "shapes": _build_shapes,
+    "shape_images": _build_shape_images,
+    "camera": _build_camera,
+    "multishot": _build_multishot,
+}
 
 # %% ../nbs/02_samples.ipynb #d77b3356
 def _readme(counts):
-    lines = ["# data_samples", "",
-             "Generated by `opensora-nb samples` (`opensora_nb.samples.build_samples`, nbs/02_samples.ipynb). Do not edit:",
-             "rebuild instead. Every set has a `meta.csv` in Open-Sora's format (`path` relative to that folder).", "",
-             "| set | rows | ground truth |", "|---|---|---|"]
-    truth = dict(shapes="shape, color, direction, size, split", shape_images="shape, color, size",
-                 camera="camera_motion, photo", multishot="cuts (first frame of each new shot), num_shots")
+    lines = [
+        "# data_samples",
+        "",
+        "Generated by `opensora-nb samples` (`opensora_nb.samples.build_samples`, "
+        "nbs/02_samples.ipynb). Do not edit:",
+        "rebuild instead. Every set has a `meta.csv` in Open-Sora's format (`path` relative to "
+        "that folder).",
+        "",
+        "| set | rows | ground truth |",
+        "|---|---|---|",
+    ]
+    truth = dict(
+        shapes="shape, color, direction, size, split",
+        shape_images="shape, color, size",
+        camera="camera_motion, photo",
+        multishot="cuts (first frame of each new shot), num_shots",
+    )
     lines += [f"| {k} | {n} | {truth[k]} |" for k, n in counts.items()]
-    lines += ["", "Held-out (colour, direction) pairs, for every shape (`split` = heldout in shapes/meta.csv):",
-              ", ".join(f"{c} {d}" for c, d in HELDOUT) + ".", "",
-              "Photographs: scikit-image's bundled `astronaut` (NASA, public domain), `coffee` (CC0, Rachel Michetti),",
-              "`chelsea` (CC0, Stefan van der Walt) and `rocket` (SpaceX, public domain).", ""]
+    lines += [
+        "",
+        "Held-out (colour, direction) pairs, for every shape (`split` = heldout in "
+        "shapes/meta.csv):",
+        ", ".join(f"{c} {d}" for c, d in HELDOUT) + ".",
+        "",
+        "Photographs: scikit-image's bundled `astronaut` (NASA, public domain), `coffee` (CC0, "
+        "Rachel Michetti),",
+        "`chelsea` (CC0, Stefan van der Walt) and `rocket` (SpaceX, public domain).",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def build_samples(root="data_samples", sets=SETS, progress=True):
     "(Re)build the sample sets under `root`; returns {set: meta DataFrame}."
     from tqdm.auto import tqdm
+
     root = Path(root)
     unknown = set(sets) - set(SETS)
-    if unknown: raise ValueError(f"unknown sample sets {sorted(unknown)}: choose from {SETS}")
+    if unknown:
+        raise ValueError(f"unknown sample sets {sorted(unknown)}: choose from {SETS}")
     out, threads = {}, torch.get_num_threads()
-    torch.set_num_threads(1)  # thousands of small tensor ops: one thread is faster, and a shared CPU is not fought over
+    torch.set_num_threads(
+        1
+    )  # thousands of small tensor ops: one thread is faster, and a shared CPU is not fought over
     try:
         for name in tqdm(sets, desc="sample sets", disable=not progress):
             d = root / name
-            if d.exists(): shutil.rmtree(d)
+            if d.exists():
+                shutil.rmtree(d)
             d.mkdir(parents=True)
             df = pd.DataFrame(_BUILDERS[name](d))
             df.to_csv(d / "meta.csv", index=False, lineterminator="\n")
             out[name] = df
     finally:
         torch.set_num_threads(threads)
-    if set(sets) == set(SETS): (root / "README.md").write_text(_readme({k: len(v) for k, v in out.items()}))
+    if set(sets) == set(SETS):
+        (root / "README.md").write_text(_readme({k: len(v) for k, v in out.items()}))
     return out
 
 
 def tree_digest(root):
     "sha256 of every file under `root` (relative path -> hex digest), to compare two builds."
     root = Path(root)
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 # %% ../nbs/02_samples.ipynb #d892e394
 def samples_dir(name=None, root=None):
-    """The data_samples/ folder: `root`, else the repository's (next to the package in a source checkout), else one in
-    the working folder or its parent. With `name`, that set's folder, or None when the set is not built (no meta.csv)."""
+    """The data_samples/ folder: `root`, else the repository's (next to the package in a source
+    checkout), else one in
+    the working folder or its parent. With `name`, that set's folder, or None when the set is not
+    built (no meta.csv)."""
     import opensora_nb
-    cands = [Path(opensora_nb.__file__).resolve().parents[1] / "data_samples", Path.cwd() / "data_samples",
-             Path.cwd().parent / "data_samples"]
+
+    cands = [
+        Path(opensora_nb.__file__).resolve().parents[1] / "data_samples",
+        Path.cwd() / "data_samples",
+        Path.cwd().parent / "data_samples",
+    ]
     base = Path(root) if root is not None else next((c for c in cands if c.is_dir()), cands[1])
-    if name is None: return base
+    if name is None:
+        return base
     return base / name if (base / name / "meta.csv").exists() else None
 
 # %% ../nbs/02_samples.ipynb #41baeb81
 def samples_cli(argv=None):
     "`opensora-nb samples`: build the deterministic sample data sets."
-    p = argparse.ArgumentParser(prog="opensora-nb samples", description="Build the sample data sets (moving shapes, "
-                                "camera motion over photographs, multi-shot clips) with Open-Sora meta CSVs.")
-    p.add_argument("--output", "-o", "--out", dest="output", default="data_samples", metavar="DIR",
-                   help="output folder (default: data_samples; --out is the old spelling)")
-    p.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS), help="which sets to build (default: all)")
-    p.add_argument("--check", action="store_true", help="do not write: rebuild in a temporary folder and compare with --output")
+    p = argparse.ArgumentParser(
+        prog="opensora-nb samples",
+        description="Build the sample data sets (moving shapes, "
+        "camera motion over photographs, multi-shot clips) with Open-Sora meta CSVs.",
+    )
+    p.add_argument(
+        "--output",
+        "-o",
+        "--out",
+        dest="output",
+        default="data_samples",
+        metavar="DIR",
+        help="output folder (default: data_samples; --out is the old spelling)",
+    )
+    p.add_argument(
+        "--sets",
+        nargs="+",
+        choices=SETS,
+        default=list(SETS),
+        help="which sets to build (default: all)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="do not write: rebuild in a temporary folder and compare with --output",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     if a.check:
         import tempfile
+
         with tempfile.TemporaryDirectory() as d:
             build_samples(d, a.sets, progress=not a.quiet)
             new, old = tree_digest(d), tree_digest(a.output)
-            old = {k: v for k, v in old.items() if k.split("/")[0] in a.sets or (k == "README.md" and k in new)}
+            old = {
+                k: v
+                for k, v in old.items()
+                if k.split("/")[0] in a.sets or (k == "README.md" and k in new)
+            }
             bad = sorted(k for k in set(new) | set(old) if new.get(k) != old.get(k))
-        for k in bad: print(f"differs: {k}")
+        for k in bad:
+            print(f"differs: {k}")
         print(f"{len(new) - len(bad)} of {len(new)} files identical in {a.output}")
         return 1 if bad else 0
     metas = build_samples(a.output, a.sets, progress=not a.quiet)
-    for k, df in metas.items(): print(f"{a.output}/{k}/meta.csv: {len(df)} rows")
+    for k, df in metas.items():
+        print(f"{a.output}/{k}/meta.csv: {len(df)} rows")
     return 0

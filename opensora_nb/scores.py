@@ -22,11 +22,13 @@ from .io import read_video, video_info
 
 # %% ../nbs/10a_scores.ipynb #06670da6
 def sample_frames(video, indices=None, points=None):
-    "uint8 [N, C, H, W] frames of a tensor or file (seeking, not decoding it all), at `indices` or fractions `points`."
+    """uint8 [N, C, H, W] frames of a tensor or file (seeking, not decoding it all), at `indices` or
+    fractions `points`."""
     T = num_frames_of(video)
     idx = indices if indices is not None else [round(p * (T - 1)) for p in (points or (0.5,))]
     idx = [min(max(int(i), 0), T - 1) for i in idx]
     return video[idx] if isinstance(video, torch.Tensor) else read_video(video, indices=idx)
+
 
 def num_frames_of(video):
     "Frame count of a uint8 [T, C, H, W] tensor or of a video file."
@@ -34,39 +36,58 @@ def num_frames_of(video):
 
 # %% ../nbs/10a_scores.ipynb #56e99722
 def farneback_flow(f0, f1):
-    "Dense optical flow [H, W, 2] (pixels) from uint8 gray frame f0 to f1 (OpenCV Farneback, v1.2 tool parameters)."
+    """Dense optical flow [H, W, 2] (pixels) from uint8 gray frame f0 to f1 (OpenCV Farneback, v1.2
+    tool parameters)."""
     return cv2.calcOpticalFlowFarneback(f0, f1, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+
 
 def _gray(frame, size):
     g = cv2.cvtColor(np.ascontiguousarray(frame.permute(1, 2, 0).numpy()), cv2.COLOR_RGB2GRAY)
-    return cv2.resize(g, (size[1], size[0]), interpolation=cv2.INTER_AREA if g.shape[0] > size[0] else cv2.INTER_LINEAR)
+    return cv2.resize(
+        g,
+        (size[1], size[0]),
+        interpolation=cv2.INTER_AREA if g.shape[0] > size[0] else cv2.INTER_LINEAR,
+    )
+
 
 def work_size(H, W, target):
-    "Working (h, w) for flow: `target` (H, W; swapped for portrait clips) but never larger than the clip itself."
+    """Working (h, w) for flow: `target` (H, W; swapped for portrait clips) but never larger than
+    the clip itself."""
     th, tw = target if (H <= W) == (target[0] <= target[1]) else target[::-1]
     k = min(1.0, th / H, tw / W)
     return max(8, round(H * k)), max(8, round(W * k))
 
+
 def flow_pairs(video, pairs, size=(320, 576), flow_fn=farneback_flow):
-    "Flows [P, h, w, 2] in working-size pixels between frame pairs [(i, j)]; working size from `work_size`."
+    """Flows [P, h, w, 2] in working-size pixels between frame pairs [(i, j)]; working size from
+    `work_size`."""
     idx = sorted(set(i for p in pairs for i in p))
     frames = dict(zip(idx, sample_frames(video, indices=idx)))
     hw = work_size(*frames[idx[0]].shape[-2:], size)
     gray = {i: _gray(f, hw) for i, f in frames.items()}
     return np.stack([flow_fn(gray[i], gray[j]) for i, j in pairs])
 
+
 def even_pairs(T, num_pairs=3, gap=2):
     "`num_pairs` frame pairs (i, i + gap) spread evenly over a clip of T frames."
-    if T < 2: raise ValueError(f"even_pairs: a clip of {T} frame(s) has no motion to measure")
+    if T < 2:
+        raise ValueError(f"even_pairs: a clip of {T} frame(s) has no motion to measure")
     gap = min(gap, T - 1)
-    return [(int(i), int(i) + gap) for i in sorted(set(np.linspace(0, T - 1 - gap, num_pairs).round().astype(int)))]
+    return [
+        (int(i), int(i) + gap)
+        for i in sorted(set(np.linspace(0, T - 1 - gap, num_pairs).round().astype(int)))
+    ]
+
 
 def motion_score(video, num_pairs=3, gap=2, ref_size=(320, 576), flow_fn=farneback_flow):
-    "v1.2's `flow` column: mean |flow component| in pixels of a 320x576 frame per 10 frames (Farneback by default)."
+    """v1.2's `flow` column: mean |flow component| in pixels of a 320x576 frame per 10 frames
+    (Farneback by default)."""
     pairs = even_pairs(num_frames_of(video), num_pairs, gap)
     flows = flow_pairs(video, pairs, ref_size, flow_fn)
     H, W = sample_frames(video, indices=[0]).shape[-2:]
-    rh, rw = ref_size if H <= W else ref_size[::-1]          # v1.2 resizes every clip to 320x576 (transposed if portrait)
+    rh, rw = (
+        ref_size if H <= W else ref_size[::-1]
+    )  # v1.2 resizes every clip to 320x576 (transposed if portrait)
     h, w = flows.shape[1:3]
     per10 = 10 / np.array([j - i for i, j in pairs], np.float32)[:, None]
     return float((np.abs(flows).mean(axis=(1, 2)) * [rw / w, rh / h] * per10).mean())
@@ -89,11 +110,15 @@ def plot_flow(frame, flow, ax=None, step=None, title=None):
 
 # %% ../nbs/10a_scores.ipynb #9a8fc515
 def fit_camera(flow, weight=None, iters=4, step=2):
-    "Robust least-squares fit of u = tx + s*x - r*y, v = ty + s*y + r*x to a flow [h, w, 2]: dict(tx, ty, s, r)."
+    """Robust least-squares fit of u = tx + s*x - r*y, v = ty + s*y + r*x to a flow [h, w, 2]:
+    dict(tx, ty, s, r)."""
     h, w = flow.shape[:2]
-    ys, xs = np.mgrid[0:h:step, 0:w:step].astype(np.float64)        # dense flow is smooth: every 2nd pixel is plenty
+    ys, xs = np.mgrid[0:h:step, 0:w:step].astype(
+        np.float64
+    )  # dense flow is smooth: every 2nd pixel is plenty
     flow = flow[::step, ::step]
-    if weight is not None: weight = weight[::step, ::step]
+    if weight is not None:
+        weight = weight[::step, ::step]
     x, y = (xs - (w - 1) / 2).ravel(), (ys - (h - 1) / 2).ravel()
     one, zero = np.ones_like(x), np.zeros_like(x)
     A = np.concatenate([np.stack([one, zero, x, -y], 1), np.stack([zero, one, y, x], 1)])
@@ -108,28 +133,38 @@ def fit_camera(flow, weight=None, iters=4, step=2):
         wt = np.concatenate([w0, w0]) / (1 + (r / c) ** 2)
     return dict(tx=p[0], ty=p[1], s=p[2], r=p[3])
 
+
 def texture_weight(gray, min_grad=16.0, q=0.5):
-    "Per-pixel weight in {0, 1}: 1 where the Sobel gradient is strong (flow is trustworthy there, not in flat sky)."
+    """Per-pixel weight in {0, 1}: 1 where the Sobel gradient is strong (flow is trustworthy there,
+    not in flat sky)."""
     g = np.hypot(cv2.Sobel(gray, cv2.CV_32F, 1, 0), cv2.Sobel(gray, cv2.CV_32F, 0, 1))
     w = g > max(min_grad, np.quantile(g, q))
-    if w.mean() < 0.02: w = g >= np.quantile(g, 0.9)      # a nearly flat frame: trust its 10% sharpest pixels
+    if w.mean() < 0.02:
+        w = g >= np.quantile(g, 0.9)  # a nearly flat frame: trust its 10% sharpest pixels
     return w.astype(np.float32)
 
+
 def classify_camera(tx, ty, s, tau=0.004, ratio=0.5):
-    "Label from per-frame motion (tx, ty in frame fractions, s relative scale): 'static', 'pan left', 'zoom in+tilt up'..."
+    """Label from per-frame motion (tx, ty in frame fractions, s relative scale): 'static', 'pan
+    left', 'zoom in+tilt up'..."""
     labels, big = [], max(abs(tx), abs(ty))
-    if abs(tx) > tau and abs(tx) >= ratio * big: labels.append("pan left" if tx > 0 else "pan right")
-    if abs(ty) > tau and abs(ty) >= ratio * big: labels.append("tilt up" if ty > 0 else "tilt down")
-    if abs(s) / 2 > tau: labels.append("zoom in" if s > 0 else "zoom out")
+    if abs(tx) > tau and abs(tx) >= ratio * big:
+        labels.append("pan left" if tx > 0 else "pan right")
+    if abs(ty) > tau and abs(ty) >= ratio * big:
+        labels.append("tilt up" if ty > 0 else "tilt down")
+    if abs(s) / 2 > tau:
+        labels.append("zoom in" if s > 0 else "zoom out")
     return "+".join(labels) or "static"
 
+
 def camera_params(video, num_pairs=4, gap=2, size=128, flow_fn=farneback_flow):
-    "Median over a few frame pairs of the fitted camera motion, per frame and in frame units: dict(tx, ty, s, r)."
+    """Median over a few frame pairs of the fitted camera motion, per frame and in frame units:
+    dict(tx, ty, s, r)."""
     pairs = even_pairs(num_frames_of(video), num_pairs, gap)
     idx = sorted(set(i for p in pairs for i in p))
     lookup = dict(zip(idx, sample_frames(video, indices=idx)))
     H, W = lookup[idx[0]].shape[-2:]
-    hw = work_size(H, W, (size, size * 16))                  # short side <= size, never upsampled
+    hw = work_size(H, W, (size, size * 16))  # short side <= size, never upsampled
     fits = []
     for i, j in pairs:
         gap = j - i
@@ -139,88 +174,135 @@ def camera_params(video, num_pairs=4, gap=2, size=128, flow_fn=farneback_flow):
     tx, ty, s, r = np.median(np.array(fits), 0)
     return dict(tx=float(tx), ty=float(ty), s=float(s), r=float(r))
 
+
 def camera_motion(video, tau=0.004, **kw):
-    "Camera motion label of a clip (file or tensor): static / pan left|right / tilt up|down / zoom in|out, '+'-joined."
+    """Camera motion label of a clip (file or tensor): static / pan left|right / tilt up|down / zoom
+    in|out, '+'-joined."""
     p = camera_params(video, **kw)
     return classify_camera(p["tx"], p["ty"], p["s"], tau=tau)
 
 # %% ../nbs/10a_scores.ipynb #10de07ba
 def evaluate_camera(meta, **kw):
-    "Accuracy of `camera_motion` against a meta table's `camera_motion` column; also returns the predictions."
+    """Accuracy of `camera_motion` against a meta table's `camera_motion` column; also returns the
+    predictions."""
     pred = [camera_motion(p, **kw) for p in meta["path"]]
     return float(np.mean([p == t for p, t in zip(pred, meta["camera_motion"])])), pred
 
 # %% ../nbs/10a_scores.ipynb #d92f6426
 def classical_text_boxes(frame, min_h=5, max_h_frac=0.25, min_aspect=1.5, min_density=0.35):
-    "Text-line boxes [(x, y, w, h)] in an RGB uint8 frame [H, W, 3] from edge density + shape rules (no weights)."
+    """Text-line boxes [(x, y, w, h)] in an RGB uint8 frame [H, W, 3] from edge density + shape
+    rules (no weights)."""
     gray = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
     H, W = gray.shape
-    grad = cv2.morphologyEx(gray, cv2.MORPH_GRADIENT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
+    grad = cv2.morphologyEx(
+        gray, cv2.MORPH_GRADIENT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+    )
     edges = (grad > 60).astype(np.uint8)
     k = max(3, W // 60)
-    merged = cv2.morphologyEx(edges, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, max(1, k // 3))))
+    merged = cv2.morphologyEx(
+        edges, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, max(1, k // 3)))
+    )
     n, _, stats, _ = cv2.connectedComponentsWithStats(merged, connectivity=8)
     boxes = []
     for x, y, w, h, area in stats[1:]:
-        if h < min_h or h > max_h_frac * H or w < min_aspect * h: continue
-        if edges[y:y + h, x:x + w].mean() < min_density: continue
+        if h < min_h or h > max_h_frac * H or w < min_aspect * h:
+            continue
+        if edges[y : y + h, x : x + w].mean() < min_density:
+            continue
         boxes.append((int(x), int(y), int(w), int(h)))
     return boxes
 
+
 class DBTextDetector:
-    "Learned DB text detector through OpenCV dnn (needs its ONNX weights on disk); returns [(x, y, w, h)]."
+    """Learned DB text detector through OpenCV dnn (needs its ONNX weights on disk); returns [(x, y,
+    w, h)]."""
+
     def __init__(self, onnx_path, input_size=(736, 736), bin_thresh=0.3, poly_thresh=0.5):
         if not Path(onnx_path).exists():
             raise FileNotFoundError(f"DBTextDetector: weights {onnx_path} not found")
         self.model = cv2.dnn.TextDetectionModel_DB(str(onnx_path))
         self.model.setBinaryThreshold(bin_thresh).setPolygonThreshold(poly_thresh)
-        self.model.setInputParams(1.0 / 255.0, input_size, (122.67891434, 116.66876762, 104.00698793), True)
+        self.model.setInputParams(
+            1.0 / 255.0, input_size, (122.67891434, 116.66876762, 104.00698793), True
+        )
+
     def __call__(self, frame):
         polys, _ = self.model.detect(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2BGR))
         return [tuple(int(v) for v in cv2.boundingRect(np.asarray(p, np.int32))) for p in polys]
 
+
 def ocr_score(video, detector=None, points=(0.1, 0.5, 0.9)):
-    "dict(ocr=mean fraction of the frame inside text boxes, ocr_boxes=mean box count) over a few frames."
+    """dict(ocr=mean fraction of the frame inside text boxes, ocr_boxes=mean box count) over a few
+    frames."""
     detector = detector or classical_text_boxes
     cover, counts = [], []
     for f in sample_frames(video, points=points).permute(0, 2, 3, 1).numpy():
         mask = np.zeros(f.shape[:2], bool)
         boxes = detector(f)
-        for x, y, w, h in boxes: mask[y:y + h, x:x + w] = True
-        cover.append(mask.mean()); counts.append(len(boxes))
+        for x, y, w, h in boxes:
+            mask[y : y + h, x : x + w] = True
+        cover.append(mask.mean())
+        counts.append(len(boxes))
     return dict(ocr=float(np.mean(cover)), ocr_boxes=float(np.mean(counts)))
 
 # %% ../nbs/10a_scores.ipynb #30612f4d
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
+
 def clip_preprocess(frames, size=224):
-    "uint8 [N, C, H, W] -> float [N, 3, size, size]: short side to `size` (bicubic), centre crop, CLIP normalisation."
+    """uint8 [N, C, H, W] -> float [N, 3, size, size]: short side to `size` (bicubic), centre crop,
+    CLIP normalisation."""
     x = frames.float() / 255
     H, W = x.shape[-2:]
     k = size / min(H, W)
-    x = F.interpolate(x, size=(max(size, round(H * k)), max(size, round(W * k))), mode="bicubic", antialias=True,
-                      align_corners=False).clamp(0, 1)
+    x = F.interpolate(
+        x,
+        size=(max(size, round(H * k)), max(size, round(W * k))),
+        mode="bicubic",
+        antialias=True,
+        align_corners=False,
+    ).clamp(0, 1)
     top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
-    x = x[..., top:top + size, left:left + size]
+    x = x[..., top : top + size, left : left + size]
     return (x - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
 
+
 class AestheticMLP(nn.Module):
-    "The LAION aesthetic head: 768 -> 1024 -> 128 -> 64 -> 16 -> 1 (dropouts between), on normalised CLIP embeddings."
+    """The LAION aesthetic head: 768 -> 1024 -> 128 -> 64 -> 16 -> 1 (dropouts between), on
+    normalised CLIP embeddings."""
+
     def __init__(self, input_size=768):
         super().__init__()
         self.input_size = input_size
-        self.layers = nn.Sequential(nn.Linear(input_size, 1024), nn.Dropout(0.2), nn.Linear(1024, 128), nn.Dropout(0.2),
-                                    nn.Linear(128, 64), nn.Dropout(0.1), nn.Linear(64, 16), nn.Linear(16, 1))
-    def forward(self, x): return self.layers(x)
+        self.layers = nn.Sequential(
+            nn.Linear(input_size, 1024),
+            nn.Dropout(0.2),
+            nn.Linear(1024, 128),
+            nn.Dropout(0.2),
+            nn.Linear(128, 64),
+            nn.Dropout(0.1),
+            nn.Linear(64, 16),
+            nn.Linear(16, 1),
+        )
+
+    def forward(self, x):
+        return self.layers(x)
 
 # %% ../nbs/10a_scores.ipynb #81427082
-CLIP_MODEL = "openai/clip-vit-large-patch14"          # the reference's CLIP for aesthetic and matching scores
-AESTHETIC_HEAD_URL = ("https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/"
-                      "sac+logos+ava1-l14-linearMSE.pth")          # the LAION head the reference downloads
+CLIP_MODEL = (
+    "openai/clip-vit-large-patch14"  # the reference's CLIP for aesthetic and matching scores
+)
+AESTHETIC_HEAD_URL = (
+    "https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/"
+    "sac+logos+ava1-l14-linearMSE.pth"
+)  # the LAION head the reference downloads
+
 
 class CLIPScorer(nn.Module):
-    "CLIP image/text embeddings + the aesthetic head: `.aesthetic(frames)`, `.matching(frames, text)`."
+    """CLIP image/text embeddings + the aesthetic head: `.aesthetic(frames)`, `.matching(frames,
+    text)`."""
+
     def __init__(self, clip, tokenizer=None, mlp=None, image_size=None):
         super().__init__()
         self.clip, self.tokenizer = clip.eval(), tokenizer
@@ -228,20 +310,32 @@ class CLIPScorer(nn.Module):
         self.image_size = image_size or clip.config.vision_config.image_size
 
     @property
-    def device(self): return next(self.clip.parameters()).device
+    def device(self):
+        return next(self.clip.parameters()).device
 
     @torch.no_grad()
     def image_embeds(self, frames):
         "L2-normalised image embeddings [N, D] of uint8 frames [N, C, H, W]."
-        x = clip_preprocess(frames, self.image_size).to(self.device, next(self.clip.parameters()).dtype)
-        return F.normalize(self.clip.visual_projection(self.clip.vision_model(pixel_values=x).pooler_output).float(), dim=-1)
+        x = clip_preprocess(frames, self.image_size).to(
+            self.device, next(self.clip.parameters()).dtype
+        )
+        return F.normalize(
+            self.clip.visual_projection(
+                self.clip.vision_model(pixel_values=x).pooler_output
+            ).float(),
+            dim=-1,
+        )
 
     @torch.no_grad()
     def text_embeds(self, texts):
         "L2-normalised text embeddings [N, D] (truncated to the text model's length)."
         n = self.clip.config.text_config.max_position_embeddings
-        t = self.tokenizer(list(texts), padding=True, truncation=True, max_length=n, return_tensors="pt").to(self.device)
-        out = self.clip.text_model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).pooler_output
+        t = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=n, return_tensors="pt"
+        ).to(self.device)
+        out = self.clip.text_model(
+            input_ids=t["input_ids"], attention_mask=t["attention_mask"]
+        ).pooler_output
         return F.normalize(self.clip.text_projection(out).float(), dim=-1)
 
     @torch.no_grad()
@@ -256,14 +350,19 @@ class CLIPScorer(nn.Module):
         return float(self.clip.logit_scale.exp() * (img * self.text_embeds([text])).sum())
 
     @classmethod
-    def from_pretrained(cls, clip=CLIP_MODEL, aesthetic_path=None, device="cpu", dtype=torch.float32):
-        "Real CLIP (hub id or folder) + the LAION head from `aesthetic_path` (a .pth or .safetensors state dict)."
+    def from_pretrained(
+        cls, clip=CLIP_MODEL, aesthetic_path=None, device="cpu", dtype=torch.float32
+    ):
+        """Real CLIP (hub id or folder) + the LAION head from `aesthetic_path` (a .pth or
+        .safetensors state dict)."""
         from transformers import AutoTokenizer, CLIPModel
+
         model = CLIPModel.from_pretrained(clip, dtype=dtype).to(device)
         mlp = AestheticMLP(model.config.projection_dim)
         if aesthetic_path is not None:
             if str(aesthetic_path).endswith(".safetensors"):
                 from safetensors.torch import load_file
+
                 sd = load_file(str(aesthetic_path))
             else:
                 sd = torch.load(aesthetic_path, map_location="cpu", weights_only=True)
@@ -271,34 +370,67 @@ class CLIPScorer(nn.Module):
         return cls(model, AutoTokenizer.from_pretrained(clip), mlp).to(device)
 
 # %% ../nbs/10a_scores.ipynb #9a3a1db9
-TINY_WORDS = ("a an the of and in on with is to video camera red green blue yellow white black purple orange "
-              "circle square triangle star ball moves moving left right up down static zoom pan tilt slowly fast").split()
+TINY_WORDS = (
+    "a an the of and in on with is to video camera red green blue yellow white black purple orange "
+    "circle square triangle star ball moves moving left right up down static zoom pan tilt slowly fast"
+).split()
+
 
 def word_tokenizer(words=TINY_WORDS, bos=True):
-    "A small lower-case word-level fast tokenizer built in memory (ids: 0 pad, 1 unk, 2 <s>, 3 </s>, then words)."
+    """A small lower-case word-level fast tokenizer built in memory (ids: 0 pad, 1 unk, 2 <s>, 3
+    </s>, then words)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
-    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<s>", "</s>"] + list(dict.fromkeys(words)))}
+
+    vocab = {
+        w: i for i, w in enumerate(["<pad>", "<unk>", "<s>", "</s>"] + list(dict.fromkeys(words)))
+    }
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tk.normalizer, tk.pre_tokenizer = normalizers.Lowercase(), pre_tokenizers.Whitespace()
-    if bos: tk.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 2), ("</s>", 3)])
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    if bos:
+        tk.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>", special_tokens=[("<s>", 2), ("</s>", 3)]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+
 
 def tiny_clip_scorer(seed=0, width=32, image_size=32, patch_size=8, projection_dim=16):
     "A random tiny CLIPScorer (meaningless scores) for tests and demos: no download."
     from transformers import CLIPConfig, CLIPModel
+
     tok = word_tokenizer()
-    cfg = CLIPConfig(text_config=dict(vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
-                                      num_attention_heads=2, max_position_embeddings=32, pad_token_id=0, bos_token_id=2, eos_token_id=3),
-                     vision_config=dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2, num_attention_heads=2,
-                                        image_size=image_size, patch_size=patch_size),
-                     projection_dim=projection_dim)
+    cfg = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(tok),
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=32,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+        ),
+        vision_config=dict(
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=patch_size,
+        ),
+        projection_dim=projection_dim,
+    )
     torch.manual_seed(seed)
     return CLIPScorer(CLIPModel(cfg), tok, AestheticMLP(projection_dim))
+
 
 def aesthetic_score(video, scorer, points=(0.1, 0.5, 0.9)):
     "v1.2's `aes` column: mean aesthetic score of three frames."
     return scorer.aesthetic(sample_frames(video, points=points))
+
 
 def matching_score(video, text, scorer, points=(0.5,)):
     "v1.2's `match` column: CLIP logit between the middle frame and the caption."

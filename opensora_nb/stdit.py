@@ -20,10 +20,27 @@ import torch.utils.checkpoint
 from einops import rearrange
 from fastcore.basics import patch
 
-from .layers import (Attention, CaptionEmbedder, DropPath, Mlp, MultiHeadCrossAttention, PatchEmbed3D,
-                                PositionEmbedding2D, RotaryEmbedding, SizeEmbedder, T2IFinalLayer, TimestepEmbedder,
-                                approx_gelu, get_1d_sincos_pos_embed, get_dynamic_size, modulation,
-                                t2i_modulate, t_block, t_mask_select, unpatchify)
+from opensora_nb.layers import (
+    Attention,
+    CaptionEmbedder,
+    DropPath,
+    Mlp,
+    MultiHeadCrossAttention,
+    PatchEmbed3D,
+    PositionEmbedding2D,
+    RotaryEmbedding,
+    SizeEmbedder,
+    T2IFinalLayer,
+    TimestepEmbedder,
+    approx_gelu,
+    get_1d_sincos_pos_embed,
+    get_dynamic_size,
+    modulation,
+    t2i_modulate,
+    t_block,
+    t_mask_select,
+    unpatchify,
+)
 
 # %% auto #0
 __all__ = ['STDIT3_XL_2', 'STDIT3_3B_2', 'TRANSFORMERS_METADATA', 'STDiT3Config', 'flash_attention', 'STDiT3Block',
@@ -34,7 +51,9 @@ __all__ = ['STDIT3_XL_2', 'STDIT3_3B_2', 'TRANSFORMERS_METADATA', 'STDiT3Config'
 # %% ../nbs/06_stdit.ipynb #f11f62fa
 @dataclass
 class STDiT3Config:
-    "Configuration of STDiT3 (Open-Sora 1.2); field names and defaults of the official `STDiT3Config`."
+    """Configuration of STDiT3 (Open-Sora 1.2); field names and defaults of the official
+    `STDiT3Config`."""
+
     input_size: tuple = (None, None, None)
     input_sq_size: int = 512
     in_channels: int = 4
@@ -55,18 +74,26 @@ class STDiT3Config:
     only_train_temporal: bool = False
     freeze_y_embedder: bool = False
     skip_y_embedder: bool = False
-    temporal_pos_embed: bool = False  # not in the reference: see "Which frame am I?" below; False loads official weights
+    temporal_pos_embed: bool = (
+        False  # not in the reference: see "Which frame am I?" below; False loads official weights
+    )
 
     def __post_init__(self):
         self.input_size, self.patch_size = tuple(self.input_size), tuple(self.patch_size)
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"STDiT3Config: hidden_size {self.hidden_size} not divisible by num_heads {self.num_heads}")
+            raise ValueError(
+                f"STDiT3Config: hidden_size {self.hidden_size} not divisible by num_heads "
+                f"{self.num_heads}"
+            )
         if self.hidden_size % 4:
-            raise ValueError(f"STDiT3Config: hidden_size {self.hidden_size} must be divisible by 4 (2D sin-cos)")
+            raise ValueError(
+                f"STDiT3Config: hidden_size {self.hidden_size} must be divisible by 4 (2D sin-cos)"
+            )
 
 
 def _replace_checked(config: STDiT3Config, overrides: dict) -> STDiT3Config:
-    "`dataclasses.replace` with unknown override names reported like `from_dict` does (`_check_keys`, below)."
+    """`dataclasses.replace` with unknown override names reported like `from_dict` does
+    (`_check_keys`, below)."""
     if not overrides:
         return config
     _check_keys(overrides, "keyword override")
@@ -89,30 +116,56 @@ def _warn_once(msg: str):
 
 def flash_attention(x):
     """Context for a self-attention on `x`: the flash SDPA backend on CUDA in float16/bfloat16 (what
-    `enable_flash_attn=True` asks for); elsewhere nothing, with one warning that the switch is ignored."""
+    `enable_flash_attn=True` asks for); elsewhere nothing, with one warning that the switch is
+    ignored."""
     if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16):
         try:
             from torch.nn.attention import SDPBackend, sdpa_kernel
         except ImportError:  # torch < 2.3
-            return torch.backends.cuda.sdp_kernel(enable_flash=True, enable_math=False, enable_mem_efficient=False)
+            return torch.backends.cuda.sdp_kernel(
+                enable_flash=True, enable_math=False, enable_mem_efficient=False
+            )
         return sdpa_kernel(SDPBackend.FLASH_ATTENTION)
-    why = f"on {x.device.type}" if not x.is_cuda else f"in {x.dtype} (flash attention needs float16 or bfloat16)"
-    _warn_once(f"STDiT3: enable_flash_attn=True is ignored {why}; attention uses PyTorch's default SDPA backend")
+    why = (
+        f"on {x.device.type}"
+        if not x.is_cuda
+        else f"in {x.dtype} (flash attention needs float16 or bfloat16)"
+    )
+    _warn_once(
+        f"STDiT3: enable_flash_attn=True is ignored {why}; attention uses PyTorch's default SDPA "
+        f"backend"
+    )
     return nullcontext()
 
 # %% ../nbs/06_stdit.ipynb #31db6a93
 class STDiT3Block(nn.Module):
-    "PixArt block over `[B, T*S, D]`: modulated self-attention (spatial/temporal/full), cross-attention, modulated MLP."
-    def __init__(self, hidden_size, num_heads, mlp_ratio=4.0, drop_path=0.0, rope=None, qk_norm=False,
-                 temporal=False, mode=None, enable_flash_attn=False):
+    """PixArt block over `[B, T*S, D]`: modulated self-attention (spatial/temporal/full),
+    cross-attention, modulated MLP."""
+
+    def __init__(
+        self,
+        hidden_size,
+        num_heads,
+        mlp_ratio=4.0,
+        drop_path=0.0,
+        rope=None,
+        qk_norm=False,
+        temporal=False,
+        mode=None,
+        enable_flash_attn=False,
+    ):
         super().__init__()
         self.enable_flash_attn = enable_flash_attn
         self.mode = mode or ("temporal" if temporal else "spatial")
         if self.mode not in ("spatial", "temporal", "full"):
-            raise ValueError(f"STDiT3Block: mode must be spatial, temporal or full, got {self.mode!r}")
+            raise ValueError(
+                f"STDiT3Block: mode must be spatial, temporal or full, got {self.mode!r}"
+            )
         self.temporal, self.hidden_size = self.mode == "temporal", hidden_size
         self.norm1 = nn.LayerNorm(hidden_size, eps=1e-6, elementwise_affine=False)
-        self.attn = Attention(hidden_size, num_heads=num_heads, qkv_bias=True, qk_norm=qk_norm, rope=rope)
+        self.attn = Attention(
+            hidden_size, num_heads=num_heads, qkv_bias=True, qk_norm=qk_norm, rope=rope
+        )
         self.cross_attn = MultiHeadCrossAttention(hidden_size, num_heads)
         self.norm2 = nn.LayerNorm(hidden_size, eps=1e-6, elementwise_affine=False)
         self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), act_layer=approx_gelu)
@@ -120,17 +173,24 @@ class STDiT3Block(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.randn(6, hidden_size) / hidden_size**0.5)
 
     def forward(self, x, y, t, mask=None, x_mask=None, t0=None, T=None, S=None):
-        "x `[B, T*S, D]`, y `[B, L, D]` with `mask [B, L]`, t/t0 `[B, 6D]` (t_block outputs), x_mask `[B, T]`."
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation(self.scale_shift_table, t)
+        """x `[B, T*S, D]`, y `[B, L, D]` with `mask [B, L]`, t/t0 `[B, 6D]` (t_block outputs),
+        x_mask `[B, T]`."""
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation(
+            self.scale_shift_table, t
+        )
         if x_mask is not None:
-            shift_msa0, scale_msa0, gate_msa0, shift_mlp0, scale_mlp0, gate_mlp0 = modulation(self.scale_shift_table, t0)
+            shift_msa0, scale_msa0, gate_msa0, shift_mlp0, scale_mlp0, gate_mlp0 = modulation(
+                self.scale_shift_table, t0
+            )
             pick = lambda a, b: t_mask_select(x_mask, a, b, T, S)
 
         if x_mask is None:
             x_m = self.modulated_norm(self.norm1, x, shift_msa, scale_msa)
         else:
             xn = self.norm1(x)
-            x_m = pick(t2i_modulate(xn, shift_msa, scale_msa), t2i_modulate(xn, shift_msa0, scale_msa0))
+            x_m = pick(
+                t2i_modulate(xn, shift_msa, scale_msa), t2i_modulate(xn, shift_msa0, scale_msa0)
+            )
         x_m = self.attend(x_m, T, S)
         x_m_s = gate_msa * x_m if x_mask is None else pick(gate_msa * x_m, gate_msa0 * x_m)
         x = x + self.drop_path(x_m_s)
@@ -141,7 +201,9 @@ class STDiT3Block(nn.Module):
             x_m = self.modulated_norm(self.norm2, x, shift_mlp, scale_mlp)
         else:
             xn = self.norm2(x)
-            x_m = pick(t2i_modulate(xn, shift_mlp, scale_mlp), t2i_modulate(xn, shift_mlp0, scale_mlp0))
+            x_m = pick(
+                t2i_modulate(xn, shift_mlp, scale_mlp), t2i_modulate(xn, shift_mlp0, scale_mlp0)
+            )
         x_m = self.mlp(x_m)
         x_m_s = gate_mlp * x_m if x_mask is None else pick(gate_mlp * x_m, gate_mlp0 * x_m)
         return x + self.drop_path(x_m_s)
@@ -153,20 +215,25 @@ def attend(self: STDiT3Block, x, T: int, S: int):
     with flash_attention(x) if self.enable_flash_attn else nullcontext():
         if self.mode == "full":
             return self.attn(x)
-        pattern = ("B (T S) C -> (B S) T C", "(B S) T C -> B (T S) C") if self.temporal else \
-                  ("B (T S) C -> (B T) S C", "(B T) S C -> B (T S) C")
+        pattern = (
+            ("B (T S) C -> (B S) T C", "(B S) T C -> B (T S) C")
+            if self.temporal
+            else ("B (T S) C -> (B T) S C", "(B T) S C -> B (T S) C")
+        )
         x = rearrange(x, pattern[0], T=T, S=S)
         return rearrange(self.attn(x), pattern[1], T=T, S=S)
 
 
 @patch
 def modulated_norm(self: STDiT3Block, norm, x, shift, scale):
-    "adaLN: `norm(x) * (1 + scale) + shift`, the block's LayerNorm then chapter 05's `t2i_modulate`."
+    """adaLN: `norm(x) * (1 + scale) + shift`, the block's LayerNorm then chapter 05's
+    `t2i_modulate`."""
     return t2i_modulate(norm(x), shift, scale)
 
 # %% ../nbs/06_stdit.ipynb #0f68883d
 def batch_values(v, B, device, dtype, name):
-    "A scalar, `[B]`, or `[B/k]` value (tiled k times, as the reference's SizeEmbedder does) -> tensor `[B]`."
+    """A scalar, `[B]`, or `[B/k]` value (tiled k times, as the reference's SizeEmbedder does) ->
+    tensor `[B]`."""
     v = torch.as_tensor(v, device=device, dtype=dtype).reshape(-1)
     if v.numel() == 0 or B % v.shape[0]:
         raise ValueError(f"{name}: expected a scalar or [B={B}] values, got shape {tuple(v.shape)}")
@@ -174,7 +241,9 @@ def batch_values(v, B, device, dtype, name):
 
 # %% ../nbs/06_stdit.ipynb #9570cbe0
 class STDiT3(nn.Module):
-    "Open-Sora 1.2's denoiser: spatial and temporal PixArt blocks, RoPE in time, resolution-aware 2D positions."
+    """Open-Sora 1.2's denoiser: spatial and temporal PixArt blocks, RoPE in time, resolution-aware
+    2D positions."""
+
     block_modes = ("spatial", "temporal")
 
     def __init__(self, config: STDiT3Config | None = None, **overrides):
@@ -183,7 +252,12 @@ class STDiT3(nn.Module):
         self.config = c = config
         self.pred_sigma, self.in_channels = c.pred_sigma, c.in_channels
         self.out_channels = c.in_channels * 2 if c.pred_sigma else c.in_channels
-        self.depth, self.mlp_ratio, self.hidden_size, self.num_heads = c.depth, c.mlp_ratio, c.hidden_size, c.num_heads
+        self.depth, self.mlp_ratio, self.hidden_size, self.num_heads = (
+            c.depth,
+            c.mlp_ratio,
+            c.hidden_size,
+            c.num_heads,
+        )
         self.patch_size, self.input_sq_size = tuple(c.patch_size), c.input_sq_size
         self.grad_checkpointing = False
 
@@ -193,15 +267,31 @@ class STDiT3(nn.Module):
         self.t_embedder = TimestepEmbedder(c.hidden_size)
         self.fps_embedder = SizeEmbedder(c.hidden_size)
         self.t_block = t_block(c.hidden_size)
-        self.y_embedder = CaptionEmbedder(c.caption_channels, c.hidden_size, uncond_prob=c.class_dropout_prob,
-                                          act_layer=approx_gelu, token_num=c.model_max_length)
-        dp = [c.drop_path * i / max(c.depth - 1, 1) for i in range(c.depth)]  # linspace(0, drop_path, depth)
-        make = lambda mode, i: STDiT3Block(c.hidden_size, c.num_heads, c.mlp_ratio, dp[i], qk_norm=c.qk_norm, mode=mode,
-                                           rope=self.rope.rotate_queries_or_keys if mode == "temporal" else None,
-                                           enable_flash_attn=c.enable_flash_attn)
+        self.y_embedder = CaptionEmbedder(
+            c.caption_channels,
+            c.hidden_size,
+            uncond_prob=c.class_dropout_prob,
+            act_layer=approx_gelu,
+            token_num=c.model_max_length,
+        )
+        dp = [
+            c.drop_path * i / max(c.depth - 1, 1) for i in range(c.depth)
+        ]  # linspace(0, drop_path, depth)
+        make = lambda mode, i: STDiT3Block(
+            c.hidden_size,
+            c.num_heads,
+            c.mlp_ratio,
+            dp[i],
+            qk_norm=c.qk_norm,
+            mode=mode,
+            rope=self.rope.rotate_queries_or_keys if mode == "temporal" else None,
+            enable_flash_attn=c.enable_flash_attn,
+        )
         self.spatial_blocks = nn.ModuleList([make(self.block_modes[0], i) for i in range(c.depth)])
         self.temporal_blocks = nn.ModuleList([make(self.block_modes[1], i) for i in range(c.depth)])
-        self.final_layer = T2IFinalLayer(c.hidden_size, math.prod(self.patch_size), self.out_channels)
+        self.final_layer = T2IFinalLayer(
+            c.hidden_size, math.prod(self.patch_size), self.out_channels
+        )
         self.initialize_weights()
         if c.only_train_temporal:
             self.requires_grad_(False)
@@ -209,13 +299,17 @@ class STDiT3(nn.Module):
         if c.freeze_y_embedder:
             self.y_embedder.requires_grad_(False)
         if c.enable_layernorm_kernel:
-            _warn_once("STDiT3: enable_layernorm_kernel=True is ignored: the fused (apex) LayerNorm kernel is not used; "
-                       "the norms are torch.nn.LayerNorm (same numbers)")
+            _warn_once(
+                "STDiT3: enable_layernorm_kernel=True is ignored: the fused (apex) LayerNorm "
+                "kernel is not used; "
+                "the norms are torch.nn.LayerNorm (same numbers)"
+            )
 
 # %% ../nbs/06_stdit.ipynb #99450612
 @patch
 def initialize_weights(self: STDiT3):
-    "The reference's init: xavier Linear layers, zero fps output, temporal blocks start as identity maps."
+    """The reference's init: xavier Linear layers, zero fps output, temporal blocks start as
+    identity maps."""
     for m in self.modules():
         if isinstance(m, nn.Linear):
             nn.init.xavier_uniform_(m.weight)
@@ -238,7 +332,8 @@ def set_grad_checkpointing(self: STDiT3, enable: bool = True):
 
 @patch
 def get_pos_embed(self: STDiT3, x, H: int, W: int, height=None, width=None):
-    "2D table `[1, H*W, D]` at `scale = sqrt(height*width)/input_sq_size`, `base_size = round(sqrt(H*W))`."
+    """2D table `[1, H*W, D]` at `scale = sqrt(height*width)/input_sq_size`, `base_size =
+    round(sqrt(H*W))`."""
     hp = float(height.reshape(-1)[0]) if torch.is_tensor(height) else (height or x.shape[3] * 8)
     wp = float(width.reshape(-1)[0]) if torch.is_tensor(width) else (width or x.shape[4] * 8)
     scale = (hp * wp) ** 0.5 / self.input_sq_size
@@ -253,7 +348,8 @@ def embed_time(self: STDiT3, timestep, fps, B, dtype):
 # %% ../nbs/06_stdit.ipynb #650372fb
 @patch
 def encode_text(self: STDiT3, y, mask=None):
-    "Captions `[B, 1, L, C_txt]` -> (`[B, L, D]`, mask `[B, L]` or None); a mask of batch b is tiled to B."
+    """Captions `[B, 1, L, C_txt]` -> (`[B, L, D]`, mask `[B, L]` or None); a mask of batch b is
+    tiled to B."""
     if not self.config.skip_y_embedder:
         y = self.y_embedder(y, self.training)
     y = y.reshape(y.shape[0], -1, self.hidden_size)
@@ -266,10 +362,16 @@ def encode_text(self: STDiT3, y, mask=None):
 
 @patch
 def embed_video(self: STDiT3, x, pos_emb, T, S):
-    "Latent `[B, C, T, H, W]` -> tokens `[B, T*S, D]` with positions (and a frame index if configured)."
+    """Latent `[B, C, T, H, W]` -> tokens `[B, T*S, D]` with positions (and a frame index if
+    configured)."""
     x = rearrange(self.x_embedder(x), "B (T S) C -> B T S C", T=T, S=S) + pos_emb
     if self.config.temporal_pos_embed:
-        x = x + get_1d_sincos_pos_embed(self.hidden_size, T).to(device=x.device, dtype=x.dtype)[None, :, None]
+        x = (
+            x
+            + get_1d_sincos_pos_embed(self.hidden_size, T).to(device=x.device, dtype=x.dtype)[
+                None, :, None
+            ]
+        )
     return rearrange(x, "B T S C -> B (T S) C")
 
 
@@ -290,16 +392,30 @@ def run_block(self: STDiT3, block, *args):
 
 @patch
 def run_blocks(self: STDiT3, x, *args, blocks=None):
-    "Run `blocks` (default: all, in order) on tokens `x`; `args` are the blocks' (y, t, mask, x_mask, t0, T, S)."
+    """Run `blocks` (default: all, in order) on tokens `x`; `args` are the blocks' (y, t, mask,
+    x_mask, t0, T, S)."""
     for block in self.blocks() if blocks is None else blocks:
         x = self.run_block(block, x, *args)
     return x
 
 # %% ../nbs/06_stdit.ipynb #06c0837b
 @patch
-def forward(self: STDiT3, x, timestep, y, mask=None, x_mask=None, fps=None, height=None, width=None, **kwargs):
-    """x `[B, C, T, H, W]`, timestep `[B]` in [0, 1000), y `[B, 1, L, C_txt]`, mask `[B, L]`, x_mask `[B, T]`
-    (False = clean frame, timestep 0), fps/height/width `[B]` or scalars -> `[B, C_out, T, H, W]` float32."""
+def forward(
+    self: STDiT3,
+    x,
+    timestep,
+    y,
+    mask=None,
+    x_mask=None,
+    fps=None,
+    height=None,
+    width=None,
+    **kwargs,
+):
+    """x `[B, C, T, H, W]`, timestep `[B]` in [0, 1000), y `[B, 1, L, C_txt]`, mask `[B, L]`, x_mask
+    `[B, T]`
+    (False = clean frame, timestep 0), fps/height/width `[B]` or scalars -> `[B, C_out, T, H, W]`
+    float32."""
     if x.ndim != 5:
         raise ValueError(f"STDiT3: x must be [B, C, T, H, W], got shape {tuple(x.shape)}")
     dtype, B = self.x_embedder.proj.weight.dtype, x.shape[0]
@@ -329,33 +445,52 @@ def forward(self: STDiT3, x, timestep, y, mask=None, x_mask=None, fps=None, heig
     return x.float()
 
 # %% ../nbs/06_stdit.ipynb #b8d7d5b5
-#: Keys transformers writes into every `config.json` (the published STDiT3 config has all four): not fields, ignored.
-TRANSFORMERS_METADATA = ("architectures", "model_type", "torch_dtype", "transformers_version", "_name_or_path",
-                         "_commit_hash")
+#: Keys transformers writes into every `config.json` (the published STDiT3 config has all four): not
+#: fields, ignored.
+TRANSFORMERS_METADATA = (
+    "architectures",
+    "model_type",
+    "torch_dtype",
+    "transformers_version",
+    "_name_or_path",
+    "_commit_hash",
+)
 
 
 def _check_keys(d: dict, what: str, ignore=()):
-    "Raise one error naming every key of `d` that is not an `STDiT3Config` field (with the closest field names)."
+    """Raise one error naming every key of `d` that is not an `STDiT3Config` field (with the closest
+    field names)."""
     names = [f.name for f in fields(STDiT3Config)]
     bad = [k for k in d if k not in names and k not in ignore]
     if bad:
-        hints = "; ".join(f"{k!r}: did you mean {m[0]!r}?" for k in bad if (m := difflib.get_close_matches(k, names, 1)))
+        hints = "; ".join(
+            f"{k!r}: did you mean {m[0]!r}?"
+            for k in bad
+            if (m := difflib.get_close_matches(k, names, 1))
+        )
         err = TypeError if what == "keyword override" else ValueError
-        raise err(f"STDiT3Config: unknown {what} key(s) {bad}" + (f" ({hints})" if hints else "") +
-                  f"; the fields are {sorted(names)}")
+        raise err(
+            f"STDiT3Config: unknown {what} key(s) {bad}"
+            + (f" ({hints})" if hints else "")
+            + f"; the fields are {sorted(names)}"
+        )
 
 
 @patch(cls_method=True)
 def from_dict(cls: STDiT3Config, d: dict, **overrides):
-    """Build from a dict (e.g. an official `config.json`) and keyword `overrides`. transformers' metadata keys
-    (`TRANSFORMERS_METADATA`) are ignored; any other key that is not a field is an error naming it."""
+    """Build from a dict (e.g. an official `config.json`) and keyword `overrides`. transformers'
+    metadata keys
+    (`TRANSFORMERS_METADATA`) are ignored; any other key that is not a field is an error naming
+    it."""
     _check_keys(d, "config", ignore=TRANSFORMERS_METADATA)
     _check_keys(overrides, "keyword override")
     return cls(**{k: v for k, v in {**d, **overrides}.items() if k not in TRANSFORMERS_METADATA})
 
+
 @patch(cls_method=True)
 def from_pretrained(cls: STDiT3Config, file_or_folder, **overrides):
-    "Read a `config.json`: the file, a folder holding it, or a hub id (only config.json is fetched)."
+    """Read a `config.json`: the file, a folder holding it, or a hub id (only config.json is
+    fetched)."""
     p = Path(file_or_folder).expanduser()
     if p.is_dir():
         p = p / "config.json"
@@ -364,12 +499,15 @@ def from_pretrained(cls: STDiT3Config, file_or_folder, **overrides):
             raise FileNotFoundError(f"STDiT3Config.from_pretrained: no config.json at {p}")
         try:
             from huggingface_hub import hf_hub_download
+
             p = Path(hf_hub_download(str(file_or_folder), "config.json"))
         except Exception as e:  # offline or unknown repo
-            raise FileNotFoundError(f"STDiT3Config.from_pretrained: {file_or_folder!r} is not a local path and its "
-                                    f"config.json could not be fetched ({type(e).__name__}). Download it "
-                                    f"(`huggingface-cli download {file_or_folder} config.json --local-dir DIR`) "
-                                    f"and pass DIR") from e
+            raise FileNotFoundError(
+                f"STDiT3Config.from_pretrained: {file_or_folder!r} is not a local path and its "
+                f"config.json could not be fetched ({type(e).__name__}). Download it "
+                f"(`huggingface-cli download {file_or_folder} config.json --local-dir DIR`) "
+                f"and pass DIR"
+            ) from e
     try:
         d = json.loads(p.read_text())
     except json.JSONDecodeError as e:
@@ -382,39 +520,56 @@ def from_pretrained(cls: STDiT3Config, file_or_folder, **overrides):
 
 @patch
 def to_dict(self: STDiT3Config) -> dict:
-    return {**asdict(self), "input_size": list(self.input_size), "patch_size": list(self.patch_size),
-            "architectures": ["STDiT3"], "model_type": "STDiT3"}
+    return {
+        **asdict(self),
+        "input_size": list(self.input_size),
+        "patch_size": list(self.patch_size),
+        "architectures": ["STDiT3"],
+        "model_type": "STDiT3",
+    }
 
 # %% ../nbs/06_stdit.ipynb #105fb5e7
 def unwrap_state_dict(sd: dict) -> dict:
-    "Accept `{'state_dict': ...}`/`{'model': ...}`/`{'ema': ...}` wrappers and a DDP `module.` prefix."
+    """Accept `{'state_dict': ...}`/`{'model': ...}`/`{'ema': ...}` wrappers and a DDP `module.`
+    prefix."""
     for k in ("state_dict", "model", "ema"):
         if k in sd and isinstance(sd[k], dict):
             sd = sd[k]
     if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     return sd
 
 
 class WeightsMismatchError(KeyError, ValueError):
-    """A state dict whose keys or shapes do not match the model: bad input (a `ValueError`, one line on the command line)
+    """A state dict whose keys or shapes do not match the model: bad input (a `ValueError`, one line
+    on the command line)
     that is also the `KeyError` callers of the strict load catch. The message lists the keys."""
+
     __str__ = ValueError.__str__  # the message as written (KeyError's own str would quote it)
 
 
-def load_state_dict_strict(model: nn.Module, state_dict: dict, name: str = "state dict", assign: bool = False):
-    "Strictly load `state_dict`, raising one clear error listing missing, unexpected and mis-shaped keys."
+def load_state_dict_strict(
+    model: nn.Module, state_dict: dict, name: str = "state dict", assign: bool = False
+):
+    """Strictly load `state_dict`, raising one clear error listing missing, unexpected and
+    mis-shaped keys."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
-    shapes = sorted(f"{k}: expected {tuple(own[k].shape)}, got {tuple(state_dict[k].shape)}"
-                    for k in set(own) & set(state_dict) if tuple(own[k].shape) != tuple(state_dict[k].shape))
+    shapes = sorted(
+        f"{k}: expected {tuple(own[k].shape)}, got {tuple(state_dict[k].shape)}"
+        for k in set(own) & set(state_dict)
+        if tuple(own[k].shape) != tuple(state_dict[k].shape)
+    )
     if missing or unexpected or shapes:
         show = lambda l: ", ".join(l[:8]) + (f", ... ({len(l)} in all)" if len(l) > 8 else "")
         msg = [f"{type(model).__name__}: {name} does not match the model"]
-        if missing: msg.append(f"missing keys: {show(missing)}")
-        if unexpected: msg.append(f"unexpected keys: {show(unexpected)}")
-        if shapes: msg.append(f"shape mismatches: {show(shapes)}")
+        if missing:
+            msg.append(f"missing keys: {show(missing)}")
+        if unexpected:
+            msg.append(f"unexpected keys: {show(unexpected)}")
+        if shapes:
+            msg.append(f"shape mismatches: {show(shapes)}")
         raise WeightsMismatchError("; ".join(msg))
     model.load_state_dict(state_dict, strict=True, assign=assign)
     return model
@@ -424,30 +579,45 @@ def read_weights(path: Path) -> dict:
     "The tensors of a checkpoint file: safetensors, or a torch file read with `weights_only=True`."
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
+
         return load_file(str(path))
     return torch.load(str(path), map_location="cpu", weights_only=True)
 
 # %% ../nbs/06_stdit.ipynb #60be5d81
 def _resolve_pretrained(path_or_id) -> Path:
-    "A local folder/file, or a hub id fetched with huggingface_hub (config.json + safetensors only)."
+    """A local folder/file, or a hub id fetched with huggingface_hub (config.json + safetensors
+    only)."""
     p = Path(path_or_id).expanduser()
     if p.exists():
         return p
     if str(path_or_id).count("/") != 1 or str(path_or_id).startswith((".", "/", "~")):
-        raise FileNotFoundError(f"from_pretrained: {path_or_id!r} is neither an existing path nor a hub id 'owner/name'")
+        raise FileNotFoundError(
+            f"from_pretrained: {path_or_id!r} is neither an existing path nor a hub id 'owner/name'"
+        )
     try:
         from huggingface_hub import snapshot_download
-        return Path(snapshot_download(str(path_or_id), allow_patterns=["config.json", "*.safetensors"]))
+
+        return Path(
+            snapshot_download(str(path_or_id), allow_patterns=["config.json", "*.safetensors"])
+        )
     except Exception as e:  # offline, unknown repo, no huggingface_hub: say what to do instead
-        raise OSError(f"from_pretrained: could not fetch hub model {path_or_id!r} ({type(e).__name__}: {e}). "
-                      f"Download the folder with config.json and model.safetensors and pass its local path.") from e
+        raise OSError(
+            f"from_pretrained: could not fetch hub model {path_or_id!r} ({type(e).__name__}: {e}). "
+            f"Download the folder with config.json and model.safetensors and pass its local path."
+        ) from e
 
 
-def stdit3_from_state_dict(config, state_dict: dict, prefix: str = "", dtype=None, strict_name="state dict",
-                           model_cls=None):
-    "Config (dict or `STDiT3Config`) + state dict (keys optionally under `prefix`) -> STDiT3 in eval mode."
+def stdit3_from_state_dict(
+    config, state_dict: dict, prefix: str = "", dtype=None, strict_name="state dict", model_cls=None
+):
+    """Config (dict or `STDiT3Config`) + state dict (keys optionally under `prefix`) -> STDiT3 in
+    eval mode."""
     cfg = config if isinstance(config, STDiT3Config) else STDiT3Config.from_dict(dict(config))
-    sd = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)} if prefix else dict(state_dict)
+    sd = (
+        {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        if prefix
+        else dict(state_dict)
+    )
     sd = unwrap_state_dict(sd)
     if dtype is not None:
         sd = {k: v.to(dtype) for k, v in sd.items()}
@@ -457,10 +627,14 @@ def stdit3_from_state_dict(config, state_dict: dict, prefix: str = "", dtype=Non
     return model.eval()
 
 # %% ../nbs/06_stdit.ipynb #5603a490
-# (STDiT3Config.from_pretrained, patched above, is another class's method: the name is reused on purpose)
+# (STDiT3Config.from_pretrained, patched above, is another class's method: the name is reused on
+# purpose)
 @patch(cls_method=True)
-def from_pretrained(cls: STDiT3, path_or_id, config: STDiT3Config | None = None, dtype=None, **overrides):  # noqa: F811
-    """Load a folder (`config.json` + `model.safetensors`), a hub id, or a weights file (`.safetensors`/`.pt`,
+def from_pretrained(  # noqa: F811
+    cls: STDiT3, path_or_id, config: STDiT3Config | None = None, dtype=None, **overrides
+):
+    """Load a folder (`config.json` + `model.safetensors`), a hub id, or a weights file
+    (`.safetensors`/`.pt`,
     with `config`, default `STDIT3_XL_2`). `overrides` replace config fields."""
     p = _resolve_pretrained(path_or_id)
     if p.is_dir():
@@ -469,7 +643,9 @@ def from_pretrained(cls: STDiT3, path_or_id, config: STDiT3Config | None = None,
             if not cj.exists():
                 raise FileNotFoundError(f"from_pretrained: no config.json in {p}")
             config = STDiT3Config.from_pretrained(cj)
-        weights = sorted(p.glob("*.safetensors")) or sorted(p.glob("*.bin")) + sorted(p.glob("*.pt")) + sorted(p.glob("*.pth"))
+        weights = sorted(p.glob("*.safetensors")) or sorted(p.glob("*.bin")) + sorted(
+            p.glob("*.pt")
+        ) + sorted(p.glob("*.pth"))
         if not weights:
             raise FileNotFoundError(f"from_pretrained: no model.safetensors (or .bin/.pt) in {p}")
     else:
@@ -478,13 +654,17 @@ def from_pretrained(cls: STDiT3, path_or_id, config: STDiT3Config | None = None,
     for w in weights:
         sd.update(unwrap_state_dict(read_weights(w)))
     config = _replace_checked(config, overrides)
-    return stdit3_from_state_dict(config, sd, dtype=dtype, strict_name=f"weights of {path_or_id}", model_cls=cls)
+    return stdit3_from_state_dict(
+        config, sd, dtype=dtype, strict_name=f"weights of {path_or_id}", model_cls=cls
+    )
 
 
 @patch
 def save_pretrained(self: STDiT3, path):
-    "Write `config.json` + `model.safetensors` (the official layout) to folder `path`, atomically per file."
+    """Write `config.json` + `model.safetensors` (the official layout) to folder `path`, atomically
+    per file."""
     from safetensors.torch import save_file
+
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
@@ -502,12 +682,18 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
 
 # %% ../nbs/06_stdit.ipynb #62b7457b
 class FullAttentionDiT(STDiT3):
-    "STDiT3 with joint space-time attention in every block (the baseline STDiT's factorisation is measured against)."
+    """STDiT3 with joint space-time attention in every block (the baseline STDiT's factorisation is
+    measured against)."""
+
     block_modes = ("full", "full")
 
     def embed_video(self, x, pos_emb, T, S):
         tpe = get_1d_sincos_pos_embed(self.hidden_size, T).to(device=x.device, dtype=pos_emb.dtype)
-        x = rearrange(self.x_embedder(x), "B (T S) C -> B T S C", T=T, S=S) + pos_emb + tpe[None, :, None]
+        x = (
+            rearrange(self.x_embedder(x), "B (T S) C -> B T S C", T=T, S=S)
+            + pos_emb
+            + tpe[None, :, None]
+        )
         return rearrange(x, "B T S C -> B (T S) C")
 
 # %% ../nbs/06_stdit.ipynb #0a9a2cf5
@@ -516,15 +702,35 @@ def attention_pairs(T: int, S: int) -> tuple[int, int]:
     return T * S * S + S * T * T, 2 * (T * S) ** 2
 
 
-def bench_stdit_vs_full(sizes, hidden_size=64, depth=1, num_heads=4, batch=1, repeats=3, caption_len=8,
-                        threads=1, progress=False, prepare=None):
-    """CPU time (s) of one forward pass of STDiT3 and FullAttentionDiT for latent token grids `(T, H', W')`
-    (patch 1x2x2, so the latent is `(T, 2H', 2W')`): the two models alternate, the best of `repeats` is kept.
-    Process CPU time on `threads` threads rather than wall time, so other jobs on a shared machine do not skew it.
-    `prepare(model)`, if given, is applied to both models first (the benchmark script passes `enable_cpu_fast_paths`)."""
+def bench_stdit_vs_full(
+    sizes,
+    hidden_size=64,
+    depth=1,
+    num_heads=4,
+    batch=1,
+    repeats=3,
+    caption_len=8,
+    threads=1,
+    progress=False,
+    prepare=None,
+):
+    """CPU time (s) of one forward pass of STDiT3 and FullAttentionDiT for latent token grids `(T,
+    H', W')`
+    (patch 1x2x2, so the latent is `(T, 2H', 2W')`): the two models alternate, the best of `repeats`
+    is kept.
+    Process CPU time on `threads` threads rather than wall time, so other jobs on a shared machine
+    do not skew it.
+    `prepare(model)`, if given, is applied to both models first (the benchmark script passes
+    `enable_cpu_fast_paths`)."""
     from tqdm.auto import tqdm
-    cfg = STDiT3Config(hidden_size=hidden_size, depth=depth, num_heads=num_heads, caption_channels=32,
-                       model_max_length=caption_len)
+
+    cfg = STDiT3Config(
+        hidden_size=hidden_size,
+        depth=depth,
+        num_heads=num_heads,
+        caption_channels=32,
+        model_max_length=caption_len,
+    )
     models = {"stdit": STDiT3(cfg).eval(), "full": FullAttentionDiT(cfg).eval()}
     for mdl in models.values() if prepare is not None else ():
         prepare(mdl)
@@ -533,7 +739,9 @@ def bench_stdit_vs_full(sizes, hidden_size=64, depth=1, num_heads=4, batch=1, re
     try:
         for T, Hp, Wp in tqdm(sizes, disable=not progress, desc="grids"):
             x = torch.randn(batch, 4, T, 2 * Hp, 2 * Wp)
-            kw = dict(timestep=torch.full((batch,), 500.0), y=torch.randn(batch, 1, caption_len, 32))
+            kw = dict(
+                timestep=torch.full((batch,), 500.0), y=torch.randn(batch, 1, caption_len, 32)
+            )
             times = {k: [] for k in models}
             with torch.inference_mode():
                 if T * Hp * Wp <= 4096:
@@ -541,11 +749,21 @@ def bench_stdit_vs_full(sizes, hidden_size=64, depth=1, num_heads=4, batch=1, re
                         mdl(x, **kw)  # warm-up (negligible at large sizes)
                 for _ in range(repeats):
                     for k, mdl in models.items():
-                        t0 = time.process_time(); mdl(x, **kw); times[k].append(time.process_time() - t0)
+                        t0 = time.process_time()
+                        mdl(x, **kw)
+                        times[k].append(time.process_time() - t0)
             best = {k: min(v) for k, v in times.items()}
             st, full = attention_pairs(T, Hp * Wp)
-            rows.append(dict(grid=f"{T}x{Hp}x{Wp}", tokens=T * Hp * Wp, stdit_s=best["stdit"], full_s=best["full"],
-                             speedup=best["full"] / best["stdit"], pair_ratio=full / st))
+            rows.append(
+                dict(
+                    grid=f"{T}x{Hp}x{Wp}",
+                    tokens=T * Hp * Wp,
+                    stdit_s=best["stdit"],
+                    full_s=best["full"],
+                    speedup=best["full"] / best["stdit"],
+                    pair_ratio=full / st,
+                )
+            )
     finally:
         torch.set_num_threads(old_threads)
     return rows
@@ -553,22 +771,41 @@ def bench_stdit_vs_full(sizes, hidden_size=64, depth=1, num_heads=4, batch=1, re
 # %% ../nbs/06_stdit.ipynb #b0bfb92c
 def format_bench(rows) -> str:
     "The benchmark rows as a text table."
-    lines = [f"{'grid':>9} {'tokens':>7} {'STDiT s':>9} {'full s':>9} {'full/STDiT':>10} {'pairs ratio':>11}"]
-    lines += [f"{r['grid']:>9} {r['tokens']:>7} {r['stdit_s']:>9.4f} {r['full_s']:>9.4f} {r['speedup']:>10.2f} "
-              f"{r['pair_ratio']:>11.1f}" for r in rows]
+    lines = [
+        f"{'grid':>9} {'tokens':>7} {'STDiT s':>9} {'full s':>9} {'full/STDiT':>10} "
+        f"{'pairs ratio':>11}"
+    ]
+    lines += [
+        f"{r['grid']:>9} {r['tokens']:>7} {r['stdit_s']:>9.4f} {r['full_s']:>9.4f} "
+        f"{r['speedup']:>10.2f} "
+        f"{r['pair_ratio']:>11.1f}"
+        for r in rows
+    ]
     return "\n".join(lines)
 
 
 def plot_bench(rows, ax=None, title="STDiT vs full attention"):
     "Throughput (tokens/s) of both models and their ratio against the token count."
     import matplotlib.pyplot as plt
+
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
     n = [r["tokens"] for r in rows]
-    ax.loglog(n, [r["tokens"] / r["stdit_s"] for r in rows], "o-", label="STDiT (spatial + temporal)")
+    ax.loglog(
+        n, [r["tokens"] / r["stdit_s"] for r in rows], "o-", label="STDiT (spatial + temporal)"
+    )
     ax.loglog(n, [r["tokens"] / r["full_s"] for r in rows], "s-", label="full attention")
     for r in rows:
-        ax.annotate(f"{r['speedup']:.1f}x", (r["tokens"], r["tokens"] / r["full_s"]), textcoords="offset points",
-                    xytext=(0, -14), ha="center", fontsize=8)
-    ax.set_xlabel("latent tokens T*H'*W'"); ax.set_ylabel("tokens / s (forward)"); ax.set_title(title); ax.legend()
+        ax.annotate(
+            f"{r['speedup']:.1f}x",
+            (r["tokens"], r["tokens"] / r["full_s"]),
+            textcoords="offset points",
+            xytext=(0, -14),
+            ha="center",
+            fontsize=8,
+        )
+    ax.set_xlabel("latent tokens T*H'*W'")
+    ax.set_ylabel("tokens / s (forward)")
+    ax.set_title(title)
+    ax.legend()
     return ax

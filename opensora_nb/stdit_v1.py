@@ -13,9 +13,23 @@ import torch.nn as nn
 import torch.utils.checkpoint
 from einops import rearrange
 
-from .layers import (Attention, CaptionEmbedder, DropPath, Mlp, MultiHeadCrossAttention, PatchEmbed3D,
-                                T2IFinalLayer, TimestepEmbedder, approx_gelu, get_1d_sincos_pos_embed,
-                                get_2d_sincos_pos_embed, modulation, t2i_modulate, t_block, unpatchify)
+from opensora_nb.layers import (
+    Attention,
+    CaptionEmbedder,
+    DropPath,
+    Mlp,
+    MultiHeadCrossAttention,
+    PatchEmbed3D,
+    T2IFinalLayer,
+    TimestepEmbedder,
+    approx_gelu,
+    get_1d_sincos_pos_embed,
+    get_2d_sincos_pos_embed,
+    modulation,
+    t2i_modulate,
+    t_block,
+    unpatchify,
+)
 from .stdit import batch_values, read_weights, unwrap_state_dict, load_state_dict_strict
 
 # %% auto #0
@@ -23,7 +37,8 @@ __all__ = ['STDIT_XL_2', 'STDiTBlock', 'STDiT', 'pixart_to_stdit']
 
 # %% ../nbs/06b_stdit_v1.ipynb #1ba0f7b0
 class STDiTBlock(nn.Module):
-    "Open-Sora 1.0 block: spatial attention, temporal attention (raw stream, shared gate), cross-attention, MLP."
+    """Open-Sora 1.0 block: spatial attention, temporal attention (raw stream, shared gate),
+    cross-attention, MLP."""
 
     def __init__(self, hidden_size, num_heads, d_s=None, d_t=None, mlp_ratio=4.0, drop_path=0.0):
         super().__init__()
@@ -48,36 +63,82 @@ class STDiTBlock(nn.Module):
 
     def forward(self, x, y, t, mask=None, tpe=None, T=None, S=None):
         T, S = T or self.d_t, S or self.d_s
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation(self.scale_shift_table, t)
-        x = x + self.drop_path(gate_msa * self.attend_spatial(t2i_modulate(self.norm1(x), shift_msa, scale_msa), T, S))
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation(
+            self.scale_shift_table, t
+        )
+        x = x + self.drop_path(
+            gate_msa * self.attend_spatial(t2i_modulate(self.norm1(x), shift_msa, scale_msa), T, S)
+        )
         x = x + self.drop_path(gate_msa * self.attend_temporal(x, T, S, tpe))
         x = x + self.cross_attn(x, y, mask)
-        return x + self.drop_path(gate_mlp * self.mlp(t2i_modulate(self.norm2(x), shift_mlp, scale_mlp)))
+        return x + self.drop_path(
+            gate_mlp * self.mlp(t2i_modulate(self.norm2(x), shift_mlp, scale_mlp))
+        )
 
 
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
 
 
 class STDiT(nn.Module):
-    "Open-Sora 1.0's STDiT, tied to `input_size`; constructor arguments and parameter names of the reference."
+    """Open-Sora 1.0's STDiT, tied to `input_size`; constructor arguments and parameter names of the
+    reference."""
 
-    def __init__(self, input_size=(1, 32, 32), in_channels=4, patch_size=(1, 2, 2), hidden_size=1152, depth=28,
-                 num_heads=16, mlp_ratio=4.0, class_dropout_prob=0.1, pred_sigma=True, drop_path=0.0,
-                 no_temporal_pos_emb=False, caption_channels=4096, model_max_length=120, dtype=torch.float32,
-                 space_scale=1.0, time_scale=1.0, freeze=None, **ignored):
+    def __init__(
+        self,
+        input_size=(1, 32, 32),
+        in_channels=4,
+        patch_size=(1, 2, 2),
+        hidden_size=1152,
+        depth=28,
+        num_heads=16,
+        mlp_ratio=4.0,
+        class_dropout_prob=0.1,
+        pred_sigma=True,
+        drop_path=0.0,
+        no_temporal_pos_emb=False,
+        caption_channels=4096,
+        model_max_length=120,
+        dtype=torch.float32,
+        space_scale=1.0,
+        time_scale=1.0,
+        freeze=None,
+        **ignored,
+    ):
         super().__init__()
-        self.config = dict(input_size=list(input_size), in_channels=in_channels, patch_size=list(patch_size),
-                           hidden_size=hidden_size, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-                           class_dropout_prob=class_dropout_prob, pred_sigma=pred_sigma, drop_path=drop_path,
-                           no_temporal_pos_emb=no_temporal_pos_emb, caption_channels=caption_channels,
-                           model_max_length=model_max_length, space_scale=space_scale, time_scale=time_scale)
+        self.config = dict(
+            input_size=list(input_size),
+            in_channels=in_channels,
+            patch_size=list(patch_size),
+            hidden_size=hidden_size,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            class_dropout_prob=class_dropout_prob,
+            pred_sigma=pred_sigma,
+            drop_path=drop_path,
+            no_temporal_pos_emb=no_temporal_pos_emb,
+            caption_channels=caption_channels,
+            model_max_length=model_max_length,
+            space_scale=space_scale,
+            time_scale=time_scale,
+        )
         self.dtype = _DTYPES[dtype] if isinstance(dtype, str) else dtype
         self.input_size, self.patch_size = tuple(input_size), tuple(patch_size)
         self.in_channels, self.pred_sigma = in_channels, pred_sigma
         self.out_channels = in_channels * 2 if pred_sigma else in_channels
         self.hidden_size, self.num_heads, self.depth = hidden_size, num_heads, depth
-        self.space_scale, self.time_scale, self.no_temporal_pos_emb = space_scale, time_scale, no_temporal_pos_emb
+        self.space_scale, self.time_scale, self.no_temporal_pos_emb = (
+            space_scale,
+            time_scale,
+            no_temporal_pos_emb,
+        )
         self.num_temporal = input_size[0] // patch_size[0]
         self.num_spatial = (input_size[1] // patch_size[1]) * (input_size[2] // patch_size[2])
         self.grad_checkpointing = False
@@ -87,13 +148,34 @@ class STDiT(nn.Module):
         self.x_embedder = PatchEmbed3D(patch_size, in_channels, hidden_size)
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.t_block = t_block(hidden_size)
-        self.y_embedder = CaptionEmbedder(caption_channels, hidden_size, uncond_prob=class_dropout_prob,
-                                          act_layer=approx_gelu, token_num=model_max_length)
+        self.y_embedder = CaptionEmbedder(
+            caption_channels,
+            hidden_size,
+            uncond_prob=class_dropout_prob,
+            act_layer=approx_gelu,
+            token_num=model_max_length,
+        )
         dp = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
-        self.blocks = nn.ModuleList([STDiTBlock(hidden_size, num_heads, d_s=self.num_spatial, d_t=self.num_temporal,
-                                                mlp_ratio=mlp_ratio, drop_path=dp[i]) for i in range(depth)])
-        self.final_layer = T2IFinalLayer(hidden_size, math.prod(self.patch_size), self.out_channels,
-                                         d_t=self.num_temporal, d_s=self.num_spatial)
+        self.blocks = nn.ModuleList(
+            [
+                STDiTBlock(
+                    hidden_size,
+                    num_heads,
+                    d_s=self.num_spatial,
+                    d_t=self.num_temporal,
+                    mlp_ratio=mlp_ratio,
+                    drop_path=dp[i],
+                )
+                for i in range(depth)
+            ]
+        )
+        self.final_layer = T2IFinalLayer(
+            hidden_size,
+            math.prod(self.patch_size),
+            self.out_channels,
+            d_t=self.num_temporal,
+            d_s=self.num_spatial,
+        )
         self.initialize_weights()
         self.initialize_temporal()
         if freeze == "not_temporal":
@@ -104,7 +186,9 @@ class STDiT(nn.Module):
                 if "cross_attn" in n:
                     p.requires_grad_(False)
         elif freeze is not None:
-            raise ValueError(f"STDiT: freeze must be None, 'not_temporal' or 'text', got {freeze!r}")
+            raise ValueError(
+                f"STDiT: freeze must be None, 'not_temporal' or 'text', got {freeze!r}"
+            )
 
     @classmethod
     def from_config(cls, config: dict):
@@ -112,11 +196,15 @@ class STDiT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path, **config):
-        """Load an official v1.0 checkpoint (`.pth`/`.pt`/`.safetensors` state dict) into `STDiT(**config)`; the
+        """Load an official v1.0 checkpoint (`.pth`/`.pt`/`.safetensors` state dict) into
+        `STDiT(**config)`; the
         position tables are recomputed from `config` (the reference drops them from checkpoints)."""
         model = cls(**config)
-        sd = {k: v for k, v in unwrap_state_dict(read_weights(Path(path))).items()
-              if k not in ("pos_embed", "pos_embed_temporal")}
+        sd = {
+            k: v
+            for k, v in unwrap_state_dict(read_weights(Path(path))).items()
+            if k not in ("pos_embed", "pos_embed_temporal")
+        }
         sd.update(pos_embed=model.pos_embed, pos_embed_temporal=model.pos_embed_temporal)
         return load_state_dict_strict(model, sd, f"weights of {path}").eval()
 
@@ -127,42 +215,59 @@ class STDiT(nn.Module):
 
     def get_temporal_pos_embed(self):
         "`[1, T, D]`: 1D sin-cos of the frame index divided by `time_scale`."
-        return get_1d_sincos_pos_embed(self.hidden_size, self.num_temporal, scale=self.time_scale)[None]
+        return get_1d_sincos_pos_embed(self.hidden_size, self.num_temporal, scale=self.time_scale)[
+            None
+        ]
 
     def initialize_weights(self):
-        "The reference's init: xavier everywhere, N(0, 0.02) embedders, zero cross-attention output and final layer."
+        """The reference's init: xavier everywhere, N(0, 0.02) embedders, zero cross-attention
+        output and final layer."""
         for mod in self.modules():
             if isinstance(mod, nn.Linear):
                 nn.init.xavier_uniform_(mod.weight)
                 nn.init.zeros_(mod.bias) if mod.bias is not None else None
         w = self.x_embedder.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        for lin in (self.t_embedder.mlp[0], self.t_embedder.mlp[2], self.t_block[1], self.y_embedder.y_proj.fc1,
-                    self.y_embedder.y_proj.fc2):
+        for lin in (
+            self.t_embedder.mlp[0],
+            self.t_embedder.mlp[2],
+            self.t_block[1],
+            self.y_embedder.y_proj.fc1,
+            self.y_embedder.y_proj.fc2,
+        ):
             nn.init.normal_(lin.weight, std=0.02)
         for blk in self.blocks:
-            nn.init.zeros_(blk.cross_attn.proj.weight); nn.init.zeros_(blk.cross_attn.proj.bias)
-        nn.init.zeros_(self.final_layer.linear.weight); nn.init.zeros_(self.final_layer.linear.bias)
+            nn.init.zeros_(blk.cross_attn.proj.weight)
+            nn.init.zeros_(blk.cross_attn.proj.bias)
+        nn.init.zeros_(self.final_layer.linear.weight)
+        nn.init.zeros_(self.final_layer.linear.bias)
 
     def initialize_temporal(self):
-        "Zero the temporal attention outputs: a fresh temporal layer adds nothing, the model is the image model."
+        """Zero the temporal attention outputs: a fresh temporal layer adds nothing, the model is
+        the image model."""
         for blk in self.blocks:
-            nn.init.zeros_(blk.attn_temp.proj.weight); nn.init.zeros_(blk.attn_temp.proj.bias)
+            nn.init.zeros_(blk.attn_temp.proj.weight)
+            nn.init.zeros_(blk.attn_temp.proj.bias)
 
     def set_grad_checkpointing(self, enable: bool = True):
         self.grad_checkpointing = enable
         return self
 
     def forward(self, x, timestep, y, mask=None, **kwargs):
-        "x `[B, C, T, H, W]` (= `input_size`), timestep `[B]`, y `[B, 1, L, C_txt]`, mask `[B, L]` -> `[B, C_out, T, H, W]`."
+        """x `[B, C, T, H, W]` (= `input_size`), timestep `[B]`, y `[B, 1, L, C_txt]`, mask `[B, L]`
+        -> `[B, C_out, T, H, W]`."""
         if tuple(x.shape[2:]) != self.input_size:
-            raise ValueError(f"STDiT: x must be [B, C, {', '.join(map(str, self.input_size))}] (input_size), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"STDiT: x must be [B, C, {', '.join(map(str, self.input_size))}] (input_size), "
+                f"got {tuple(x.shape)}"
+            )
         dtype, B = self.x_embedder.proj.weight.dtype, x.shape[0]
         x, y = x.to(dtype), y.to(dtype)
         timestep = batch_values(timestep, B, x.device, dtype, "timestep")
         T, S = self.num_temporal, self.num_spatial
-        x = rearrange(self.x_embedder(x), "B (T S) C -> B T S C", T=T, S=S) + self.pos_embed.to(dtype)
+        x = rearrange(self.x_embedder(x), "B (T S) C -> B T S C", T=T, S=S) + self.pos_embed.to(
+            dtype
+        )
         x = rearrange(x, "B T S C -> B (T S) C")
         t = self.t_embedder(timestep, dtype=dtype)
         t_mlp = self.t_block(t)
@@ -174,7 +279,9 @@ class STDiT(nn.Module):
         for i, block in enumerate(self.blocks):
             tpe = self.pos_embed_temporal.to(dtype) if i == 0 else None
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(block, x, y, t_mlp, mask, tpe, T, S, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(
+                    block, x, y, t_mlp, mask, tpe, T, S, use_reentrant=False
+                )
             else:
                 x = block(x, y, t_mlp, mask, tpe, T, S)
         x = self.final_layer(x, t, T=T, S=S)
@@ -185,17 +292,31 @@ class STDiT(nn.Module):
 STDIT_XL_2 = dict(depth=28, hidden_size=1152, patch_size=(1, 2, 2), num_heads=16)
 
 # %% ../nbs/06b_stdit_v1.ipynb #bf2eda44
-def pixart_to_stdit(state_dict: dict, model: STDiT, ignore=("csize_embedder.", "ar_embedder.")) -> STDiT:
-    """Load a PixArt-alpha state dict into `model` (an STDiT): spatial/text/time weights copied, `attn_temp` new with a
-    zero output projection, position tables recomputed. PixArt's resolution micro-conditions (`ignore`) are dropped;
+def pixart_to_stdit(
+    state_dict: dict, model: STDiT, ignore=("csize_embedder.", "ar_embedder.")
+) -> STDiT:
+    """Load a PixArt-alpha state dict into `model` (an STDiT): spatial/text/time weights copied,
+    `attn_temp` new with a
+    zero output projection, position tables recomputed. PixArt's resolution micro-conditions
+    (`ignore`) are dropped;
     any other mismatch is an error. Returns `model`."""
-    sd = {k: v for k, v in unwrap_state_dict(dict(state_dict)).items() if not k.startswith(tuple(ignore))}
+    sd = {
+        k: v
+        for k, v in unwrap_state_dict(dict(state_dict)).items()
+        if not k.startswith(tuple(ignore))
+    }
     sd.pop("pos_embed", None)
     w = sd.get("x_embedder.proj.weight")
     if w is not None and w.ndim == 4:
-        sd["x_embedder.proj.weight"] = w.unsqueeze(2)  # Conv2d [D, C, ph, pw] -> Conv3d [D, C, 1, ph, pw]
+        sd["x_embedder.proj.weight"] = w.unsqueeze(
+            2
+        )  # Conv2d [D, C, ph, pw] -> Conv3d [D, C, 1, ph, pw]
     own = model.state_dict()
-    new = {k: v for k, v in own.items() if ".attn_temp." in k or k in ("pos_embed", "pos_embed_temporal")}
+    new = {
+        k: v
+        for k, v in own.items()
+        if ".attn_temp." in k or k in ("pos_embed", "pos_embed_temporal")
+    }
     full = {**new, **sd}
     load_state_dict_strict(model, full, "PixArt-alpha state dict (+ new temporal layers)")
     model.initialize_temporal()

@@ -15,11 +15,34 @@ import torch.nn as nn
 import torch.utils.checkpoint
 from einops import rearrange
 
-from .layers import (Attention, CaptionEmbedder, DropPath, Mlp, MultiHeadCrossAttention, PatchEmbed3D,
-                                PositionEmbedding2D, RotaryEmbedding, SizeEmbedder, T2IFinalLayer, TimestepEmbedder,
-                                approx_gelu, get_dynamic_size, modulation, t2i_modulate, t_block, t_mask_select, unpatchify)
-from .stdit import (TRANSFORMERS_METADATA, _resolve_pretrained, batch_values, load_state_dict_strict,
-                               read_weights, unwrap_state_dict)
+from opensora_nb.layers import (
+    Attention,
+    CaptionEmbedder,
+    DropPath,
+    Mlp,
+    MultiHeadCrossAttention,
+    PatchEmbed3D,
+    PositionEmbedding2D,
+    RotaryEmbedding,
+    SizeEmbedder,
+    T2IFinalLayer,
+    TimestepEmbedder,
+    approx_gelu,
+    get_dynamic_size,
+    modulation,
+    t2i_modulate,
+    t_block,
+    t_mask_select,
+    unpatchify,
+)
+from opensora_nb.stdit import (
+    TRANSFORMERS_METADATA,
+    _resolve_pretrained,
+    batch_values,
+    load_state_dict_strict,
+    read_weights,
+    unwrap_state_dict,
+)
 
 # %% auto #0
 __all__ = ['STDIT2_XL_2', 'OFFICIAL_V1_1', 'STDiT2Config', 'STDiT2Block', 'STDiT2', 'forward']
@@ -27,7 +50,9 @@ __all__ = ['STDIT2_XL_2', 'OFFICIAL_V1_1', 'STDiT2Config', 'STDiT2Block', 'STDiT
 # %% ../nbs/06c_stdit_v1_1.ipynb #df5eba2e
 @dataclass
 class STDiT2Config:
-    "Configuration of STDiT2 (Open-Sora 1.1); field names and defaults of the official `STDiT2Config`."
+    """Configuration of STDiT2 (Open-Sora 1.1); field names and defaults of the official
+    `STDiT2Config`."""
+
     input_size: tuple = (None, None, None)
     input_sq_size: int = 32
     in_channels: int = 4
@@ -49,15 +74,24 @@ class STDiT2Config:
 
     def __post_init__(self):
         self.input_size, self.patch_size = tuple(self.input_size), tuple(self.patch_size)
-        for k, why in ((3, "the size embedders take a third each"), (4, "2D sin-cos"), (self.num_heads, "num_heads")):
+        for k, why in (
+            (3, "the size embedders take a third each"),
+            (4, "2D sin-cos"),
+            (self.num_heads, "num_heads"),
+        ):
             if self.hidden_size % k:
-                raise ValueError(f"STDiT2Config: hidden_size {self.hidden_size} must be divisible by {k} ({why})")
+                raise ValueError(
+                    f"STDiT2Config: hidden_size {self.hidden_size} must be divisible by {k} ({why})"
+                )
         if self.freeze not in (None, "not_temporal", "text"):
-            raise ValueError(f"STDiT2Config: freeze must be None, 'not_temporal' or 'text', got {self.freeze!r}")
+            raise ValueError(
+                f"STDiT2Config: freeze must be None, 'not_temporal' or 'text', got {self.freeze!r}"
+            )
 
     @classmethod
     def from_dict(cls, d: dict, **overrides):
-        "From a dict (e.g. a published `config.json`): transformers' metadata ignored, any other unknown key an error naming it."
+        """From a dict (e.g. a published `config.json`): transformers' metadata ignored, any other
+        unknown key an error naming it."""
         names = {f.name for f in fields(cls)}
         bad = [k for k in {**d, **overrides} if k not in names and k not in TRANSFORMERS_METADATA]
         if bad:
@@ -65,18 +99,29 @@ class STDiT2Config:
         return cls(**{k: v for k, v in {**d, **overrides}.items() if k in names})
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "input_size": list(self.input_size), "patch_size": list(self.patch_size),
-                "architectures": ["STDiT2"], "model_type": "STDiT2"}
+        return {
+            **asdict(self),
+            "input_size": list(self.input_size),
+            "patch_size": list(self.patch_size),
+            "architectures": ["STDiT2"],
+            "model_type": "STDiT2",
+        }
 
 
-#: STDiT2-XL/2, the published model's sizes (v1.1's inference config adds input_sq_size=512, qk_norm=True).
-STDIT2_XL_2 = STDiT2Config(depth=28, hidden_size=1152, patch_size=(1, 2, 2), num_heads=16, input_sq_size=512, qk_norm=True)
+#: STDiT2-XL/2, the published model's sizes (v1.1's inference config adds input_sq_size=512,
+#: qk_norm=True).
+STDIT2_XL_2 = STDiT2Config(
+    depth=28, hidden_size=1152, patch_size=(1, 2, 2), num_heads=16, input_sq_size=512, qk_norm=True
+)
 
 # %% ../nbs/06c_stdit_v1_1.ipynb #d390c2b5
 class STDiT2Block(nn.Module):
-    "Open-Sora 1.1 block: modulated spatial attention, modulated temporal attention (RoPE), cross-attention, modulated MLP."
+    """Open-Sora 1.1 block: modulated spatial attention, modulated temporal attention (RoPE),
+    cross-attention, modulated MLP."""
 
-    def __init__(self, hidden_size, num_heads, mlp_ratio=4.0, drop_path=0.0, rope=None, qk_norm=False):
+    def __init__(
+        self, hidden_size, num_heads, mlp_ratio=4.0, drop_path=0.0, rope=None, qk_norm=False
+    ):
         super().__init__()
         self.hidden_size = hidden_size
         self.norm1 = nn.LayerNorm(hidden_size, eps=1e-6, elementwise_affine=False)
@@ -87,45 +132,91 @@ class STDiT2Block(nn.Module):
         self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), act_layer=approx_gelu)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm_temp = nn.LayerNorm(hidden_size, eps=1e-6, elementwise_affine=False)
-        self.attn_temp = Attention(hidden_size, num_heads=num_heads, qkv_bias=True, qk_norm=qk_norm, rope=rope,
-                                   rope_before_norm=True)
-        self.scale_shift_table_temporal = nn.Parameter(torch.randn(3, hidden_size) / hidden_size**0.5)
+        self.attn_temp = Attention(
+            hidden_size,
+            num_heads=num_heads,
+            qkv_bias=True,
+            qk_norm=qk_norm,
+            rope=rope,
+            rope_before_norm=True,
+        )
+        self.scale_shift_table_temporal = nn.Parameter(
+            torch.randn(3, hidden_size) / hidden_size**0.5
+        )
 
     @staticmethod
     def attend(attn, x, pattern, T, S):
-        "`attn` over frames' tokens (spatial) or over each position's frames (temporal); `x` stays `[B, T*S, D]`."
+        """`attn` over frames' tokens (spatial) or over each position's frames (temporal); `x` stays
+        `[B, T*S, D]`."""
         inner = "(B T) S C" if pattern == "spatial" else "(B S) T C"
-        return rearrange(attn(rearrange(x, f"B (T S) C -> {inner}", T=T, S=S)), f"{inner} -> B (T S) C", T=T, S=S)
+        return rearrange(
+            attn(rearrange(x, f"B (T S) C -> {inner}", T=T, S=S)), f"{inner} -> B (T S) C", T=T, S=S
+        )
 
     def branch(self, x, norm, mods, mods0, k, f, x_mask, T, S):
-        "x + gate * f(modulate(norm(x))): shift, scale, gate = mods[k:k+3]; on clean frames the t0 ones (mods0)."
+        """x + gate * f(modulate(norm(x))): shift, scale, gate = mods[k:k+3]; on clean frames the t0
+        ones (mods0)."""
         pick = lambda a, b: a if x_mask is None else t_mask_select(x_mask, a, b, T, S)
         xn = norm(x)
         h = t2i_modulate(xn, mods[k], mods[k + 1])
-        if x_mask is not None: h = pick(h, t2i_modulate(xn, mods0[k], mods0[k + 1]))
+        if x_mask is not None:
+            h = pick(h, t2i_modulate(xn, mods0[k], mods0[k + 1]))
         h = f(h)
         g = mods[k + 2] * h
-        if x_mask is not None: g = pick(g, mods0[k + 2] * h)
+        if x_mask is not None:
+            g = pick(g, mods0[k + 2] * h)
         return x + self.drop_path(g)
 
     def forward(self, x, y, t, t_tmp, mask=None, x_mask=None, t0=None, t0_tmp=None, T=None, S=None):
-        "x `[B, T*S, D]`; y `[B, L, D]` with mask `[B, L]`; t/t0 `[B, 6D]`, t_tmp/t0_tmp `[B, 3D]`; x_mask `[B, T]`."
-        m, mt = modulation(self.scale_shift_table, t), modulation(self.scale_shift_table_temporal, t_tmp)
+        """x `[B, T*S, D]`; y `[B, L, D]` with mask `[B, L]`; t/t0 `[B, 6D]`, t_tmp/t0_tmp `[B,
+        3D]`; x_mask `[B, T]`."""
+        m, mt = (
+            modulation(self.scale_shift_table, t),
+            modulation(self.scale_shift_table_temporal, t_tmp),
+        )
         m0 = mt0 = None
         if x_mask is not None:
-            m0, mt0 = modulation(self.scale_shift_table, t0), modulation(self.scale_shift_table_temporal, t0_tmp)
-        x = self.branch(x, self.norm1, m, m0, 0, lambda h: self.attend(self.attn, h, "spatial", T, S), x_mask, T, S)
-        x = self.branch(x, self.norm_temp, mt, mt0, 0, lambda h: self.attend(self.attn_temp, h, "temporal", T, S), x_mask, T, S)
+            m0, mt0 = (
+                modulation(self.scale_shift_table, t0),
+                modulation(self.scale_shift_table_temporal, t0_tmp),
+            )
+        x = self.branch(
+            x,
+            self.norm1,
+            m,
+            m0,
+            0,
+            lambda h: self.attend(self.attn, h, "spatial", T, S),
+            x_mask,
+            T,
+            S,
+        )
+        x = self.branch(
+            x,
+            self.norm_temp,
+            mt,
+            mt0,
+            0,
+            lambda h: self.attend(self.attn_temp, h, "temporal", T, S),
+            x_mask,
+            T,
+            S,
+        )
         x = x + self.cross_attn(x, y, mask)
         return self.branch(x, self.norm2, m, m0, 3, self.mlp, x_mask, T, S)
 
 # %% ../nbs/06c_stdit_v1_1.ipynb #a5952aab
 class STDiT2(nn.Module):
-    "Open-Sora 1.1's denoiser: STDiT2 blocks, RoPE in time, per-size 2D positions, size/length/fps conditioning."
+    """Open-Sora 1.1's denoiser: STDiT2 blocks, RoPE in time, per-size 2D positions, size/length/fps
+    conditioning."""
 
     def __init__(self, config: STDiT2Config | None = None, **overrides):
         super().__init__()
-        c = self.config = replace(config or STDiT2Config(), **overrides) if overrides else (config or STDiT2Config())
+        c = self.config = (
+            replace(config or STDiT2Config(), **overrides)
+            if overrides
+            else (config or STDiT2Config())
+        )
         self.pred_sigma, self.in_channels = c.pred_sigma, c.in_channels
         self.out_channels = c.in_channels * 2 if c.pred_sigma else c.in_channels
         self.hidden_size, self.num_heads, self.depth = c.hidden_size, c.num_heads, c.depth
@@ -137,49 +228,89 @@ class STDiT2(nn.Module):
         self.t_embedder = TimestepEmbedder(D)
         self.t_block = t_block(D)
         self.t_block_temp = nn.Sequential(nn.SiLU(), nn.Linear(D, 3 * D))
-        self.y_embedder = CaptionEmbedder(c.caption_channels, D, uncond_prob=c.class_dropout_prob, act_layer=approx_gelu,
-                                          token_num=c.model_max_length)
+        self.y_embedder = CaptionEmbedder(
+            c.caption_channels,
+            D,
+            uncond_prob=c.class_dropout_prob,
+            act_layer=approx_gelu,
+            token_num=c.model_max_length,
+        )
         self.rope = RotaryEmbedding(dim=D // c.num_heads)
-        dp = [c.drop_path * i / max(c.depth - 1, 1) for i in range(c.depth)]  # linspace(0, drop_path, depth)
-        self.blocks = nn.ModuleList([STDiT2Block(D, c.num_heads, c.mlp_ratio, dp[i], rope=self.rope.rotate_queries_or_keys,
-                                                 qk_norm=c.qk_norm) for i in range(c.depth)])
+        dp = [
+            c.drop_path * i / max(c.depth - 1, 1) for i in range(c.depth)
+        ]  # linspace(0, drop_path, depth)
+        self.blocks = nn.ModuleList(
+            [
+                STDiT2Block(
+                    D,
+                    c.num_heads,
+                    c.mlp_ratio,
+                    dp[i],
+                    rope=self.rope.rotate_queries_or_keys,
+                    qk_norm=c.qk_norm,
+                )
+                for i in range(c.depth)
+            ]
+        )
         self.final_layer = T2IFinalLayer(D, math.prod(self.patch_size), self.out_channels)
         self.csize_embedder, self.ar_embedder = SizeEmbedder(D // 3), SizeEmbedder(D // 3)
         self.fl_embedder, self.fps_embedder = SizeEmbedder(D), SizeEmbedder(D)
         self.initialize_weights()
         if c.freeze is not None:
             for n, p in self.named_parameters():
-                p.requires_grad_(("attn_temp" in n) if c.freeze == "not_temporal" else ("cross_attn" not in n))
+                p.requires_grad_(
+                    ("attn_temp" in n) if c.freeze == "not_temporal" else ("cross_attn" not in n)
+                )
 
     def initialize_weights(self):
-        "The reference's init: xavier Linear layers, N(0, 0.02) embedder MLPs, zero cross-attention/temporal outputs and final layer."
+        """The reference's init: xavier Linear layers, N(0, 0.02) embedder MLPs, zero
+        cross-attention/temporal outputs and final layer."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias) if m.bias is not None else None
         w = self.x_embedder.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        for lin in (self.t_embedder.mlp[0], self.t_embedder.mlp[2], self.t_block[1], self.t_block_temp[1],
-                    self.y_embedder.y_proj.fc1, self.y_embedder.y_proj.fc2):
+        for lin in (
+            self.t_embedder.mlp[0],
+            self.t_embedder.mlp[2],
+            self.t_block[1],
+            self.t_block_temp[1],
+            self.y_embedder.y_proj.fc1,
+            self.y_embedder.y_proj.fc2,
+        ):
             nn.init.normal_(lin.weight, std=0.02)
         for blk in self.blocks:
-            for lin in (blk.cross_attn.proj, blk.attn_temp.proj):  # a new temporal branch starts as nothing
-                nn.init.zeros_(lin.weight); nn.init.zeros_(lin.bias)
-        nn.init.zeros_(self.final_layer.linear.weight); nn.init.zeros_(self.final_layer.linear.bias)
+            for lin in (
+                blk.cross_attn.proj,
+                blk.attn_temp.proj,
+            ):  # a new temporal branch starts as nothing
+                nn.init.zeros_(lin.weight)
+                nn.init.zeros_(lin.bias)
+        nn.init.zeros_(self.final_layer.linear.weight)
+        nn.init.zeros_(self.final_layer.linear.bias)
 
     def set_grad_checkpointing(self, enable: bool = True):
         self.grad_checkpointing = enable
         return self
 
 # %% ../nbs/06c_stdit_v1_1.ipynb #a891af41
-def _embed_conditions(self: STDiT2, B, x, timestep, num_frames, height, width, ar, fps, with_t0: bool):
-    "(t, t_spatial_mlp, t_temporal_mlp, t0_spatial, t0_spatial_mlp, t0_temporal_mlp, data_info) of one batch."
+def _embed_conditions(
+    self: STDiT2, B, x, timestep, num_frames, height, width, ar, fps, with_t0: bool
+):
+    """(t, t_spatial_mlp, t_temporal_mlp, t0_spatial, t0_spatial_mlp, t0_temporal_mlp, data_info) of
+    one batch."""
     dt, dev = x.dtype, x.device
     val = lambda v, name: batch_values(v, B, dev, dt, name)
     height, width = val(height, "height"), val(width, "width")
     ar = val(ar if ar is not None else height / width, "ar")
-    data_info = torch.cat([self.csize_embedder(torch.stack([height, width], 1), B), self.ar_embedder(ar[:, None], B)], 1)
-    fl = self.fl_embedder(val(num_frames, "num_frames")[:, None], B) + self.fps_embedder(val(fps, "fps")[:, None], B)
+    data_info = torch.cat(
+        [self.csize_embedder(torch.stack([height, width], 1), B), self.ar_embedder(ar[:, None], B)],
+        1,
+    )
+    fl = self.fl_embedder(val(num_frames, "num_frames")[:, None], B) + self.fps_embedder(
+        val(fps, "fps")[:, None], B
+    )
     t = self.t_embedder(timestep, dtype=dt)
     out = [t, self.t_block(t + data_info), self.t_block_temp(t + fl), None, None, None]
     if with_t0:
@@ -188,37 +319,70 @@ def _embed_conditions(self: STDiT2, B, x, timestep, num_frames, height, width, a
     return out
 
 
-def forward(self: STDiT2, x, timestep, y, mask=None, x_mask=None, num_frames=None, height=None, width=None, ar=None,
-            fps=None, **kwargs):
-    """x `[B, C, T, H, W]` (any size), timestep `[B]`, y `[B, 1, L, C_txt]`, mask `[B, L]`, x_mask `[B, T]` (False = clean
-    frame); the size conditioning `[B]` or scalars: num_frames, height, width (pixels), ar (default height/width), fps."""
-    missing = [k for k, v in dict(num_frames=num_frames, height=height, width=width, fps=fps).items() if v is None]
+def forward(
+    self: STDiT2,
+    x,
+    timestep,
+    y,
+    mask=None,
+    x_mask=None,
+    num_frames=None,
+    height=None,
+    width=None,
+    ar=None,
+    fps=None,
+    **kwargs,
+):
+    """x `[B, C, T, H, W]` (any size), timestep `[B]`, y `[B, 1, L, C_txt]`, mask `[B, L]`, x_mask
+    `[B, T]` (False = clean
+    frame); the size conditioning `[B]` or scalars: num_frames, height, width (pixels), ar (default
+    height/width), fps."""
+    missing = [
+        k
+        for k, v in dict(num_frames=num_frames, height=height, width=width, fps=fps).items()
+        if v is None
+    ]
     if missing:
-        raise ValueError(f"STDiT2 needs the video's size conditioning: {', '.join(missing)} missing "
-                         "(Open-Sora 1.1 embeds num_frames, height, width, ar and fps)")
+        raise ValueError(
+            f"STDiT2 needs the video's size conditioning: {', '.join(missing)} missing "
+            "(Open-Sora 1.1 embeds num_frames, height, width, ar and fps)"
+        )
     B, dtype = x.shape[0], self.x_embedder.proj.weight.dtype
     x, y = x.to(dtype), y.to(dtype)
     timestep = batch_values(timestep, B, x.device, dtype, "timestep")
     Tx, Hx, Wx = x.shape[2:]
     T, H, W = get_dynamic_size(x.shape, self.patch_size)
     S = H * W
-    t, t_spc, t_tmp, t0_spc, t0_spc_mlp, t0_tmp = _embed_conditions(self, B, x, timestep, num_frames, height, width, ar, fps,
-                                                                   x_mask is not None)
-    hp, wp = float(torch.as_tensor(height).reshape(-1)[0]), float(torch.as_tensor(width).reshape(-1)[0])
-    pos = self.pos_embed(x, H, W, scale=(hp * wp) ** 0.5 / self.input_sq_size, base_size=round(S**0.5))
-    x = rearrange(rearrange(self.x_embedder(x), "B (T S) C -> B T S C", T=T, S=S) + pos, "B T S C -> B (T S) C")
+    t, t_spc, t_tmp, t0_spc, t0_spc_mlp, t0_tmp = _embed_conditions(
+        self, B, x, timestep, num_frames, height, width, ar, fps, x_mask is not None
+    )
+    hp, wp = (
+        float(torch.as_tensor(height).reshape(-1)[0]),
+        float(torch.as_tensor(width).reshape(-1)[0]),
+    )
+    pos = self.pos_embed(
+        x, H, W, scale=(hp * wp) ** 0.5 / self.input_sq_size, base_size=round(S**0.5)
+    )
+    x = rearrange(
+        rearrange(self.x_embedder(x), "B (T S) C -> B T S C", T=T, S=S) + pos,
+        "B T S C -> B (T S) C",
+    )
     y = self.y_embedder(y, self.training).reshape(B, -1, self.hidden_size)
     if mask is not None:
         mask = mask.reshape(mask.shape[0], -1)
-        if mask.shape[0] != B: mask = mask.repeat(B // mask.shape[0], 1)
-    if x_mask is not None: x_mask = x_mask.to(x.device, torch.bool)
+        if mask.shape[0] != B:
+            mask = mask.repeat(B // mask.shape[0], 1)
+    if x_mask is not None:
+        x_mask = x_mask.to(x.device, torch.bool)
     for block in self.blocks:
         args = (x, y, t_spc, t_tmp, mask, x_mask, t0_spc_mlp, t0_tmp, T, S)
         if self.grad_checkpointing and self.training and torch.is_grad_enabled():
             x = torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
         else:
             x = block(*args)
-    x = self.final_layer(x, t, x_mask, t0_spc, T, S)  # reference quirk: t on denoised frames, t0 + size on clean ones
+    x = self.final_layer(
+        x, t, x_mask, t0_spc, T, S
+    )  # reference quirk: t on denoised frames, t0 + size on clean ones
     return unpatchify(x, self.out_channels, self.patch_size, (T, H, W), crop=(Tx, Hx, Wx)).float()
 
 
@@ -226,25 +390,40 @@ STDiT2.forward = forward
 
 # %% ../nbs/06c_stdit_v1_1.ipynb #c765a602
 #: The published Open-Sora 1.1 checkpoints (transformers layout: config.json + model.safetensors).
-OFFICIAL_V1_1 = dict(stage2="hpcai-tech/OpenSora-STDiT-v2-stage2", stage3="hpcai-tech/OpenSora-STDiT-v2-stage3")
+OFFICIAL_V1_1 = dict(
+    stage2="hpcai-tech/OpenSora-STDiT-v2-stage2", stage3="hpcai-tech/OpenSora-STDiT-v2-stage3"
+)
 
 
-def _from_pretrained(cls, path_or_id, config: STDiT2Config | None = None, dtype=None, **overrides) -> STDiT2:
-    """A folder or hub id (`config.json` + `model.safetensors`) or a state-dict file (with `config`, default
+def _from_pretrained(
+    cls, path_or_id, config: STDiT2Config | None = None, dtype=None, **overrides
+) -> STDiT2:
+    """A folder or hub id (`config.json` + `model.safetensors`) or a state-dict file (with `config`,
+    default
     `STDIT2_XL_2`), loaded strictly; `overrides` replace config fields (e.g. `model_max_length`)."""
     p = _resolve_pretrained(path_or_id)
     if p.is_dir():
         if config is None:
-            if not (p / "config.json").exists(): raise FileNotFoundError(f"STDiT2.from_pretrained: no config.json in {p}")
-            try: config = STDiT2Config.from_dict(json.loads((p / "config.json").read_text()))
-            except (ValueError, TypeError) as e: raise ValueError(f"{p / 'config.json'}: {e}") from None
-        weights = sorted(p.glob("*.safetensors")) or sorted(p.glob("*.pth")) + sorted(p.glob("*.pt")) + sorted(p.glob("*.bin"))
-        if not weights: raise FileNotFoundError(f"STDiT2.from_pretrained: no model.safetensors (or .pth/.pt/.bin) in {p}")
+            if not (p / "config.json").exists():
+                raise FileNotFoundError(f"STDiT2.from_pretrained: no config.json in {p}")
+            try:
+                config = STDiT2Config.from_dict(json.loads((p / "config.json").read_text()))
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"{p / 'config.json'}: {e}") from None
+        weights = sorted(p.glob("*.safetensors")) or sorted(p.glob("*.pth")) + sorted(
+            p.glob("*.pt")
+        ) + sorted(p.glob("*.bin"))
+        if not weights:
+            raise FileNotFoundError(
+                f"STDiT2.from_pretrained: no model.safetensors (or .pth/.pt/.bin) in {p}"
+            )
     else:
         config, weights = config or STDIT2_XL_2, [p]
     sd = {}
-    for w in weights: sd.update(unwrap_state_dict(read_weights(w)))
-    if dtype is not None: sd = {k: v.to(dtype) for k, v in sd.items()}
+    for w in weights:
+        sd.update(unwrap_state_dict(read_weights(w)))
+    if dtype is not None:
+        sd = {k: v.to(dtype) for k, v in sd.items()}
     model = cls(replace(config, **overrides) if overrides else config)
     return load_state_dict_strict(model, sd, f"weights of {path_or_id}").eval()
 
@@ -252,9 +431,14 @@ def _from_pretrained(cls, path_or_id, config: STDiT2Config | None = None, dtype=
 def _save_pretrained(self: STDiT2, path):
     "Write `config.json` + `model.safetensors` (the official layout) to folder `path`."
     from safetensors.torch import save_file
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(path / "model.safetensors"),
-              metadata={"format": "pt"})
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
+        str(path / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     (path / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
     return path
 

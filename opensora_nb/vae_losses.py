@@ -19,26 +19,39 @@ __all__ = ['VAELoss', 'LPIPS', 'RandomFeaturePerceptual', 'PatchDiscriminator', 
 
 # %% ../nbs/03ab_vae_losses.ipynb #9c56bc3c
 class VAELoss(nn.Module):
-    "Reconstruction NLL (L1 or L2, + optional perceptual) per frame, and the weighted KL, as the reference sums them."
+    """Reconstruction NLL (L1 or L2, + optional perceptual) per frame, and the weighted KL, as the
+    reference sums them."""
 
-    def __init__(self, perceptual: nn.Module | None = None, perceptual_loss_weight=0.1, kl_loss_weight=1e-6,
-                 logvar_init=0.0, recon="l1"):
+    def __init__(
+        self,
+        perceptual: nn.Module | None = None,
+        perceptual_loss_weight=0.1,
+        kl_loss_weight=1e-6,
+        logvar_init=0.0,
+        recon="l1",
+    ):
         super().__init__()
         if recon not in ("l1", "l2"):
             raise ValueError(f"recon: expected 'l1' or 'l2', got {recon!r}")
         self.perceptual, self.perceptual_loss_weight = perceptual, perceptual_loss_weight
         self.kl_loss_weight, self.recon = kl_loss_weight, recon
-        self.register_buffer("logvar", torch.tensor(float(logvar_init)))  # fixed, as in the reference's training
+        self.register_buffer(
+            "logvar", torch.tensor(float(logvar_init))
+        )  # fixed, as in the reference's training
 
     def nll(self, x, x_rec, perceptual=True):
         "Sum over each frame's values of the reconstruction error, averaged over the B*T frames."
         if x.shape != x_rec.shape:
-            raise ValueError(f"VAELoss: target {tuple(x.shape)} and reconstruction {tuple(x_rec.shape)} differ")
+            raise ValueError(
+                f"VAELoss: target {tuple(x.shape)} and reconstruction {tuple(x_rec.shape)} differ"
+            )
         x = rearrange(x, "b c t h w -> (b t) c h w")
         x_rec = rearrange(x_rec, "b c t h w -> (b t) c h w")
         err = (x - x_rec).abs() if self.recon == "l1" else (x - x_rec).pow(2)
         if perceptual and self.perceptual is not None and self.perceptual_loss_weight > 0:
-            err = err + self.perceptual_loss_weight * self.perceptual(x, x_rec)  # [N, 1, 1, 1] broadcasts
+            err = err + self.perceptual_loss_weight * self.perceptual(
+                x, x_rec
+            )  # [N, 1, 1, 1] broadcasts
         nll = err / torch.exp(self.logvar) + self.logvar
         return nll.sum() / nll.shape[0]
 
@@ -52,7 +65,8 @@ def _unit_normalize(f, eps=1e-10):
 
 
 def _vgg16_features() -> nn.Sequential:
-    "torchvision's `vgg16().features` layer list (indices match its state dict), without torchvision."
+    """torchvision's `vgg16().features` layer list (indices match its state dict), without
+    torchvision."""
     layers, c_in = [], 3
     for v in [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]:
         if v == "M":
@@ -70,8 +84,10 @@ class _NetLin(nn.Module):
 
 
 class LPIPS(nn.Module):
-    "LPIPS-VGG16 distance of images in [-1, 1] -> [N, 1, 1, 1]. Random weights until `load` gets the real ones."
-    TAPS = (4, 9, 16, 23, 30)            # ends of the relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 slices
+    """LPIPS-VGG16 distance of images in [-1, 1] -> [N, 1, 1, 1]. Random weights until `load` gets
+    the real ones."""
+
+    TAPS = (4, 9, 16, 23, 30)  # ends of the relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 slices
     CHANNELS = (64, 128, 256, 512, 512)
 
     def __init__(self):
@@ -84,19 +100,24 @@ class LPIPS(nn.Module):
         self.requires_grad_(False).eval()
 
     def load(self, vgg_path, lin_path):
-        "Load torchvision's VGG16 weights and the lpips package's `vgg.pth` heads (both need downloading)."
+        """Load torchvision's VGG16 weights and the lpips package's `vgg.pth` heads (both need
+        downloading)."""
         vgg = torch.load(vgg_path, map_location="cpu", weights_only=True)
-        self.features.load_state_dict({k[len("features."):]: v for k, v in vgg.items() if k.startswith("features.")})
+        self.features.load_state_dict(
+            {k[len("features.") :]: v for k, v in vgg.items() if k.startswith("features.")}
+        )
         lins = torch.load(lin_path, map_location="cpu", weights_only=True)
         for k in range(len(self.CHANNELS)):
-            getattr(self, f"lin{k}").load_state_dict({n[len(f"lin{k}."):]: v for n, v in lins.items()
-                                                      if n.startswith(f"lin{k}.")})
+            getattr(self, f"lin{k}").load_state_dict(
+                {n[len(f"lin{k}.") :]: v for n, v in lins.items() if n.startswith(f"lin{k}.")}
+            )
         return self
 
     def _taps(self, x):
         x, out, start = (x - self.shift) / self.scale, [], 0
         for end in self.TAPS:
-            x = self.features[start:end](x); start = end
+            x = self.features[start:end](x)
+            start = end
             out.append(_unit_normalize(x))
         return out
 
@@ -108,7 +129,8 @@ class LPIPS(nn.Module):
 
 
 class RandomFeaturePerceptual(nn.Module):
-    "Offline stand-in for LPIPS: unit-normalised features of a fixed random conv net, squared differences averaged."
+    """Offline stand-in for LPIPS: unit-normalised features of a fixed random conv net, squared
+    differences averaged."""
 
     def __init__(self, channels=(16, 32, 64), seed=0):
         super().__init__()
@@ -116,7 +138,9 @@ class RandomFeaturePerceptual(nn.Module):
         for c in channels:
             conv = nn.Conv2d(c_in, c, 3, padding=1, stride=1 if c_in == 3 else 2)
             with torch.no_grad():
-                conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * math.sqrt(2 / (9 * c_in)))
+                conv.weight.copy_(
+                    torch.randn(conv.weight.shape, generator=gen) * math.sqrt(2 / (9 * c_in))
+                )
                 conv.bias.zero_()
             layers.append(nn.Sequential(conv, nn.ReLU()))
             c_in = c
@@ -127,20 +151,27 @@ class RandomFeaturePerceptual(nn.Module):
         d = 0
         for layer in self.layers:
             x, y = layer(x), layer(y)
-            d = d + (_unit_normalize(x) - _unit_normalize(y)).pow(2).sum(1, keepdim=True).mean(dim=(2, 3), keepdim=True)
+            d = d + (_unit_normalize(x) - _unit_normalize(y)).pow(2).sum(1, keepdim=True).mean(
+                dim=(2, 3), keepdim=True
+            )
         return d
 
 # %% ../nbs/03ab_vae_losses.ipynb #bfa640e6
 class PatchDiscriminator(nn.Module):
-    "PatchGAN over frames [N, 3, H, W] -> patch logits [N, 1, h, w] (taming / pix2pix layout, BatchNorm)."
+    """PatchGAN over frames [N, 3, H, W] -> patch logits [N, 1, h, w] (taming / pix2pix layout,
+    BatchNorm)."""
 
     def __init__(self, in_channels=3, ndf=16, n_layers=2):
         super().__init__()
         layers, c = [nn.Conv2d(in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2)], ndf
         for n in range(1, n_layers + 1):
-            c_out = ndf * min(2 ** n, 8)
+            c_out = ndf * min(2**n, 8)
             stride = 2 if n < n_layers else 1
-            layers += [nn.Conv2d(c, c_out, 4, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]
+            layers += [
+                nn.Conv2d(c, c_out, 4, stride, 1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.LeakyReLU(0.2),
+            ]
             c = c_out
         layers.append(nn.Conv2d(c, 1, 4, 1, 1))
         self.main = nn.Sequential(*layers)
@@ -154,7 +185,8 @@ def hinge_d_loss(logits_real, logits_fake):
 
 
 def adaptive_gan_weight(nll, g_loss, last_layer, generator_factor=0.5):
-    "Balance the generator loss against the reconstruction at `last_layer` (the reference's adaptive weight)."
+    """Balance the generator loss against the reconstruction at `last_layer` (the reference's
+    adaptive weight)."""
     g1 = torch.autograd.grad(nll, last_layer, retain_graph=True)[0]
     g2 = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
     return (g1.norm() / (g2.norm() + 1e-4)).clamp(0.0, 1e4).detach() * generator_factor

@@ -17,7 +17,12 @@ import torch.nn.functional as F
 from einops import rearrange
 from tqdm.auto import tqdm
 
-from .vae import TINY_VAE_2D_CONFIG, TINY_VAE_TEMPORAL_CONFIG, VideoAutoencoderPipeline, tiny_vae_v1_2
+from opensora_nb.vae import (
+    TINY_VAE_2D_CONFIG,
+    TINY_VAE_TEMPORAL_CONFIG,
+    VideoAutoencoderPipeline,
+    tiny_vae_v1_2,
+)
 from .vae_hub import save_pipeline
 from .vae_losses import PatchDiscriminator, VAELoss, adaptive_gan_weight, hinge_d_loss
 
@@ -33,6 +38,7 @@ __all__ = ['TINY_NARROW_VAE_2D_CONFIG', 'TINY_NARROW_VAE_TEMPORAL_CONFIG', 'V1_2
 def _read_set(root, name, size, max_frames):
     import pandas as pd
     from opensora_nb.io import normalize, read_video, resize_crop
+
     meta = Path(root) / name / "meta.csv"
     df = pd.read_csv(meta)
     clips, held = [], []
@@ -44,8 +50,11 @@ def _read_set(root, name, size, max_frames):
     return clips, held
 
 
-def load_clip_bank(root="data_samples", sets=("shapes", "camera"), size=(32, 32), max_frames=32, by_set=False):
-    """Clips [3, T, H, W] in [-1, 1] from `data_samples/`: (train, heldout) lists (with `by_set`, heldout is a
+def load_clip_bank(
+    root="data_samples", sets=("shapes", "camera"), size=(32, 32), max_frames=32, by_set=False
+):
+    """Clips [3, T, H, W] in [-1, 1] from `data_samples/`: (train, heldout) lists (with `by_set`,
+    heldout is a
     dict set name -> list); clips rendered in memory when `data_samples/` is missing."""
     train, heldout = [], {}
     if all((Path(root) / s / "meta.csv").exists() for s in sets):
@@ -56,9 +65,16 @@ def load_clip_bank(root="data_samples", sets=("shapes", "camera"), size=(32, 32)
     else:
         from opensora_nb.io import normalize
         from opensora_nb.samples import sample_shape_batch
+
         for split, n in (("train", 64), ("heldout", 16)):
-            v, _, _ = sample_shape_batch(n, num_frames=max_frames, height=size[0], width=size[1], split=split,
-                                         seed=0 if split == "train" else 1)
+            v, _, _ = sample_shape_batch(
+                n,
+                num_frames=max_frames,
+                height=size[0],
+                width=size[1],
+                split=split,
+                seed=0 if split == "train" else 1,
+            )
             if split == "train":
                 train += list(normalize(v))
             else:
@@ -67,23 +83,30 @@ def load_clip_bank(root="data_samples", sets=("shapes", "camera"), size=(32, 32)
 
 
 def sample_batch(clips, batch_size, num_frames, gen: torch.Generator):
-    "A batch [B, 3, num_frames, H, W] of random clips and random windows (clips shorter than the window excluded)."
+    """A batch [B, 3, num_frames, H, W] of random clips and random windows (clips shorter than the
+    window excluded)."""
     pool = [c for c in clips if c.shape[1] >= num_frames]
     if not pool:
-        raise ValueError(f"sample_batch: no clip has {num_frames} frames (longest: {max(c.shape[1] for c in clips)})")
+        raise ValueError(
+            f"sample_batch: no clip has {num_frames} frames (longest: "
+            f"{max(c.shape[1] for c in clips)})"
+        )
     idx = torch.randint(len(pool), (batch_size,), generator=gen).tolist()
     out = []
     for i in idx:
         start = int(torch.randint(pool[i].shape[1] - num_frames + 1, (1,), generator=gen))
-        out.append(pool[i][:, start:start + num_frames])
+        out.append(pool[i][:, start : start + num_frames])
     return torch.stack(out)
 
 # %% ../nbs/03b_vae_training.ipynb #98d6cd1f
 def photo_crop_bank(n=1024, size=(32, 32), exclude=("rocket",), seed=0, color_jitter=0.0):
-    """`n` random square crops (side 24..256 px) of scikit-image's bundled photos, resized: [n, 3, H, W] in [-1, 1].
-    A `color_jitter` share of them get their colour channels shuffled and a random gain and offset per channel."""
+    """`n` random square crops (side 24..256 px) of scikit-image's bundled photos, resized: [n, 3,
+    H, W] in [-1, 1].
+    A `color_jitter` share of them get their colour channels shuffled and a random gain and offset
+    per channel."""
     import skimage
     from skimage.io import imread
+
     d = Path(skimage.__file__).parent / "data"
     files = sorted(f for f in d.iterdir() if f.suffix in (".png", ".jpg") and f.stem not in exclude)
     photos = []
@@ -98,14 +121,17 @@ def photo_crop_bank(n=1024, size=(32, 32), exclude=("rocket",), seed=0, color_ji
         side = int(torch.randint(24, min(256, *ph.shape[1:]) + 1, (1,), generator=gen))
         i = int(torch.randint(ph.shape[1] - side + 1, (1,), generator=gen))
         j = int(torch.randint(ph.shape[2] - side + 1, (1,), generator=gen))
-        crop = F.interpolate(ph[None, :, i:i + side, j:j + side], size=size, mode="bilinear", antialias=True)
+        crop = F.interpolate(
+            ph[None, :, i : i + side, j : j + side], size=size, mode="bilinear", antialias=True
+        )
         out.append(crop[0])
     out = (torch.stack(out) / 255 * 2 - 1).clamp(-1, 1)
     return jitter_colors(out, color_jitter, seed=seed + 1) if color_jitter else out
 
 
 def jitter_colors(images, share=1.0, seed=0):
-    "A `share` of images [N, 3, H, W] in [-1, 1] with shuffled channels, gain 0.6..1.2 and offset -0.15..0.15 each."
+    """A `share` of images [N, 3, H, W] in [-1, 1] with shuffled channels, gain 0.6..1.2 and offset
+    -0.15..0.15 each."""
     gen, n = torch.Generator().manual_seed(seed), len(images)
     perm = torch.stack([torch.randperm(3, generator=gen) for _ in range(n)])
     gain = 0.6 + 0.6 * torch.rand(n, 3, 1, 1, generator=gen)
@@ -119,9 +145,12 @@ def jitter_colors(images, share=1.0, seed=0):
 def _bundled_photos(exclude=("rocket",)):
     import skimage
     from skimage.io import imread
+
     d = Path(skimage.__file__).parent / "data"
     out = []
-    for f in sorted(f for f in d.iterdir() if f.suffix in (".png", ".jpg") and f.stem not in exclude):
+    for f in sorted(
+        f for f in d.iterdir() if f.suffix in (".png", ".jpg") and f.stem not in exclude
+    ):
         a = torch.from_numpy(np.ascontiguousarray(imread(f))).float()
         a = a[..., None].expand(*a.shape, 3) if a.ndim == 2 else a[..., :3]
         if min(a.shape[:2]) >= 96:
@@ -129,9 +158,13 @@ def _bundled_photos(exclude=("rocket",)):
     return out
 
 
-def pan_clip_bank(n=128, num_frames=16, size=(32, 32), exclude=("rocket",), seed=0, color_jitter=0.0):
-    """`n` synthetic camera clips (a window panning/zooming over a bundled photo): list of [3, T, H, W] in [-1, 1].
-    A `color_jitter` share of the clips get `jitter_colors` (the same channel shuffle, gain and offset in every frame)."""
+def pan_clip_bank(
+    n=128, num_frames=16, size=(32, 32), exclude=("rocket",), seed=0, color_jitter=0.0
+):
+    """`n` synthetic camera clips (a window panning/zooming over a bundled photo): list of [3, T, H,
+    W] in [-1, 1].
+    A `color_jitter` share of the clips get `jitter_colors` (the same channel shuffle, gain and
+    offset in every frame)."""
     photos, gen, out = _bundled_photos(exclude), torch.Generator().manual_seed(seed), []
     r = lambda lo, hi: lo + (hi - lo) * float(torch.rand((), generator=gen))
     for _ in range(n):
@@ -146,35 +179,42 @@ def pan_clip_bank(n=128, num_frames=16, size=(32, 32), exclude=("rocket",), seed
             side = side0 * (1 + zoom * t)
             x0 = int(min(max(cx + vx * t - side / 2, 0), W - side))
             y0 = int(min(max(cy + vy * t - side / 2, 0), H - side))
-            crop = ph[None, :, y0:y0 + int(side), x0:x0 + int(side)]
+            crop = ph[None, :, y0 : y0 + int(side), x0 : x0 + int(side)]
             frames.append(F.interpolate(crop, size=size, mode="bilinear", antialias=True)[0])
         out.append((torch.stack(frames, 1) / 255 * 2 - 1).clamp(-1, 1))
     if color_jitter:
-        v = torch.stack(out)                                   # [n, 3, T, H, W]: jitter each clip as one image
+        v = torch.stack(out)  # [n, 3, T, H, W]: jitter each clip as one image
         out = list(jitter_colors(v.flatten(2, 3), color_jitter, seed=seed + 1).view_as(v))
     return out
 
 # %% ../nbs/03b_vae_training.ipynb #b4db9b4a
-#: The configs of `tiny_vae_v1_2_narrow`: `tiny_vae_v1_2`'s, with narrower layers (same latent, same compression)
+#: The configs of `tiny_vae_v1_2_narrow`: `tiny_vae_v1_2`'s, with narrower layers (same latent, same
+#: compression)
 TINY_NARROW_VAE_2D_CONFIG = {**TINY_VAE_2D_CONFIG, "block_out_channels": (16, 32, 32)}
 TINY_NARROW_VAE_TEMPORAL_CONFIG = {**TINY_VAE_TEMPORAL_CONFIG, "filters": 16}
 
 
 def tiny_vae_v1_2_narrow(**kwargs) -> VideoAutoencoderPipeline:
-    "`tiny_vae_v1_2` with narrower 2D and temporal nets: what `train_tiny_vae` trains by default (random weights)."
-    return tiny_vae_v1_2(config_2d=TINY_NARROW_VAE_2D_CONFIG, config_temporal=TINY_NARROW_VAE_TEMPORAL_CONFIG, **kwargs)
+    """`tiny_vae_v1_2` with narrower 2D and temporal nets: what `train_tiny_vae` trains by default
+    (random weights)."""
+    return tiny_vae_v1_2(
+        config_2d=TINY_NARROW_VAE_2D_CONFIG,
+        config_temporal=TINY_NARROW_VAE_TEMPORAL_CONFIG,
+        **kwargs,
+    )
 
 # %% ../nbs/03b_vae_training.ipynb #cfe4917d
 @dataclass
 class VAEStage:
     "One stage of the v1.2 VAE recipe (field names follow the reference's config files)."
+
     name: str
     steps: int
     freeze_vae_2d: bool = False
-    use_real_rec_loss: bool = False          # pixels: L1 + perceptual + KL
-    use_z_rec_loss: bool = True              # 2D latents: L1
-    use_image_identity_loss: bool = False    # 1-frame clips: temporal latent == 2D latent
-    mixed_strategy: str | None = "mixed_video_image"   # or "mixed_video_random" or None
+    use_real_rec_loss: bool = False  # pixels: L1 + perceptual + KL
+    use_z_rec_loss: bool = True  # 2D latents: L1
+    use_image_identity_loss: bool = False  # 1-frame clips: temporal latent == 2D latent
+    mixed_strategy: str | None = "mixed_video_image"  # or "mixed_video_random" or None
     mixed_image_ratio: float = 0.2
     num_frames: int = 17
     batch_size: int = 1
@@ -182,34 +222,75 @@ class VAEStage:
     grad_clip: float = 1.0
     perceptual_loss_weight: float = 0.1
     kl_loss_weight: float = 1e-6
-    train_2d_only: bool = False              # our stage 0: the 2D VAE alone, on single frames
+    train_2d_only: bool = False  # our stage 0: the 2D VAE alone, on single frames
     discriminator: bool = False
-    recon: str = "l1"                        # reconstruction error: "l1" (reference) or "l2"
-    photo_ratio: float = 0.0                 # ours, 2D-only stage: share of each batch taken from photo crops
-    lr_2d_scale: float = 1.0                 # ours: learning-rate factor of the 2D VAE when it is trainable
-    cosine_decay: bool = False               # ours: cosine decay of the learning rate to 10% (reference: constant)
+    recon: str = "l1"  # reconstruction error: "l1" (reference) or "l2"
+    photo_ratio: float = 0.0  # ours, 2D-only stage: share of each batch taken from photo crops
+    lr_2d_scale: float = 1.0  # ours: learning-rate factor of the 2D VAE when it is trainable
+    cosine_decay: bool = (
+        False  # ours: cosine decay of the learning rate to 10% (reference: constant)
+    )
 
 
 V1_2_VAE_STAGES = [
     VAEStage("stage1", steps=0, freeze_vae_2d=True, use_image_identity_loss=True),
     VAEStage("stage2", steps=0),
-    VAEStage("stage3", steps=0, use_real_rec_loss=True, use_z_rec_loss=False, mixed_strategy="mixed_video_random",
-             num_frames=33),
+    VAEStage(
+        "stage3",
+        steps=0,
+        use_real_rec_loss=True,
+        use_z_rec_loss=False,
+        mixed_strategy="mixed_video_random",
+        num_frames=33,
+    ),
 ]
 
 
 def tiny_vae_stages(scale=1.0):
-    "The recipe at CPU size; `scale` multiplies every stage's number of steps (e.g. 0.05 for a smoke run)."
+    """The recipe at CPU size; `scale` multiplies every stage's number of steps (e.g. 0.05 for a
+    smoke run)."""
     n = lambda k: max(1, round(k * scale))
     common = dict(recon="l2", cosine_decay=True)
     return [
-        VAEStage("stage0", steps=n(1800), train_2d_only=True, batch_size=16, lr=1e-3, num_frames=1,
-                 use_z_rec_loss=False, use_real_rec_loss=True, mixed_strategy=None, photo_ratio=0.5, **common),
-        VAEStage("stage1", steps=n(200), freeze_vae_2d=True, use_image_identity_loss=True, num_frames=9,
-                 batch_size=8, lr=2e-3, **common),
-        VAEStage("stage2", steps=n(600), num_frames=9, batch_size=8, lr=1e-3, lr_2d_scale=0.0, **common),
-        VAEStage("stage3", steps=n(300), use_real_rec_loss=True, use_z_rec_loss=False, mixed_strategy=None,
-                 num_frames=9, batch_size=4, lr=6e-4, lr_2d_scale=0.3, recon="l1", cosine_decay=True),
+        VAEStage(
+            "stage0",
+            steps=n(1800),
+            train_2d_only=True,
+            batch_size=16,
+            lr=1e-3,
+            num_frames=1,
+            use_z_rec_loss=False,
+            use_real_rec_loss=True,
+            mixed_strategy=None,
+            photo_ratio=0.5,
+            **common,
+        ),
+        VAEStage(
+            "stage1",
+            steps=n(200),
+            freeze_vae_2d=True,
+            use_image_identity_loss=True,
+            num_frames=9,
+            batch_size=8,
+            lr=2e-3,
+            **common,
+        ),
+        VAEStage(
+            "stage2", steps=n(600), num_frames=9, batch_size=8, lr=1e-3, lr_2d_scale=0.0, **common
+        ),
+        VAEStage(
+            "stage3",
+            steps=n(300),
+            use_real_rec_loss=True,
+            use_z_rec_loss=False,
+            mixed_strategy=None,
+            num_frames=9,
+            batch_size=4,
+            lr=6e-4,
+            lr_2d_scale=0.3,
+            recon="l1",
+            cosine_decay=True,
+        ),
     ]
 
 # %% ../nbs/03b_vae_training.ipynb #ab1a6e01
@@ -218,15 +299,23 @@ def _mix(x, stage: VAEStage, gen):
         if torch.rand((), generator=gen) < stage.mixed_image_ratio:
             return x[:, :, :1]
     elif stage.mixed_strategy == "mixed_video_random":
-        return x[:, :, :int(torch.randint(1, x.shape[2] + 1, (), generator=gen))]
+        return x[:, :, : int(torch.randint(1, x.shape[2] + 1, (), generator=gen))]
     elif stage.mixed_strategy is not None:
         raise ValueError(f"mixed_strategy: unknown {stage.mixed_strategy!r}")
     return x
 
 
-def vae_loss_step(pipe: VideoAutoencoderPipeline, x, stage: VAEStage, loss_fn: VAELoss, disc=None, gen=None,
-                  cached_2d=False):
-    """Losses of a batch x [B, 3, T, H, W] under `stage`: (total, dict of floats, x after mixing, x_rec or None).
+def vae_loss_step(
+    pipe: VideoAutoencoderPipeline,
+    x,
+    stage: VAEStage,
+    loss_fn: VAELoss,
+    disc=None,
+    gen=None,
+    cached_2d=False,
+):
+    """Losses of a batch x [B, 3, T, H, W] under `stage`: (total, dict of floats, x after mixing,
+    x_rec or None).
     With `cached_2d`, x already holds the (frozen) 2D VAE's latents [B, 4, T, h, w]."""
     x = _mix(x, stage, gen)
     logs, total, x_rec = {}, 0.0, None
@@ -272,7 +361,8 @@ def vae_loss_step(pipe: VideoAutoencoderPipeline, x, stage: VAEStage, loss_fn: V
 # %% ../nbs/03b_vae_training.ipynb #79d4f8c6
 def save_checkpoint(path, **state):
     "torch.save to `path`.tmp, then an atomic rename: a checkpoint is either complete or absent."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
@@ -283,13 +373,25 @@ def load_checkpoint(path):
 
 
 def _step_seed(seed, stage_idx, step):
-    return (seed * 1_000_003 + stage_idx * 10_007 + step) % (2 ** 63)
+    return (seed * 1_000_003 + stage_idx * 10_007 + step) % (2**63)
 
 
-def train_stage(pipe: VideoAutoencoderPipeline, clips, stage: VAEStage, stage_idx=0, ckpt=None, seed=0,
-                perceptual=None, ckpt_every=50, stop_after=None, progress=True, images=None):
+def train_stage(
+    pipe: VideoAutoencoderPipeline,
+    clips,
+    stage: VAEStage,
+    stage_idx=0,
+    ckpt=None,
+    seed=0,
+    perceptual=None,
+    ckpt_every=50,
+    stop_after=None,
+    progress=True,
+    images=None,
+):
     """Train `pipe` for `stage.steps` steps on `clips`, resuming from `ckpt` when it exists.
-    `stop_after` stops early after that many steps of this call (to test resuming); `images` [N, 3, H, W] feed
+    `stop_after` stops early after that many steps of this call (to test resuming); `images` [N, 3,
+    H, W] feed
     the `photo_ratio` share of a 2D-only stage's batches. Returns the loss history."""
     pipe.cal_loss = True
     pipe.train()
@@ -300,12 +402,21 @@ def train_stage(pipe: VideoAutoencoderPipeline, clips, stage: VAEStage, stage_id
         pipe.temporal_vae.requires_grad_(True)
     params = [p for p in pipe.parameters() if p.requires_grad]
     p2d = {id(p) for p in pipe.spatial_vae.parameters()}
-    groups = [dict(params=[p for p in params if id(p) not in p2d], lr=stage.lr),
-              dict(params=[p for p in params if id(p) in p2d], lr=stage.lr * (1 if stage.train_2d_only else stage.lr_2d_scale))]
+    groups = [
+        dict(params=[p for p in params if id(p) not in p2d], lr=stage.lr),
+        dict(
+            params=[p for p in params if id(p) in p2d],
+            lr=stage.lr * (1 if stage.train_2d_only else stage.lr_2d_scale),
+        ),
+    ]
     opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
     base_lrs = [g["lr"] for g in opt.param_groups]
-    loss_fn = VAELoss(perceptual=perceptual, perceptual_loss_weight=stage.perceptual_loss_weight,
-                      kl_loss_weight=stage.kl_loss_weight, recon=stage.recon)
+    loss_fn = VAELoss(
+        perceptual=perceptual,
+        perceptual_loss_weight=stage.perceptual_loss_weight,
+        kl_loss_weight=stage.kl_loss_weight,
+        recon=stage.recon,
+    )
     disc = PatchDiscriminator() if stage.discriminator else None
     d_opt = torch.optim.AdamW(disc.parameters(), lr=stage.lr) if disc is not None else None
     start, history = 0, []
@@ -314,12 +425,17 @@ def train_stage(pipe: VideoAutoencoderPipeline, clips, stage: VAEStage, stage_id
         pipe.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if disc is not None and "disc" in state:
-            disc.load_state_dict(state["disc"]); d_opt.load_state_dict(state["disc_optimizer"])
+            disc.load_state_dict(state["disc"])
+            d_opt.load_state_dict(state["disc_optimizer"])
         start, history = state["step"], list(state["history"])
 
-    # a frozen 2D VAE gives the same latents every time: encode every clip once (posterior means; the reference
-    # samples a fresh 2D posterior each step, but ours is narrow, std ~0.02 against latents of std ~1)
-    cached_2d = (pipe.frozen_2d and not stage.train_2d_only and not stage.use_real_rec_loss and disc is None)
+    # a frozen 2D VAE gives the same latents every time: encode every clip once (posterior means;
+    # the reference
+    # samples a fresh 2D posterior each step, but ours is narrow, std ~0.02 against latents of std
+    # ~1)
+    cached_2d = (
+        pipe.frozen_2d and not stage.train_2d_only and not stage.use_real_rec_loss and disc is None
+    )
     if cached_2d:
         sv, keep = pipe.spatial_vae, pipe.spatial_vae.sample_posterior
         sv.sample_posterior = False
@@ -331,16 +447,33 @@ def train_stage(pipe: VideoAutoencoderPipeline, clips, stage: VAEStage, stage_id
 
     def save(step):
         if ckpt is not None:
-            extra = dict(disc=disc.state_dict(), disc_optimizer=d_opt.state_dict()) if disc is not None else {}
-            save_checkpoint(ckpt, model=pipe.state_dict(), optimizer=opt.state_dict(), step=step,
-                            stage=stage.name, history=history, **extra)
+            extra = (
+                dict(disc=disc.state_dict(), disc_optimizer=d_opt.state_dict())
+                if disc is not None
+                else {}
+            )
+            save_checkpoint(
+                ckpt,
+                model=pipe.state_dict(),
+                optimizer=opt.state_dict(),
+                step=step,
+                stage=stage.name,
+                history=history,
+                **extra,
+            )
 
     end = stage.steps if stop_after is None else min(stage.steps, start + stop_after)
-    bar = tqdm(range(start, end), desc=stage.name, disable=not progress, initial=start, total=stage.steps)
+    bar = tqdm(
+        range(start, end), desc=stage.name, disable=not progress, initial=start, total=stage.steps
+    )
     for step in bar:
         gen = torch.Generator().manual_seed(_step_seed(seed, stage_idx, step))
-        torch.manual_seed(_step_seed(seed, stage_idx, step) + 1)   # posterior sampling noise
-        k = round(stage.batch_size * stage.photo_ratio) if stage.train_2d_only and images is not None else 0
+        torch.manual_seed(_step_seed(seed, stage_idx, step) + 1)  # posterior sampling noise
+        k = (
+            round(stage.batch_size * stage.photo_ratio)
+            if stage.train_2d_only and images is not None
+            else 0
+        )
         x = sample_batch(data, stage.batch_size - k, stage.num_frames, gen)
         if k:
             x = torch.cat([x, images[torch.randint(len(images), (k,), generator=gen)][:, :, None]])
@@ -348,16 +481,22 @@ def train_stage(pipe: VideoAutoencoderPipeline, clips, stage: VAEStage, stage_id
             f = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / max(1, stage.steps)))
             for g, lr in zip(opt.param_groups, base_lrs):
                 g["lr"] = lr * f
-        loss, logs, x, x_rec = vae_loss_step(pipe, x, stage, loss_fn, disc=disc, gen=gen, cached_2d=cached_2d)
+        loss, logs, x, x_rec = vae_loss_step(
+            pipe, x, stage, loss_fn, disc=disc, gen=gen, cached_2d=cached_2d
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if stage.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, stage.grad_clip)
         opt.step()
         if disc is not None:
-            d_loss = hinge_d_loss(disc(rearrange(x, "b c t h w -> (b t) c h w")),
-                                  disc(rearrange(x_rec.detach(), "b c t h w -> (b t) c h w")))
-            d_opt.zero_grad(set_to_none=True); d_loss.backward(); d_opt.step()
+            d_loss = hinge_d_loss(
+                disc(rearrange(x, "b c t h w -> (b t) c h w")),
+                disc(rearrange(x_rec.detach(), "b c t h w -> (b t) c h w")),
+            )
+            d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_opt.step()
             logs["disc"] = d_loss.item()
         history.append(dict(step=step, loss=loss.item(), **logs))
         bar.set_postfix(loss=f"{loss.item():.3g}")
@@ -371,9 +510,12 @@ def train_stage(pipe: VideoAutoencoderPipeline, clips, stage: VAEStage, stage_id
 
 # %% ../nbs/03b_vae_training.ipynb #15e97f55
 def psnr(x, y):
-    """Mean PSNR (dB) over the batch of videos [B, ...] in [-1, 1], measured on [0, 1] (uint8 inputs are read as 0..255).
-    Identical inputs give 100 dB (the mean-square error is floored at 1e-10), so the result is always a finite number."""
-    if x.dtype == torch.uint8: x, y = x.float() / 127.5 - 1, y.float() / 127.5 - 1
+    """Mean PSNR (dB) over the batch of videos [B, ...] in [-1, 1], measured on [0, 1] (uint8 inputs
+    are read as 0..255).
+    Identical inputs give 100 dB (the mean-square error is floored at 1e-10), so the result is
+    always a finite number."""
+    if x.dtype == torch.uint8:
+        x, y = x.float() / 127.5 - 1, y.float() / 127.5 - 1
     mse = (((x.clamp(-1, 1) - y.clamp(-1, 1)) / 2) ** 2).flatten(1).mean(1)
     return (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean().item()
 
@@ -381,21 +523,40 @@ def psnr(x, y):
 def ssim(x, y):
     "Mean SSIM (scikit-image, per frame, data range 1) of videos in [-1, 1], [B, C, T, H, W]."
     from skimage.metrics import structural_similarity
-    a = ((x.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1).reshape(-1, *x.shape[3:], x.shape[1]).double().numpy()
-    b = ((y.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1).reshape(-1, *y.shape[3:], y.shape[1]).double().numpy()
-    return float(np.mean([structural_similarity(p, q, channel_axis=-1, data_range=1.0) for p, q in zip(a, b)]))
+
+    a = (
+        ((x.clamp(-1, 1) + 1) / 2)
+        .permute(0, 2, 3, 4, 1)
+        .reshape(-1, *x.shape[3:], x.shape[1])
+        .double()
+        .numpy()
+    )
+    b = (
+        ((y.clamp(-1, 1) + 1) / 2)
+        .permute(0, 2, 3, 4, 1)
+        .reshape(-1, *y.shape[3:], y.shape[1])
+        .double()
+        .numpy()
+    )
+    return float(
+        np.mean(
+            [structural_similarity(p, q, channel_axis=-1, data_range=1.0) for p, q in zip(a, b)]
+        )
+    )
 
 
 def nearest_baseline(x, factors=(4, 4, 4)):
-    "Keep every (t, h, w)-th value of x [B, C, T, H, W], then repeat it back (nearest-neighbour down/up-sampling)."
+    """Keep every (t, h, w)-th value of x [B, C, T, H, W], then repeat it back (nearest-neighbour
+    down/up-sampling)."""
     ft, fh, fw = factors
     small = x[:, :, ::ft, ::fh, ::fw]
     up = small.repeat_interleave(ft, 2).repeat_interleave(fh, 3).repeat_interleave(fw, 4)
-    return up[:, :, :x.shape[2], :x.shape[3], :x.shape[4]]
+    return up[:, :, : x.shape[2], : x.shape[3], : x.shape[4]]
 
 
 def pooled_baseline(x, factors=(4, 4, 4)):
-    "Average-pool x [B, C, T, H, W] by `factors`, then upsample trilinearly (the best cheap non-learned codec)."
+    """Average-pool x [B, C, T, H, W] by `factors`, then upsample trilinearly (the best cheap
+    non-learned codec)."""
     small = F.avg_pool3d(x, factors, ceil_mode=True)
     return F.interpolate(small, size=x.shape[2:], mode="trilinear", align_corners=False)
 
@@ -403,35 +564,43 @@ def pooled_baseline(x, factors=(4, 4, 4)):
 @torch.no_grad()
 def reconstruct(pipe: VideoAutoencoderPipeline, x, batch_size=8):
     "Deterministic encode + decode of x [B, 3, T, H, W] (posterior means), in batches."
-    pipe.eval(); cal, sp, sp2 = pipe.cal_loss, pipe.sample_posterior, pipe.spatial_vae.sample_posterior
+    pipe.eval()
+    cal, sp, sp2 = pipe.cal_loss, pipe.sample_posterior, pipe.spatial_vae.sample_posterior
     pipe.cal_loss, pipe.sample_posterior, pipe.spatial_vae.sample_posterior = False, False, False
     try:
-        out = [pipe.decode(pipe.encode(x[i:i + batch_size]), num_frames=x.shape[2])
-               for i in range(0, x.shape[0], batch_size)]
+        out = [
+            pipe.decode(pipe.encode(x[i : i + batch_size]), num_frames=x.shape[2])
+            for i in range(0, x.shape[0], batch_size)
+        ]
     finally:
         pipe.cal_loss, pipe.sample_posterior, pipe.spatial_vae.sample_posterior = cal, sp, sp2
     return torch.cat(out)
 
 
 def evaluate(pipe, clips, num_frames=9, factors=None):
-    "PSNR/SSIM of the pipeline and of the two baselines on the first `num_frames` frames of each clip."
+    """PSNR/SSIM of the pipeline and of the two baselines on the first `num_frames` frames of each
+    clip."""
     x = torch.stack([c[:, :num_frames] for c in clips if c.shape[1] >= num_frames])
     if factors is None:
         fs = pipe.spatial_vae.patch_size[1]
         factors = (pipe.temporal_vae.time_downsample_factor, fs, fs)
-    rows = {"VAE": reconstruct(pipe, x), "nearest": nearest_baseline(x, factors),
-            "avg-pool + trilinear": pooled_baseline(x, factors)}
+    rows = {
+        "VAE": reconstruct(pipe, x),
+        "nearest": nearest_baseline(x, factors),
+        "avg-pool + trilinear": pooled_baseline(x, factors),
+    }
     return {k: dict(psnr=psnr(x, v), ssim=ssim(x, v)) for k, v in rows.items()}
 
 # %% ../nbs/03b_vae_training.ipynb #475b3c87
 @torch.no_grad()
 def latent_stats(pipe: VideoAutoencoderPipeline, clips, num_frames=9):
-    "Per-channel mean and std of the un-normalised latent of `clips` (posterior means): (shift, scale) lists."
+    """Per-channel mean and std of the un-normalised latent of `clips` (posterior means): (shift,
+    scale) lists."""
     x = torch.stack([c[:, :num_frames] for c in clips if c.shape[1] >= num_frames])
     cal, sp, sp2 = pipe.cal_loss, pipe.sample_posterior, pipe.spatial_vae.sample_posterior
     pipe.cal_loss, pipe.sample_posterior, pipe.spatial_vae.sample_posterior = True, False, False
     try:
-        z = torch.cat([pipe.encode(x[i:i + 8])[0] for i in range(0, len(x), 8)])
+        z = torch.cat([pipe.encode(x[i : i + 8])[0] for i in range(0, len(x), 8)])
     finally:
         pipe.cal_loss, pipe.sample_posterior, pipe.spatial_vae.sample_posterior = cal, sp, sp2
     z = z.transpose(0, 1).flatten(1)
@@ -440,25 +609,42 @@ def latent_stats(pipe: VideoAutoencoderPipeline, clips, num_frames=9):
 
 @torch.no_grad()
 def calibrate_scaling_factor(pipe: VideoAutoencoderPipeline, clips, num_frames=9):
-    "Set the 2D VAE's latent scaling factor to 1 / std of its latents (how SD's 0.18215 was chosen); returns it."
+    """Set the 2D VAE's latent scaling factor to 1 / std of its latents (how SD's 0.18215 was
+    chosen); returns it."""
     x = torch.stack([c[:, :num_frames] for c in clips if c.shape[1] >= num_frames])
     sv = pipe.spatial_vae
-    raw = torch.cat([sv.module.encode(rearrange(x[i:i + 8], "b c t h w -> (b t) c h w")).latent_dist.mean
-                     for i in range(0, len(x), 8)])
+    raw = torch.cat(
+        [
+            sv.module.encode(rearrange(x[i : i + 8], "b c t h w -> (b t) c h w")).latent_dist.mean
+            for i in range(0, len(x), 8)
+        ]
+    )
     sv.scaling_factor = 1.0 / raw.std().item()
     return sv.scaling_factor
 
 
-def train_tiny_vae(clips, stages=None, out_dir=None, seed=0, perceptual=None, pipe=None, progress=True, images=None):
-    "Run every stage (resumable through `out_dir`), set shift/scale from the data, save to `out_dir/final`."
+def train_tiny_vae(
+    clips, stages=None, out_dir=None, seed=0, perceptual=None, pipe=None, progress=True, images=None
+):
+    """Run every stage (resumable through `out_dir`), set shift/scale from the data, save to
+    `out_dir/final`."""
     stages = tiny_vae_stages() if stages is None else stages
     torch.manual_seed(seed)
     pipe = tiny_vae_v1_2_narrow() if pipe is None else pipe
     histories = {}
     for i, stage in enumerate(stages):
         ckpt = Path(out_dir) / f"{stage.name}.pt" if out_dir is not None else None
-        histories[stage.name] = train_stage(pipe, clips, stage, stage_idx=i, ckpt=ckpt, seed=seed,
-                                            perceptual=perceptual, progress=progress, images=images)
+        histories[stage.name] = train_stage(
+            pipe,
+            clips,
+            stage,
+            stage_idx=i,
+            ckpt=ckpt,
+            seed=seed,
+            perceptual=perceptual,
+            progress=progress,
+            images=images,
+        )
         if stage.train_2d_only:  # the temporal VAE trains best on unit-scale 2D latents
             calibrate_scaling_factor(pipe, clips)
     shift, scale = latent_stats(pipe, clips)
@@ -469,73 +655,139 @@ def train_tiny_vae(clips, stages=None, out_dir=None, seed=0, perceptual=None, pi
     return pipe, histories
 
 # %% ../nbs/03b_vae_training.ipynb #c91ea34e
-from .vae_hub import WORLD_VAE_DIR  # where the shipped tiny-world VAE lives (chapter 03a)
+from opensora_nb.vae_hub import (
+    WORLD_VAE_DIR,
+)  # where the shipped tiny-world VAE lives (chapter 03a)
 
-#: sha256 of the shipped model.safetensors (`opensora-nb vae --world` printed it; `check_world_vae` verifies it)
+#: sha256 of the shipped model.safetensors (`opensora-nb vae --world` printed it; `check_world_vae`
+#: verifies it)
 WORLD_VAE_SHA256 = "1c7d045ce8eb7fb9557c6724020a3ccd0903987dbaad40503340ea467378d066"
 
 
 def world_clip_bank(n=800, split="train", seed=0, height=32, width=32):
-    "`n` wider-world clips [3, 9, H, W] in [-1, 1] of a split (random combination, speed, size, position)."
+    """`n` wider-world clips [3, 9, H, W] in [-1, 1] of a split (random combination, speed, size,
+    position)."""
     from opensora_nb.io import normalize
     from opensora_nb.samples import WORLD_SIZES, WORLD_SPEEDS, shape_combinations, world_clip
+
     rng, combos = np.random.default_rng(seed), shape_combinations(split)
     out = []
     for _ in range(n):
         s, c, d = combos[int(rng.integers(len(combos)))]
-        out.append(normalize(world_clip(s, c, d, float(rng.choice(WORLD_SPEEDS)), str(rng.choice(list(WORLD_SIZES))),
-                                        height=height, width=width, seed=int(rng.integers(2**31)))))
+        out.append(
+            normalize(
+                world_clip(
+                    s,
+                    c,
+                    d,
+                    float(rng.choice(WORLD_SPEEDS)),
+                    str(rng.choice(list(WORLD_SIZES))),
+                    height=height,
+                    width=width,
+                    seed=int(rng.integers(2**31)),
+                )
+            )
+        )
     return out
 
 
 def train_world_vae(out_dir=None, scale=1.0, n_clips=800, seed=0, progress=True):
-    "The recipe (`tiny_vae_stages(scale)`) on the tiny world; saved to `out_dir` (official layout). Returns (pipeline, histories)."
+    """The recipe (`tiny_vae_stages(scale)`) on the tiny world; saved to `out_dir` (official
+    layout). Returns (pipeline, histories)."""
     torch.manual_seed(seed)
     clips = world_clip_bank(n_clips, "train", seed)
     images = torch.stack([c[:, i % c.shape[1]] for i, c in enumerate(clips)])
     work = None if out_dir is None else Path(out_dir).parent / (Path(out_dir).name + ".work")
-    pipe, hist = train_tiny_vae(clips, stages=tiny_vae_stages(scale), out_dir=work, seed=seed, images=images, progress=progress)
-    if out_dir is not None: save_pipeline(pipe, out_dir)
+    pipe, hist = train_tiny_vae(
+        clips,
+        stages=tiny_vae_stages(scale),
+        out_dir=work,
+        seed=seed,
+        images=images,
+        progress=progress,
+    )
+    if out_dir is not None:
+        save_pipeline(pipe, out_dir)
     return pipe, hist
 
 
 def file_sha256(path):
     import hashlib
+
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def check_world_vae(path=None, n=36, min_psnr=24.0):
-    "Load the world VAE, check its checksum (when known) and its PSNR on held-out clips: returns dict(sha256, psnr)."
+    """Load the world VAE, check its checksum (when known) and its PSNR on held-out clips: returns
+    dict(sha256, psnr)."""
     from opensora_nb.vae_hub import load_pipeline
+
     path = Path(path or WORLD_VAE_DIR)
     if not (path / "model.safetensors").exists():
-        raise FileNotFoundError(f"{path}: no model.safetensors; rebuild it with `opensora-nb vae --world --output {path}`")
+        raise FileNotFoundError(
+            f"{path}: no model.safetensors; rebuild it with `opensora-nb vae --world --output "
+            f"{path}`"
+        )
     sha = file_sha256(path / "model.safetensors")
     if path == WORLD_VAE_DIR and WORLD_VAE_SHA256 and sha != WORLD_VAE_SHA256:
-        raise ValueError(f"{path}/model.safetensors: checksum {sha[:12]}... is not the shipped {WORLD_VAE_SHA256[:12]}...")
+        raise ValueError(
+            f"{path}/model.safetensors: checksum {sha[:12]}... is not the shipped "
+            f"{WORLD_VAE_SHA256[:12]}..."
+        )
     pipe = load_pipeline(path)
     x = torch.stack(world_clip_bank(n, "heldout", seed=1))
     p = psnr(x, reconstruct(pipe, x))
-    if p < min_psnr: raise ValueError(f"{path}: held-out reconstruction PSNR {p:.2f} dB is below {min_psnr} dB")
+    if p < min_psnr:
+        raise ValueError(f"{path}: held-out reconstruction PSNR {p:.2f} dB is below {min_psnr} dB")
     return dict(sha256=sha, psnr=round(p, 2))
 
 
 def vae_cli(argv=None) -> int:
-    "`opensora-nb vae --world --output DIR`: train the tiny world's VAE with this chapter's recipe (or `--check DIR`)."
+    """`opensora-nb vae --world --output DIR`: train the tiny world's VAE with this chapter's recipe
+    (or `--check DIR`)."""
     import argparse
-    p = argparse.ArgumentParser(prog="opensora-nb vae", description="Train the tiny world's video VAE (chapter 03b) or check one.")
-    p.add_argument("--world", action="store_true", help="train on the wider moving-shapes world of the demo")
-    p.add_argument("--output", "-o", "--out", dest="output", default="outputs/world_vae", metavar="DIR",
-                   help="output folder (official layout); resumable through DIR.work/ (--out is the old spelling)")
-    p.add_argument("--scale", type=float, default=1.0, help="multiply every stage's steps (e.g. 0.05 for a smoke run)")
+
+    p = argparse.ArgumentParser(
+        prog="opensora-nb vae",
+        description="Train the tiny world's video VAE (chapter 03b) or check one.",
+    )
+    p.add_argument(
+        "--world", action="store_true", help="train on the wider moving-shapes world of the demo"
+    )
+    p.add_argument(
+        "--output",
+        "-o",
+        "--out",
+        dest="output",
+        default="outputs/world_vae",
+        metavar="DIR",
+        help="output folder (official layout); resumable through DIR.work/ (--out is the old spelling)",
+    )
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply every stage's steps (e.g. 0.05 for a smoke run)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--check", default=None, metavar="DIR", help="only check a VAE folder: checksum and held-out PSNR")
+    p.add_argument(
+        "--check",
+        default=None,
+        metavar="DIR",
+        help="only check a VAE folder: checksum and held-out PSNR",
+    )
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     torch.set_num_threads(1)  # deterministic bytes on a given machine
     if a.check:
-        print(json.dumps(check_world_vae(a.check))); return 0
-    if not a.world: p.error("give --world (the only recipe this command trains) or --check DIR")
+        print(json.dumps(check_world_vae(a.check)))
+        return 0
+    if not a.world:
+        p.error("give --world (the only recipe this command trains) or --check DIR")
     train_world_vae(a.output, a.scale, seed=a.seed, progress=not a.quiet)
-    print(json.dumps(dict(out=str(a.output), sha256=file_sha256(Path(a.output) / "model.safetensors"))))
+    print(
+        json.dumps(
+            dict(out=str(a.output), sha256=file_sha256(Path(a.output) / "model.safetensors"))
+        )
+    )
     return 0

@@ -24,92 +24,199 @@ __all__ = ['V1_0_PRESETS', 'V1_0_SAMPLING', 'OFFICIAL_V1_0', 'V1_1_DEFAULTS', 'V
 
 # %% ../nbs/07c_versions.ipynb #7e14ce0a
 class IDDPMSampler:
-    """Open-Sora 1.0/1.1's IDDPM behind `RFlow.sample`'s interface (what chapter 12's pipeline calls): `num_sampling_steps`
-    respaced steps of `diffusion_steps`, guidance `cfg_scale` on the first `cfg_channel` output channels (None: the eps
+    """Open-Sora 1.0/1.1's IDDPM behind `RFlow.sample`'s interface (what chapter 12's pipeline
+    calls): `num_sampling_steps`
+    respaced steps of `diffusion_steps`, guidance `cfg_scale` on the first `cfg_channel` output
+    channels (None: the eps
     half), and with `frame_conditioning` (v1.1) a frame mask that keeps reference frames clean."""
+
     num_timesteps = 1000  # the scale of the timesteps the model sees (as RFlow's)
 
-    def __init__(self, num_sampling_steps: int = 100, cfg_scale: float = 7.0, cfg_channel: int | None = 3,
-                 frame_conditioning: bool = False, diffusion_steps: int = 1000, float32_schedule: bool = False):
-        self.num_sampling_steps, self.cfg_scale, self.cfg_channel = num_sampling_steps, cfg_scale, cfg_channel
+    def __init__(
+        self,
+        num_sampling_steps: int = 100,
+        cfg_scale: float = 7.0,
+        cfg_channel: int | None = 3,
+        frame_conditioning: bool = False,
+        diffusion_steps: int = 1000,
+        float32_schedule: bool = False,
+    ):
+        self.num_sampling_steps, self.cfg_scale, self.cfg_channel = (
+            num_sampling_steps,
+            cfg_scale,
+            cfg_channel,
+        )
         self.frame_conditioning, self.diffusion_steps = frame_conditioning, diffusion_steps
         self.float32_schedule = float32_schedule
         self.num_timesteps = diffusion_steps
         self._schedules = {}
 
     def schedule(self, channels: int) -> IDDPM:
-        "The respaced IDDPM for the current `num_sampling_steps` and a latent of `channels` channels (built once each)."
+        """The respaced IDDPM for the current `num_sampling_steps` and a latent of `channels`
+        channels (built once each)."""
         g = self.cfg_channel if self.cfg_channel is not None else channels
         key = (int(self.num_sampling_steps), self.diffusion_steps, g)
         if key not in self._schedules:
-            sched = IDDPM(num_sampling_steps=key[0], diffusion_steps=self.diffusion_steps, cfg_scale=self.cfg_scale,
-                          guidance_channels=g)
+            sched = IDDPM(
+                num_sampling_steps=key[0],
+                diffusion_steps=self.diffusion_steps,
+                cfg_scale=self.cfg_scale,
+                guidance_channels=g,
+            )
             self._schedules[key] = float32_tables(sched) if self.float32_schedule else sched
         return self._schedules[key]
 
     def __repr__(self):
-        return (f"IDDPMSampler(steps={self.num_sampling_steps} of {self.diffusion_steps}, cfg={self.cfg_scale}, "
-                f"cfg_channel={self.cfg_channel}, frame_conditioning={self.frame_conditioning}"
-                f"{', float32 schedule' if self.float32_schedule else ''})")
+        return (
+            f"IDDPMSampler(steps={self.num_sampling_steps} of {self.diffusion_steps}, "
+            f"cfg={self.cfg_scale}, "
+            f"cfg_channel={self.cfg_channel}, frame_conditioning={self.frame_conditioning}"
+            f"{', float32 schedule' if self.float32_schedule else ''})"
+        )
 
 
 def float32_tables(sched: IDDPM) -> IDDPM:
-    """Open-Sora 1.1's respaced schedule: its `SpacedDiffusion` stores the respaced betas as `torch.FloatTensor` and
-    computes every table from them in float32 (1.0 kept numpy float64). The same tables here, so 1.1 samples as 1.1."""
+    """Open-Sora 1.1's respaced schedule: its `SpacedDiffusion` stores the respaced betas as
+    `torch.FloatTensor` and
+    computes every table from them in float32 (1.0 kept numpy float64). The same tables here, so 1.1
+    samples as 1.1."""
     b = sched.betas.float()
     abar = torch.cumprod(1.0 - b, 0)
     prev = torch.cat([torch.tensor([1.0]), abar[:-1]])
     post = b * (1.0 - prev) / (1.0 - abar)
-    tables = dict(betas=b, alphas_cumprod=abar, alphas_cumprod_prev=prev, sqrt_alphas_cumprod=abar.sqrt(),
-                  sqrt_one_minus_alphas_cumprod=(1.0 - abar).sqrt(), sqrt_recip_alphas_cumprod=(1.0 / abar).sqrt(),
-                  sqrt_recipm1_alphas_cumprod=(1.0 / abar - 1).sqrt(), posterior_variance=post,
-                  posterior_log_variance_clipped=torch.log(torch.cat([post[1:2], post[1:]])) if len(b) > 1 else torch.log(b),
-                  posterior_mean_coef1=b * prev.sqrt() / (1.0 - abar), posterior_mean_coef2=(1.0 - prev) * (1.0 - b).sqrt() / (1.0 - abar),
-                  log_betas=torch.log(b))
-    for k, v in tables.items(): setattr(sched, k, v.double())  # float32 values, read back as float32 by every step
+    tables = dict(
+        betas=b,
+        alphas_cumprod=abar,
+        alphas_cumprod_prev=prev,
+        sqrt_alphas_cumprod=abar.sqrt(),
+        sqrt_one_minus_alphas_cumprod=(1.0 - abar).sqrt(),
+        sqrt_recip_alphas_cumprod=(1.0 / abar).sqrt(),
+        sqrt_recipm1_alphas_cumprod=(1.0 / abar - 1).sqrt(),
+        posterior_variance=post,
+        posterior_log_variance_clipped=torch.log(torch.cat([post[1:2], post[1:]]))
+        if len(b) > 1
+        else torch.log(b),
+        posterior_mean_coef1=b * prev.sqrt() / (1.0 - abar),
+        posterior_mean_coef2=(1.0 - prev) * (1.0 - b).sqrt() / (1.0 - abar),
+        log_betas=torch.log(b),
+    )
+    for k, v in tables.items():
+        setattr(sched, k, v.double())  # float32 values, read back as float32 by every step
     return sched
 
 # %% ../nbs/07c_versions.ipynb #ca2d83bd
 def _guided(out, n: int, g: int, s: float):
-    "[cond; uncond] model output -> n rows: uncond + s (cond - uncond) on the first g channels, the cond rows' rest."
+    """[cond; uncond] model output -> n rows: uncond + s (cond - uncond) on the first g channels,
+    the cond rows' rest."""
     out = out["x"] if isinstance(out, dict) else out
     cond, uncond = out[:, :g].chunk(2)
     return torch.cat([uncond + s * (cond - uncond), out[:n, g:]], 1)
 
 
 @patch
-def sample(self: IDDPMSampler, model, z, prompts=None, text_encoder=None, y=None, y_null=None, model_kwargs=None,
-           mask=None, guidance_scale=None, progress=True, callback=None, generator=None, cache=None, noises=None):
-    """Ancestral IDDPM sampling from `z` [B, C, T, H, W], guided when captions are given; `mask` [B, T] (v1.1 only):
-    frames with mask 0 stay the reference (clean), the others are generated. `noises`: the noise of each step (tests)."""
+def sample(
+    self: IDDPMSampler,
+    model,
+    z,
+    prompts=None,
+    text_encoder=None,
+    y=None,
+    y_null=None,
+    model_kwargs=None,
+    mask=None,
+    guidance_scale=None,
+    progress=True,
+    callback=None,
+    generator=None,
+    cache=None,
+    noises=None,
+):
+    """Ancestral IDDPM sampling from `z` [B, C, T, H, W], guided when captions are given; `mask` [B,
+    T] (v1.1 only):
+    frames with mask 0 stay the reference (clean), the others are generated. `noises`: the noise of
+    each step (tests)."""
     if cache is not None:
-        raise ValueError("attention reuse and the step cache (chapter 11c) are written for rectified flow (v1.2); "
-                         "IDDPM (v1.0/1.1) samples without them")
+        raise ValueError(
+            "attention reuse and the step cache (chapter 11c) are written for rectified flow "
+            "(v1.2); "
+            "IDDPM (v1.0/1.1) samples without them"
+        )
     s = self.cfg_scale if guidance_scale is None else guidance_scale
     sched = self.schedule(z.shape[1])
     if mask is None:
-        return sched.sample(model, z, prompts, text_encoder, y, y_null, model_kwargs, cfg_scale=s, noises=noises,
-                            generator=generator, progress=progress, callback=callback)
+        return sched.sample(
+            model,
+            z,
+            prompts,
+            text_encoder,
+            y,
+            y_null,
+            model_kwargs,
+            cfg_scale=s,
+            noises=noises,
+            generator=generator,
+            progress=progress,
+            callback=callback,
+        )
     if not self.frame_conditioning:
-        raise ValueError("Open-Sora 1.0 cannot condition on reference frames (its model and sampler have no frame mask): "
-                         "use version 1.1 or 1.2 for references and mask strategies")
-    return self.sample_masked(sched, model, z, mask, prompts, text_encoder, y, y_null, model_kwargs, s, progress,
-                              callback, generator, noises)
+        raise ValueError(
+            "Open-Sora 1.0 cannot condition on reference frames (its model and sampler have no "
+            "frame mask): "
+            "use version 1.1 or 1.2 for references and mask strategies"
+        )
+    return self.sample_masked(
+        sched,
+        model,
+        z,
+        mask,
+        prompts,
+        text_encoder,
+        y,
+        y_null,
+        model_kwargs,
+        s,
+        progress,
+        callback,
+        generator,
+        noises,
+    )
 
 # %% ../nbs/07c_versions.ipynb #b7d99345
 @patch
-def sample_masked(self: IDDPMSampler, sched: IDDPM, model, z, mask, prompts=None, text_encoder=None, y=None, y_null=None,
-                  model_kwargs=None, s=None, progress=True, callback=None, generator=None, noises=None):
-    """IDDPM sampling with Open-Sora 1.1's frame mask (see above). Each step draws two noises, as the reference: the one
-    that re-noises frames whose turn it is, then the step's; `noises[k]` gives both of step k (tests)."""
+def sample_masked(
+    self: IDDPMSampler,
+    sched: IDDPM,
+    model,
+    z,
+    mask,
+    prompts=None,
+    text_encoder=None,
+    y=None,
+    y_null=None,
+    model_kwargs=None,
+    s=None,
+    progress=True,
+    callback=None,
+    generator=None,
+    noises=None,
+):
+    """IDDPM sampling with Open-Sora 1.1's frame mask (see above). Each step draws two noises, as
+    the reference: the one
+    that re-noises frames whose turn it is, then the step's; `noises[k]` gives both of step k
+    (tests)."""
     n, T = z.shape[0], z.shape[2]
-    if mask.shape != (n, T): raise ValueError(f"mask {tuple(mask.shape)} is not [B, T] = {(n, T)}")
+    if mask.shape != (n, T):
+        raise ValueError(f"mask {tuple(mask.shape)} is not [B, T] = {(n, T)}")
     y, y_null, kwargs = text_conditioning(n, prompts, text_encoder, y, y_null, model_kwargs)
     mask_t = (mask * sched.num_timesteps).to(torch.int)
     frames = lambda b: b[:, None, :, None, None]
     x = z
-    draw = lambda k, j, like: noises[k][j][:n].to(like) if noises is not None else noise_like(like, generator)
-    for k, i in enumerate(tqdm(range(sched.num_timesteps - 1, -1, -1), desc="iddpm", disable=not progress)):
+    draw = lambda k, j, like: (
+        noises[k][j][:n].to(like) if noises is not None else noise_like(like, generator)
+    )
+    for k, i in enumerate(
+        tqdm(range(sched.num_timesteps - 1, -1, -1), desc="iddpm", disable=not progress)
+    ):
         t = torch.full((n,), i, dtype=torch.long, device=z.device)
         ts = sched.timestep_map.to(z.device)[t].float()
         x0 = x.clone()
@@ -119,31 +226,72 @@ def sample_masked(self: IDDPMSampler, sched: IDDPM, model, z, mask, prompts=None
             out = model(x, ts, **kw)
             out = out["x"] if isinstance(out, dict) else out
         else:
-            out = _guided(model(torch.cat([x, x]), torch.cat([ts, ts]), y=torch.cat([y, y_null]), **guidance_batch(kw, n)),
-                          n, sched.guidance_channels, s)
+            out = _guided(
+                model(
+                    torch.cat([x, x]),
+                    torch.cat([ts, ts]),
+                    y=torch.cat([y, y_null]),
+                    **guidance_batch(kw, n),
+                ),
+                n,
+                sched.guidance_channels,
+                s,
+            )
         o = sched.p_mean_variance(out, x, t, clip_denoised=False)
-        x = o["mean"] + (0.0 if i == 0 else 1.0) * torch.exp(0.5 * o["log_variance"]) * draw(k, 1, x)
+        x = o["mean"] + (0.0 if i == 0 else 1.0) * torch.exp(0.5 * o["log_variance"]) * draw(
+            k, 1, x
+        )
         x = torch.where(frames(mask_t < i), x0, x)
-        if callback is not None: callback(i, ts, x)
+        if callback is not None:
+            callback(i, ts, x)
     return x
 
 # %% ../nbs/07c_versions.ipynb #936c8cd2
-#: Open-Sora 1.0's inference presets (configs/opensora/inference/16x256x256.py and 16x512x512.py at tag v1.0.0).
+#: Open-Sora 1.0's inference presets (configs/opensora/inference/16x256x256.py and 16x512x512.py at
+#: tag v1.0.0).
 V1_0_PRESETS = {
-    "16x256x256": dict(num_frames=16, image_size=(256, 256), fps=8, space_scale=0.5, time_scale=1.0, vae_micro_batch_size=None),
-    "16x512x512": dict(num_frames=16, image_size=(512, 512), fps=8, space_scale=1.0, time_scale=1.0, vae_micro_batch_size=128),
+    "16x256x256": dict(
+        num_frames=16,
+        image_size=(256, 256),
+        fps=8,
+        space_scale=0.5,
+        time_scale=1.0,
+        vae_micro_batch_size=None,
+    ),
+    "16x512x512": dict(
+        num_frames=16,
+        image_size=(512, 512),
+        fps=8,
+        space_scale=1.0,
+        time_scale=1.0,
+        vae_micro_batch_size=128,
+    ),
 }
 #: What both presets share: the sampler, the caption length, the precision, the batch and the seed.
-V1_0_SAMPLING = dict(num_sampling_steps=100, cfg_scale=7.0, cfg_channel=3, model_max_length=MAX_LEN_V1_0, dtype="fp16",
-                     batch_size=2, seed=42)
+V1_0_SAMPLING = dict(
+    num_sampling_steps=100,
+    cfg_scale=7.0,
+    cfg_channel=3,
+    model_max_length=MAX_LEN_V1_0,
+    dtype="fp16",
+    batch_size=2,
+    seed=42,
+)
 #: The official v1.0 checkpoints: hub repository and file of each (download one and pass its path).
-OFFICIAL_V1_0 = dict(repo="hpcai-tech/Open-Sora", files={"16x256x256": "OpenSora-v1-HQ-16x256x256.pth",
-                                                         "16x512x512": "OpenSora-v1-HQ-16x512x512.pth"},
-                     vae=SD_VAE_PATH, text_encoder=T5_HUB_ID)
+OFFICIAL_V1_0 = dict(
+    repo="hpcai-tech/Open-Sora",
+    files={
+        "16x256x256": "OpenSora-v1-HQ-16x256x256.pth",
+        "16x512x512": "OpenSora-v1-HQ-16x512x512.pth",
+    },
+    vae=SD_VAE_PATH,
+    text_encoder=T5_HUB_ID,
+)
 
 # %% ../nbs/07c_versions.ipynb #87ddfa4d
 def _load_part(what, load, version: str, name: str, how: str):
-    "`what` as it is when it is already loaded (a module or an encoder object), else `load(what)` with one clear error."
+    """`what` as it is when it is already loaded (a module or an encoder object), else `load(what)`
+    with one clear error."""
     if what is None:
         raise FileNotFoundError(f"Open-Sora {version} {name}: none given. {how}")
     if not isinstance(what, (str, Path)):
@@ -154,84 +302,199 @@ def _load_part(what, load, version: str, name: str, how: str):
     try:
         return load(s)
     except OSError as e:  # not in the hub cache and no network
-        raise FileNotFoundError(f"Open-Sora {version} {name} {s!r} could not be loaded: {e}. {how}") from e
+        raise FileNotFoundError(
+            f"Open-Sora {version} {name} {s!r} could not be loaded: {e}. {how}"
+        ) from e
 
 
 def _check_preset(preset, presets: dict, version: str):
     if preset not in presets:
-        raise ValueError(f"Open-Sora {version} has no preset {preset!r}; its presets are {', '.join(presets)}")
+        raise ValueError(
+            f"Open-Sora {version} has no preset {preset!r}; its presets are {', '.join(presets)}"
+        )
     return presets[preset]
 
 
-def v1_0_parts(transformer=None, vae=SD_VAE_PATH, text_encoder=T5_HUB_ID, preset: str = "16x512x512", **model_overrides) -> dict:
-    """Open-Sora 1.0's parts for `preset` (`V1_0_PRESETS`): STDiT-XL/2 from `transformer` (an official `.pth`, or a model),
-    the SD VAE, T5 (each a path, hub id or a loaded object) and `IDDPMSampler`. `model_overrides` change STDiT's
-    constructor arguments (tiny test models). Returns dict(model, vae, text_encoder, scheduler, defaults, dtype)."""
+def v1_0_parts(
+    transformer=None,
+    vae=SD_VAE_PATH,
+    text_encoder=T5_HUB_ID,
+    preset: str = "16x512x512",
+    **model_overrides,
+) -> dict:
+    """Open-Sora 1.0's parts for `preset` (`V1_0_PRESETS`): STDiT-XL/2 from `transformer` (an
+    official `.pth`, or a model),
+    the SD VAE, T5 (each a path, hub id or a loaded object) and `IDDPMSampler`. `model_overrides`
+    change STDiT's
+    constructor arguments (tiny test models). Returns dict(model, vae, text_encoder, scheduler,
+    defaults, dtype)."""
     p, s = _check_preset(preset, V1_0_PRESETS, "1.0"), V1_0_SAMPLING
     file = OFFICIAL_V1_0["files"].get(preset, "OpenSora-v1-HQ-16x512x512.pth")
-    how_model = (f"Download its checkpoint (`huggingface-cli download {OFFICIAL_V1_0['repo']} {file} --local-dir DIR`) "
-                 f"and pass DIR/{file}")
-    if transformer is None: raise FileNotFoundError(f"Open-Sora 1.0 transformer: none given. {how_model}")  # before any loading
-    vae = _load_part(vae, lambda v: VideoAutoencoderKL.from_pretrained(v, micro_batch_size=p["vae_micro_batch_size"]), "1.0", "vae",
-                     f"Download it (`huggingface-cli download {SD_VAE_PATH} --local-dir DIR`) and pass DIR")
-    te = _load_part(text_encoder, lambda t: T5Encoder.from_pretrained(t, model_max_length=s["model_max_length"]), "1.0",
-                    "text_encoder", f"Download it (`huggingface-cli download {T5_HUB_ID} --local-dir DIR`) and pass DIR")
+    how_model = (
+        f"Download its checkpoint (`huggingface-cli download {OFFICIAL_V1_0['repo']} {file} "
+        f"--local-dir DIR`) "
+        f"and pass DIR/{file}"
+    )
+    if transformer is None:
+        raise FileNotFoundError(
+            f"Open-Sora 1.0 transformer: none given. {how_model}"
+        )  # before any loading
+    vae = _load_part(
+        vae,
+        lambda v: VideoAutoencoderKL.from_pretrained(v, micro_batch_size=p["vae_micro_batch_size"]),
+        "1.0",
+        "vae",
+        f"Download it (`huggingface-cli download {SD_VAE_PATH} --local-dir DIR`) and pass DIR",
+    )
+    te = _load_part(
+        text_encoder,
+        lambda t: T5Encoder.from_pretrained(t, model_max_length=s["model_max_length"]),
+        "1.0",
+        "text_encoder",
+        f"Download it (`huggingface-cli download {T5_HUB_ID} --local-dir DIR`) and pass DIR",
+    )
     T, (H, W) = p["num_frames"], p["image_size"]
-    config = dict(STDIT_XL_2, input_size=tuple(vae.get_latent_size((T, H, W))), in_channels=vae.out_channels,
-                  caption_channels=te.output_dim, model_max_length=te.model_max_length, space_scale=p["space_scale"],
-                  time_scale=p["time_scale"])
+    config = dict(
+        STDIT_XL_2,
+        input_size=tuple(vae.get_latent_size((T, H, W))),
+        in_channels=vae.out_channels,
+        caption_channels=te.output_dim,
+        model_max_length=te.model_max_length,
+        space_scale=p["space_scale"],
+        time_scale=p["time_scale"],
+    )
     config.update(model_overrides)
-    model = _load_part(transformer, lambda f: STDiT.from_pretrained(f, **config), "1.0", "transformer", how_model)
+    model = _load_part(
+        transformer, lambda f: STDiT.from_pretrained(f, **config), "1.0", "transformer", how_model
+    )
     if isinstance(model, STDiT) and model.input_size != tuple(config["input_size"]):
-        raise ValueError(f"Open-Sora 1.0 preset {preset}: the model's input_size {list(model.input_size)} is not the preset's "
-                         f"latent size {list(config['input_size'])}")
-    scheduler = IDDPMSampler(s["num_sampling_steps"], s["cfg_scale"], s["cfg_channel"], frame_conditioning=False)
+        raise ValueError(
+            f"Open-Sora 1.0 preset {preset}: the model's input_size {list(model.input_size)} is "
+            f"not the preset's "
+            f"latent size {list(config['input_size'])}"
+        )
+    scheduler = IDDPMSampler(
+        s["num_sampling_steps"], s["cfg_scale"], s["cfg_channel"], frame_conditioning=False
+    )
     defaults = dict(image_size=[H, W], num_frames=T, fps=p["fps"], preset=preset)
-    return dict(model=model, vae=vae, text_encoder=te, scheduler=scheduler, defaults=defaults, dtype=s["dtype"], version="1.0")
+    return dict(
+        model=model,
+        vae=vae,
+        text_encoder=te,
+        scheduler=scheduler,
+        defaults=defaults,
+        dtype=s["dtype"],
+        version="1.0",
+    )
 
 # %% ../nbs/07c_versions.ipynb #9c628894
 def v1_0_preset_for(image_size=None) -> str:
-    "The v1.0 preset of a requested `image_size` (H, W); none asked: 16x512x512, the published model's size."
-    if image_size is None: return "16x512x512"
+    """The v1.0 preset of a requested `image_size` (H, W); none asked: 16x512x512, the published
+    model's size."""
+    if image_size is None:
+        return "16x512x512"
     for name, p in V1_0_PRESETS.items():
-        if tuple(int(v) for v in image_size) == tuple(p["image_size"]): return name
-    raise ValueError(f"Open-Sora 1.0 generates {' or '.join('x'.join(map(str, p['image_size'])) for p in V1_0_PRESETS.values())} "
-                     f"(its presets {', '.join(V1_0_PRESETS)}), not {'x'.join(map(str, image_size))}")
+        if tuple(int(v) for v in image_size) == tuple(p["image_size"]):
+            return name
+    raise ValueError(
+        f"Open-Sora 1.0 generates "
+        f"{' or '.join('x'.join(map(str, p['image_size'])) for p in V1_0_PRESETS.values())} "
+        f"(its presets {', '.join(V1_0_PRESETS)}), not {'x'.join(map(str, image_size))}"
+    )
 
 # %% ../nbs/07c_versions.ipynb #b4f213f4
 #: Open-Sora 1.1's inference defaults (configs/opensora-v1-1/inference/sample.py at tag v1.1.0).
-V1_1_DEFAULTS = dict(image_size=[240, 426], num_frames=16, fps=24, frame_interval=3, num_sampling_steps=100, cfg_scale=7.0,
-                     cfg_channel=3, model_max_length=200, dtype="bf16", vae_micro_batch_size=4, batch_size=1, seed=42)
+V1_1_DEFAULTS = dict(
+    image_size=[240, 426],
+    num_frames=16,
+    fps=24,
+    frame_interval=3,
+    num_sampling_steps=100,
+    cfg_scale=7.0,
+    cfg_channel=3,
+    model_max_length=200,
+    dtype="bf16",
+    vae_micro_batch_size=4,
+    batch_size=1,
+    seed=42,
+)
 
 
-def v1_1_parts(transformer=OFFICIAL_V1_1["stage3"], vae=SD_VAE_PATH, text_encoder=T5_HUB_ID, **model_overrides) -> dict:
-    """Open-Sora 1.1's parts: STDiT2 from `transformer` (a folder or hub id in the official layout, a state-dict file with
-    STDiT2-XL/2's sizes, or a model), the SD VAE, T5 padded to the model's caption length, and `IDDPMSampler` with frame
+def v1_1_parts(
+    transformer=OFFICIAL_V1_1["stage3"], vae=SD_VAE_PATH, text_encoder=T5_HUB_ID, **model_overrides
+) -> dict:
+    """Open-Sora 1.1's parts: STDiT2 from `transformer` (a folder or hub id in the official layout,
+    a state-dict file with
+    STDiT2-XL/2's sizes, or a model), the SD VAE, T5 padded to the model's caption length, and
+    `IDDPMSampler` with frame
     conditioning. Returns dict(model, vae, text_encoder, scheduler, defaults, dtype)."""
     d = V1_1_DEFAULTS
     how = lambda rid: f"Download it (`huggingface-cli download {rid} --local-dir DIR`) and pass DIR"
-    model = _load_part(transformer, lambda f: STDiT2.from_pretrained(f, **model_overrides), "1.1", "transformer",
-                       how(OFFICIAL_V1_1["stage3"]))
-    vae = _load_part(vae, lambda v: VideoAutoencoderKL.from_pretrained(v, micro_batch_size=d["vae_micro_batch_size"]), "1.1",
-                     "vae", how(SD_VAE_PATH))
+    model = _load_part(
+        transformer,
+        lambda f: STDiT2.from_pretrained(f, **model_overrides),
+        "1.1",
+        "transformer",
+        how(OFFICIAL_V1_1["stage3"]),
+    )
+    vae = _load_part(
+        vae,
+        lambda v: VideoAutoencoderKL.from_pretrained(v, micro_batch_size=d["vae_micro_batch_size"]),
+        "1.1",
+        "vae",
+        how(SD_VAE_PATH),
+    )
     L = model.config.model_max_length if isinstance(model, STDiT2) else d["model_max_length"]
-    te = _load_part(text_encoder, lambda t: T5Encoder.from_pretrained(t, model_max_length=L), "1.1", "text_encoder", how(T5_HUB_ID))
-    scheduler = IDDPMSampler(d["num_sampling_steps"], d["cfg_scale"], d["cfg_channel"], frame_conditioning=True, float32_schedule=True)
+    te = _load_part(
+        text_encoder,
+        lambda t: T5Encoder.from_pretrained(t, model_max_length=L),
+        "1.1",
+        "text_encoder",
+        how(T5_HUB_ID),
+    )
+    scheduler = IDDPMSampler(
+        d["num_sampling_steps"],
+        d["cfg_scale"],
+        d["cfg_channel"],
+        frame_conditioning=True,
+        float32_schedule=True,
+    )
     defaults = dict(image_size=list(d["image_size"]), num_frames=d["num_frames"], fps=d["fps"])
-    return dict(model=model, vae=vae, text_encoder=te, scheduler=scheduler, defaults=defaults, dtype=d["dtype"], version="1.1")
+    return dict(
+        model=model,
+        vae=vae,
+        text_encoder=te,
+        scheduler=scheduler,
+        defaults=defaults,
+        dtype=d["dtype"],
+        version="1.1",
+    )
 
 # %% ../nbs/07c_versions.ipynb #9c0ca101
 #: The versions `version_parts` builds (1.2 is chapter 12's `OpenSoraPipeline.from_official`).
 VERSION_PARTS = {"1.0": v1_0_parts, "1.1": v1_1_parts}
 
 
-def version_parts(version, transformer=None, vae=None, text_encoder=None, preset=None, **model_overrides) -> dict:
-    "The parts of Open-Sora `version` ('1.0' or '1.1'); parts left None are the version's official ones (`preset`: v1.0's)."
+def version_parts(
+    version, transformer=None, vae=None, text_encoder=None, preset=None, **model_overrides
+) -> dict:
+    """The parts of Open-Sora `version` ('1.0' or '1.1'); parts left None are the version's official
+    ones (`preset`: v1.0's)."""
     version = str(version)
     if version not in VERSION_PARTS:
-        raise ValueError(f"version_parts: no version {version!r}; it builds {', '.join(VERSION_PARTS)} "
-                         "(1.2 is OpenSoraPipeline.from_official)")
+        raise ValueError(
+            f"version_parts: no version {version!r}; it builds {', '.join(VERSION_PARTS)} "
+            "(1.2 is OpenSoraPipeline.from_official)"
+        )
     if preset is not None and version != "1.0":
-        raise ValueError(f"preset {preset!r}: only Open-Sora 1.0 has presets; {version} takes any size")
-    kw = {k: v for k, v in dict(transformer=transformer, vae=vae, text_encoder=text_encoder, preset=preset).items() if v is not None}
+        raise ValueError(
+            f"preset {preset!r}: only Open-Sora 1.0 has presets; {version} takes any size"
+        )
+    kw = {
+        k: v
+        for k, v in dict(
+            transformer=transformer, vae=vae, text_encoder=text_encoder, preset=preset
+        ).items()
+        if v is not None
+    }
     return VERSION_PARTS[version](**kw, **model_overrides)
