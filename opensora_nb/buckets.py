@@ -503,7 +503,10 @@ class Bucket:
         return self.num_bucket
 
     def __repr__(self):
-        return f"Bucket({len(self.hw_criteria)} resolutions, {sum(map(len, self.bucket_id.values()))} lengths, {self.num_bucket} buckets)"
+        return (
+            f"Bucket({len(self.hw_criteria)} resolutions, "
+            f"{sum(map(len, self.bucket_id.values()))} lengths, {self.num_bucket} buckets)"
+        )
 
     def get_bucket_id(
         self, T: int, H: int, W: int, frame_interval: int = 1, seed: int = None, trace: list = None
@@ -783,9 +786,8 @@ def explain_bucket(
             elif T > 1 and T <= shortest * frame_interval:
                 out["reason"] = (
                     f"too short: the shortest length bucket of the candidate resolutions is "
-                    f"{shortest} frames, "
-                    f"so a clip needs more than {shortest} x interval {frame_interval} = {shortest * frame_interval} "
-                    f"frames; it has {T}"
+                    f"{shortest} frames, so a clip needs more than {shortest} x interval "
+                    f"{frame_interval} = {shortest * frame_interval} frames; it has {T}"
                 )
             else:
                 out["reason"] = (

@@ -129,7 +129,10 @@ class IDDPM:
             setattr(self, k, torch.from_numpy(np.asarray(v, dtype=np.float64)))
 
     def __repr__(self):
-        return f"IDDPM(steps={self.num_timesteps} of {self.diffusion_steps}, learn_sigma={self.learn_sigma}, cfg={self.cfg_scale})"
+        return (
+            f"IDDPM(steps={self.num_timesteps} of {self.diffusion_steps}, "
+            f"learn_sigma={self.learn_sigma}, cfg={self.cfg_scale})"
+        )
 
 # %% ../nbs/07b_iddpm.ipynb #f6c059e4
 @patch

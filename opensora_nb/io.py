@@ -590,7 +590,10 @@ def video_html(video, fps=8, width=None, loop=True, autoplay=True):
         ]
         if on
     )
-    return f'<video {style} controls {flags}><source src="data:video/mp4;base64,{b64}" type="video/mp4"></video>'
+    return (
+        f"<video {style} controls {flags}>"
+        f'<source src="data:video/mp4;base64,{b64}" type="video/mp4"></video>'
+    )
 
 
 def _gif_frames(video, width, max_frames):
@@ -657,7 +660,10 @@ class GifVideo:
     def _repr_mimebundle_(self, include=None, exclude=None):
         return {
             "image/gif": base64.b64encode(self.data).decode(),
-            "text/plain": f"<animated GIF{': ' + self.label if self.label else ''}, {len(self.data) / 1024:.0f} KB>",
+            "text/plain": (
+                f"<animated GIF{': ' + self.label if self.label else ''}, "
+                f"{len(self.data) / 1024:.0f} KB>"
+            ),
         }
 
     def save(self, path):

@@ -234,9 +234,8 @@ def _resolve(tup, where, T, T_ref, align, strict):
     if strict and length < tup.length:
         raise ValueError(
             f"{where}: length {tup.length} runs past the end (video has {T} latent frames from "
-            f"target "
-            f"start {tgt_start}: {T - tgt_start} left; reference has {T_ref - ref_start} left from {ref_start}); "
-            "shorten it or pass strict=False to clip like the reference"
+            f"target start {tgt_start}: {T - tgt_start} left; reference has {T_ref - ref_start} "
+            f"left from {ref_start}); shorten it or pass strict=False to clip like the reference"
         )
     return ref_start, tgt_start, length
 
@@ -432,7 +431,10 @@ def append_generated(
     refs, strategies = [list(r) if r else [] for r in refs], list(mask_strategies)
     for b in range(len(refs)):
         refs[b].append(new[b])
-        tup = f"{loop_i},{len(refs[b]) - 1},-{condition_frame_length},0,{condition_frame_length},{condition_frame_edit}"
+        tup = (
+            f"{loop_i},{len(refs[b]) - 1},-{condition_frame_length},0,"
+            f"{condition_frame_length},{condition_frame_edit}"
+        )
         strategies[b] = tup if not strategies[b] else f"{strategies[b]};{tup}"
     return refs, strategies
 
@@ -534,7 +536,8 @@ def mask_strategy_widget(mask_strategy="0;0,1,0,-1,1", num_frames=15, ref_length
         message.value = (
             ""
             if box.error is None
-            else f"<b style='color:#b00'>cannot draw this input</b> &mdash; {html.escape(box.error)}"
+            else "<b style='color:#b00'>cannot draw this input</b> &mdash; "
+            f"{html.escape(box.error)}"
         )
         if (
             drawn and getattr(get_ipython(), "kernel", None) is not None

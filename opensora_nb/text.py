@@ -121,7 +121,10 @@ class TextEncoder:
         return self
 
     def __repr__(self):
-        return f"{type(self).__name__}({self.name}, output_dim={self.output_dim}, model_max_length={self.model_max_length})"
+        return (
+            f"{type(self).__name__}({self.name}, output_dim={self.output_dim}, "
+            f"model_max_length={self.model_max_length})"
+        )
 
 # %% ../nbs/04_text.ipynb #0c72fa9e
 import html
@@ -167,7 +170,8 @@ _CLEAN_AFTER_HTML = [
     ],
     # every kind of dash -> "-"
     (
-        r"[\u002D\u058A\u05BE\u1400\u1806\u2010-\u2015\u2E17\u2E1A\u2E3A\u2E3B\u2E40\u301C\u3030\u30A0\uFE31\uFE32\uFE58\uFE63\uFF0D]+",
+        r"[\u002D\u058A\u05BE\u1400\u1806\u2010-\u2015\u2E17\u2E1A\u2E3A\u2E3B\u2E40"
+        r"\u301C\u3030\u30A0\uFE31\uFE32\uFE58\uFE63\uFF0D]+",
         "-",
     ),
     (r"[`´«»“”¨]", '"'),
@@ -287,8 +291,8 @@ class T5Encoder(TextEncoder):
         path = path or os.environ.get("OPENSORA_T5_PATH") or T5_HUB_ID
         how = (
             f"Download it once where a network is available (`huggingface-cli download {T5_HUB_ID} "
-            f"--local-dir DIR`, "
-            "~19 GB), then pass `T5Encoder.from_pretrained(DIR)` or set OPENSORA_T5_PATH=DIR; for CPU demos use "
+            "--local-dir DIR`, ~19 GB), then pass `T5Encoder.from_pretrained(DIR)` or set "
+            "OPENSORA_T5_PATH=DIR; for CPU demos use "
             "`build_tiny_t5(DIR)` or `MiniLMEncoder.from_pretrained()`"
         )
         tok, model = _load_tokenizer_and_model(
@@ -514,9 +518,10 @@ class CachedTextEncoder(TextEncoder):
             )
             raise UncachedPromptError(
                 f"{len(missing)} prompt(s) not in the text feature cache {self.path}, e.g. "
-                f"{missing[0]!r}; it holds "
-                f"{len(self.prompts)} prompt(s) ({held}), looked up as the pipeline sends them (score suffixes such as ' aesthetic score: 6.5.' "
-                "included, cleaned by `text_preprocessing` unless turned off): re-run cache_text_features with them"
+                f"{missing[0]!r}; it holds {len(self.prompts)} prompt(s) ({held}), looked up as "
+                "the pipeline sends them (score suffixes such as ' aesthetic score: 6.5.' "
+                "included, cleaned by `text_preprocessing` unless turned off): re-run "
+                "cache_text_features with them"
             )
         idx = torch.tensor([self.index[p] for p in prompts])
         y, mask = self._y[idx], self._mask[idx]

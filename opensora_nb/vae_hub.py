@@ -178,11 +178,12 @@ def vae_2d_config(v2: dict, folder=None, config_2d=None) -> dict:
     src = str(src)
     how = (
         f"Get it with `huggingface-cli download {src} {sub + '/' if sub else ''}config.json "
-        f"--local-dir DIR` "
-        f"(only the config is needed: the weights are in the VAE's model.safetensors) and pass `config_2d=DIR` "
-        f"(or set vae_2d.from_pretrained to DIR in config.json), or pass a local diffusers AutoencoderKL folder"
+        "--local-dir DIR` (only the config is needed: the weights are in the VAE's "
+        "model.safetensors) and pass `config_2d=DIR` (or set vae_2d.from_pretrained to DIR in "
+        "config.json), or pass a local diffusers AutoencoderKL folder"
         if _looks_like_hub_id(src)
-        else "Pass `config_2d=FOLDER` (a diffusers AutoencoderKL folder) or fix vae_2d.from_pretrained in config.json"
+        else "Pass `config_2d=FOLDER` (a diffusers AutoencoderKL folder) or fix "
+        "vae_2d.from_pretrained in config.json"
     )
     p = Path(src).expanduser()
     roots = [p] + ([Path(folder) / p] if folder is not None and not p.is_absolute() else [])
@@ -364,8 +365,8 @@ def load_pipeline(
         why = " ".join(str(e).split())
         raise VAEWeightsError(
             f"{weights} does not fit the pipeline built from {cfg_file} (is vae_2d / vae_temporal "
-            f"the "
-            f"architecture these weights were trained with?): {why[:600]}{' ...' if len(why) > 600 else ''}"
+            "the architecture these weights were trained with?): "
+            f"{why[:600]}{' ...' if len(why) > 600 else ''}"
         ) from None
     return pipe
 
