@@ -176,8 +176,9 @@ def check_request(
         try:
             load_reference(str(p), (H, W))
         except Exception as e:
+            why = str(e).replace(str(p), p.name)  # the upload's name, not the server's temp folder
             raise ValueError(
-                f"upload {p.name} could not be read as an image or video ({e})"
+                f"upload {p.name} could not be read as an image or video ({why})"
             ) from None
         strategy = (r.mask_strategy or "").strip() or default_strategy(
             pipe, r.reference_mode, str(p), T, (H, W)
@@ -305,7 +306,8 @@ def require_gradio():
         return gradio
     except ImportError:
         raise SystemExit(
-            'opensora-nb app: Gradio is not installed; install the `app` extra: pip install -c constraints.txt -e ".[app]"'
+            "opensora-nb app: Gradio is not installed; install the `app` extra: "
+            'pip install -c constraints.txt -e ".[app]"'
         ) from None
 
 
@@ -410,7 +412,8 @@ def build_app(pool, out_dir="outputs/app", max_pixels=None, max_upload_mb=20, ju
                         list(REFERENCE_MODES), value="image-to-video", label="Use it for"
                     )
                     strategy = gr.Textbox(
-                        label="Mask strategy (loop,ref,ref_start,target_start,length,edit; editable)",
+                        label="Mask strategy "
+                        "(loop,ref,ref_start,target_start,length,edit; editable)",
                         elem_id="strategy",
                     )
                     words = gr.Markdown(describe_strategy(""))
@@ -539,7 +542,10 @@ def build_app(pool, out_dir="outputs/app", max_pixels=None, max_upload_mb=20, ju
             p = str(out["video"])
             hist = hist + [(p, f"seed {out['settings']['seed']}: {r.prompt.strip()}")]
             s = out["settings"]
-            msg = f"Done in {out['seconds']:.1f} s: {Path(p).name} (seed {s['seed']}, {s['num_sampling_steps']} steps)."
+            msg = (
+                f"Done in {out['seconds']:.1f} s: {Path(p).name} "
+                f"(seed {s['seed']}, {s['num_sampling_steps']} steps)."
+            )
             return (
                 p,
                 out["judged"] or "",

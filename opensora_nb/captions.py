@@ -16,10 +16,10 @@ CAPTION_PROMPTS = {
     "naive": "Describe the video",
     "three_frames": (
         "A video is given by providing three frames in chronological order. Describe this video "
-        "and its "
-        "style to generate a description. Pay attention to all objects in the video. Do not describe each "
-        "frame individually. Do not reply with words like 'first frame'. The description should be useful "
-        "for AI to re-generate the video. The description should be less than six sentences."
+        "and its style to generate a description. Pay attention to all objects in the video. "
+        "Do not describe each frame individually. Do not reply with words like 'first frame'. "
+        "The description should be useful for AI to re-generate the video. "
+        "The description should be less than six sentences."
     ),
 }
 
@@ -103,7 +103,8 @@ def tiny_vlm(seed=0, arch="llava_next", width=32, image_size=32, patch_size=8):
     words = (
         ["<image>", "USER:", "ASSISTANT:"]
         + "describe this video and its style".split()
-        + "a red green blue circle square moves left right up down on dark background camera".split()
+        + "a red green blue circle square moves left right up down".split()
+        + "on dark background camera".split()
     )
     tok = word_tokenizer(words, bos=False)
     tok.add_special_tokens({"additional_special_tokens": ["<image>"]})

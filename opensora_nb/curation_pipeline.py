@@ -462,7 +462,8 @@ def curate_cli(argv=None):
         dest="output",
         required=True,
         metavar="DIR",
-        help="output folder (meta_XX_<stage>.csv, clips/, shards/, meta_final.csv); --out is the old spelling",
+        help="output folder (meta_XX_<stage>.csv, clips/, shards/, meta_final.csv); "
+        "--out is the old spelling",
     )
     p.add_argument(
         "--stages",
@@ -504,7 +505,8 @@ def curate_cli(argv=None):
     p.add_argument(
         "--tiny-random-models",
         action="store_true",
-        help="random tiny CLIP and LLaVA instead (no download): a smoke test, meaningless scores and captions",
+        help="random tiny CLIP and LLaVA instead (no download): a smoke test, "
+        "meaningless scores and captions",
     )
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--detector", default="adaptive", choices=["adaptive", "content"])
@@ -522,7 +524,10 @@ def curate_cli(argv=None):
     p.add_argument("--shard-size", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=8, help="clips per batch for model stages")
     p.add_argument("--seed", type=int, default=0)
-    p.epilog = f"meta tools: opensora-nb curate {{{','.join(META_TOOLS)}}} FILES --output OUT (see --help of each)"
+    p.epilog = (
+        f"meta tools: opensora-nb curate {{{','.join(META_TOOLS)}}} FILES --output OUT "
+        "(see --help of each)"
+    )
     a = p.parse_args(argv)
     filters = _parse_filters(p, a.filter)
     stages = [s.strip() for s in a.stages.split(",") if s.strip()]

@@ -455,8 +455,7 @@ def _model_problem(model, flag):
 
     how = (
         f"download it once where there is network (`huggingface-cli download {model}`) into the "
-        f"Hugging Face cache "
-        f"this run uses (HF_HOME), or pass {flag} FOLDER"
+        f"Hugging Face cache this run uses (HF_HOME), or pass {flag} FOLDER"
     )
     try:
         if isinstance(try_to_load_from_cache(model, "config.json"), str):
@@ -468,7 +467,10 @@ def _model_problem(model, flag):
         )  # online: a wrong id or no network fails here, not hours later
         return None
     except Exception as e:
-        return f"{model} is not in the Hugging Face cache and cannot be fetched ({type(e).__name__}): {how}"
+        return (
+            f"{model} is not in the Hugging Face cache and cannot be fetched "
+            f"({type(e).__name__}): {how}"
+        )
 
 
 def check_models(stages, clip=CLIP_MODEL, vlm=VLM_MODEL, aesthetic_path=None):

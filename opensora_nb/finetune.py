@@ -552,7 +552,8 @@ def finetune(
         print(
             f"finetune ({method}): {tr.step_count} "
             f"steps{f' (resumed at {resumed})' if resumed is not None else ''}, "
-            f"{counts['trainable']:,} of {counts['total']:,} parameters trained ({counts['percent']:.2f}%), "
+            f"{counts['trainable']:,} of {counts['total']:,} parameters trained "
+            f"({counts['percent']:.2f}%), "
             f"{report['seconds_train']:.1f} s, peak RSS +{report['peak_rss_mb']:.0f} MB; {size}"
             + (f" -> {out}" if out else "")
         )
@@ -566,8 +567,9 @@ def finetune_cli(argv=None) -> int:
         prog="opensora-nb finetune",
         description="Fine-tune a pipeline's STDiT3 on your own captioned "
         "videos: a LoRA adapter (peft) or the full weights.",
-        epilog="SOURCE: a meta CSV (path,text columns), a folder of clips with a caption beside each "
-        "(clip.mp4 + clip.txt), or an `opensora-nb curate` output folder (its meta_final.csv).",
+        epilog="SOURCE: a meta CSV (path,text columns), a folder of clips with a caption "
+        "beside each (clip.mp4 + clip.txt), or an `opensora-nb curate` output folder "
+        "(its meta_final.csv).",
     )
     p.add_argument(
         "source", help="meta CSV, folder of clips + .txt captions, or curate output folder"
@@ -575,8 +577,9 @@ def finetune_cli(argv=None) -> int:
     p.add_argument(
         "--base",
         required=True,
-        help="base pipeline folder (model_index.json, transformer/, vae/), e.g. `opensora-nb demo`'s, "
-        "or 'official' for Open-Sora 1.2's checkpoints (OpenSoraPipeline.from_official; hub cache or network)",
+        help="base pipeline folder (model_index.json, transformer/, vae/), e.g. "
+        "`opensora-nb demo`'s, or 'official' for Open-Sora 1.2's checkpoints "
+        "(OpenSoraPipeline.from_official; hub cache or network)",
     )
     p.add_argument("--method", choices=("lora", "full"), default="lora")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank r")

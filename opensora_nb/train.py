@@ -781,7 +781,8 @@ def add_run_flags(p: argparse.ArgumentParser, load: bool = True):
         "--tensorboard",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="write TensorBoard event files to OUTPUT/tensorboard (default on; `tensorboard --logdir OUTPUT`)",
+        help="write TensorBoard event files to OUTPUT/tensorboard "
+        "(default on; `tensorboard --logdir OUTPUT`)",
     )
     p.add_argument(
         "--wandb",
@@ -794,14 +795,15 @@ def add_run_flags(p: argparse.ArgumentParser, load: bool = True):
         "--load",
         metavar="PATH",
         default=None,
-        help="continue from this checkpoint (a step_* folder, or a run folder's last one): weights, EMA, optimizer, "
-        "step count, data order and RNG, as the reference's --load",
+        help="continue from this checkpoint (a step_* folder, or a run folder's last one): "
+        "weights, EMA, optimizer, step count, data order and RNG, as the reference's --load",
     )
     p.add_argument(
         "--start-from-scratch",
         action="store_true",
-        help="with --load: take its weights, EMA and optimizer states but start at step 0 with a fresh data order "
-        "(as the reference's flag: a new stage or data set from a trained model)",
+        help="with --load: take its weights, EMA and optimizer states but start at step 0 "
+        "with a fresh data order (as the reference's flag: a new stage or data set from a "
+        "trained model)",
     )
     return p
 
@@ -922,11 +924,13 @@ def train_cli(argv=None, hooks=None) -> int:
     p = argparse.ArgumentParser(
         prog="opensora-nb train",
         description="Train STDiT3 with rectified flow from a preset or a JSON config.",
-        epilog=f"presets: {', '.join(PRESETS)}. Any config field can be overridden: --lr 3e-4 --model.depth 2; "
+        epilog=f"presets: {', '.join(PRESETS)}. Any config field can be overridden: "
+        "--lr 3e-4 --model.depth 2; "
         "placement and precision too: --device auto|cpu|cuda (checked before any work); --dtype: "
         "compute precision: fp32, bf16 or fp16 (training: autocast over float32 weights; fp16 with "
         "a gradient scaler); --max-steps N caps the training steps; the log: --log-every, "
-        "--eval-every, --video-every N steps (0: off; the tiny world's default: at each checkpoint)",
+        "--eval-every, --video-every N steps (0: off; the tiny world's default: at each "
+        "checkpoint)",
     )
     p.add_argument("config", help="preset name or config .json")
     p.add_argument(
