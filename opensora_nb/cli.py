@@ -127,18 +127,24 @@ def main(argv=None):
 #: job's --help against it)
 FLAG_MEANINGS = {
     "--output": "the folder (or file) the job writes; `-o` for short, `--out` an old spelling",
-    "--device": "where the model runs: auto (CUDA when present), cpu, cuda, cuda:1; checked before any work starts",
-    "--dtype": "the compute precision: fp32, bf16 or fp16. Sampling casts the weights; training keeps float32 weights and "
-    "optimizer states and runs forward and backward under autocast (fp16 with a gradient scaler)",
-    "--max-steps": "optimisation steps of a training job, in total (a resumed run counts the steps it already made)",
+    "--device": "where the model runs: auto (CUDA when present), cpu, cuda, cuda:1; "
+    "checked before any work starts",
+    "--dtype": "the compute precision: fp32, bf16 or fp16. Sampling casts the weights; training "
+    "keeps float32 weights and optimizer states and runs forward and backward under autocast "
+    "(fp16 with a gradient scaler)",
+    "--max-steps": "optimisation steps of a training job, in total "
+    "(a resumed run counts the steps it already made)",
     "--sampling-steps": "rectified-flow sampling steps of generation",
     "--cfg": "classifier-free guidance scale of generation",
     "--seed": "the seed: the same command and seed give the same result on the same machine",
     "--quiet": "no progress bars",
-    "--tensorboard": "training: write TensorBoard event files to OUTPUT/tensorboard (on by default; `--no-tensorboard` turns it off)",
+    "--tensorboard": "training: write TensorBoard event files to OUTPUT/tensorboard "
+    "(on by default; `--no-tensorboard` turns it off)",
     "--wandb": "training: also log to Weights & Biases (needs the wandb package)",
-    "--load": "training: continue from this checkpoint (its step, optimizer, data order and RNG), as the reference's --load",
-    "--start-from-scratch": "training, with --load: that checkpoint's weights, EMA and optimizer, from step 0 with a fresh data order",
+    "--load": "training: continue from this checkpoint (its step, optimizer, data order and RNG), "
+    "as the reference's --load",
+    "--start-from-scratch": "training, with --load: that checkpoint's weights, EMA and optimizer, "
+    "from step 0 with a fresh data order",
 }
 
 # %% ../nbs/16_cli.ipynb #dfcc109c

@@ -610,7 +610,8 @@ def write_results(
             cfg_scale=pipe.scheduler.cfg_scale,
             shift=pipe.scheduler.shift,
         ),
-        autoencoder="the tiny world's learned causal video VAE (chapter 03b: 4x space, 4x time, 4 channels)",
+        autoencoder="the tiny world's learned causal video VAE "
+        "(chapter 03b: 4x space, 4x time, 4 channels)",
         text_encoder="all-MiniLM-L6-v2",
         captions="from the world's description of each shot (stands in for the VLM captioner)",
         judged=rows,
@@ -851,7 +852,8 @@ def readable_report(r, timing=None):
         lines.append(
             f"| {label} ({q['n']}): {' / '.join(names[m] for m in keys)} | "
             f"{' / '.join(f'{q[m]:.2f}' for m in keys)} | "
-            f">= {' / '.join(str(DEMO_TARGETS[m]) for m in keys)} ({'meets' if not miss else 'below: ' + ', '.join(miss)}) |"
+            f">= {' / '.join(str(DEMO_TARGETS[m]) for m in keys)} "
+            f"({'meets' if not miss else 'below: ' + ', '.join(miss)}) |"
         )
     for k in ("heldout_32x32", "heldout_32x48"):
         for sz in ("small", "large"):
@@ -877,7 +879,8 @@ def readable_report(r, timing=None):
         lines.append(
             f"| {name}: frames with one object / the colour / the shape (all three) | "
             f"{m['one_object']:.2f} / "
-            f"{m['color']:.2f} / {m['shape']:.2f} ({m['all']:.2f}) | 1.0 ({'meets' if m['all'] == 1.0 else 'below'}) |"
+            f"{m['color']:.2f} / {m['shape']:.2f} ({m['all']:.2f}) | "
+            f"1.0 ({'meets' if m['all'] == 1.0 else 'below'}) |"
         )
     for k, q in r.get("vae_judged_heldout", {}).items():
         lines.append(
@@ -899,13 +902,16 @@ def readable_report(r, timing=None):
         "",
         f"Curation: {c['raw_videos']} raw videos -> {c['clips_after_scene_cuts']} clips after "
         f"scene cuts -> {c['kept']} kept "
-        f"(dropped per rule: {c['dropped_per_rule']}; the kept clips by ground truth: {c['kept_by_truth']}, "
+        f"(dropped per rule: {c['dropped_per_rule']}; "
+        f"the kept clips by ground truth: {c['kept_by_truth']}, "
         f"{c['kept_spanning_two_shots']} span a missed cut).",
         "",
         "What each stage learned: stage 1 (still images) the shapes, colours and sizes, and where "
         "a caption's words put them; "
-        "stage 2 (9-frame 32x32 clips, with images) motion: direction from the caption's verb and speed from its motion score; "
-        "stage 3 (every bucket) the 32x48 frame and all lengths together, at a lower learning rate.",
+        "stage 2 (9-frame 32x32 clips, with images) motion: direction from the caption's verb "
+        "and speed from its motion score; "
+        "stage 3 (every bucket) the 32x48 frame and all lengths together, "
+        "at a lower learning rate.",
         "",
         f"Autoencoder: {r['autoencoder']}. Captions: {r['captions']}. Text encoder: "
         f"{r['text_encoder']}.",
@@ -929,7 +935,8 @@ def demo_cli(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="opensora-nb demo",
         description="Raw multi-shot videos of the tiny world -> curation -> the "
-        "learned VAE -> STDiT3 in three stages -> rectified-flow sampling in every mode; writes report.json.",
+        "learned VAE -> STDiT3 in three stages -> rectified-flow sampling in every mode; "
+        "writes report.json.",
     )
     p.add_argument("--output", "-o", default="outputs/demo", help="output folder")
     p.add_argument(

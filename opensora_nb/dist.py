@@ -90,8 +90,8 @@ def read_launch_env(sp_size: int = 1, environ=None) -> DistEnv:
     if world % sp_size:
         raise LaunchError(
             f"world size {world} is not divisible by the sequence-parallel size {sp_size}: launch "
-            f"a multiple "
-            f"of {sp_size} processes (torchrun --nproc_per_node) or choose an sp size that divides {world}"
+            f"a multiple of {sp_size} processes (torchrun --nproc_per_node) "
+            f"or choose an sp size that divides {world}"
         )
     if world > 1 and ("MASTER_ADDR" not in e or "MASTER_PORT" not in e):
         raise LaunchError(

@@ -120,7 +120,9 @@ def make_booster(
             max_norm=grad_clip,
             **plugin_kwargs,
         )
-    else:  # fsdp2: PyTorch's fully_shard behind the same Booster (`FSDP2Plugin`, below); fp32 shards, the trainer's autocast
+    else:
+        # fsdp2: PyTorch's fully_shard behind the same Booster (`FSDP2Plugin`, below); fp32 shards,
+        # the trainer's autocast
         p = FSDP2Plugin(**plugin_kwargs)
     return Booster(plugin=p)
 
@@ -168,9 +170,10 @@ def check_resume(path, env: DistEnv | None = None):
     if saved != world_of(env):
         raise LaunchError(
             f"checkpoint {path} was written by {saved['world_size']} processes (dp {saved['dp']} x "
-            f"sp "
-            f"{saved['sp']}); this run has {env.world_size} (dp {env.dp_size} x sp {env.sp_size}): resume with "
-            f"--nproc_per_node {saved['world_size']} --sp {saved['sp']}, or train into a new --output"
+            f"sp {saved['sp']}); this run has {env.world_size} "
+            f"(dp {env.dp_size} x sp {env.sp_size}): resume with "
+            f"--nproc_per_node {saved['world_size']} --sp {saved['sp']}, "
+            f"or train into a new --output"
         )
     return path
 
@@ -655,7 +658,9 @@ def state_bytes(model: nn.Module, optimizer=None) -> dict:
     )
 
 # %% ../nbs/13a_engine.ipynb #ef60a2ec
-_STATE_BYTES = {  # plugin -> precision -> (weights, grads, optimizer): bytes a parameter, and which are split over W ranks
+# plugin -> precision -> (weights, grads, optimizer): bytes a parameter, and which are split over
+# W ranks
+_STATE_BYTES = {
     "ddp": {
         "bf16": ((4, False), (4, False), (8, False)),
         "fp32": ((4, False), (4, False), (8, False)),

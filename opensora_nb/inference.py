@@ -817,9 +817,8 @@ class OpenSoraPipeline:
             else getattr(self.vae, "condition_frames", max(1, lat[0] // 4))
         )
         drop = 0
-        if (
-            loops > 1
-        ):  # checked before any work: a join must drop exactly the frames the next loop re-generates
+        # checked before any work: a join must drop exactly the frames the next loop re-generates
+        if loops > 1:
             if not 0 < cfl < lat[0]:
                 raise ValueError(
                     f"condition_frame_length={cfl} must be between 1 and {lat[0] - 1} (the latent "
@@ -835,8 +834,8 @@ class OpenSoraPipeline:
             raise ValueError(
                 f"generating {min(bs, n)} video(s) of {T} frames at {H}x{W} ({loops} loop(s)) "
                 f"needs about "
-                f"{need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB available: ask for fewer frames, a "
-                f"smaller size or a smaller batch_size"
+                f"{need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB available: "
+                f"ask for fewer frames, a smaller size or a smaller batch_size"
             )
         ref_list = (
             None
@@ -1012,9 +1011,9 @@ class OpenSoraPipeline:
                     enc = self.text_encoder.encode(texts)
                     y = enc["y"].to(dev)
                 model_args.update(mask=enc["mask"].to(dev))
-            if (
-                loop_i > 0
-            ):  # the previous loop's video, decoded, is encoded again: its last `cfl` latent frames start this loop
+            # the previous loop's video, decoded, is encoded again: its last `cfl` latent frames
+            # start this loop
+            if loop_i > 0:
                 with self._working(self.vae):
                     cond = self._encode_generated(video, seeds, loop_i)
                 refs, strategies = _append_latent(refs, strategies, cond, loop_i, cfl, edit)
@@ -1197,7 +1196,8 @@ def sample_parser(prog="opensora-nb sample", description=None) -> argparse.Argum
         choices=("1.0", "1.1", "1.2"),
         default="1.2",
         help="with --official: which Open-Sora (1.0: STDiT + "
-        "IDDPM, --transformer its .pth, 256x256 or 512x512 by --image-size/--resolution; 1.1: STDiT2 + IDDPM; 1.2: STDiT3 + rectified flow; the parts left out are the "
+        "IDDPM, --transformer its .pth, 256x256 or 512x512 by --image-size/--resolution; "
+        "1.1: STDiT2 + IDDPM; 1.2: STDiT3 + rectified flow; the parts left out are the "
         "version's official ones)",
     )
     p.add_argument(
@@ -1226,7 +1226,8 @@ def sample_parser(prog="opensora-nb sample", description=None) -> argparse.Argum
         type=int,
         default=None,
         metavar="PIXELS",
-        help=f"pixels a side of one VAE tile (default {VAE_TILE_SIZE}: 240p-480p frames are tiled; implies --vae-tiling)",
+        help=f"pixels a side of one VAE tile (default {VAE_TILE_SIZE}: 240p-480p frames are tiled; "
+        "implies --vae-tiling)",
     )
     p.add_argument(
         "--text-states",
@@ -1278,15 +1279,15 @@ def sample_parser(prog="opensora-nb sample", description=None) -> argparse.Argum
         "--seed-mode",
         choices=SEED_MODES,
         default="per-prompt",
-        help="per-prompt: prompt i draws from seed + i (the "
-        "default); reference: one stream seeded once, every batch and loop drawn from it in order, as Open-Sora's sampler",
+        help="per-prompt: prompt i draws from seed + i (the default); reference: one stream "
+        "seeded once, every batch and loop drawn from it in order, as Open-Sora's sampler",
     )
     p.add_argument(
         "--no-clean-prompt",
         dest="clean_prompt",
         action="store_false",
-        help="send the prompts to the text encoder as "
-        "typed (default: cleaned as the reference cleans them: lower case, no URLs, HTML or symbols)",
+        help="send the prompts to the text encoder as typed (default: cleaned as the reference "
+        "cleans them: lower case, no URLs, HTML or symbols)",
     )
     p.add_argument(
         "--align",
@@ -1352,21 +1353,24 @@ def sample_parser(prog="opensora-nb sample", description=None) -> argparse.Argum
         type=_numbers(int, 3, "S,T,C, e.g. 2,3,4"),
         default=None,
         metavar="S,T,C",
-        help="PAB: recompute spatial, temporal and cross attention every S, T, C steps (implies --pab)",
+        help="PAB: recompute spatial, temporal and cross attention every S, T, C steps "
+        "(implies --pab)",
     )
     p.add_argument(
         "--pab-range",
         type=_numbers(float, 2, "START,END, e.g. 0.8,0.1"),
         default=None,
         metavar="START,END",
-        help="PAB: the noise levels t/1000 between which outputs are reused (default 0.8,0.1; implies --pab)",
+        help="PAB: the noise levels t/1000 between which outputs are reused "
+        "(default 0.8,0.1; implies --pab)",
     )
     p.add_argument(
         "--teacache",
         type=float,
         default=None,
         metavar="THRESH",
-        help="skip the denoiser's blocks while the accumulated relative change of their input stays below THRESH (e.g. 0.1)",
+        help="skip the denoiser's blocks while the accumulated relative change of their input "
+        "stays below THRESH (e.g. 0.1)",
     )
     p.add_argument("--format", choices=("mp4", "gif"), default="mp4")
     p.add_argument(
@@ -1442,8 +1446,9 @@ def sample_parser(prog="opensora-nb sample", description=None) -> argparse.Argum
         const=True,
         default=None,
         metavar="BOOL",
-        help="attention on PyTorch's flash SDPA kernel (CUDA, bf16/fp16); on a CPU or in fp32 it is PyTorch's "
-        "default SDPA, the same numbers (one warning says so). Default: as the checkpoint's config",
+        help="attention on PyTorch's flash SDPA kernel (CUDA, bf16/fp16); on a CPU or in fp32 "
+        "it is PyTorch's default SDPA, the same numbers (one warning says so). "
+        "Default: as the checkpoint's config",
     )
     p.add_argument(
         "--layernorm-kernel",
@@ -1452,8 +1457,9 @@ def sample_parser(prog="opensora-nb sample", description=None) -> argparse.Argum
         const=True,
         default=None,
         metavar="BOOL",
-        help="accepted for the reference's command lines; a no-op: the norms are torch.nn.LayerNorm, one fused "
-        "kernel on CPU and CUDA (apex's kernel gives the same numbers)",
+        help="accepted for the reference's command lines; a no-op: the norms are "
+        "torch.nn.LayerNorm, one fused kernel on CPU and CUDA "
+        "(apex's kernel gives the same numbers)",
     )
     for (
         name,
@@ -1465,8 +1471,8 @@ def sample_parser(prog="opensora-nb sample", description=None) -> argparse.Argum
     p.epilog = (
         "the reference's spellings work too: "
         + ", ".join(f"{k} ({v[2]})" for k, v in _REFERENCE_SPELLINGS.items())
-        + "; prompt lines may give each loop its text ('|0| a sunny day |2| a rainy day') and end with a JSON object "
-        "holding their reference_path / mask_strategy"
+        + "; prompt lines may give each loop its text ('|0| a sunny day |2| a rainy day') "
+        "and end with a JSON object holding their reference_path / mask_strategy"
     )
     return p
 

@@ -168,7 +168,8 @@ def dist_train_cli(argv=None, hooks=None) -> int:
         "--plugin",
         default=None,
         help="ColossalAI plugin: ddp (CPU and GPU), zero2 (ZeRO-2, bf16; CUDA), gemini "
-        "(CUDA), fsdp2 (torch's fully_shard), auto (zero2 on CUDA, else ddp); default: the config's `plugin`, else ddp",
+        "(CUDA), fsdp2 (torch's fully_shard), auto (zero2 on CUDA, else ddp); "
+        "default: the config's `plugin`, else ddp",
     )
     p.add_argument("--no-resume", action="store_true")
     p.add_argument(
@@ -197,7 +198,8 @@ def dist_train_cli(argv=None, hooks=None) -> int:
     for k in ("patch_size", "input_size"):
         if k in cfg["model"]:
             cfg["model"][k] = tuple(cfg["model"][k])
-    try:  # before colossalai is imported (tens of seconds) and before any step: one line, exit status 2
+    # before colossalai is imported (tens of seconds) and before any step: one line, exit status 2
+    try:
         plugin = check_plugin(args.plugin or cfg.get("plugin") or "ddp")
         check_resume(out, env)
         load = (
@@ -340,9 +342,9 @@ from opensora_nb.inference import (
 #: The sampler's options that sequence parallelism cannot run, and why; with --sp > 1 each is
 #: refused by name before any work.
 SP_REFUSED = {
-    "teacache": "--teacache decides to skip a step from the input each rank holds, which under sequence parallelism is "
-    "only its part of the sequence: the ranks would skip different steps and stop matching (use --pab, "
-    "or --sp 1)"
+    "teacache": "--teacache decides to skip a step from the input each rank holds, which under "
+    "sequence parallelism is only its part of the sequence: the ranks would skip different steps "
+    "and stop matching (use --pab, or --sp 1)"
 }
 
 
@@ -351,8 +353,9 @@ def dist_sample_parser() -> argparse.ArgumentParser:
     torchrun): chapter 12's, plus `--sp`."""
     p = sample_parser(
         prog="python -m opensora_nb.launch sample",
-        description="`opensora-nb sample` on every rank of a torchrun launch: the batches of prompts dealt out to "
-        "the data-parallel groups, each sample's sequence split over an sp group.",
+        description="`opensora-nb sample` on every rank of a torchrun launch: the batches of "
+        "prompts dealt out to the data-parallel groups, each sample's sequence split over "
+        "an sp group.",
     )
     p.add_argument(
         "--sp", type=int, default=1, help="sequence-parallel size (divides the number of processes)"
