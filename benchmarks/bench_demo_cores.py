@@ -7,6 +7,7 @@ single-thread float32 matrix-product rate, so a reader can place their own machi
 
     python benchmarks/bench_demo_cores.py               # -> benchmarks/results/demo_cores.json (~1 min)
     python benchmarks/bench_demo_cores.py --steps 5     # quicker
+    python benchmarks/bench_demo_cores.py --quick --out /tmp/c.json   # 2 steps (the test suite runs it)
 """
 import argparse
 import json
@@ -85,10 +86,12 @@ def ddp_step_seconds(B, T, steps, world=2):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--quick", action="store_true", help="2 steps a setting: checks the script runs (the numbers mean little)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/demo_cores.json"))
     a = ap.parse_args(argv)
+    if a.quick: a.steps = 2
     from opensora_nb.demo import machine_info
-    res = dict(machine=machine_info(), load_average_before=os.getloadavg(), buckets={})
+    res = dict(machine=machine_info(), load_average_before=os.getloadavg(), steps=a.steps, quick=a.quick, buckets={})
     for name, (B, T) in BUCKETS.items():
         r = {}
         for threads in (1, 2):

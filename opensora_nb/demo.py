@@ -845,6 +845,7 @@ def readable_report(r, timing=None):
         ("seen_32x32", "seen, 32x32"),
     ):
         q = R.get(k, {})
+        if not q: continue
         keys = [
             m for m in DEMO_TARGETS if m in q
         ]  # reports written before the outline judge have no shape or size

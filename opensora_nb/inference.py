@@ -1027,7 +1027,7 @@ class OpenSoraPipeline:
             if (
                 mask is None and gens is None
             ):  # the reference always passes a frame mask, all 1 here, and so draws noise each step
-                mask = torch.ones(n, lat[0])
+                mask = torch.ones(n, lat[0], device=dev)
             mask = mask.to(dev) if mask is not None else None
             cache = (
                 SamplingCache(*caching) if any(caching) else None

@@ -29,6 +29,7 @@ QUICK = {  # the longest first: they start first when the runs share the machine
     "train_step": [B + "bench_train_step.py", "--quick"],
     "decode": [B + "bench_decode.py", "--quick"],
     "stdit_vs_full": [B + "bench_stdit_vs_full.py", "--quick"],
+    "demo_cores": [B + "bench_demo_cores.py", "--quick"],
 }
 
 
@@ -67,6 +68,15 @@ def check_all_to_all(r):
     for x in r["rows"]:
         assert x["tokens_per_rank"] * 2 == x["tokens"] and x["all_to_all_ms"] > 0 and x["attention_ms"] > 0
         assert near(x["gb_per_s"], x["sent_mb"] * 1e6 / (x["all_to_all_ms"] / 1e3) / 1e9)
+
+
+def check_demo_cores(r):
+    assert r["quick"] and r["steps"] == 2 and set(r["buckets"]) == {"t9_32x32", "img_32x32"}
+    assert r["machine"]["matmul_gflops_1thread"] > 0 and r["machine"]["cores"] >= 1
+    for x in r["buckets"].values():
+        assert x["threads_1_s"] > 0 and x["threads_2_s"] > 0 and x["processes_2_s"] > 0
+        assert near(x["speedup_threads_2"], x["threads_1_s"] / x["threads_2_s"])
+        assert near(x["speedup_processes_2"], x["threads_1_s"] / x["processes_2_s"])
 
 
 def check_curation(r):
