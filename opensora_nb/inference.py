@@ -46,6 +46,7 @@ from .lora import load_lora
 from opensora_nb.sample_options import (
     config_settings,
     extract_json_from_prompts,
+    merge_prompt,
     output_name,
     prompt_for_loop,
     read_config,
@@ -262,24 +263,6 @@ def check_checksums(path) -> None:
         )
 
 # %% ../nbs/12_inference.ipynb #2bc05eb5
-def _loop_segments(prompt):
-    "A per-loop prompt '|0|a|2|b' -> ([0, 2], ['a', 'b']); any other prompt -> (None, [prompt])."
-    if not prompt.startswith("|0|"):
-        return None, [prompt]
-    parts = prompt.split("|")[1:]
-    if len(parts) % 2:
-        raise ValueError(
-            f"per-loop prompt {prompt!r}: expected |0|text|k|text..., got an odd number of fields"
-        )
-    try:
-        loops = [int(parts[i]) for i in range(0, len(parts), 2)]
-    except ValueError:
-        raise ValueError(
-            f"per-loop prompt {prompt!r}: loop indices between | | must be integers"
-        ) from None
-    return loops, [parts[i].strip() for i in range(1, len(parts), 2)]
-
-
 def prepare_prompts(prompts, aes=None, flow=None, camera_motion=None, clean=True):
     """The text each prompt reaches the encoder as, in the reference's order: per-loop segments
     split, score suffixes
@@ -287,13 +270,11 @@ def prepare_prompts(prompts, aes=None, flow=None, camera_motion=None, clean=True
     again."""
     out = []
     for p in prompts:
-        loops, segments = _loop_segments(p)
+        segments, loops = split_prompt(p)  # chapter 11d's reader of the per-loop grammar
         segments = append_score_to_prompts(segments, aes, flow, camera_motion)
         if clean:
             segments = [text_lib.text_preprocessing(s) for s in segments]
-        out.append(
-            segments[0] if loops is None else "".join(f"|{k}|{s}" for k, s in zip(loops, segments))
-        )
+        out.append(merge_prompt(segments, loops))
     return out
 
 # %% ../nbs/12_inference.ipynb #5717c4ed
