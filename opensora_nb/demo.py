@@ -49,11 +49,11 @@ from opensora_nb.builders import (
     WORLD_STAGES,
     WORLD_STEPS,
     build_scheduler,
+    build_model,
     build_vae,
     encode_features,
     get_config,
     stage_steps,
-    unwrap,
 )
 from . import text as text_lib
 from .train import DeprecatedAlias, Trainer
@@ -61,10 +61,11 @@ from .inference import OpenSoraPipeline, save_outputs
 
 # %% auto #0
 __all__ = ['WORLD_FILTERS', 'WORLD_SCENES', 'I2V_COMBO', 'EXT_COMBO', 'LOOP_COMBO', 'DEMO_TARGETS', 'VECTOR_FLAGS',
-           'ForegroundStage', 'caption_from_truth', 'curate_world', 'load_world_vae', 'clip_features', 'demo_config',
+           'SCALING_GROUPS', 'SCALING_MEASURES', 'ForegroundStage', 'caption_from_truth', 'curate_world',
+           'load_world_vae', 'clip_features', 'demo_config', 'RankRows', 'fit_stages', 'train_demo', 'pick_processes',
            'judge_many', 'eval_prompts', 'mode_references', 'generate_demo', 'reconstruct_heldout', 'run_demo',
            'write_results', 'mode_check', 'contact_sheet', 'animated_grid', 'readable_report', 'pick_threads',
-           'demo_cli', 'matmul_gflops', 'machine_info']
+           'demo_cli', 'matmul_gflops', 'machine_info', 'plot_scaling']
 
 # %% ../nbs/12b_demo.ipynb #4c1963bf
 #: the demo's filters (chapter 10's `filter_meta` bounds): long enough for a 9-frame clip, something
@@ -204,6 +205,124 @@ def demo_config(steps=WORLD_STEPS, depth=2, hidden_size=128, seed=0, device="aut
             "log_every": 25,
         },
     )
+
+# %% ../nbs/12b_demo.ipynb #2c6142a3
+class RankRows:
+    """Rank `rank` of `world`'s rows of every global batch of `batches` (the same seed on every
+    rank: the same batches): contiguous parts, as chapter 13's `shard_batch` cuts them."""
+
+    def __init__(self, batches, rank: int, world: int):
+        self.batches, self.rank, self.world = batches, rank, world
+
+    def next_batch(self):
+        b = self.batches.next_batch()
+        B = b["z"].shape[0]
+        if B < self.world:  # (a smaller batch than the bucket's, from a tiny bucket, splits unevenly)
+            raise ValueError(f"a batch of {B} rows cannot be split over {self.world} processes")
+        lo, hi = self.rank * B // self.world, (self.rank + 1) * B // self.world
+        return {k: v[lo:hi] if torch.is_tensor(v) and v.ndim and v.shape[0] == B else v for k, v in b.items()}
+
+    def __len__(self):
+        return len(self.batches)
+
+
+def fit_stages(trainer, fb, steps, seed=0, progress=True, rank=0, world=1):
+    """The three stages (`WORLD_STAGES`) on the features `fb`, each to its share of `steps`; with
+    `world` > 1, this rank's rows of each batch."""
+    for i, (s, end) in enumerate(zip(WORLD_STAGES, stage_steps(steps))):
+        trainer.stage, trainer.cfg["lr"] = i, s["lr"]
+        batches = fb.subset(s["buckets"], seed + i)
+        if world > 1:
+            batches = RankRows(batches, rank, world)
+        trainer.fit(batches, max_steps=end, progress=progress, desc=s["name"])
+    return trainer
+
+
+def _join_data_parallel(trainer, rank):
+    """Wrap the trainer's model in DistributedDataParallel (gradients averaged over the group);
+    ranks after 0 draw their own noise, timesteps and masks."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    trainer.engine_model = DistributedDataParallel(trainer.model)
+    if rank:
+        s = int(trainer.cfg["seed"]) + 1000 * rank
+        trainer.gen.manual_seed(s)
+        torch.manual_seed(s)
+        if trainer.mask_gen is not None:
+            trainer.mask_gen.rng.seed(s)
+
+
+def _rank_main(rank, world, init, cfg, fb, steps, seed, ready):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    ready.set()  # imported and unpickled: rank 0 may start the rendezvous
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        trainer = Trainer(cfg, run_dir=None)
+        _join_data_parallel(trainer, rank)
+        fit_stages(trainer, fb, steps, seed, progress=False, rank=rank, world=world)
+    finally:
+        dist.destroy_process_group()
+
+
+def train_demo(cfg, fb, steps, seed=0, processes=1, progress=True):
+    """Train the demo's STDiT3 through its stages: in this process, or as `processes` data-parallel
+    processes of one thread each (this one is rank 0 and keeps the trained `Trainer`)."""
+    if processes <= 1:
+        return fit_stages(Trainer(cfg, run_dir=None), fb, steps, seed, progress)
+    import tempfile
+    from datetime import timedelta
+
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if dist.is_available() and dist.is_initialized():
+        raise RuntimeError("train_demo: a process group is already running here; use processes=1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread per process: the cores are the processes'
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory() as d:
+        init, ready = f"file://{d}/init", [ctx.Event() for _ in range(1, processes)]
+        others = [
+            ctx.Process(target=_rank_main, args=(r, processes, init, cfg, fb, steps, seed, e), daemon=True)
+            for r, e in zip(range(1, processes), ready)
+        ]
+        for p in others:
+            p.start()
+        # wait for the other ranks to start (a rank that dies starting is one error, not a hang)
+        while not all(e.is_set() for e in ready):
+            dead = [p.exitcode for p in others if p.exitcode is not None]
+            if dead:
+                torch.set_num_threads(threads)
+                raise RuntimeError(f"train_demo: a training process failed to start (exit {dead[0]})")
+            time.sleep(0.05)
+        dist.init_process_group(
+            "gloo", init_method=init, rank=0, world_size=processes, timeout=timedelta(minutes=10)
+        )
+        try:
+            trainer = Trainer(cfg, run_dir=None)
+            _join_data_parallel(trainer, 0)
+            fit_stages(trainer, fb, steps, seed, progress, rank=0, world=processes)
+        finally:
+            dist.destroy_process_group()
+            torch.set_num_threads(threads)
+            for p in others:
+                p.join(timeout=60)
+        failed = [p.exitcode for p in others if p.exitcode]
+        if failed:
+            raise RuntimeError(f"train_demo: a training process exited with code {failed[0]}")
+    trainer.engine_model = trainer.model  # the group is gone: the trained model stands alone
+    return trainer
+
+
+def pick_processes(device="cpu"):
+    """Two training processes on a CPU with at least two cores for this process, else one (a GPU
+    trains in one process)."""
+    if resolve_device(device).type != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return 2 if (cores or 1) >= 2 else 1
 
 # %% ../nbs/12b_demo.ipynb #14827ad1
 def judge_many(videos, combos):
@@ -368,7 +487,7 @@ def run_demo(
     n_videos=48,
     depth=2,
     hidden_size=128,
-    sampling_steps=30,
+    sampling_steps=20,
     cfg_scale=3.0,
     seed=0,
     progress=True,
@@ -377,6 +496,7 @@ def run_demo(
     dtype="fp32",
     vae_path=None,
     eval_every=1,
+    processes=1,
 ):
     """The talk's pipeline at tiny scale: raw multi-shot videos -> curation -> the learned VAE ->
     STDiT3 in three stages ->
@@ -419,18 +539,13 @@ def run_demo(
     timing["feature_seconds"] = time.perf_counter() - t0
 
     cfg = demo_config(steps, depth, hidden_size, seed, str(dev), dtype)
-    trainer = Trainer(cfg, run_dir=None)
-    n_params = sum(p.numel() for p in unwrap(trainer.model).parameters())
+    n_params = sum(p.numel() for p in build_model(cfg).parameters())
     log(
         f"4/5 training STDiT3 ({n_params / 1e6:.2f}M parameters) for {steps} steps in "
-        f"{len(WORLD_STAGES)} stages"
+        f"{len(WORLD_STAGES)} stages, {processes} process(es)"
     )
     t0 = time.perf_counter()
-    for i, (s, end) in enumerate(zip(WORLD_STAGES, stage_steps(steps))):
-        trainer.stage, trainer.cfg["lr"] = i, s["lr"]
-        trainer.fit(
-            fb.subset(s["buckets"], seed + i), max_steps=end, progress=progress, desc=s["name"]
-        )
+    trainer = train_demo(cfg, fb, steps, seed, processes, progress)
     timing["train_seconds"] = time.perf_counter() - t0
 
     log(
@@ -491,11 +606,12 @@ def run_demo(
         seed,
         n_params,
     )
+    report["processes"] = processes  # part of the recipe: each process draws its own noise
     timing["total_seconds"] = time.perf_counter() - t_start
     timing = {k: round(v, 1) for k, v in timing.items()} | dict(
         steps_per_second=round(steps / max(timing["train_seconds"], 1e-9), 2),
         torch_threads=torch.get_num_threads(),
-        processes=1,
+        processes=processes,
         machine=machine_info(),
     )
     (out / "report.json").write_text(json.dumps(report, indent=1, default=str))
@@ -802,11 +918,12 @@ DEMO_TARGETS = dict(
 )
 
 
-def _machine_line(m):
+def _machine_line(m, processes=1):
     return (
         f" On {m['cpu']} ({', '.join(m['vector_extensions']) or 'no listed vector extensions'}; "
         f"single-thread float32 matmul "
-        f"{m.get('matmul_gflops_1thread', '?')} GFLOP/s), {m['torch_threads']} torch thread(s)."
+        f"{m.get('matmul_gflops_1thread', '?')} GFLOP/s), {processes} training process(es) of "
+        f"{m['torch_threads']} torch thread(s)."
     )
 
 
@@ -826,7 +943,11 @@ def readable_report(r, timing=None):
             if timing
             else ""
         )
-        + (_machine_line(timing["machine"]) if timing and "machine" in timing else ""),
+        + (
+            _machine_line(timing["machine"], timing.get("processes", 1))
+            if timing and "machine" in timing
+            else ""
+        ),
         "",
         "| measure | value | target |",
         "|---|---|---|",
@@ -922,11 +1043,9 @@ def readable_report(r, timing=None):
 
 
 def pick_threads():
-    """One torch thread. Measured here: the tiny model's matrix products run ~1.5x faster on two
-    threads on an idle
-    machine, but 2.5-15x *slower* as soon as anything else runs, so one thread is the safe default
-    (and one thread
-    makes the run reproducible to the bit); `--threads 2` on a machine you own."""
+    """One torch thread per process: the cores go to data-parallel processes (`pick_processes`),
+    which measured faster than threads at the demo's sizes and far safer under load, and one
+    thread keeps each process's sums in one order (the same report on a rerun)."""
     return 1
 
 
@@ -956,12 +1075,19 @@ def demo_cli(argv=None) -> int:
     )
     p.add_argument("--depth", type=int, default=2)
     p.add_argument("--hidden-size", type=int, default=128)
-    p.add_argument("--sampling-steps", type=int, default=30)
+    p.add_argument("--sampling-steps", type=int, default=20)
     p.add_argument("--cfg", type=float, default=3.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vae", default=None, help="a VAE folder (default: the shipped tiny-world VAE)")
     p.add_argument(
         "--threads", type=int, default=None, help="torch threads (default 1: see pick_threads)"
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="data-parallel training processes, one thread each (default: 2 on a CPU with two "
+        "cores or more, else 1)",
     )
     p.add_argument(
         "--device",
@@ -987,9 +1113,14 @@ def demo_cli(argv=None) -> int:
         )
     resolve_device(a.device)
     resolve_dtype(a.dtype)  # one line and exit 2 before anything is rendered or written
-    threads = a.threads or pick_threads()
+    if a.processes is not None and a.processes < 1:
+        p.error(f"--processes {a.processes}: give 1 or more")
+    threads, processes = a.threads or pick_threads(), a.processes or pick_processes(a.device)
     torch.set_num_threads(threads)
-    print(f"opensora-nb demo: writing to {Path(a.output).resolve()} (torch threads: {threads})")
+    print(
+        f"opensora-nb demo: writing to {Path(a.output).resolve()} (training processes: "
+        f"{processes}, torch threads each: {threads})"
+    )
     r, timing, _ = run_demo(
         a.output,
         a.max_steps,
@@ -1004,6 +1135,7 @@ def demo_cli(argv=None) -> int:
         dtype=a.dtype,
         vae_path=a.vae,
         eval_every=a.eval_every,
+        processes=processes,
     )
     md = readable_report(r, timing)
     (Path(a.output) / "report.md").write_text(md)
@@ -1060,3 +1192,35 @@ def machine_info(measure=True):
     if measure:
         info["matmul_gflops_1thread"] = matmul_gflops()
     return info
+
+# %% ../nbs/12b_demo.ipynb #b86b65df
+#: the groups and measures of the scaling figure
+SCALING_GROUPS = ("heldout_32x32", "heldout_32x48", "seen_32x32")
+SCALING_MEASURES = ("color_accuracy", "shape_accuracy", "size_accuracy", "direction_accuracy", "all_correct_rate")
+
+
+def plot_scaling(summary, path=None):
+    """The tiny world's scaling curve: held-out and seen accuracies against training steps, from
+    `benchmarks/demo_scaling.py`'s summary ({"rows": [{"steps", group: measures}]})."""
+    import matplotlib.pyplot as plt
+
+    rows = sorted(summary["rows"], key=lambda r: r["steps"])
+    steps = [r["steps"] for r in rows]
+    fig, axes = plt.subplots(1, len(SCALING_GROUPS), figsize=(13, 3.6), sharey=True)
+    for ax, g in zip(axes, SCALING_GROUPS):
+        for m in SCALING_MEASURES:
+            ax.plot(steps, [r[g][m] for r in rows], marker="o", label=m.replace("_accuracy", "").replace("_", " "))
+        ax.axhline(0.9, color="grey", lw=0.8, ls=":")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(steps, [str(s) for s in steps])
+        ax.minorticks_off()
+        ax.set_title(g.replace("_", " "))
+        ax.set_xlabel("training steps")
+        ax.set_ylim(0, 1.02)
+    axes[0].set_ylabel("accuracy")
+    axes[-1].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+    return fig

@@ -30,6 +30,7 @@ QUICK = {  # the longest first: they start first when the runs share the machine
     "decode": [B + "bench_decode.py", "--quick"],
     "stdit_vs_full": [B + "bench_stdit_vs_full.py", "--quick"],
     "demo_cores": [B + "bench_demo_cores.py", "--quick"],
+    "demo_scaling": [B + "demo_scaling.py", "--quick"],
 }
 
 
@@ -77,6 +78,14 @@ def check_demo_cores(r):
         assert x["threads_1_s"] > 0 and x["threads_2_s"] > 0 and x["processes_2_s"] > 0
         assert near(x["speedup_threads_2"], x["threads_1_s"] / x["threads_2_s"])
         assert near(x["speedup_processes_2"], x["threads_1_s"] / x["processes_2_s"])
+
+
+def check_demo_scaling(r):
+    assert r["quick"] and [x["steps"] for x in r["rows"]] == [10, 20] and r["machine"]["matmul_gflops_1thread"] > 0
+    for x in r["rows"]:
+        assert x["processes"] == 1 and x["train_seconds"] > 0
+        for g in ("heldout_32x32", "heldout_32x48", "seen_32x32"):
+            assert 0 <= x[g]["shape_accuracy"] <= 1 and 0 <= x[g]["all_correct_rate"] <= x[g]["color_accuracy"]
 
 
 def check_curation(r):
@@ -174,6 +183,7 @@ def test_quick_run(name, runs):
     assert report is not None, f"{name}: no JSON written\n{proc.stdout[-2000:]}"
     globals()[f"check_{name}"](report)
     if name == "gpu_check": assert "gpu_check (tiny)" in proc.stdout
+    if name == "demo_scaling": assert (Path(proc.args[-1]).with_name("scaling.png")).stat().st_size > 1000
 
 
 # --- the speed benchmark's judge (imported from the script, as its table uses it) ---

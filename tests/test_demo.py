@@ -34,22 +34,46 @@ def test_demo_smoke_is_reproducible(tmp_path, capsys):
     # where the timing was taken: the CPU, its vector extensions, threads and processes, a single-thread matmul rate
     assert {"cpu", "vector_extensions", "torch_threads", "matmul_gflops_1thread"} <= set(timing["machine"]), timing
     assert timing["processes"] >= 1 and timing["machine"]["matmul_gflops_1thread"] > 0
+    from opensora_nb.demo import pick_processes
+    assert timing["processes"] == r["processes"] == pick_processes()  # both cores by default (two data-parallel processes)
     # the conditioning modes judged frame by frame; the VAE's own reconstructions judged (the model's ceiling)
     assert set(r["modes"]) == {"i2v", "extension", "looping"} and 0 <= r["modes"]["i2v"]["all"] <= 1
     assert set(r["vae_judged_heldout"]) == {"32x32", "32x48"} and r["vae_judged_heldout"]["32x32"]["color_accuracy"] > 0.5
     assert "shape / size / direction / one object / all correct" in (a / "report.md").read_text()
     assert demo_cli(["--output", str(b), *ARGS]) == 0
     assert (b / "report.json").read_text() == (a / "report.json").read_text()   # the same command and seed: the same report
+    # (with two processes: the gradients' all-reduce and each process's one thread keep the sums in one order)
 
 
 def test_demo_pipeline_loads_and_samples(tmp_path):
     """The folder the demo writes is a pipeline: it loads (the tiny VAE from inside the folder) and samples."""
     from opensora_nb.inference import OpenSoraPipeline
-    assert demo_cli(["--output", str(tmp_path), *ARGS]) == 0
+    assert demo_cli(["--output", str(tmp_path), *ARGS, "--processes", "1"]) == 0
     pipe = OpenSoraPipeline.from_pretrained(tmp_path / "pipeline")
     out = pipe("a small red circle moving up on a dark background", image_size=(32, 32), num_frames=9, num_sampling_steps=2,
                progress=False)
     assert tuple(out["videos"][0].shape) == (9, 3, 32, 32)
+
+
+def test_demo_rejects_a_bad_process_count(capsys):
+    import pytest
+    with pytest.raises(SystemExit):
+        demo_cli(["--processes", "0"])
+    assert "--processes 0" in capsys.readouterr().err
+
+
+def test_a_batch_too_small_to_split_is_one_error():
+    """Two processes and a batch of one row: every rank stops with one error naming it (no hang)."""
+    import pytest
+    import torch
+    from opensora_nb.builders import FeatureBatches
+    from opensora_nb.demo import demo_config, train_demo
+    z = torch.randn(1, 4, 1, 8, 8)
+    fb = FeatureBatches({n: dict(z=z, text_idx=torch.zeros(1, dtype=torch.long), fps=8, height=32, width=32, num_frames=1)
+                         for n in ("img_32x32", "img_32x48", "t9_32x32", "t9_32x48")},
+                        torch.randn(1, 32, 384), torch.ones(1, 32, dtype=torch.long), {n: 4 for n in ("img_32x32", "img_32x48", "t9_32x32", "t9_32x48")})
+    with pytest.raises(ValueError, match="cannot be split over 2 processes"):
+        train_demo(demo_config(10, depth=1, hidden_size=32), fb, 10, processes=2, progress=False)
 
 
 def test_demo_rejects_too_few_steps(capsys):
