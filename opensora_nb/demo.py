@@ -61,11 +61,11 @@ from .inference import OpenSoraPipeline, save_outputs
 
 # %% auto #0
 __all__ = ['WORLD_FILTERS', 'WORLD_SCENES', 'I2V_COMBO', 'EXT_COMBO', 'LOOP_COMBO', 'DEMO_TARGETS', 'VECTOR_FLAGS',
-           'SCALING_GROUPS', 'SCALING_MEASURES', 'ForegroundStage', 'caption_from_truth', 'curate_world',
-           'load_world_vae', 'clip_features', 'demo_config', 'RankRows', 'fit_stages', 'train_demo', 'pick_processes',
-           'judge_many', 'eval_prompts', 'mode_references', 'generate_demo', 'reconstruct_heldout', 'run_demo',
-           'write_results', 'mode_check', 'contact_sheet', 'animated_grid', 'readable_report', 'pick_threads',
-           'demo_cli', 'matmul_gflops', 'machine_info', 'plot_scaling']
+           'SCALING_GROUPS', 'SCALING_MEASURES', 'SCALING_LABELS', 'ForegroundStage', 'caption_from_truth',
+           'curate_world', 'load_world_vae', 'clip_features', 'demo_config', 'RankRows', 'fit_stages', 'train_demo',
+           'pick_processes', 'judge_many', 'eval_prompts', 'mode_references', 'generate_demo', 'reconstruct_heldout',
+           'run_demo', 'write_results', 'mode_check', 'contact_sheet', 'animated_grid', 'readable_report',
+           'pick_threads', 'demo_cli', 'matmul_gflops', 'machine_info', 'plot_scaling']
 
 # %% ../nbs/12b_demo.ipynb #4c1963bf
 #: the demo's filters (chapter 10's `filter_meta` bounds): long enough for a 9-frame clip, something
@@ -281,6 +281,9 @@ def train_demo(cfg, fb, steps, seed=0, processes=1, progress=True):
         raise RuntimeError("train_demo: a process group is already running here; use processes=1")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread per process: the cores are the processes'
+    # the package's function, importable by the new processes (not a notebook's copy of it)
+    from opensora_nb.demo import _rank_main
+
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as d:
         init, ready = f"file://{d}/init", [ctx.Event() for _ in range(1, processes)]
@@ -1197,6 +1200,13 @@ def machine_info(measure=True):
 #: the groups and measures of the scaling figure
 SCALING_GROUPS = ("heldout_32x32", "heldout_32x48", "seen_32x32")
 SCALING_MEASURES = ("color_accuracy", "shape_accuracy", "size_accuracy", "direction_accuracy", "all_correct_rate")
+SCALING_LABELS = dict(
+    color_accuracy="colour",
+    shape_accuracy="shape",
+    size_accuracy="size",
+    direction_accuracy="direction",
+    all_correct_rate="all correct",
+)
 
 
 def plot_scaling(summary, path=None):
@@ -1209,12 +1219,12 @@ def plot_scaling(summary, path=None):
     fig, axes = plt.subplots(1, len(SCALING_GROUPS), figsize=(13, 3.6), sharey=True)
     for ax, g in zip(axes, SCALING_GROUPS):
         for m in SCALING_MEASURES:
-            ax.plot(steps, [r[g][m] for r in rows], marker="o", label=m.replace("_accuracy", "").replace("_", " "))
+            ax.plot(steps, [r[g][m] for r in rows], marker="o", label=SCALING_LABELS[m])
         ax.axhline(0.9, color="grey", lw=0.8, ls=":")
         ax.set_xscale("log", base=2)
         ax.set_xticks(steps, [str(s) for s in steps])
         ax.minorticks_off()
-        ax.set_title(g.replace("_", " "))
+        ax.set_title(g.replace("heldout", "held-out").replace("_", " "))
         ax.set_xlabel("training steps")
         ax.set_ylim(0, 1.02)
     axes[0].set_ylabel("accuracy")

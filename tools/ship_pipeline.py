@@ -16,7 +16,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-REPRODUCE = "opensora-nb demo --output outputs/demo && python tools/ship_pipeline.py outputs/demo"
+REPRODUCE = "opensora-nb demo{flags} --output outputs/demo && python tools/ship_pipeline.py outputs/demo"
+
+
+def reproduce(run: Path) -> str:
+    "The command that makes this run's model again: the demo's training processes and sampling steps, as the run had them."
+    r = json.loads((run / "report.json").read_text()) if (run / "report.json").exists() else {}
+    flags = f" --processes {r.get('processes', 1)}" if r else ""
+    if r.get("sampling", {}).get("steps"): flags += f" --sampling-steps {r['sampling']['steps']}"
+    return REPRODUCE.format(flags=flags)
 
 
 def _summary(run: Path) -> list:
@@ -54,7 +62,7 @@ def ship(run, dest=None) -> Path:
             "# The shipped tiny-world pipeline", "",
             f"Shipped {when} from a demo run by `python tools/ship_pipeline.py RUN_DIR`; the VAE is the shipped world VAE",
             "(`../world_vae`, named \"world\" in model_index.json). Reproduce it (about 10 minutes on a 2-core CPU):", "",
-            f"    {REPRODUCE}", "", *_summary(run), ""]))
+            f"    {reproduce(run)}", "", *_summary(run), ""]))
         if dest.exists(): shutil.rmtree(dest)
         tmp.rename(dest)
     finally:
