@@ -217,10 +217,14 @@ class RankRows:
     def next_batch(self):
         b = self.batches.next_batch()
         B = b["z"].shape[0]
-        if B < self.world:  # (a smaller batch than the bucket's, from a tiny bucket, splits unevenly)
+        # (a smaller batch than the bucket's, from a tiny bucket, splits unevenly)
+        if B < self.world:
             raise ValueError(f"a batch of {B} rows cannot be split over {self.world} processes")
         lo, hi = self.rank * B // self.world, (self.rank + 1) * B // self.world
-        return {k: v[lo:hi] if torch.is_tensor(v) and v.ndim and v.shape[0] == B else v for k, v in b.items()}
+        return {
+            k: v[lo:hi] if torch.is_tensor(v) and v.ndim and v.shape[0] == B else v
+            for k, v in b.items()
+        }
 
     def __len__(self):
         return len(self.batches)
@@ -288,7 +292,9 @@ def train_demo(cfg, fb, steps, seed=0, processes=1, progress=True):
     with tempfile.TemporaryDirectory() as d:
         init, ready = f"file://{d}/init", [ctx.Event() for _ in range(1, processes)]
         others = [
-            ctx.Process(target=_rank_main, args=(r, processes, init, cfg, fb, steps, seed, e), daemon=True)
+            ctx.Process(
+                target=_rank_main, args=(r, processes, init, cfg, fb, steps, seed, e), daemon=True
+            )
             for r, e in zip(range(1, processes), ready)
         ]
         for p in others:
@@ -298,7 +304,9 @@ def train_demo(cfg, fb, steps, seed=0, processes=1, progress=True):
             dead = [p.exitcode for p in others if p.exitcode is not None]
             if dead:
                 torch.set_num_threads(threads)
-                raise RuntimeError(f"train_demo: a training process failed to start (exit {dead[0]})")
+                raise RuntimeError(
+                    f"train_demo: a training process failed to start (exit {dead[0]})"
+                )
             time.sleep(0.05)
         dist.init_process_group(
             "gloo", init_method=init, rank=0, world_size=processes, timeout=timedelta(minutes=10)
@@ -1199,7 +1207,13 @@ def machine_info(measure=True):
 # %% ../nbs/12b_demo.ipynb #b86b65df
 #: the groups and measures of the scaling figure
 SCALING_GROUPS = ("heldout_32x32", "heldout_32x48", "seen_32x32")
-SCALING_MEASURES = ("color_accuracy", "shape_accuracy", "size_accuracy", "direction_accuracy", "all_correct_rate")
+SCALING_MEASURES = (
+    "color_accuracy",
+    "shape_accuracy",
+    "size_accuracy",
+    "direction_accuracy",
+    "all_correct_rate",
+)
 SCALING_LABELS = dict(
     color_accuracy="colour",
     shape_accuracy="shape",
