@@ -1091,7 +1091,11 @@ def demo_cli(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vae", default=None, help="a VAE folder (default: the shipped tiny-world VAE)")
     p.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default 1: see pick_threads)"
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default 1: see pick_threads; training processes, when more than one, "
+        "run one thread each)",
     )
     p.add_argument(
         "--processes",
@@ -1132,6 +1136,12 @@ def demo_cli(argv=None) -> int:
         f"opensora-nb demo: writing to {Path(a.output).resolve()} (training processes: "
         f"{processes}, torch threads each: {threads})"
     )
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if processes > 1 and load > 1.0:  # a hint only: the processes stay as asked (the report with them)
+        print(
+            f"note: the machine is busy (load average {load:.1f}); two processes then run slower "
+            "than when it is idle (`--processes 1` trains in one, with a different report)"
+        )
     r, timing, _ = run_demo(
         a.output,
         a.max_steps,
