@@ -977,7 +977,8 @@ def readable_report(r, timing=None):
         ("seen_32x32", "seen, 32x32"),
     ):
         q = R.get(k, {})
-        if not q: continue
+        if not q:
+            continue
         keys = [
             m for m in DEMO_TARGETS if m in q
         ]  # reports written before the outline judge have no shape or size
@@ -1137,7 +1138,9 @@ def demo_cli(argv=None) -> int:
         f"{processes}, torch threads each: {threads})"
     )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if processes > 1 and load > 1.0:  # a hint only: the processes stay as asked (the report with them)
+    if (
+        processes > 1 and load > 1.0
+    ):  # a hint only: the processes stay as asked (the report with them)
         print(
             f"note: the machine is busy (load average {load:.1f}); two processes then run slower "
             "than when it is idle (`--processes 1` trains in one, with a different report)"
