@@ -3,6 +3,7 @@
 The list is discovered from the package (names such as plot_*, show_*, *_table, *_report), so a new reporting
 function without an entry here fails `test_every_reporting_function_is_called`."""
 import importlib
+import json
 import inspect
 import re
 from pathlib import Path
@@ -12,7 +13,8 @@ import pytest
 import torch
 
 matplotlib.use("Agg")
-PKG = Path(__file__).resolve().parents[1] / "opensora_nb"
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "opensora_nb"
 PATTERN = re.compile(r"^(plot_|show_|draw_|format_|explain_|browse_)|(_table|_report|_sheet|_widget)$")
 COVERED_ELSEWHERE = {  # tests/test_curation.py::test_plotting_and_reporting_functions_run_outside_notebooks
     "curation.filter_report", "curation.plot_cuts", "scores.plot_flow", "curation_pipeline.show_clip_row",
@@ -59,6 +61,8 @@ def calls(tmp_path):
         "demo.contact_sheet": lambda: demo.contact_sheet([_video(), _video()], ["a", "b"], tmp_path / "sheet.png"),
         "demo.readable_report": lambda: demo.readable_report(_report(), dict(total_seconds=60, train_seconds=40, steps_per_second=0.5)),
         "demo.animated_grid": lambda: demo.animated_grid([_video(), _video()], tmp_path / "grid.gif"),
+        "demo.plot_scaling": lambda: demo.plot_scaling(json.loads((ROOT / "nbs/images/demo/scaling.json").read_text()),
+                                                       tmp_path / "scaling.png"),
         "inference.latency_table": lambda: inference.latency_table([dict(frames=4, seconds=0.1)]),
         "io.show_frames": lambda: io.show_frames(_video(), n=2, title="t"),
         "io.show_video": lambda: io.show_video(_video()),
