@@ -60,8 +60,8 @@ from .train import DeprecatedAlias, Trainer
 from .inference import OpenSoraPipeline, save_outputs
 
 # %% auto #0
-__all__ = ['WORLD_FILTERS', 'WORLD_SCENES', 'I2V_COMBO', 'EXT_COMBO', 'LOOP_COMBO', 'DEMO_TARGETS', 'VECTOR_FLAGS',
-           'SCALING_GROUPS', 'SCALING_MEASURES', 'SCALING_LABELS', 'ForegroundStage', 'caption_from_truth',
+__all__ = ['WORLD_FILTERS', 'WORLD_SCENES', 'I2V_COMBO', 'EXT_COMBO', 'LOOP_COMBO', 'MEASURE_NAMES', 'DEMO_TARGETS',
+           'VECTOR_FLAGS', 'SCALING_GROUPS', 'SCALING_MEASURES', 'ForegroundStage', 'caption_from_truth',
            'curate_world', 'load_world_vae', 'clip_features', 'demo_config', 'RankRows', 'fit_stages', 'train_demo',
            'pick_processes', 'judge_many', 'eval_prompts', 'mode_references', 'generate_demo', 'reconstruct_heldout',
            'run_demo', 'write_results', 'mode_check', 'contact_sheet', 'animated_grid', 'readable_report',
@@ -919,6 +919,15 @@ def _plot_losses(history, path):
 
 # %% ../nbs/12b_demo.ipynb #259ad282
 #: the demo's targets (issue 26): held-out and seen prompts at both frame sizes
+#: how the report and the figures name each measure
+MEASURE_NAMES = dict(
+    color_accuracy="colour",
+    shape_accuracy="shape",
+    size_accuracy="size",
+    direction_accuracy="direction",
+    single_object_rate="one object",
+    all_correct_rate="all correct",
+)
 DEMO_TARGETS = dict(
     color_accuracy=0.95,
     shape_accuracy=0.9,
@@ -963,14 +972,7 @@ def readable_report(r, timing=None):
         "| measure | value | target |",
         "|---|---|---|",
     ]
-    names = dict(
-        color_accuracy="colour",
-        shape_accuracy="shape",
-        size_accuracy="size",
-        direction_accuracy="direction",
-        single_object_rate="one object",
-        all_correct_rate="all correct",
-    )
+    names = MEASURE_NAMES
     for k, label in (
         ("heldout_32x32", "held-out, 32x32"),
         ("heldout_32x48", "held-out, 32x48"),
@@ -1227,13 +1229,6 @@ SCALING_MEASURES = (
     "direction_accuracy",
     "all_correct_rate",
 )
-SCALING_LABELS = dict(
-    color_accuracy="colour",
-    shape_accuracy="shape",
-    size_accuracy="size",
-    direction_accuracy="direction",
-    all_correct_rate="all correct",
-)
 
 
 def plot_scaling(summary, path=None):
@@ -1246,7 +1241,7 @@ def plot_scaling(summary, path=None):
     fig, axes = plt.subplots(1, len(SCALING_GROUPS), figsize=(13, 3.6), sharey=True)
     for ax, g in zip(axes, SCALING_GROUPS):
         for m in SCALING_MEASURES:
-            ax.plot(steps, [r[g][m] for r in rows], marker="o", label=SCALING_LABELS[m])
+            ax.plot(steps, [r[g][m] for r in rows], marker="o", label=MEASURE_NAMES[m])
         ax.axhline(0.9, color="grey", lw=0.8, ls=":")
         ax.set_xscale("log", base=2)
         ax.set_xticks(steps, [str(s) for s in steps])
